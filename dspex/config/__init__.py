@@ -1,0 +1,1 @@
+"""Settings: schema, defaults and loading (TOML file, DSPEX_* environment, kwargs)."""

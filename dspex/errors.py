@@ -1,0 +1,239 @@
+"""The one error tree of dspex.
+
+Every error dspex raises derives from :class:`DSPexError`. A user's misuse
+(bad config, bad signature, bad argument) is kept apart from runtime failures
+(a provider fault, a crashed run), so callers can tell "fix your code" from
+"try again later"::
+
+    DSPexError
+    ├── UsageError                  misuse of the API; the message names the fix
+    │   ├── ConfigError             a setting with a bad key or value
+    │   └── SignatureError          a signature that cannot be parsed or built
+    ├── SupervisionError            the actor runtime itself
+    │   ├── StartError              a child failed to start or to acknowledge init
+    │   ├── MaxChildrenError        a dynamic supervisor is full
+    │   ├── RegistryError           name taken / name not registered
+    │   ├── ActorStoppedError       the actor (or runtime) is gone
+    │   └── CallTimeoutError        an ask got no reply in time
+    ├── LMError                     a call to a language model failed
+    │   ├── RateLimitError          HTTP 429 or a local rate limit
+    │   ├── LMTimeoutError          the provider did not answer in time
+    │   ├── ProviderError           5xx, bad reply, dropped connection
+    │   │   └── AuthenticationError 401/403: bad or missing API key
+    │   └── CircuitOpenError        the client's breaker is open; failing fast
+    ├── AdapterParseError           an LM reply did not match the signature
+    ├── ProgramError                user code in a program run raised
+    ├── OverloadedError             a program server's queue is full
+    └── LocalModelError             the embedded local model is missing or broken
+
+This module imports nothing from dspex, so every layer may import it.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+__all__ = [
+    "ActorStoppedError",
+    "AdapterParseError",
+    "AuthenticationError",
+    "CallTimeoutError",
+    "CircuitOpenError",
+    "ConfigError",
+    "DSPexError",
+    "LMError",
+    "LMTimeoutError",
+    "LocalModelError",
+    "MaxChildrenError",
+    "OverloadedError",
+    "ProgramError",
+    "ProviderError",
+    "RateLimitError",
+    "RegistryError",
+    "SignatureError",
+    "StartError",
+    "SupervisionError",
+    "UsageError",
+]
+
+
+class DSPexError(Exception):
+    """Root of every error dspex raises."""
+
+
+class UsageError(DSPexError, ValueError):
+    """The API was used wrongly; the message says what to change."""
+
+
+class ConfigError(UsageError):
+    """A setting has an unknown key or a bad value.
+
+    ``key`` is the dotted setting name and ``value`` the rejected value (already
+    redacted when the key holds a secret).
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, value: Any = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.value = value
+
+
+class SignatureError(UsageError):
+    """A signature could not be parsed or built.
+
+    ``position`` is the 0-based character offset in the signature string, when
+    the signature came from a string.
+    """
+
+    def __init__(
+        self, message: str, *, signature: str | None = None, position: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.signature = signature
+        self.position = position
+
+
+class SupervisionError(DSPexError):
+    """The actor runtime could not do what was asked."""
+
+
+class StartError(SupervisionError):
+    """A child failed in its start function or ``on_start``, or did not ack in time."""
+
+
+class MaxChildrenError(SupervisionError):
+    """A dynamic supervisor already runs ``max_children`` children."""
+
+
+class RegistryError(SupervisionError, KeyError):
+    """A name is already taken, or is not registered."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0]) if self.args else ""
+
+
+class ActorStoppedError(SupervisionError):
+    """The actor, or the runtime it belonged to, has stopped."""
+
+
+class CallTimeoutError(SupervisionError, builtins.TimeoutError):
+    """An ``ask``/``get`` received no reply within its timeout."""
+
+
+class LMError(DSPexError):
+    """A call to a language model failed.
+
+    ``model`` names the model, ``status`` the HTTP status when there was one,
+    and ``retryable`` whether retrying the same request may succeed.
+    """
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        status: int | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.model = model
+        self.status = status
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class RateLimitError(LMError):
+    """The provider (HTTP 429) or the local limiter refused the call.
+
+    ``retry_after`` is the delay in seconds the provider asked for, if any.
+    """
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        status: int | None = 429,
+        retry_after: float | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message, model=model, status=status, retryable=retryable)
+        self.retry_after = retry_after
+
+
+class LMTimeoutError(LMError, builtins.TimeoutError):
+    """The provider did not answer within the client's timeout."""
+
+    retryable = True
+
+
+class ProviderError(LMError):
+    """The provider failed: a 5xx, a malformed reply or a dropped connection."""
+
+    retryable = True
+
+
+class AuthenticationError(ProviderError):
+    """The provider rejected the API key (HTTP 401/403), or none was given."""
+
+    retryable = False
+
+
+class CircuitOpenError(LMError):
+    """The client's circuit breaker is open, so the call failed fast.
+
+    ``retry_at`` is the monotonic time at which the breaker half-opens.
+    """
+
+    retryable = False
+
+    def __init__(
+        self, message: str, *, model: str | None = None, retry_at: float | None = None
+    ) -> None:
+        super().__init__(message, model=model)
+        self.retry_at = retry_at
+
+
+class AdapterParseError(DSPexError):
+    """An LM reply could not be parsed into the signature's output fields.
+
+    ``raw`` is the reply text, ``field`` the offending field when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        raw: str,
+        adapter: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.raw = raw
+        self.adapter = adapter
+        self.field = field
+
+
+class ProgramError(DSPexError):
+    """User code in a program run raised.
+
+    The original exception is ``__cause__`` (and ``original``), so its type and
+    traceback survive the trip back from the run's actor thread.
+    """
+
+    def __init__(self, message: str, *, original: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.original = original
+
+
+class OverloadedError(DSPexError):
+    """A program server's queue is full; the request was not accepted."""
+
+
+class LocalModelError(DSPexError):
+    """The embedded local model is not installed or failed to start."""

@@ -1,0 +1,1 @@
+"""The DSPy programming model: signatures, examples, modules, adapters, evaluation."""

@@ -1,0 +1,1 @@
+"""Test doubles that users need too: DummyLM and fake provider HTTP servers."""

@@ -1,0 +1,92 @@
+"""The import rule of DESIGN.md section 1, checked by reading imports (AST).
+
+``config <- supervision <- actors <- programs``: a layer imports only layers
+to its left. ``dspex.errors`` is a leaf every layer may import. ``testing/``,
+``cli.py`` and top-level private modules may import anything.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "dspex"
+LAYERS = ["config", "supervision", "actors", "programs"]
+SHARED_LEAVES = {"dspex.errors"}
+
+
+def _layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    if len(parts) >= 2 and parts[0] == "dspex" and parts[1] in LAYERS:
+        return parts[1]
+    return None
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            found.append((node.lineno, target))
+            if target == "dspex":  # `from dspex import x` names submodules too
+                found.extend((node.lineno, f"dspex.{a.name}") for a in node.names)
+    return found
+
+
+def layer_violations() -> list[str]:
+    problems: list[str] = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        own = _layer_of(_module_name(path))
+        if own is None:
+            continue
+        allowed = set(LAYERS[: LAYERS.index(own) + 1])
+        for lineno, target in _imports(path):
+            if not (target == "dspex" or target.startswith("dspex.")):
+                continue
+            if target in SHARED_LEAVES:
+                continue
+            target_layer = _layer_of(target)
+            if target == "dspex" or target_layer is None or target_layer not in allowed:
+                problems.append(
+                    f"{path.relative_to(PACKAGE.parent)}:{lineno} ({own}) imports {target}"
+                )
+    return problems
+
+
+def test_layers_import_only_to_their_left() -> None:
+    assert layer_violations() == []
+
+
+def test_checker_catches_a_violation(tmp_path: Path) -> None:
+    # The rule must be able to fail: a config module importing actors is caught.
+    bad = PACKAGE / "config" / "_layer_probe_tmp.py"
+    bad.write_text("from dspex.actors import LMRequest\nfrom ..programs import x\n")
+    try:
+        problems = layer_violations()
+    finally:
+        bad.unlink()
+    assert any("_layer_probe_tmp.py:1" in p and "dspex.actors" in p for p in problems)
+    assert any("_layer_probe_tmp.py:2" in p and "dspex.programs" in p for p in problems)
+
+
+def test_errors_module_is_a_leaf() -> None:
+    targets = [t for _, t in _imports(PACKAGE / "errors.py")]
+    assert not [t for t in targets if t.startswith("dspex")]
