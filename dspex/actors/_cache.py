@@ -1,0 +1,119 @@
+"""The Cache actor and the client LM handles use to reach it.
+
+Reads never touch the actor: :class:`CacheClient` reads the shared
+:class:`CacheStore` in the caller's thread. Writes land in memory at once and
+are told to the :class:`Cache` actor, which batches them to disk, so a
+crashed or restarting Cache actor costs at most unflushed disk writes, never
+a caller's answer. The store outlives actor restarts: memory stays warm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from dspex.actors._cache_store import CacheStats, CacheStore
+from dspex.actors._lm_types import LMResponse
+from dspex.supervision import Actor
+
+__all__ = ["Cache", "CacheClient", "Flush", "Persist"]
+
+log = logging.getLogger("dspex.cache")
+
+FLUSH_BATCH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Persist:
+    """Write one entry to the disk tier."""
+
+    key: str
+    response: LMResponse
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """Write everything pending now; the reply is the number of rows written."""
+
+
+class Cache(Actor):
+    """Owns the disk tier of a :class:`CacheStore`: batched writes, eviction, flush on stop."""
+
+    def __init__(
+        self, store: CacheStore, emit: Callable[[str, dict[str, Any]], None] | None = None
+    ):
+        super().__init__()
+        self.store = store
+        self._pending: dict[str, LMResponse] = {}
+        self._emit = emit
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Persist):
+            self._pending[message.key] = message.response
+            # Flush when the burst is over (inbox drained) or the batch is full.
+            if len(self._pending) >= FLUSH_BATCH or self.actor_inbox.empty():
+                self._flush()
+            return None
+        if isinstance(message, Flush):
+            return self._flush()
+        return super().on_receive(message)
+
+    def stats(self) -> CacheStats:
+        """Counters of the store (actor thread; callers may read the store directly)."""
+        return self.store.stats()
+
+    def clear(self) -> None:
+        self._pending.clear()
+        self.store.clear()
+
+    def _flush(self) -> int:
+        if not self._pending:
+            return 0
+        batch, self._pending = self._pending, {}
+        written = self.store.persist(batch.items())
+        if self._emit is not None and written:
+            self._emit("cache.flush", {"rows": written})
+        return written
+
+    def on_stop(self) -> None:
+        self._flush()
+
+    def on_failure(self, *exc_info: Any) -> None:
+        # Best effort: a crash in a handler should not lose what is queued.
+        try:
+            self._flush()
+        except Exception:
+            log.exception("dspex cache: flush during failure failed")
+
+
+class CacheClient:
+    """What an LM handle uses: direct reads, writes that never block on disk.
+
+    ``actor`` returns the current Cache incarnation (or None while it restarts).
+    """
+
+    def __init__(
+        self, store: CacheStore, actor: Callable[[], pykka.ActorRef[Any] | None] | None = None
+    ) -> None:
+        self.store = store
+        self._actor = actor
+
+    def get(self, key: str) -> LMResponse | None:
+        return self.store.get(key)
+
+    def put(self, key: str, response: LMResponse) -> None:
+        self.store.put_memory(key, response)
+        ref = self._actor() if self._actor is not None else None
+        if ref is None or not self.store.disk_enabled:
+            return
+        # While the actor restarts the entry is still in memory; disk misses one write.
+        with contextlib.suppress(pykka.ActorDeadError):
+            ref.tell(Persist(key, response))
+
+    def stats(self) -> CacheStats:
+        return self.store.stats()
