@@ -1,0 +1,341 @@
+"""The Telemetry actor: structlog events, metrics and the LM history ring.
+
+Everything reaches it as a ``tell`` of a :class:`TelemetryEvent`, so emitting
+never blocks a caller and never sits on the critical path of an LM call. The
+actor aggregates per-model and per-run counters, keeps bounded latency
+windows for p50/p95, and a bounded ring of recent LM calls for
+``inspect_history`` (no unbounded growth, unlike DSPy's global history).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TextIO
+
+import pykka
+
+from dspex.supervision import Actor, Event
+
+__all__ = [
+    "HistoryEntry",
+    "Telemetry",
+    "TelemetryEmitter",
+    "TelemetryEvent",
+    "percentile",
+    "redact",
+    "render_history",
+]
+
+_SECRET_MARKERS = ("api_key", "apikey", "authorization", "token", "secret", "password")
+
+
+def redact(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy ``data`` with secret-looking keys masked (one level deep, nested dicts too)."""
+    clean: dict[str, Any] = {}
+    for key, value in data.items():
+        lowered = key.lower()
+        if any(marker in lowered for marker in _SECRET_MARKERS) and value:
+            clean[key] = "***"
+        elif isinstance(value, Mapping):
+            clean[key] = redact(value)
+        else:
+            clean[key] = value
+    return clean
+
+
+def percentile(samples: collections.deque[float] | list[float], q: float) -> float | None:
+    """Nearest-rank percentile of ``samples`` (q in 0..100); None when empty."""
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
+    return ordered[rank]
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryEvent:
+    """One event for the Telemetry actor."""
+
+    name: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    time: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One LM call kept for ``inspect_history``."""
+
+    model: str
+    messages: tuple[Mapping[str, Any], ...]
+    outputs: tuple[str, ...]
+    usage: Mapping[str, int]
+    duration_ms: float
+    cache_hit: bool
+    time: float
+
+
+@dataclass
+class _ModelStats:
+    requests: int = 0
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    cache_hits: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latencies: collections.deque[float] = field(default_factory=collections.deque)
+
+
+@dataclass
+class _RunStats:
+    started: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    latencies: collections.deque[float] = field(default_factory=collections.deque)
+
+
+class Telemetry(Actor):
+    """Aggregates events into metrics and logs them through structlog (actor thread)."""
+
+    def __init__(
+        self,
+        *,
+        format: Literal["json", "console", "off"] = "off",
+        level: str = "info",
+        history_size: int = 200,
+        latency_window: int = 1000,
+        stream: TextIO | None = None,
+    ) -> None:
+        super().__init__()
+        self._format = format
+        self._level = level
+        self._stream = stream
+        self._window = latency_window
+        self._history: collections.deque[HistoryEntry] = collections.deque(maxlen=history_size)
+        self._models: dict[str, _ModelStats] = {}
+        self._runs = _RunStats(latencies=collections.deque(maxlen=latency_window))
+        self._restarts: collections.Counter[str] = collections.Counter()
+        self._supervisor_events: collections.Counter[str] = collections.Counter()
+        self._events = 0
+        self._logger: Any = None
+        self._subscribers: list[Callable[[TelemetryEvent], None]] = []
+
+    def on_start(self) -> None:
+        if self._format != "off":
+            self._logger = _make_logger(self._format, self._level, self._stream or sys.stderr)
+
+    # -- intake -----------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, TelemetryEvent):
+            self._handle(message)
+            return None
+        if isinstance(message, Event):  # supervision events from an EventBus sink
+            self._handle(TelemetryEvent(message.name, message.data, message.time))
+            return None
+        return super().on_receive(message)
+
+    def _handle(self, event: TelemetryEvent) -> None:
+        self._events += 1
+        name, data = event.name, event.data
+        if name.startswith("lm.request."):
+            self._on_lm(name, data)
+        elif name.startswith("program.run."):
+            self._on_run(name, data)
+        elif name.startswith("supervisor."):
+            self._supervisor_events[name] += 1
+            if name == "supervisor.child_restarted":
+                self._restarts[str(data.get("child_id", "?"))] += 1
+        for subscriber in self._subscribers:
+            with contextlib.suppress(Exception):
+                subscriber(event)
+        if self._logger is not None:
+            self._logger.info(name, **redact(_loggable(data)))
+
+    def _model(self, model: str) -> _ModelStats:
+        stats = self._models.get(model)
+        if stats is None:
+            stats = self._models[model] = _ModelStats(
+                latencies=collections.deque(maxlen=self._window)
+            )
+        return stats
+
+    def _on_lm(self, name: str, data: Mapping[str, Any]) -> None:
+        stats = self._model(str(data.get("model", "?")))
+        if name == "lm.request.stop":
+            stats.requests += 1
+            stats.cache_hits += bool(data.get("cache_hit"))
+            stats.retries += int(data.get("retries", 0))
+            stats.prompt_tokens += int(data.get("prompt_tokens", 0))
+            stats.completion_tokens += int(data.get("completion_tokens", 0))
+            if "duration_ms" in data:
+                stats.latencies.append(float(data["duration_ms"]))
+            if "messages" in data:
+                self._history.append(
+                    HistoryEntry(
+                        model=str(data.get("model", "?")),
+                        messages=tuple(data["messages"]),
+                        outputs=tuple(data.get("outputs", ())),
+                        usage={
+                            "prompt_tokens": int(data.get("prompt_tokens", 0)),
+                            "completion_tokens": int(data.get("completion_tokens", 0)),
+                        },
+                        duration_ms=float(data.get("duration_ms", 0.0)),
+                        cache_hit=bool(data.get("cache_hit")),
+                        time=time.time(),
+                    )
+                )
+        elif name == "lm.request.exception":
+            stats.requests += 1
+            stats.errors[str(data.get("error", "Exception"))] += 1
+            stats.retries += int(data.get("retries", 0))
+
+    def _on_run(self, name: str, data: Mapping[str, Any]) -> None:
+        runs = self._runs
+        if name == "program.run.start":
+            runs.started += 1
+        elif name == "program.run.stop":
+            runs.succeeded += 1
+            if "duration_ms" in data:
+                runs.latencies.append(float(data["duration_ms"]))
+        elif name == "program.run.exception":
+            runs.failed += 1
+            runs.errors[str(data.get("error", "Exception"))] += 1
+
+    # -- queries (asked via proxy; actor thread) ----------------------------------
+
+    def metrics(self) -> dict[str, Any]:
+        """A JSON-ready snapshot of every counter."""
+        models: dict[str, Any] = {}
+        for model, s in sorted(self._models.items()):
+            ok = s.requests - sum(s.errors.values())
+            models[model] = {
+                "requests": s.requests,
+                "errors": dict(s.errors),
+                "retries": s.retries,
+                "cache_hits": s.cache_hits,
+                "cache_hit_rate": round(s.cache_hits / ok, 4) if ok > 0 else 0.0,
+                "p50_ms": _round(percentile(s.latencies, 50)),
+                "p95_ms": _round(percentile(s.latencies, 95)),
+                "prompt_tokens": s.prompt_tokens,
+                "completion_tokens": s.completion_tokens,
+                "total_tokens": s.prompt_tokens + s.completion_tokens,
+            }
+        runs = self._runs
+        return {
+            "models": models,
+            "runs": {
+                "started": runs.started,
+                "succeeded": runs.succeeded,
+                "failed": runs.failed,
+                "errors": dict(runs.errors),
+                "p50_ms": _round(percentile(runs.latencies, 50)),
+                "p95_ms": _round(percentile(runs.latencies, 95)),
+            },
+            "supervision": {
+                "restarts": sum(self._restarts.values()),
+                "restarts_by_child": dict(self._restarts),
+                "events": dict(self._supervisor_events),
+            },
+            "events": self._events,
+        }
+
+    def history(self, n: int = 1) -> list[HistoryEntry]:
+        """The last ``n`` LM calls, oldest first."""
+        if n <= 0:
+            return []
+        return list(self._history)[-n:]
+
+    def subscribe(self, callback: Callable[[TelemetryEvent], None]) -> None:
+        """Call ``callback`` (in this actor's thread) for every event; for tests and exporters."""
+        self._subscribers.append(callback)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _loggable(data: Mapping[str, Any]) -> dict[str, Any]:
+    # Prompts and outputs are kept for history but are too big for a log line.
+    return {k: v for k, v in data.items() if k not in ("messages", "outputs")}
+
+
+def _make_logger(fmt: str, level: str, stream: TextIO) -> Any:
+    import logging
+
+    import structlog
+
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    return structlog.wrap_logger(
+        structlog.PrintLogger(stream),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+        ),
+    )
+
+
+class TelemetryEmitter:
+    """What other components hold: ``emit(name, **data)`` as a non-blocking tell.
+
+    ``target`` returns the current Telemetry incarnation (None while it
+    restarts); events sent while it is gone are counted in ``dropped``.
+    """
+
+    def __init__(self, target: Callable[[], pykka.ActorRef[Any] | None]) -> None:
+        self._target = target
+        self.dropped = 0
+
+    def emit(self, name: str, **data: Any) -> None:
+        ref = self._target()
+        if ref is None:
+            self.dropped += 1
+            return
+        try:
+            ref.tell(TelemetryEvent(name, data))
+        except pykka.ActorDeadError:
+            self.dropped += 1
+
+    def __call__(self, name: str, data: Mapping[str, Any]) -> None:
+        self.emit(name, **data)
+
+    def sink(self, event: Event) -> None:
+        """An EventBus sink: forwards supervision events."""
+        ref = self._target()
+        if ref is None:
+            self.dropped += 1
+            return
+        with contextlib.suppress(pykka.ActorDeadError):
+            ref.tell(event)
+
+
+def render_history(entries: list[HistoryEntry]) -> str:
+    """Text for ``inspect_history``: each call's messages, then its outputs."""
+    blocks: list[str] = []
+    for entry in entries:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(entry.time))
+        head = f"[{stamp}] {entry.model} ({entry.duration_ms:.1f} ms"
+        head += ", cache hit)" if entry.cache_hit else ")"
+        lines = [head, ""]
+        for message in entry.messages:
+            lines += [f"{str(message.get('role', '?')).capitalize()} message:", ""]
+            lines += [str(message.get("content", "")), ""]
+        for i, output in enumerate(entry.outputs):
+            label = "Response:" if len(entry.outputs) == 1 else f"Response {i + 1}:"
+            lines += [label, "", output, ""]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
