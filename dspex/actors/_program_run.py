@@ -1,0 +1,163 @@
+"""Program runs: one transient actor per top-level module call.
+
+The caller's ``contextvars`` (``dspex.context`` overrides included) do not
+cross into actor threads on their own, so the caller copies its context into
+the :class:`RunJob` message and the run executes the job inside it. Nested
+modules see :func:`current_run` set and execute inline in the run's thread.
+
+A failure in user code fails that run alone: the caller receives an error
+that is both a :class:`~dspex.errors.ProgramError` and an instance of the
+original exception's type (so ``except ValueError`` still works), with the
+original, and its traceback from the run thread, as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from dspex.errors import ProgramError
+from dspex.supervision import Actor
+
+__all__ = [
+    "ProgramRun",
+    "RunContext",
+    "RunJob",
+    "current_run",
+    "wrap_program_error",
+]
+
+_run_ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What a run carries: its id, the deadline and the trace of predictor calls.
+
+    ``deadline`` is a ``time.monotonic()`` value (None: no limit); modules check
+    it between LM calls via :meth:`check_deadline` (threads cannot be killed).
+    ``cancelled`` lets an owner (e.g. an evaluation past its timeout) ask the
+    run to stop at its next check.
+    """
+
+    run_id: int = field(default_factory=lambda: next(_run_ids))
+    deadline: float | None = None
+    trace: list[Any] = field(default_factory=list)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    label: str = ""
+
+    def check_deadline(self) -> None:
+        """Raise ``ProgramError`` if the run was cancelled or its deadline passed."""
+        if self.cancelled.is_set():
+            raise ProgramError(f"program run {self.run_id} ({self.label}) was cancelled")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise ProgramError(
+                f"program run {self.run_id} ({self.label}) passed its deadline; "
+                "raise the timeout or make the program faster"
+            )
+
+
+_current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "dspex_current_run", default=None
+)
+
+
+def current_run() -> RunContext | None:
+    """The run this thread is executing inside, if any."""
+    return _current.get()
+
+
+@dataclass(frozen=True, slots=True)
+class RunJob:
+    """Execute ``fn`` inside ``context`` (the caller's copied contextvars) and reply."""
+
+    fn: Callable[[], Any]
+    context: contextvars.Context
+    run: RunContext
+    reply: Future[Any]
+    on_done: Callable[[RunContext, float, BaseException | None], None] | None = None
+
+
+class ProgramRun(Actor):
+    """A transient actor that runs one job, replies and stops (actor thread runs the job)."""
+
+    def on_receive(self, message: Any) -> Any:
+        if not isinstance(message, RunJob):
+            return super().on_receive(message)
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            result = message.context.run(_execute, message)
+        except Exception as exc:  # user code: fail this run only
+            error = exc
+            message.reply.set_exception(wrap_program_error(exc, message.run))
+        except BaseException as exc:  # SystemExit & co in user code: contain it
+            error = exc
+            wrapped = ProgramError(
+                f"program run {message.run.run_id} ({message.run.label}) raised {exc!r}",
+                original=exc,
+            )
+            wrapped.__cause__ = exc
+            message.reply.set_exception(wrapped)
+        else:
+            message.reply.set_result(result)
+        finally:
+            if message.on_done is not None:
+                message.on_done(message.run, (time.perf_counter() - started) * 1000, error)
+            self.stop()
+        return None
+
+
+def _execute(job: RunJob) -> Any:
+    token = _current.set(job.run)
+    try:
+        return job.fn()
+    finally:
+        _current.reset(token)
+
+
+_hybrids: dict[type[BaseException], type[ProgramError] | None] = {}
+
+
+def _hybrid_type(original: type[BaseException]) -> type[ProgramError] | None:
+    """A subclass of both ProgramError and ``original``, or None if they cannot mix."""
+    if original in _hybrids:
+        return _hybrids[original]
+    hybrid: type[ProgramError] | None
+    try:
+        hybrid = type(
+            f"ProgramError[{original.__name__}]",
+            (ProgramError, original),
+            {"__module__": ProgramError.__module__},
+        )
+    except TypeError:  # e.g. incompatible C layouts (OSError subclasses)
+        hybrid = None
+    _hybrids[original] = hybrid  # a benign race: both threads build equivalent types
+    return hybrid
+
+
+def wrap_program_error(exc: Exception, run: RunContext) -> ProgramError:
+    """Wrap a user exception so both its type and ``ProgramError`` match."""
+    if isinstance(exc, ProgramError):
+        return exc
+    message = f"program run {run.run_id} ({run.label}) failed: {type(exc).__name__}: {exc}"
+    hybrid = _hybrid_type(type(exc))
+    wrapped: ProgramError
+    if hybrid is not None:
+        try:
+            wrapped = hybrid.__new__(hybrid, message)
+            ProgramError.__init__(wrapped, message, original=exc)
+            wrapped.__dict__.update(getattr(exc, "__dict__", {}))
+            wrapped.original = exc
+        except Exception:
+            wrapped = ProgramError(message, original=exc)
+    else:
+        wrapped = ProgramError(message, original=exc)
+    wrapped.__cause__ = exc
+    return wrapped

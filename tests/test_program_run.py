@@ -1,0 +1,107 @@
+"""ProgramRun: one job per transient actor, context carried, failures isolated."""
+
+from __future__ import annotations
+
+import contextvars
+import traceback
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+
+from dspex.actors._program_run import (
+    ProgramRun,
+    RunContext,
+    RunJob,
+    current_run,
+    wrap_program_error,
+)
+from dspex.errors import ProgramError
+from dspex.supervision import wait_dead
+
+VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
+
+
+def _run(fn: Any, run: RunContext | None = None) -> Future[Any]:
+    ref = ProgramRun.start_link()
+    reply: Future[Any] = Future()
+    ref.tell(RunJob(fn, contextvars.copy_context(), run or RunContext(label="t"), reply))
+    assert wait_dead(ref, 5)  # the run stops itself after replying
+    return reply
+
+
+def test_result_and_context_travel_into_the_run() -> None:
+    token = VAR.set("from-caller")
+    try:
+        seen: dict[str, Any] = {}
+
+        def job() -> int:
+            seen["var"] = VAR.get()
+            seen["run"] = current_run()
+            return 42
+
+        run = RunContext(label="ctx")
+        assert _run(job, run).result(timeout=5) == 42
+    finally:
+        VAR.reset(token)
+    assert seen["var"] == "from-caller"
+    assert seen["run"] is run
+    assert current_run() is None
+
+
+def test_user_error_keeps_type_traceback_and_is_a_program_error() -> None:
+    def job() -> None:
+        raise ValueError("bad value in user code")
+
+    with pytest.raises(ValueError, match="bad value") as info:
+        _run(job).result(timeout=5)
+    err = info.value
+    assert isinstance(err, ProgramError)
+    assert isinstance(err.original, ValueError)
+    assert err.__cause__ is err.original
+    frames = traceback.extract_tb(err.original.__traceback__)
+    assert any(f.name == "job" for f in frames)
+
+
+def test_base_exception_in_user_code_is_contained() -> None:
+    def job() -> None:
+        raise SystemExit(2)
+
+    with pytest.raises(ProgramError) as info:
+        _run(job).result(timeout=5)
+    assert isinstance(info.value.original, SystemExit)
+
+
+def test_layout_conflicts_fall_back_to_plain_program_error() -> None:
+    err = wrap_program_error(FileNotFoundError(2, "nope"), RunContext(label="x"))
+    assert isinstance(err, ProgramError)
+    assert isinstance(err.original, FileNotFoundError)
+
+
+def test_deadline_and_cancel_checks() -> None:
+    RunContext().check_deadline()
+    with pytest.raises(ProgramError, match="deadline"):
+        RunContext(deadline=0.0).check_deadline()
+    run = RunContext()
+    run.cancelled.set()
+    with pytest.raises(ProgramError, match="cancelled"):
+        run.check_deadline()
+
+
+def test_on_done_hook_reports_duration_and_error() -> None:
+    calls: list[tuple[int, float, BaseException | None]] = []
+    ref = ProgramRun.start_link()
+    reply: Future[Any] = Future()
+    run = RunContext()
+    ref.tell(
+        RunJob(
+            lambda: 1,
+            contextvars.copy_context(),
+            run,
+            reply,
+            lambda r, ms, e: calls.append((r.run_id, ms, e)),
+        )
+    )
+    assert reply.result(timeout=5) == 1
+    assert wait_dead(ref, 5)
+    assert calls and calls[0][0] == run.run_id and calls[0][1] >= 0 and calls[0][2] is None
