@@ -1,1 +1,76 @@
-"""Settings: schema, defaults and loading (TOML file, DSPEX_* environment, kwargs)."""
+"""Settings: schema, defaults and loading (TOML file, ``DSPEX_*`` environment, kwargs).
+
+Precedence, highest first: keyword arguments > environment > TOML file >
+defaults (see ``docs/config.md``). Every bad key or value raises
+:class:`~dspex.errors.ConfigError`.
+
+Names load on first use, so ``import dspex.config`` does not import pydantic;
+``from dspex.config import load_settings`` does.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dspex.config._loading import CONFIG_ENV_VAR, ENV_PREFIX, load_settings
+    from dspex.config._secrets import REDACTED, is_secret_key, redact
+    from dspex.config._settings import (
+        PROVIDERS,
+        CacheSettings,
+        LMClientSettings,
+        ModelSettings,
+        RuntimeSettings,
+        Settings,
+        TelemetrySettings,
+        split_model_id,
+    )
+
+# public name -> private module defining it (imported on first attribute access)
+_LAZY: dict[str, str] = {
+    "CONFIG_ENV_VAR": "_loading",
+    "ENV_PREFIX": "_loading",
+    "load_settings": "_loading",
+    "REDACTED": "_secrets",
+    "is_secret_key": "_secrets",
+    "redact": "_secrets",
+    "PROVIDERS": "_settings",
+    "CacheSettings": "_settings",
+    "LMClientSettings": "_settings",
+    "ModelSettings": "_settings",
+    "RuntimeSettings": "_settings",
+    "Settings": "_settings",
+    "TelemetrySettings": "_settings",
+    "split_model_id": "_settings",
+}
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "ENV_PREFIX",
+    "PROVIDERS",
+    "REDACTED",
+    "CacheSettings",
+    "LMClientSettings",
+    "ModelSettings",
+    "RuntimeSettings",
+    "Settings",
+    "TelemetrySettings",
+    "is_secret_key",
+    "load_settings",
+    "redact",
+    "split_model_id",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dspex.config' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"dspex.config.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

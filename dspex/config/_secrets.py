@@ -1,0 +1,69 @@
+"""Which names hold secrets, and redaction of values and mappings for logs and errors.
+
+Kept free of pydantic so telemetry and cache-key code can import it cheaply:
+a secret value is recognised by duck typing (``get_secret_value``), a secret
+key by its words (``api_key``, ``access_token``, ``password``...).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["REDACTED", "is_secret_key", "is_secret_path", "redact", "redact_value"]
+
+REDACTED = "**********"
+"""What a secret is shown as: the same mask pydantic uses for ``SecretStr``."""
+
+# Whole words only: "max_tokens" is not a secret, "access_token" is.
+_SECRET_WORDS = frozenset(
+    {"token", "secret", "secrets", "password", "passwd", "authorization", "credential"}
+    | {"credentials", "auth", "bearer", "cookie"}
+)
+_SECRET_JOINED = ("api_key", "apikey", "private_key", "access_key", "secret_key")
+_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
+
+
+def is_secret_key(name: str) -> bool:
+    """Whether a setting, parameter or header named ``name`` holds a secret."""
+    lowered = name.lower().replace("-", "_")
+    if any(part in lowered for part in _SECRET_JOINED):
+        return True
+    return any(word in _SECRET_WORDS for word in _WORD_SPLIT.split(lowered))
+
+
+def is_secret_path(path: tuple[str, ...] | list[str]) -> bool:
+    """Whether any segment of a dotted setting path names a secret."""
+    return any(is_secret_key(str(segment)) for segment in path)
+
+
+def _is_secret_value(value: object) -> bool:
+    return callable(getattr(value, "get_secret_value", None))
+
+
+def redact_value(path: tuple[str, ...] | list[str], value: Any) -> Any:
+    """``value`` with secrets masked: masked whole if ``path`` names a secret."""
+    if is_secret_path(path) or _is_secret_value(value):
+        return REDACTED
+    return redact(value)
+
+
+def redact(value: Any) -> Any:
+    """A copy of ``value`` (mappings, lists, tuples, scalars) safe to log.
+
+    Secret-typed values (``SecretStr``) and the values of secret-named keys are
+    replaced by :data:`REDACTED`; everything else is kept as is.
+    """
+    if _is_secret_value(value):
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {
+            key: REDACTED if is_secret_key(str(key)) else redact(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(redact(item) for item in value)
+    return value

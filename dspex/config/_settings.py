@@ -1,0 +1,384 @@
+"""The settings schema: every knob the runtime reads, with its default and its checks.
+
+``Settings`` is frozen and rejects unknown keys. Every way of building one
+(``Settings(...)``, :func:`~dspex.config.load_settings`, :meth:`Settings.merged`)
+goes through :meth:`_Section.__init__`, which turns pydantic's
+``ValidationError`` into a :class:`~dspex.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from dspex.config._secrets import is_secret_key, redact, redact_value
+from dspex.errors import ConfigError
+
+__all__ = [
+    "PROVIDERS",
+    "CacheSettings",
+    "LMClientSettings",
+    "ModelSettings",
+    "RuntimeSettings",
+    "Settings",
+    "TelemetrySettings",
+    "deep_merge",
+    "split_model_id",
+]
+
+PROVIDERS: tuple[str, ...] = ("anthropic", "gemini", "local", "openai")
+"""Providers a model id may name: ``"<provider>/<model name>"``."""
+
+# litellm provider prefixes DSPy users write for servers that speak OpenAI's wire format.
+_OPENAI_COMPATIBLE = frozenset(
+    {
+        "ollama",
+        "ollama_chat",
+        "vllm",
+        "hosted_vllm",
+        "openrouter",
+        "together_ai",
+        "lm_studio",
+        "llamacpp",
+        "groq",
+        "deepseek",
+    }
+)
+_PROVIDER_ALIASES = {"google": "gemini", "vertex_ai": "gemini", "claude": "anthropic"}
+_NAME_HINTS: tuple[tuple[str, str], ...] = (
+    ("gpt", "openai"),
+    ("o1", "openai"),
+    ("o3", "openai"),
+    ("o4", "openai"),
+    ("claude", "anthropic"),
+    ("gemini", "gemini"),
+)
+
+
+def _bad(message: str, requirement: str) -> PydanticCustomError:
+    # Braces in user text must not be taken for template placeholders.
+    safe = message.replace("{", "(").replace("}", ")")
+    return PydanticCustomError("dspex_value", safe, {"requirement": requirement})
+
+
+def _model_id_hint(provider: str, name: str, has_slash: bool) -> str:
+    if not has_slash:
+        for prefix, likely in _NAME_HINTS:
+            if provider.lower().startswith(prefix):
+                return f"; did you mean '{likely}/{provider}'?"
+        return ""
+    if provider in _OPENAI_COMPATIBLE:
+        return (
+            f"; '{provider}' serves OpenAI's wire format: use 'openai/{name}' "
+            "and set api_base to the server's URL"
+        )
+    close = difflib.get_close_matches(provider.lower(), PROVIDERS, n=1, cutoff=0.6)
+    guess = _PROVIDER_ALIASES.get(provider) or (close[0] if close else None)
+    return f"; did you mean '{guess}/{name}'?" if guess else ""
+
+
+def split_model_id(model: str) -> tuple[str, str]:
+    """Split ``"provider/name"`` into its provider and model name, checking both.
+
+    Raises ``ValueError`` (a ``PydanticCustomError``) saying what a model id
+    must look like; inside a settings model that becomes a ``ConfigError``.
+    """
+    provider, slash, name = model.partition("/")
+    valid = slash and provider in PROVIDERS and name and not any(c.isspace() for c in model)
+    if not valid:
+        hint = _model_id_hint(provider, name, bool(slash))
+        raise _bad(
+            f"must look like 'provider/name' with provider one of {', '.join(PROVIDERS)}{hint}",
+            "a model id like 'openai/gpt-4o-mini'",
+        )
+    return provider, name
+
+
+def _check_model_id(model: str) -> str:
+    split_model_id(model)
+    return model
+
+
+def _check_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise _bad("must be an http:// or https:// URL", "a URL like 'http://127.0.0.1:8000/v1'")
+    return url.rstrip("/")
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _check_params(params: dict[str, Any]) -> dict[str, Any]:
+    for key in params:
+        if is_secret_key(str(key)):
+            raise _bad(
+                f"key '{key}' looks like a secret, and params are not redacted",
+                "a table without secrets (put the key in the model's api_key setting)",
+            )
+    return params
+
+
+ModelId = Annotated[str, AfterValidator(_check_model_id)]
+Url = Annotated[str, AfterValidator(_check_url)]
+PositiveInt = Annotated[int, Field(ge=1)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+_VALIDATING: ContextVar[bool] = ContextVar("dspex_config_validating", default=False)
+
+
+class _Section(BaseModel):
+    """Base of every settings model: frozen, strict about keys, errors as ConfigError."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        hide_input_in_errors=True,  # the chained ValidationError must not echo secrets
+    )
+
+    # Where this model sits in Settings, so errors name the full dotted key.
+    _path: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, /, **data: Any) -> None:
+        # pydantic calls this __init__ for nested sections too; only the outermost
+        # call translates, so nested errors reach it with their full location.
+        if _VALIDATING.get():
+            super().__init__(**data)
+            return
+        token = _VALIDATING.set(True)
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            from dspex.config._loading import config_error
+
+            raise config_error(exc, type(self)._path) from exc
+        finally:
+            _VALIDATING.reset(token)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        from dspex.config._loading import dotted, kwarg_form
+
+        path = (*type(self)._path, name)
+        raise ConfigError(
+            f"{type(self).__name__} is frozen, so {dotted(path)} cannot be assigned. "
+            f"Derive new settings instead: settings.merged({kwarg_form(path)}).",
+            key=dotted(path),
+            value=redact_value(path, value),
+        )
+
+    def public_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of these settings for logs: every secret is redacted."""
+        result: dict[str, Any] = redact(self.model_dump(mode="json"))
+        return result
+
+
+class LMClientSettings(_Section):
+    """Defaults for every LM client actor: retries, timeouts, breaker, rate limits."""
+
+    _path = ("lm_client",)
+
+    num_retries: NonNegativeInt = Field(default=3, description="retries after a retryable failure")
+    timeout: PositiveFloat = Field(default=60.0, description="seconds for one HTTP request")
+    backoff_base: PositiveFloat = Field(default=0.5, description="first retry delay, seconds")
+    backoff_max: PositiveFloat = Field(default=30.0, description="longest retry delay, seconds")
+    rpm: PositiveInt | None = Field(
+        default=None, description="requests per minute; None = unlimited"
+    )
+    tpm: PositiveInt | None = Field(default=None, description="tokens per minute; None = unlimited")
+    breaker_failure_threshold: PositiveInt = Field(
+        default=5, description="consecutive failures that open the circuit breaker"
+    )
+    breaker_reset_timeout: PositiveFloat = Field(
+        default=30.0, description="seconds the breaker stays open before a half-open probe"
+    )
+    max_in_flight: PositiveInt = Field(
+        default=512, description="concurrent HTTP requests per client"
+    )
+    api_base: Url | None = Field(
+        default=None, description="base URL for every model; None = provider's"
+    )
+
+    @field_validator("backoff_max")
+    @classmethod
+    def _max_not_below_base(cls, value: float, info: ValidationInfo) -> float:
+        base = info.data.get("backoff_base")
+        if base is not None and value < base:
+            raise _bad(
+                f"must be >= backoff_base ({base})", f"a number of seconds >= backoff_base ({base})"
+            )
+        return value
+
+
+class ModelSettings(_Section):
+    """Per-model overrides of ``lm_client`` plus the model's key and extra request params."""
+
+    _path = ("models", "<model>")
+
+    api_base: Url | None = Field(default=None, description="base URL, e.g. a vLLM or Ollama server")
+    api_key: SecretStr | None = Field(
+        default=None, description="API key; None = provider's env var"
+    )
+    rpm: PositiveInt | None = Field(default=None, description="requests per minute for this model")
+    tpm: PositiveInt | None = Field(default=None, description="tokens per minute for this model")
+    num_retries: NonNegativeInt | None = Field(default=None, description="overrides lm_client")
+    timeout: PositiveFloat | None = Field(default=None, description="overrides lm_client, seconds")
+    params: Annotated[dict[str, Any], AfterValidator(_check_params)] = Field(
+        default_factory=dict, description="extra request parameters sent with every call"
+    )
+
+
+class CacheSettings(_Section):
+    """The LM response cache: a memory LRU in front of an on-disk SQLite tier."""
+
+    _path = ("cache",)
+
+    enabled: bool = Field(default=True, description="cache LM responses at all")
+    memory_enabled: bool = Field(default=True, description="use the in-memory LRU tier")
+    disk_enabled: bool = Field(default=True, description="use the on-disk tier")
+    dir: Path = Field(
+        default=Path("~/.dspex_cache"), validate_default=True, description="on-disk cache directory"
+    )
+    memory_max_entries: PositiveInt = Field(default=100_000, description="entries kept in memory")
+    disk_max_bytes: PositiveInt = Field(default=1 << 30, description="size bound of the disk tier")
+
+    @field_validator("dir")
+    @classmethod
+    def _expand_user(cls, value: Path) -> Path:
+        return value.expanduser()
+
+
+class TelemetrySettings(_Section):
+    """Structured log output, the LM history ring and latency sampling."""
+
+    _path = ("telemetry",)
+
+    format: Annotated[Literal["json", "console", "off"], BeforeValidator(_lower)] = Field(
+        default="console", description="how events are rendered; off = no log output"
+    )
+    level: Annotated[
+        Literal["debug", "info", "warning", "error", "critical"], BeforeValidator(_lower)
+    ] = Field(default="warning", description="lowest event level written")
+    history_size: PositiveInt = Field(default=200, description="LM calls kept for inspect_history")
+    latency_window: PositiveInt = Field(
+        default=1024, description="latency samples kept for p50/p95"
+    )
+
+
+class RuntimeSettings(_Section):
+    """The supervision tree: run bounds, timeouts and the root's restart intensity."""
+
+    _path = ("runtime",)
+
+    max_runs: PositiveInt = Field(
+        default=1024, description="concurrent program runs (max_children)"
+    )
+    run_start_timeout: PositiveFloat = Field(
+        default=5.0, description="seconds to wait for a run to start"
+    )
+    shutdown_timeout: PositiveFloat = Field(
+        default=5.0, description="seconds per child at shutdown"
+    )
+    max_restarts: NonNegativeInt = Field(
+        default=3, description="restarts allowed within max_seconds"
+    )
+    max_seconds: PositiveFloat = Field(default=5.0, description="window of the restart intensity")
+
+
+class Settings(_Section):
+    """Everything the runtime needs; frozen, so a snapshot can cross threads.
+
+    Build it with :func:`~dspex.config.load_settings` (TOML file, ``DSPEX_*``
+    environment, keyword arguments) and derive variants with :meth:`merged`.
+    """
+
+    lm: ModelId | None = Field(
+        default=None, description="default model id, e.g. 'openai/gpt-4o-mini'"
+    )
+    adapter: Annotated[Literal["chat", "json", "xml"] | None, BeforeValidator(_lower)] = Field(
+        default=None, description="default adapter; None = chat with JSON fallback"
+    )
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = Field(
+        default=None, description="default sampling temperature; None = provider's"
+    )
+    max_tokens: PositiveInt | None = Field(
+        default=None, description="default completion token limit"
+    )
+    track_usage: bool = Field(default=False, description="attach token usage to predictions")
+    lm_client: LMClientSettings = Field(default_factory=LMClientSettings)
+    models: dict[ModelId, ModelSettings] = Field(
+        default_factory=dict, description="per-model overrides keyed by model id"
+    )
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+
+    def merged(self, **overrides: Any) -> Settings:
+        """A new Settings with ``overrides`` deep-merged over these, re-validated.
+
+        Overrides are nested dicts or sub-models (only a sub-model's explicitly
+        set fields count). Unchanged groups are reused, not re-validated.
+        """
+        if not overrides:
+            return self
+        return Settings(**deep_merge(_fields(self), overrides))
+
+    def lm_client_for(self, model: str) -> LMClientSettings:
+        """``lm_client`` with the per-model overrides of ``models[model]`` applied."""
+        entry = self.models.get(model)
+        if entry is None:
+            return self.lm_client
+        shared = ("api_base", "num_retries", "timeout", "rpm", "tpm")
+        updates = {name: getattr(entry, name) for name in shared}
+        updates = {name: value for name, value in updates.items() if value is not None}
+        return self.lm_client.model_copy(update=updates) if updates else self.lm_client
+
+
+def _fields(model: BaseModel) -> dict[str, Any]:
+    return {name: getattr(model, name) for name in type(model).model_fields}
+
+
+def _as_override(value: Any) -> Any:
+    """A sub-model given as an override contributes only the fields it set."""
+    if isinstance(value, BaseModel):
+        return {name: getattr(value, name) for name in value.model_fields_set}
+    return value
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` merged into ``base``, recursing where both sides are tables.
+
+    Values of ``base`` may be settings models (expanded only where an override
+    reaches into them); scalars and lists in ``override`` replace.
+    """
+    out = dict(base)
+    for key, raw in override.items():
+        new = _as_override(raw)
+        if not isinstance(new, Mapping):
+            out[key] = new
+            continue
+        old = out.get(key)
+        if isinstance(old, BaseModel):
+            out[key] = deep_merge(_fields(old), new)
+        elif isinstance(old, Mapping):
+            out[key] = deep_merge(old, new)
+        else:
+            out[key] = deep_merge({}, new)
+    return out
