@@ -10,7 +10,7 @@ Names load lazily on first use so ``import dspex`` stays cheap: the table
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dspex.errors import (
     ActorStoppedError,
@@ -38,29 +38,86 @@ from dspex.errors import (
 __version__ = "0.1.0"
 
 # public name -> module defining it (imported on first attribute access)
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "Adapter": "dspex.programs",
+    "ChainOfThought": "dspex.programs",
+    "ChatAdapter": "dspex.programs",
+    "Completions": "dspex.programs",
+    "Example": "dspex.programs",
+    "InputField": "dspex.programs",
+    "JSONAdapter": "dspex.programs",
+    "Module": "dspex.programs",
+    "OutputField": "dspex.programs",
+    "Parameter": "dspex.programs",
+    "Predict": "dspex.programs",
+    "Prediction": "dspex.programs",
+    "Signature": "dspex.programs",
+    "SignatureMeta": "dspex.programs",
+    "XMLAdapter": "dspex.programs",
+    "configure": "dspex.programs",
+    "context": "dspex.programs",
+    "ensure_signature": "dspex.programs",
+    "infer_prefix": "dspex.programs",
+    "load": "dspex.programs",
+    "make_signature": "dspex.programs",
+    "settings": "dspex.programs",
+    "answer_exact_match": "dspex.programs",
+    "answer_passage_match": "dspex.programs",
+    "normalize_text": "dspex.programs",
+    "f1_score": "dspex.programs",
+    "Settings": "dspex.config",
+    "load_settings": "dspex.config",
+}
 
 __all__ = [
     "ActorStoppedError",
+    "Adapter",
     "AdapterParseError",
     "AuthenticationError",
     "CallTimeoutError",
+    "ChainOfThought",
+    "ChatAdapter",
     "CircuitOpenError",
+    "Completions",
     "ConfigError",
     "DSPexError",
+    "Example",
+    "InputField",
+    "JSONAdapter",
     "LMError",
     "LMTimeoutError",
     "LocalModelError",
     "MaxChildrenError",
+    "Module",
+    "OutputField",
     "OverloadedError",
+    "Parameter",
+    "Predict",
+    "Prediction",
     "ProgramError",
     "ProviderError",
     "RateLimitError",
     "RegistryError",
+    "Settings",
+    "Signature",
     "SignatureError",
+    "SignatureMeta",
     "StartError",
     "SupervisionError",
     "UsageError",
+    "XMLAdapter",
+    "answer_exact_match",
+    "answer_passage_match",
+    "configure",
+    "context",
+    "ensure_signature",
+    "f1_score",
+    "infer_prefix",
+    "load",
+    "load_settings",
+    "make_signature",
+    "normalize_text",
+    "settings",
 ]
 
 
@@ -75,7 +132,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
-
-
-if TYPE_CHECKING:  # let type checkers see the lazy names
-    pass

@@ -1,0 +1,99 @@
+"""Framework CPU time per Predict call (issue 3's benchmark; prints, asserts nothing).
+
+A 2-input, 2-output signature with 4 demos, called N times through the
+ChatAdapter against ``DummyLM`` returning a canned reply. Reported:
+
+* total CPU and wall time per call (everything: Predict, adapter formatting
+  and parsing, and DummyLM itself);
+* DummyLM's own share, timed separately on the same messages, and the
+  remainder (the framework) - shown, not hidden;
+* the same call against a bare LM object that returns a prebuilt response,
+  which has no DummyLM work at all.
+
+Run: ``python bench/programs.py [N]``.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from dspex.actors._lm_types import Completion, LMResponse
+from dspex.programs import ChainOfThought, Example, Predict, context
+from dspex.testing import DummyLM
+
+SIGNATURE = "question, context -> answer, confidence: float"
+ANSWER = {"answer": "Paris is the capital of France.", "confidence": 0.93}
+DEMOS = [
+    Example(
+        question=f"Demo question number {i}?",
+        context=f"Some supporting context for demo {i}, a sentence or two long.",
+        answer=f"Demo answer {i}",
+        confidence=0.5 + i / 10,
+    )
+    for i in range(4)
+]
+INPUTS = {"question": "What is the capital of France?", "context": "France is in Europe."}
+
+
+class CannedLM:
+    """The cheapest possible LM: one prebuilt response, no bookkeeping."""
+
+    model = "canned"
+    kwargs: Mapping[str, Any] = {"temperature": 0.0, "max_tokens": 1000}
+
+    def __init__(self, text: str) -> None:
+        self._response = LMResponse(completions=(Completion(text, "stop"),), model="canned")
+
+    def generate(self, messages: Sequence[Any], params: Mapping[str, Any]) -> LMResponse:
+        return self._response
+
+
+def _measure(call: Callable[[], Any], n: int) -> tuple[float, float]:
+    """(CPU µs per call, wall µs per call) over n calls, after a warm-up."""
+    for _ in range(min(200, n)):
+        call()
+    gc.collect()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for _ in range(n):
+        call()
+    cpu1, wall1 = time.process_time(), time.perf_counter()
+    return (cpu1 - cpu0) / n * 1e6, (wall1 - wall0) / n * 1e6
+
+
+def main(n: int = 5000) -> None:
+    predict = Predict(SIGNATURE)
+    predict.demos = list(DEMOS)
+
+    dummy = DummyLM([ANSWER] * (n + 400))
+    with context(lm=dummy):
+        cpu, wall = _measure(lambda: predict(**INPUTS), n)
+    messages = dummy.history[-1]["messages"]
+    params = dummy.history[-1]["params"]
+    lm_only = DummyLM([ANSWER] * (n + 400))
+    lm_cpu, _ = _measure(lambda: lm_only.generate(messages, params), n)
+
+    canned = CannedLM(dummy.history[-1]["outputs"][0])
+    with context(lm=canned):
+        canned_cpu, canned_wall = _measure(lambda: predict(**INPUTS), n)
+
+    cot = ChainOfThought(SIGNATURE)
+    cot.predict.demos = list(DEMOS)
+    cot_lm = DummyLM([{"reasoning": "France's capital is Paris.", **ANSWER}] * (n + 400))
+    with context(lm=cot_lm):
+        cot_cpu, _ = _measure(lambda: cot(**INPUTS), n)
+
+    print(f"Predict({SIGNATURE!r}), 4 demos, ChatAdapter, N={n}")
+    print(f"  with DummyLM      : {cpu:8.1f} µs CPU/call  ({wall:.1f} µs wall)")
+    print(f"    DummyLM itself  : {lm_cpu:8.1f} µs CPU/call (same messages, timed alone)")
+    print(f"    framework       : {cpu - lm_cpu:8.1f} µs CPU/call (total minus DummyLM)")
+    print(f"  with a canned LM  : {canned_cpu:8.1f} µs CPU/call  ({canned_wall:.1f} µs wall)")
+    print(f"  ChainOfThought    : {cot_cpu:8.1f} µs CPU/call (with DummyLM)")
+    print("  target: <= 150 µs framework CPU per call")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5000)

@@ -1,0 +1,393 @@
+"""The adapter base: signature + demos + inputs -> chat messages -> typed outputs.
+
+An adapter turns one Predict call into LM messages and the LM's completions
+back into one dict of typed output values per completion. The message layout
+follows DSPy 3.x: a system message (field list, structure, objective), each
+demo as a user/assistant pair (incomplete demos first), then the inputs.
+
+Everything that depends only on the signature (the system message, the
+output requirements line, the field parsers, extra LM parameters) is built
+once per adapter class and signature and cached, so a call only formats the
+values and parses the reply. Overridden ``format_*`` methods are honoured;
+they must depend on the signature alone, since their result is cached.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import textwrap
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, get_origin
+
+from dspex.errors import AdapterParseError
+from dspex.programs._adapters._parse import Parser, parser_for
+from dspex.programs._adapters._schema import prompt_schema
+from dspex.programs._adapters._values import annotation_name
+
+__all__ = ["Adapter", "FieldPlan", "SignaturePlan"]
+
+STRUCTURE_INTRO = (
+    "All interactions will be structured in the following way, "
+    "with the appropriate values filled in."
+)
+INCOMPLETE_DEMO_PREFIX = (
+    "This is an example of the task, though some input or output fields are not supplied."
+)
+MISSING_IN_INCOMPLETE_DEMO = "Not supplied for this particular example. "
+MISSING_IN_COMPLETE_DEMO = "Not supplied for this conversation history message. "
+
+
+@dataclass(frozen=True, slots=True)
+class FieldPlan:
+    """One field, pre-digested: its name, type, type name and reply parser."""
+
+    name: str
+    annotation: Any
+    type_name: str
+    parse: Parser
+
+
+@dataclass(frozen=True, slots=True)
+class SignaturePlan:
+    """Everything an adapter derives from a signature alone, built once."""
+
+    inputs: tuple[FieldPlan, ...]
+    outputs: tuple[FieldPlan, ...]
+    field_names: tuple[str, ...]
+    output_names: frozenset[str]
+    system: str
+    requirements: str | None
+    lm_params: Mapping[str, Any]
+
+
+class Adapter:
+    """Formats Predict calls into LM messages and parses completions into typed values.
+
+    Subclasses define the wire format (``format_field_structure``,
+    ``user_message_output_requirements``, ``format_assistant_message_content``,
+    ``parse``). Adapters are stateless after construction and may be shared
+    between threads.
+    """
+
+    _plans: ClassVar[dict[int, tuple[weakref.ref[Any], SignaturePlan]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._plans = {}  # one cache per adapter class: each words prompts its own way
+
+    def __init__(
+        self, callbacks: Sequence[Any] | None = None, use_native_function_calling: bool = False
+    ) -> None:
+        # Accepted for DSPy signature compatibility; dspex emits telemetry instead.
+        self.callbacks = list(callbacks or [])
+        self.use_native_function_calling = use_native_function_calling
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    # --- the call ---------------------------------------------------------
+
+    def __call__(
+        self,
+        lm: Any,
+        lm_kwargs: Mapping[str, Any],
+        signature: Any,
+        demos: Sequence[Any],
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        """Format, call ``lm.generate`` once, and parse every completion.
+
+        Raises ``AdapterParseError`` when a completion does not fit the
+        signature; LM errors propagate unchanged.
+        """
+        signature = _resolve(signature)
+        messages = self.format(signature, demos, inputs)
+        params = self.lm_params(signature, lm_kwargs)
+        response = self._generate(lm, messages, params)
+        return self._parse_completions(signature, response)
+
+    def lm_params(self, signature: Any, lm_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """The LM parameters for a call: the caller's, plus this adapter's defaults."""
+        params = dict(lm_kwargs)
+        # A DSPy-style custom adapter may define only format() and parse(): then
+        # there are no defaults, and no plan (which needs the format_* methods).
+        if type(self)._default_lm_params is not Adapter._default_lm_params:
+            for key, value in self.plan(signature).lm_params.items():
+                params.setdefault(key, value)
+        return params
+
+    def _generate(self, lm: Any, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
+        return lm.generate(messages, params)
+
+    def _parse_completions(self, signature: Any, response: Any) -> list[dict[str, Any]]:
+        values = []
+        for completion in response.completions:
+            text = completion.text
+            if not text or not text.strip():
+                raise AdapterParseError(
+                    f"{type(self).__name__}: the LM returned an empty reply "
+                    f"(finish_reason={completion.finish_reason!r}); nothing to parse.",
+                    raw=text or "",
+                    adapter=type(self).__name__,
+                )
+            values.append(self.parse(signature, text))
+        return values
+
+    # --- the per-signature plan ------------------------------------------
+
+    def plan(self, signature: Any) -> SignaturePlan:
+        """This adapter's cached plan for ``signature`` (built on first use)."""
+        cache = type(self)._plans
+        key = id(signature)
+        entry = cache.get(key)
+        if entry is not None and entry[0]() is signature:
+            return entry[1]
+        plan = self._build_plan(signature)
+        try:
+            ref = weakref.ref(signature, _forget(cache, key))
+        except TypeError:  # not weak-referenceable: skip the cache
+            return plan
+        cache[key] = (ref, plan)
+        return plan
+
+    def _build_plan(self, signature: Any) -> SignaturePlan:
+        inputs = tuple(_field_plan(n, f) for n, f in signature.input_fields.items())
+        outputs = tuple(_field_plan(n, f) for n, f in signature.output_fields.items())
+        return SignaturePlan(
+            inputs=inputs,
+            outputs=outputs,
+            field_names=tuple(f.name for f in inputs + outputs),
+            output_names=frozenset(f.name for f in outputs),
+            system=self.format_system_message(signature),
+            requirements=self.user_message_output_requirements(signature),
+            lm_params=self._default_lm_params(signature),
+        )
+
+    def _default_lm_params(self, signature: Any) -> dict[str, Any]:
+        return {}
+
+    # --- messages -----------------------------------------------------------
+
+    def format(
+        self, signature: Any, demos: Sequence[Any], inputs: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """The chat messages for one call: system, demo pairs, then the inputs."""
+        signature = _resolve(signature)
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": self.plan(signature).system}
+        ]
+        if demos:
+            messages.extend(self.format_demos(signature, demos))
+        messages.append(
+            {
+                "role": "user",
+                "content": self.format_user_message_content(signature, inputs, main_request=True),
+            }
+        )
+        return messages
+
+    def format_system_message(self, signature: Any) -> str:
+        """Field descriptions, the interaction structure, then the objective."""
+        return (
+            f"{self.format_field_description(signature)}\n"
+            f"{self.format_field_structure(signature)}\n"
+            f"{self.format_task_description(signature)}"
+        )
+
+    def format_field_description(self, signature: Any) -> str:
+        """The numbered input and output field lists with types and descriptions."""
+        return (
+            f"Your input fields are:\n{_describe_fields(signature.input_fields)}\n"
+            f"Your output fields are:\n{_describe_fields(signature.output_fields)}"
+        )
+
+    def format_field_structure(self, signature: Any) -> str:
+        """How inputs and outputs are laid out in messages (format-specific)."""
+        raise NotImplementedError
+
+    def format_task_description(self, signature: Any) -> str:
+        """The objective: the signature's instructions, indented under one line."""
+        lines = textwrap.dedent(signature.instructions).splitlines()
+        objective = ("\n" + " " * 8).join(["", *lines])
+        return f"In adhering to this structure, your objective is: {objective}"
+
+    def user_message_output_requirements(self, signature: Any) -> str | None:
+        """The reminder closing the last user message (format-specific)."""
+        return None
+
+    def format_user_message_content(
+        self,
+        signature: Any,
+        inputs: Mapping[str, Any],
+        prefix: str = "",
+        suffix: str = "",
+        main_request: bool = False,
+    ) -> str:
+        """The input fields present in ``inputs``, plus the requirements if ``main_request``."""
+        plan = self.plan(signature)
+        parts = [prefix]
+        block = self.format_field_block
+        for field in plan.inputs:
+            if field.name in inputs:
+                parts.append(block(field, inputs[field.name]))
+        if main_request and plan.requirements is not None:
+            parts.append(plan.requirements)
+        parts.append(suffix)
+        return "\n\n".join(parts).strip()
+
+    def format_field_block(self, field: FieldPlan, value: Any) -> str:
+        """One field with its value, as this format writes it."""
+        raise NotImplementedError
+
+    def format_assistant_message_content(
+        self, signature: Any, outputs: Mapping[str, Any], missing_field_message: Any = None
+    ) -> str:
+        """A demo's outputs written as the LM should write them (format-specific)."""
+        raise NotImplementedError
+
+    def format_demos(self, signature: Any, demos: Sequence[Any]) -> list[dict[str, Any]]:
+        """Demos as user/assistant pairs: incomplete ones (noted as such) first.
+
+        A demo is complete when every field is present and not None. An
+        incomplete demo is kept only if it has some input and some output.
+        """
+        plan = self.plan(signature)
+        names = plan.field_names
+        complete, incomplete = [], []
+        for demo in demos:
+            if all(name in demo and demo[name] is not None for name in names):
+                complete.append(demo)
+            elif any(f.name in demo for f in plan.inputs) and any(
+                f.name in demo for f in plan.outputs
+            ):
+                incomplete.append(demo)
+        messages: list[dict[str, Any]] = []
+        for demo in incomplete:
+            user = self.format_user_message_content(signature, demo, prefix=INCOMPLETE_DEMO_PREFIX)
+            reply = self.format_assistant_message_content(
+                signature, demo, missing_field_message=MISSING_IN_INCOMPLETE_DEMO
+            )
+            messages += ({"role": "user", "content": user}, {"role": "assistant", "content": reply})
+        for demo in complete:
+            user = self.format_user_message_content(signature, demo)
+            reply = self.format_assistant_message_content(
+                signature, demo, missing_field_message=MISSING_IN_COMPLETE_DEMO
+            )
+            messages += ({"role": "user", "content": user}, {"role": "assistant", "content": reply})
+        return messages
+
+    def format_finetune_data(
+        self,
+        signature: Any,
+        demos: Sequence[Any],
+        inputs: Mapping[str, Any],
+        outputs: Mapping[str, Any],
+    ) -> dict[str, list[dict[str, Any]]]:
+        """One training conversation: the call's messages plus the wanted reply."""
+        messages = self.format(signature, demos, inputs)
+        reply = self.format_assistant_message_content(_resolve(signature), outputs)
+        return {"messages": [*messages, {"role": "assistant", "content": reply}]}
+
+    # --- parsing ------------------------------------------------------------
+
+    def parse(self, signature: Any, completion: str) -> dict[str, Any]:
+        """One completion's text -> ``{output field: typed value}`` (format-specific)."""
+        raise NotImplementedError
+
+    def convert_field(self, field: FieldPlan, value: Any, raw: str) -> Any:
+        """``value`` as ``field``'s type, or AdapterParseError naming field and type."""
+        try:
+            return field.parse(value)
+        except (ValueError, TypeError) as exc:
+            name = type(self).__name__
+            raise AdapterParseError(
+                f"{name} could not parse output field `{field.name}` as {field.type_name}: "
+                f"{exc}. {_reply_excerpt(raw)}",
+                raw=raw,
+                adapter=name,
+                field=field.name,
+            ) from exc
+
+    def missing_fields_error(
+        self, plan: SignaturePlan, found: Sequence[str], raw: str, how: str
+    ) -> AdapterParseError:
+        """The error for a reply lacking some output fields; ``how`` says the fix."""
+        missing = [f for f in plan.outputs if f.name not in found]
+        listed = ", ".join(f"`{f.name}` ({f.type_name})" for f in missing)
+        expected = ", ".join(f.name for f in plan.outputs)
+        name = type(self).__name__
+        return AdapterParseError(
+            f"{name}: the LM reply lacks output field(s) {listed}; expected [{expected}], "
+            f"found [{', '.join(found)}]. {how} {_reply_excerpt(raw)}",
+            raw=raw,
+            adapter=name,
+            field=missing[0].name if missing else None,
+        )
+
+
+def _resolve(signature: Any) -> Any:
+    if isinstance(signature, str):
+        from dspex.programs._signature_build import ensure_signature
+
+        return ensure_signature(signature)
+    return signature
+
+
+def _forget(cache: dict[int, Any], key: int) -> Any:
+    def callback(ref: weakref.ref[Any]) -> None:
+        entry = cache.get(key)
+        if entry is not None and entry[0] is ref:
+            del cache[key]
+
+    return callback
+
+
+def _field_plan(name: str, info: Any) -> FieldPlan:
+    annotation = getattr(info, "annotation", str)
+    return FieldPlan(name, annotation, annotation_name(annotation), parser_for(annotation))
+
+
+def _reply_excerpt(raw: str, limit: int = 300) -> str:
+    shown = raw if len(raw) <= limit else raw[:limit] + "..."
+    return f"LM reply (also in .raw): {shown!r}"
+
+
+def _describe_fields(fields: Mapping[str, Any]) -> str:
+    lines = []
+    for index, (name, info) in enumerate(fields.items(), 1):
+        desc = info.desc if info.desc is not None and info.desc != f"${{{name}}}" else ""
+        line = f"{index}. `{name}` ({annotation_name(info.annotation)}): {desc}"
+        constraints = (getattr(info, "json_schema_extra", None) or {}).get("constraints")
+        if constraints:
+            line += f"\nConstraints: {constraints}"
+        lines.append(line)
+    return "\n".join(lines).strip()
+
+
+def field_placeholder(name: str, annotation: Any, is_input: bool) -> str:
+    """``{name}``, plus for typed outputs DSPy's "# note: the value you produce ..." hint."""
+    note = "" if is_input else _type_note(annotation)
+    return f"{{{name}}}" + (" " * 8 + f"# note: the value you produce {note}" if note else "")
+
+
+def _type_note(annotation: Any) -> str:
+    if annotation is str:
+        return ""
+    if annotation is bool:
+        return "must be True or False"
+    if annotation is int or annotation is float:
+        return f"must be a single {annotation.__name__} value"
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return "must be one of: " + "; ".join(str(m.value) for m in annotation)
+    if get_origin(annotation) is Literal:
+        return "must exactly match (no extra characters) one of: " + "; ".join(
+            str(a) for a in annotation.__args__
+        )
+    try:
+        schema = json.dumps(prompt_schema(annotation), ensure_ascii=False)
+    except Exception:  # pydantic cannot describe this class
+        return f"must be a valid {annotation_name(annotation)}"
+    return f"must adhere to the JSON schema: {schema}"

@@ -1,0 +1,143 @@
+"""ChatAdapter: DSPy's default ``[[ ## field ## ]]`` marker format, with JSON fallback."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dspex.errors import AdapterParseError
+from dspex.programs._adapters._base import STRUCTURE_INTRO, Adapter, FieldPlan, field_placeholder
+from dspex.programs._adapters._values import annotation_name, format_input_value
+
+__all__ = ["ChatAdapter"]
+
+# A marker opens a line (after optional spaces); text after it on the line belongs to it.
+_HEADER = re.compile(r"^[^\S\n]*\[\[ ## (\w+) ## \]\]", re.MULTILINE)
+COMPLETED = "[[ ## completed ## ]]"
+
+
+class ChatAdapter(Adapter):
+    """Fields as ``[[ ## name ## ]]`` sections; the reply ends with ``[[ ## completed ## ]]``.
+
+    If a reply cannot be parsed (``AdapterParseError``), the call is retried
+    once through :class:`JSONAdapter`, as DSPy does: small models that cannot
+    keep the marker format often can answer under a JSON schema. LM errors are
+    never retried here. Pass ``use_json_adapter_fallback=False`` to turn the
+    fallback off.
+    """
+
+    def __init__(
+        self,
+        callbacks: Sequence[Any] | None = None,
+        use_native_function_calling: bool = False,
+        native_response_types: Sequence[Any] | None = None,
+        use_json_adapter_fallback: bool = True,
+    ) -> None:
+        super().__init__(callbacks, use_native_function_calling)
+        self.native_response_types = native_response_types
+        self.use_json_adapter_fallback = use_json_adapter_fallback
+
+    def __call__(
+        self,
+        lm: Any,
+        lm_kwargs: Mapping[str, Any],
+        signature: Any,
+        demos: Sequence[Any],
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        try:
+            return super().__call__(lm, lm_kwargs, signature, demos, inputs)
+        except AdapterParseError as first:
+            from dspex.programs._adapters._json import JSONAdapter
+
+            if isinstance(self, JSONAdapter) or not self.use_json_adapter_fallback:
+                raise
+            try:
+                values: list[dict[str, Any]] = _json_fallback()(
+                    lm, lm_kwargs, signature, demos, inputs
+                )
+            except AdapterParseError as second:
+                raise second from first
+            return values
+
+    def format_field_structure(self, signature: Any) -> str:
+        parts = [
+            STRUCTURE_INTRO,
+            _placeholders(signature.input_fields, is_input=True),
+            _placeholders(signature.output_fields, is_input=False),
+            COMPLETED + "\n",
+        ]
+        return "\n\n".join(parts).strip()
+
+    def user_message_output_requirements(self, signature: Any) -> str | None:
+        fields = ", then ".join(
+            f"`[[ ## {name} ## ]]`{_type_info(info.annotation)}"
+            for name, info in signature.output_fields.items()
+        )
+        return (
+            f"Respond with the corresponding output fields, starting with the field {fields}, "
+            f"and then ending with the marker for `{COMPLETED}`."
+        )
+
+    def format_field_block(self, field: FieldPlan, value: Any) -> str:
+        return f"[[ ## {field.name} ## ]]\n{format_input_value(field.annotation, value)}"
+
+    def format_assistant_message_content(
+        self, signature: Any, outputs: Mapping[str, Any], missing_field_message: Any = None
+    ) -> str:
+        block = self.format_field_block
+        body = "\n\n".join(
+            block(f, outputs.get(f.name, missing_field_message))
+            for f in self.plan(signature).outputs
+        )
+        return body.strip() + f"\n\n{COMPLETED}\n"
+
+    def parse(self, signature: Any, completion: str) -> dict[str, Any]:
+        """Split the reply at its markers and convert each output field's text."""
+        plan = self.plan(signature)
+        text = completion
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        sections: dict[str, str] = {}
+        matches = list(_HEADER.finditer(text))
+        for index, match in enumerate(matches):
+            name = match.group(1)
+            if name in plan.output_names and name not in sections:  # first one wins
+                end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
+                sections[name] = text[match.end() : end].strip()
+        if len(sections) != len(plan.outputs):
+            raise self.missing_fields_error(
+                plan,
+                list(sections),
+                completion,
+                "Each output field must start on its own line with its marker, "
+                "e.g. `[[ ## name ## ]]`.",
+            )
+        convert = self.convert_field
+        return {f.name: convert(f, sections[f.name], completion) for f in plan.outputs}
+
+
+def _type_info(annotation: Any) -> str:
+    if annotation is str:
+        return ""
+    return f" (must be formatted as a valid Python {annotation_name(annotation)})"
+
+
+def _placeholders(fields: Mapping[str, Any], is_input: bool) -> str:
+    return "\n\n".join(
+        f"[[ ## {name} ## ]]\n{field_placeholder(name, info.annotation, is_input)}"
+        for name, info in fields.items()
+    ).strip()
+
+
+_FALLBACK: list[Any] = []
+
+
+def _json_fallback() -> Any:
+    """The shared JSONAdapter used for fallback (adapters are stateless)."""
+    if not _FALLBACK:
+        from dspex.programs._adapters._json import JSONAdapter
+
+        _FALLBACK.append(JSONAdapter())
+    return _FALLBACK[0]

@@ -1,0 +1,156 @@
+"""JSONAdapter: outputs as one JSON object, enforced with ``response_format``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from dspex.errors import LMError
+from dspex.programs._adapters._base import STRUCTURE_INTRO, FieldPlan, field_placeholder
+from dspex.programs._adapters._chat import ChatAdapter, _placeholders, _type_info
+from dspex.programs._adapters._decode import decode_data, strip_fences
+from dspex.programs._adapters._schema import JSON_OBJECT, response_format
+from dspex.programs._adapters._values import to_jsonable
+
+__all__ = ["JSONAdapter", "find_json_object"]
+
+# Provider statuses meaning "this request is malformed": here, a schema it rejects.
+_SCHEMA_REJECTED = frozenset({400, 422})
+
+
+class JSONAdapter(ChatAdapter):
+    """Asks for a JSON object with the output fields and parses it tolerantly.
+
+    Sends OpenAI's strict ``json_schema`` ``response_format`` built from the
+    output types (``{"type": "json_object"}`` when a type has no strict
+    schema, e.g. an open ``dict``). A ``response_format`` the caller passes in
+    ``lm_kwargs`` wins. If the provider rejects the schema (HTTP 400/422), the
+    call is retried once with ``json_object``. Replies may wrap the object in
+    a code fence or prose and may use Python literal syntax.
+    """
+
+    def _default_lm_params(self, signature: Any) -> dict[str, Any]:
+        fields = {name: info.annotation for name, info in signature.output_fields.items()}
+        return {"response_format": response_format(fields)}
+
+    def _generate(self, lm: Any, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
+        try:
+            return lm.generate(messages, params)
+        except LMError as exc:
+            fmt = params.get("response_format")
+            if not (
+                isinstance(fmt, Mapping)
+                and fmt.get("type") == "json_schema"
+                and exc.status in _SCHEMA_REJECTED
+            ):
+                raise
+        return lm.generate(messages, {**params, "response_format": dict(JSON_OBJECT)})
+
+    def format_field_structure(self, signature: Any) -> str:
+        outputs = {
+            name: field_placeholder(name, info.annotation, is_input=False)
+            for name, info in signature.output_fields.items()
+        }
+        parts = [
+            STRUCTURE_INTRO,
+            "Inputs will have the following structure:",
+            _placeholders(signature.input_fields, is_input=True),
+            "Outputs will be a JSON object with the following fields.",
+            json.dumps(outputs, indent=2, ensure_ascii=False),
+        ]
+        return "\n\n".join(parts).strip()
+
+    def user_message_output_requirements(self, signature: Any) -> str | None:
+        fields = ", then ".join(
+            f"`{name}`{_type_info(info.annotation)}"
+            for name, info in signature.output_fields.items()
+        )
+        return f"Respond with a JSON object in the following order of fields: {fields}."
+
+    def format_assistant_message_content(
+        self, signature: Any, outputs: Mapping[str, Any], missing_field_message: Any = None
+    ) -> str:
+        fields: tuple[FieldPlan, ...] = self.plan(signature).outputs
+        values = {f.name: outputs.get(f.name, missing_field_message) for f in fields}
+        return json.dumps(to_jsonable(values), indent=2, ensure_ascii=False)
+
+    def parse(self, signature: Any, completion: str) -> dict[str, Any]:
+        """Find the JSON object in the reply and convert each output field."""
+        plan = self.plan(signature)
+        data = find_json_object(completion)
+        if data is None:
+            from dspex.errors import AdapterParseError
+
+            raise AdapterParseError(
+                "JSONAdapter found no JSON object in the LM reply; expected an object with "
+                f"keys [{', '.join(f.name for f in plan.outputs)}]. LM reply (also in .raw): "
+                f"{completion[:300]!r}",
+                raw=completion,
+                adapter="JSONAdapter",
+                field=plan.outputs[0].name if plan.outputs else None,
+            )
+        found = [f.name for f in plan.outputs if f.name in data]
+        if len(found) != len(plan.outputs):
+            raise self.missing_fields_error(
+                plan, found, completion, "Reply with one JSON object holding every output field."
+            )
+        convert = self.convert_field
+        return {f.name: convert(f, data[f.name], completion) for f in plan.outputs}
+
+
+def find_json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object in ``text``, tolerating fences, prose around it and Python syntax.
+
+    Tries the whole text first, then each balanced ``{...}`` span in order.
+    Returns None when no object can be read.
+    """
+    whole = _as_object(text)
+    if whole is not None:
+        return whole
+    start = text.find("{")
+    while start != -1:
+        end = _matching_brace(text, start)
+        if end == -1:
+            return None
+        found = _as_object(text[start : end + 1])
+        if found is not None:
+            return found
+        start = text.find("{", start + 1)
+    return None
+
+
+def _as_object(text: str) -> dict[str, Any] | None:
+    body = strip_fences(text)
+    if not body.startswith("{"):
+        return None
+    try:
+        value = decode_data(body)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _matching_brace(text: str, start: int) -> int:
+    """Index of the ``}`` closing the ``{`` at ``start``, skipping string contents."""
+    depth = 0
+    quote = ""
+    index = start
+    length = len(text)
+    while index < length:
+        ch = text[index]
+        if quote:
+            if ch == "\\":
+                index += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return index
+        index += 1
+    return -1

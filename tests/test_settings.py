@@ -1,0 +1,99 @@
+"""The in-process settings holder: global configure, scoped context overrides."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from dspex.programs import configure, context, current_settings, settings
+
+
+@pytest.fixture(autouse=True)
+def clean_settings() -> Iterator[None]:
+    settings.reset()
+    yield
+    settings.reset()
+
+
+def test_defaults() -> None:
+    assert settings.lm is None
+    assert settings.adapter is None
+    assert settings["max_trace_size"] == 10_000
+    assert current_settings()["trace"] is None
+
+
+def test_configure_sets_globally_and_is_seen_by_other_threads() -> None:
+    lm = object()
+    configure(lm=lm, custom_key=3)
+    assert settings.lm is lm
+    assert settings.custom_key == 3
+    with ThreadPoolExecutor(1) as pool:
+        seen = pool.submit(lambda: settings.lm).result(timeout=5)
+    assert seen is lm
+
+
+def test_context_overrides_then_restores() -> None:
+    outer, inner = object(), object()
+    configure(lm=outer)
+    with context(lm=inner, adapter="A"):
+        assert settings.lm is inner
+        assert settings.adapter == "A"
+        with context(adapter="B"):
+            assert settings.lm is inner  # nested contexts layer
+            assert settings.adapter == "B"
+        assert settings.adapter == "A"
+    assert settings.lm is outer
+    assert settings.adapter is None
+
+
+def test_context_is_restored_after_an_exception() -> None:
+    with pytest.raises(RuntimeError), context(lm="temp"):
+        raise RuntimeError("boom")
+    assert settings.lm is None
+
+
+def test_context_is_per_thread() -> None:
+    entered = threading.Event()
+    release = threading.Event()
+    seen: list[object] = []
+
+    def other() -> None:
+        entered.wait(5)
+        seen.append(settings.lm)
+        release.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    with context(lm="mine"):
+        entered.set()
+        assert release.wait(5)
+        assert settings.lm == "mine"
+    thread.join(5)
+    assert seen == [None]  # the override did not leak into the other thread
+
+
+def test_configure_inside_context_is_visible_for_unoverridden_keys() -> None:
+    with context(adapter="A"):
+        configure(lm="global")
+        assert settings.lm == "global"
+        assert settings.adapter == "A"
+
+
+def test_unknown_setting_and_assignment_errors() -> None:
+    with pytest.raises(AttributeError, match="no setting named 'nope'"):
+        _ = settings.nope
+    with pytest.raises(AttributeError, match=r"dspex\.configure"):
+        settings.lm = "x"
+
+
+def test_concurrent_configure_loses_no_keys() -> None:
+    def set_key(i: int) -> None:
+        configure(**{f"k{i}": i})
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(set_key, range(200)))
+    current = current_settings()
+    assert all(current[f"k{i}"] == i for i in range(200))
