@@ -1,5 +1,22 @@
-"""Test doubles that users need too: DummyLM and fake provider HTTP servers."""
+"""Test doubles that users need too: DummyLM and fake provider HTTP servers.
+
+The fakes are real HTTP/1.1 servers on 127.0.0.1 speaking the OpenAI, Anthropic
+and Gemini wire formats, with scripted replies, latency and fault injection;
+see docs/testing.md.
+"""
 
 from dspex.testing._dummy_lm import DummyLM
+from dspex.testing._fake_providers import FakeAnthropic, FakeGemini, FakeOpenAI
+from dspex.testing._fake_servers import FakeProvider, Fault, FaultKind, RecordedRequest, Reply
 
-__all__ = ["DummyLM"]
+__all__ = [
+    "DummyLM",
+    "FakeAnthropic",
+    "FakeGemini",
+    "FakeOpenAI",
+    "FakeProvider",
+    "Fault",
+    "FaultKind",
+    "RecordedRequest",
+    "Reply",
+]

@@ -1,0 +1,132 @@
+"""The Anthropic Messages wire format (``anthropic/<model>``).
+
+System messages move to the top-level ``system`` field, ``max_tokens`` is
+required (defaulted here), ``stop`` becomes ``stop_sequences``. The API has no
+``n``: the client fans ``n > 1`` out into single calls (``native_n`` is False),
+and :meth:`AnthropicProvider.build` refuses ``n > 1`` so a mistake cannot
+silently return fewer completions. ``response_format`` has no native form and
+is dropped: the adapter's prompt asks for the format instead.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from dspex.actors._lm_types import Completion, LMRequest, LMResponse, Usage
+from dspex.actors._providers._base import HTTPCall, Provider, split_data_url, text_parts
+from dspex.errors import UsageError
+
+__all__ = ["DEFAULT_MAX_TOKENS", "AnthropicProvider"]
+
+DEFAULT_MAX_TOKENS = 4096
+API_VERSION = "2023-06-01"
+
+# OpenAI-only knobs with no Messages API meaning; sending them is a 400.
+_DROPPED = frozenset(
+    {
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "n",
+        "parallel_tool_calls",
+        "presence_penalty",
+        "response_format",
+        "seed",
+        "top_logprobs",
+        "user",
+    }
+)
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+
+
+class AnthropicProvider(Provider):
+    """``POST {api_base}/messages`` with ``x-api-key`` and ``anthropic-version``."""
+
+    name = "anthropic"
+    default_api_base = "https://api.anthropic.com/v1"
+    env_keys = ("ANTHROPIC_API_KEY",)
+    secret_headers = frozenset({"x-api-key"})
+    native_n = False
+
+    def build(self, request: LMRequest, *, api_base: str | None, api_key: str | None) -> HTTPCall:
+        key = self._key_or_fail(request, api_base, api_key)
+        params = self._params(request)
+        n = params.get("n", 1)
+        if n != 1:
+            raise UsageError(
+                f"n={n!r}: the Anthropic API returns one completion per call; split the "
+                "request with split_n() and merge_responses() (the LM client does this)"
+            )
+        system: list[str] = []
+        messages: list[dict[str, Any]] = []
+        for i, message in enumerate(self._checked_messages(request)):
+            role = message["role"]
+            where = f"messages[{i}]"
+            if role in ("system", "developer"):
+                system.extend(
+                    v for kind, v in text_parts(message.get("content", ""), where) if kind == "text"
+                )
+            elif role in ("user", "assistant"):
+                messages.append({"role": role, "content": _content(message.get("content"), where)})
+            else:
+                raise UsageError(
+                    f"{where}.role={role!r} is not supported by Anthropic; use system, user "
+                    "or assistant"
+                )
+        if not messages:
+            raise UsageError(
+                f"model {request.model!r}: Anthropic needs at least one user message, "
+                "not only system messages"
+            )
+        body: dict[str, Any] = {
+            "model": self.model_name(request.model),
+            "max_tokens": int(params.pop("max_tokens", DEFAULT_MAX_TOKENS)),
+            "messages": messages,
+        }
+        if system:
+            body["system"] = "\n\n".join(system)
+        stop = params.pop("stop", None)
+        if stop:
+            body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+        body.update({k: v for k, v in params.items() if k not in _DROPPED})
+        headers = {"content-type": "application/json", "anthropic-version": API_VERSION}
+        if key:
+            headers["x-api-key"] = key
+        return HTTPCall(
+            "POST", f"{self.base_url(api_base)}/messages", headers, body, self.secret_headers
+        )
+
+    def _parse_body(self, data: Any, *, model: str) -> LMResponse:
+        if data.get("type") == "error":
+            raise self.error_for_status(500, {}, json.dumps(data).encode(), model=model)
+        text = "".join(b["text"] for b in data["content"] if b.get("type") == "text")
+        reason = data.get("stop_reason")
+        usage = data.get("usage") or {}
+        prompt = sum(
+            int(usage.get(k) or 0)
+            for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        )
+        return LMResponse(
+            (Completion(text, _FINISH.get(reason, reason)),),
+            Usage(prompt, int(usage.get("output_tokens") or 0)),
+            model,
+        )
+
+
+def _content(content: Any, where: str) -> str | list[dict[str, Any]]:
+    if isinstance(content, str):
+        return content
+    blocks: list[dict[str, Any]] = []
+    for kind, value in text_parts(content, where):
+        if kind == "text":
+            blocks.append({"type": "text", "text": value})
+            continue
+        inline = split_data_url(value)
+        source = (
+            {"type": "base64", "media_type": inline[0], "data": inline[1]}
+            if inline
+            else {"type": "url", "url": value}
+        )
+        blocks.append({"type": "image", "source": source})
+    return blocks

@@ -1,0 +1,432 @@
+"""What every provider wire format shares: the call shape, key lookup, error translation.
+
+A :class:`Provider` is pure: ``build`` turns an :class:`LMRequest` into an
+:class:`HTTPCall`, ``parse`` turns status, headers and body bytes into an
+:class:`LMResponse`. Failures become ``dspex.errors`` in one place,
+:meth:`Provider.error_for_status` (HTTP answers) and
+:meth:`Provider.error_for_exception` (httpx exceptions); dialects only say where
+their error body keeps its message. :func:`send` and :func:`send_sync` drive a
+call over httpx and are what the LM client actor (and the tests) use.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from dspex.actors._lm_types import Completion, LMRequest, LMResponse, Message, Usage
+from dspex.errors import (
+    AuthenticationError,
+    LMError,
+    LMTimeoutError,
+    ProviderError,
+    RateLimitError,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "CLIENT_ONLY_PARAMS",
+    "HTTPCall",
+    "Provider",
+    "merge_responses",
+    "parse_retry_after",
+    "send",
+    "send_sync",
+    "split_data_url",
+    "split_n",
+    "text_parts",
+]
+
+CLIENT_ONLY_PARAMS = frozenset(
+    {
+        "api_base",
+        "api_key",
+        "base_url",
+        "cache",
+        "json_schema_style",
+        "num_retries",
+        "rollout_id",
+        "rpm",
+        "timeout",
+        "tpm",
+    }
+)
+"""LM settings that steer the client and are never sent to a provider."""
+
+_REDACTED = "<redacted>"
+_MAX_DETAIL = 500
+# Shapes of well-known key formats, in case a provider echoes one back.
+_KEY_PATTERN = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,})")
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class HTTPCall:
+    """One HTTP request to make. The API key, if any, is only in ``headers``."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    json: Mapping[str, Any]
+    secret_headers: frozenset[str] = frozenset()
+
+    def __repr__(self) -> str:
+        shown = {k: (_REDACTED if k in self.secret_headers else v) for k, v in self.headers.items()}
+        return f"HTTPCall({self.method} {self.url}, headers={shown}, json={self.json!r})"
+
+
+class Provider(ABC):
+    """One provider's wire format. Stateless apart from its options; thread-safe."""
+
+    name: ClassVar[str]
+    default_api_base: ClassVar[str]
+    env_keys: ClassVar[tuple[str, ...]]
+    secret_headers: ClassVar[frozenset[str]]
+    native_n: ClassVar[bool] = True
+    """False: the provider returns one completion per call, so ``n > 1`` must be
+    fanned out by the client (:func:`split_n` / :func:`merge_responses`)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    # -- building ------------------------------------------------------------
+
+    @abstractmethod
+    def build(self, request: LMRequest, *, api_base: str | None, api_key: str | None) -> HTTPCall:
+        """The HTTP call for ``request``; ``api_key`` falls back to the environment."""
+
+    def resolve_api_key(self, api_key: str | None) -> str | None:
+        """``api_key`` if given, else the first set variable of ``env_keys``."""
+        if api_key:
+            return api_key
+        for var in self.env_keys:
+            value = os.environ.get(var)
+            if value:
+                return value
+        return None
+
+    def base_url(self, api_base: str | None) -> str:
+        return (api_base or self.default_api_base).rstrip("/")
+
+    def model_name(self, model: str) -> str:
+        """The provider's own model name: ``openai/gpt-4o`` -> ``gpt-4o``."""
+        prefix = f"{self.name}/"
+        name = model[len(prefix) :] if model.startswith(prefix) else model
+        if not name:
+            raise UsageError(f"model={model!r} names no model; use e.g. '{self.name}/<model>'")
+        return name
+
+    def _key_or_fail(
+        self, request: LMRequest, api_base: str | None, api_key: str | None
+    ) -> str | None:
+        key = self.resolve_api_key(api_key)
+        # Local OpenAI-compatible servers need no key, so only the public
+        # endpoint insists on one before sending.
+        if key is None and api_base is None:
+            raise AuthenticationError(
+                f"model {request.model!r}: no API key; pass api_key=... or set "
+                f"{' or '.join(self.env_keys)}",
+                model=request.model,
+            )
+        return key
+
+    @staticmethod
+    def _params(request: LMRequest) -> dict[str, Any]:
+        return {
+            k: v for k, v in request.params.items() if v is not None and k not in CLIENT_ONLY_PARAMS
+        }
+
+    @staticmethod
+    def _checked_messages(request: LMRequest) -> list[Message]:
+        if not request.messages:
+            raise UsageError(f"model {request.model!r}: messages is empty; pass at least one")
+        for i, message in enumerate(request.messages):
+            if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+                raise UsageError(
+                    f"messages[{i}]={message!r} is not a chat message; use "
+                    '{"role": "user", "content": "..."}'
+                )
+        return list(request.messages)
+
+    # -- parsing ---------------------------------------------------------------
+
+    def parse(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        model: str,
+        api_key: str | None = None,
+    ) -> LMResponse:
+        """The response for a finished HTTP exchange, or raise its ``LMError``.
+
+        ``api_key`` is only used to scrub it from error messages.
+        """
+        if not 200 <= status < 300:
+            raise self.error_for_status(status, headers, body, model=model, api_key=api_key)
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise ProviderError(
+                f"model {model!r}: HTTP {status} reply is not valid JSON ({type(exc).__name__})",
+                model=model,
+                status=status,
+            ) from exc
+        try:
+            return self._parse_body(data, model=model)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise ProviderError(
+                f"model {model!r}: HTTP {status} reply does not look like a {self.name} "
+                f"response ({type(exc).__name__}: {_scrub(str(exc), api_key)})",
+                model=model,
+                status=status,
+            ) from exc
+
+    @abstractmethod
+    def _parse_body(self, data: Any, *, model: str) -> LMResponse:
+        """Completions and usage from a successful JSON body."""
+
+    # -- failures: the one translation point -----------------------------------
+
+    def error_for_status(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        model: str,
+        api_key: str | None = None,
+    ) -> LMError:
+        """The ``LMError`` for a non-2xx answer (returned, for the caller to raise)."""
+        data = _json_or_none(body)
+        detail = self._error_detail(data) if data is not None else None
+        if detail is None:
+            detail = body[:200].decode("utf-8", "replace").strip() or "no error message"
+        detail = _scrub(detail, api_key)
+        where = f"model {model!r}: HTTP {status}"
+        if status == 429:
+            retry_after = parse_retry_after(headers)
+            if retry_after is None and data is not None:
+                retry_after = self._retry_after_from_body(data)
+            hint = f" (retry after {retry_after:g} s)" if retry_after is not None else ""
+            return RateLimitError(
+                f"{where} rate limited{hint}: {detail}",
+                model=model,
+                status=status,
+                retry_after=retry_after,
+            )
+        if status in (401, 403) or self._is_auth_failure(status, data):
+            return AuthenticationError(
+                f"{where} authentication failed: {detail}. Check api_key or set "
+                f"{' or '.join(self.env_keys)}",
+                model=model,
+                status=status,
+            )
+        if status == 408 or status >= 500:
+            return ProviderError(f"{where} provider error: {detail}", model=model, status=status)
+        if 400 <= status < 500:
+            return LMError(
+                f"{where} request rejected: {detail}", model=model, status=status, retryable=False
+            )
+        return ProviderError(
+            f"{where} unexpected status: {detail}", model=model, status=status, retryable=False
+        )
+
+    def error_for_exception(
+        self, exc: BaseException, *, model: str, api_key: str | None = None
+    ) -> LMError:
+        """The ``LMError`` for an httpx exception (returned; raise it ``from exc``)."""
+        import httpx
+
+        kind = type(exc).__name__
+        text = _scrub(str(exc), api_key)
+        detail = f"{kind}: {text}" if text else kind
+        if isinstance(exc, httpx.TimeoutException):
+            return LMTimeoutError(f"model {model!r}: no answer in time ({detail})", model=model)
+        if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+            return LMError(
+                f"model {model!r}: bad api_base URL ({detail}); use http(s)://host[:port]/path",
+                model=model,
+                retryable=False,
+            )
+        return ProviderError(f"model {model!r}: transport failed ({detail})", model=model)
+
+    def _error_detail(self, data: Any) -> str | None:
+        """The provider's error message inside an error body (``{"error": ...}``)."""
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict):
+            message = error.get("message")
+            return str(message) if message else json.dumps(error)[:_MAX_DETAIL]
+        if isinstance(error, str):
+            return error
+        return None
+
+    def _is_auth_failure(self, status: int, data: Any) -> bool:
+        """Auth failures a provider signals with a status other than 401/403."""
+        return False
+
+    def _retry_after_from_body(self, data: Any) -> float | None:
+        """A retry delay carried in a 429 body rather than in a header."""
+        return None
+
+
+# -- helpers the client uses ---------------------------------------------------
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from ``Retry-After`` (seconds or HTTP-date) or ``retry-after-ms``."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    millis = lowered.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000.0)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def split_n(request: LMRequest) -> tuple[LMRequest, ...]:
+    """``n`` copies of a request with ``n`` removed, for providers without native ``n``."""
+    n = int(request.params.get("n") or 1)
+    params = {k: v for k, v in request.params.items() if k != "n"}
+    one = LMRequest(request.model, request.messages, params)
+    return (one,) * max(1, n)
+
+
+def merge_responses(responses: Sequence[LMResponse], *, model: str) -> LMResponse:
+    """One response holding every completion of ``responses``, usage summed."""
+    usage = Usage()
+    completions: list[Completion] = []
+    for response in responses:
+        usage = usage + response.usage
+        completions.extend(response.completions)
+    return LMResponse(tuple(completions), usage, model)
+
+
+async def send(
+    client: httpx.AsyncClient,
+    provider: Provider,
+    call: HTTPCall,
+    *,
+    model: str,
+    timeout: float | None = None,
+) -> LMResponse:
+    """Make ``call`` on an asyncio loop and parse it; failures raise ``LMError``."""
+    import httpx
+
+    # timeout=None would switch httpx's timeout off, so only pass one if given.
+    extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+    try:
+        response = await client.request(
+            call.method, call.url, headers=dict(call.headers), json=call.json, **extra
+        )
+    except httpx.HTTPError as exc:
+        raise provider.error_for_exception(exc, model=model, api_key=_key_of(call)) from exc
+    return provider.parse(
+        response.status_code, response.headers, response.content, model=model, api_key=_key_of(call)
+    )
+
+
+def send_sync(
+    client: httpx.Client,
+    provider: Provider,
+    call: HTTPCall,
+    *,
+    model: str,
+    timeout: float | None = None,
+) -> LMResponse:
+    """Blocking twin of :func:`send`, for scripts and tests."""
+    import httpx
+
+    extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+    try:
+        response = client.request(
+            call.method, call.url, headers=dict(call.headers), json=call.json, **extra
+        )
+    except httpx.HTTPError as exc:
+        raise provider.error_for_exception(exc, model=model, api_key=_key_of(call)) from exc
+    return provider.parse(
+        response.status_code, response.headers, response.content, model=model, api_key=_key_of(call)
+    )
+
+
+def text_parts(content: Any, where: str) -> list[tuple[str, str]]:
+    """A message content as ``[(kind, value)]``: ``("text", str)`` or ``("image", url)``.
+
+    Accepts a string or OpenAI content parts; anything else raises naming ``where``.
+    """
+    if isinstance(content, str):
+        return [("text", content)]
+    if not isinstance(content, Sequence):
+        raise UsageError(f"{where}.content={content!r} must be a string or a list of parts")
+    parts: list[tuple[str, str]] = []
+    for i, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind == "text":
+            parts.append(("text", str(part.get("text", ""))))
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, Mapping) else image
+            parts.append(("image", str(url)))
+        else:
+            raise UsageError(
+                f"{where}.content[{i}] has type {kind!r}; this provider takes 'text' and "
+                "'image_url' parts"
+            )
+    return parts
+
+
+def split_data_url(url: str) -> tuple[str, str] | None:
+    """``(media_type, base64 data)`` of a ``data:`` URL, else None."""
+    if not url.startswith("data:"):
+        return None
+    head, sep, data = url[5:].partition(",")
+    media_type, _, encoding = head.partition(";")
+    if not sep or encoding != "base64":
+        return None
+    return media_type or "application/octet-stream", data
+
+
+def _key_of(call: HTTPCall) -> str | None:
+    for name in call.secret_headers:
+        value = call.headers.get(name)
+        if value:
+            return value.removeprefix("Bearer ").strip()
+    return None
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except ValueError:
+        return None
+
+
+def _scrub(text: str, api_key: str | None) -> str:
+    if api_key:
+        text = text.replace(api_key, _REDACTED)
+    text = _KEY_PATTERN.sub(_REDACTED, text)
+    return text if len(text) <= _MAX_DETAIL else text[:_MAX_DETAIL] + "..."

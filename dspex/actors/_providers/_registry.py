@@ -1,0 +1,45 @@
+"""Which provider speaks for a model id such as ``openai/gpt-4o-mini``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dspex.actors._providers._anthropic import AnthropicProvider
+from dspex.actors._providers._base import Provider
+from dspex.actors._providers._gemini import GeminiProvider
+from dspex.actors._providers._openai import OpenAIProvider
+from dspex.errors import UsageError
+
+__all__ = ["PROVIDERS", "resolve_provider"]
+
+PROVIDERS: dict[str, type[Provider]] = {
+    "anthropic": AnthropicProvider,
+    "gemini": GeminiProvider,
+    "openai": OpenAIProvider,
+}
+
+
+def resolve_provider(model: str, **options: Any) -> tuple[Provider, str]:
+    """``(provider, model_name)`` for ``"<provider>/<model>"``.
+
+    ``options`` go to the provider's constructor (``json_schema_style`` for
+    ``openai/``). An unknown prefix or option raises ``UsageError``.
+    """
+    valid = ", ".join(f"'{p}/'" for p in PROVIDERS)
+    if not isinstance(model, str):
+        raise UsageError(f"model={model!r} must be a string such as 'openai/gpt-4o-mini'")
+    prefix, sep, name = model.partition("/")
+    if not sep or prefix not in PROVIDERS:
+        raise UsageError(
+            f"model={model!r} has no known provider prefix; start it with one of {valid} "
+            "(an OpenAI-compatible server is 'openai/<model>' plus api_base=...)"
+        )
+    if not name:
+        raise UsageError(f"model={model!r} names no model after '{prefix}/'")
+    try:
+        provider = PROVIDERS[prefix](**options)
+    except TypeError as exc:
+        raise UsageError(
+            f"provider {prefix!r} does not take options {sorted(options)}: {exc}"
+        ) from exc
+    return provider, provider.model_name(model)
