@@ -20,7 +20,19 @@ from dspex.supervision._actor import (
     shutdown,
     wait_dead,
 )
+from dspex.supervision._base import SupervisorStats
+from dspex.supervision._child import ChildCounts, ChildInfo
+from dspex.supervision._client import (
+    count_children,
+    delete_child,
+    restart_child,
+    start_child,
+    statistics,
+    terminate_child,
+    which_children,
+)
 from dspex.supervision._clock import Clock, SystemClock, VirtualClock
+from dspex.supervision._dynamic import DynamicSupervisor
 from dspex.supervision._events import (
     CHILD_RESTARTED,
     CHILD_STARTED,
@@ -30,7 +42,21 @@ from dspex.supervision._events import (
     EventBus,
     EventSink,
 )
+from dspex.supervision._pool import WorkerPool
+from dspex.supervision._pool_results import (
+    POOL_INTENSITY_EXCEEDED,
+    POOL_TASK_RETRIED,
+    POOL_WORKER_ABANDONED,
+    POOL_WORKER_RESTARTED,
+    Failed,
+    Ok,
+    PoolStats,
+    Result,
+)
+from dspex.supervision._registry import NamedRef, Registry, default_registry
 from dspex.supervision._spec import ChildSpec, Restart, Strategy
+from dspex.supervision._supervisor import AutoShutdown, Supervisor
+from dspex.supervision._tree import TreeNode, render_tree, tree
 
 __all__ = [
     "CHILD_RESTARTED",
@@ -39,26 +65,54 @@ __all__ = [
     "INTENSITY_EXCEEDED",
     "NOPROC",
     "NORMAL",
+    "POOL_INTENSITY_EXCEEDED",
+    "POOL_TASK_RETRIED",
+    "POOL_WORKER_ABANDONED",
+    "POOL_WORKER_RESTARTED",
     "SHUTDOWN",
     "Actor",
     "ActorAbortError",
+    "AutoShutdown",
+    "ChildCounts",
+    "ChildInfo",
     "ChildSpec",
     "Clock",
     "Down",
+    "DynamicSupervisor",
     "Event",
     "EventBus",
     "EventSink",
     "ExitReason",
+    "Failed",
     "MonitorRef",
+    "NamedRef",
+    "Ok",
+    "PoolStats",
+    "Registry",
     "Restart",
+    "Result",
     "Strategy",
+    "Supervisor",
+    "SupervisorStats",
     "SystemClock",
+    "TreeNode",
     "VirtualClock",
     "Watcher",
+    "WorkerPool",
     "await_started",
+    "count_children",
+    "default_registry",
+    "delete_child",
     "demonitor",
     "is_abnormal",
     "monitor",
+    "render_tree",
+    "restart_child",
     "shutdown",
+    "start_child",
+    "statistics",
+    "terminate_child",
+    "tree",
     "wait_dead",
+    "which_children",
 ]

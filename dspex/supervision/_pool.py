@@ -1,0 +1,513 @@
+"""WorkerPool: N supervised worker actors with ``Task.async_stream`` semantics.
+
+Three kinds of thread cooperate (see ``_pool_worker`` and ``_pool_stream``):
+
+- the **pool actor** supervises the workers: it monitors each one, restarts
+  a dead worker (within ``max_restarts`` per ``max_seconds``, else the pool
+  fails with :class:`SupervisionError`), replaces workers stuck past a task
+  timeout, and stops them all, newest first, when the pool stops;
+- **workers** pull tasks from one shared queue and push each outcome
+  straight to the task's owner, with no round trip through the pool actor;
+- the **consumer** (whoever iterates ``map`` or waits on a ``submit``
+  future) pulls input lazily, enforces timeouts and decides retries.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import functools
+import itertools
+import logging
+import os
+import queue
+import time
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import pykka
+
+from dspex.errors import CallTimeoutError, StartError, SupervisionError, UsageError
+from dspex.supervision._actor import Actor, Down, await_started, shutdown, wait_dead
+from dspex.supervision._clock import Clock, SystemClock
+from dspex.supervision._events import EventBus
+from dspex.supervision._pool_results import (
+    POOL_INTENSITY_EXCEEDED,
+    POOL_WORKER_ABANDONED,
+    POOL_WORKER_RESTARTED,
+    PoolStats,
+    Result,
+)
+from dspex.supervision._pool_stream import Stream, Submission
+from dspex.supervision._pool_worker import (
+    DOWN,
+    LOST,
+    WAKE,
+    Core,
+    RetireWorker,
+    Slot,
+    Task,
+    Worker,
+)
+from dspex.supervision._spec import ChildSpec, Restart
+
+__all__ = ["WorkerPool"]
+
+log = logging.getLogger("dspex.supervision")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class _HandleQuery:
+    """Asks a pool actor for its :class:`WorkerPool` handle."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Fail:
+    """Told by the pool actor to itself: fail on the tell path, so it dies."""
+
+    error: BaseException
+
+
+class _PoolActor(Actor):
+    """Supervises the workers of one pool (runs in its own actor thread)."""
+
+    def __init__(self, core: Core, handle: WorkerPool) -> None:
+        super().__init__()
+        self._core = core
+        self._handle = handle
+        self._watched: dict[str, Slot] = {}  # urn -> slot, live and retired, start order
+        self._restarts: collections.deque[float] = collections.deque()
+        self._ids = itertools.count()
+        self._orphan: Task | None = None  # the task of the worker whose death failed us
+
+    def on_start(self) -> None:
+        core = self._core
+        core.actor = self.actor_ref
+        deadline = time.monotonic() + core.start_timeout
+        try:
+            # Start every thread first and only then wait: starts overlap.
+            slots = [self._spawn() for _ in range(core.size)]
+            for slot in slots:
+                assert slot.ref is not None
+                await_started(slot.ref, max(0.0, deadline - time.monotonic()))
+        except BaseException:
+            self._stop_workers(list(self._watched.values()), core.shutdown_timeout)
+            raise
+
+    def _spawn(self) -> Slot:
+        core = self._core
+        slot = Slot(next(self._ids))
+        with core.lock:
+            core.slots[slot.id] = slot  # before it can take a task, so scans see it
+        ref = Worker.start(core, slot)
+        slot.ref = ref
+        self._watched[ref.actor_urn] = slot
+        self.monitor(ref)  # a worker already dead yields Down(noproc): still handled
+        return slot
+
+    def _replace(self) -> None:
+        slot = self._spawn()
+        assert slot.ref is not None
+        await_started(slot.ref, self._core.start_timeout)
+
+    # -- messages (pool actor thread) -------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, RetireWorker):
+            self._retire(message.slot)
+            return None
+        if isinstance(message, _HandleQuery):
+            return self._handle
+        if isinstance(message, _Fail):
+            raise message.error
+        return super().on_receive(message)
+
+    def on_down(self, down: Down) -> None:
+        core = self._core
+        slot = self._watched.pop(down.ref.actor_urn, None)
+        if slot is None:
+            return
+        with core.lock:
+            core.slots.pop(slot.id, None)
+            task, slot.current = slot.current, None
+        if slot.retired or core.down is not None:
+            return  # replaced already, or the pool is stopping
+        now = core.clock.monotonic()
+        self._restarts.append(now)
+        while self._restarts and now - self._restarts[0] > core.max_seconds:
+            self._restarts.popleft()
+        if len(self._restarts) > core.max_restarts:
+            error = SupervisionError(
+                f"worker pool {core.name!r}: {len(self._restarts)} worker restarts within "
+                f"{core.max_seconds}s exceed max_restarts={core.max_restarts}; the pool "
+                f"failed (last worker exit: {down.reason!r}). Fix the crashing tasks or "
+                "raise max_restarts"
+            )
+            if isinstance(down.reason, BaseException):
+                error.__cause__ = down.reason
+            core.emit(POOL_INTENSITY_EXCEEDED, restarts=len(self._restarts), reason=error)
+            self._orphan = task  # reported by _terminate, once the pool is marked down
+            raise error  # kills this actor: on_failure stops the rest
+        self._replace()
+        with core.lock:
+            core.worker_restarts += 1
+        core.emit(POOL_WORKER_RESTARTED, worker=slot.id, reason=down.reason)
+        if task is not None:
+            task.sink((task, LOST, down.reason))
+
+    def _retire(self, slot: Slot) -> None:
+        core = self._core
+        if core.down is not None or slot.ref is None:
+            return
+        with core.lock:
+            core.slots.pop(slot.id, None)
+            core.workers_abandoned += 1
+        # The stuck thread cannot be killed: ask it to stop once its task
+        # returns (its late result is dropped), and keep capacity meanwhile.
+        shutdown(slot.ref, 0)
+        core.emit(POOL_WORKER_ABANDONED, worker=slot.id)
+        try:
+            self._replace()
+        except Exception as exc:
+            # We are answering an ask, where raising would not kill this
+            # actor; a pool that cannot restore capacity must fail.
+            self.actor_ref.tell(_Fail(exc))
+
+    # -- the end ------------------------------------------------------------------
+
+    def on_stop(self) -> None:
+        self._terminate(self._dspex_life.stop_reason)
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._terminate(exception_value if exception_value is not None else "failure")
+
+    def _terminate(self, reason: str | BaseException) -> None:
+        core = self._core
+        error = core.down_error(reason)
+        with core.lock:
+            if core.down is not None:
+                return
+            core.down = error  # from now on dispatch raises it
+            core.slots.clear()
+        slots = list(self._watched.values())
+        stuck = self._stop_workers(slots, core.shutdown_timeout)
+        if stuck:
+            with core.lock:
+                core.workers_abandoned += len(stuck)
+                core.stuck_at_stop = len(stuck)
+            log.warning(
+                "worker pool %r: %d worker(s) still busy %.3gs after stop; abandoned",
+                core.name,
+                len(stuck),
+                core.shutdown_timeout,
+            )
+        # Every task that will now never finish is reported to its owner.
+        while True:
+            try:
+                queued = core.tasks.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(queued, Task):
+                queued.sink((queued, DOWN, error))
+        lost = [slot.current for slot in slots] + [self._orphan]
+        for task in lost:
+            if task is not None:
+                task.sink((task, DOWN, error))
+
+    def _stop_workers(self, slots: list[Slot], timeout: float) -> list[Slot]:
+        """Stop workers newest first; returns those not dead within ``timeout``."""
+        refs = [slot.ref for slot in reversed(slots) if slot.ref is not None]
+        for ref in refs:
+            shutdown(ref, 0)  # marks the reason and posts the stop; waits below
+        for _ in refs:
+            self._core.tasks.put(WAKE)  # a worker blocked on the queue reads its mail
+        deadline = time.monotonic() + timeout
+        return [
+            slot
+            for slot in reversed(slots)
+            if slot.ref is not None
+            and not wait_dead(slot.ref, max(0.0, deadline - time.monotonic()))
+        ]
+
+
+def _default_size() -> int:
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+def _check_positive(field: str, value: float, fix: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise UsageError(f"WorkerPool({field}={value!r}): must be a number > 0; {fix}")
+
+
+def _check_count(field: str, value: int, minimum: int, fix: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(f"WorkerPool({field}={value!r}): must be an int >= {minimum}; {fix}")
+
+
+class WorkerPool:
+    """A fixed set of supervised worker actors that run tasks, like Elixir's ``Task.async_stream``.
+
+    ::
+
+        with WorkerPool(size=16, name="eval") as pool:
+            for result in pool.map(score, examples, timeout=30):
+                if result.ok:
+                    print(result.index, result.value)
+                else:
+                    print(result.index, "failed:", result.error)
+
+    Failure semantics, by cause:
+
+    - **the task raises an** ``Exception``: that is the task's own error. It is
+      reported as ``Failed(exc)`` at once and *not* retried, because running
+      the same code on the same input would most likely raise again. Pass
+      ``retry_on=(SomeError, ...)`` to ``map`` to retry chosen types.
+    - **the worker dies** while it holds the task (the task raised a
+      ``BaseException`` such as ``SystemExit``, or someone stopped the worker):
+      the pool starts a new worker and the task is retried on another worker
+      up to ``max_retries`` times, then reported ``Failed(reason)``.
+    - **the task overruns** ``map(timeout=...)``: it is reported
+      ``Failed(CallTimeoutError)``; its worker thread cannot be killed, so it
+      is abandoned (stopped once the task returns, its late result dropped)
+      and replaced at once to keep capacity.
+    - **more than** ``max_restarts`` **worker restarts within**
+      ``max_seconds`` (measured on ``clock``): the pool fails; consumers get
+      a :class:`SupervisionError`, like a supervisor escalating.
+
+    A result is delivered exactly once per input. The pool is itself an
+    :class:`Actor` (see :attr:`ref`, :meth:`child_spec`), so a supervisor or a
+    coordinator can own it.
+    """
+
+    def __init__(
+        self,
+        size: int | None = None,
+        *,
+        name: str = "pool",
+        events: EventBus | None = None,
+        clock: Clock | None = None,
+        max_restarts: int = 10,
+        max_seconds: float = 5.0,
+        max_retries: int = 1,
+        shutdown_timeout: float = 5.0,
+        start_timeout: float = 5.0,
+    ) -> None:
+        size = _default_size() if size is None else size
+        _check_count("size", size, 1, "pass the number of worker threads, e.g. size=8")
+        if not isinstance(name, str) or not name:
+            raise UsageError(f"WorkerPool(name={name!r}): must be a non-empty string")
+        _check_count("max_restarts", max_restarts, 0, "e.g. max_restarts=10")
+        _check_positive("max_seconds", max_seconds, "e.g. max_seconds=5.0")
+        _check_count("max_retries", max_retries, 0, "use 0 to never retry")
+        _check_positive("shutdown_timeout", shutdown_timeout, "e.g. shutdown_timeout=5.0")
+        _check_positive("start_timeout", start_timeout, "e.g. start_timeout=5.0")
+        self._max_retries = max_retries
+        self._core = Core(
+            name=name,
+            size=size,
+            events=events,
+            clock=clock if clock is not None else SystemClock(),
+            max_restarts=max_restarts,
+            max_seconds=max_seconds,
+            shutdown_timeout=shutdown_timeout,
+            start_timeout=start_timeout,
+        )
+        self._ref: pykka.ActorRef[Any] = _PoolActor.start_link(
+            self._core, self, start_timeout=start_timeout + 1.0
+        )
+
+    # -- running tasks (any thread) ----------------------------------------------
+
+    def map(
+        self,
+        fn: Callable[[T], R],
+        iterable: Iterable[T],
+        *,
+        max_concurrency: int | None = None,
+        ordered: bool = True,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        retry_on: tuple[type[BaseException], ...] = (),
+    ) -> Generator[Result[R], None, None]:
+        """Run ``fn(item)`` for each item; yield ``Ok``/``Failed`` as tasks finish.
+
+        At most ``max_concurrency`` (default and maximum: the pool size) tasks
+        of this call are unfinished or waiting to be yielded at any moment, and
+        input is pulled only when one of those slots frees up, so memory does
+        not grow with the input. ``ordered=True`` yields in input order;
+        ``False`` yields in completion order. ``timeout`` is per task attempt,
+        in seconds, counted from when the task is queued; it is enforced while
+        the consumer iterates. ``max_retries`` (default: the pool's) bounds
+        retries after a worker crash or a ``retry_on`` exception.
+
+        The generator runs in the caller's thread. Leaving it early (``break``,
+        an exception, ``close()``) cancels queued tasks and waits for running
+        ones (up to ``timeout``, else the pool's ``shutdown_timeout``).
+        Raises :class:`SupervisionError` (or :class:`ActorStoppedError`) if
+        the pool fails (or is stopped) meanwhile.
+        """
+        core = self._core
+        if not callable(fn):
+            raise UsageError(f"WorkerPool.map(fn={fn!r}): fn must be callable")
+        try:
+            iter(iterable)
+        except TypeError:
+            raise UsageError(
+                f"WorkerPool.map(iterable={iterable!r}): not iterable; pass a list, "
+                "generator or other iterable of task inputs"
+            ) from None
+        limit = core.size if max_concurrency is None else max_concurrency
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= core.size:
+            raise UsageError(
+                f"WorkerPool.map(max_concurrency={max_concurrency!r}): must be an int from 1 "
+                f"to the pool size {core.size}; start a bigger pool for more concurrency"
+            )
+        if timeout is not None:
+            _check_positive("map timeout", timeout, "or None for no per-task limit")
+        retries = self._max_retries if max_retries is None else max_retries
+        _check_count("map max_retries", retries, 0, "use 0 to never retry")
+        if not isinstance(retry_on, tuple) or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in retry_on
+        ):
+            raise UsageError(
+                f"WorkerPool.map(retry_on={retry_on!r}): must be a tuple of exception "
+                "types, e.g. retry_on=(ConnectionError,)"
+            )
+        if core.down is not None:
+            raise core.down
+        stream: Stream[T, R] = Stream(
+            core,
+            fn,
+            iterable,
+            max_concurrency=limit,
+            ordered=ordered,
+            timeout=timeout,
+            max_retries=retries,
+            retry_on=retry_on,
+        )
+        return stream.run()
+
+    def submit(
+        self, fn: Callable[..., R], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[R]:
+        """Run one task; the future resolves to its value or raises its error.
+
+        A worker crash is retried like in :meth:`map` (the pool's
+        ``max_retries``). There is no per-task timeout here: bound the wait
+        with ``future.result(timeout)``, or use :meth:`map` with ``timeout``.
+        """
+        if not callable(fn):
+            raise UsageError(f"WorkerPool.submit(fn={fn!r}): fn must be callable")
+        call = functools.partial(fn, **kwargs) if kwargs else fn
+        return Submission(self._core, call, args, self._max_retries).start()
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop every worker (newest first) and the pool; False if some were abandoned.
+
+        Waits for running tasks up to the pool's ``shutdown_timeout``; tasks
+        still queued are reported to their owners as the pool stopping.
+        """
+        limit = self._core.shutdown_timeout + 1.0 if timeout is None else timeout
+        dead = shutdown(self._ref, limit)
+        return dead and self._core.stuck_at_stop == 0
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def ref(self) -> pykka.ActorRef[Any]:
+        """The pool actor: monitor it, or hand it to a supervisor."""
+        return self._ref
+
+    @property
+    def name(self) -> str:
+        return self._core.name
+
+    @property
+    def size(self) -> int:
+        return self._core.size
+
+    def is_alive(self) -> bool:
+        """True until the pool is stopped or fails."""
+        return self._core.down is None and self._ref.is_alive()
+
+    def statistics(self) -> PoolStats:
+        """Counters since start: tasks, retries, timeouts, worker restarts."""
+        core = self._core
+        with core.lock:
+            return PoolStats(
+                name=core.name,
+                size=core.size,
+                workers=len(core.slots),
+                queued=core.tasks.qsize(),
+                tasks_ok=core.tasks_ok,
+                tasks_failed=core.tasks_failed,
+                tasks_timed_out=core.tasks_timed_out,
+                tasks_retried=core.tasks_retried,
+                worker_restarts=core.worker_restarts,
+                workers_abandoned=core.workers_abandoned,
+                uptime=time.monotonic() - core.started_at,
+            )
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_alive() else "stopped"
+        return f"WorkerPool(name={self.name!r}, size={self.size}, {state})"
+
+    # -- as a supervised child ------------------------------------------------------
+
+    @classmethod
+    def child_spec(
+        cls, id: str = "worker_pool", *, restart: Restart = Restart.PERMANENT, **options: Any
+    ) -> ChildSpec:
+        """A :class:`ChildSpec` that starts a pool with ``options`` (``WorkerPool``'s keywords).
+
+        The owner gets the handle of the running incarnation with :meth:`of`.
+        """
+        shutdown_timeout = float(options.get("shutdown_timeout", 5.0))
+        start_timeout = float(options.get("start_timeout", 5.0))
+
+        def start() -> pykka.ActorRef[Any]:
+            return cls(**options).ref
+
+        return ChildSpec(
+            id=id,
+            start=start,
+            restart=restart,
+            shutdown=shutdown_timeout + 1.0,
+            start_timeout=start_timeout + 2.0,
+        )
+
+    @classmethod
+    def of(cls, ref: pykka.ActorRef[Any], timeout: float = 5.0) -> WorkerPool:
+        """The :class:`WorkerPool` handle of a running pool actor (e.g. a supervised child)."""
+        try:
+            handle = ref.ask(_HandleQuery(), timeout=timeout)
+        except pykka.Timeout:
+            raise CallTimeoutError(
+                f"WorkerPool.of({ref}): no answer within {timeout}s; the pool is busy or stuck"
+            ) from None
+        except pykka.ActorDeadError:
+            raise StartError(f"WorkerPool.of({ref}): that actor is not running") from None
+        if not isinstance(handle, WorkerPool):
+            raise UsageError(f"WorkerPool.of({ref}): not a WorkerPool actor")
+        return handle
