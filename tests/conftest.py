@@ -29,19 +29,39 @@ def _new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t not in before and t.is_alive()]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def default_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The lazily started default runtime, started up front so tests share it.
+
+    Module calls outside an explicit ``dspex.start()`` run in it; starting it
+    before any test keeps its long-lived actors out of the per-test leak check.
+    Its cache lives in a temporary directory, never the user's home.
+    """
+    import os
+
+    os.environ["DSPEX_CACHE__DIR"] = str(tmp_path_factory.mktemp("dspex-cache"))
+    from dspex.actors import default_runtime as start_default
+    from dspex.actors import stop_default_runtime
+
+    runtime = start_default()
+    yield runtime
+    stop_default_runtime()
+
+
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     before = set(threading.enumerate())
+    actors_before = {ref.actor_urn for ref in pykka.ActorRegistry.get_all()}
     yield
     deadline = time.monotonic() + LEAK_GRACE_SECONDS
     for thread in _new_threads(before):
         thread.join(max(0.0, deadline - time.monotonic()))
-    actors = pykka.ActorRegistry.get_all()
+    actors = [ref for ref in pykka.ActorRegistry.get_all() if ref.actor_urn not in actors_before]
     leaked = _new_threads(before)
-    if actors:
-        pykka.ActorRegistry.stop_all(block=True, timeout=5)
+    for ref in actors:
+        ref.stop(block=True, timeout=5)
     if actors or leaked:
-        names = [type(ref.actor).__name__ if hasattr(ref, "actor") else str(ref) for ref in actors]
+        names = [ref.actor_class.__name__ for ref in actors]
         pytest.fail(
             f"test leaked actors {names} and threads {[t.name for t in leaked]}; "
             "stop what the test started (use fixtures with teardown)",

@@ -1,7 +1,13 @@
 """Runtime services: LM clients, cache, config, telemetry, program runs, the app tree.
 
-Kept light on import: heavy modules load when first used.
+Kept light on import (programs import the LM protocol types from here): every
+name loads its module on first attribute access, via the ``_LAZY`` table.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from dspex.actors._lm_types import (
     Completion,
@@ -12,4 +18,101 @@ from dspex.actors._lm_types import (
     Usage,
 )
 
-__all__ = ["Completion", "LMProtocol", "LMRequest", "LMResponse", "Message", "Usage"]
+if TYPE_CHECKING:
+    from dspex.actors._cache import Cache, CacheClient
+    from dspex.actors._cache_store import CacheStats, CacheStore
+    from dspex.actors._config_server import ConfigServer, SettingsBox
+    from dspex.actors._current import current_runtime, default_runtime, stop_default_runtime
+    from dspex.actors._lm import LM
+    from dspex.actors._lm_client import ClientSlot, LMClient
+    from dspex.actors._lm_handle import LMHandle, request_key
+    from dspex.actors._program_run import ProgramRun, RunContext, current_run
+    from dspex.actors._resilience import (
+        CircuitBreaker,
+        LMClientConfig,
+        LMClientStats,
+        RateLimiter,
+        RetryPolicy,
+        VirtualSleeper,
+    )
+    from dspex.actors._runtime import Runtime, active_runtimes
+    from dspex.actors._telemetry import Telemetry, TelemetryEmitter
+
+_LAZY: dict[str, str] = {
+    "Cache": "_cache",
+    "CacheClient": "_cache",
+    "CacheStats": "_cache_store",
+    "CacheStore": "_cache_store",
+    "CircuitBreaker": "_resilience",
+    "ClientSlot": "_lm_client",
+    "ConfigServer": "_config_server",
+    "LM": "_lm",
+    "LMClient": "_lm_client",
+    "LMClientConfig": "_resilience",
+    "LMClientStats": "_resilience",
+    "LMHandle": "_lm_handle",
+    "ProgramRun": "_program_run",
+    "RateLimiter": "_resilience",
+    "RetryPolicy": "_resilience",
+    "RunContext": "_program_run",
+    "Runtime": "_runtime",
+    "SettingsBox": "_config_server",
+    "Telemetry": "_telemetry",
+    "TelemetryEmitter": "_telemetry",
+    "VirtualSleeper": "_resilience",
+    "active_runtimes": "_runtime",
+    "current_run": "_program_run",
+    "current_runtime": "_current",
+    "default_runtime": "_current",
+    "request_key": "_lm_handle",
+    "stop_default_runtime": "_current",
+}
+
+__all__ = [
+    "LM",
+    "Cache",
+    "CacheClient",
+    "CacheStats",
+    "CacheStore",
+    "CircuitBreaker",
+    "ClientSlot",
+    "Completion",
+    "ConfigServer",
+    "LMClient",
+    "LMClientConfig",
+    "LMClientStats",
+    "LMHandle",
+    "LMProtocol",
+    "LMRequest",
+    "LMResponse",
+    "Message",
+    "ProgramRun",
+    "RateLimiter",
+    "RetryPolicy",
+    "RunContext",
+    "Runtime",
+    "SettingsBox",
+    "Telemetry",
+    "TelemetryEmitter",
+    "Usage",
+    "VirtualSleeper",
+    "active_runtimes",
+    "current_run",
+    "current_runtime",
+    "default_runtime",
+    "request_key",
+    "stop_default_runtime",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dspex.actors' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"dspex.actors.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -71,6 +71,12 @@ class Cache(Actor):
         self._pending.clear()
         self.store.clear()
 
+    def adopt(self, store: CacheStore) -> CacheStore:
+        """Flush pending writes to the current store, then switch to ``store``; returns the old."""
+        self._flush()
+        old, self.store = self.store, store
+        return old
+
     def _flush(self) -> int:
         if not self._pending:
             return 0

@@ -51,6 +51,7 @@ class RunContext:
     trace: list[Any] = field(default_factory=list)
     cancelled: threading.Event = field(default_factory=threading.Event)
     label: str = ""
+    runtime: Any = field(default=None, repr=False, compare=False)
 
     def check_deadline(self) -> None:
         """Raise ``ProgramError`` if the run was cancelled or its deadline passed."""

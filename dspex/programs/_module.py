@@ -240,8 +240,14 @@ class Module(BaseModule, metaclass=ProgramMeta):
         return self._dspex_call(*args, **kwargs)
 
     def _dspex_call(self, *args: Any, **kwargs: Any) -> Any:
-        """Run ``forward``; the seam where later layers route top-level calls."""
-        return self.forward(*args, **kwargs)
+        """Run ``forward``: inline inside a run, else as a transient ProgramRun actor."""
+        from dspex.actors import current_run, current_runtime
+
+        if current_run() is not None:
+            return self.forward(*args, **kwargs)
+        return current_runtime().run(
+            lambda: self.forward(*args, **kwargs), label=type(self).__name__
+        )
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """Async call: ``aforward`` if the module defines one, else ``forward`` in a
@@ -295,6 +301,36 @@ class Module(BaseModule, metaclass=ProgramMeta):
         for name, predictor in self.named_predictors():
             _set_by_path(self, name, func(predictor))
         return self
+
+    def batch(  # noqa: PLR0917  (DSPy's positional signature)
+        self,
+        examples: list[Any],
+        num_threads: int | None = None,
+        max_errors: int | None = None,
+        return_failed_examples: bool = False,
+        provide_traceback: bool | None = None,
+        disable_progress_bar: bool = False,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run ``self(**example.inputs())`` for each example in parallel (DSPy's ``batch``).
+
+        Predictions come back in input order, None for failures; with
+        ``return_failed_examples=True``: ``(results, failed_examples, exceptions)``.
+        """
+        from dspex.programs._evaluate import run_batch
+
+        return run_batch(
+            self,
+            examples,
+            num_threads=num_threads,
+            max_errors=max_errors,
+            return_failed_examples=return_failed_examples,
+            provide_traceback=provide_traceback,
+            disable_progress_bar=disable_progress_bar,
+            timeout=timeout,
+            **kwargs,
+        )
 
     def __repr__(self) -> str:
         lines = [f"{name} = {p!r}" for name, p in self.named_predictors()]

@@ -32,6 +32,21 @@ _MISSING: Any = object()
 _default_adapter: Any = None
 
 
+_json_adapter: Any = None
+
+
+def _adapter_for_lm(lm: Any) -> Any:
+    """The adapter an LM asks for when none is configured (local models: JSON)."""
+    global _json_adapter
+    if getattr(lm, "default_adapter", None) != "json":
+        return None
+    if _json_adapter is None:
+        from dspex.programs._adapters import JSONAdapter
+
+        _json_adapter = JSONAdapter()
+    return _json_adapter
+
+
 def _adapter_default() -> Any:
     """The ChatAdapter used when settings name none (created once, stateless)."""
     global _default_adapter
@@ -176,7 +191,12 @@ class Predict(Module, Parameter):
         if len(kwargs) != len(facts.input_names) or any(k not in facts.input_set for k in kwargs):
             _warn_inputs(signature, facts, kwargs)
 
-        adapter = self.__dict__.get("adapter") or settings.get("adapter") or _adapter_default()
+        adapter = (
+            self.__dict__.get("adapter")
+            or settings.get("adapter")
+            or _adapter_for_lm(lm)
+            or _adapter_default()
+        )
         completions = adapter(lm, lm_kwargs=config, signature=signature, demos=demos, inputs=kwargs)
         pred = Prediction.from_completions(completions, signature=signature)
 

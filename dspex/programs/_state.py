@@ -120,6 +120,14 @@ def lm_from_state(state: Mapping[str, Any], *, allow_unsafe_lm_state: bool = Fal
         )
         for key in unsafe:
             del values[key]
+    if "/" not in values["model"]:
+        # A test double (DummyLM's "dummy") or a bare id: no provider to rebuild it for.
+        logger.warning(
+            "Saved LM %r not restored: it is not a '<provider>/<model>' id; attach an LM in "
+            "code (predictor.lm = ...) or configure one globally.",
+            values["model"],
+        )
+        return None
     factory = _lm_factory()
     if factory is None:
         logger.warning(

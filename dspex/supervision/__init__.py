@@ -23,6 +23,7 @@ from dspex.supervision._actor import (
 from dspex.supervision._base import SupervisorStats
 from dspex.supervision._child import ChildCounts, ChildInfo
 from dspex.supervision._client import (
+    call,
     count_children,
     delete_child,
     restart_child,
@@ -100,6 +101,7 @@ __all__ = [
     "Watcher",
     "WorkerPool",
     "await_started",
+    "call",
     "count_children",
     "default_registry",
     "delete_child",

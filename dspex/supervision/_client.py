@@ -33,14 +33,14 @@ __all__ = [
 ]
 
 
-def call(ref: pykka.ActorRef[Any], method: str, *args: Any, timeout: float) -> Any:
-    """Run ``method(*args)`` in the actor's thread and return its result.
+def call(ref: pykka.ActorRef[Any], method: str, *args: Any, timeout: float, **kwargs: Any) -> Any:
+    """Run ``method(*args, **kwargs)`` in the actor's thread and return its result.
 
     Raises :class:`CallTimeoutError` after ``timeout`` seconds and
     :class:`ActorStoppedError` if the actor is (or dies while) not running.
     """
     try:
-        return ask(ref, ProxyCall(attr_path=(method,), args=args, kwargs={}), timeout)
+        return ask(ref, ProxyCall(attr_path=(method,), args=args, kwargs=kwargs), timeout)
     except pykka.Timeout as exc:
         raise CallTimeoutError(
             f"{ref} did not answer {method}() within {timeout}s; raise the timeout or check "

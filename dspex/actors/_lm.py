@@ -1,0 +1,201 @@
+"""``dspex.LM``: the user-facing language model object, DSPy-compatible.
+
+An ``LM`` is a light description (model id, endpoint, defaults). It does no
+I/O itself: each call finds the current Runtime and that runtime's
+supervised client for this model, so the same ``LM`` works under
+``dspex.start()``, the lazily started default runtime, or inside a run.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from dspex.actors._lm_types import LMResponse, Message
+from dspex.errors import UsageError
+
+if TYPE_CHECKING:
+    from dspex.actors._lm_handle import LMHandle
+    from dspex.actors._runtime import Runtime
+
+__all__ = ["LM"]
+
+# Keyword arguments that configure the client, not the request.
+_CLIENT_KWARGS = (
+    "num_retries",
+    "timeout",
+    "rpm",
+    "tpm",
+    "backoff_base",
+    "backoff_max",
+    "breaker_failure_threshold",
+    "breaker_reset_timeout",
+    "max_in_flight",
+)
+_STATE_SKIP = {"api_key"}
+
+
+class LM:
+    """A language model: ``LM("openai/gpt-4o-mini")``, ``LM("anthropic/...")``,
+    ``LM("gemini/...")`` or ``LM("local/smollm2")`` (needs ``dspex[local]``).
+
+    ``api_base`` points an ``openai/`` model at any OpenAI-compatible server
+    (vLLM, Ollama, llama.cpp, OpenRouter, Together). ``api_key`` defaults to
+    the provider's usual environment variable and never appears in a repr,
+    log, cache key or saved program. Call it directly like DSPy's LM:
+    ``lm("prompt")`` or ``lm(messages=[...])`` returns a list of strings.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        *,
+        model_type: str = "chat",
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        num_retries: int | None = None,
+        timeout: float | None = None,
+        cache: bool = True,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(model, str) or "/" not in model:
+            raise UsageError(
+                f"LM(model={model!r}): use '<provider>/<model>', e.g. 'openai/gpt-4o-mini', "
+                "'anthropic/claude-3-5-haiku-latest', 'gemini/gemini-2.0-flash' or 'local/smollm2'"
+            )
+        if model_type != "chat":
+            raise UsageError(f"LM(model_type={model_type!r}): only 'chat' models are supported")
+        self.model = model
+        self.model_type = model_type
+        self.api_base = api_base or kwargs.pop("base_url", None)
+        self._api_key = api_key
+        self.cache = cache
+        client: dict[str, Any] = {}
+        for name, value in (
+            ("num_retries", num_retries),
+            ("timeout", timeout),
+            ("rpm", rpm),
+            ("tpm", tpm),
+        ):
+            if value is not None:
+                client[name] = value
+        for name in _CLIENT_KWARGS:
+            if name in kwargs:
+                client[name] = kwargs.pop(name)
+        self.client_settings = client
+        defaults: dict[str, Any] = {}
+        if temperature is not None:
+            defaults["temperature"] = temperature
+        if max_tokens is not None:
+            defaults["max_tokens"] = max_tokens
+        defaults.update(kwargs)
+        self.kwargs: dict[str, Any] = defaults
+        self._handles: weakref.WeakKeyDictionary[Runtime, LMHandle] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    @property
+    def provider(self) -> str:
+        return self.model.split("/", 1)[0]
+
+    @property
+    def default_adapter(self) -> str | None:
+        """Local models answer reliably only under JSON-schema decoding."""
+        return "json" if self.provider == "local" else None
+
+    # -- the LM protocol -----------------------------------------------------------
+
+    def handle(self, runtime: Runtime | None = None) -> LMHandle:
+        """This model's handle in ``runtime`` (default: the current runtime)."""
+        if runtime is None:
+            from dspex.actors._current import current_runtime
+
+            runtime = current_runtime()
+        handle = self._handles.get(runtime)
+        if handle is None:
+            with self._lock:
+                handle = self._handles.get(runtime)
+                if handle is None:
+                    handle = runtime.lm_handle(
+                        self.model,
+                        api_base=self.api_base,
+                        api_key=self._api_key,
+                        client=self.client_settings,
+                        defaults=self.kwargs,
+                        cache=self.cache,
+                    )
+                    self._handles[runtime] = handle
+        return handle
+
+    def generate(self, messages: Sequence[Message], params: Mapping[str, Any]) -> LMResponse:
+        """Call the model (through the cache and its supervised client)."""
+        return self.handle().generate(messages, params)
+
+    def __call__(
+        self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
+    ) -> list[str]:
+        return self.handle().complete(prompt, messages, **kwargs)
+
+    def forward(
+        self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
+    ) -> LMResponse:
+        """The full response (texts, usage, cache flag) rather than just the texts."""
+        if (prompt is None) == (messages is None):
+            raise UsageError("pass exactly one of prompt= or messages=")
+        msgs = [{"role": "user", "content": prompt}] if prompt is not None else list(messages or [])
+        return self.generate(msgs, kwargs)
+
+    # -- DSPy compatibility ----------------------------------------------------------
+
+    def copy(self, **kwargs: Any) -> LM:
+        """A new LM with some settings changed (shares nothing mutable)."""
+        state = {**self.dump_state(), **kwargs}
+        state.pop("model_type", None)
+        return LM(
+            state.pop("model"),
+            state.pop("api_base", self.api_base),
+            state.pop("api_key", self._api_key),
+            **state,
+        )
+
+    def dump_state(self) -> dict[str, Any]:
+        """DSPy's saved-LM fields; never the API key."""
+        state: dict[str, Any] = {
+            "model": self.model,
+            "model_type": self.model_type,
+            "cache": self.cache,
+            **self.client_settings,
+            **self.kwargs,
+        }
+        if self.api_base:
+            state["api_base"] = self.api_base
+        return {k: v for k, v in state.items() if k not in _STATE_SKIP}
+
+    def inspect_history(self, n: int = 1) -> str:
+        from dspex.actors._current import current_runtime
+
+        return current_runtime().inspect_history(n)
+
+    def __repr__(self) -> str:
+        extra = f", api_base={self.api_base!r}" if self.api_base else ""
+        return f"LM({self.model!r}{extra})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_handles", None)
+        state.pop("_lock", None)
+        state["_api_key"] = None  # a pickled program never carries the key
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._handles = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> LM:
+        return self  # an LM is shared, like DSPy's: copies of a program use the same client

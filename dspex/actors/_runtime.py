@@ -1,0 +1,525 @@
+"""The Runtime: the application supervision tree of DESIGN.md section 2.
+
+``dspex.start()`` builds it::
+
+    root (Supervisor, one_for_one)
+      config        ConfigServer      validated settings
+      telemetry     Telemetry         events, metrics, LM history ring
+      cache         Cache             disk tier of the response cache
+      lms           Supervisor        one LMClient (and local model server) per model
+      programs      DynamicSupervisor transient ProgramRun actors
+      servers       DynamicSupervisor named ProgramServer actors
+      coordinators  DynamicSupervisor optimizer coordinators
+
+Components outside the tree hold names in the runtime's own Registry, never
+raw refs, so they follow restarts. State that must survive a restart (the
+cache store, each model's ClientSlot) belongs to the Runtime, not the actor.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from dspex.actors._cache import Cache, CacheClient
+from dspex.actors._cache_store import CacheStore
+from dspex.actors._config_server import ConfigServer, SettingsBox
+from dspex.actors._program_run import ProgramRun, RunContext, RunJob
+from dspex.actors._telemetry import Telemetry, TelemetryEmitter, render_history
+from dspex.errors import ActorStoppedError, ProgramError, UsageError
+from dspex.supervision import (
+    ChildSpec,
+    Clock,
+    DynamicSupervisor,
+    EventBus,
+    Registry,
+    Restart,
+    Strategy,
+    Supervisor,
+    TreeNode,
+    call,
+    shutdown,
+    start_child,
+    tree,
+)
+
+if TYPE_CHECKING:
+    from dspex.actors._lm_handle import LMHandle
+    from dspex.config import Settings
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger("dspex.runtime")
+
+CALL_TIMEOUT = 10.0  # bound for internal asks to runtime services
+_RUN_POLL = 1.0  # a run's reply is awaited in slices, checking the run is alive
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _ClientKey:
+    model: str
+    api_base: str | None
+    key_digest: str | None
+    client: tuple[tuple[str, Any], ...]
+
+
+class Runtime:
+    """A running dspex application: its supervision tree and the services in it.
+
+    Create with :func:`dspex.start` (or ``Runtime(settings).start()``). Every
+    public method may be called from any thread.
+    """
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        self.box = SettingsBox(settings)
+        self.clock = clock
+        self.registry = Registry()
+        self.events = EventBus()
+        self.telemetry = TelemetryEmitter(lambda: self.registry.whereis("telemetry"))
+        self.events.subscribe(self.telemetry.sink)
+        self.cache_store = _make_store(settings)
+        self.cache = CacheClient(self.cache_store, lambda: self.registry.whereis("cache"))
+        self._root: pykka.ActorRef[Any] | None = None
+        self._lock = threading.Lock()
+        self._slots: dict[_ClientKey, Any] = {}
+        self._local_servers: dict[str, Any] = {}
+        self._run_gate = threading.BoundedSemaphore(settings.runtime.max_runs)
+        self._stopping = threading.Event()
+        self.started_at: float | None = None
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """The current validated settings (a frozen snapshot)."""
+        return self.box.settings
+
+    @property
+    def running(self) -> bool:
+        root = self._root
+        return root is not None and root.is_alive() and not self._stopping.is_set()
+
+    def start(self) -> Runtime:
+        """Start the supervision tree; returns self once every service has started."""
+        with self._lock:
+            if self._root is not None:
+                raise UsageError("this Runtime was already started; create a new one")
+            s = self.settings
+            rt, tel = s.runtime, s.telemetry
+            reg, events, clock = self.registry, self.events, self.clock
+            children = [
+                ChildSpec("config", lambda: ConfigServer.start(self.box), name="config"),
+                ChildSpec(
+                    "telemetry",
+                    lambda: Telemetry.start(
+                        format=tel.format,
+                        level=tel.level,
+                        history_size=tel.history_size,
+                        latency_window=tel.latency_window,
+                    ),
+                    name="telemetry",
+                ),
+                ChildSpec(
+                    "cache", lambda: Cache.start(self.cache_store, self.telemetry), name="cache"
+                ),
+                Supervisor.spec(
+                    "lms",
+                    children=[],
+                    strategy=Strategy.ONE_FOR_ONE,
+                    max_restarts=10,
+                    max_seconds=rt.max_seconds,
+                    registry=reg,
+                    events=events,
+                    clock=clock,
+                    register_as="lms",
+                    shutdown=max(30.0, rt.shutdown_timeout * 4),
+                ),
+                DynamicSupervisor.spec(
+                    "programs",
+                    max_children=rt.max_runs,
+                    max_restarts=rt.max_restarts,
+                    max_seconds=rt.max_seconds,
+                    registry=reg,
+                    events=events,
+                    clock=clock,
+                    register_as="programs",
+                    shutdown=max(30.0, rt.shutdown_timeout * 4),
+                ),
+                DynamicSupervisor.spec(
+                    "servers",
+                    registry=reg,
+                    events=events,
+                    clock=clock,
+                    register_as="servers",
+                    shutdown=max(30.0, rt.shutdown_timeout * 4),
+                ),
+                DynamicSupervisor.spec(
+                    "coordinators",
+                    registry=reg,
+                    events=events,
+                    clock=clock,
+                    register_as="coordinators",
+                    shutdown=max(30.0, rt.shutdown_timeout * 4),
+                ),
+            ]
+            self._root = Supervisor.start_link(
+                children=children,
+                strategy=Strategy.ONE_FOR_ONE,
+                max_restarts=rt.max_restarts,
+                max_seconds=rt.max_seconds,
+                name="dspex",
+                registry=reg,
+                events=events,
+                clock=clock,
+            )
+            self.started_at = time.time()
+        _register(self)
+        return self
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop the tree in reverse start order; True if everything stopped in time.
+
+        Idempotent. Pending cache writes are flushed by the Cache actor's stop.
+        """
+        with self._lock:
+            root, self._root = self._root, None
+            if root is None:
+                return True
+            self._stopping.set()
+        _unregister(self)
+        budget = (
+            timeout
+            if timeout is not None
+            else max(60.0, self.settings.runtime.shutdown_timeout * 8)
+        )
+        ok = shutdown(root, budget)
+        with self._lock:
+            slots = list(self._slots.values())
+            self._slots.clear()
+        for slot in slots:
+            slot.close()
+        self.cache_store.close()
+        if not ok:
+            log.warning("dspex runtime: some actors did not stop within %.1fs", budget)
+        return ok
+
+    def __enter__(self) -> Runtime:
+        if self._root is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<dspex.Runtime {state} lm={self.settings.lm!r}>"
+
+    # -- services -------------------------------------------------------------------
+
+    def whereis(self, name: str) -> pykka.ActorRef[Any]:
+        """The current incarnation of a named service, or ActorStoppedError."""
+        ref = self.registry.whereis(name)
+        if ref is None:
+            if not self.running:
+                raise ActorStoppedError(
+                    "the dspex runtime is not running; start one with dspex.start() "
+                    "or dspex.configure(...)"
+                )
+            ref = self.registry.await_name(name, timeout=CALL_TIMEOUT)
+            if ref is None:
+                raise ActorStoppedError(
+                    f"runtime service {name!r} did not come back within {CALL_TIMEOUT}s"
+                )
+        return ref
+
+    def configure(self, **overrides: Any) -> Settings:
+        """Validate and apply settings changes (raises ConfigError); returns the new settings."""
+        result: Settings = call(
+            self.whereis("config"), "configure", timeout=CALL_TIMEOUT, **overrides
+        )
+        return result
+
+    def tree(self, timeout: float = CALL_TIMEOUT) -> TreeNode:
+        """The live supervision tree (``str()`` renders it as text)."""
+        root = self._root
+        if root is None:
+            raise ActorStoppedError("the dspex runtime is not running")
+        return tree(root, timeout=timeout)
+
+    def metrics(self, timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
+        """A snapshot: per-model requests/errors/latency/tokens, runs, restarts, cache."""
+        snapshot: dict[str, Any] = call(self.whereis("telemetry"), "metrics", timeout=timeout)
+        stats = self.cache_store.stats()
+        snapshot["cache"] = {**dataclasses.asdict(stats), "hit_rate": round(stats.hit_rate, 4)}
+        with self._lock:
+            slots = list(self._slots.items())
+        snapshot["lm_clients"] = {
+            f"{key.model}@{key.api_base or 'default'}": _as_dict(slot.meter.snapshot())
+            for key, slot in slots
+        }
+        snapshot["uptime_s"] = round(time.time() - self.started_at, 3) if self.started_at else 0.0
+        return snapshot
+
+    def history(self, n: int = 1) -> list[Any]:
+        """The last ``n`` LM calls recorded by telemetry."""
+        result: list[Any] = call(self.whereis("telemetry"), "history", n, timeout=CALL_TIMEOUT)
+        return result
+
+    def inspect_history(self, n: int = 1) -> str:
+        """Print and return the last ``n`` LM calls (bounded ring, not a global list)."""
+        text = render_history(self.history(n))
+        print(text)
+        return text
+
+    def flush(self, timeout: float = CALL_TIMEOUT) -> None:
+        """Write pending cache entries to disk and let telemetry catch up."""
+        from dspex.actors._cache import Flush
+
+        self.whereis("cache").ask(Flush(), timeout=timeout)
+        call(self.whereis("telemetry"), "metrics", timeout=timeout)
+
+    def reconfigure_cache(self) -> None:
+        """Rebuild the cache store from the current settings (``configure_cache``)."""
+        new = _make_store(self.settings)
+        old = call(self.whereis("cache"), "adopt", new, timeout=CALL_TIMEOUT)
+        self.cache_store = new
+        self.cache.store = new
+        old.close()
+
+    # -- LM clients ---------------------------------------------------------------
+
+    def lm_handle(
+        self,
+        model: str,
+        *,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        client: Mapping[str, Any] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        cache: bool = True,
+    ) -> LMHandle:
+        """A handle on ``model``'s supervised client, starting the client on first use.
+
+        ``client`` overrides client settings (num_retries, timeout, rpm, tpm...);
+        ``defaults`` are request parameters (temperature, max_tokens...).
+        """
+        from dspex.actors._lm_handle import LMHandle
+
+        slot = self._slot(model, api_base, api_key, dict(client or {}))
+        use_cache = cache and self.settings.cache.enabled
+        return LMHandle(
+            slot,
+            kwargs=dict(defaults or {}),
+            telemetry=self.telemetry,
+            cache_get=self.cache.get if use_cache else None,
+            cache_put=self.cache.put if use_cache else None,
+        )
+
+    def _slot(
+        self, model: str, api_base: str | None, api_key: str | None, client: dict[str, Any]
+    ) -> Any:
+        digest = hashlib.sha256(api_key.encode()).hexdigest()[:16] if api_key else None
+        key = _ClientKey(model, api_base, digest, tuple(sorted(client.items())))
+        with self._lock:
+            slot = self._slots.get(key)
+        if slot is not None:
+            return slot
+        from dspex.actors._lm_client import ClientSlot, LMClient
+        from dspex.actors._resilience import LMClientConfig
+        from dspex.config import split_model_id
+
+        provider, name = split_model_id(model)
+        spec_options: dict[str, Any] = {"api_key": api_key}
+        provider_options = dict(client.pop("provider_options", {}) or {})
+        client_model, base = model, api_base
+        local_overrides: dict[str, Any] = {}
+        if provider == "local":
+            from dspex.actors._local_model import LOCAL_CLIENT_SETTINGS
+
+            local = self._local_server(name, dict(client.pop("local", {}) or {}))
+            client_model, base = local.client_model, local.api_base
+            options = local.client_options()
+            provider_options = {**options.pop("provider_options", {}), **provider_options}
+            spec_options.update(options)
+            local_overrides = dict(LOCAL_CLIENT_SETTINGS)
+        if provider_options:
+            spec_options["provider_options"] = provider_options
+        merged = {**_as_dict(self.settings.lm_client_for(model)), **local_overrides, **client}
+        base = base or merged.get("api_base")
+        merged.pop("api_base", None)
+        fields = {f.name for f in dataclasses.fields(LMClientConfig)}
+        unknown = sorted(set(merged) - fields)
+        if unknown:
+            raise UsageError(
+                f"LM({model!r}): unknown client setting(s) {unknown}; "
+                f"valid ones are {sorted(fields)}"
+            )
+        config = LMClientConfig(**merged)
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is not None:
+                return slot
+            slot = ClientSlot(client_model, base, config)
+            spec = LMClient.child_spec(
+                client_model,
+                slot=slot,
+                id=f"lm:{model}#{len(self._slots) + 1}",
+                config=config,
+                telemetry=self.telemetry,
+                clock=self.clock,
+                **spec_options,
+            )
+            start_child(self.whereis("lms"), spec, timeout=CALL_TIMEOUT * 3)
+            self._slots[key] = slot
+        return slot
+
+    def _local_server(self, name: str, options: dict[str, Any]) -> Any:
+        """Start (once) the supervised llama.cpp server for ``local/<name>``; its config."""
+        from dspex.actors._local_model import local_model_config, local_model_spec
+
+        with self._lock:
+            config = self._local_servers.get(name)
+            if config is None:
+                config = local_model_config(name, **options)
+                spec = local_model_spec(config)
+                # Started before any client of it, under the same LMSupervisor.
+                start_child(self.whereis("lms"), spec, timeout=spec.start_timeout + CALL_TIMEOUT)
+                self._local_servers[name] = config
+        return config
+
+    # -- program runs ---------------------------------------------------------------
+
+    def run(
+        self,
+        fn: Callable[[], Any],
+        *,
+        label: str = "program",
+        timeout: float | None = None,
+        run: RunContext | None = None,
+    ) -> Any:
+        """Execute ``fn`` as a transient ProgramRun actor and return its result.
+
+        The caller's contextvars travel into the run. Past ``runtime.max_runs``
+        concurrent runs the caller waits for a free slot instead of failing.
+        ``timeout`` (seconds) becomes the run's cooperative deadline.
+        """
+        programs = self.whereis("programs")
+        while not self._run_gate.acquire(timeout=_RUN_POLL):
+            if not self.running:
+                raise ActorStoppedError("the dspex runtime stopped while this run was waiting")
+        try:
+            if run is None:
+                deadline = time.monotonic() + timeout if timeout is not None else None
+                run = RunContext(deadline=deadline, label=label, runtime=self)
+            reply: Future[Any] = Future()
+            ref = start_child(
+                programs,
+                ChildSpec(f"run-{run.run_id}", ProgramRun.start, restart=Restart.TEMPORARY),
+                timeout=self.settings.runtime.run_start_timeout,
+            )
+            self.telemetry.emit("program.run.start", run_id=run.run_id, label=label)
+            ref.tell(RunJob(fn, contextvars.copy_context(), run, reply, self._run_done))
+            while True:
+                try:
+                    return reply.result(timeout=_RUN_POLL)
+                except FutureTimeout:
+                    if not ref.is_alive() and not reply.done():
+                        raise ProgramError(
+                            f"program run {run.run_id} ({label}) died without replying; "
+                            "see the supervisor events in telemetry"
+                        ) from None
+        finally:
+            self._run_gate.release()
+
+    def _run_done(self, run: RunContext, duration_ms: float, error: BaseException | None) -> None:
+        if error is None:
+            self.telemetry.emit(
+                "program.run.stop", run_id=run.run_id, label=run.label, duration_ms=duration_ms
+            )
+        else:
+            self.telemetry.emit(
+                "program.run.exception",
+                run_id=run.run_id,
+                label=run.label,
+                duration_ms=duration_ms,
+                error=type(error).__name__,
+            )
+
+
+def _make_store(settings: Settings) -> CacheStore:
+    cache = settings.cache
+    return CacheStore(
+        memory_max_entries=cache.memory_max_entries,
+        memory_enabled=cache.memory_enabled,
+        disk_dir=cache.dir if cache.enabled and cache.disk_enabled else None,
+        disk_max_bytes=cache.disk_max_bytes,
+    )
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if hasattr(value, "model_dump"):
+        dumped: dict[str, Any] = value.model_dump()
+        return dumped
+    return dict(value)
+
+
+# -- the process's runtimes ------------------------------------------------------------
+
+_active_lock = threading.Lock()
+_active: list[Runtime] = []
+_exit_hook_installed = False
+
+
+def _register(rt: Runtime) -> None:
+    global _exit_hook_installed
+    with _active_lock:
+        _active.append(rt)
+        if not _exit_hook_installed:
+            _exit_hook_installed = True
+            _install_exit_hook()
+
+
+def _unregister(rt: Runtime) -> None:
+    with _active_lock:
+        if rt in _active:
+            _active.remove(rt)
+
+
+def active_runtimes() -> list[Runtime]:
+    """Runtimes started and not yet stopped, oldest first."""
+    with _active_lock:
+        return list(_active)
+
+
+def _stop_all_at_exit() -> None:
+    for rt in reversed(active_runtimes()):
+        try:
+            rt.stop(timeout=30.0)
+        except Exception:
+            log.exception("dspex runtime: stop at interpreter exit failed")
+
+
+def _install_exit_hook() -> None:
+    # Actor threads are non-daemon and Python joins those *before* atexit
+    # handlers run, so a plain atexit hook would never get to stop them.
+    # threading._register_atexit runs first (concurrent.futures relies on it).
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        register(_stop_all_at_exit)
+    else:  # pragma: no cover - other Python implementations
+        import atexit
+
+        atexit.register(_stop_all_at_exit)
