@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from dspex.programs import configure, context, current_settings, settings
+from dspex.programs._settings import configure, context, current_settings, settings
 
 
 @pytest.fixture(autouse=True)

@@ -29,6 +29,7 @@ __all__ = [
     "ProgramRun",
     "RunContext",
     "RunJob",
+    "activate_run",
     "current_run",
     "wrap_program_error",
 ]
@@ -72,6 +73,15 @@ _current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
 def current_run() -> RunContext | None:
     """The run this thread is executing inside, if any."""
     return _current.get()
+
+
+def activate_run(run: RunContext) -> None:
+    """Make ``run`` current in this context, for executors that run programs inline.
+
+    Call it inside a fresh ``contextvars`` copy (Evaluate's pool workers do),
+    so nothing needs resetting afterwards.
+    """
+    _current.set(run)
 
 
 @dataclass(frozen=True, slots=True)

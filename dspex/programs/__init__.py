@@ -2,6 +2,7 @@
 
 from ._adapters import Adapter, ChatAdapter, JSONAdapter, XMLAdapter
 from ._chain_of_thought import ChainOfThought
+from ._evaluate import Evaluate, EvaluationResult
 from ._example import Example
 from ._fields import FieldInfo, InputField, OutputField, infer_prefix
 from ._metrics import (
@@ -14,7 +15,8 @@ from ._metrics import (
 from ._module import Module, Parameter
 from ._predict import Predict
 from ._prediction import Completions, Prediction
-from ._settings import configure, context, current_settings, settings
+from ._runtime_glue import configure, configure_cache, inspect_history, start
+from ._settings import context, current_settings, settings
 from ._signature import Signature, SignatureMeta
 from ._signature_build import ensure_signature, make_signature
 from ._state import load
@@ -24,6 +26,8 @@ __all__ = [
     "ChainOfThought",
     "ChatAdapter",
     "Completions",
+    "Evaluate",
+    "EvaluationResult",
     "Example",
     "FieldInfo",
     "InputField",
@@ -39,14 +43,17 @@ __all__ = [
     "answer_exact_match",
     "answer_passage_match",
     "configure",
+    "configure_cache",
     "context",
     "current_settings",
     "ensure_signature",
     "exact_match",
     "f1_score",
     "infer_prefix",
+    "inspect_history",
     "load",
     "make_signature",
     "normalize_text",
     "settings",
+    "start",
 ]

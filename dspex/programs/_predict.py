@@ -12,6 +12,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
+from dspex.actors._program_run import current_run
 from dspex.errors import UsageError
 from dspex.programs._module import Module, Parameter
 from dspex.programs._prediction import Prediction
@@ -177,6 +178,9 @@ class Predict(Module, Parameter):
             config["prediction"] = kwargs.pop("prediction")
 
         _check_lm(lm)
+        run = current_run()
+        if run is not None:
+            run.check_deadline()  # cooperative cancellation point, before each LM call
         n = config.get("n") or lm.kwargs.get("n") or lm.kwargs.get("num_generations") or 1
         if n > 1:
             temperature = config.get("temperature")

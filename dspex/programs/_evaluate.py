@@ -1,0 +1,489 @@
+"""``Evaluate`` (DSPy-compatible) and ``Module.batch``, on a WorkerPool, with a resumable journal.
+
+``Evaluate(devset=..., metric=...)(program)`` runs ``program(**example.inputs())``
+and ``metric(example, prediction)`` for every example, ``num_threads`` at a
+time, and returns an :class:`EvaluationResult` whose ``score`` is a percent.
+Differences from DSPy (see docs/evaluate.md): a failing example is kept with
+its error; ``max_errors`` and Ctrl-C return the partial result instead of
+raising; ``timeout`` is a per-example limit; ``journal=`` makes a run
+resumable after a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from dspex.errors import UsageError
+from dspex.programs._evaluate_journal import Journal, JournalEntry
+from dspex.programs._evaluate_progress import Progress, progress_enabled
+from dspex.programs._prediction import Prediction
+from dspex.programs._settings import current_settings
+
+if TYPE_CHECKING:
+    from dspex.programs._evaluate_engine import Outcome
+
+__all__ = ["Evaluate", "EvaluationResult", "run_batch"]
+
+logger = logging.getLogger("dspex.programs")
+
+_UNSET: Final[Any] = object()
+_DEPRECATED = ("return_all_scores", "return_outputs")
+_IGNORED = ("straggler_limit", "callback_metadata")
+
+
+class EvaluationResult(Prediction):
+    """What an evaluation returns: ``score`` (a percent) and ``results``.
+
+    ``results`` is a list of ``(example, prediction, score)`` in devset order.
+    Beyond DSPy's two fields: ``errors`` lists ``(index, exception)`` of failed
+    examples, ``stopped_early`` says ``max_errors`` was reached, ``interrupted``
+    that Ctrl-C stopped the run (both mean ``results`` holds only the examples
+    that finished), and ``resumed`` counts results read back from a journal.
+    """
+
+    def __init__(
+        self,
+        score: float,
+        results: list[tuple[Any, Any, Any]],
+        *,
+        errors: list[tuple[int, BaseException]] | None = None,
+        stopped_early: bool = False,
+        interrupted: bool = False,
+        resumed: int = 0,
+    ) -> None:
+        super().__init__(score=score, results=results)
+        object.__setattr__(self, "_errors", list(errors or []))
+        object.__setattr__(self, "_flags", (stopped_early, interrupted, resumed))
+
+    @property
+    def errors(self) -> list[tuple[int, BaseException]]:
+        """``(devset index, exception)`` for every example that failed, by index."""
+        return self._errors  # type: ignore[no-any-return]
+
+    @property
+    def stopped_early(self) -> bool:
+        """True when ``max_errors`` stopped the run before every example ran."""
+        return bool(self._flags[0])
+
+    @property
+    def interrupted(self) -> bool:
+        """True when Ctrl-C stopped the run; the journal keeps what finished."""
+        return bool(self._flags[1])
+
+    @property
+    def resumed(self) -> int:
+        """How many results were read back from the journal instead of run."""
+        return int(self._flags[2])
+
+    def __repr__(self) -> str:
+        extra = "".join(
+            f", {name}=True"
+            for name, flag in (
+                ("stopped_early", self.stopped_early),
+                ("interrupted", self.interrupted),
+            )
+            if flag
+        )
+        return (
+            f"EvaluationResult(score={self.score}, results=<list of {len(self.results)} "
+            f"results>, errors={len(self.errors)}{extra})"
+        )
+
+    __str__ = __repr__
+
+
+class Evaluate:
+    """Evaluate a program on a devset with a metric, in parallel (``dspy.Evaluate``).
+
+    ::
+
+        evaluate = Evaluate(devset=devset, metric=answer_exact_match, num_threads=16,
+                            journal="runs/dev.jsonl")
+        result = evaluate(program)       # EvaluationResult(score=73.5, results=[...])
+
+    ``display_progress`` None (default) shows the bar when stderr is a terminal.
+    ``timeout`` (seconds) limits each example; ``failure_score`` is what a
+    failed example scores; ``max_errors`` (default: the ``max_errors`` setting)
+    stops the run once that many examples failed and returns what finished.
+    Every argument but ``devset`` may be overridden per call.
+    """
+
+    def __init__(
+        self,
+        *,
+        devset: Sequence[Any],
+        metric: Callable[..., Any] | None = None,
+        num_threads: int | None = None,
+        display_progress: bool | None = None,
+        display_table: bool | int = False,
+        max_errors: float | None = None,
+        failure_score: float = 0.0,
+        timeout: float | None = None,
+        journal: str | Path | None = None,
+        provide_traceback: bool | None = None,
+        save_as_csv: str | None = None,
+        save_as_json: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        _check_kwargs("Evaluate", kwargs)
+        self.devset = devset
+        self.metric = metric
+        self.num_threads = num_threads
+        self.display_progress = display_progress
+        self.display_table = display_table
+        self.max_errors = max_errors
+        self.failure_score = failure_score
+        self.timeout = _check_timeout(timeout)
+        self.journal = journal
+        self.provide_traceback = provide_traceback
+        self.save_as_csv = save_as_csv
+        self.save_as_json = save_as_json
+
+    def __call__(  # noqa: PLR0917  (DSPy's positional signature)
+        self,
+        program: Any,
+        metric: Callable[..., Any] | None = None,
+        devset: Sequence[Any] | None = None,
+        num_threads: int | None = None,
+        display_progress: bool | None = None,
+        display_table: bool | int | None = None,
+        callback_metadata: Mapping[str, Any] | None = None,
+        save_as_csv: str | None = None,
+        save_as_json: str | None = None,
+        *,
+        timeout: Any = _UNSET,
+        max_errors: float | None = None,
+        failure_score: float | None = None,
+        journal: Any = _UNSET,
+        provide_traceback: bool | None = None,
+        **kwargs: Any,
+    ) -> EvaluationResult:
+        """Evaluate ``program``; arguments given here override the constructor's."""
+        _check_kwargs("Evaluate.__call__", kwargs)
+        from dspex.programs._evaluate_engine import resolve_max_errors, resolve_num_threads
+
+        metric = metric if metric is not None else self.metric
+        devset = devset if devset is not None else self.devset
+        settings = current_settings()
+        threads = resolve_num_threads(
+            num_threads if num_threads is not None else self.num_threads, settings
+        )
+        limit = resolve_max_errors(
+            max_errors if max_errors is not None else self.max_errors, settings
+        )
+        fail_score = failure_score if failure_score is not None else self.failure_score
+        per_example = self.timeout if timeout is _UNSET else _check_timeout(timeout)
+        journal_path = self.journal if journal is _UNSET else journal
+        traceback = _traceback_flag(provide_traceback, self.provide_traceback, settings)
+        show = display_progress if display_progress is not None else self.display_progress
+        table = display_table if display_table is not None else self.display_table
+        if callback_metadata:
+            logger.debug("Evaluate called with callback metadata %r", callback_metadata)
+        if not callable(program):
+            raise UsageError(
+                f"Evaluate(program={program!r}): the program must be callable, e.g. a "
+                "dspex.Module or dspex.Predict"
+            )
+        if metric is None or not callable(metric):
+            raise UsageError(
+                f"Evaluate(metric={metric!r}): a metric is required; pass metric=fn where "
+                "fn(example, prediction) returns a bool or a number, e.g. answer_exact_match"
+            )
+        examples = _check_devset(devset, "devset")
+
+        outcome = _evaluate(
+            program,
+            metric,
+            examples,
+            threads=threads,
+            max_errors=limit,
+            failure_score=fail_score,
+            timeout=per_example,
+            journal_path=journal_path,
+            provide_traceback=traceback,
+            show_progress=progress_enabled(show),
+        )
+        results = outcome.results
+        if table or save_as_csv or self.save_as_csv or save_as_json or self.save_as_json:
+            from dspex.programs._evaluate_output import display_results, save_results
+
+            name = getattr(metric, "__name__", type(metric).__name__)
+            if table:
+                display_results(results, name, table)
+            save_results(
+                results,
+                name,
+                csv_path=save_as_csv or self.save_as_csv,
+                json_path=save_as_json or self.save_as_json,
+            )
+        return outcome
+
+
+def _evaluate(
+    program: Any,
+    metric: Callable[..., Any],
+    devset: list[Any],
+    *,
+    threads: int,
+    max_errors: float,
+    failure_score: float,
+    timeout: float | None,
+    journal_path: Any,
+    provide_traceback: bool,
+    show_progress: bool,
+) -> EvaluationResult:
+    from dspex.programs._evaluate_engine import Outcome, execute
+
+    total = len(devset)
+    slots: list[tuple[Any, Any, Any] | None] = [None] * total
+    values: list[float] = [0.0] * total
+    errors: dict[int, BaseException] = {}
+    journal: Journal | None = None
+    restored = 0
+    if journal_path is not None:
+        journal, entries = Journal.open(journal_path, devset)
+        for index, entry in entries.items():
+            if entry.error is None:  # failed examples run again on resume
+                slots[index], values[index] = _restore(devset[index], entry, failure_score)
+                restored += 1
+        if entries:
+            logger.info(
+                "journal %s: %d of %d examples already done; running the other %d",
+                journal.path,
+                restored,
+                total,
+                total - restored,
+            )
+    todo = [(i, example) for i, example in enumerate(devset) if slots[i] is None]
+    progress = Progress(
+        total,
+        enabled=show_progress,
+        done=restored,
+        score_sum=sum(values[i] for i in range(total) if slots[i] is not None),
+    )
+
+    def body(example: Any) -> Outcome:
+        try:
+            prediction = program(**example.inputs())
+        except Exception as exc:
+            return Outcome(None, None, 0.0, exc)
+        try:
+            score = metric(example, prediction)
+            return Outcome(prediction, score, float(score), None)
+        except Exception as exc:
+            return Outcome(prediction, None, 0.0, _metric_error(metric, exc))
+
+    def record(index: int, example: Any, outcome: Outcome) -> None:
+        error = outcome.error
+        if error is None:
+            score, value = outcome.score, outcome.value
+        else:
+            score = value = failure_score
+            errors[index] = error
+        prediction = outcome.prediction if outcome.prediction is not None else Prediction()
+        slots[index] = (example, prediction, score)
+        values[index] = value
+        if journal is not None:
+            journal.append(index, score, outcome.prediction, error)
+        progress.add(value)
+
+    try:
+        summary = execute(
+            body,
+            todo,
+            num_threads=threads,
+            timeout=timeout,
+            max_errors=max_errors,
+            on_outcome=record,
+            provide_traceback=provide_traceback,
+            label="evaluate",
+        )
+    finally:
+        progress.close()
+        if journal is not None:
+            journal.close()
+
+    results = [slot for slot in slots if slot is not None]
+    done = len(results)
+    score_sum = sum(values[i] for i in range(total) if slots[i] is not None)
+    score = round(100 * score_sum / done, 2) if done else 0.0
+    logger.info(
+        "Average Metric: %s / %d (%s%%)",
+        round(score_sum, 2),
+        done,
+        round(100 * score_sum / done, 1) if done else 0.0,
+    )
+    return EvaluationResult(
+        score,
+        results,
+        errors=sorted(errors.items(), key=lambda item: item[0]),
+        stopped_early=summary.stopped_early,
+        interrupted=summary.interrupted,
+        resumed=restored,
+    )
+
+
+def _restore(example: Any, entry: JournalEntry, failure_score: float) -> tuple[Any, float]:
+    """A journal entry back as a ``(example, Prediction, score)`` slot and its value."""
+    prediction = Prediction(**entry.prediction) if entry.prediction else Prediction()
+    score = entry.score
+    try:
+        value = float(score) if score is not None else failure_score
+    except (TypeError, ValueError):
+        value = failure_score
+    return (example, prediction, score), value
+
+
+def _metric_error(metric: Any, exc: Exception) -> Exception:
+    if isinstance(exc, TypeError) and "float()" in str(exc):
+        name = getattr(metric, "__name__", type(metric).__name__)
+        error = UsageError(
+            f"metric {name} returned a value that is not a number ({exc}); return a bool, "
+            "an int/float, or a Prediction with a score field"
+        )
+        error.__cause__ = exc
+        return error
+    return exc
+
+
+def run_batch(
+    program: Any,
+    examples: Sequence[Any],
+    *,
+    num_threads: int | None = None,
+    max_errors: float | None = None,
+    return_failed_examples: bool = False,
+    provide_traceback: bool | None = None,
+    disable_progress_bar: bool = False,
+    timeout: float | None = None,
+    **kwargs: Any,
+) -> Any:
+    """``Module.batch``: ``program(**example.inputs())`` for each example, in parallel.
+
+    Returns the predictions in input order (None for an example that failed or
+    did not run); with ``return_failed_examples=True``, ``(results,
+    failed_examples, exceptions)`` like DSPy. Reaching ``max_errors`` stops
+    early and returns what finished; Ctrl-C stops and re-raises.
+    """
+    _check_kwargs("batch", kwargs)
+    from dspex.programs._evaluate_engine import (
+        Outcome,
+        execute,
+        resolve_max_errors,
+        resolve_num_threads,
+    )
+
+    settings = current_settings()
+    threads = resolve_num_threads(num_threads, settings)
+    limit = resolve_max_errors(max_errors, settings)
+    per_example = _check_timeout(timeout)
+    traceback = _traceback_flag(provide_traceback, None, settings)
+    items = _check_devset(examples, "examples", allow_dicts=True)
+    results: list[Any] = [None] * len(items)
+    failed: dict[int, BaseException] = {}
+    progress = Progress(
+        len(items), enabled=progress_enabled(False if disable_progress_bar else None), scored=False
+    )
+
+    def body(item: Any) -> Outcome:
+        inputs = item if isinstance(item, Mapping) else item.inputs()
+        try:
+            return Outcome(program(**inputs), None, 0.0, None)
+        except Exception as exc:
+            return Outcome(None, None, 0.0, exc)
+
+    def record(index: int, item: Any, outcome: Outcome) -> None:
+        if outcome.error is None:
+            results[index] = outcome.prediction
+        else:
+            failed[index] = outcome.error
+        progress.add()
+
+    try:
+        summary = execute(
+            body,
+            list(enumerate(items)),
+            num_threads=threads,
+            timeout=per_example,
+            max_errors=limit,
+            on_outcome=record,
+            provide_traceback=traceback,
+            label="batch",
+        )
+    finally:
+        progress.close()
+    if summary.interrupted:
+        raise KeyboardInterrupt
+    if return_failed_examples:
+        order = sorted(failed)
+        return results, [items[i] for i in order], [failed[i] for i in order]
+    return results
+
+
+# -- argument checks ----------------------------------------------------------------
+
+
+def _check_kwargs(where: str, kwargs: Mapping[str, Any]) -> None:
+    for name in kwargs:
+        if name in _DEPRECATED:
+            warnings.warn(
+                f"{where}({name}=...) is deprecated and ignored: the EvaluationResult always "
+                "holds the score and every (example, prediction, score)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+        elif name not in _IGNORED:
+            warnings.warn(
+                f"{where}: ignoring unknown argument {name}={kwargs[name]!r}",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
+def _check_timeout(timeout: Any) -> float | None:
+    if timeout is None or timeout == 0:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+        raise UsageError(
+            f"timeout={timeout!r}: must be a number of seconds > 0 per example, or None for "
+            "no limit"
+        )
+    return float(timeout)
+
+
+def _traceback_flag(given: bool | None, default: bool | None, settings: Any) -> bool:
+    if given is not None:
+        return bool(given)
+    if default is not None:
+        return bool(default)
+    return bool(settings.get("provide_traceback", False))
+
+
+def _check_devset(devset: Any, name: str, *, allow_dicts: bool = False) -> list[Any]:
+    if devset is None or isinstance(devset, str | bytes | Mapping):
+        raise UsageError(
+            f"{name}={devset!r}: pass a list of dspex.Example with inputs marked, e.g. "
+            "[Example(question=..., answer=...).with_inputs('question')]"
+        )
+    try:
+        examples = list(devset)
+    except TypeError:
+        raise UsageError(f"{name}={devset!r}: not a list of examples") from None
+    for index, example in enumerate(examples):
+        if allow_dicts and isinstance(example, Mapping):
+            continue
+        if not callable(getattr(example, "inputs", None)):
+            raise UsageError(
+                f"{name}[{index}]={example!r} is not an Example; wrap it, e.g. "
+                "dspex.Example(**row).with_inputs('question')"
+            )
+        if getattr(example, "_input_keys", ()) is None:
+            raise UsageError(
+                f"{name}[{index}] has no input fields marked; call "
+                f".with_inputs(...) on it, e.g. example.with_inputs('question')"
+            )
+    return examples
