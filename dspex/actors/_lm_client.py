@@ -1,0 +1,483 @@
+"""The LM client actor: one per model, HTTP on its own event loop, restarts lose nothing.
+
+Three pieces share the work:
+
+- :class:`LMClient`, the supervised actor. It owns an :class:`_Engine` per
+  incarnation and handles lifecycle, stats and reconfiguration. Its mailbox
+  never waits on HTTP.
+- :class:`_Engine`, the incarnation's I/O: an :class:`IOLoop` thread running an
+  :class:`HTTPPool` (httpx for proxied URLs) and the resilience
+  :class:`Pipeline`. Callers submit straight onto its loop (no actor round
+  trip per call).
+- :class:`~dspex.actors.ClientSlot` (in ``_lm_handle``), which outlives
+  incarnations: the actor publishes its engine there on start and retracts it
+  on death, and handles wait on it for the next incarnation. Usage totals
+  live there too, so they survive restarts.
+
+When an incarnation ends, its engine hands every accepted call back to its
+caller as *orphaned* before the loop stops; the caller re-submits to the next
+incarnation, and any reply the old loop still produces is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dspex.actors._io_loop import HTTPPool, IOLoop
+from dspex.actors._lm_handle import ClientSlot, Waiter
+from dspex.actors._lm_types import LMRequest, LMResponse
+from dspex.actors._resilience import (
+    CallInfo,
+    CallOptions,
+    CircuitBreaker,
+    Emit,
+    LMClientConfig,
+    LMClientStats,
+    Pipeline,
+    RateLimiter,
+    RetryPolicy,
+    Sleeper,
+    sleeper_for,
+)
+from dspex.errors import ActorStoppedError, UsageError
+from dspex.supervision import Actor, ChildSpec, Clock, Restart, SystemClock, monitor
+
+if TYPE_CHECKING:
+    import httpx
+
+    from dspex.actors._providers import Provider
+
+
+# ClientSlot is re-exported: the slot is what callers pass to LMClient.child_spec.
+__all__ = ["ClientSlot", "GetSlot", "GetStats", "LMClient", "Reconfigure"]
+
+log = logging.getLogger("dspex.lm")
+
+_epochs = itertools.count(1)
+
+
+class _Secret:
+    """An API key that never shows in a repr, a log line or a traceback's locals."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str | None) -> None:
+        self._value = value
+
+    def reveal(self) -> str | None:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<redacted>" if self._value else "None"
+
+
+class _Engine:
+    """One incarnation's I/O: loop thread, HTTP pool, pipeline, accepted calls."""
+
+    def __init__(
+        self,
+        *,
+        slot: ClientSlot,
+        provider: Provider,
+        api_key: _Secret,
+        config: LMClientConfig,
+        clock: Clock,
+        sleeper: Sleeper,
+        emit: Emit | None,
+        trust_env: bool,
+    ) -> None:
+        self.epoch = next(_epochs)
+        self.model = slot.model
+        self.api_base = slot.api_base
+        self.config = config
+        self._slot = slot
+        self._provider = provider
+        self._api_key = api_key
+        self._clock = clock
+        self._sleeper = sleeper
+        self._emit = emit
+        self._trust_env = trust_env
+        self._lock = threading.Lock()
+        self._accepted: dict[Waiter, str] = {}
+        self._closed = False
+        self._io = IOLoop(f"dspex-lm-{slot.model}#{self.epoch}")
+        self._pool: HTTPPool | None = None
+        self._client: httpx.AsyncClient | None = None  # only for proxied URLs
+        self._proxies = _env_proxies() if trust_env else {}
+        self._inbox: collections.deque[tuple[str, LMRequest, CallOptions, Waiter]] = (
+            collections.deque()
+        )
+        self._drain_scheduled = False
+        self._pipeline: Pipeline[Waiter] | None = None
+
+    # -- lifecycle (actor thread) ----------------------------------------------
+
+    def start(self, timeout: float) -> None:
+        self._io.start(timeout)
+        self._io.run(self._setup(), timeout)
+
+    async def _setup(self) -> None:
+        cfg = self.config
+        self._pool = HTTPPool(
+            max_connections=cfg.max_in_flight, keepalive_expiry=30.0, trust_env=self._trust_env
+        )
+        self._pipeline = Pipeline(
+            self._send,
+            self._deliver,
+            model=self.model,
+            policy=self._policy(cfg),
+            breaker=self._breaker(cfg),
+            limiter=RateLimiter(cfg.rpm, cfg.tpm, clock=self._clock),
+            sleeper=self._sleeper,
+            meter=self._slot.meter,
+            timeout=cfg.timeout,
+            max_in_flight=cfg.max_in_flight,
+            emit=self._emit,
+        )
+
+    @staticmethod
+    def _policy(cfg: LMClientConfig) -> RetryPolicy:
+        return RetryPolicy(cfg.num_retries, cfg.backoff_base, cfg.backoff_max)
+
+    def _breaker(self, cfg: LMClientConfig) -> CircuitBreaker:
+        return CircuitBreaker(
+            cfg.breaker_failure_threshold,
+            cfg.breaker_reset_timeout,
+            clock=self._clock,
+            model=self.model,
+        )
+
+    def close(self, timeout: float) -> bool:
+        """Orphan every accepted call, cancel the work, close HTTP, join the loop.
+
+        Idempotent; returns False if the loop thread had to be abandoned.
+        """
+        with self._lock:
+            first = not self._closed
+            self._closed = True
+            orphans = list(self._accepted)
+            self._accepted.clear()
+        for waiter in orphans:
+            try:
+                waiter.orphan(self.epoch)
+            except Exception:
+                log.exception("orphaning a call of %s failed", self.model)
+        if not first:
+            return not self._io.running
+        return self._io.stop(timeout, cleanup=self._teardown)
+
+    async def _teardown(self) -> None:
+        if self._pipeline is not None:
+            await self._pipeline.close()
+        if self._pool is not None:
+            await self._pool.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+
+    def reconfigure(self, config: LMClientConfig) -> None:
+        """Apply new settings on the loop (the HTTP pool size stays as started)."""
+        self._io.call_soon(self._apply, config)
+
+    def _apply(self, config: LMClientConfig) -> None:
+        old, self.config = self.config, config
+        pipeline = self._pipeline
+        if pipeline is None:
+            return
+        pipeline.policy = self._policy(config)
+        pipeline.timeout = config.timeout
+        breaker_keys = ("breaker_failure_threshold", "breaker_reset_timeout")
+        if any(getattr(old, k) != getattr(config, k) for k in breaker_keys):
+            pipeline.breaker = self._breaker(config)
+        if (old.rpm, old.tpm) != (config.rpm, config.tpm):
+            pipeline.limiter = RateLimiter(config.rpm, config.tpm, clock=self._clock)
+
+    # -- calls (any thread in; loop thread out) ------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return 0 if self._pipeline is None else self._pipeline.in_flight
+
+    def submit(self, key: str, request: LMRequest, options: CallOptions, waiter: Waiter) -> bool:
+        with self._lock:
+            if self._closed:
+                return False
+            self._accepted[waiter] = key
+        # Calls queue in a deque drained by one scheduled callback, so a burst
+        # costs one loop wake-up (a self-pipe write, which also hands away the
+        # GIL) rather than one per call. Append before reading the flag: the
+        # drain resets the flag before it empties the deque, so nothing strands.
+        self._inbox.append((key, request, options, waiter))
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            try:
+                self._io.call_soon(self._drain)
+            except ActorStoppedError:
+                with self._lock:
+                    self._accepted.pop(waiter, None)
+                return False
+        return True
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        inbox, pipeline = self._inbox, self._pipeline
+        assert pipeline is not None
+        while inbox:
+            pipeline.start(*inbox.popleft())
+
+    def cancel(self, waiter: Waiter) -> None:
+        with self._lock:
+            key = self._accepted.pop(waiter, None)
+        if key is not None and self._pipeline is not None:
+            # If the loop is gone, so is the work: nothing to leave.
+            with contextlib.suppress(ActorStoppedError):
+                self._io.call_soon(self._pipeline.leave, key, waiter)
+
+    def _deliver(self, waiter: Waiter, value: LMResponse | BaseException, info: CallInfo) -> None:
+        with self._lock:
+            if self._accepted.pop(waiter, None) is None:
+                return  # orphaned by close() or cancelled: its caller moved on
+        waiter.resolve(value, info)
+
+    async def _send(self, request: LMRequest, timeout: float) -> LMResponse:
+        from dspex.actors._providers import merge_responses, split_n
+
+        if not self._provider.native_n and int(request.params.get("n") or 1) > 1:
+            parts = await asyncio.gather(*(self._send_one(r, timeout) for r in split_n(request)))
+            return merge_responses(parts, model=request.model)
+        return await self._send_one(request, timeout)
+
+    async def _send_one(self, request: LMRequest, timeout: float) -> LMResponse:
+        from dspex.actors._providers import send
+
+        provider, model = self._provider, request.model
+        key = provider.resolve_api_key(self._api_key.reveal())
+        call = provider.build(request, api_base=self.api_base, api_key=key)
+        if self._proxies and _proxied(call.url, self._proxies):
+            return await send(self._httpx(), provider, call, model=model, timeout=timeout)
+        assert self._pool is not None
+        body = json.dumps(call.json, ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            reply = await self._pool.request(
+                call.method, call.url, call.headers, body, timeout=timeout
+            )
+        except _httpx().HTTPError as exc:
+            raise provider.error_for_exception(exc, model=model, api_key=key) from exc
+        return provider.parse(reply.status, reply.headers, reply.body, model=model, api_key=key)
+
+    def _httpx(self) -> httpx.AsyncClient:
+        """httpx's client, made on first use, for URLs the environment proxies."""
+        if self._client is None:
+            httpx = _httpx()
+            cfg = self.config
+            self._client = httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=cfg.max_in_flight, keepalive_expiry=30.0),
+                timeout=httpx.Timeout(cfg.timeout),
+                trust_env=True,
+            )
+        return self._client
+
+    def __repr__(self) -> str:
+        return f"<LM engine {self.model!r} #{self.epoch}>"
+
+
+def _httpx() -> Any:
+    import httpx
+
+    return httpx
+
+
+def _env_proxies() -> dict[str, str]:
+    import urllib.request
+
+    return urllib.request.getproxies_environment()
+
+
+def _proxied(url: str, proxies: Mapping[str, str]) -> bool:
+    """Whether the environment's proxy settings apply to ``url`` (as httpx reads them)."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in proxies and "all" not in proxies:
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
+
+
+# -- actor messages --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GetSlot:
+    """Ask for the client's :class:`ClientSlot` (to build a handle)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GetStats:
+    """Ask for an :class:`LMClientStats` snapshot."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reconfigure:
+    """Replace the client's settings; in-flight calls finish under the old ones."""
+
+    config: LMClientConfig
+
+
+class LMClient(Actor):
+    """The supervised client of one model (``"<provider>/<model>"``).
+
+    Start it directly (``LMClient.start_link(model, ...)``) or under a
+    supervisor with :meth:`child_spec`. Callers reach it through an
+    :class:`~dspex.actors.LMHandle` on the same :class:`ClientSlot`; pass the
+    same ``slot`` to every incarnation so a restart is seamless. A client that
+    created its own slot closes it when it stops.
+
+    ``clock`` drives the breaker and rate limiter; ``sleeper`` does the retry
+    and rate-limit waits on the loop (tests pass a ``VirtualSleeper``).
+    ``telemetry`` receives ``lm.request.retry`` events.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        config: LMClientConfig | None = None,
+        slot: ClientSlot | None = None,
+        provider_options: dict[str, Any] | None = None,
+        clock: Clock | None = None,
+        sleeper: Sleeper | None = None,
+        telemetry: Emit | None = None,
+        trust_env: bool = True,
+        start_timeout: float = 5.0,
+        stop_timeout: float = 5.0,
+    ) -> None:
+        super().__init__()
+        from dspex.actors._providers import resolve_provider
+
+        self._provider, _ = resolve_provider(model, **(provider_options or {}))
+        if slot is None:
+            slot = ClientSlot(model, api_base, config)
+            self._owns_slot = True
+        else:
+            if (slot.model, slot.api_base) != (model, api_base):
+                raise UsageError(
+                    f"LMClient(model={model!r}, api_base={api_base!r}) was given the slot of "
+                    f"{slot.model!r} at {slot.api_base!r}; use one slot per model and endpoint"
+                )
+            self._owns_slot = False
+        self.slot = slot
+        self.model = model
+        self.config = config or slot.config
+        self._api_key = _Secret(api_key)
+        self._clock = clock or SystemClock()
+        self._sleeper = sleeper or sleeper_for(self._clock)
+        self._telemetry = telemetry
+        self._trust_env = trust_env
+        self._start_timeout = start_timeout
+        self._stop_timeout = stop_timeout
+        self._engine: _Engine | None = None
+
+    @classmethod
+    def child_spec(
+        cls,
+        model: str,
+        *,
+        slot: ClientSlot,
+        id: str | None = None,
+        name: str | None = None,
+        restart: Restart = Restart.PERMANENT,
+        shutdown: float = 10.0,
+        **kwargs: Any,
+    ) -> ChildSpec:
+        """A ChildSpec whose every incarnation serves ``slot`` (kwargs as for the class)."""
+        api_base = slot.api_base
+
+        def start() -> Any:
+            return cls.start(model, api_base=api_base, slot=slot, **kwargs)
+
+        return ChildSpec(
+            id=id or f"lm:{model}",
+            start=start,
+            restart=restart,
+            shutdown=shutdown,
+            name=name,
+        )
+
+    # -- lifecycle (actor thread) ------------------------------------------------
+
+    def on_start(self) -> None:
+        engine = _Engine(
+            slot=self.slot,
+            provider=self._provider,
+            api_key=self._api_key,
+            config=self.config,
+            clock=self._clock,
+            sleeper=self._sleeper,
+            emit=self._telemetry,
+            trust_env=self._trust_env,
+        )
+        try:
+            engine.start(self._start_timeout)
+        except BaseException:
+            engine.close(self._stop_timeout)  # on_stop will not run after a failed start
+            raise
+        self._engine = engine
+        # Backstop: whatever ends this actor, the engine is closed by the time
+        # monitors hear of it (a no-op if on_stop/on_failure already did it).
+        monitor(self.actor_ref, lambda _down: self._shutdown())
+        self.slot.publish(engine, self.config)
+
+    def on_stop(self) -> None:
+        self._shutdown()
+
+    def on_failure(self, *exc_info: Any) -> None:
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        engine = self._engine
+        if engine is None:
+            return
+        # Retract before orphaning, so orphaned callers wait for the next
+        # incarnation instead of re-submitting to this one.
+        self.slot.retract(engine)
+        if self._owns_slot:
+            self.slot.close()
+        engine.close(self._stop_timeout)
+
+    # -- messages ------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, GetSlot):
+            return self.slot
+        if isinstance(message, GetStats):
+            return self.stats()
+        if isinstance(message, Reconfigure):
+            return self.reconfigure(message.config)
+        return super().on_receive(message)
+
+    def stats(self) -> LMClientStats:
+        """Counters and token usage of this model (totals survive restarts)."""
+        return self.slot.meter.snapshot()
+
+    def reconfigure(self, config: LMClientConfig) -> None:
+        """Adopt new settings: retries, timeouts, breaker and rate limits."""
+        if not isinstance(config, LMClientConfig):
+            raise UsageError(f"reconfigure(config={config!r}): pass an LMClientConfig")
+        self.config = config
+        self.slot.config = config
+        if self._engine is not None:
+            self._engine.reconfigure(config)
+
+    def __repr__(self) -> str:
+        return f"<LMClient {self.model!r} urn={self.actor_urn}>"

@@ -1,0 +1,462 @@
+"""What callers hold to reach a model: the LM handle.
+
+:class:`LMHandle` implements the LM protocol. ``generate`` runs in the
+caller's thread: it builds the canonical request, tries the cache hook, hands
+the call straight to the current client incarnation's event loop and blocks
+on its own one-shot signal, bounded by the call timeout. If the incarnation
+dies first, the call comes back *orphaned* and the handle submits it again to
+the next incarnation, so a restart loses no call and answers none twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import pykka
+
+from dspex.actors._lm_types import LMRequest, LMResponse, Message
+from dspex.actors._resilience import (
+    CallInfo,
+    CallOptions,
+    Emit,
+    LMClientConfig,
+    LMClientStats,
+    UsageMeter,
+)
+from dspex.errors import ActorStoppedError, LMTimeoutError, UsageError
+
+__all__ = [
+    "CacheGet",
+    "CachePut",
+    "ClientSlot",
+    "Endpoint",
+    "LMHandle",
+    "Waiter",
+    "request_key",
+]
+
+CacheGet = Callable[[str], LMResponse | None]
+CachePut = Callable[[str, LMResponse], None]
+
+# Settings that steer the client rather than describe the request: they are
+# neither sent nor part of the request's identity.
+_CLIENT_KEYS = frozenset(
+    {"api_base", "api_key", "base_url", "cache", "num_retries", "rpm", "timeout", "tpm"}
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_secret(name: str) -> bool:
+    from dspex.config import is_secret_key
+
+    return is_secret_key(name)
+
+
+def _scrubbed(value: Any) -> Any:
+    """``value`` with every secret-named mapping key removed, at any depth."""
+    if isinstance(value, Mapping):
+        return {
+            str(k): _scrubbed(v)
+            for k, v in value.items()
+            if not _is_secret(str(k)) and v is not None
+        }
+    if isinstance(value, list | tuple):
+        return [_scrubbed(v) for v in value]
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    """Fallback for json.dumps: schemas for model classes, dicts for models and sets."""
+    schema = getattr(value, "model_json_schema", None)
+    if isinstance(value, type) and callable(schema):
+        return {"$schema_of": value.__qualname__, "schema": schema()}
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, set | frozenset):
+        return sorted(repr(v) for v in value)
+    return repr(value)
+
+
+def request_key(request: LMRequest, api_base: str | None = None) -> str:
+    """SHA-256 (hex) of the canonical request: model, api_base, messages, params.
+
+    Client settings (timeouts, retries, cache switch) and anything secret are
+    left out, so the key never holds an API key; ``api_base`` is in, so two
+    endpoints serving the same model name never collide.
+    """
+    params = {k: v for k, v in request.params.items() if k not in _CLIENT_KEYS}
+    payload = {
+        "model": request.model,
+        "api_base": api_base,
+        "messages": [_scrubbed(m) for m in request.messages],
+        "params": _scrubbed(params),
+    }
+    text = json.dumps(
+        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_jsonable
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Waiter(Protocol):
+    """A caller's pending attempt, told exactly one of two things (on any thread)."""
+
+    def resolve(self, value: LMResponse | BaseException, info: CallInfo) -> None:
+        """The call finished: a response or the error to raise."""
+
+    def orphan(self, epoch: int) -> None:
+        """Incarnation ``epoch`` died before answering: submit again elsewhere."""
+
+
+class Endpoint(Protocol):
+    """Where callers submit requests: one client incarnation's engine."""
+
+    epoch: int
+
+    def submit(self, key: str, request: LMRequest, options: CallOptions, waiter: Waiter) -> bool:
+        """Accept the call (True), or refuse because this incarnation is closing."""
+
+    def cancel(self, waiter: Waiter) -> None:
+        """The caller gave up: stop working on its behalf."""
+
+    @property
+    def in_flight(self) -> int:
+        """Distinct requests this incarnation is working on."""
+
+
+class ClientSlot:
+    """The stable home of one model's client across restarts; thread-safe.
+
+    The running :class:`LMClient` incarnation publishes its endpoint here;
+    :class:`~dspex.actors.LMHandle` waits here (on a condition, bounded by
+    the call's timeout) while a restart is under way.
+    """
+
+    def __init__(
+        self, model: str, api_base: str | None = None, config: LMClientConfig | None = None
+    ) -> None:
+        if not isinstance(model, str) or "/" not in model:
+            raise UsageError(
+                f"ClientSlot(model={model!r}): use '<provider>/<model>', e.g. 'openai/gpt-4o-mini'"
+            )
+        self.model = model
+        self.api_base = api_base
+        self.config = config or LMClientConfig()
+        self.meter = UsageMeter(model)
+        self.incarnations = 0
+        self._cond = threading.Condition()
+        self._endpoint: Endpoint | None = None
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def endpoint(self) -> Endpoint | None:
+        """The current incarnation's endpoint, if one is running."""
+        return self._endpoint
+
+    def publish(self, endpoint: Endpoint, config: LMClientConfig) -> None:
+        """Make ``endpoint`` current (called by a starting incarnation)."""
+        with self._cond:
+            if self._closed:
+                raise ActorStoppedError(f"the client slot of {self.model!r} was closed")
+            self._endpoint = endpoint
+            self.config = config
+            self.incarnations += 1
+            self._cond.notify_all()
+
+    def retract(self, endpoint: Endpoint) -> None:
+        """``endpoint`` is going away; callers will wait for the next one."""
+        with self._cond:
+            if self._endpoint is endpoint:
+                self._endpoint = None
+
+    def close(self) -> None:
+        """No incarnation will follow: waiting and future callers fail fast."""
+        with self._cond:
+            self._closed = True
+            self._endpoint = None
+            self._cond.notify_all()
+
+    def current(self, timeout: float, *, not_epoch: int | None = None) -> Endpoint:
+        """The running endpoint (other than ``not_epoch``), waiting up to ``timeout`` s."""
+        endpoint = self._endpoint
+        if endpoint is not None and endpoint.epoch != not_epoch:
+            return endpoint
+        with self._cond:
+
+            def ready() -> bool:
+                e = self._endpoint
+                return self._closed or (e is not None and e.epoch != not_epoch)
+
+            self._cond.wait_for(ready, max(0.0, timeout))
+            endpoint = self._endpoint
+            if self._closed:
+                raise ActorStoppedError(
+                    f"the LM client for {self.model!r} has stopped; start a new one "
+                    "(or the Runtime that owns it)"
+                )
+            if endpoint is None or endpoint.epoch == not_epoch:
+                raise LMTimeoutError(
+                    f"no LM client for {self.model!r} was running within {timeout:.3g}s; "
+                    "it may be restarting too often (see the supervisor's events)",
+                    model=self.model,
+                )
+            return endpoint
+
+    def __repr__(self) -> str:
+        running = self._endpoint is not None
+        return f"ClientSlot({self.model!r}, running={running}, incarnations={self.incarnations})"
+
+
+class _Attempt:
+    """One submission of a call: told once (answer or orphaned), then spent."""
+
+    __slots__ = ("_claim", "_signal", "info", "orphaned", "value")
+
+    def __init__(self) -> None:
+        self._claim = threading.Lock()
+        self._signal = threading.Lock()
+        self._signal.acquire()
+        self.value: LMResponse | BaseException | None = None
+        self.info = CallInfo()
+        self.orphaned = False
+
+    def resolve(self, value: LMResponse | BaseException, info: CallInfo) -> None:
+        if self._claim.acquire(blocking=False):
+            self.value = value
+            self.info = info
+            self._signal.release()
+
+    def orphan(self, epoch: int) -> None:
+        if self._claim.acquire(blocking=False):
+            self.orphaned = True
+            self._signal.release()
+
+    def abandon(self) -> bool:
+        """Claim the attempt for a caller that gave up; False if an answer got in first."""
+        return self._claim.acquire(blocking=False)
+
+    def wait(self, timeout: float) -> bool:
+        return self._signal.acquire(timeout=max(0.0, timeout))
+
+
+class LMHandle:
+    """A caller's view of one model's supervised client (the LM protocol).
+
+    ``kwargs`` are default request parameters (temperature, max_tokens...);
+    per-call ``params`` override them. ``timeout`` and ``num_retries`` in
+    either act per call; ``cache=False`` skips the cache hooks for a call.
+    ``call_timeout`` bounds a whole call (default: from the client's config).
+    ``telemetry`` gets ``lm.request.start``/``stop``/``exception`` from the
+    caller's thread, so it must be quick (a tell).
+    """
+
+    def __init__(
+        self,
+        slot: ClientSlot,
+        *,
+        kwargs: Mapping[str, Any] | None = None,
+        call_timeout: float | None = None,
+        telemetry: Emit | None = None,
+        cache_get: CacheGet | None = None,
+        cache_put: CachePut | None = None,
+    ) -> None:
+        if not isinstance(slot, ClientSlot):
+            raise UsageError(
+                f"LMHandle(slot={slot!r}): pass the ClientSlot of a running LMClient, or use "
+                "LMHandle.for_client(ref)"
+            )
+        if call_timeout is not None and call_timeout <= 0:
+            raise UsageError(f"LMHandle(call_timeout={call_timeout!r}): use seconds > 0")
+        self.slot = slot
+        self.model = slot.model
+        self.api_base = slot.api_base
+        self.kwargs: dict[str, Any] = dict(kwargs or {})
+        self.call_timeout = call_timeout
+        self.telemetry = telemetry
+        self._cache_get = cache_get
+        self._cache_put = cache_put
+        self._lock = threading.Lock()
+        self.resubmits = 0  # calls re-sent because their incarnation died
+
+    @classmethod
+    def for_client(
+        cls, ref: pykka.ActorRef[Any], *, timeout: float = 5.0, **options: Any
+    ) -> LMHandle:
+        """A handle on the slot of a started :class:`~dspex.actors.LMClient`."""
+        from dspex.actors._lm_client import GetSlot
+
+        try:
+            slot: Any = ref.ask(GetSlot(), timeout=timeout)
+        except pykka.ActorDeadError as exc:
+            raise ActorStoppedError(f"{ref} is not running; start the LMClient first") from exc
+        return cls(slot, **options)
+
+    def attach_cache(self, get: CacheGet | None, put: CachePut | None) -> None:
+        """Consult ``get(key)`` before calling the model and ``put(key, response)`` after."""
+        self._cache_get, self._cache_put = get, put
+
+    def request_key(self, request: LMRequest) -> str:
+        """The stable cache and single-flight key of ``request`` (see :func:`request_key`)."""
+        return request_key(request, self.api_base)
+
+    def stats(self) -> LMClientStats:
+        """Counters and token usage of this model's client (survive restarts)."""
+        return self.slot.meter.snapshot()
+
+    # -- the LM protocol ---------------------------------------------------------
+
+    def build(
+        self, messages: Sequence[Message], params: Mapping[str, Any]
+    ) -> tuple[LMRequest, CallOptions, bool]:
+        """The canonical request, per-call options and cache switch for a call."""
+        merged = {**self.kwargs, **params} if params else self.kwargs
+        options = CallOptions(merged.get("timeout"), merged.get("num_retries"))
+        use_cache = merged.get("cache", True) is not False
+        wire = {k: v for k, v in merged.items() if k not in _CLIENT_KEYS}
+        if isinstance(messages, str) or not isinstance(messages, Sequence):
+            raise UsageError(
+                f"messages={messages!r} must be a list of chat messages such as "
+                '[{"role": "user", "content": "..."}]'
+            )
+        return LMRequest(self.model, tuple(messages), wire), options, use_cache
+
+    def generate(self, messages: Sequence[Message], params: Mapping[str, Any]) -> LMResponse:
+        """Call the model (or the cache); blocks this thread only, up to the call timeout."""
+        request, options, use_cache = self.build(messages, params)
+        key = request_key(request, self.api_base)
+        emit = self.telemetry
+        started = time.perf_counter()
+        if emit is not None:
+            emit("lm.request.start", {"model": self.model})
+        if use_cache and self._cache_get is not None:
+            hit = self._cache_get(key)
+            if hit is not None:
+                if not hit.cache_hit:
+                    hit = dataclasses.replace(hit, cache_hit=True)
+                if emit is not None:
+                    self._emit_stop(emit, request, hit, CallInfo(), started)
+                return hit
+        value, info = self._call(key, request, options)
+        if isinstance(value, BaseException):
+            if emit is not None:
+                self._emit_error(emit, value, info, started)
+            raise value
+        if use_cache and self._cache_put is not None:
+            self._cache_put(key, value)
+        if emit is not None:
+            self._emit_stop(emit, request, value, info, started)
+        return value
+
+    def complete(
+        self,
+        prompt: str | None = None,
+        messages: Sequence[Message] | None = None,
+        **params: Any,
+    ) -> list[str]:
+        """``lm("prompt")`` / ``lm(messages=[...])`` as in DSPy: the completion texts."""
+        if (prompt is None) == (messages is None):
+            raise UsageError(
+                f"pass exactly one of prompt= or messages= (got prompt={prompt!r}, "
+                f"messages={'None' if messages is None else '[...]'})"
+            )
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise UsageError(f"prompt={prompt!r} must be a string; use messages=[...] for chat")
+            messages = [{"role": "user", "content": prompt}]
+        assert messages is not None
+        return self.generate(messages, params).texts
+
+    # -- the call and its re-submission ----------------------------------------
+
+    def _call(
+        self, key: str, request: LMRequest, options: CallOptions
+    ) -> tuple[LMResponse | BaseException, CallInfo]:
+        """The call's outcome (an error is returned, for the caller to raise)."""
+        budget = self.call_timeout or self.slot.config.call_timeout
+        deadline = time.monotonic() + budget
+        avoid: int | None = None
+        while True:
+            endpoint = self.slot.current(deadline - time.monotonic(), not_epoch=avoid)
+            attempt = _Attempt()
+            if not endpoint.submit(key, request, options, attempt):
+                avoid = endpoint.epoch  # closing: wait for its successor
+                continue
+            if not attempt.wait(deadline - time.monotonic()):
+                endpoint.cancel(attempt)
+                if attempt.abandon():
+                    timed_out = LMTimeoutError(
+                        f"model {self.model!r}: no answer within the call timeout of "
+                        f"{budget:g}s (retries included); raise timeout/num_retries or "
+                        "check the provider",
+                        model=self.model,
+                    )
+                    return timed_out, CallInfo()
+                attempt.wait(budget)  # an answer won the race: it is already signalled
+            if attempt.orphaned:
+                with self._lock:
+                    self.resubmits += 1
+                avoid = endpoint.epoch
+                continue
+            assert attempt.value is not None
+            return attempt.value, attempt.info
+
+    # -- telemetry ----------------------------------------------------------------
+
+    def _emit_stop(
+        self,
+        emit: Emit,
+        request: LMRequest,
+        response: LMResponse,
+        info: CallInfo,
+        started: float,
+    ) -> None:
+        usage = response.usage
+        emit(
+            "lm.request.stop",
+            {
+                "model": self.model,
+                "duration_ms": (time.perf_counter() - started) * 1000.0,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens,
+                "cache_hit": response.cache_hit,
+                "retries": info.retries,
+                "shared": info.shared,
+                "messages": request.messages,
+                "outputs": response.texts,
+            },
+        )
+
+    def _emit_error(self, emit: Emit, exc: BaseException, info: CallInfo, started: float) -> None:
+        emit(
+            "lm.request.exception",
+            {
+                "model": self.model,
+                "duration_ms": (time.perf_counter() - started) * 1000.0,
+                "error": type(exc).__name__,
+                "status": getattr(exc, "status", None),
+                "retries": info.retries,
+            },
+        )
+
+    def __repr__(self) -> str:
+        from dspex.config import redact
+
+        return (
+            f"LMHandle({self.model!r}, api_base={self.api_base!r}, kwargs={redact(self.kwargs)!r})"
+        )

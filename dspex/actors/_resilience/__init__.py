@@ -1,0 +1,46 @@
+"""Resilience primitives of the LM client: retry policy, breaker, rate limiter,
+single-flight, usage accounting, and the pipeline that composes them."""
+
+from dspex.actors._resilience._backoff import RetryPolicy, Sleeper, VirtualSleeper, sleeper_for
+from dspex.actors._resilience._breaker import (
+    BreakerState,
+    CircuitBreaker,
+    Permit,
+    counts_as_failure,
+)
+from dspex.actors._resilience._config import LMClientConfig
+from dspex.actors._resilience._pipeline import (
+    CallInfo,
+    CallOptions,
+    Deliver,
+    Emit,
+    Pipeline,
+    Send,
+)
+from dspex.actors._resilience._ratelimit import RateLimiter, TokenBucket, estimate_tokens
+from dspex.actors._resilience._singleflight import SingleFlight
+from dspex.actors._resilience._usage import LMClientStats, UsageMeter
+
+__all__ = [
+    "BreakerState",
+    "CallInfo",
+    "CallOptions",
+    "CircuitBreaker",
+    "Deliver",
+    "Emit",
+    "LMClientConfig",
+    "LMClientStats",
+    "Permit",
+    "Pipeline",
+    "RateLimiter",
+    "RetryPolicy",
+    "Send",
+    "SingleFlight",
+    "Sleeper",
+    "TokenBucket",
+    "UsageMeter",
+    "VirtualSleeper",
+    "counts_as_failure",
+    "estimate_tokens",
+    "sleeper_for",
+]

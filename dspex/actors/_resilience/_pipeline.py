@@ -1,0 +1,199 @@
+"""The resilient call path of one LM client, run on the client's event loop.
+
+Per request: single-flight (join an identical request already in flight),
+then per attempt the circuit breaker (fail fast while open), the rate limiter
+(await a reservation), the upstream send, and on a retryable error a wait
+from the retry policy before the next attempt. Outcomes feed the breaker, the
+limiter's adaptation and the usage meter. Nothing here blocks a thread: every
+wait is an ``await`` on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, NamedTuple, TypeVar
+
+from dspex.actors._lm_types import LMRequest, LMResponse
+from dspex.actors._resilience._backoff import RetryPolicy, Sleeper
+from dspex.actors._resilience._breaker import CircuitBreaker
+from dspex.actors._resilience._ratelimit import RateLimiter, estimate_tokens
+from dspex.actors._resilience._singleflight import SingleFlight
+from dspex.actors._resilience._usage import UsageMeter
+from dspex.errors import CircuitOpenError, LMError, RateLimitError, UsageError
+
+__all__ = ["CallInfo", "CallOptions", "Deliver", "Emit", "Pipeline", "Send"]
+
+log = logging.getLogger("dspex.lm")
+
+W = TypeVar("W")
+
+Send = Callable[[LMRequest, float], Awaitable[LMResponse]]
+"""One upstream attempt: ``send(request, timeout_seconds)``; raises ``LMError``s."""
+
+Emit = Callable[[str, Mapping[str, Any]], None]
+"""A telemetry sink ``emit(event_name, data)``; must be quick (a tell)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallOptions:
+    """Per-call overrides of the client's settings (not part of the request's identity)."""
+
+    timeout: float | None = None
+    num_retries: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and (
+            not isinstance(self.timeout, int | float) or self.timeout <= 0
+        ):
+            raise UsageError(f"timeout={self.timeout!r}: use seconds > 0 for one HTTP request")
+        if self.num_retries is not None and (
+            not isinstance(self.num_retries, int) or self.num_retries < 0
+        ):
+            raise UsageError(f"num_retries={self.num_retries!r}: use an int >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """How an outcome came about: retries made, and whether the flight was shared."""
+
+    retries: int = 0
+    shared: bool = False
+
+
+class _Outcome(NamedTuple):
+    value: LMResponse | BaseException
+    retries: int
+
+
+Deliver = Callable[[W, "LMResponse | BaseException", CallInfo], None]
+"""``deliver(waiter, response_or_error, info)`` on the loop thread; quick, must not raise."""
+
+
+class Pipeline(Generic[W]):
+    """Runs requests for one client; construct and call it on the loop thread only."""
+
+    def __init__(
+        self,
+        send: Send,
+        deliver: Deliver[W],
+        *,
+        model: str,
+        policy: RetryPolicy,
+        breaker: CircuitBreaker,
+        limiter: RateLimiter,
+        sleeper: Sleeper,
+        meter: UsageMeter,
+        timeout: float,
+        max_in_flight: int,
+        emit: Emit | None = None,
+    ) -> None:
+        self._send = send
+        self._deliver = deliver
+        self.model = model
+        self.policy = policy
+        self.breaker = breaker
+        self.limiter = limiter
+        self.sleeper = sleeper
+        self.meter = meter
+        self.timeout = timeout
+        self.emit = emit
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._flights: SingleFlight[_Outcome, W] = SingleFlight(self._notify)
+
+    @property
+    def in_flight(self) -> int:
+        """Distinct requests being worked on (shared ones count once)."""
+        return len(self._flights)
+
+    def start(self, key: str, request: LMRequest, options: CallOptions, waiter: W) -> bool:
+        """Work on ``request`` (or join the identical one in flight); True if joined."""
+        self.meter.count("calls")
+        shared = self._flights.join(key, lambda: self._run(request, options), waiter)
+        if shared:
+            self.meter.count("shared")
+        return shared
+
+    def leave(self, key: str, waiter: W) -> None:
+        """The waiter gave up; the last one to leave cancels the upstream work."""
+        self._flights.leave(key, waiter)
+
+    async def close(self) -> None:
+        """Cancel all work in flight (waiters are not told: the owner orphans them)."""
+        await self._flights.cancel_all()
+
+    def _notify(self, waiter: W, task: asyncio.Task[_Outcome], shared: bool) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:  # a bug below us, not an LM failure: pass it on as is
+            self._deliver(waiter, error, CallInfo(0, shared))
+            return
+        outcome = task.result()
+        self._deliver(waiter, outcome.value, CallInfo(outcome.retries, shared))
+
+    async def _run(self, request: LMRequest, options: CallOptions) -> _Outcome:
+        policy = self.policy
+        if options.num_retries is not None:
+            policy = dataclasses.replace(policy, num_retries=options.num_retries)
+        timeout = options.timeout or self.timeout
+        estimate = estimate_tokens(request.messages) if self.limiter.enabled else 0
+        retries = 0
+        last_error: LMError | None = None
+        while True:
+            try:
+                permit = self.breaker.acquire()
+            except CircuitOpenError as exc:
+                self.meter.count("circuit_rejections")
+                self.meter.failure(exc)
+                exc.__cause__ = last_error
+                return _Outcome(exc, retries)
+            error: LMError | None = None
+            try:
+                wait = self.limiter.reserve(estimate)
+                if wait > 0:
+                    await self.sleeper(wait)
+                async with self._slots:
+                    self.meter.count("upstream_requests")
+                    response = await self._send(request, timeout)
+            except LMError as exc:
+                error = exc
+            except BaseException:  # cancelled, or a bug: no verdict on the provider
+                self.breaker.release(permit)
+                raise
+            self.breaker.record(permit, error)
+            if error is None:
+                self.limiter.on_success()
+                self.limiter.settle(estimate, response.usage.total_tokens)
+                self.meter.success(response.usage)
+                return _Outcome(response, retries)
+            if isinstance(error, RateLimitError):
+                self.meter.count("throttled")
+                self.limiter.on_rate_limited()
+            delay = policy.next_delay(error, retries)
+            if delay is None:
+                self.meter.failure(error)
+                return _Outcome(error, retries)
+            retries += 1
+            last_error = error
+            self.meter.count("retries")
+            if self.emit is not None:
+                self._emit_retry(retries, delay, error)
+            await self.sleeper(delay)
+
+    def _emit_retry(self, retry: int, delay: float, error: LMError) -> None:
+        assert self.emit is not None
+        data = {
+            "model": self.model,
+            "retry": retry,
+            "delay": delay,
+            "error": type(error).__name__,
+            "status": error.status,
+        }
+        try:
+            self.emit("lm.request.retry", data)
+        except Exception:
+            log.exception("telemetry sink failed on lm.request.retry")
