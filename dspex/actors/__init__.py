@@ -23,10 +23,17 @@ if TYPE_CHECKING:
     from dspex.actors._cache_store import CacheStats, CacheStore
     from dspex.actors._config_server import ConfigServer, SettingsBox
     from dspex.actors._current import current_runtime, default_runtime, stop_default_runtime
+    from dspex.actors._daemon import run_forever
     from dspex.actors._lm import LM
     from dspex.actors._lm_client import ClientSlot, LMClient
     from dspex.actors._lm_handle import LMHandle, request_key
     from dspex.actors._program_run import ProgramRun, RunContext, current_run
+    from dspex.actors._program_server import (
+        DrainReport,
+        ProgramServer,
+        ServerDirectory,
+        ServerHandle,
+    )
     from dspex.actors._resilience import (
         CircuitBreaker,
         LMClientConfig,
@@ -36,6 +43,7 @@ if TYPE_CHECKING:
         VirtualSleeper,
     )
     from dspex.actors._runtime import Runtime, active_runtimes
+    from dspex.actors._server_requests import ServerFuture, ServerStats
     from dspex.actors._telemetry import Telemetry, TelemetryEmitter
 
 _LAZY: dict[str, str] = {
@@ -46,16 +54,22 @@ _LAZY: dict[str, str] = {
     "CircuitBreaker": "_resilience",
     "ClientSlot": "_lm_client",
     "ConfigServer": "_config_server",
+    "DrainReport": "_program_server",
     "LM": "_lm",
     "LMClient": "_lm_client",
     "LMClientConfig": "_resilience",
     "LMClientStats": "_resilience",
     "LMHandle": "_lm_handle",
     "ProgramRun": "_program_run",
+    "ProgramServer": "_program_server",
     "RateLimiter": "_resilience",
     "RetryPolicy": "_resilience",
     "RunContext": "_program_run",
     "Runtime": "_runtime",
+    "ServerDirectory": "_program_server",
+    "ServerFuture": "_server_requests",
+    "ServerHandle": "_program_server",
+    "ServerStats": "_server_requests",
     "SettingsBox": "_config_server",
     "Telemetry": "_telemetry",
     "TelemetryEmitter": "_telemetry",
@@ -65,6 +79,7 @@ _LAZY: dict[str, str] = {
     "current_runtime": "_current",
     "default_runtime": "_current",
     "request_key": "_lm_handle",
+    "run_forever": "_daemon",
     "stop_default_runtime": "_current",
 }
 
@@ -78,6 +93,7 @@ __all__ = [
     "ClientSlot",
     "Completion",
     "ConfigServer",
+    "DrainReport",
     "LMClient",
     "LMClientConfig",
     "LMClientStats",
@@ -87,10 +103,15 @@ __all__ = [
     "LMResponse",
     "Message",
     "ProgramRun",
+    "ProgramServer",
     "RateLimiter",
     "RetryPolicy",
     "RunContext",
     "Runtime",
+    "ServerDirectory",
+    "ServerFuture",
+    "ServerHandle",
+    "ServerStats",
     "SettingsBox",
     "Telemetry",
     "TelemetryEmitter",
@@ -101,6 +122,7 @@ __all__ = [
     "current_runtime",
     "default_runtime",
     "request_key",
+    "run_forever",
     "stop_default_runtime",
 ]
 

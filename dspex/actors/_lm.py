@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dspex.actors._lm_types import LMResponse, Message
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from dspex.actors._lm_handle import LMHandle
     from dspex.actors._runtime import Runtime
 
-__all__ = ["LM"]
+__all__ = ["LM", "set_scoped_params"]
 
 # Keyword arguments that configure the client, not the request.
 _CLIENT_KWARGS = (
@@ -35,6 +35,20 @@ _CLIENT_KWARGS = (
     "max_in_flight",
 )
 _STATE_SKIP = {"api_key"}
+
+ScopedParams = Callable[[], Mapping[str, Any] | None]
+_scoped_params: ScopedParams | None = None
+
+
+def set_scoped_params(source: ScopedParams | None) -> None:
+    """Install the source of request parameters scoped to the caller's context.
+
+    The programs layer installs one that reads ``dspex.context(temperature=...)``
+    overrides; it runs in the calling thread (a run actor's, inside a run) on
+    every call, so it must be quick.
+    """
+    global _scoped_params
+    _scoped_params = source
 
 
 class LM:
@@ -133,20 +147,43 @@ class LM:
         return handle
 
     def generate(self, messages: Sequence[Message], params: Mapping[str, Any]) -> LMResponse:
-        """Call the model (through the cache and its supervised client)."""
-        return self.handle().generate(messages, params)
+        """Call the model (through the cache and its supervised client).
+
+        Parameters, lowest precedence first: the runtime's settings
+        (``temperature``, ``max_tokens``, ``models[model].params``), this LM's
+        own keyword arguments, ``dspex.context(temperature=..., max_tokens=...)``
+        overrides in effect here, then ``params``.
+        """
+        from dspex.actors._current import current_runtime
+
+        runtime = current_runtime()
+        handle = self._handles.get(runtime) or self.handle(runtime)
+        base = runtime.request_defaults(self.model)
+        scoped = _scoped_params() if _scoped_params is not None else None
+        if base or scoped:
+            merged = {k: v for k, v in base.items() if k not in self.kwargs}
+            if scoped:
+                merged.update(scoped)
+            merged.update(params)
+            params = merged
+        return handle.generate(messages, params)
 
     def __call__(
         self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
     ) -> list[str]:
-        return self.handle().complete(prompt, messages, **kwargs)
+        return self.forward(prompt, messages, **kwargs).texts
 
     def forward(
         self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
     ) -> LMResponse:
         """The full response (texts, usage, cache flag) rather than just the texts."""
         if (prompt is None) == (messages is None):
-            raise UsageError("pass exactly one of prompt= or messages=")
+            raise UsageError(
+                f"pass exactly one of prompt= or messages= (got prompt={prompt!r}, "
+                f"messages={'None' if messages is None else '[...]'})"
+            )
+        if prompt is not None and not isinstance(prompt, str):
+            raise UsageError(f"prompt={prompt!r} must be a string; use messages=[...] for chat")
         msgs = [{"role": "user", "content": prompt}] if prompt is not None else list(messages or [])
         return self.generate(msgs, kwargs)
 

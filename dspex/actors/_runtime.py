@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import hashlib
 import logging
 import threading
 import time
@@ -35,8 +34,9 @@ from dspex.actors._cache import Cache, CacheClient
 from dspex.actors._cache_store import CacheStore
 from dspex.actors._config_server import ConfigServer, SettingsBox
 from dspex.actors._program_run import ProgramRun, RunContext, RunJob
+from dspex.actors._runtime_clients import LMClients
 from dspex.actors._telemetry import Telemetry, TelemetryEmitter, render_history
-from dspex.errors import ActorStoppedError, ProgramError, UsageError
+from dspex.errors import ActorStoppedError, MaxChildrenError, ProgramError, UsageError
 from dspex.supervision import (
     ChildSpec,
     Clock,
@@ -55,6 +55,8 @@ from dspex.supervision import (
 
 if TYPE_CHECKING:
     from dspex.actors._lm_handle import LMHandle
+    from dspex.actors._program_server import ServerHandle
+    from dspex.actors._server_requests import ServerFuture
     from dspex.config import Settings
 
 __all__ = ["Runtime"]
@@ -63,14 +65,6 @@ log = logging.getLogger("dspex.runtime")
 
 CALL_TIMEOUT = 10.0  # bound for internal asks to runtime services
 _RUN_POLL = 1.0  # a run's reply is awaited in slices, checking the run is alive
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _ClientKey:
-    model: str
-    api_base: str | None
-    key_digest: str | None
-    client: tuple[tuple[str, Any], ...]
 
 
 class Runtime:
@@ -91,11 +85,20 @@ class Runtime:
         self.cache = CacheClient(self.cache_store, lambda: self.registry.whereis("cache"))
         self._root: pykka.ActorRef[Any] | None = None
         self._lock = threading.Lock()
-        self._slots: dict[_ClientKey, Any] = {}
-        self._local_servers: dict[str, Any] = {}
+        self.clients = LMClients(
+            lambda: self.box.settings,
+            lambda: self.whereis("lms"),
+            telemetry=self.telemetry,
+            clock=clock,
+        )
         self._run_gate = threading.BoundedSemaphore(settings.runtime.max_runs)
         self._stopping = threading.Event()
         self.started_at: float | None = None
+        from dspex.actors._program_server import ServerDirectory
+
+        self.servers = ServerDirectory(
+            lambda: self.whereis("servers"), self.registry, telemetry=self.telemetry, runtime=self
+        )
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -203,11 +206,7 @@ class Runtime:
             else max(60.0, self.settings.runtime.shutdown_timeout * 8)
         )
         ok = shutdown(root, budget)
-        with self._lock:
-            slots = list(self._slots.values())
-            self._slots.clear()
-        for slot in slots:
-            slot.close()
+        self.clients.close()
         self.cache_store.close()
         if not ok:
             log.warning("dspex runtime: some actors did not stop within %.1fs", budget)
@@ -244,10 +243,18 @@ class Runtime:
         return ref
 
     def configure(self, **overrides: Any) -> Settings:
-        """Validate and apply settings changes (raises ConfigError); returns the new settings."""
+        """Validate and apply settings changes (raises ConfigError); returns the new settings.
+
+        Changed ``cache`` settings rebuild the cache store; changed
+        ``lm_client``/``models`` settings reconfigure the running LM clients.
+        """
         result: Settings = call(
             self.whereis("config"), "configure", timeout=CALL_TIMEOUT, **overrides
         )
+        if "cache" in overrides:
+            self.reconfigure_cache()
+        if "lm_client" in overrides or "models" in overrides:
+            self.clients.reconfigure()
         return result
 
     def tree(self, timeout: float = CALL_TIMEOUT) -> TreeNode:
@@ -262,12 +269,7 @@ class Runtime:
         snapshot: dict[str, Any] = call(self.whereis("telemetry"), "metrics", timeout=timeout)
         stats = self.cache_store.stats()
         snapshot["cache"] = {**dataclasses.asdict(stats), "hit_rate": round(stats.hit_rate, 4)}
-        with self._lock:
-            slots = list(self._slots.items())
-        snapshot["lm_clients"] = {
-            f"{key.model}@{key.api_base or 'default'}": _as_dict(slot.meter.snapshot())
-            for key, slot in slots
-        }
+        snapshot["lm_clients"] = self.clients.snapshot()
         snapshot["uptime_s"] = round(time.time() - self.started_at, 3) if self.started_at else 0.0
         return snapshot
 
@@ -297,6 +299,41 @@ class Runtime:
         self.cache.store = new
         old.close()
 
+    # -- named program servers (DESIGN.md section 4) -------------------------------
+    # ``name`` is positional-only so a program input called ``name`` still works.
+
+    def serve(self, name: str, program: Any, /, **options: Any) -> ServerHandle:
+        """Start a long-lived named actor serving ``program`` under ProgramServers.
+
+        Options: ``max_concurrency`` (requests executing at once),
+        ``queue_limit`` (waiting beyond those; past it callers get
+        ``OverloadedError`` at once), ``restart`` (TRANSIENT or TEMPORARY).
+        """
+        return self.servers.serve(name, program, **options)
+
+    def ask(self, name: str, /, **inputs: Any) -> ServerFuture:
+        """Send a request to a served program; a future of its Prediction."""
+        return self.servers.ask(name, **inputs)
+
+    def tell(self, name: str, /, **inputs: Any) -> Any:
+        """Fire and forget; the result or error goes to telemetry. Returns the request id."""
+        return self.servers.tell(name, **inputs)
+
+    def reload(self, name: str, program_or_path: Any, /) -> Any:
+        """Swap the served program (a Module or a saved JSON path); in-flight requests finish
+        on the old version."""
+        return self.servers.reload(name, program_or_path)
+
+    def drain_servers(self, timeout: float = 30.0) -> Any:
+        """Stop accepting work on every server and wait for in-flight requests."""
+        return self.servers.drain_all(timeout)
+
+    def run_forever(self, **options: Any) -> int:
+        """Daemon mode: block until SIGTERM/SIGINT, drain, flush, stop in order; exit code."""
+        from dspex.actors._daemon import run_forever
+
+        return run_forever(self, **options)
+
     # -- LM clients ---------------------------------------------------------------
 
     def lm_handle(
@@ -316,7 +353,7 @@ class Runtime:
         """
         from dspex.actors._lm_handle import LMHandle
 
-        slot = self._slot(model, api_base, api_key, dict(client or {}))
+        slot = self.clients.slot(model, api_base, api_key, dict(client or {}))
         use_cache = cache and self.settings.cache.enabled
         return LMHandle(
             slot,
@@ -326,77 +363,9 @@ class Runtime:
             cache_put=self.cache.put if use_cache else None,
         )
 
-    def _slot(
-        self, model: str, api_base: str | None, api_key: str | None, client: dict[str, Any]
-    ) -> Any:
-        digest = hashlib.sha256(api_key.encode()).hexdigest()[:16] if api_key else None
-        key = _ClientKey(model, api_base, digest, tuple(sorted(client.items())))
-        with self._lock:
-            slot = self._slots.get(key)
-        if slot is not None:
-            return slot
-        from dspex.actors._lm_client import ClientSlot, LMClient
-        from dspex.actors._resilience import LMClientConfig
-        from dspex.config import split_model_id
-
-        provider, name = split_model_id(model)
-        spec_options: dict[str, Any] = {"api_key": api_key}
-        provider_options = dict(client.pop("provider_options", {}) or {})
-        client_model, base = model, api_base
-        local_overrides: dict[str, Any] = {}
-        if provider == "local":
-            from dspex.actors._local_model import LOCAL_CLIENT_SETTINGS
-
-            local = self._local_server(name, dict(client.pop("local", {}) or {}))
-            client_model, base = local.client_model, local.api_base
-            options = local.client_options()
-            provider_options = {**options.pop("provider_options", {}), **provider_options}
-            spec_options.update(options)
-            local_overrides = dict(LOCAL_CLIENT_SETTINGS)
-        if provider_options:
-            spec_options["provider_options"] = provider_options
-        merged = {**_as_dict(self.settings.lm_client_for(model)), **local_overrides, **client}
-        base = base or merged.get("api_base")
-        merged.pop("api_base", None)
-        fields = {f.name for f in dataclasses.fields(LMClientConfig)}
-        unknown = sorted(set(merged) - fields)
-        if unknown:
-            raise UsageError(
-                f"LM({model!r}): unknown client setting(s) {unknown}; "
-                f"valid ones are {sorted(fields)}"
-            )
-        config = LMClientConfig(**merged)
-        with self._lock:
-            slot = self._slots.get(key)
-            if slot is not None:
-                return slot
-            slot = ClientSlot(client_model, base, config)
-            spec = LMClient.child_spec(
-                client_model,
-                slot=slot,
-                id=f"lm:{model}#{len(self._slots) + 1}",
-                config=config,
-                telemetry=self.telemetry,
-                clock=self.clock,
-                **spec_options,
-            )
-            start_child(self.whereis("lms"), spec, timeout=CALL_TIMEOUT * 3)
-            self._slots[key] = slot
-        return slot
-
-    def _local_server(self, name: str, options: dict[str, Any]) -> Any:
-        """Start (once) the supervised llama.cpp server for ``local/<name>``; its config."""
-        from dspex.actors._local_model import local_model_config, local_model_spec
-
-        with self._lock:
-            config = self._local_servers.get(name)
-            if config is None:
-                config = local_model_config(name, **options)
-                spec = local_model_spec(config)
-                # Started before any client of it, under the same LMSupervisor.
-                start_child(self.whereis("lms"), spec, timeout=spec.start_timeout + CALL_TIMEOUT)
-                self._local_servers[name] = config
-        return config
+    def request_defaults(self, model: str) -> Mapping[str, Any]:
+        """Request parameters the settings give every call to ``model`` (see LMClients)."""
+        return self.clients.request_defaults(model)
 
     # -- program runs ---------------------------------------------------------------
 
@@ -423,24 +392,49 @@ class Runtime:
                 deadline = time.monotonic() + timeout if timeout is not None else None
                 run = RunContext(deadline=deadline, label=label, runtime=self)
             reply: Future[Any] = Future()
-            ref = start_child(
-                programs,
-                ChildSpec(f"run-{run.run_id}", ProgramRun.start, restart=Restart.TEMPORARY),
-                timeout=self.settings.runtime.run_start_timeout,
-            )
+            ref = self._start_run(programs, run)
             self.telemetry.emit("program.run.start", run_id=run.run_id, label=label)
-            ref.tell(RunJob(fn, contextvars.copy_context(), run, reply, self._run_done))
-            while True:
-                try:
-                    return reply.result(timeout=_RUN_POLL)
-                except FutureTimeout:
-                    if not ref.is_alive() and not reply.done():
-                        raise ProgramError(
-                            f"program run {run.run_id} ({label}) died without replying; "
-                            "see the supervisor events in telemetry"
-                        ) from None
+            started = time.perf_counter()
+            ref.tell(RunJob(fn, contextvars.copy_context(), run, reply))
+            try:
+                result = self._await_run(ref, run, reply)
+            except BaseException as exc:
+                self._run_done(run, (time.perf_counter() - started) * 1000, exc)
+                raise
+            # Emitted here, not in the run's thread, so metrics read after the
+            # call returns already count it.
+            self._run_done(run, (time.perf_counter() - started) * 1000, None)
+            return result
         finally:
             self._run_gate.release()
+
+    def _start_run(self, programs: pykka.ActorRef[Any], run: RunContext) -> pykka.ActorRef[Any]:
+        spec = ChildSpec(f"run-{run.run_id}", ProgramRun.start, restart=Restart.TEMPORARY)
+        start_timeout = self.settings.runtime.run_start_timeout
+        deadline = time.monotonic() + start_timeout
+        pause = 0.0005
+        while True:
+            try:
+                return start_child(programs, spec, timeout=start_timeout)
+            except MaxChildrenError:
+                # The gate admits a caller as soon as an earlier run replied, but
+                # the supervisor counts that run until its exit is processed, a
+                # moment later: wait for the slot instead of failing the caller.
+                if time.monotonic() >= deadline or self._stopping.wait(pause):
+                    raise
+                pause = min(pause * 2, 0.05)
+
+    @staticmethod
+    def _await_run(ref: pykka.ActorRef[Any], run: RunContext, reply: Future[Any]) -> Any:
+        while True:
+            try:
+                return reply.result(timeout=_RUN_POLL)
+            except FutureTimeout:
+                if not ref.is_alive() and not reply.done():
+                    raise ProgramError(
+                        f"program run {run.run_id} ({run.label}) died without replying; "
+                        "see the supervisor events in telemetry"
+                    ) from None
 
     def _run_done(self, run: RunContext, duration_ms: float, error: BaseException | None) -> None:
         if error is None:
@@ -448,12 +442,13 @@ class Runtime:
                 "program.run.stop", run_id=run.run_id, label=run.label, duration_ms=duration_ms
             )
         else:
+            original = getattr(error, "original", None) or error
             self.telemetry.emit(
                 "program.run.exception",
                 run_id=run.run_id,
                 label=run.label,
                 duration_ms=duration_ms,
-                error=type(error).__name__,
+                error=type(original).__name__,
             )
 
 
@@ -461,19 +456,10 @@ def _make_store(settings: Settings) -> CacheStore:
     cache = settings.cache
     return CacheStore(
         memory_max_entries=cache.memory_max_entries,
-        memory_enabled=cache.memory_enabled,
+        memory_enabled=cache.enabled and cache.memory_enabled,
         disk_dir=cache.dir if cache.enabled and cache.disk_enabled else None,
         disk_max_bytes=cache.disk_max_bytes,
     )
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if hasattr(value, "model_dump"):
-        dumped: dict[str, Any] = value.model_dump()
-        return dumped
-    return dict(value)
 
 
 # -- the process's runtimes ------------------------------------------------------------

@@ -1,0 +1,227 @@
+"""The runtime's table of LM clients: one supervised LMClient per distinct client.
+
+A client is keyed by model, endpoint, a digest of its API key and its client
+settings, so two ``LM`` objects describing the same client share one actor
+(and one single-flight table). The :class:`ClientSlot` of each client belongs
+to this table, not to the actor, so it outlives restarts; its config is what
+every incarnation starts with, and what ``configure(lm_client=...)`` updates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from dspex.errors import UsageError
+from dspex.supervision import Clock, start_child
+
+if TYPE_CHECKING:
+    from dspex.actors._lm_client import ClientSlot
+    from dspex.actors._resilience import Emit, LMClientConfig
+    from dspex.config import Settings
+
+__all__ = ["LMClients"]
+
+CALL_TIMEOUT = 10.0  # bound for asks to the LMSupervisor and the clients
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _ClientKey:
+    model: str
+    api_base: str | None
+    key_digest: str | None
+    client: tuple[tuple[str, Any], ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _ClientRecord:
+    """How a client was built, to rebuild its config when the settings change."""
+
+    child_id: str
+    model: str
+    client: Mapping[str, Any]
+    local: Mapping[str, Any]
+
+
+class LMClients:
+    """Starts, finds and reconfigures the runtime's LM clients; thread-safe.
+
+    ``settings`` returns the runtime's current settings and ``lms`` its
+    LMSupervisor (both read on use, so they follow changes and restarts).
+    """
+
+    def __init__(
+        self,
+        settings: Callable[[], Settings],
+        lms: Callable[[], pykka.ActorRef[Any]],
+        *,
+        telemetry: Emit | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._settings = settings
+        self._lms = lms
+        self._telemetry = telemetry
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._slots: dict[_ClientKey, ClientSlot] = {}
+        self._records: dict[_ClientKey, _ClientRecord] = {}
+        self._local_servers: dict[str, Any] = {}
+        self._defaults: tuple[Settings | None, dict[str, dict[str, Any]]] = (None, {})
+
+    def request_defaults(self, model: str) -> Mapping[str, Any]:
+        """Request parameters the settings give every call to ``model``.
+
+        ``temperature`` and ``max_tokens`` from the top level, then
+        ``models[model].params``. Read per call (so ``configure`` takes effect
+        at once) and memoised per settings snapshot: a call pays a dict lookup.
+        """
+        settings = self._settings()
+        memo = self._defaults
+        if memo[0] is not settings:
+            memo = self._defaults = (settings, {})
+        found = memo[1].get(model)
+        if found is None:
+            found = {}
+            if settings.temperature is not None:
+                found["temperature"] = settings.temperature
+            if settings.max_tokens is not None:
+                found["max_tokens"] = settings.max_tokens
+            entry = settings.models.get(model)
+            if entry is not None:
+                found.update(entry.params)
+            memo[1][model] = found
+        return found
+
+    def slot(
+        self, model: str, api_base: str | None, api_key: str | None, client: dict[str, Any]
+    ) -> ClientSlot:
+        """The slot of ``model``'s client, starting the client on first use.
+
+        ``client`` holds client settings (num_retries, timeout, rpm...) and
+        may carry ``provider_options`` and, for ``local/`` models, ``local``.
+        """
+        if api_key is None:  # a key from the settings' [models."<id>"] table, if any
+            entry = self._settings().models.get(model)
+            if entry is not None and entry.api_key is not None:
+                api_key = entry.api_key.get_secret_value()
+        digest = hashlib.sha256(api_key.encode()).hexdigest()[:16] if api_key else None
+        key = _ClientKey(model, api_base, digest, tuple(sorted(client.items())))
+        with self._lock:
+            slot = self._slots.get(key)
+        if slot is not None:
+            return slot
+        from dspex.actors._lm_client import ClientSlot, LMClient
+        from dspex.config import split_model_id
+
+        provider, name = split_model_id(model)
+        spec_options: dict[str, Any] = {"api_key": api_key}
+        provider_options = dict(client.pop("provider_options", {}) or {})
+        client_model, base = model, api_base
+        local_overrides: dict[str, Any] = {}
+        if provider == "local":
+            from dspex.actors._local_model import LOCAL_CLIENT_SETTINGS
+
+            local = self._local_server(name, dict(client.pop("local", {}) or {}))
+            client_model, base = local.client_model, local.api_base
+            options = local.client_options()
+            provider_options = {**options.pop("provider_options", {}), **provider_options}
+            spec_options.update(options)
+            local_overrides = dict(LOCAL_CLIENT_SETTINGS)
+        if provider_options:
+            spec_options["provider_options"] = provider_options
+        config, settings_base = self._config(model, client, local_overrides)
+        base = base or settings_base
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is not None:
+                return slot
+            slot = ClientSlot(client_model, base, config)
+            child_id = f"lm:{model}#{len(self._slots) + 1}"
+            # No config= here: each incarnation starts with the slot's, which
+            # reconfigure() updates, so a restart keeps the latest settings.
+            spec = LMClient.child_spec(
+                client_model,
+                slot=slot,
+                id=child_id,
+                telemetry=self._telemetry,
+                clock=self._clock,
+                **spec_options,
+            )
+            start_child(self._lms(), spec, timeout=CALL_TIMEOUT * 3)
+            self._slots[key] = slot
+            self._records[key] = _ClientRecord(child_id, model, dict(client), local_overrides)
+        return slot
+
+    def reconfigure(self) -> None:
+        """Apply changed ``lm_client``/``models`` settings to every running client."""
+        from dspex.actors._lm_client import Reconfigure
+        from dspex.supervision import which_children
+
+        with self._lock:
+            clients = [(self._slots[key], record) for key, record in self._records.items()]
+        if not clients:
+            return
+        refs = {c.id: c.ref for c in which_children(self._lms(), timeout=CALL_TIMEOUT)}
+        for slot, record in clients:
+            config, _ = self._config(record.model, record.client, record.local)
+            slot.config = config  # what a restarting client's next incarnation starts with
+            ref = refs.get(record.child_id)
+            if ref is not None:
+                with contextlib.suppress(pykka.ActorDeadError):
+                    ref.ask(Reconfigure(config), timeout=CALL_TIMEOUT)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Per-client counters (``model@api_base``), for ``Runtime.metrics``."""
+        with self._lock:
+            slots = list(self._slots.items())
+        return {
+            f"{key.model}@{key.api_base or 'default'}": dataclasses.asdict(slot.meter.snapshot())
+            for key, slot in slots
+        }
+
+    def close(self) -> None:
+        """Close every slot: callers still waiting fail fast (the runtime stopped)."""
+        with self._lock:
+            slots = list(self._slots.values())
+            self._slots.clear()
+            self._records.clear()
+        for slot in slots:
+            slot.close()
+
+    def _config(
+        self, model: str, client: Mapping[str, Any], local_overrides: Mapping[str, Any]
+    ) -> tuple[LMClientConfig, str | None]:
+        """The client config for ``model`` under the current settings, and its api_base."""
+        from dspex.actors._resilience import LMClientConfig
+
+        group = self._settings().lm_client_for(model)
+        merged = {**group.model_dump(), **local_overrides, **client}
+        api_base = merged.pop("api_base", None)
+        fields = {f.name for f in dataclasses.fields(LMClientConfig)}
+        unknown = sorted(set(merged) - fields)
+        if unknown:
+            raise UsageError(
+                f"LM({model!r}): unknown client setting(s) {unknown}; "
+                f"valid ones are {sorted(fields)}"
+            )
+        return LMClientConfig(**merged), api_base
+
+    def _local_server(self, name: str, options: dict[str, Any]) -> Any:
+        """Start (once) the supervised llama.cpp server for ``local/<name>``; its config."""
+        from dspex.actors._local_model import local_model_config, local_model_spec
+
+        with self._lock:
+            config = self._local_servers.get(name)
+            if config is None:
+                config = local_model_config(name, **options)
+                spec = local_model_spec(config)
+                # Started before any client of it, under the same LMSupervisor.
+                start_child(self._lms(), spec, timeout=spec.start_timeout + CALL_TIMEOUT)
+                self._local_servers[name] = config
+        return config

@@ -1,0 +1,135 @@
+"""The messages and plain types of program servers, and the default run executor.
+
+A request is admitted in the caller's thread, carried as a frozen
+:class:`Request` (with the caller's copied ``contextvars``), and answered
+through a :class:`ServerFuture`. :func:`inline_executor` is how a request runs
+by default: in a server worker thread, as a program run.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from dspex.actors._program_run import RunContext, activate_run, wrap_program_error
+
+__all__ = [
+    "Dispatch",
+    "Emitter",
+    "Execute",
+    "Request",
+    "ServerFuture",
+    "ServerStats",
+    "Silent",
+    "inline_executor",
+]
+
+Execute = Callable[[Any, Mapping[str, Any], contextvars.Context], Any]
+"""``execute(program, inputs, context) -> result``: runs one request in a worker thread."""
+
+
+class Emitter(Protocol):
+    """Where server events go (a :class:`~dspex.actors.TelemetryEmitter` fits)."""
+
+    def emit(self, name: str, **data: Any) -> None: ...
+
+
+class Silent:
+    """The emitter used when a server has no telemetry."""
+
+    def emit(self, name: str, **data: Any) -> None:
+        """Drop the event (no telemetry configured)."""
+
+
+class ServerFuture(Future[Any]):
+    """The reply to ``ask``: a ``concurrent.futures.Future`` that knows its request.
+
+    ``get(timeout)`` is ``result(timeout)``, spelled like a pykka future.
+    """
+
+    def __init__(self, server: str, request_id: int = 0) -> None:
+        super().__init__()
+        self.server = server
+        self.request_id = request_id
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The prediction, or raise the request's (wrapped) error."""
+        return self.result(timeout)
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "pending"
+        return f"<ServerFuture {self.server!r} #{self.request_id} {state}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """Nudge to the server actor: queued requests may have a free worker now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One admitted request; ``reply`` is None for a fire-and-forget ``tell``."""
+
+    id: int
+    inputs: Mapping[str, Any]
+    reply: ServerFuture | None
+    context: contextvars.Context
+    submitted: float  # time.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStats:
+    """A snapshot of one program server (read without asking its actor).
+
+    ``admitted`` = ``executing`` + ``queued`` (+ answers being delivered);
+    ``rejected`` counts requests refused as overloaded, ``expired`` those
+    answered with an error because the server stopped or a drain deadline
+    passed, ``restarts`` the crashes its actor recovered from.
+    """
+
+    name: str
+    version: int
+    max_concurrency: int
+    queue_limit: int
+    executing: int
+    queued: int
+    admitted: int
+    completed: int
+    failed: int
+    rejected: int
+    expired: int
+    restarts: int
+    accepting: bool
+    closed: bool
+
+
+def inline_executor(
+    *, label: str, runtime: Any = None, cancelled: threading.Event | None = None
+) -> Execute:
+    """The default ``execute``: run the program in the worker thread as a program run.
+
+    A :class:`RunContext` is made current inside a copy of the caller's
+    context, so nested modules run inline (no ProgramRun actor per request)
+    and find ``runtime``. ``cancelled`` (shared by the server) lets a drain
+    deadline stop runs at their next cooperative check.
+    """
+    stop = cancelled if cancelled is not None else threading.Event()
+
+    def execute(program: Any, inputs: Mapping[str, Any], context: contextvars.Context) -> Any:
+        run = RunContext(label=label, runtime=runtime, cancelled=stop)
+        try:
+            return context.copy().run(_run_inline, run, program, inputs)
+        except Exception as exc:
+            raise wrap_program_error(exc, run) from exc
+
+    return execute
+
+
+def _run_inline(run: RunContext, program: Any, inputs: Mapping[str, Any]) -> Any:
+    activate_run(run)  # inside a fresh context copy: nothing to reset
+    run.check_deadline()
+    return program(**inputs)

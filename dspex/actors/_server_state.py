@@ -1,0 +1,441 @@
+"""What a program server keeps across restarts: its queue, its workers, its program.
+
+A :class:`~dspex.actors.ProgramServer` actor is only the dispatcher. Everything
+that must survive a crash of that actor lives here, in one :class:`ServerState`
+created by ``serve`` and handed to every incarnation:
+
+- the admitted count, checked and bumped in the *caller's* thread under one
+  lock, so a full server refuses work at once (no round trip to the actor);
+- the queue of admitted requests not yet started;
+- the requests executing, each in a thread of the state's own worker pool, so
+  they keep running while the actor restarts and their futures still resolve;
+- the current program and its version (hot reload swaps them atomically).
+
+Exactly-once answers: whoever removes a request from the queue or from the
+executing table, under the lock, is the one that answers it. A worker whose
+request was already answered (a drain deadline passed) drops its late result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import InvalidStateError, ThreadPoolExecutor
+from typing import Any
+
+import pykka
+
+from dspex.actors._program_run import RunContext, wrap_program_error
+from dspex.actors._server_requests import (
+    Dispatch,
+    Emitter,
+    Execute,
+    Request,
+    ServerFuture,
+    ServerStats,
+    Silent,
+    inline_executor,
+)
+from dspex.errors import ActorStoppedError, OverloadedError, ProgramError, UsageError
+
+__all__ = ["ServerState"]
+
+log = logging.getLogger("dspex.servers")
+
+
+class ServerState:
+    """Queue, admitted count, workers and program of one named server (any thread).
+
+    Created by ``serve``; every actor incarnation calls :meth:`adopt` on start.
+    ``capacity`` is ``max_concurrency + queue_limit`` admitted requests.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        program: Any,
+        *,
+        max_concurrency: int,
+        queue_limit: int,
+        execute: Execute | None = None,
+        telemetry: Emitter | None = None,
+        runtime: Any = None,
+        on_closed: Callable[[ServerState], None] | None = None,
+    ) -> None:
+        _check_limit(name, "max_concurrency", max_concurrency, 1)
+        _check_limit(name, "queue_limit", queue_limit, 0)
+        _check_program(name, program)
+        self.name = name
+        self.max_concurrency = max_concurrency
+        self.queue_limit = queue_limit
+        self.capacity = max_concurrency + queue_limit
+        self.cancelled = threading.Event()
+        self.execute: Execute = execute or inline_executor(
+            label=f"server:{name}", runtime=runtime, cancelled=self.cancelled
+        )
+        self.telemetry: Emitter = telemetry if telemetry is not None else Silent()
+        self._on_closed = on_closed
+        self._cond = threading.Condition()
+        self._ids = itertools.count(1)
+        self._pending: deque[Request] = deque()
+        self._executing: dict[int, Request] = {}
+        self._admitted = 0
+        self._program = program
+        self._version = 1
+        self._accepting = True
+        self._closed = False
+        self._nudged = False
+        self._ref: pykka.ActorRef[Any] | None = None
+        self._incarnations = 0
+        self._completed = self._failed = self._rejected = self._expired = 0
+        self._workers = ThreadPoolExecutor(
+            max_concurrency, thread_name_prefix=f"dspex-server-{name}"
+        )
+
+    # -- callers' threads ------------------------------------------------------------
+
+    def submit(self, inputs: Mapping[str, Any], reply: ServerFuture | None) -> Request:
+        """Admit a request or raise at once (:class:`OverloadedError` when full)."""
+        context = contextvars.copy_context()
+        with self._cond:
+            if not self._accepting:
+                raise self._refusal()
+            if self._admitted >= self.capacity:
+                self._rejected += 1
+                raise OverloadedError(
+                    f"program server {self.name!r} is full: {len(self._executing)} running "
+                    f"(max_concurrency={self.max_concurrency}) and {len(self._pending)} queued "
+                    f"(queue_limit={self.queue_limit}); retry later, or serve it with a higher "
+                    "max_concurrency/queue_limit"
+                )
+            self._admitted += 1
+            request = Request(next(self._ids), dict(inputs), reply, context, time.monotonic())
+            if reply is not None:
+                reply.request_id = request.id
+            self._pending.append(request)
+            wake = self._wake_target()
+        _nudge(wake)
+        return request
+
+    def swap(self, program: Any) -> int:
+        """Make ``program`` the one new dispatches use; returns its version."""
+        _check_program(self.name, program)
+        with self._cond:
+            if self._closed:
+                raise self._refusal()
+            self._program = program
+            self._version += 1
+            return self._version
+
+    @property
+    def program(self) -> Any:
+        """The program new requests will run on."""
+        with self._cond:
+            return self._program
+
+    def stop_accepting(self) -> None:
+        """Refuse new requests from now on; queued and executing ones carry on."""
+        with self._cond:
+            self._accepting = False
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every admitted request has been answered; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._admitted == 0, max(0.0, timeout))
+
+    def expire(self, why: str) -> int:
+        """Answer every unanswered request with an error now; returns how many.
+
+        Runs still executing are asked to stop at their next check; their
+        late results are dropped (each request is answered once).
+        """
+        self.cancelled.set()
+        with self._cond:
+            stale = list(self._pending) + list(self._executing.values())
+            self._pending.clear()
+            self._executing.clear()
+            self._expired += len(stale)
+        for request in stale:
+            self._deliver(
+                request,
+                None,
+                ActorStoppedError(
+                    f"program server {self.name!r} stopped ({why}) before request "
+                    f"{request.id} finished; give the drain a longer timeout"
+                ),
+                0,
+            )
+        self._release(len(stale))
+        return len(stale)
+
+    def close(self, why: str) -> None:
+        """Stop for good: queued requests get an error, executing ones finish (idempotent)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._accepting = False
+            dropped = list(self._pending)
+            self._pending.clear()
+            self._expired += len(dropped)
+        for request in dropped:
+            self._deliver(
+                request,
+                None,
+                ActorStoppedError(
+                    f"program server {self.name!r} stopped ({why}) before request "
+                    f"{request.id} started; serve it again and resend"
+                ),
+                0,
+            )
+        self._release(len(dropped))
+        self._workers.shutdown(wait=False)
+        if self._on_closed is not None:
+            self._on_closed(self)
+
+    @property
+    def closed(self) -> bool:
+        with self._cond:
+            return self._closed
+
+    @property
+    def ref(self) -> pykka.ActorRef[Any] | None:
+        """The live actor incarnation, if any."""
+        with self._cond:
+            return self._ref
+
+    def stats(self) -> ServerStats:
+        with self._cond:
+            return ServerStats(
+                name=self.name,
+                version=self._version,
+                max_concurrency=self.max_concurrency,
+                queue_limit=self.queue_limit,
+                executing=len(self._executing),
+                queued=len(self._pending),
+                admitted=self._admitted,
+                completed=self._completed,
+                failed=self._failed,
+                rejected=self._rejected,
+                expired=self._expired,
+                restarts=max(0, self._incarnations - 1),
+                accepting=self._accepting,
+                closed=self._closed,
+            )
+
+    # -- the server actor's thread ---------------------------------------------------
+
+    def adopt(self, ref: pykka.ActorRef[Any]) -> bool:
+        """A new incarnation takes over; False if the server is closed (it should stop)."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._ref = ref
+            self._incarnations += 1
+            # A nudge sent to a dead predecessor is lost: start from a clean slate.
+            self._nudged = False
+        return True
+
+    def detach(self, ref: pykka.ActorRef[Any]) -> None:
+        """The incarnation ``ref`` died; nudges wait for the next one."""
+        with self._cond:
+            if self._ref is ref:
+                self._ref = None
+
+    def dispatch(self) -> None:
+        """Start queued requests on free workers, each with the program current now."""
+        while True:
+            with self._cond:
+                self._nudged = False
+                batch: list[tuple[Request, Any, int]] = []
+                while (
+                    self._pending
+                    and not self._closed
+                    and len(self._executing) < self.max_concurrency
+                ):
+                    request = self._pending.popleft()
+                    self._executing[request.id] = request
+                    batch.append((request, self._program, self._version))
+            if not batch:
+                return
+            cancelled = 0
+            for request, program, version in batch:
+                if request.reply is not None and not request.reply.set_running_or_notify_cancel():
+                    cancelled += self._claim(request)
+                    continue
+                try:
+                    self._workers.submit(self._work, request, program, version)
+                except RuntimeError:  # the pool shut down: the server was closed meanwhile
+                    if self._claim(request):
+                        self._deliver(
+                            request,
+                            None,
+                            ActorStoppedError(f"program server {self.name!r} was stopped"),
+                            version,
+                        )
+                        self._release(1)
+            if cancelled:
+                self._release(cancelled)  # callers cancelled: those slots are free again
+                continue
+            return
+
+    # -- worker threads ----------------------------------------------------------------
+
+    def _work(self, request: Request, program: Any, version: int) -> None:
+        label = f"server:{self.name}"
+        self._emit("program.run.start", label=label, request_id=request.id)
+        started = time.perf_counter()
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            value = self.execute(program, request.inputs, request.context)
+        except BaseException as exc:  # user code; never let a worker thread die
+            error = _as_program_error(exc, self.name, request.id)
+        duration_ms = (time.perf_counter() - started) * 1000
+        if not self._claim(request):
+            log.info(
+                "program server %r: request %d finished after it was answered (drain "
+                "deadline); its late result is dropped",
+                self.name,
+                request.id,
+            )
+            return
+        if error is None:
+            self._emit("program.run.stop", label=label, duration_ms=duration_ms)
+        else:
+            self._emit(
+                "program.run.exception",
+                label=label,
+                duration_ms=duration_ms,
+                error=type(_original(error)).__name__,
+            )
+        self._deliver(request, value, error, version, duration_ms)
+        with self._cond:
+            if error is None:
+                self._completed += 1
+            else:
+                self._failed += 1
+        self._release(1)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _claim(self, request: Request) -> int:
+        """Take ownership of an executing request's answer; 1 if ours, 0 if already taken."""
+        with self._cond:
+            return 1 if self._executing.pop(request.id, None) is not None else 0
+
+    def _release(self, n: int) -> None:
+        """``n`` answered requests leave; wake the dispatcher and any drain waiting."""
+        if n == 0:
+            return
+        with self._cond:
+            self._admitted -= n
+            self._cond.notify_all()
+            wake = self._wake_target()
+        _nudge(wake)
+
+    def _wake_target(self) -> pykka.ActorRef[Any] | None:
+        # Called with the lock held; at most one nudge is in flight at a time.
+        if self._nudged or self._ref is None or not self._pending or self._closed:
+            return None
+        if len(self._executing) >= self.max_concurrency:
+            return None
+        self._nudged = True
+        return self._ref
+
+    def _deliver(
+        self,
+        request: Request,
+        value: Any,
+        error: BaseException | None,
+        version: int,
+        duration_ms: float = 0.0,
+    ) -> None:
+        # Answers before _release: once a drain sees admitted == 0, every
+        # reply (and its done-callbacks) has been delivered.
+        common = {"server": self.name, "request_id": request.id, "version": version}
+        reply = request.reply
+        if reply is None:
+            if error is None:
+                self._emit("program.server.result", **common, result=value, duration_ms=duration_ms)
+            else:
+                self._emit(
+                    "program.server.error",
+                    **common,
+                    error=type(_original(error)).__name__,
+                    message=str(error),
+                )
+            return
+        try:
+            if error is None:
+                reply.set_result(value)
+            else:
+                reply.set_exception(error)
+        except InvalidStateError:
+            if not reply.cancelled():  # a caller may cancel a queued request; nothing else
+                log.exception("program server %r answered request %d twice", self.name, request.id)
+
+    def _emit(self, event: str, **data: Any) -> None:
+        # Telemetry must never cost a request its answer.
+        try:
+            self.telemetry.emit(event, **data)
+        except Exception:
+            log.exception("program server %r: emitting %r failed", self.name, event)
+
+    def _refusal(self) -> ActorStoppedError:
+        if self._closed:
+            return ActorStoppedError(
+                f"program server {self.name!r} has stopped; serve it again to send it requests"
+            )
+        return ActorStoppedError(
+            f"program server {self.name!r} is draining (stopping) and accepts no new requests; "
+            "send them to another server or after it is served again"
+        )
+
+
+def _nudge(ref: pykka.ActorRef[Any] | None) -> None:
+    if ref is None:
+        return
+    # A dead incarnation's successor dispatches when it adopts the state.
+    with contextlib.suppress(pykka.ActorDeadError):
+        ref.tell(Dispatch())
+
+
+def _original(error: BaseException) -> BaseException:
+    original = getattr(error, "original", None)
+    return original if isinstance(original, BaseException) else error
+
+
+def _as_program_error(exc: BaseException, server: str, request_id: int) -> ProgramError:
+    if isinstance(exc, ProgramError):
+        return exc
+    run = RunContext(label=f"server:{server} request {request_id}")
+    if isinstance(exc, Exception):
+        return wrap_program_error(exc, run)
+    wrapped = ProgramError(
+        f"program server {server!r}: request {request_id} raised {exc!r}", original=exc
+    )
+    wrapped.__cause__ = exc
+    return wrapped
+
+
+def _check_limit(name: str, field: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(
+            f"serve({name!r}, {field}={value!r}): must be an int >= {minimum}, "
+            f"e.g. {field}={max(minimum, 8)}"
+        )
+
+
+def _check_program(name: str, program: object) -> None:
+    if not callable(program):
+        raise UsageError(
+            f"serve({name!r}, program={program!r}): a program must be callable with the "
+            "inputs as keywords, e.g. a dspex.Module such as dspex.Predict('question -> answer')"
+        )
