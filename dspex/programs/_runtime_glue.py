@@ -13,10 +13,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dspex.actors import LM, Runtime, current_runtime
+# LM is light (the LM protocol types only); the Runtime and everything it
+# starts load on first use, keeping `dspex.Predict` cheap to import.
+from dspex.actors._lm import LM, set_scoped_params
 from dspex.programs._settings import DEFAULTS, settings
+
+if TYPE_CHECKING:
+    from dspex.actors import Runtime
 
 __all__ = ["configure", "configure_cache", "inspect_history", "start"]
 
@@ -24,6 +29,19 @@ __all__ = ["configure", "configure_cache", "inspect_history", "start"]
 _RUNTIME_KEYS = frozenset(
     {"temperature", "max_tokens", "lm_client", "models", "cache", "telemetry", "runtime"}
 )
+
+
+# Settings that dspex.context(...) may override per call, as request parameters.
+_SCOPED_REQUEST_KEYS = ("temperature", "max_tokens")
+
+
+def _scoped_request_params() -> Mapping[str, Any] | None:
+    current = settings.current()
+    found = {k: current[k] for k in _SCOPED_REQUEST_KEYS if current.get(k) is not None}
+    return found or None
+
+
+set_scoped_params(_scoped_request_params)
 
 
 def _as_lm(value: Any) -> Any:
@@ -43,6 +61,7 @@ def start(
     from kwargs > ``DSPEX_*`` environment > the TOML file > defaults. The LM,
     if given, becomes the default LM of programs (as ``configure(lm=...)``).
     """
+    from dspex.actors import Runtime
     from dspex.config import load_settings
 
     if isinstance(lm, str):
@@ -93,6 +112,8 @@ def configure(**kwargs: Any) -> None:
         kwargs["lm"] = _as_lm(kwargs["lm"])
     if "adapter" in kwargs and kwargs["adapter"] is not None:
         kwargs["adapter"] = _adapter(kwargs["adapter"])
+    from dspex.actors import current_runtime
+
     runtime = current_runtime()
     if runtime_keys:
         runtime.configure(**runtime_keys)
@@ -102,6 +123,8 @@ def configure(**kwargs: Any) -> None:
 
 def inspect_history(n: int = 1) -> str:
     """Print (and return) the last ``n`` LM calls from the runtime's bounded history."""
+    from dspex.actors import current_runtime
+
     return current_runtime().inspect_history(n)
 
 
@@ -138,7 +161,8 @@ def configure_cache(
         cache["disk_max_bytes"] = disk_size_limit_bytes
     if memory_max_entries is not None:
         cache["memory_max_entries"] = memory_max_entries
+    from dspex.actors import current_runtime
+
     runtime = current_runtime()
-    new = runtime.configure(cache=cache) if cache else runtime.settings
-    runtime.reconfigure_cache()
+    new = runtime.configure(cache=cache) if cache else runtime.settings  # rebuilds the store
     return new.cache.public_dict()
