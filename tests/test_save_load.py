@@ -342,3 +342,17 @@ def test_whole_program_pickle_is_opt_in_and_keyless(tmp_path: Path) -> None:
     assert restored.generate_answer.predict.signature == prog.generate_answer.predict.signature
     with pytest.raises(UsageError, match="directory without a suffix"):
         prog.save(tmp_path / "x.pkl", save_program=True)
+
+
+def test_a_lone_predict_loads_its_own_flat_save(tmp_path: Path) -> None:
+    from dspex.programs import Example, Predict
+
+    saved = Predict("question -> answer")
+    saved.demos = [Example(question="q", answer="a")]
+    target = tmp_path / "predict.json"
+    saved.save(target)
+    state = json.loads(target.read_text())
+    assert "demos" in state and "self" not in state  # DSPy's flat layout
+    fresh = Predict("question -> answer")
+    fresh.load(target)
+    assert [dict(d) for d in fresh.demos] == [{"question": "q", "answer": "a"}]

@@ -236,6 +236,9 @@ def apply_module_state(
     if not isinstance(state, Mapping):
         raise UsageError(f"program state must be a JSON object, got {type(state).__name__}")
     params = module.named_parameters()
+    if [name for name, _ in params] == ["self"] and "self" not in state:
+        # A lone predictor (Predict.save) is written flat, as DSPy writes it.
+        state = {"self": {k: v for k, v in state.items() if k != "metadata"}}
     missing = [name for name, _ in params if name not in state]
     if missing:
         held = sorted(k for k in state if k != "metadata")
