@@ -40,6 +40,9 @@ def default_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object
     import os
 
     os.environ["DSPEX_CACHE__DIR"] = str(tmp_path_factory.mktemp("dspex-cache"))
+    # No pre-started run actor in the shared runtime: one created during a test
+    # would outlive it and look like a leak. Explicit runtimes in tests keep it.
+    os.environ["DSPEX_RUNTIME__WARM_RUNS"] = "0"
     from dspex.actors import default_runtime as start_default
     from dspex.actors import stop_default_runtime
 

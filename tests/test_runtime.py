@@ -343,3 +343,25 @@ def test_inspect_history_prints_the_last_n_calls(
     assert text.index("prompt number 3") < text.index("prompt number 4")
     everything = dspex.inspect_history(10)  # the ring holds history_size entries only
     assert everything.count("User message:") == 3
+
+
+def test_warm_spare_run_actors_serve_one_run_each() -> None:
+    import threading as _threading
+
+    from dspex.actors._program_run import current_run
+
+    with dspex.start(runtime={"warm_runs": 1}) as rt:
+        assert len(rt._spares) == 1  # pre-started at start
+        spare = rt._spares[0]
+        seen: list[object] = []
+
+        def job() -> str:
+            seen.append((_threading.current_thread().name, current_run()))
+            return "ok"
+
+        assert rt.run(job) == "ok"
+        assert not spare.is_alive() or spare not in rt._spares  # consumed, never reused
+        assert rt.run(job) == "ok"
+        assert len({name for name, _ in seen}) == 2  # a fresh actor thread per run
+        assert all(run is not None for _, run in seen)
+    assert rt._spares == [] or all(not ref.is_alive() for ref in rt._spares)

@@ -92,6 +92,8 @@ class Runtime:
             clock=clock,
         )
         self._run_gate = threading.BoundedSemaphore(settings.runtime.max_runs)
+        self._spares: list[pykka.ActorRef[Any]] = []  # pre-started ProgramRun actors
+        self._spares_starting = 0
         self._stopping = threading.Event()
         self.started_at: float | None = None
         from dspex.actors._program_server import ServerDirectory
@@ -149,7 +151,7 @@ class Runtime:
                 ),
                 DynamicSupervisor.spec(
                     "programs",
-                    max_children=rt.max_runs,
+                    max_children=rt.max_runs + rt.warm_runs,
                     max_restarts=rt.max_restarts,
                     max_seconds=rt.max_seconds,
                     registry=reg,
@@ -187,6 +189,8 @@ class Runtime:
             )
             self.started_at = time.time()
         _register(self)
+        if self.settings.runtime.warm_runs:
+            self._refill_spares(self.whereis("programs"))
         return self
 
     def stop(self, timeout: float | None = None) -> bool:
@@ -392,10 +396,12 @@ class Runtime:
                 deadline = time.monotonic() + timeout if timeout is not None else None
                 run = RunContext(deadline=deadline, label=label, runtime=self)
             reply: Future[Any] = Future()
-            ref = self._start_run(programs, run)
+            ref = self._take_spare() or self._start_run(programs, run)
             self.telemetry.emit("program.run.start", run_id=run.run_id, label=label)
             started = time.perf_counter()
-            ref.tell(RunJob(fn, contextvars.copy_context(), run, reply))
+            # The run refills the spares itself once it has replied: off the caller's path.
+            on_done = self._after_run if self.settings.runtime.warm_runs else None
+            ref.tell(RunJob(fn, contextvars.copy_context(), run, reply, on_done))
             try:
                 result = self._await_run(ref, run, reply)
             except BaseException as exc:
@@ -407,6 +413,42 @@ class Runtime:
             return result
         finally:
             self._run_gate.release()
+
+    def _take_spare(self) -> pykka.ActorRef[Any] | None:
+        with self._lock:
+            while self._spares:
+                ref = self._spares.pop()
+                if ref.is_alive():
+                    return ref
+        return None
+
+    def _after_run(self, run: RunContext, duration_ms: float, error: BaseException | None) -> None:
+        # Runs in the finished run's thread, after its reply was sent.
+        programs = self.registry.whereis("programs")
+        if programs is not None:
+            self._refill_spares(programs)
+
+    def _refill_spares(self, programs: pykka.ActorRef[Any]) -> None:
+        """Pre-start run actors up to ``runtime.warm_runs``; best effort, never raises."""
+        want = self.settings.runtime.warm_runs
+        while True:
+            with self._lock:
+                if self._stopping.is_set() or len(self._spares) + self._spares_starting >= want:
+                    return
+                self._spares_starting += 1
+            try:
+                ref = start_child(
+                    programs,
+                    ChildSpec("run-spare", ProgramRun.start, restart=Restart.TEMPORARY),
+                    timeout=self.settings.runtime.run_start_timeout,
+                )
+            except Exception:  # full, stopping or slow: runs start on demand instead
+                with self._lock:
+                    self._spares_starting -= 1
+                return
+            with self._lock:
+                self._spares_starting -= 1
+                self._spares.append(ref)
 
     def _start_run(self, programs: pykka.ActorRef[Any], run: RunContext) -> pykka.ActorRef[Any]:
         spec = ChildSpec(f"run-{run.run_id}", ProgramRun.start, restart=Restart.TEMPORARY)

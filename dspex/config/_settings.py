@@ -300,6 +300,10 @@ class RuntimeSettings(_Section):
         default=3, description="restarts allowed within max_seconds"
     )
     max_seconds: PositiveFloat = Field(default=5.0, description="window of the restart intensity")
+    warm_runs: NonNegativeInt = Field(
+        default=1,
+        description="run actors kept pre-started (each serves one run) to hide thread start-up",
+    )
 
 
 class Settings(_Section):
