@@ -36,7 +36,11 @@ SAMPLES = [
 
 
 class Sentiment(Signature):
-    """Classify the sentiment of a short product review as positive or negative."""
+    """If the review complains, criticizes or is unhappy, the sentiment is negative. If it praises or is happy, the sentiment is positive."""  # noqa: E501
+
+    # A 135M model needs the criteria spelled out; plainer wordings ("classify
+    # the sentiment...") make it answer "positive" for everything (see
+    # bench/local_accuracy.py for the comparison).
 
     review: str = InputField(desc="a short customer review")
     sentiment: Literal["positive", "negative"] = OutputField()
