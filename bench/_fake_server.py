@@ -1,4 +1,4 @@
-"""A FakeOpenAI for the evaluate benchmarks, run as a child process.
+"""A FakeOpenAI for the benchmarks, run as a child process.
 
     python bench/_fake_server.py --latency 0.1 [--fail-rate 0.1 --fault 500|429]
 
@@ -10,8 +10,10 @@ connections) and exits.
 
 Every reply answers the question in ChatAdapter's format: a question holding
 ``rollout <n>`` gets ``expected_answer(n)``, so an exact-match metric can tell a right
-answer from a mixed-up one. The script needs only the repository on the path
-(it inserts it), so any Python with dspex's dependencies can run it.
+answer from a mixed-up one (other questions get ``unknown``). The script
+needs only the repository on the path (it inserts it), so any Python with
+dspex's dependencies can run it; importing it (for ``expected_answer``)
+needs only the standard library.
 """
 
 from __future__ import annotations
@@ -23,15 +25,17 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from _evaluate_common import expected_answer
-
-from dspex.testing import FakeOpenAI, Fault
+if TYPE_CHECKING:
+    from dspex.testing import Fault
 
 _ROLLOUT = re.compile(r"rollout (\d+)")
+
+
+def expected_answer(n: int) -> str:
+    """What the fake answers to a question holding ``rollout <n>``."""
+    return str(n * 7)
 
 
 def _reply(body: dict[str, Any]) -> str:
@@ -45,6 +49,8 @@ def _reply(body: dict[str, Any]) -> str:
 
 
 def _fault(name: str, retry_after: float) -> Fault:
+    from dspex.testing import Fault
+
     if name == "429":
         return Fault.rate_limit(retry_after)
     return Fault.error(int(name))
@@ -58,6 +64,8 @@ def main() -> None:
     parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of a 429")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from dspex.testing import FakeOpenAI
 
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
