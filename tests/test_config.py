@@ -58,7 +58,7 @@ def test_defaults() -> None:
     )
     assert s.lm_client.num_retries == 3
     assert s.lm_client.timeout == 60.0
-    assert (s.lm_client.backoff_base, s.lm_client.backoff_max) == (0.5, 30.0)
+    assert (s.lm_client.backoff_base, s.lm_client.backoff_max) == (0.25, 30.0)
     assert (s.lm_client.rpm, s.lm_client.tpm, s.lm_client.api_base) == (None, None, None)
     assert s.lm_client.breaker_failure_threshold == 5
     assert s.lm_client.breaker_reset_timeout == 30.0

@@ -197,7 +197,9 @@ class LMClientSettings(_Section):
 
     num_retries: NonNegativeInt = Field(default=3, description="retries after a retryable failure")
     timeout: PositiveFloat = Field(default=60.0, description="seconds for one HTTP request")
-    backoff_base: PositiveFloat = Field(default=0.5, description="first retry delay, seconds")
+    backoff_base: PositiveFloat = Field(
+        default=0.25, description="upper bound of the first (full-jitter) retry delay, seconds"
+    )
     backoff_max: PositiveFloat = Field(default=30.0, description="longest retry delay, seconds")
     rpm: PositiveInt | None = Field(
         default=None, description="requests per minute; None = unlimited"

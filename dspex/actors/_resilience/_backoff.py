@@ -34,7 +34,7 @@ class RetryPolicy:
     """
 
     num_retries: int = 3
-    backoff_base: float = 0.5
+    backoff_base: float = 0.25
     backoff_max: float = 30.0
     max_retry_after: float = 120.0
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)

@@ -30,7 +30,7 @@ class LMClientConfig:
 
     num_retries: int = 3
     timeout: float = 60.0
-    backoff_base: float = 0.5
+    backoff_base: float = 0.25
     backoff_max: float = 30.0
     rpm: int | None = None
     tpm: int | None = None
