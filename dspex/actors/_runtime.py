@@ -155,7 +155,9 @@ class Runtime:
                     max_restarts=rt.max_restarts,
                     max_seconds=rt.max_seconds,
                     registry=reg,
-                    events=events,
+                    # Runs are temporary (never restarted) and report themselves as
+                    # program.run.*; two supervisor events per run would only add cost.
+                    events=None,
                     clock=clock,
                     register_as="programs",
                     shutdown=max(30.0, rt.shutdown_timeout * 4),
