@@ -303,7 +303,7 @@ class RuntimeSettings(_Section):
     )
     max_seconds: PositiveFloat = Field(default=5.0, description="window of the restart intensity")
     warm_runs: NonNegativeInt = Field(
-        default=1,
+        default=2,
         description="run actors kept pre-started (each serves one run) to hide thread start-up",
     )
 
