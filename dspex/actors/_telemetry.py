@@ -127,7 +127,12 @@ class Telemetry(Actor):
         self._subscribers: list[Callable[[TelemetryEvent], None]] = []
 
     def on_start(self) -> None:
-        if self._format != "off":
+        import logging
+
+        # Events are logged at info: below that level skip the logger (and the
+        # redacted copy of the data it would need) entirely.
+        threshold = logging.getLevelNamesMapping().get(self._level.upper(), logging.INFO)
+        if self._format != "off" and threshold <= logging.INFO:
             self._logger = _make_logger(self._format, self._level, self._stream or sys.stderr)
 
     # -- intake -----------------------------------------------------------------
