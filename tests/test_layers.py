@@ -22,17 +22,17 @@ def _layer_of(module: str) -> str | None:
     return None
 
 
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+def _module_name(path: Path, root: Path = PACKAGE.parent) -> str:
+    rel = path.relative_to(root).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def _imports(path: Path) -> list[tuple[int, str]]:
+def _imports(path: Path, root: Path = PACKAGE.parent) -> list[tuple[int, str]]:
     tree = ast.parse(path.read_text(), filename=str(path))
-    module = _module_name(path)
+    module = _module_name(path, root)
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     found: list[tuple[int, str]] = []
     for node in ast.walk(tree):
@@ -51,14 +51,14 @@ def _imports(path: Path) -> list[tuple[int, str]]:
     return found
 
 
-def layer_violations() -> list[str]:
+def layer_violations(package: Path = PACKAGE) -> list[str]:
     problems: list[str] = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        own = _layer_of(_module_name(path))
+    for path in sorted(package.rglob("*.py")):
+        own = _layer_of(_module_name(path, package.parent))
         if own is None:
             continue
         allowed = set(LAYERS[: LAYERS.index(own) + 1])
-        for lineno, target in _imports(path):
+        for lineno, target in _imports(path, package.parent):
             if not (target == "dspex" or target.startswith("dspex.")):
                 continue
             if target in SHARED_LEAVES:
@@ -66,7 +66,7 @@ def layer_violations() -> list[str]:
             target_layer = _layer_of(target)
             if target == "dspex" or target_layer is None or target_layer not in allowed:
                 problems.append(
-                    f"{path.relative_to(PACKAGE.parent)}:{lineno} ({own}) imports {target}"
+                    f"{path.relative_to(package.parent)}:{lineno} ({own}) imports {target}"
                 )
     return problems
 
@@ -77,12 +77,11 @@ def test_layers_import_only_to_their_left() -> None:
 
 def test_checker_catches_a_violation(tmp_path: Path) -> None:
     # The rule must be able to fail: a config module importing actors is caught.
-    bad = PACKAGE / "config" / "_layer_probe_tmp.py"
+    # The probe lives in a scratch package, never in the source tree.
+    (tmp_path / "dspex" / "config").mkdir(parents=True)
+    bad = tmp_path / "dspex" / "config" / "_layer_probe_tmp.py"
     bad.write_text("from dspex.actors import LMRequest\nfrom ..programs import x\n")
-    try:
-        problems = layer_violations()
-    finally:
-        bad.unlink()
+    problems = layer_violations(tmp_path / "dspex")
     assert any("_layer_probe_tmp.py:1" in p and "dspex.actors" in p for p in problems)
     assert any("_layer_probe_tmp.py:2" in p and "dspex.programs" in p for p in problems)
 

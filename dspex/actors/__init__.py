@@ -42,7 +42,8 @@ if TYPE_CHECKING:
         RetryPolicy,
         VirtualSleeper,
     )
-    from dspex.actors._runtime import Runtime, active_runtimes
+    from dspex.actors._runtime import Runtime
+    from dspex.actors._runtime_registry import active_runtimes
     from dspex.actors._server_requests import ServerFuture, ServerStats
     from dspex.actors._telemetry import Telemetry, TelemetryEmitter
 
@@ -74,7 +75,7 @@ _LAZY: dict[str, str] = {
     "Telemetry": "_telemetry",
     "TelemetryEmitter": "_telemetry",
     "VirtualSleeper": "_resilience",
-    "active_runtimes": "_runtime",
+    "active_runtimes": "_runtime_registry",
     "current_run": "_program_run",
     "current_runtime": "_current",
     "default_runtime": "_current",

@@ -10,7 +10,8 @@ from __future__ import annotations
 import threading
 
 from dspex.actors._program_run import current_run
-from dspex.actors._runtime import Runtime, active_runtimes
+from dspex.actors._runtime import Runtime
+from dspex.actors._runtime_registry import active_runtimes
 
 __all__ = ["current_runtime", "default_runtime", "stop_default_runtime"]
 
@@ -25,7 +26,8 @@ def current_runtime() -> Runtime:
         return run.runtime
     active = active_runtimes()
     if active:
-        return active[-1]
+        newest: Runtime = active[-1]
+        return newest
     return default_runtime()
 
 

@@ -35,6 +35,7 @@ from dspex.actors._cache_store import CacheStore
 from dspex.actors._config_server import ConfigServer, SettingsBox
 from dspex.actors._program_run import ProgramRun, RunContext, RunJob
 from dspex.actors._runtime_clients import LMClients
+from dspex.actors._runtime_registry import register, unregister
 from dspex.actors._telemetry import Telemetry, TelemetryEmitter, render_history
 from dspex.errors import ActorStoppedError, MaxChildrenError, ProgramError, UsageError
 from dspex.supervision import (
@@ -190,7 +191,7 @@ class Runtime:
                 clock=clock,
             )
             self.started_at = time.time()
-        _register(self)
+        register(self, self.stop)
         if self.settings.runtime.warm_runs:
             self._refill_spares(self.whereis("programs"))
         return self
@@ -205,7 +206,7 @@ class Runtime:
             if root is None:
                 return True
             self._stopping.set()
-        _unregister(self)
+        unregister(self)
         budget = (
             timeout
             if timeout is not None
@@ -504,52 +505,3 @@ def _make_store(settings: Settings) -> CacheStore:
         disk_dir=cache.dir if cache.enabled and cache.disk_enabled else None,
         disk_max_bytes=cache.disk_max_bytes,
     )
-
-
-# -- the process's runtimes ------------------------------------------------------------
-
-_active_lock = threading.Lock()
-_active: list[Runtime] = []
-_exit_hook_installed = False
-
-
-def _register(rt: Runtime) -> None:
-    global _exit_hook_installed
-    with _active_lock:
-        _active.append(rt)
-        if not _exit_hook_installed:
-            _exit_hook_installed = True
-            _install_exit_hook()
-
-
-def _unregister(rt: Runtime) -> None:
-    with _active_lock:
-        if rt in _active:
-            _active.remove(rt)
-
-
-def active_runtimes() -> list[Runtime]:
-    """Runtimes started and not yet stopped, oldest first."""
-    with _active_lock:
-        return list(_active)
-
-
-def _stop_all_at_exit() -> None:
-    for rt in reversed(active_runtimes()):
-        try:
-            rt.stop(timeout=30.0)
-        except Exception:
-            log.exception("dspex runtime: stop at interpreter exit failed")
-
-
-def _install_exit_hook() -> None:
-    # Actor threads are non-daemon and Python joins those *before* atexit
-    # handlers run, so a plain atexit hook would never get to stop them.
-    # threading._register_atexit runs first (concurrent.futures relies on it).
-    register = getattr(threading, "_register_atexit", None)
-    if register is not None:
-        register(_stop_all_at_exit)
-    else:  # pragma: no cover - other Python implementations
-        import atexit
-
-        atexit.register(_stop_all_at_exit)
