@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pykka
 import pytest
@@ -70,3 +72,29 @@ def no_leaks() -> Iterator[None]:
             "stop what the test started (use fixtures with teardown)",
             pytrace=False,
         )
+
+
+@pytest.fixture
+def start_runtime(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start runtimes (cache in ``tmp_path``) that are all stopped after the test."""
+    from runtime_helpers import runtime_starter
+
+    with runtime_starter(tmp_path) as start:
+        yield start
+
+
+@pytest.fixture
+def make_pool() -> Iterator[Callable[..., Any]]:
+    """Make WorkerPools that are all stopped after the test."""
+    from dspex.supervision import WorkerPool
+
+    pools: list[WorkerPool] = []
+
+    def make(**options: Any) -> WorkerPool:
+        pool = WorkerPool(**options)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.stop()

@@ -86,3 +86,8 @@ def runtime_starter(tmp_path: Path) -> Iterator[StartRuntime]:
             rt.stop()
         program_settings.reset()
         program_settings.configure(**snapshot)
+
+
+def make_lm(fake: FakeProvider, model: str = "openai/test-model", **kwargs: Any) -> dspex.LM:
+    """An LM pointed at ``fake`` with the sentinel key."""
+    return dspex.LM(model, api_base=fake.url, api_key=SECRET, **kwargs)

@@ -24,20 +24,6 @@ pytestmark = pytest.mark.timeout(60)
 WAIT = 5.0  # bound on every wait that should succeed
 
 
-@pytest.fixture
-def make_pool() -> Iterator[Callable[..., WorkerPool]]:
-    pools: list[WorkerPool] = []
-
-    def make(**options: Any) -> WorkerPool:
-        pool = WorkerPool(**options)
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        pool.stop()
-
-
 # -- results ---------------------------------------------------------------------
 
 

@@ -6,8 +6,7 @@ import queue
 import random
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pykka
 import pytest
@@ -32,20 +31,6 @@ from dspex.supervision._pool_worker import Worker
 pytestmark = pytest.mark.timeout(60)
 
 WAIT = 5.0  # bound on every wait that should succeed
-
-
-@pytest.fixture
-def make_pool() -> Iterator[Callable[..., WorkerPool]]:
-    pools: list[WorkerPool] = []
-
-    def make(**options: Any) -> WorkerPool:
-        pool = WorkerPool(**options)
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        pool.stop()
 
 
 def _recorder(bus: EventBus) -> queue.Queue[Event]:

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from runtime_helpers import (
     StartRuntime,
     chat_answer,
     echo_answers,
-    runtime_starter,
+    make_lm,
     wait_until,
 )
 
@@ -29,13 +28,6 @@ import dspex
 from dspex.errors import ActorStoppedError, ConfigError, MaxChildrenError, ProgramError
 from dspex.programs import Module
 from dspex.testing import FakeOpenAI, Fault
-
-
-@pytest.fixture
-def start_runtime(tmp_path: Path) -> Iterator[StartRuntime]:
-    with runtime_starter(tmp_path) as start:
-        yield start
-
 
 SERVICES = ["config", "telemetry", "cache", "lms", "programs", "servers", "coordinators"]
 
@@ -45,10 +37,6 @@ def fake() -> Any:
     with FakeOpenAI(api_key=SECRET) as server:
         echo_answers(server)
         yield server
-
-
-def make_lm(fake: FakeOpenAI, model: str = "openai/test-model", **kwargs: Any) -> dspex.LM:
-    return dspex.LM(model, api_base=fake.url, api_key=SECRET, **kwargs)
 
 
 # -- the tree ----------------------------------------------------------------------------

@@ -4,12 +4,11 @@ a Runtime restart, the unusable-directory fallback and ``configure_cache``."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime_helpers import SECRET, StartRuntime, chat_answer, echo_answers, runtime_starter
+from runtime_helpers import SECRET, StartRuntime, chat_answer, echo_answers, make_lm
 
 import dspex
 from dspex.errors import ConfigError
@@ -17,20 +16,10 @@ from dspex.testing import FakeOpenAI
 
 
 @pytest.fixture
-def start_runtime(tmp_path: Path) -> Iterator[StartRuntime]:
-    with runtime_starter(tmp_path) as start:
-        yield start
-
-
-@pytest.fixture
 def fake() -> Any:
     with FakeOpenAI(api_key=SECRET) as server:
         echo_answers(server)
         yield server
-
-
-def make_lm(fake: FakeOpenAI, model: str = "openai/test-model", **kwargs: Any) -> dspex.LM:
-    return dspex.LM(model, api_base=fake.url, api_key=SECRET, **kwargs)
 
 
 def test_the_same_request_to_two_endpoints_never_collides(

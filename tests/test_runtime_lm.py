@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from runtime_helpers import (
     chat_answer,
     echo_answers,
     lm_client_refs,
-    runtime_starter,
+    make_lm,
     wait_until,
 )
 
@@ -35,20 +34,10 @@ from dspex.testing import FakeAnthropic, FakeGemini, FakeOpenAI, FakeProvider, F
 
 
 @pytest.fixture
-def start_runtime(tmp_path: Path) -> Iterator[StartRuntime]:
-    with runtime_starter(tmp_path) as start:
-        yield start
-
-
-@pytest.fixture
 def fake() -> Any:
     with FakeOpenAI(api_key=SECRET) as server:
         echo_answers(server)
         yield server
-
-
-def make_lm(fake: FakeProvider, model: str = "openai/test-model", **kwargs: Any) -> dspex.LM:
-    return dspex.LM(model, api_base=fake.url, api_key=SECRET, **kwargs)
 
 
 # -- providers ---------------------------------------------------------------------------

@@ -123,6 +123,23 @@ class Runtime:
             s = self.settings
             rt, tel = s.runtime, s.telemetry
             reg, events, clock = self.registry, self.events, self.clock
+            # A group stops its children one by one, so give it several children's time.
+            group_shutdown = max(30.0, rt.shutdown_timeout * 4)
+
+            def dynamic(child_id: str, **options: Any) -> ChildSpec:
+                """A dynamic supervisor child, registered under its id."""
+                options.setdefault("events", events)
+                return DynamicSupervisor.spec(
+                    child_id,
+                    max_restarts=rt.max_restarts,
+                    max_seconds=rt.max_seconds,
+                    registry=reg,
+                    clock=clock,
+                    register_as=child_id,
+                    shutdown=group_shutdown,
+                    **options,
+                )
+
             children = [
                 ChildSpec("config", lambda: ConfigServer.start(self.box), name="config"),
                 ChildSpec(
@@ -148,37 +165,17 @@ class Runtime:
                     events=events,
                     clock=clock,
                     register_as="lms",
-                    shutdown=max(30.0, rt.shutdown_timeout * 4),
+                    shutdown=group_shutdown,
                 ),
-                DynamicSupervisor.spec(
+                dynamic(
                     "programs",
                     max_children=rt.max_runs + rt.warm_runs,
-                    max_restarts=rt.max_restarts,
-                    max_seconds=rt.max_seconds,
-                    registry=reg,
                     # Runs are temporary (never restarted) and report themselves as
                     # program.run.*; two supervisor events per run would only add cost.
                     events=None,
-                    clock=clock,
-                    register_as="programs",
-                    shutdown=max(30.0, rt.shutdown_timeout * 4),
                 ),
-                DynamicSupervisor.spec(
-                    "servers",
-                    registry=reg,
-                    events=events,
-                    clock=clock,
-                    register_as="servers",
-                    shutdown=max(30.0, rt.shutdown_timeout * 4),
-                ),
-                DynamicSupervisor.spec(
-                    "coordinators",
-                    registry=reg,
-                    events=events,
-                    clock=clock,
-                    register_as="coordinators",
-                    shutdown=max(30.0, rt.shutdown_timeout * 4),
-                ),
+                dynamic("servers"),
+                dynamic("coordinators"),
             ]
             self._root = Supervisor.start_link(
                 children=children,
