@@ -114,6 +114,9 @@ def test_typed_predict_returns_an_int(local: Local) -> None:
     # The type is guaranteed (schema + parsing); the value is a weak model's.
     assert type(answer) is int
     assert 0 <= answer <= 20
+    # Metrics name the model as the user did, not by the client's wire id.
+    models = local.rt.metrics()["models"]
+    assert "local/smollm2" in models and "openai/smollm2" not in models
 
 
 def test_literal_classifier_is_accurate_on_clear_reviews(local: Local) -> None:

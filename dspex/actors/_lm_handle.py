@@ -263,6 +263,7 @@ class LMHandle:
     ``call_timeout`` bounds a whole call (default: from the client's config).
     ``telemetry`` gets ``lm.request.start``/``stop``/``exception`` from the
     caller's thread, so it must be quick (a tell).
+    ``label`` names the model in telemetry (default: the slot's model id).
     """
 
     def __init__(
@@ -274,6 +275,7 @@ class LMHandle:
         telemetry: Emit | None = None,
         cache_get: CacheGet | None = None,
         cache_put: CachePut | None = None,
+        label: str | None = None,
     ) -> None:
         if not isinstance(slot, ClientSlot):
             raise UsageError(
@@ -284,6 +286,9 @@ class LMHandle:
             raise UsageError(f"LMHandle(call_timeout={call_timeout!r}): use seconds > 0")
         self.slot = slot
         self.model = slot.model
+        # Telemetry names the model as the user did ("local/smollm2"), which may
+        # differ from the client's wire id ("openai/smollm2").
+        self.label = label or slot.model
         self.api_base = slot.api_base
         self.kwargs: dict[str, Any] = dict(kwargs or {})
         self.call_timeout = call_timeout
@@ -342,7 +347,7 @@ class LMHandle:
         emit = self.telemetry
         started = time.perf_counter()
         if emit is not None:
-            emit("lm.request.start", {"model": self.model})
+            emit("lm.request.start", {"model": self.label})
         if use_cache and self._cache_get is not None:
             hit = self._cache_get(key)
             if hit is not None:
@@ -429,7 +434,7 @@ class LMHandle:
         emit(
             "lm.request.stop",
             {
-                "model": self.model,
+                "model": self.label,
                 "duration_ms": (time.perf_counter() - started) * 1000.0,
                 "prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens,
@@ -446,7 +451,7 @@ class LMHandle:
         emit(
             "lm.request.exception",
             {
-                "model": self.model,
+                "model": self.label,
                 "duration_ms": (time.perf_counter() - started) * 1000.0,
                 "error": type(exc).__name__,
                 "status": getattr(exc, "status", None),

@@ -365,6 +365,7 @@ class Runtime:
             telemetry=self.telemetry,
             cache_get=self.cache.get if use_cache else None,
             cache_put=self.cache.put if use_cache else None,
+            label=model,
         )
 
     def request_defaults(self, model: str) -> Mapping[str, Any]:
