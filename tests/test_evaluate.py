@@ -396,3 +396,39 @@ def test_batch_progress_counts_processed_examples(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(quiet, "isatty", lambda: True)
     Program().batch(make_devset(3), disable_progress_bar=True)
     assert quiet.getvalue() == ""
+
+
+def test_the_evaluation_pool_runs_under_the_coordinators_supervisor() -> None:
+    import threading as _threading
+
+    import dspex
+    from dspex.supervision import which_children
+
+    started, release = _threading.Event(), _threading.Event()
+
+    class Gate(dspex.Module):
+        def forward(self, question: str) -> dspex.Prediction:
+            started.set()
+            release.wait(10)
+            return dspex.Prediction(answer=question)
+
+    devset = [dspex.Example(question="q", answer="q").with_inputs("question")]
+    seen: list[list[str]] = []
+    with dspex.start() as rt:
+        coordinators = rt.whereis("coordinators")
+
+        def peek() -> None:
+            assert started.wait(10)
+            seen.append([c.id for c in which_children(coordinators, timeout=5)])
+            release.set()
+
+        peeker = _threading.Thread(target=peek)
+        peeker.start()
+        result = dspex.Evaluate(devset=devset, metric=lambda e, p, t=None: 1.0, num_threads=1)(
+            Gate()
+        )
+        peeker.join(10)
+        after = [c.id for c in which_children(coordinators, timeout=5)]
+    assert result.score == 100.0
+    assert len(seen) == 1 and len(seen[0]) == 1  # the pool, while the example ran
+    assert after == []  # a temporary child, gone once the evaluation ended

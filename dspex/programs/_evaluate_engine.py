@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 from dspex.actors._program_run import RunContext, activate_run, current_run
-from dspex.supervision import WorkerPool
+from dspex.supervision import ChildSpec, Restart, WorkerPool, start_child
 
 __all__ = ["Outcome", "RunSummary", "execute", "resolve_max_errors", "resolve_num_threads"]
 
@@ -120,7 +120,7 @@ def execute(
     context = contextvars.copy_context()
     outer = current_run()
     outer_deadline = outer.deadline if outer is not None else None
-    runtime = outer.runtime if outer is not None else None
+    runtime = outer.runtime if outer is not None else _runtime_or_none()
     monotonic = time.monotonic
 
     def task(item: tuple[int, Any]) -> Any:
@@ -141,7 +141,7 @@ def execute(
     backstop = None if timeout is None else timeout * 1.25 + 1.0
     size = max(1, min(num_threads, len(items)))
     with _sigint_cancels(cancel):
-        pool = WorkerPool(size, name=label, shutdown_timeout=_SHUTDOWN_SECONDS)
+        pool = _open_pool(runtime, size, label)
         try:
             stream = pool.map(task, items, ordered=False, timeout=backstop)
             try:
@@ -184,6 +184,31 @@ def execute(
         finally:
             pool.stop()
     return summary
+
+
+def _runtime_or_none() -> Any:
+    """The runtime these examples belong to (starting the default one if none runs)."""
+    from dspex.actors import current_runtime
+
+    try:
+        return current_runtime()
+    except Exception:  # no runtime can start: run the pool unsupervised
+        logger.warning("no dspex runtime available; the evaluation pool runs unsupervised")
+        return None
+
+
+def _open_pool(runtime: Any, size: int, label: str) -> WorkerPool:
+    """The evaluation's WorkerPool, a temporary child of the runtime's coordinators.
+
+    Under the tree it shows in ``rt.tree()`` while it runs and is stopped with
+    the runtime; ``pool.stop()`` ends it (a temporary child is then dropped).
+    """
+    options: dict[str, Any] = {"size": size, "name": label, "shutdown_timeout": _SHUTDOWN_SECONDS}
+    if runtime is None:
+        return WorkerPool(**options)
+    spec: ChildSpec = WorkerPool.child_spec(id=label, restart=Restart.TEMPORARY, **options)
+    ref = start_child(runtime.whereis("coordinators"), spec, timeout=spec.start_timeout)
+    return WorkerPool.of(ref)
 
 
 def _run_inline(run: RunContext, body: Callable[[Any], Outcome], example: Any) -> Outcome:
