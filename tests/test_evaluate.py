@@ -432,3 +432,25 @@ def test_the_evaluation_pool_runs_under_the_coordinators_supervisor() -> None:
     assert result.score == 100.0
     assert len(seen) == 1 and len(seen[0]) == 1  # the pool, while the example ran
     assert after == []  # a temporary child, gone once the evaluation ended
+
+
+def test_each_example_counts_as_a_program_run_in_the_metrics() -> None:
+    import dspex
+
+    class Echo(dspex.Module):
+        def forward(self, question: str) -> dspex.Prediction:
+            if question == "bad":
+                raise ValueError("bad example")
+            return dspex.Prediction(answer=question)
+
+    devset = [
+        dspex.Example(question=q, answer=q).with_inputs("question") for q in ("a", "b", "bad")
+    ]
+    with dspex.start() as rt:
+        result = dspex.Evaluate(devset=devset, metric=lambda e, p, t=None: 1.0, num_threads=2)(
+            Echo()
+        )
+        runs = rt.metrics()["runs"]
+    assert len(result.errors) == 1
+    assert (runs["started"], runs["succeeded"], runs["failed"]) == (3, 2, 1)
+    assert runs["errors"] == {"ValueError": 1}

@@ -406,11 +406,11 @@ class Runtime:
             try:
                 result = self._await_run(ref, run, reply)
             except BaseException as exc:
-                self._run_done(run, (time.perf_counter() - started) * 1000, exc)
+                self.record_run(run, (time.perf_counter() - started) * 1000, exc)
                 raise
             # Emitted here, not in the run's thread, so metrics read after the
             # call returns already count it.
-            self._run_done(run, (time.perf_counter() - started) * 1000, None)
+            self.record_run(run, (time.perf_counter() - started) * 1000, None)
             return result
         finally:
             self._run_gate.release()
@@ -479,7 +479,8 @@ class Runtime:
                         "see the supervisor events in telemetry"
                     ) from None
 
-    def _run_done(self, run: RunContext, duration_ms: float, error: BaseException | None) -> None:
+    def record_run(self, run: RunContext, duration_ms: float, error: BaseException | None) -> None:
+        """Report a finished run to telemetry (also for runs executed inline, e.g. by Evaluate)."""
         if error is None:
             self.telemetry.emit(
                 "program.run.stop", run_id=run.run_id, label=run.label, duration_ms=duration_ms

@@ -131,12 +131,18 @@ def execute(
         run = RunContext(
             deadline=deadline, cancelled=cancel, label=f"{label}[{index}]", runtime=runtime
         )
+        if runtime is not None:
+            runtime.telemetry.emit("program.run.start", run_id=run.run_id, label=run.label)
+        started = time.perf_counter()
         try:
-            return context.copy().run(_run_inline, run, body, example)
+            outcome: Outcome = context.copy().run(_run_inline, run, body, example)
         except KeyboardInterrupt:
             return _INTERRUPTED
         except BaseException as exc:  # SystemExit & co: this example's failure only
-            return Outcome(None, None, 0.0, exc)
+            outcome = Outcome(None, None, 0.0, exc)
+        if runtime is not None:  # each example is a program run in the metrics too
+            runtime.record_run(run, (time.perf_counter() - started) * 1000, outcome.error)
+        return outcome
 
     backstop = None if timeout is None else timeout * 1.25 + 1.0
     size = max(1, min(num_threads, len(items)))
