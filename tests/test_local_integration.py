@@ -234,3 +234,19 @@ def test_sigkill_of_the_model_process_mid_call_is_survived() -> None:
         assert node is not None and node.restarts >= 1 and node.status == "alive"
         retries = sum(m["retries"] for m in rt.metrics()["models"].values())
         assert retries >= 1
+
+
+def test_disk_cache_survives_a_restart_despite_a_new_server_port(tmp_path: Any) -> None:
+    # The server gets a fresh loopback port each run; the cache keys on the model file.
+    lm = dspex.LM(MODEL, max_tokens=8, temperature=0.0)
+    messages = [{"role": "user", "content": "Say yes."}]
+    hits = []
+    for _ in range(2):
+        rt = dspex.start(cache={"dir": tmp_path / "cache"})
+        try:
+            handle = lm.handle(rt)
+            response = handle.generate(messages, {})
+            hits.append(response.cache_hit)
+        finally:
+            rt.stop()
+    assert hits == [False, True]

@@ -263,7 +263,8 @@ class LMHandle:
     ``call_timeout`` bounds a whole call (default: from the client's config).
     ``telemetry`` gets ``lm.request.start``/``stop``/``exception`` from the
     caller's thread, so it must be quick (a tell).
-    ``label`` names the model in telemetry (default: the slot's model id).
+    ``label`` names the model in telemetry (default: the slot's model id);
+    ``cache_scope`` stands for the endpoint in cache keys (default: its URL).
     """
 
     def __init__(
@@ -276,6 +277,7 @@ class LMHandle:
         cache_get: CacheGet | None = None,
         cache_put: CachePut | None = None,
         label: str | None = None,
+        cache_scope: str | None = None,
     ) -> None:
         if not isinstance(slot, ClientSlot):
             raise UsageError(
@@ -290,6 +292,9 @@ class LMHandle:
         # differ from the client's wire id ("openai/smollm2").
         self.label = label or slot.model
         self.api_base = slot.api_base
+        # What identifies the endpoint in cache keys: its URL, unless that is
+        # ephemeral (a local model server gets a new port each run).
+        self.cache_scope = cache_scope or slot.api_base
         self.kwargs: dict[str, Any] = dict(kwargs or {})
         self.call_timeout = call_timeout
         self.telemetry = telemetry
@@ -317,7 +322,7 @@ class LMHandle:
 
     def request_key(self, request: LMRequest) -> str:
         """The stable cache and single-flight key of ``request`` (see :func:`request_key`)."""
-        return request_key(request, self.api_base)
+        return request_key(request, self.cache_scope)
 
     def stats(self) -> LMClientStats:
         """Counters and token usage of this model's client (survive restarts)."""
@@ -343,7 +348,7 @@ class LMHandle:
     def generate(self, messages: Sequence[Message], params: Mapping[str, Any]) -> LMResponse:
         """Call the model (or the cache); blocks this thread only, up to the call timeout."""
         request, options, use_cache = self.build(messages, params)
-        key = request_key(request, self.api_base)
+        key = request_key(request, self.cache_scope)
         emit = self.telemetry
         started = time.perf_counter()
         if emit is not None:

@@ -366,6 +366,7 @@ class Runtime:
             cache_get=self.cache.get if use_cache else None,
             cache_put=self.cache.put if use_cache else None,
             label=model,
+            cache_scope=self.clients.cache_scope(model),
         )
 
     def request_defaults(self, model: str) -> Mapping[str, Any]:

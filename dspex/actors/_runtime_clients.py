@@ -212,6 +212,18 @@ class LMClients:
             )
         return LMClientConfig(**merged), api_base
 
+    def cache_scope(self, model: str) -> str | None:
+        """A stable cache identity for a ``local/`` model: its file, not its ephemeral port."""
+        provider, _, name = model.partition("/")
+        if provider != "local":
+            return None
+        with self._lock:
+            config = self._local_servers.get(name)
+        if config is None:
+            return None
+        stat = config.model_path.stat()
+        return f"local:{config.model_path}:{stat.st_size}:{int(stat.st_mtime)}"
+
     def _local_server(self, name: str, options: dict[str, Any]) -> Any:
         """Start (once) the supervised llama.cpp server for ``local/<name>``; its config."""
         from dspex.actors._local_model import local_model_config, local_model_spec
