@@ -122,7 +122,13 @@ def run_demo(num_threads: int = 4) -> int:
             print(rt.tree())
 
             _section("metrics")
-            _print_metrics(rt.metrics())
+            metrics = rt.metrics()
+            _print_metrics(metrics)
+            if metrics.get("cache", {}).get("hits"):
+                print(
+                    "  (answers came from the on-disk cache of an earlier run; run with "
+                    "DSPEX_CACHE__ENABLED=false to call the model again)"
+                )
     except DSPexError as exc:
         print(f"dspex demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
