@@ -9,9 +9,7 @@ Names load lazily on first use so ``import dspex`` stays cheap: the table
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from dspex._lazy import lazy_face
 from dspex.errors import (
     ActorStoppedError,
     AdapterParseError,
@@ -161,14 +159,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dspex' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_face(__name__, globals(), _LAZY)

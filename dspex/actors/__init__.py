@@ -6,9 +6,9 @@ name loads its module on first attribute access, via the ``_LAZY`` table.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from dspex._lazy import lazy_face
 from dspex.actors._lm_types import (
     Completion,
     LMProtocol,
@@ -128,14 +128,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dspex.actors' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"dspex.actors.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_face(__name__, globals(), _LAZY)

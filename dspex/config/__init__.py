@@ -10,8 +10,9 @@ Names load on first use, so ``import dspex.config`` does not import pydantic;
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dspex._lazy import lazy_face
 
 if TYPE_CHECKING:
     from dspex.config._loading import CONFIG_ENV_VAR, ENV_PREFIX, load_settings
@@ -63,14 +64,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dspex.config' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"dspex.config.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_face(__name__, globals(), _LAZY)
