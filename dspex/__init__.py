@@ -37,6 +37,8 @@ __version__ = "0.1.0"
 
 # public name -> module defining it (imported on first attribute access)
 _LAZY: dict[str, str] = {
+    "adapters": "dspex.adapters",
+    "evaluate": "dspex.evaluate",
     "Actor": "dspex.supervision",
     "Adapter": "dspex.programs",
     "ChainOfThought": "dspex.programs",
@@ -139,6 +141,7 @@ __all__ = [
     "UsageError",
     "WorkerPool",
     "XMLAdapter",
+    "adapters",
     "answer_exact_match",
     "answer_passage_match",
     "configure",
@@ -146,6 +149,7 @@ __all__ = [
     "context",
     "current_runtime",
     "ensure_signature",
+    "evaluate",
     "exact_match",
     "f1_score",
     "infer_prefix",

@@ -29,7 +29,10 @@ def lazy_face(
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         path = module if module.startswith("dspex") else f"{package}.{module}"
-        value = getattr(importlib.import_module(path), name)
+        loaded = importlib.import_module(path)
+        # An entry naming the package's own submodule (``"evaluate": "dspex.evaluate"``)
+        # yields the module itself, as ``import dspy; dspy.evaluate.x`` expects.
+        value = loaded if path == f"{package}.{name}" else getattr(loaded, name)
         namespace[name] = value
         return value
 

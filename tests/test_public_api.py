@@ -58,3 +58,13 @@ def test_dspy_style_program_runs_with_import_as_dspy() -> None:
     qa = dspy.Predict("question -> answer")
     with dspy.context(lm=lm):
         assert qa(question="Capital of France?").answer == "Paris"
+
+
+def test_dspy_submodule_paths_work() -> None:
+    import dspex as dspy
+    from dspex.adapters import ChatAdapter
+    from dspex.evaluate import Evaluate, answer_exact_match
+
+    assert dspy.evaluate.Evaluate is Evaluate is dspy.Evaluate
+    assert dspy.evaluate.answer_exact_match is answer_exact_match
+    assert dspy.adapters.ChatAdapter is ChatAdapter is dspy.ChatAdapter
