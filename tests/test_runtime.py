@@ -331,6 +331,13 @@ def test_inspect_history_prints_the_last_n_calls(
     assert text.index("prompt number 3") < text.index("prompt number 4")
     everything = dspex.inspect_history(10)  # the ring holds history_size entries only
     assert everything.count("User message:") == 3
+    # DSPy's lm.history: the same bounded ring, this model's calls only
+    history = lm.history
+    assert [h["messages"][-1]["content"] for h in history] == [
+        f"prompt number {i}" for i in (2, 3, 4)
+    ]
+    assert all(h["model"] == lm.model and h["cost"] is None for h in history)
+    assert history[-1]["outputs"] and history[-1]["usage"]["prompt_tokens"] >= 0
 
 
 def test_warm_spare_run_actors_serve_one_run_each() -> None:

@@ -213,6 +213,33 @@ class LM:
             state["api_base"] = self.api_base
         return {k: v for k, v in state.items() if k not in _STATE_SKIP}
 
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """DSPy's ``lm.history``: this model's recent calls, oldest first.
+
+        A view of the runtime's bounded history ring (``telemetry.history_size``
+        calls across all models), not an ever-growing list. ``cost`` is None:
+        dspex keeps no price table.
+        """
+        from dspex.actors._current import current_runtime
+
+        runtime = current_runtime()
+        entries = runtime.history(runtime.settings.telemetry.history_size)
+        return [
+            {
+                "model": entry.model,
+                "messages": list(entry.messages),
+                "outputs": list(entry.outputs),
+                "usage": dict(entry.usage),
+                "cost": None,
+                "cache_hit": entry.cache_hit,
+                "duration_ms": entry.duration_ms,
+                "timestamp": entry.time,
+            }
+            for entry in entries
+            if entry.model == self.model
+        ]
+
     def inspect_history(self, n: int = 1) -> str:
         from dspex.actors._current import current_runtime
 
