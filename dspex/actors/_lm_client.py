@@ -28,7 +28,7 @@ import itertools
 import json
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -142,6 +142,8 @@ class _Engine:
             timeout=cfg.timeout,
             max_in_flight=cfg.max_in_flight,
             emit=self._emit,
+            park=self._park,
+            resume=self._resume,
         )
 
     @staticmethod
@@ -246,6 +248,14 @@ class _Engine:
             if self._accepted.pop(waiter, None) is None:
                 return  # orphaned by close() or cancelled: its caller moved on
         waiter.resolve(value, info)
+
+    def _park(self, waiter: Waiter) -> None:
+        if waiter in self._accepted:  # a racy read is fine: parking is advisory
+            waiter.park()
+
+    @staticmethod
+    def _resume(waiter: Waiter, ready: Callable[[], None]) -> None:
+        waiter.resume(ready)
 
     async def _send(self, request: LMRequest, timeout: float) -> LMResponse:
         from dspex.actors._providers import merge_responses, split_n

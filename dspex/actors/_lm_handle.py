@@ -31,6 +31,7 @@ from dspex.actors._resilience import (
     UsageMeter,
 )
 from dspex.errors import ActorStoppedError, LMTimeoutError, UsageError
+from dspex.supervision import Lease, current_lease
 
 __all__ = [
     "CacheGet",
@@ -117,6 +118,12 @@ class Waiter(Protocol):
 
     def orphan(self, epoch: int) -> None:
         """Incarnation ``epoch`` died before answering: submit again elsewhere."""
+
+    def park(self) -> None:
+        """The call starts a retry wait (loop thread): the caller may lend out its slot."""
+
+    def resume(self, ready: Callable[[], None]) -> None:
+        """Call ``ready()`` (any thread) once the caller may send again."""
 
 
 class Endpoint(Protocol):
@@ -223,17 +230,37 @@ class ClientSlot:
 
 
 class _Attempt:
-    """One submission of a call: told once (answer or orphaned), then spent."""
+    """One submission of a call: told once (answer or orphaned), then spent.
 
-    __slots__ = ("_claim", "_signal", "info", "orphaned", "value")
+    ``lease`` is the caller's pool-task lease, if it runs in a WorkerPool task
+    (an Evaluate or batch example): a retry wait parks it, so the pool can
+    start another example while this one only waits.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_claim", "_signal", "info", "lease", "orphaned", "parked", "value")
+
+    def __init__(self, lease: Lease | None = None) -> None:
         self._claim = threading.Lock()
         self._signal = threading.Lock()
         self._signal.acquire()
         self.value: LMResponse | BaseException | None = None
         self.info = CallInfo()
         self.orphaned = False
+        self.lease = lease
+        self.parked = False
+
+    def park(self) -> None:
+        lease = self.lease
+        if lease is not None:
+            self.parked = True
+            lease.park()
+
+    def resume(self, ready: Callable[[], None]) -> None:
+        lease = self.lease
+        if lease is None:
+            ready()
+        else:
+            lease.resume(ready)
 
     def resolve(self, value: LMResponse | BaseException, info: CallInfo) -> None:
         if self._claim.acquire(blocking=False):
@@ -400,13 +427,20 @@ class LMHandle:
         budget = self.call_timeout or self.slot.config.call_timeout
         deadline = time.monotonic() + budget
         avoid: int | None = None
+        lease = current_lease()
         while True:
             endpoint = self.slot.current(deadline - time.monotonic(), not_epoch=avoid)
-            attempt = _Attempt()
+            attempt = _Attempt(lease)
             if not endpoint.submit(key, request, options, attempt):
                 avoid = endpoint.epoch  # closing: wait for its successor
                 continue
-            if not attempt.wait(deadline - time.monotonic()):
+            try:
+                answered = attempt.wait(deadline - time.monotonic())
+            finally:
+                if attempt.parked:
+                    assert lease is not None
+                    lease.unpark()  # back to work (a no-op if its slot was given back)
+            if not answered:
                 endpoint.cancel(attempt)
                 if attempt.abandon():
                     timed_out = LMTimeoutError(

@@ -306,6 +306,10 @@ class RuntimeSettings(_Section):
         default=2,
         description="run actors kept pre-started (each serves one run) to hide thread start-up",
     )
+    spare_threads: NonNegativeInt = Field(
+        default=256,
+        description="extra threads Evaluate/batch may start for examples parked in a retry wait",
+    )
 
 
 class Settings(_Section):

@@ -37,6 +37,9 @@ logger = logging.getLogger("dspex.programs")
 _SHUTDOWN_SECONDS: Final = 1.0
 """How long closing the pool waits for a worker stuck in user code before abandoning it."""
 
+_DEFAULT_SPARE_THREADS: Final = 256
+"""Burst workers when no runtime is running (the ``runtime.spare_threads`` default)."""
+
 
 class Outcome(NamedTuple):
     """What one example produced: prediction, raw score, score as float, error."""
@@ -146,8 +149,9 @@ def execute(
 
     backstop = None if timeout is None else timeout * 1.25 + 1.0
     size = max(1, min(num_threads, len(items)))
+    burst = min(_spare_threads(runtime), len(items) - size)
     with _sigint_cancels(cancel):
-        pool = _open_pool(runtime, size, label)
+        pool = _open_pool(runtime, size, burst, label)
         try:
             stream = pool.map(task, items, ordered=False, timeout=backstop)
             try:
@@ -203,13 +207,28 @@ def _runtime_or_none() -> Any:
         return None
 
 
-def _open_pool(runtime: Any, size: int, label: str) -> WorkerPool:
+def _spare_threads(runtime: Any) -> int:
+    """``runtime.spare_threads``: burst workers for examples parked in a retry wait."""
+    if runtime is None:
+        return _DEFAULT_SPARE_THREADS
+    spare: int = runtime.settings.runtime.spare_threads
+    return spare
+
+
+def _open_pool(runtime: Any, size: int, burst: int, label: str) -> WorkerPool:
     """The evaluation's WorkerPool, a temporary child of the runtime's coordinators.
 
     Under the tree it shows in ``rt.tree()`` while it runs and is stopped with
     the runtime; ``pool.stop()`` ends it (a temporary child is then dropped).
+    ``burst`` workers start only while examples are parked in a retry wait
+    (see ``dspex.supervision.Lease``): ``size`` examples keep working meanwhile.
     """
-    options: dict[str, Any] = {"size": size, "name": label, "shutdown_timeout": _SHUTDOWN_SECONDS}
+    options: dict[str, Any] = {
+        "size": size,
+        "burst": burst,
+        "name": label,
+        "shutdown_timeout": _SHUTDOWN_SECONDS,
+    }
     if runtime is None:
         return WorkerPool(**options)
     spec: ChildSpec = WorkerPool.child_spec(id=label, restart=Restart.TEMPORARY, **options)

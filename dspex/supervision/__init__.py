@@ -44,6 +44,7 @@ from dspex.supervision._events import (
     EventSink,
 )
 from dspex.supervision._pool import WorkerPool
+from dspex.supervision._pool_lease import Lease, current_lease
 from dspex.supervision._pool_results import (
     POOL_INTENSITY_EXCEEDED,
     POOL_TASK_RETRIED,
@@ -85,6 +86,7 @@ __all__ = [
     "EventSink",
     "ExitReason",
     "Failed",
+    "Lease",
     "MonitorRef",
     "NamedRef",
     "Ok",
@@ -103,6 +105,7 @@ __all__ = [
     "await_started",
     "call",
     "count_children",
+    "current_lease",
     "default_registry",
     "delete_child",
     "demonitor",

@@ -88,6 +88,15 @@ class WorkerPool:
       ``max_seconds`` (measured on ``clock``): the pool fails; consumers get
       a :class:`SupervisionError`, like a supervisor escalating.
 
+    **Parked tasks.** A task about to wait on a timer (a provider's
+    ``Retry-After``, a retry backoff) may lend out its slot through
+    :func:`current_lease`: ``map`` then starts another input meanwhile, on
+    one of up to ``burst`` extra workers started on demand (they live as long
+    as the pool), and the parked task gets the next free slot back before
+    any new input. So at most ``max_concurrency`` tasks are working at once
+    while up to ``burst`` more sit out waits. ``burst=0`` (the default) keeps
+    the pool at ``size`` threads, and its tasks get no lease.
+
     A result is delivered exactly once per input. The pool is itself an
     :class:`Actor` (see :attr:`ref`, :meth:`child_spec`), so a supervisor or a
     coordinator can own it.
@@ -97,6 +106,7 @@ class WorkerPool:
         self,
         size: int | None = None,
         *,
+        burst: int = 0,
         name: str = "pool",
         events: EventBus | None = None,
         clock: Clock | None = None,
@@ -108,6 +118,7 @@ class WorkerPool:
     ) -> None:
         size = _default_size() if size is None else size
         _check_count("size", size, 1, "pass the number of worker threads, e.g. size=8")
+        _check_count("burst", burst, 0, "extra workers for parked tasks; 0 = none")
         if not isinstance(name, str) or not name:
             raise UsageError(f"WorkerPool(name={name!r}): must be a non-empty string")
         _check_count("max_restarts", max_restarts, 0, "e.g. max_restarts=10")
@@ -119,6 +130,7 @@ class WorkerPool:
         self._core = Core(
             name=name,
             size=size,
+            burst=burst,
             events=events,
             clock=clock if clock is not None else SystemClock(),
             max_restarts=max_restarts,
@@ -271,6 +283,8 @@ class WorkerPool:
                 worker_restarts=core.worker_restarts,
                 workers_abandoned=core.workers_abandoned,
                 uptime=time.monotonic() - core.started_at,
+                parked=core.parked,
+                burst_workers=core.burst_started,
             )
 
     def __repr__(self) -> str:

@@ -29,6 +29,7 @@ from dspex.supervision._pool_worker import (
     DOWN,
     LOST,
     WAKE,
+    AddWorker,
     Core,
     RetireWorker,
     Slot,
@@ -103,6 +104,10 @@ class PoolActor(Actor):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, RetireWorker):
             self._retire(message.slot)
+            return None
+        if isinstance(message, AddWorker):
+            if self._core.down is None:
+                self._spawn()  # not awaited: it pulls from the shared queue once up
             return None
         if isinstance(message, HandleQuery):
             return self._handle

@@ -87,6 +87,10 @@ class PoolStats:
     workers_abandoned: int
     """Workers given up on: stuck past a task timeout, or past the stop timeout."""
     uptime: float
+    parked: int = 0
+    """Tasks parked now, lending their slot while they wait (see ``Lease``)."""
+    burst_workers: int = 0
+    """Extra workers started (up to ``burst``) to run tasks while others were parked."""
 
     @property
     def tasks_done(self) -> int:

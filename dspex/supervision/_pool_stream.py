@@ -20,6 +20,7 @@ from collections.abc import Callable, Generator, Iterable
 from typing import Any, Final, Generic, TypeVar
 
 from dspex.errors import CallTimeoutError
+from dspex.supervision._pool_lease import PARK, RESUME, UNPARK, Lease
 from dspex.supervision._pool_results import POOL_TASK_RETRIED, Failed, Ok, Result
 from dspex.supervision._pool_worker import DOWN, ERR, LOST, OK, Core, Task, as_error
 
@@ -60,6 +61,8 @@ class Stream(Generic[T, R]):
         self._inflight: dict[int, Task] = {}  # index -> the attempt we wait for
         self._results: queue.SimpleQueue[tuple[Task, int, Any]] = queue.SimpleQueue()
         self._deadlines: deque[tuple[float, Task]] = deque()
+        self._parked: dict[int, Lease] = {}  # tasks lending their slot (see _pool_lease)
+        self._resuming: deque[Lease] = deque()  # parked tasks asking for a slot back
 
     def run(self) -> Generator[Result[R], None, None]:
         inflight = self._inflight
@@ -72,13 +75,28 @@ class Stream(Generic[T, R]):
         fn = self._fn
         source = self._input
         limit = self._limit
+        capacity = self._core.size + self._core.burst
+        parked = self._parked
+        resuming = self._resuming
         buffer: dict[int, Result[R]] = {}  # ordered mode: done but not yet due
         head = 0  # ordered mode: the next index to yield
         next_index = 0
         exhausted = False
         try:
             while True:
-                while not exhausted and len(inflight) + len(buffer) < limit:
+                # A parked task wanting its slot back goes before any new input.
+                while resuming and len(inflight) + len(buffer) - len(parked) < limit:
+                    lease = resuming.popleft()
+                    if parked.get(lease.task.seq) is lease:
+                        del parked[lease.task.seq]
+                        self._core.note_parked(-1)
+                        lease.granted()
+                while (
+                    not exhausted
+                    and not resuming
+                    and len(inflight) + len(buffer) - len(parked) < limit
+                    and len(inflight) < capacity
+                ):
                     try:
                         item = next(source)
                     except StopIteration:
@@ -134,11 +152,18 @@ class Stream(Generic[T, R]):
         task, kind, payload = message
         index = task.seq
         if self._inflight.get(index) is not task:
+            if kind == RESUME:
+                payload.granted()  # not ours to limit any more: never leave it waiting
             return None  # an attempt we stopped waiting for
         if kind == OK:
             del self._inflight[index]
+            if self._parked:
+                self._forget(index)
             self._core.count(ok=1)
             return Ok(payload, index, task.args[0])
+        if kind >= PARK:
+            self._lease_signal(index, kind, payload)
+            return None
         if kind == ERR:
             retry = bool(self._retry_on) and isinstance(payload, self._retry_on)
             if retry and self._retry(task, payload):
@@ -150,9 +175,33 @@ class Stream(Generic[T, R]):
             return self._fail(task, as_error(payload, f"task {index}"))
         raise payload  # DOWN: the pool stopped or failed under us
 
+    def _lease_signal(self, index: int, kind: int, lease: Lease) -> None:
+        parked = self._parked
+        if kind == PARK:
+            if index not in parked:
+                parked[index] = lease
+                self._core.note_parked(1)
+        elif kind == RESUME:
+            if parked.get(index) is lease:
+                self._resuming.append(lease)
+            else:
+                lease.granted()
+        elif kind == UNPARK and parked.get(index) is lease:
+            del parked[index]
+            self._core.note_parked(-1)
+
+    def _forget(self, index: int) -> None:
+        """A task ended (or its attempt was replaced): it no longer holds a parked place."""
+        lease = self._parked.pop(index, None)
+        if lease is not None:
+            self._core.note_parked(-1)
+            lease.granted()  # whoever still waits on it must not hang
+
     def _retry(self, task: Task, reason: Any) -> bool:
         if task.attempt >= self._max_retries:
             return False
+        if self._parked:
+            self._forget(task.seq)
         again = task._replace(attempt=task.attempt + 1)
         self._inflight[task.seq] = again
         self._core.count(retried=1)
@@ -166,6 +215,8 @@ class Stream(Generic[T, R]):
 
     def _fail(self, task: Task, error: BaseException) -> Failed:
         del self._inflight[task.seq]
+        if self._parked:
+            self._forget(task.seq)
         self._core.count(failed=1)
         return Failed(error, task.seq, task.args[0], task.attempt + 1)
 
@@ -191,6 +242,8 @@ class Stream(Generic[T, R]):
                 break
             deadlines.popleft()
             del self._inflight[task.seq]
+            if self._parked:
+                self._forget(task.seq)
             self._core.count(failed=1, timed_out=1)
             self._core.retire(task)
             error = CallTimeoutError(
@@ -210,6 +263,9 @@ class Stream(Generic[T, R]):
         """
         self._inflight.clear()
         self._deadlines.clear()
+        self._resuming.clear()
+        for index in list(self._parked):
+            self._forget(index)
         core = self._core
         if core.down is not None:
             return
@@ -225,6 +281,10 @@ class Stream(Generic[T, R]):
             try:
                 message = self._results.get(timeout=min(remaining, _CHECK_SECONDS))
             except queue.Empty:
+                continue
+            if message[1] >= PARK:
+                if message[1] == RESUME:
+                    message[2].granted()  # no limit while closing: let it finish
                 continue
             running.pop(id(message[0]), None)
         for task in running.values():
@@ -258,6 +318,10 @@ class Submission(Generic[R]):
     def _sink(self, message: tuple[Task, int, Any]) -> None:
         # Called by a worker (OK/ERR) or the pool actor (LOST/DOWN); never raises.
         task, kind, payload = message
+        if kind >= PARK:
+            if kind == RESUME:
+                payload.granted()  # a lone submission has no slot limit to wait for
+            return
         if task is not self._task or self.future.done():
             return
         with contextlib.suppress(concurrent.futures.InvalidStateError):

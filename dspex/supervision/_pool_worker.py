@@ -26,6 +26,7 @@ from dspex.errors import ActorStoppedError, SupervisionError
 from dspex.supervision._actor import Actor, ExitReason
 from dspex.supervision._clock import Clock
 from dspex.supervision._events import EventBus
+from dspex.supervision._pool_lease import enter_task
 
 __all__: list[str] = []
 
@@ -104,6 +105,7 @@ class Core:
         *,
         name: str,
         size: int,
+        burst: int = 0,
         events: EventBus | None,
         clock: Clock,
         max_restarts: int,
@@ -113,6 +115,9 @@ class Core:
     ) -> None:
         self.name = name
         self.size = size
+        self.burst = burst
+        self.parked = 0  # tasks of all streams parked now (see _pool_lease)
+        self.burst_started = 0  # extra workers started for parked tasks
         self.events = events
         self.clock = clock
         self.max_restarts = max_restarts
@@ -141,6 +146,17 @@ class Core:
             if self.down is not None:
                 raise self.down
             self.tasks.put(task)
+
+    def note_parked(self, delta: int) -> None:
+        """Track parked tasks; start a burst worker while they outnumber those started."""
+        with self.lock:
+            self.parked += delta
+            grow = delta > 0 and self.parked > self.burst_started < self.burst
+            if grow:
+                self.burst_started += 1
+            actor = self.actor if self.down is None else None
+        if grow and actor is not None:
+            actor.tell(AddWorker())
 
     def count(self, *, ok: int = 0, failed: int = 0, timed_out: int = 0, retried: int = 0) -> None:
         with self.lock:
@@ -198,6 +214,11 @@ class Core:
 
 
 @dataclass(frozen=True, slots=True)
+class AddWorker:
+    """Asks the pool actor for one more (burst) worker: a task parked and lent its slot."""
+
+
+@dataclass(frozen=True, slots=True)
 class RetireWorker:
     """Asks the pool actor to stop a stuck worker and start a replacement."""
 
@@ -236,6 +257,7 @@ class Worker(Actor):
         tasks = self._core.tasks
         inbox: queue.SimpleQueue[Any] = self.actor_inbox  # type: ignore[assignment]
         slot = self._slot
+        lends = self._core.burst > 0  # else tasks get no lease (see _pool_lease)
         while True:
             try:
                 task = tasks.get(timeout=_POLL_SECONDS)
@@ -251,10 +273,14 @@ class Worker(Actor):
             if task.live.get(task.seq) is not task:
                 slot.current = None  # its owner gave up on it (timeout, close, cancel)
                 continue
+            if lends:
+                enter_task(task)
             try:
                 outcome = (task, OK, task.fn(*task.args))
             except Exception as exc:
                 outcome = (task, ERR, exc)
+            if lends:
+                enter_task(None)
             slot.current = None
             task.sink(outcome)
             if slot.retired:

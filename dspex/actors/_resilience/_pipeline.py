@@ -11,7 +11,9 @@ wait is an ``await`` on the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -25,7 +27,17 @@ from dspex.actors._resilience._singleflight import SingleFlight
 from dspex.actors._resilience._usage import UsageMeter
 from dspex.errors import CircuitOpenError, LMError, RateLimitError, UsageError
 
-__all__ = ["CallInfo", "CallOptions", "Deliver", "Emit", "Pipeline", "Send"]
+__all__ = [
+    "PARK_MIN_SECONDS",
+    "CallInfo",
+    "CallOptions",
+    "Deliver",
+    "Emit",
+    "Park",
+    "Pipeline",
+    "Resume",
+    "Send",
+]
 
 log = logging.getLogger("dspex.lm")
 
@@ -72,6 +84,15 @@ class _Outcome(NamedTuple):
 Deliver = Callable[[W, "LMResponse | BaseException", CallInfo], None]
 """``deliver(waiter, response_or_error, info)`` on the loop thread; quick, must not raise."""
 
+Park = Callable[[W], None]
+"""``park(waiter)`` on the loop thread: its call starts a retry wait; quick, must not raise."""
+
+Resume = Callable[[W, Callable[[], None]], None]
+"""``resume(waiter, ready)``: call ``ready()`` (any thread) once the waiter may send again."""
+
+PARK_MIN_SECONDS = 0.05
+"""Retry waits shorter than this are not worth parking the callers for."""
+
 
 class Pipeline(Generic[W]):
     """Runs requests for one client; construct and call it on the loop thread only."""
@@ -90,6 +111,8 @@ class Pipeline(Generic[W]):
         timeout: float,
         max_in_flight: int,
         emit: Emit | None = None,
+        park: Park[W] | None = None,
+        resume: Resume[W] | None = None,
     ) -> None:
         self._send = send
         self._deliver = deliver
@@ -101,6 +124,8 @@ class Pipeline(Generic[W]):
         self.meter = meter
         self.timeout = timeout
         self.emit = emit
+        self._park = park
+        self._resume = resume
         self._slots = asyncio.Semaphore(max_in_flight)
         self._flights: SingleFlight[_Outcome, W] = SingleFlight(self._notify)
 
@@ -112,7 +137,7 @@ class Pipeline(Generic[W]):
     def start(self, key: str, request: LMRequest, options: CallOptions, waiter: W) -> bool:
         """Work on ``request`` (or join the identical one in flight); True if joined."""
         self.meter.count("calls")
-        shared = self._flights.join(key, lambda: self._run(request, options), waiter)
+        shared = self._flights.join(key, lambda: self._run(key, request, options), waiter)
         if shared:
             self.meter.count("shared")
         return shared
@@ -135,7 +160,7 @@ class Pipeline(Generic[W]):
         outcome = task.result()
         self._deliver(waiter, outcome.value, CallInfo(outcome.retries, shared))
 
-    async def _run(self, request: LMRequest, options: CallOptions) -> _Outcome:
+    async def _run(self, key: str, request: LMRequest, options: CallOptions) -> _Outcome:
         policy = self.policy
         if options.num_retries is not None:
             policy = dataclasses.replace(policy, num_retries=options.num_retries)
@@ -182,7 +207,31 @@ class Pipeline(Generic[W]):
             self.meter.count("retries")
             if self.emit is not None:
                 self._emit_retry(retries, delay, error)
-            await self.sleeper(delay)
+            if delay >= PARK_MIN_SECONDS and self._park is not None:
+                await self._wait_parked(key, delay)
+            else:
+                await self.sleeper(delay)
+
+    async def _wait_parked(self, key: str, delay: float) -> None:
+        """Sleep ``delay`` with the callers parked, then wait until each may send again.
+
+        A caller running as a pool task lends its slot to other work while
+        the request only waits (see ``dspex.supervision.Lease``); getting the
+        slot back before the retry keeps the requests a pool sends at once
+        within its concurrency.
+        """
+        assert self._park is not None and self._resume is not None
+        for waiter in self._flights.waiters(key):
+            self._park(waiter)
+        await self.sleeper(delay)
+        loop = asyncio.get_running_loop()
+        pending: list[asyncio.Future[None]] = []
+        for waiter in self._flights.waiters(key):
+            ready: asyncio.Future[None] = loop.create_future()
+            pending.append(ready)
+            self._resume(waiter, functools.partial(_settle_from_any_thread, loop, ready))
+        if pending:
+            await asyncio.gather(*pending)
 
     def _emit_retry(self, retry: int, delay: float, error: LMError) -> None:
         assert self.emit is not None
@@ -197,3 +246,14 @@ class Pipeline(Generic[W]):
             self.emit("lm.request.retry", data)
         except Exception:
             log.exception("telemetry sink failed on lm.request.retry")
+
+
+def _settle(ready: asyncio.Future[None]) -> None:
+    if not ready.done():  # the wait may have been cancelled meanwhile
+        ready.set_result(None)
+
+
+def _settle_from_any_thread(loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
+    # RuntimeError: the loop closed with the client, so nothing waits any more.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_settle, ready)

@@ -66,6 +66,11 @@ class SingleFlight(Generic[T, W]):
         task.add_done_callback(lambda done: self._finish(key, flight, done))
         return False
 
+    def waiters(self, key: Hashable) -> tuple[W, ...]:
+        """Who waits for ``key``'s outcome now (empty if nothing is in flight for it)."""
+        flight = self._flights.get(key)
+        return () if flight is None else tuple(flight.waiters)
+
     def leave(self, key: Hashable, waiter: W) -> None:
         """Stop waiting; when the last waiter leaves, the work is cancelled."""
         flight = self._flights.get(key)
