@@ -19,6 +19,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import h11
 
+from dspex.errors import CallTimeoutError, StartError, UsageError
+
 __all__ = ["ConnectionAction", "HTTPRequest", "HTTPResponse", "HTTPServerThread"]
 
 _READ_CHUNK = 65536
@@ -98,7 +100,7 @@ class HTTPServerThread:
     def port(self) -> int:
         """The bound port; only known once started."""
         if self._port is None:
-            raise RuntimeError(f"{self._name} is not running: call start() first")
+            raise UsageError(f"{self._name} is not running: call start() first")
         return self._port
 
     @property
@@ -112,11 +114,11 @@ class HTTPServerThread:
     def start(self, timeout: float = 5.0) -> None:
         """Bind the socket and start serving; returns once the port is known."""
         if self._thread is not None:
-            raise RuntimeError(f"{self._name} was already started; create a new server")
+            raise UsageError(f"{self._name} was already started; create a new server")
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
         if not self._started.wait(timeout):
-            raise RuntimeError(f"{self._name} did not start within {timeout} s")
+            raise StartError(f"{self._name} did not start within {timeout} s")
         if self._startup_error is not None:
             self._thread.join(timeout)
             raise self._startup_error
@@ -132,7 +134,7 @@ class HTTPServerThread:
                 loop.call_soon_threadsafe(stopping.set)
         thread.join(timeout)
         if thread.is_alive():
-            raise RuntimeError(
+            raise CallTimeoutError(
                 f"{self._name} did not stop within {timeout} s; a handler may be "
                 "blocking the server's loop thread"
             )
