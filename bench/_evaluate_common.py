@@ -223,17 +223,32 @@ def print_row(scenario: Scenario, runs: list[Run]) -> None:
             )
     if scenario.fail_rate:
         print(f"  median run: {mid.server.get('outcomes', {})}, {work_bound_note(scenario, mid)}")
+        if all("path_bound" in r.server for r in runs):
+            pairs = " ".join(f"{r.wall:.2f}/{r.server['path_bound']:.2f}" for r in runs)
+            print(f"  per run, wall / path bound (s): {pairs}")
 
 
 def work_bound_note(scenario: Scenario, run: Run) -> str:
-    """How fast the faults of ``run`` allow at best, with every worker busy to the end.
+    """How fast the faults of ``run`` allow at best: the work bound and the path bound.
 
-    Each request holds a worker for the latency, and each 429 then holds it
-    for its ``Retry-After`` (1 s) as well; spreading that over the workers
-    perfectly gives the bound. Backoff after a 500 is the client's choice, so
-    it is not counted.
+    Work bound: each request holds a worker for the latency, and each 429
+    then holds it for its ``Retry-After`` (1 s) as well; spreading that over
+    the workers perfectly gives the bound. Path bound (from the fake): one
+    example's attempts are sequential, so the slowest example's attempts x
+    latency + waited 429s x ``Retry-After`` bounds the wall time whatever the
+    number of workers. Backoff after a 500 is the client's choice, so neither
+    counts it.
     """
     outcomes = run.server.get("outcomes", {})
     requests = sum(outcomes.values())
     busy = requests * scenario.latency + outcomes.get("rate_limit", 0) * 1.0
-    return f"work bound {busy / scenario.workers:.2f} s"
+    note = f"work bound {busy / scenario.workers:.2f} s"
+    path = run.server.get("path_bound")
+    if path is not None:
+        met = run.server.get("path_faults", 0)
+        partial = " of the requests kept" if run.server.get("path_bound_partial") else ""
+        note += (
+            f", path bound {path:.2f} s (an example met {met} fault{'s' * (met != 1)}"
+            f"{partial}; examples by faults met {run.server.get('examples_by_faults', {})})"
+        )
+    return note
