@@ -85,7 +85,9 @@ class Stream(Generic[T, R]):
         try:
             while True:
                 # A parked task wanting its slot back goes before any new input.
-                while resuming and len(inflight) + len(buffer) - len(parked) < limit:
+                # Buffered results (ordered mode) run nothing, so they do not
+                # count here: the parked head may be what they wait for.
+                while resuming and len(inflight) - len(parked) < limit:
                     lease = resuming.popleft()
                     if parked.get(lease.task.seq) is lease:
                         del parked[lease.task.seq]
