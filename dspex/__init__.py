@@ -39,6 +39,12 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "adapters": "dspex.adapters",
     "evaluate": "dspex.evaluate",
+    "teleprompt": "dspex.teleprompt",
+    "BootstrapFewShot": "dspex.teleprompt",
+    "BootstrapFewShotWithRandomSearch": "dspex.teleprompt",
+    "LabeledFewShot": "dspex.teleprompt",
+    "ReAct": "dspex.programs",
+    "Tool": "dspex.programs",
     "Actor": "dspex.supervision",
     "Adapter": "dspex.programs",
     "ChainOfThought": "dspex.programs",
@@ -96,6 +102,8 @@ __all__ = [
     "Adapter",
     "AdapterParseError",
     "AuthenticationError",
+    "BootstrapFewShot",
+    "BootstrapFewShotWithRandomSearch",
     "CallTimeoutError",
     "ChainOfThought",
     "ChatAdapter",
@@ -114,6 +122,7 @@ __all__ = [
     "JSONAdapter",
     "LMError",
     "LMTimeoutError",
+    "LabeledFewShot",
     "LocalModelError",
     "MaxChildrenError",
     "Module",
@@ -126,6 +135,7 @@ __all__ = [
     "ProgramError",
     "ProviderError",
     "RateLimitError",
+    "ReAct",
     "Registry",
     "RegistryError",
     "Restart",
@@ -138,6 +148,7 @@ __all__ = [
     "Strategy",
     "SupervisionError",
     "Supervisor",
+    "Tool",
     "UsageError",
     "WorkerPool",
     "XMLAdapter",
@@ -160,6 +171,7 @@ __all__ = [
     "normalize_text",
     "settings",
     "start",
+    "teleprompt",
 ]
 
 

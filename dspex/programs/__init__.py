@@ -15,11 +15,13 @@ from ._metrics import (
 from ._module import Module, Parameter
 from ._predict import Predict
 from ._prediction import Completions, Prediction
+from ._react import ReAct
 from ._runtime_glue import configure, configure_cache, inspect_history, start
 from ._settings import context, current_settings, settings
 from ._signature import Signature, SignatureMeta
 from ._signature_build import ensure_signature, make_signature
 from ._state import load
+from ._tool import Tool
 
 __all__ = [
     "Adapter",
@@ -37,8 +39,10 @@ __all__ = [
     "Parameter",
     "Predict",
     "Prediction",
+    "ReAct",
     "Signature",
     "SignatureMeta",
+    "Tool",
     "XMLAdapter",
     "answer_exact_match",
     "answer_passage_match",

@@ -1,0 +1,345 @@
+"""``ReAct``: an agent loop that reasons, calls tools and then extracts the outputs.
+
+Each step asks the ``react`` predictor for ``next_thought``, ``next_tool_name``
+(one of the tools, or ``finish``) and ``next_tool_args``, calls that tool and
+records the step in the trajectory dict as ``thought_i``, ``tool_name_i``,
+``tool_args_i`` and ``observation_i``. After ``finish`` (or ``max_iters``
+steps) the ``extract`` ChainOfThought reads the inputs plus the trajectory and
+writes the signature's outputs.
+
+Inside a program run the loop executes as its own transient actor under the
+runtime's ``programs`` DynamicSupervisor (DESIGN.md section 2), carrying the
+run's deadline and cancel event: a tool that raises ``SystemExit`` or stops
+the thread fails that trajectory only, as a ``ProgramError`` in the run, and a
+tool stuck past the deadline no longer holds the caller. Outside a run, or
+without a runtime, the loop executes inline.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Literal
+
+from dspex.actors._program_run import ProgramRun, RunContext, RunJob, current_run
+from dspex.errors import (
+    ActorStoppedError,
+    AdapterParseError,
+    MaxChildrenError,
+    ProgramError,
+    UsageError,
+)
+from dspex.programs._chain_of_thought import ChainOfThought
+from dspex.programs._fields import InputField, OutputField
+from dspex.programs._module import Module
+from dspex.programs._predict import Predict
+from dspex.programs._prediction import Prediction
+from dspex.programs._settings import current_settings
+from dspex.programs._signature import Signature
+from dspex.programs._signature_build import ensure_signature, make_signature
+from dspex.programs._tool import Tool
+from dspex.supervision import ChildSpec, Restart, start_child
+
+__all__ = ["ReAct"]
+
+logger = logging.getLogger("dspex.programs")
+
+FINISH = "finish"
+_POLL = 1.0  # the wait for a trajectory actor is sliced to notice its death or a cancel
+
+
+def _finish() -> str:
+    """The ``finish`` tool: ends the loop (module-level, so programs stay picklable)."""
+    return "Completed."
+
+
+class ReAct(Module):
+    """A tool-using agent for any signature: ``ReAct("question -> answer", tools=[search])``.
+
+    ``tools`` are functions, callable objects or :class:`Tool` objects. The
+    call returns ``Prediction(trajectory=..., reasoning=..., <outputs>)``;
+    ``max_iters=`` may also be passed per call. Predictors: ``react`` (one per
+    step) and ``extract.predict`` (the final outputs).
+    """
+
+    signature: type[Signature]
+    max_iters: int
+    tools: dict[str, Tool]
+    react: Predict
+    extract: ChainOfThought
+
+    def __init__(
+        self,
+        signature: str | type[Signature],
+        tools: Sequence[Callable[..., Any] | Tool],
+        max_iters: int = 20,
+    ) -> None:
+        super().__init__()
+        self.signature = signature = ensure_signature(signature)
+        self.max_iters = _check_max_iters(max_iters)
+        self.tools = _tool_table(tools, signature)
+        self.react = Predict(_step_signature(signature, self.tools))
+        extract = make_signature(
+            {**signature.input_fields, **signature.output_fields}, signature.instructions
+        ).append("trajectory", InputField(), type_=str)
+        self.extract = ChainOfThought(extract)
+
+    # -- running -------------------------------------------------------------------------
+
+    def forward(self, **input_args: Any) -> Prediction:
+        run = current_run()
+        runtime = run.runtime if run is not None else None
+        if run is None or runtime is None or not getattr(runtime, "running", False):
+            return self._trajectory(input_args)
+        result: Prediction = _in_trajectory_actor(
+            run, runtime, lambda: self._trajectory(input_args)
+        )
+        return result
+
+    def _trajectory(self, input_args: dict[str, Any]) -> Prediction:
+        """The loop itself; runs in the trajectory actor's thread (or inline)."""
+        max_iters = _check_max_iters(input_args.pop("max_iters", self.max_iters))
+        run = current_run()
+        trajectory: dict[str, Any] = {}
+        for idx in range(max_iters):
+            if run is not None:
+                run.check_deadline()
+            try:
+                pred = self.react(**input_args, trajectory=self._format_trajectory(trajectory))
+            except AdapterParseError as err:
+                # As DSPy: a reply naming no valid tool ends the loop; extraction still runs.
+                logger.warning(
+                    "ReAct: ending the trajectory at step %d: the LM did not choose a valid "
+                    "tool (%s)",
+                    idx,
+                    err,
+                )
+                break
+            name, args = pred.next_tool_name, pred.next_tool_args
+            trajectory[f"thought_{idx}"] = pred.next_thought
+            trajectory[f"tool_name_{idx}"] = name
+            trajectory[f"tool_args_{idx}"] = args
+            trajectory[f"observation_{idx}"] = self._observe(name, args)
+            if name == FINISH:
+                break
+        extract = self.extract(**input_args, trajectory=self._format_trajectory(trajectory))
+        return Prediction(trajectory=trajectory, **extract)
+
+    def _observe(self, name: Any, args: Any) -> Any:
+        """Call the chosen tool; any Exception becomes the observation the LM reads next."""
+        try:
+            tool = self.tools.get(name) if isinstance(name, str) else None
+            if tool is None:
+                raise UsageError(f"no tool named {name!r}; choose one of {list(self.tools)}")
+            if not isinstance(args, Mapping):
+                raise UsageError(
+                    f"next_tool_args must be a JSON object of argument names to values, "
+                    f"got {type(args).__name__}: {args!r}"
+                )
+            return tool(**args)
+        except Exception as err:  # BaseException (SystemExit...) ends the trajectory instead
+            return f"Execution error in {name}: {type(err).__name__}: {err}"
+
+    def _format_trajectory(self, trajectory: Mapping[str, Any]) -> str:
+        """The trajectory as input-field blocks in the configured adapter's format."""
+        if not trajectory:
+            return ""
+        adapter = current_settings().get("adapter")
+        if adapter is None:
+            from dspex.programs._adapters import ChatAdapter
+
+            adapter = ChatAdapter()
+        steps = make_signature(f"{', '.join(trajectory)} -> x")
+        text: str = adapter.format_user_message_content(steps, trajectory)
+        return text
+
+    def truncate_trajectory(self, trajectory: dict[str, Any]) -> dict[str, Any]:
+        """Drop the oldest step (its four entries) so the prompt fits the context window.
+
+        Override to truncate differently. Raises ``UsageError`` when only one
+        step is left.
+        """
+        keys = list(trajectory)
+        if len(keys) < 4:
+            raise UsageError(
+                "the ReAct trajectory no longer fits the LM's context window and holds a "
+                "single step, so it cannot be shortened; use a model with a larger context "
+                "window or tools that return shorter observations"
+            )
+        for key in keys[:4]:
+            del trajectory[key]
+        return trajectory
+
+    def __repr__(self) -> str:
+        return f"ReAct({self.signature!r}, tools={list(self.tools)}, max_iters={self.max_iters})"
+
+
+# -- construction ---------------------------------------------------------------------------
+
+
+def _check_max_iters(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"max_iters={value!r}: pass a positive int, e.g. max_iters=10.")
+    return value
+
+
+def _tool_table(tools: Any, signature: type[Signature]) -> dict[str, Tool]:
+    """``{name: Tool}`` for the user's tools, plus ``finish``; names must be unique."""
+    if callable(tools) or isinstance(tools, str | bytes) or not isinstance(tools, Sequence):
+        raise UsageError(
+            f"ReAct(tools={tools!r}): tools must be a list of functions or Tool objects, "
+            "e.g. tools=[search]."
+        )
+    table: dict[str, Tool] = {}
+    for index, item in enumerate(tools):
+        if not isinstance(item, Tool) and not callable(item):
+            raise UsageError(
+                f"ReAct(tools=[...]): tools[{index}]={item!r} is not callable; pass a function, "
+                "a callable object or a dspex.Tool."
+            )
+        tool = item if isinstance(item, Tool) else Tool(item)
+        if tool.name == FINISH:
+            raise UsageError(
+                "ReAct(tools=[...]): a tool is named 'finish', which ReAct reserves for ending "
+                "the loop; rename it with Tool(func, name=...)."
+            )
+        if tool.name in table:
+            raise UsageError(
+                f"ReAct(tools=[...]): two tools are named {tool.name!r}; give one another "
+                "name with Tool(func, name=...)."
+            )
+        table[tool.name] = tool
+    outputs = ", ".join(f"`{k}`" for k in signature.output_fields)
+    table[FINISH] = Tool(
+        _finish,
+        name=FINISH,
+        desc=(
+            f"Ends the task. Choose it once the trajectory holds everything needed to "
+            f"produce {outputs}."
+        ),
+        args={},
+    )
+    return table
+
+
+def _step_signature(signature: type[Signature], tools: Mapping[str, Tool]) -> type[Signature]:
+    """The per-step signature: inputs + trajectory -> thought, tool name, tool args."""
+    inputs = ", ".join(f"`{k}`" for k in signature.input_fields)
+    outputs = ", ".join(f"`{k}`" for k in signature.output_fields)
+    lines = [f"{signature.instructions}\n"] if signature.instructions else []
+    lines += [
+        f"You are an agent. Every turn you get the input fields {inputs} and the trajectory "
+        "of the steps you have taken so far.",
+        f"Use the tools below to gather what you need to produce {outputs}.\n",
+        "Each turn, write `next_thought` (your reasoning about where things stand and what "
+        "to do next), then pick `next_tool_name` and give its `next_tool_args`.",
+        "The tool's result is added to the trajectory as an observation before your next turn.\n",
+        "`next_tool_name` must be one of these tools:\n",
+    ]
+    lines += [f"({i}) {tool}" for i, tool in enumerate(tools.values(), 1)]
+    lines.append(
+        "Write `next_tool_args` as a JSON object mapping the tool's argument names to values "
+        "(`{}` when it takes none)."
+    )
+    names: Any = Literal.__getitem__(tuple(tools))
+    return (
+        make_signature(dict(signature.input_fields), "\n".join(lines))
+        .append("trajectory", InputField(), type_=str)
+        .append("next_thought", OutputField(), type_=str)
+        .append("next_tool_name", OutputField(), type_=names)
+        .append("next_tool_args", OutputField(), type_=dict[str, Any])
+    )
+
+
+# -- the trajectory actor ---------------------------------------------------------------------
+
+
+def _in_trajectory_actor(parent: RunContext, runtime: Any, loop: Callable[[], Prediction]) -> Any:
+    """Run ``loop`` as a transient ProgramRun under ``programs`` and wait for its reply.
+
+    The job carries this thread's contextvars (settings overrides, the trace)
+    and a RunContext with the parent's deadline, cancel event and trace. This
+    does not go through ``Runtime.run``: its admission gate counts top-level
+    runs, and a run waiting there for its own trajectory could wait forever
+    once every slot is held by such runs. When the supervisor is full (or
+    stopping) the loop runs inline instead.
+    """
+    run = RunContext(
+        deadline=parent.deadline,
+        trace=parent.trace,
+        cancelled=parent.cancelled,
+        label=f"{parent.label}/ReAct" if parent.label else "ReAct",
+        runtime=runtime,
+    )
+    spec = ChildSpec(f"trajectory-{run.run_id}", ProgramRun.start, restart=Restart.TEMPORARY)
+    try:
+        ref = start_child(runtime.whereis("programs"), spec)
+    except (MaxChildrenError, ActorStoppedError) as exc:
+        logger.debug("ReAct: trajectory runs inline in run %s: %s", parent.run_id, exc)
+        return loop()
+    reply: Future[Any] = Future()
+    started = time.perf_counter()
+    ref.tell(RunJob(loop, contextvars.copy_context(), run, reply))
+    error: BaseException | None = None
+    try:
+        return _await_trajectory(ref, parent, run, reply)
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        _report(runtime, parent, run, (time.perf_counter() - started) * 1000, error)
+
+
+def _await_trajectory(ref: Any, parent: RunContext, run: RunContext, reply: Future[Any]) -> Any:
+    """The trajectory's result; an ordinary error re-raised as it was raised inline."""
+    failure: ProgramError | None = None
+    while True:
+        wait = _POLL
+        if parent.deadline is not None:
+            wait = min(wait, max(parent.deadline - time.monotonic(), 0.001))
+        try:
+            return reply.result(timeout=wait)
+        except FutureTimeout:
+            parent.check_deadline()  # deadline passed or cancelled: stop waiting
+            if not ref.is_alive() and not reply.done():
+                raise ProgramError(
+                    f"the ReAct trajectory of run {parent.run_id} ({parent.label}) died "
+                    "without replying; see the supervisor events in telemetry"
+                ) from None
+        except ProgramError as exc:
+            failure = exc
+            break
+    original = failure.original
+    if isinstance(original, Exception):
+        raise original  # the wrapper only carried it across threads
+    if original is not None:  # SystemExit & co from a tool: this trajectory fails alone
+        error = ProgramError(
+            f"the ReAct trajectory of run {parent.run_id} ({parent.label}) failed: a tool or "
+            f"the LM call raised {original!r}; the trajectory was stopped",
+            original=original,
+        )
+        raise error from original
+    raise failure  # the trajectory's own deadline or cancel check
+
+
+def _report(
+    runtime: Any, parent: RunContext, run: RunContext, ms: float, error: BaseException | None
+) -> None:
+    """A telemetry event per trajectory (a tell: never on the critical path)."""
+    fields: dict[str, Any] = {
+        "run_id": run.run_id,
+        "parent_run_id": parent.run_id,
+        "label": run.label,
+        "duration_ms": ms,
+    }
+    if error is None:
+        runtime.telemetry.emit("program.trajectory.stop", **fields)
+    else:
+        original = getattr(error, "original", None) or error
+        runtime.telemetry.emit(
+            "program.trajectory.exception", error=type(original).__name__, **fields
+        )

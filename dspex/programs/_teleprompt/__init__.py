@@ -1,0 +1,19 @@
+"""Optimizers ("teleprompters"): LabeledFewShot, BootstrapFewShot and its random search.
+
+Each compile runs under a coordinator actor in the runtime's tree, which owns
+the WorkerPool the teacher's runs are dispatched to (see ``_coordinator``).
+"""
+
+from dspex.programs._teleprompt._base import Teleprompter
+from dspex.programs._teleprompt._bootstrap import BootstrapFewShot
+from dspex.programs._teleprompt._coordinator import Coordinator
+from dspex.programs._teleprompt._labeled import LabeledFewShot
+from dspex.programs._teleprompt._random_search import BootstrapFewShotWithRandomSearch
+
+__all__ = [
+    "BootstrapFewShot",
+    "BootstrapFewShotWithRandomSearch",
+    "Coordinator",
+    "LabeledFewShot",
+    "Teleprompter",
+]

@@ -1,0 +1,61 @@
+"""``Teleprompter``: the base of optimizers (DSPy's name for them)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dspex.errors import UsageError
+
+__all__ = ["Teleprompter", "check_count", "check_trainset"]
+
+
+class Teleprompter:
+    """An optimizer: ``compile(student, trainset=...)`` returns an improved copy of ``student``."""
+
+    def compile(
+        self,
+        student: Any,
+        *,
+        trainset: Sequence[Any],
+        teacher: Any = None,
+        valset: Sequence[Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must implement compile(...)")
+
+    def get_params(self) -> dict[str, Any]:
+        """The optimizer's settings and state (its attributes), as DSPy reports them."""
+        return self.__dict__
+
+
+def check_trainset(trainset: Any, where: str, *, need_inputs: bool) -> list[Any]:
+    """``trainset`` as a list of Examples (with inputs marked when ``need_inputs``)."""
+    if trainset is None or isinstance(trainset, str | bytes | dict):
+        raise UsageError(
+            f"{where}(trainset={trainset!r}): pass a list of dspex.Example, e.g. "
+            "[Example(question=..., answer=...).with_inputs('question')]"
+        )
+    try:
+        examples = list(trainset)
+    except TypeError:
+        raise UsageError(f"{where}(trainset={trainset!r}): not a list of examples") from None
+    for index, example in enumerate(examples):
+        if not callable(getattr(example, "inputs", None)):
+            raise UsageError(
+                f"{where}: trainset[{index}]={example!r} is not an Example; wrap it, e.g. "
+                "dspex.Example(**row).with_inputs('question')"
+            )
+        if need_inputs and getattr(example, "_input_keys", None) is None:
+            raise UsageError(
+                f"{where}: trainset[{index}] has no input fields marked; call "
+                ".with_inputs(...) on it, e.g. example.with_inputs('question')"
+            )
+    return examples
+
+
+def check_count(where: str, field: str, value: Any, minimum: int) -> int:
+    """``value`` if it is an int >= ``minimum``, else a UsageError naming the field."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(f"{where}({field}={value!r}): must be an int >= {minimum}")
+    return value

@@ -1,0 +1,376 @@
+"""``ReAct``: the agent loop, its trajectory, state, and the trajectory actor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+from runtime_helpers import wait_until
+
+import dspex
+from dspex.actors import RunContext, current_run
+from dspex.actors._program_run import activate_run
+from dspex.errors import AdapterParseError, ProgramError, UsageError
+from dspex.programs import JSONAdapter, Module, Prediction, context
+from dspex.programs._react import ReAct
+from dspex.programs._tool import Tool
+from dspex.supervision import count_children
+from dspex.testing import DummyLM
+
+
+def step(tool: str, thought: str = "thinking", **args: Any) -> dict[str, Any]:
+    return {"next_thought": thought, "next_tool_name": tool, "next_tool_args": args}
+
+
+def final(answer: str) -> dict[str, Any]:
+    return {"reasoning": "the trajectory says so", "answer": answer}
+
+
+class Calls:
+    """A search tool that records its calls and the thread they ran in."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.threads: list[threading.Thread] = []
+
+    def search(self, query: str, k: int = 1) -> str:
+        """Look a query up."""
+        self.calls.append((query, k))
+        self.threads.append(threading.current_thread())
+        return f"{query} is in France"
+
+
+def inline(fn: Callable[[], Any], run: RunContext | None = None) -> Any:
+    """Run ``fn`` inside a run that has no runtime (the trajectory then runs inline)."""
+
+    def body() -> Any:
+        activate_run(run or RunContext(label="inline"))
+        return fn()
+
+    return contextvars.copy_context().run(body)
+
+
+# -- the loop ------------------------------------------------------------------------------
+
+
+def test_multi_step_trajectory_calls_tools_and_extracts() -> None:
+    calls = Calls()
+    lm = DummyLM(
+        [
+            step("search", "look it up", query="Paris", k=2),
+            step("finish", "I know now"),
+            final("France"),
+        ]
+    )
+    react = ReAct("question -> answer", tools=[calls.search])
+    with context(lm=lm):
+        pred = react(question="Where is Paris?")
+    assert isinstance(pred, Prediction)
+    assert pred.answer == "France"
+    assert pred.reasoning == "the trajectory says so"
+    assert calls.calls == [("Paris", 2)]
+    assert pred.trajectory == {
+        "thought_0": "look it up",
+        "tool_name_0": "search",
+        "tool_args_0": {"query": "Paris", "k": 2},
+        "observation_0": "Paris is in France",
+        "thought_1": "I know now",
+        "tool_name_1": "finish",
+        "tool_args_1": {},
+        "observation_1": "Completed.",
+    }
+    assert lm.calls == 3
+    second_prompt = lm.history[1]["messages"][-1]["content"]
+    assert "[[ ## observation_0 ## ]]\nParis is in France" in second_prompt
+    extract_prompt = lm.history[2]["messages"][-1]["content"]
+    assert "[[ ## tool_name_1 ## ]]\nfinish" in extract_prompt
+
+
+def test_step_signature_lists_tools_and_finish() -> None:
+    react = ReAct("question -> answer", tools=[Calls().search])
+    sig = react.react.signature
+    assert list(sig.input_fields) == ["question", "trajectory"]
+    assert list(sig.output_fields) == ["next_thought", "next_tool_name", "next_tool_args"]
+    assert sig.output_fields["next_tool_name"].annotation == Literal["search", "finish"]
+    assert sig.output_fields["next_tool_args"].annotation == dict[str, Any]
+    assert "(1) search" in sig.instructions and "(2) finish" in sig.instructions
+    assert "Look a query up." in sig.instructions
+    extract = react.extract.predict.signature
+    assert list(extract.input_fields) == ["question", "trajectory"]
+    assert list(extract.output_fields) == ["reasoning", "answer"]
+    assert list(react.tools) == ["search", "finish"]
+
+
+def test_tool_error_becomes_an_observation_and_the_loop_goes_on() -> None:
+    def lookup(query: str) -> str:
+        raise ValueError(f"no entry for {query}")
+
+    lm = DummyLM([step("lookup", query="x"), step("finish"), final("unknown")])
+    with context(lm=lm):
+        pred = ReAct("question -> answer", tools=[lookup])(question="q")
+    assert (
+        pred.trajectory["observation_0"] == "Execution error in lookup: ValueError: no entry for x"
+    )
+    assert pred.trajectory["tool_name_1"] == "finish"
+    assert pred.answer == "unknown"
+
+
+def test_bad_tool_args_from_the_lm_become_an_observation() -> None:
+    calls = Calls()
+    lm = DummyLM([step("search", query="a", limit=3), step("finish"), final("a")])
+    with context(lm=lm):
+        pred = ReAct("question -> answer", tools=[calls.search])(question="q")
+    assert "no argument 'limit'" in pred.trajectory["observation_0"]
+    assert calls.calls == []
+
+
+def test_numeric_text_reaches_a_str_argument_as_text() -> None:
+    calls = Calls()
+    lm = DummyLM([step("search", query="2024"), step("finish"), final("ok")])
+    with context(lm=lm):
+        ReAct("question -> answer", tools=[calls.search])(question="q")
+    assert calls.calls == [("2024", 1)]
+
+
+def test_max_iters_caps_the_loop() -> None:
+    calls = Calls()
+    lm = DummyLM([step("search", query=str(i)) for i in range(2)] + [final("done")])
+    react = ReAct("question -> answer", tools=[calls.search], max_iters=2)
+    with context(lm=lm):
+        pred = react(question="q")
+    assert [q for q, _ in calls.calls] == ["0", "1"]
+    assert "thought_2" not in pred.trajectory and pred.answer == "done"
+    lm = DummyLM([step("search", query="only"), final("one")])
+    with context(lm=lm):
+        pred = react(question="q", max_iters=1)  # per call, as in DSPy
+    assert pred.trajectory["tool_name_0"] == "search" and pred.answer == "one"
+    assert lm.calls == 2
+
+
+def test_unknown_tool_name_ends_the_trajectory_like_dspy(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # ChatAdapter rejects the name, its JSON fallback too: the loop ends, extraction runs.
+    lm = DummyLM([step("teleport"), step("teleport"), final("stuck")])
+    with context(lm=lm), caplog.at_level(logging.WARNING, "dspex.programs"):
+        pred = ReAct("question -> answer", tools=[Calls().search])(question="q")
+    assert pred.trajectory == {}
+    assert pred.answer == "stuck"
+    assert "did not choose a valid tool" in caplog.text
+
+
+def test_a_tool_missing_from_the_table_is_an_observation_error() -> None:
+    react = ReAct("question -> answer", tools=[Calls().search])
+    del react.tools["search"]  # the LM may still name it: the signature lists it
+    lm = DummyLM([step("search", query="x"), step("finish"), final("a")])
+    with context(lm=lm):
+        pred = react(question="q")
+    assert pred.trajectory["observation_0"].startswith("Execution error in search: UsageError")
+
+
+def test_json_adapter_parses_tool_name_and_args() -> None:
+    calls = Calls()
+    lm = DummyLM([step("search", query="Lyon", k=1), step("finish"), final("France")])
+    with context(lm=lm, adapter=JSONAdapter()):
+        pred = ReAct("question -> answer", tools=[calls.search])(question="q")
+    assert calls.calls == [("Lyon", 1)]
+    assert pred.answer == "France"
+    assert lm.history[0]["params"]["response_format"] == {"type": "json_object"}
+
+
+def test_tools_may_be_tool_objects_and_are_checked() -> None:
+    react = ReAct("question -> answer", tools=[Tool(Calls().search, name="web")])
+    assert list(react.tools) == ["web", "finish"]
+    with pytest.raises(UsageError, match=r"tools\[1\]=3 is not callable"):
+        ReAct("question -> answer", tools=[Calls().search, 3])  # type: ignore[list-item]
+    with pytest.raises(UsageError, match="two tools are named 'search'"):
+        ReAct("question -> answer", tools=[Calls().search, Calls().search])
+    with pytest.raises(UsageError, match="reserves"):
+        ReAct("question -> answer", tools=[Tool(len, name="finish")])
+    with pytest.raises(UsageError, match="must be a list"):
+        ReAct("question -> answer", tools=Calls().search)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="max_iters=0"):
+        ReAct("question -> answer", tools=[], max_iters=0)
+
+
+# -- predictors and state -------------------------------------------------------------------
+
+
+def test_named_predictors_and_save_load_round_trip(tmp_path: Path) -> None:
+    react = ReAct("question -> answer", tools=[Calls().search])
+    assert [name for name, _ in react.named_predictors()] == ["react", "extract.predict"]
+    react.react.demos = [
+        {"question": "q", "trajectory": "", "next_thought": "t"}
+        | {"next_tool_name": "finish", "next_tool_args": {}}
+    ]
+    react.extract.predict.demos = [
+        {"question": "q", "trajectory": "", "reasoning": "r", "answer": "a"}
+    ]
+    react.react.signature = react.react.signature.with_instructions("Be brief.")
+    path = tmp_path / "react.json"
+    react.save(path)
+    loaded = ReAct("question -> answer", tools=[Calls().search]).load(path)
+    assert loaded.react.demos == react.react.demos
+    assert loaded.extract.predict.demos == react.extract.predict.demos
+    assert loaded.react.signature.instructions == "Be brief."
+    assert loaded.dump_state() == react.dump_state()
+
+
+def test_deepcopy_keeps_working_tools() -> None:
+    calls = Calls()
+    copy = ReAct("question -> answer", tools=[calls.search]).reset_copy()
+    lm = DummyLM([step("search", query="x"), step("finish"), final("y")])
+    with context(lm=lm):
+        assert copy(question="q").answer == "y"
+    assert [name for name, _ in copy.named_predictors()] == ["react", "extract.predict"]
+
+
+# -- the trajectory actor ---------------------------------------------------------------------
+
+
+class Agent(Module):
+    """Wraps a ReAct; records its own thread and survives a failed trajectory."""
+
+    def __init__(self, react: ReAct) -> None:
+        super().__init__()
+        self.react = react
+        self.thread: threading.Thread | None = None
+
+    def forward(self, question: str) -> Prediction:
+        self.thread = threading.current_thread()
+        try:
+            return self.react(question=question)  # type: ignore[no-any-return]
+        except ProgramError as exc:
+            return Prediction(answer="fallback", error=exc)
+
+
+def test_trajectory_runs_in_its_own_actor_inside_a_run() -> None:
+    calls = Calls()
+    agent = Agent(ReAct("question -> answer", tools=[calls.search]))
+    lm = DummyLM([step("search", query="x"), step("finish"), final("ok")])
+    with context(lm=lm):
+        assert agent(question="q").answer == "ok"
+    assert agent.thread is not None and calls.threads
+    assert calls.threads[0] is not agent.thread
+
+
+def test_without_a_runtime_the_trajectory_runs_inline() -> None:
+    calls = Calls()
+    react = ReAct("question -> answer", tools=[calls.search])
+    lm = DummyLM([step("search", query="x"), step("finish"), final("ok")])
+    with context(lm=lm):
+        pred = inline(lambda: react(question="q"))
+    assert pred.answer == "ok"
+    assert calls.threads == [threading.current_thread()]
+
+
+def test_system_exit_in_a_tool_fails_only_that_trajectory(
+    start_runtime: Callable[..., dspex.Runtime],
+) -> None:
+    rt = start_runtime()
+
+    def shutdown_now() -> str:
+        raise SystemExit(3)
+
+    react = ReAct("question -> answer", tools=[shutdown_now])
+    agent = Agent(react)
+    lm = DummyLM([step("shutdown_now"), step("shutdown_now"), step("finish"), final("ok")])
+    with context(lm=lm):
+        result = agent(question="q")  # the parent run catches the trajectory's failure
+        assert result.answer == "fallback"
+        assert isinstance(result.error.original, SystemExit)
+        assert "trajectory" in str(result.error)
+        with pytest.raises(ProgramError) as info:
+            react(question="q")  # top level: the caller sees the ProgramError
+        assert isinstance(info.value.original, SystemExit)
+        assert react(question="q").answer == "ok"  # the runtime keeps working
+    assert rt.running
+
+
+def test_ordinary_errors_keep_their_type_across_the_actor() -> None:
+    class Catcher(Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.react = ReAct("question -> answer", tools=[Calls().search])
+
+        def forward(self, question: str) -> Prediction:
+            try:
+                self.react(question=question)
+            except AdapterParseError as exc:  # raised in the trajectory actor's thread
+                return Prediction(error=exc)
+            return Prediction(error=None)
+
+    lm = DummyLM([step("finish")])  # nothing scripted for the extraction
+    with context(lm=lm):
+        error = Catcher()(question="q").error
+    assert isinstance(error, AdapterParseError) and error.field == "reasoning"
+
+
+def wait_past(deadline: float) -> None:
+    """Block until ``deadline`` (monotonic) has passed: a condition, not a guess."""
+    pause = threading.Event()
+    while time.monotonic() <= deadline:
+        pause.wait(0.005)
+
+
+def slow_search(query: str) -> str:
+    run = current_run()
+    assert run is not None and run.deadline is not None
+    wait_past(run.deadline)
+    return "too late"
+
+
+def test_deadline_is_checked_between_steps_inline() -> None:
+    react = ReAct("question -> answer", tools=[slow_search])
+    lm = DummyLM([step("slow_search", query="x"), step("finish"), final("never")])
+    run = RunContext(deadline=time.monotonic() + 1.0, label="deadline")
+    with context(lm=lm), pytest.raises(ProgramError, match="passed its deadline"):
+        inline(lambda: react(question="q"), run)
+    assert lm.calls == 1  # no step after the deadline
+
+
+def test_deadline_of_the_run_bounds_the_trajectory_actor(
+    start_runtime: Callable[..., dspex.Runtime],
+) -> None:
+    rt = start_runtime(runtime={"warm_runs": 0})
+    react = ReAct("question -> answer", tools=[slow_search])
+    lm = DummyLM([step("slow_search", query="x"), step("finish"), final("never")])
+    with context(lm=lm), pytest.raises(ProgramError, match="deadline"):
+        rt.run(lambda: react(question="q"), timeout=1.0)
+    programs = rt.whereis("programs")
+    wait_until(lambda: count_children(programs).active == 0, what="the trajectory actor ends")
+    assert lm.calls == 1
+
+
+def test_cancelling_the_run_stops_the_trajectory() -> None:
+    run = RunContext(label="cancel")
+
+    def stop_here() -> str:
+        run.cancelled.set()
+        return "stopping"
+
+    react = ReAct("question -> answer", tools=[stop_here])
+    lm = DummyLM([step("stop_here"), step("finish"), final("never")])
+    with context(lm=lm), pytest.raises(ProgramError, match="cancelled"):
+        inline(lambda: react(question="q"), run)
+    assert lm.calls == 1
+
+
+def test_acall_runs_async_tools() -> None:
+    async def fetch(url: str) -> str:
+        """Fetch a page."""
+        return f"page {url}"
+
+    lm = DummyLM([step("fetch", url="a"), step("finish"), final("done")])
+    react = ReAct("question -> answer", tools=[fetch])
+    with context(lm=lm):
+        pred = asyncio.run(react.acall(question="q"))
+    assert pred.trajectory["observation_0"] == "page a"
+    assert pred.answer == "done"
