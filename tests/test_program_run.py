@@ -16,7 +16,7 @@ from dspex.actors._program_run import (
     current_run,
     wrap_program_error,
 )
-from dspex.errors import ProgramError
+from dspex.errors import AdapterParseError, ProgramError
 from dspex.supervision import wait_dead
 
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
@@ -76,6 +76,16 @@ def test_layout_conflicts_fall_back_to_plain_program_error() -> None:
     err = wrap_program_error(FileNotFoundError(2, "nope"), RunContext(label="x"))
     assert isinstance(err, ProgramError)
     assert isinstance(err.original, FileNotFoundError)
+
+
+def test_errors_with_required_keywords_keep_their_type() -> None:
+    # AdapterParseError's __init__ needs raw=: the wrapper must not call it.
+    original = AdapterParseError("no answer field", raw="???", adapter="chat", field="answer")
+    err = wrap_program_error(original, RunContext(label="x"))
+    assert isinstance(err, AdapterParseError) and isinstance(err, ProgramError)
+    assert (err.raw, err.adapter, err.field) == ("???", "chat", "answer")
+    assert err.original is original and err.__cause__ is original
+    assert "AdapterParseError: no answer field" in str(err)
 
 
 def test_deadline_and_cancel_checks() -> None:

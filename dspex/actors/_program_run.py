@@ -163,7 +163,10 @@ def wrap_program_error(exc: Exception, run: RunContext) -> ProgramError:
     if hybrid is not None:
         try:
             wrapped = hybrid.__new__(hybrid, message)
-            ProgramError.__init__(wrapped, message, original=exc)
+            # Not ProgramError.__init__: its super() call would reach the
+            # original type's __init__, which may require other arguments
+            # (AdapterParseError's raw=). The attributes are copied instead.
+            BaseException.__init__(wrapped, message)
             wrapped.__dict__.update(getattr(exc, "__dict__", {}))
             wrapped.original = exc
         except Exception:
