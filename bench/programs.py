@@ -10,11 +10,19 @@ ChatAdapter against ``DummyLM`` returning a canned reply. Reported:
 * the same call against a bare LM object that returns a prebuilt response,
   which has no DummyLM work at all.
 
+These calls run *inside* a program run, as a module nested in another
+module, an Evaluate example or a served program's call does: that is the
+programming model's own cost, which issue 3's target is about. A top-level
+call outside any run also starts a transient ProgramRun actor (a thread,
+supervised); that cost is printed on its own line, and its target is
+issue 4's (Predict overhead over raw HTTP, ``bench/runtime.py``).
+
 Run: ``python bench/programs.py [N]``.
 """
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import sys
 import time
@@ -22,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dspex.actors._lm_types import Completion, LMResponse
+from dspex.actors._program_run import RunContext, activate_run
 from dspex.programs import ChainOfThought, Example, Predict, context
 from dspex.testing import DummyLM
 
@@ -64,9 +73,26 @@ def _measure(call: Callable[[], Any], n: int) -> tuple[float, float]:
     return (cpu1 - cpu0) / n * 1e6, (wall1 - wall0) / n * 1e6
 
 
+def _inside_a_run(fn: Callable[[], Any]) -> Any:
+    """Call ``fn`` with a program run current, so modules execute inline."""
+
+    def body() -> Any:
+        activate_run(RunContext(label="bench"))
+        return fn()
+
+    return contextvars.copy_context().run(body)
+
+
 def main(n: int = 5000) -> None:
     predict = Predict(SIGNATURE)
     predict.demos = list(DEMOS)
+    dummy = DummyLM([ANSWER] * (n + 400))
+    with context(lm=dummy):
+        top_cpu, top_wall = _measure(lambda: predict(**INPUTS), n)
+    _inside_a_run(lambda: _main(n, predict, top_cpu, top_wall))
+
+
+def _main(n: int, predict: Predict, top_cpu: float, top_wall: float) -> None:
 
     dummy = DummyLM([ANSWER] * (n + 400))
     with context(lm=dummy):
@@ -86,13 +112,17 @@ def main(n: int = 5000) -> None:
     with context(lm=cot_lm):
         cot_cpu, _ = _measure(lambda: cot(**INPUTS), n)
 
-    print(f"Predict({SIGNATURE!r}), 4 demos, ChatAdapter, N={n}")
+    print(f"Predict({SIGNATURE!r}), 4 demos, ChatAdapter, N={n}, inside a program run")
     print(f"  with DummyLM      : {cpu:8.1f} µs CPU/call  ({wall:.1f} µs wall)")
     print(f"    DummyLM itself  : {lm_cpu:8.1f} µs CPU/call (same messages, timed alone)")
     print(f"    framework       : {cpu - lm_cpu:8.1f} µs CPU/call (total minus DummyLM)")
     print(f"  with a canned LM  : {canned_cpu:8.1f} µs CPU/call  ({canned_wall:.1f} µs wall)")
     print(f"  ChainOfThought    : {cot_cpu:8.1f} µs CPU/call (with DummyLM)")
     print("  target: <= 150 µs framework CPU per call")
+    print(
+        f"  top-level call    : {top_cpu:8.1f} µs CPU/call  ({top_wall:.1f} µs wall; "
+        "with DummyLM, one ProgramRun actor per call)"
+    )
 
 
 if __name__ == "__main__":
