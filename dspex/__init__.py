@@ -40,6 +40,7 @@ _LAZY: dict[str, str] = {
     "adapters": "dspex.adapters",
     "evaluate": "dspex.evaluate",
     "teleprompt": "dspex.teleprompt",
+    "utils": "dspex.utils",
     "BootstrapFewShot": "dspex.teleprompt",
     "BootstrapFewShotWithRandomSearch": "dspex.teleprompt",
     "LabeledFewShot": "dspex.teleprompt",
@@ -172,6 +173,7 @@ __all__ = [
     "settings",
     "start",
     "teleprompt",
+    "utils",
 ]
 
 

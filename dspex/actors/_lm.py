@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dspex.actors._callbacks import active_callbacks, check_callbacks, invoke
 from dspex.actors._lm_types import LMResponse, Message
 from dspex.errors import UsageError
 
@@ -60,6 +61,8 @@ class LM:
     the provider's usual environment variable and never appears in a repr,
     log, cache key or saved program. Call it directly like DSPy's LM:
     ``lm("prompt")`` or ``lm(messages=[...])`` returns a list of strings.
+    ``callbacks`` observe this LM's calls (``on_lm_start``/``on_lm_end``),
+    after the globally registered ones.
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class LM:
         cache: bool = True,
         rpm: int | None = None,
         tpm: int | None = None,
+        callbacks: Sequence[Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(model, str) or "/" not in model:
@@ -90,6 +94,8 @@ class LM:
         self.api_base = api_base or kwargs.pop("base_url", None)
         self._api_key = api_key
         self.cache = cache
+        check_callbacks(callbacks, "LM")
+        self.callbacks: list[Any] = list(callbacks or [])
         client: dict[str, Any] = {}
         for name, value in (
             ("num_retries", num_retries),
@@ -171,6 +177,18 @@ class LM:
     def __call__(
         self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
     ) -> list[str]:
+        callbacks = active_callbacks(self)
+        if not callbacks:
+            return self.forward(prompt, messages, **kwargs).texts
+        inputs = {"prompt": prompt, "messages": messages, "kwargs": kwargs}
+        texts: list[str] = invoke(
+            callbacks, "lm", self, inputs, self._texts, prompt, messages, kwargs
+        )
+        return texts
+
+    def _texts(
+        self, prompt: str | None, messages: Sequence[Message] | None, kwargs: dict[str, Any]
+    ) -> list[str]:
         return self.forward(prompt, messages, **kwargs).texts
 
     def forward(
@@ -193,6 +211,7 @@ class LM:
         """A new LM with some settings changed (shares nothing mutable)."""
         state = {**self.dump_state(), **kwargs}
         state.pop("model_type", None)
+        state.setdefault("callbacks", self.callbacks)
         return LM(
             state.pop("model"),
             state.pop("api_base", self.api_base),
@@ -258,6 +277,7 @@ class LM:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("callbacks", [])
         self._handles = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 

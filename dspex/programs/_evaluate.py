@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from dspex.errors import UsageError
+from dspex.programs._callbacks import hooked
 from dspex.programs._evaluate_journal import Journal, JournalEntry
 from dspex.programs._evaluate_progress import Progress, progress_enabled
 from dspex.programs._prediction import Prediction
@@ -143,6 +144,7 @@ class Evaluate:
         self.save_as_csv = save_as_csv
         self.save_as_json = save_as_json
 
+    @hooked("evaluate")  # on_evaluate_start/end, as DSPy's Evaluate fires them
     def __call__(  # noqa: PLR0917  (DSPy's positional signature)
         self,
         program: Any,

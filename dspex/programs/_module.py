@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
+from dspex.actors._callbacks import active_callbacks, ainvoke, check_callbacks, invoke
 from dspex.errors import UsageError
 
 if TYPE_CHECKING:
@@ -215,7 +216,9 @@ class Module(BaseModule, metaclass=ProgramMeta):
     """Base class of programs: write ``forward``; call the module to run it.
 
     ``__call__`` goes through :meth:`_dspex_call`, the single hook where a
-    call is routed (today: straight to ``forward`` in the caller's thread).
+    call is routed (a transient run actor at top level, inline inside a run).
+    ``callbacks`` observe this module's calls (``on_module_start``/``_end``,
+    fired in the thread running ``forward``), after the global ones.
     """
 
     callbacks: list[Any]
@@ -227,6 +230,7 @@ class Module(BaseModule, metaclass=ProgramMeta):
         self.history = []
 
     def __init__(self, callbacks: list[Any] | None = None) -> None:
+        check_callbacks(callbacks, type(self).__name__)
         self.callbacks = list(callbacks) if callbacks else []
         self._compiled = False
         self.history = []
@@ -244,16 +248,32 @@ class Module(BaseModule, metaclass=ProgramMeta):
         from dspex.actors import current_run, current_runtime
 
         if current_run() is not None:
-            return self.forward(*args, **kwargs)
+            return self._observed_forward(args, kwargs)
         return current_runtime().run(
-            lambda: self.forward(*args, **kwargs), label=type(self).__name__
+            lambda: self._observed_forward(args, kwargs), label=type(self).__name__
         )
+
+    def _observed_forward(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``forward``, observed by the active callbacks as a module call.
+
+        Runs in the thread executing the program (the run actor's at top
+        level), so hooks see the run's context and nest under its calls.
+        """
+        callbacks = active_callbacks(self)
+        if not callbacks:
+            return self.forward(*args, **kwargs)
+        inputs = {"args": args, "kwargs": kwargs}
+        return invoke(callbacks, "module", self, inputs, self.forward, *args, **kwargs)
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """Async call: ``aforward`` if the module defines one, else ``forward`` in a
         worker thread (settings overrides carry over)."""
         aforward = getattr(self, "aforward", None)
         if aforward is not None:
+            callbacks = active_callbacks(self)
+            if callbacks:
+                inputs = {"args": args, "kwargs": kwargs}
+                return await ainvoke(callbacks, "module", self, inputs, aforward, *args, **kwargs)
             return await aforward(*args, **kwargs)
         import asyncio
 

@@ -7,7 +7,9 @@ thread or task only and end with the ``with`` block.
 
 Everything else reads settings through :func:`current_settings` (or the
 ``settings`` object's attributes); a later issue moves the global layer onto
-the ConfigServer actor behind this same interface.
+the ConfigServer actor behind this same interface. The ``callbacks`` setting
+is also mirrored into ``dspex.actors._callbacks``, where every observed call
+reads it cheaply (and where ``dspex.LM``, below this layer, can see it).
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any
+
+from dspex.actors._callbacks import (
+    check_callbacks,
+    reset_scoped_callbacks,
+    scope_callbacks,
+    set_global_callbacks,
+)
 
 __all__ = ["DEFAULTS", "Settings", "configure", "context", "current_settings", "settings"]
 
@@ -63,14 +72,23 @@ class Settings:
 
     def configure(self, **kwargs: Any) -> None:
         """Set global settings (visible to every thread not overriding them)."""
+        callbacks = "callbacks" in kwargs
+        if callbacks:
+            check_callbacks(kwargs["callbacks"], "dspex.configure")
         with self._lock:
             merged = dict(self._global)
             merged.update(kwargs)
             self._global = MappingProxyType(merged)
+            if callbacks:
+                set_global_callbacks(kwargs["callbacks"])
 
     @contextmanager
     def context(self, **kwargs: Any) -> Iterator[None]:
         """Override settings for the current thread/task inside a ``with`` block."""
+        scoped = None
+        if "callbacks" in kwargs:
+            check_callbacks(kwargs["callbacks"], "dspex.context")
+            scoped = scope_callbacks(kwargs["callbacks"])
         outer = _overrides.get()
         layered = dict(outer) if outer is not None else {}
         layered.update(kwargs)
@@ -79,11 +97,14 @@ class Settings:
             yield
         finally:
             _overrides.reset(token)
+            if scoped is not None:
+                reset_scoped_callbacks(scoped)
 
     def reset(self) -> None:
         """Restore the global defaults (for tests and teardown)."""
         with self._lock:
             self._global = MappingProxyType(dict(DEFAULTS))
+            set_global_callbacks(DEFAULTS["callbacks"])
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.current().get(key, default)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, get_type_hints
 
 from dspex.errors import UsageError
+from dspex.programs._callbacks import hooked
 
 __all__ = ["Tool"]
 
@@ -101,6 +102,7 @@ class Tool:
 
     # -- calling -----------------------------------------------------------------------
 
+    @hooked("tool")
     def __call__(self, **kwargs: Any) -> Any:
         """Validate ``kwargs`` and call the function (an async one runs to completion here)."""
         result = self._invoke(self._validate_and_parse_args(**kwargs))
@@ -108,6 +110,7 @@ class Tool:
             return _run_coroutine(self.name, result)
         return result
 
+    @hooked("tool")
     async def acall(self, **kwargs: Any) -> Any:
         """Validate ``kwargs`` and call the function, awaiting it if it is async."""
         result = self._invoke(self._validate_and_parse_args(**kwargs))

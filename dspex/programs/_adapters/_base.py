@@ -10,11 +10,16 @@ output requirements line, the field parsers, extra LM parameters) is built
 once per adapter class and signature and cached, so a call only formats the
 values and parses the reply. Overridden ``format_*`` methods are honoured;
 they must depend on the signature alone, since their result is cached.
+
+Callbacks: ``format`` and ``parse`` (the base's and any subclass's own) fire
+``on_adapter_format_*`` / ``on_adapter_parse_*``, and the LM is called through
+``call_lm`` so ``on_lm_*`` fire, as in DSPy.
 """
 
 from __future__ import annotations
 
 import enum
+import inspect
 import json
 import textwrap
 import weakref
@@ -22,10 +27,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, get_origin
 
+from dspex.actors._callbacks import check_callbacks
 from dspex.errors import AdapterParseError
 from dspex.programs._adapters._parse import Parser, parser_for
 from dspex.programs._adapters._schema import prompt_schema
 from dspex.programs._adapters._values import annotation_name
+from dspex.programs._callbacks import call_lm, hooked
 
 __all__ = ["Adapter", "FieldPlan", "SignaturePlan"]
 
@@ -69,7 +76,8 @@ class Adapter:
     Subclasses define the wire format (``format_field_structure``,
     ``user_message_output_requirements``, ``format_assistant_message_content``,
     ``parse``). Adapters are stateless after construction and may be shared
-    between threads.
+    between threads. ``callbacks`` observe this adapter's ``format``/``parse``
+    calls, after the globally registered ones.
     """
 
     _plans: ClassVar[dict[int, tuple[weakref.ref[Any], SignaturePlan]]] = {}
@@ -77,11 +85,16 @@ class Adapter:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._plans = {}  # one cache per adapter class: each words prompts its own way
+        # A subclass's own format/parse fire the hooks too (DSPy wraps them the same way).
+        for name, kind in (("format", "adapter_format"), ("parse", "adapter_parse")):
+            method = cls.__dict__.get(name)
+            if inspect.isfunction(method):
+                setattr(cls, name, hooked(kind, once_per_instance=True)(method))
 
     def __init__(
         self, callbacks: Sequence[Any] | None = None, use_native_function_calling: bool = False
     ) -> None:
-        # Accepted for DSPy signature compatibility; dspex emits telemetry instead.
+        check_callbacks(callbacks, type(self).__name__)
         self.callbacks = list(callbacks or [])
         self.use_native_function_calling = use_native_function_calling
 
@@ -120,7 +133,7 @@ class Adapter:
         return params
 
     def _generate(self, lm: Any, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
-        return lm.generate(messages, params)
+        return call_lm(lm, messages, params)
 
     def _parse_completions(self, signature: Any, response: Any) -> list[dict[str, Any]]:
         values = []
@@ -171,6 +184,7 @@ class Adapter:
 
     # --- messages -----------------------------------------------------------
 
+    @hooked("adapter_format", once_per_instance=True)
     def format(
         self, signature: Any, demos: Sequence[Any], inputs: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
@@ -293,6 +307,7 @@ class Adapter:
 
     # --- parsing ------------------------------------------------------------
 
+    @hooked("adapter_parse", once_per_instance=True)
     def parse(self, signature: Any, completion: str) -> dict[str, Any]:
         """One completion's text -> ``{output field: typed value}`` (format-specific)."""
         raise NotImplementedError

@@ -12,6 +12,7 @@ from dspex.programs._adapters._chat import ChatAdapter, _placeholders, _type_inf
 from dspex.programs._adapters._decode import decode_data, strip_fences
 from dspex.programs._adapters._schema import JSON_OBJECT, response_format
 from dspex.programs._adapters._values import to_jsonable
+from dspex.programs._callbacks import call_lm
 
 __all__ = ["JSONAdapter", "find_json_object"]
 
@@ -36,7 +37,7 @@ class JSONAdapter(ChatAdapter):
 
     def _generate(self, lm: Any, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
         try:
-            return lm.generate(messages, params)
+            return call_lm(lm, messages, params)
         except LMError as exc:
             fmt = params.get("response_format")
             if not (
@@ -45,7 +46,7 @@ class JSONAdapter(ChatAdapter):
                 and exc.status in _SCHEMA_REJECTED
             ):
                 raise
-        return lm.generate(messages, {**params, "response_format": dict(JSON_OBJECT)})
+        return call_lm(lm, messages, {**params, "response_format": dict(JSON_OBJECT)})
 
     def format_field_structure(self, signature: Any) -> str:
         outputs = {

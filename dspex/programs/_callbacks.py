@@ -1,0 +1,183 @@
+"""Callback wiring of the programs layer: observed methods and observed LM calls.
+
+:func:`hooked` makes a method fire one kind of hooks (adapters' ``format`` and
+``parse``, ``Evaluate.__call__``); :func:`with_callbacks` is DSPy's public
+decorator, choosing the hooks from the instance it is called on;
+:func:`call_lm` is how an adapter calls an LM so that ``on_lm_*`` fire for
+any object serving the LM protocol. Module calls are observed in
+``Module._dspex_call``. With no callbacks registered each costs one check.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+from dspex.actors._callbacks import active_callbacks, ainvoke, end_call, invoke, start_call
+
+__all__ = ["call_lm", "hooked", "with_callbacks"]
+
+logger = logging.getLogger("dspex.callbacks")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# The (instance id, kind) of the innermost call observed with once_per_instance:
+# an override calling super().format() is one format call, not two.
+_observing: ContextVar[tuple[int, str] | None] = ContextVar("dspex_observing", default=None)
+
+
+class _Binder:
+    """Names a method call's arguments (``self`` left out), for start hooks' ``inputs``.
+
+    The signature is inspected on first use: only calls with callbacks pay it.
+    A call passing exactly every parameter positionally (how adapters call
+    ``format`` and ``parse``) is named without ``Signature.bind``.
+    """
+
+    __slots__ = ("_fn", "_names", "_signature")
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self._fn = fn
+        self._signature: inspect.Signature | None = None
+        self._names: tuple[str, ...] | None = None
+
+    def __call__(
+        self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        signature = self._signature
+        if signature is None:
+            signature = self._signature = inspect.signature(self._fn)
+            params = list(signature.parameters.values())[1:]
+            if all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params):
+                self._names = tuple(p.name for p in params)
+        names = self._names
+        if names is not None and not kwargs and len(args) == len(names):
+            return dict(zip(names, args, strict=True))
+        try:
+            bound = signature.bind(instance, *args, **kwargs)
+        except TypeError:  # the call itself will fail with Python's own message
+            return {"args": args, "kwargs": dict(kwargs)}
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        arguments.pop(next(iter(signature.parameters)), None)  # self
+        return arguments
+
+
+def hooked(kind: str, *, once_per_instance: bool = False) -> Callable[[F], F]:
+    """Decorate a method so each call fires the ``on_<kind>_start/end`` hooks.
+
+    ``once_per_instance``: a nested call of the same kind on the same instance
+    (an override calling ``super()``) is not observed again.
+    """
+
+    def decorate(fn: F) -> F:
+        return _observed(fn, lambda instance: kind, once_per_instance)
+
+    return decorate
+
+
+def with_callbacks(fn: F) -> F:
+    """DSPy's decorator: calls of the method fire the hooks matching the instance.
+
+    LMs fire ``on_lm_*``, ``Evaluate`` ``on_evaluate_*``, adapters
+    ``on_adapter_format_*`` / ``on_adapter_parse_*`` (for ``format`` / ``parse``),
+    anything else ``on_module_*``.
+    """
+    name = fn.__name__
+
+    def kind_of(instance: Any) -> str | None:
+        from dspex.actors._lm_types import LMProtocol
+        from dspex.programs._adapters._base import Adapter
+        from dspex.programs._evaluate import Evaluate
+
+        if isinstance(instance, LMProtocol):
+            return "lm"
+        if isinstance(instance, Evaluate):
+            return "evaluate"
+        if isinstance(instance, Adapter):
+            if name in ("format", "parse"):
+                return f"adapter_{name}"
+            logger.warning(
+                "with_callbacks on %s.%s: adapters are observed only in format() and parse(); "
+                "this call fires no hooks",
+                type(instance).__name__,
+                name,
+            )
+            return None
+        return "module"
+
+    return _observed(fn, kind_of, False)
+
+
+def _observed(fn: F, kind_of: Callable[[Any], str | None], once: bool) -> F:
+    if getattr(fn, "_dspex_observed", False):
+        return fn
+    bind = _Binder(fn)
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            callbacks = active_callbacks(self)
+            kind = kind_of(self) if callbacks else None
+            if kind is None:
+                return await fn(self, *args, **kwargs)
+            inputs = bind(self, args, kwargs)
+            return await ainvoke(callbacks, kind, self, inputs, fn, self, *args, **kwargs)
+
+        async_wrapper._dspex_observed = True  # type: ignore[attr-defined]
+        return async_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        callbacks = active_callbacks(self)
+        if not callbacks:
+            return fn(self, *args, **kwargs)
+        kind = kind_of(self)
+        if kind is None:
+            return fn(self, *args, **kwargs)
+        if not once:
+            return invoke(
+                callbacks, kind, self, bind(self, args, kwargs), fn, self, *args, **kwargs
+            )
+        marker = (id(self), kind)
+        if _observing.get() == marker:
+            return fn(self, *args, **kwargs)
+        token = _observing.set(marker)
+        try:
+            return invoke(
+                callbacks, kind, self, bind(self, args, kwargs), fn, self, *args, **kwargs
+            )
+        finally:
+            _observing.reset(token)
+
+    wrapper._dspex_observed = True  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+def call_lm(lm: Any, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> Any:
+    """``lm.generate(messages, params)``, observed as an LM call.
+
+    The hooks see DSPy's LM-call inputs (``prompt`` None, ``messages``,
+    ``kwargs`` the request parameters) and, as outputs, the completion texts.
+    """
+    callbacks = active_callbacks(lm)
+    if not callbacks:
+        return lm.generate(messages, params)
+    inputs = {"prompt": None, "messages": messages, "kwargs": dict(params)}
+    call = start_call(callbacks, "lm", lm, inputs)
+    texts: list[str] | None = None
+    error: BaseException | None = None
+    try:
+        response = lm.generate(messages, params)
+        texts = [completion.text for completion in response.completions]
+        return response
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        end_call(callbacks, "lm", call, texts, error)

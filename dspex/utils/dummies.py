@@ -1,0 +1,5 @@
+"""DSPy's ``dspy.utils.dummies`` path: ``from dspex.utils.dummies import DummyLM``."""
+
+from dspex.testing import DummyLM
+
+__all__ = ["DummyLM"]
