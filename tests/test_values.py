@@ -325,3 +325,14 @@ def test_demo_outputs_parse_back_to_the_same_values(
     parsed = adapter.parse(signature, reply)
     assert _equal(parsed["value"], outputs["value"])
     assert parsed["note"] == outputs["note"]
+
+
+def test_strings_inside_decoded_data_stay_strings_for_any_items() -> None:
+    # Only the reply text is decoded: "2024" as a tool argument stays text.
+    parsed = parser_for(dict[str, Any])('{"year": "2024", "flag": "true", "raw": "[1]", "n": 3}')
+    assert parsed == {"year": "2024", "flag": "true", "raw": "[1]", "n": 3}
+    assert parser_for(list[Any])('["2", 2]') == ["2", 2]
+    assert parser_for(tuple[Any, ...])('["x", "1.5"]') == ("x", "1.5")
+    # Typed items are still converted, and a bare Any field still decodes its text.
+    assert parser_for(dict[str, int])('{"a": "2"}') == {"a": 2}
+    assert parser_for(Any)("[1, 2]") == [1, 2]

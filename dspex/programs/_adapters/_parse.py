@@ -326,7 +326,7 @@ def _union_parser(annotation: Any, members: tuple[Any, ...]) -> Parser:
 
 
 def _sequence_parser(annotation: Any, args: tuple[Any, ...], build: type) -> Parser:
-    item = parser_for(args[0]) if args else _identity
+    item = _element_parser(args[0]) if args else _identity
 
     def parse(value: Any) -> Any:
         data = as_data(value)
@@ -339,7 +339,7 @@ def _sequence_parser(annotation: Any, args: tuple[Any, ...], build: type) -> Par
 
 def _tuple_parser(annotation: Any, args: tuple[Any, ...]) -> Parser:
     if not args or (len(args) == 2 and args[1] is Ellipsis):
-        item = parser_for(args[0]) if args else _identity
+        item = _element_parser(args[0]) if args else _identity
 
         def parse_any_length(value: Any) -> tuple[Any, ...]:
             data = as_data(value)
@@ -350,7 +350,7 @@ def _tuple_parser(annotation: Any, args: tuple[Any, ...]) -> Parser:
         return parse_any_length
     if args == ((),):  # tuple[()]
         args = ()
-    items = [parser_for(a) for a in args]
+    items = [_element_parser(a) for a in args]
 
     def parse_fixed(value: Any) -> tuple[Any, ...]:
         data = as_data(value)
@@ -362,8 +362,8 @@ def _tuple_parser(annotation: Any, args: tuple[Any, ...]) -> Parser:
 
 
 def _dict_parser(annotation: Any, args: tuple[Any, ...]) -> Parser:
-    key = parser_for(args[0]) if args else _identity
-    val = parser_for(args[1]) if len(args) == 2 else _identity
+    key = _element_parser(args[0]) if args else _identity
+    val = _element_parser(args[1]) if len(args) == 2 else _identity
 
     def parse(value: Any) -> dict[Any, Any]:
         data = as_data(value)
@@ -376,6 +376,17 @@ def _dict_parser(annotation: Any, args: tuple[Any, ...]) -> Parser:
 
 def _identity(value: Any) -> Any:
     return value
+
+
+def _element_parser(annotation: Any) -> Parser:
+    """The parser for items of decoded data: an ``Any`` item is kept as decoded.
+
+    Only the reply's own text is decoded; a string inside decoded JSON (a
+    tool argument "2024", say) stays a string.
+    """
+    if annotation is Any or annotation is object:
+        return _identity
+    return parser_for(annotation)
 
 
 def _is_pydantic_model(cls: type) -> bool:
