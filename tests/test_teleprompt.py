@@ -405,10 +405,16 @@ def test_random_search_keeps_the_best_candidate_and_lists_them_all(start_runtime
     rt = start_runtime()
     trainset, teacher, student_lm = _search_setup(6)
     during: list[list[str]] = []
+    evaluating: list[list[str]] = []
 
     def metric(example: Any, prediction: Any, trace: Any = None) -> bool:
+        coordinators = which_children(rt.whereis("coordinators"), timeout=5)
         if trace is not None:  # a bootstrap run (Evaluate passes no trace)
-            during.append([c.id for c in which_children(rt.whereis("coordinators"), timeout=5)])
+            during.append([c.id for c in coordinators])
+        else:  # an Evaluate of a candidate: its pool sits inside the coordinator
+            [coordinator] = coordinators
+            assert coordinator.ref is not None
+            evaluating.append([c.id for c in which_children(coordinator.ref, timeout=5)])
         return exact(example, prediction)
 
     search = BootstrapFewShotWithRandomSearch(
@@ -432,6 +438,10 @@ def test_random_search_keeps_the_best_candidate_and_lists_them_all(start_runtime
     assert [d.question for d in best.demos] == ["q00", "q01", "q02"]
     assert best._compiled
     assert during and all(ids == ["BootstrapFewShotWithRandomSearch"] for ids in during)
+    assert evaluating and all(
+        len(ids) == 2 and ids[0] == "workers" and ids[1].startswith("evaluate-")
+        for ids in evaluating
+    )
     assert which_children(rt.whereis("coordinators"), timeout=5) == []
 
 

@@ -18,6 +18,7 @@ sets the shared cancel event, stops feeding the pool and closes it.
 from __future__ import annotations
 
 import contextvars
+import itertools
 import logging
 import signal
 import threading
@@ -30,7 +31,14 @@ from typing import Any, Final, NamedTuple
 from dspex.actors._program_run import RunContext, activate_run, current_run
 from dspex.supervision import ChildSpec, Restart, WorkerPool, start_child
 
-__all__ = ["Outcome", "RunSummary", "execute", "resolve_max_errors", "resolve_num_threads"]
+__all__ = [
+    "Outcome",
+    "RunSummary",
+    "execute",
+    "pools_under",
+    "resolve_max_errors",
+    "resolve_num_threads",
+]
 
 logger = logging.getLogger("dspex.programs")
 
@@ -39,6 +47,10 @@ _SHUTDOWN_SECONDS: Final = 1.0
 
 _DEFAULT_SPARE_THREADS: Final = 256
 """Burst workers when no runtime is running (the ``runtime.spare_threads`` default)."""
+
+_pool_owner: contextvars.ContextVar[Any] = contextvars.ContextVar("dspex_pool_owner", default=None)
+"""The supervisor (an actor ref) that evaluation pools start under; None: coordinators."""
+_pool_ids = itertools.count(1)
 
 
 class Outcome(NamedTuple):
@@ -215,13 +227,28 @@ def _spare_threads(runtime: Any) -> int:
     return spare
 
 
+@contextmanager
+def pools_under(owner: Any) -> Iterator[None]:
+    """Evaluations started in this block put their pool under ``owner`` (a supervisor).
+
+    An optimizer's coordinator uses it, so the pools of the evaluations it
+    runs show (and stop) inside its own subtree. None: the default place.
+    """
+    token = _pool_owner.set(owner)
+    try:
+        yield
+    finally:
+        _pool_owner.reset(token)
+
+
 def _open_pool(runtime: Any, size: int, burst: int, label: str) -> WorkerPool:
     """The evaluation's WorkerPool, a temporary child of the runtime's coordinators.
 
     Under the tree it shows in ``rt.tree()`` while it runs and is stopped with
     the runtime; ``pool.stop()`` ends it (a temporary child is then dropped).
-    ``burst`` workers start only while examples are parked in a retry wait
-    (see ``dspex.supervision.Lease``): ``size`` examples keep working meanwhile.
+    Inside :func:`pools_under` it goes under that owner instead. ``burst``
+    workers start only while examples are parked in a retry wait (see
+    ``dspex.supervision.Lease``): ``size`` examples keep working meanwhile.
     """
     options: dict[str, Any] = {
         "size": size,
@@ -231,8 +258,13 @@ def _open_pool(runtime: Any, size: int, burst: int, label: str) -> WorkerPool:
     }
     if runtime is None:
         return WorkerPool(**options)
-    spec: ChildSpec = WorkerPool.child_spec(id=label, restart=Restart.TEMPORARY, **options)
-    ref = start_child(runtime.whereis("coordinators"), spec, timeout=spec.start_timeout)
+    owner = _pool_owner.get()
+    if owner is not None and owner.is_alive():
+        parent, child_id = owner, f"{label}-{next(_pool_ids)}"  # ids are unique in a supervisor
+    else:
+        parent, child_id = runtime.whereis("coordinators"), label
+    spec: ChildSpec = WorkerPool.child_spec(id=child_id, restart=Restart.TEMPORARY, **options)
+    ref = start_child(parent, spec, timeout=spec.start_timeout)
     return WorkerPool.of(ref)
 
 

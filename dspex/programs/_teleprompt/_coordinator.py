@@ -36,6 +36,7 @@ from typing import Any, Final, TypeVar
 import pykka
 
 from dspex.actors._program_run import RunContext, activate_run, current_run
+from dspex.programs._evaluate_engine import pools_under
 from dspex.supervision import (
     ChildSpec,
     Restart,
@@ -186,7 +187,8 @@ def coordinate(label: str, *, num_threads: int, work: int) -> Iterator[Coordinat
     crew = _open(runtime, label, size, max(0, min(spare, work - size)))
     token = _active.set(crew)
     try:
-        yield crew
+        with pools_under(crew.ref):  # its evaluations' pools join its subtree
+            yield crew
     finally:
         _active.reset(token)
         crew.close()
