@@ -97,3 +97,29 @@ def test_concurrent_configure_loses_no_keys() -> None:
         list(pool.map(set_key, range(200)))
     current = current_settings()
     assert all(current[f"k{i}"] == i for i in range(200))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"temperature": 3.5}, "temperature=3.5"),
+        ({"temperature": -0.1}, "temperature=-0.1"),
+        ({"temperature": "hot"}, "temperature='hot'"),
+        ({"temperature": True}, "temperature=True"),
+        ({"max_tokens": 0}, "max_tokens=0"),
+        ({"max_tokens": 12.5}, "max_tokens=12.5"),
+    ],
+)
+def test_context_refuses_request_params_a_provider_would_reject(
+    overrides: dict[str, object], named: str
+) -> None:
+    from dspex.errors import UsageError
+
+    with pytest.raises(UsageError, match=named), context(**overrides):
+        pass
+    assert settings.get("temperature") is None  # nothing was applied
+
+
+def test_context_accepts_valid_request_params_and_none() -> None:
+    with context(temperature=0, max_tokens=1), context(temperature=2.0, max_tokens=None):
+        assert (settings.get("temperature"), settings.get("max_tokens")) == (2.0, None)

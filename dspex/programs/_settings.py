@@ -28,6 +28,7 @@ from dspex.actors._callbacks import (
     scope_callbacks,
     set_global_callbacks,
 )
+from dspex.errors import UsageError
 
 __all__ = ["DEFAULTS", "Settings", "configure", "context", "current_settings", "settings"]
 
@@ -85,6 +86,7 @@ class Settings:
     @contextmanager
     def context(self, **kwargs: Any) -> Iterator[None]:
         """Override settings for the current thread/task inside a ``with`` block."""
+        _check_request_params(kwargs)
         scoped = None
         if "callbacks" in kwargs:
             check_callbacks(kwargs["callbacks"], "dspex.context")
@@ -156,6 +158,31 @@ def current_settings() -> Mapping[str, Any]:
 def configure(**kwargs: Any) -> None:
     """Set global settings, e.g. ``dspex.configure(lm=lm, adapter=ChatAdapter())``."""
     settings.configure(**kwargs)
+
+
+def _check_request_params(kwargs: dict[str, Any]) -> None:
+    """Refuse override values a provider would reject, before any call is made.
+
+    The same bounds as the runtime's ``temperature`` and ``max_tokens``
+    settings; None clears an override.
+    """
+    temperature = kwargs.get("temperature")
+    if temperature is not None and (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, int | float)
+        or not 0 <= temperature <= 2
+    ):
+        raise UsageError(
+            f"dspex.context(temperature={temperature!r}): use a number from 0 to 2, "
+            "e.g. temperature=0.7"
+        )
+    max_tokens = kwargs.get("max_tokens")
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
+        raise UsageError(
+            f"dspex.context(max_tokens={max_tokens!r}): use an int >= 1, e.g. max_tokens=512"
+        )
 
 
 def context(**kwargs: Any) -> Any:
