@@ -209,3 +209,37 @@ def test_many_monitors_each_get_exactly_one_down() -> None:
     for q in qs:
         assert isinstance(q.get(timeout=5).reason, RuntimeError)
         assert q.empty()
+
+
+class Recorder(Actor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "seen":
+            return list(self.seen)
+        self.seen.append(message)
+        return None
+
+
+def test_inbox_keeps_order_across_threads_and_asks_queue_behind_tells() -> None:
+    ref = Recorder.start_link()
+    try:
+
+        def send(base: int) -> None:
+            for i in range(200):
+                ref.tell(base + i)
+
+        senders = [threading.Thread(target=send, args=(k * 1000,)) for k in range(3)]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(10)
+        seen = ref.ask("seen", timeout=5)
+        assert len(seen) == 600
+        for k in range(3):  # each sender's messages arrive in the order it sent them
+            assert [m for m in seen if m // 1000 == k] == [k * 1000 + i for i in range(200)]
+    finally:
+        ref.stop()
+    assert wait_dead(ref, 5)

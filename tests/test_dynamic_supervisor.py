@@ -41,6 +41,7 @@ from dspex.supervision import (
     Supervisor,
     VirtualClock,
     count_children,
+    is_abnormal,
     render_tree,
     restart_child,
     start_child,
@@ -270,3 +271,34 @@ def test_tree_elides_long_child_lists(dyn: Starter) -> None:
         "├── run (Worker) alive [transient]",
         "└── … 3 more",
     ]
+
+
+def test_deaths_without_restart_are_booked_in_the_dying_thread(
+    dyn: Starter, bus: EventBus, log: EventLog
+) -> None:
+    """A temporary child's death never waits for the supervisor's thread; a
+    transient child's crash (a restart decision) still goes through it."""
+    threads: list[tuple[str, str]] = []  # (event, thread that emitted it)
+    unsubscribe = bus.subscribe(
+        lambda event: threads.append((event.name, threading.current_thread().name))
+    )
+    try:
+        sup = dyn(name="runs")
+        temporary = start_child(sup, run_spec("k", restart=Restart.TEMPORARY))
+        down = down_queue(temporary)  # set after the supervisor's own monitor
+        temporary.tell(Crash())
+        assert is_abnormal(down.get(timeout=5).reason)
+        # Booked before our Down was delivered: no wait on the supervisor needed.
+        assert current(sup) == []
+        assert statistics(sup).failures == 1
+        (booked_in,) = [name for event, name in threads if event == CHILD_TERMINATED]
+        assert booked_in.startswith("Worker-")
+
+        transient = start_child(sup, run_spec("t"))
+        transient.tell(Crash())
+        log.wait(CHILD_RESTARTED)
+        decided_in = [name for event, name in threads if event == CHILD_TERMINATED][1]
+        assert decided_in.startswith("DynamicSupervisor-")
+        assert [name for event, name in threads if event == CHILD_RESTARTED] == [decided_in]
+    finally:
+        unsubscribe()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import threading
 import traceback
 from concurrent.futures import Future
 from typing import Any
@@ -98,20 +99,33 @@ def test_deadline_and_cancel_checks() -> None:
         run.check_deadline()
 
 
-def test_on_done_hook_reports_duration_and_error() -> None:
-    calls: list[tuple[int, float, BaseException | None]] = []
+def test_before_hook_runs_in_the_run_thread_before_the_job() -> None:
+    order: list[tuple[str, int]] = []
+
+    def before() -> None:
+        order.append(("before", threading.get_ident()))
+
+    def job() -> int:
+        order.append(("job", threading.get_ident()))
+        return 1
+
+    ref = ProgramRun.start_link()
+    reply: Future[Any] = Future()
+    ref.tell(RunJob(job, contextvars.copy_context(), RunContext(), reply, before))
+    assert reply.result(timeout=5) == 1
+    assert wait_dead(ref, 5)
+    assert [name for name, _ in order] == ["before", "job"]
+    assert order[0][1] == order[1][1] != threading.get_ident()
+
+
+def test_a_failing_before_hook_does_not_fail_the_run(caplog: pytest.LogCaptureFixture) -> None:
+    def before() -> None:
+        raise RuntimeError("refill broke")
+
     ref = ProgramRun.start_link()
     reply: Future[Any] = Future()
     run = RunContext()
-    ref.tell(
-        RunJob(
-            lambda: 1,
-            contextvars.copy_context(),
-            run,
-            reply,
-            lambda r, ms, e: calls.append((r.run_id, ms, e)),
-        )
-    )
-    assert reply.result(timeout=5) == 1
+    ref.tell(RunJob(lambda: 7, contextvars.copy_context(), run, reply, before))
+    assert reply.result(timeout=5) == 7
     assert wait_dead(ref, 5)
-    assert calls and calls[0][0] == run.run_id and calls[0][1] >= 0 and calls[0][2] is None
+    assert f"before-hook of program run {run.run_id} failed" in caplog.text

@@ -360,3 +360,67 @@ def test_warm_spare_run_actors_serve_one_run_each() -> None:
         assert len({name for name, _ in seen}) == 2  # a fresh actor thread per run
         assert all(run is not None for _, run in seen)
     assert rt._spares == [] or all(not ref.is_alive() for ref in rt._spares)
+
+
+def test_the_replacement_spare_starts_before_the_job_runs() -> None:
+    with dspex.start(runtime={"warm_runs": 1}) as rt:
+        first = rt._spares[0]
+        during: list[object] = []
+
+        def job() -> str:
+            during.extend(rt._spares)  # the run refilled the spares before running this
+            return "ok"
+
+        assert rt.run(job) == "ok"
+        assert len(during) == 1 and during[0] is not first
+
+
+def test_run_events_reach_telemetry_in_order(start_runtime: StartRuntime) -> None:
+    rt = start_runtime()
+    seen: list[tuple[str, int]] = []
+    done = threading.Event()
+
+    def subscriber(event: Any) -> None:  # the Telemetry actor's thread
+        if event.name.startswith("program.run."):
+            seen.append((event.name, event.data["run_id"]))
+            if len(seen) == 4:
+                done.set()
+
+    rt.whereis("telemetry").proxy().subscribe(subscriber).get(timeout=5)
+
+    def fails() -> None:
+        raise ValueError("no")
+
+    assert rt.run(lambda: 1) == 1
+    with pytest.raises(ValueError):
+        rt.run(fails)
+    assert done.wait(5)
+    (a, _), (b, first), (c, _), (d, second) = seen
+    assert [a, b, c, d] == [
+        "program.run.start",
+        "program.run.stop",
+        "program.run.start",
+        "program.run.exception",
+    ]
+    assert seen[0][1] == first and seen[2][1] == second != first
+    runs = rt.metrics()["runs"]
+    assert (runs["started"], runs["succeeded"], runs["failed"]) == (2, 1, 1)
+
+
+def test_a_long_runs_start_event_is_not_held_back(start_runtime: StartRuntime) -> None:
+    rt = start_runtime()
+    started = threading.Event()
+    release = threading.Event()
+    rt.whereis("telemetry").proxy().subscribe(
+        lambda event: started.set() if event.name == "program.run.start" else None
+    ).get(timeout=5)
+    # Once telemetry stopped polling the emitter, only the caller's wait can flush.
+    wait_until(lambda: rt.telemetry._watcher is None, what="telemetry idle")
+    with ThreadPoolExecutor(1) as pool:
+        result = pool.submit(rt.run, lambda: release.wait(10))
+        try:
+            assert started.wait(5)  # within a poll of the waiting caller, not at the end
+            assert not result.done()
+        finally:
+            release.set()
+        assert result.result(timeout=10) is True

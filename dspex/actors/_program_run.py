@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextvars
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,8 @@ __all__ = [
     "current_run",
     "wrap_program_error",
 ]
+
+log = logging.getLogger("dspex.runtime")
 
 _run_ids = itertools.count(1)
 
@@ -86,13 +89,18 @@ def activate_run(run: RunContext) -> None:
 
 @dataclass(frozen=True, slots=True)
 class RunJob:
-    """Execute ``fn`` inside ``context`` (the caller's copied contextvars) and reply."""
+    """Execute ``fn`` inside ``context`` (the caller's copied contextvars) and reply.
+
+    ``before`` runs first, in the run's thread, while the caller waits anyway
+    (the Runtime starts the spare run actor that replaces this one there); an
+    exception from it is logged and does not fail the run.
+    """
 
     fn: Callable[[], Any]
     context: contextvars.Context
     run: RunContext
     reply: Future[Any]
-    on_done: Callable[[RunContext, float, BaseException | None], None] | None = None
+    before: Callable[[], None] | None = None
 
 
 class ProgramRun(Actor):
@@ -101,15 +109,13 @@ class ProgramRun(Actor):
     def on_receive(self, message: Any) -> Any:
         if not isinstance(message, RunJob):
             return super().on_receive(message)
-        started = time.perf_counter()
-        error: BaseException | None = None
         try:
+            if message.before is not None:
+                _run_before(message.before, message.run)
             result = message.context.run(_execute, message)
         except Exception as exc:  # user code: fail this run only
-            error = exc
             message.reply.set_exception(wrap_program_error(exc, message.run))
         except BaseException as exc:  # SystemExit & co in user code: contain it
-            error = exc
             wrapped = ProgramError(
                 f"program run {message.run.run_id} ({message.run.label}) raised {exc!r}",
                 original=exc,
@@ -119,10 +125,18 @@ class ProgramRun(Actor):
         else:
             message.reply.set_result(result)
         finally:
-            if message.on_done is not None:
-                message.on_done(message.run, (time.perf_counter() - started) * 1000, error)
-            self.stop()
+            # Stop at once rather than by a message to ourselves: one job per run.
+            self._stop()
         return None
+
+
+def _run_before(before: Callable[[], None], run: RunContext) -> None:
+    # Before the job rather than after the reply: the caller sleeps until the
+    # reply anyway, so this work does not compete with it for the GIL.
+    try:
+        before()
+    except Exception:  # housekeeping must not fail the user's run
+        log.exception("the before-hook of program run %s failed", run.run_id)
 
 
 def _execute(job: RunJob) -> Any:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -92,9 +93,14 @@ class Runtime:
             telemetry=self.telemetry,
             clock=clock,
         )
-        self._run_gate = threading.BoundedSemaphore(settings.runtime.max_runs)
+        # One token per run slot: a SimpleQueue blocks and wakes in C, cheaper than a Semaphore.
+        self._run_tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(settings.runtime.max_runs):
+            self._run_tokens.put(None)
         self._spares: list[pykka.ActorRef[Any]] = []  # pre-started ProgramRun actors
         self._spares_starting = 0
+        self._spare_spec = ChildSpec("run-spare", ProgramRun.start, restart=Restart.TEMPORARY)
+        self._programs: pykka.ActorRef[Any] | None = None  # last "programs" incarnation seen
         self._stopping = threading.Event()
         self.started_at: float | None = None
         from dspex.actors._program_server import ServerDirectory
@@ -204,6 +210,7 @@ class Runtime:
                 return True
             self._stopping.set()
         unregister(self)
+        self.telemetry.flush()  # events queued without a nudge still reach the logs
         budget = (
             timeout
             if timeout is not None
@@ -270,6 +277,7 @@ class Runtime:
 
     def metrics(self, timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
         """A snapshot: per-model requests/errors/latency/tokens, runs, restarts, cache."""
+        self.telemetry.flush()
         snapshot: dict[str, Any] = call(self.whereis("telemetry"), "metrics", timeout=timeout)
         stats = self.cache_store.stats()
         snapshot["cache"] = {**dataclasses.asdict(stats), "hit_rate": round(stats.hit_rate, 4)}
@@ -293,6 +301,7 @@ class Runtime:
         from dspex.actors._cache import Flush
 
         self.whereis("cache").ask(Flush(), timeout=timeout)
+        self.telemetry.flush()
         call(self.whereis("telemetry"), "metrics", timeout=timeout)
 
     def reconfigure_cache(self) -> None:
@@ -389,21 +398,21 @@ class Runtime:
         concurrent runs the caller waits for a free slot instead of failing.
         ``timeout`` (seconds) becomes the run's cooperative deadline.
         """
-        programs = self.whereis("programs")
-        while not self._run_gate.acquire(timeout=_RUN_POLL):
-            if not self.running:
-                raise ActorStoppedError("the dspex runtime stopped while this run was waiting")
+        programs = self._programs_ref()
+        self._admit()
         try:
             if run is None:
                 deadline = time.monotonic() + timeout if timeout is not None else None
                 run = RunContext(deadline=deadline, label=label, runtime=self)
             reply: Future[Any] = Future()
             ref = self._take_spare() or self._start_run(programs, run)
-            self.telemetry.emit("program.run.start", run_id=run.run_id, label=label)
+            # No wake-up of Telemetry for this: the stop event carries it along
+            # (and a long run's _await_run flushes it).
+            self.telemetry.emit_later("program.run.start", run_id=run.run_id, label=label)
             started = time.perf_counter()
-            # The run refills the spares itself once it has replied: off the caller's path.
-            on_done = self._after_run if self.settings.runtime.warm_runs else None
-            ref.tell(RunJob(fn, contextvars.copy_context(), run, reply, on_done))
+            # The run starts the spare that replaces it, in its own thread.
+            before = self._refill if self.settings.runtime.warm_runs else None
+            ref.tell(RunJob(fn, contextvars.copy_context(), run, reply, before))
             try:
                 result = self._await_run(ref, run, reply)
             except BaseException as exc:
@@ -414,7 +423,24 @@ class Runtime:
             self.record_run(run, (time.perf_counter() - started) * 1000, None)
             return result
         finally:
-            self._run_gate.release()
+            self._run_tokens.put(None)
+
+    def _admit(self) -> None:
+        """Take one of the ``runtime.max_runs`` run slots, waiting while all are taken."""
+        while True:
+            try:
+                return self._run_tokens.get(timeout=_RUN_POLL)
+            except queue.Empty:
+                if not self.running:
+                    msg = "the dspex runtime stopped while this run was waiting"
+                    raise ActorStoppedError(msg) from None
+
+    def _programs_ref(self) -> pykka.ActorRef[Any]:
+        """The ``programs`` supervisor, re-resolved only once the one we knew has died."""
+        ref = self._programs
+        if ref is None or not ref.is_alive():
+            ref = self._programs = self.whereis("programs")
+        return ref
 
     def _take_spare(self) -> pykka.ActorRef[Any] | None:
         with self._lock:
@@ -424,10 +450,11 @@ class Runtime:
                     return ref
         return None
 
-    def _after_run(self, run: RunContext, duration_ms: float, error: BaseException | None) -> None:
-        # Runs in the finished run's thread, after its reply was sent.
-        programs = self.registry.whereis("programs")
-        if programs is not None:
+    def _refill(self) -> None:
+        # Runs in a run's thread, before its job (a restarted supervisor is
+        # picked up by the next caller's _programs_ref).
+        programs = self._programs
+        if programs is not None and programs.is_alive():
             self._refill_spares(programs)
 
     def _refill_spares(self, programs: pykka.ActorRef[Any]) -> None:
@@ -440,9 +467,7 @@ class Runtime:
                 self._spares_starting += 1
             try:
                 ref = start_child(
-                    programs,
-                    ChildSpec("run-spare", ProgramRun.start, restart=Restart.TEMPORARY),
-                    timeout=self.settings.runtime.run_start_timeout,
+                    programs, self._spare_spec, timeout=self.settings.runtime.run_start_timeout
                 )
             except Exception:  # full, stopping or slow: runs start on demand instead
                 with self._lock:
@@ -468,12 +493,12 @@ class Runtime:
                     raise
                 pause = min(pause * 2, 0.05)
 
-    @staticmethod
-    def _await_run(ref: pykka.ActorRef[Any], run: RunContext, reply: Future[Any]) -> Any:
+    def _await_run(self, ref: pykka.ActorRef[Any], run: RunContext, reply: Future[Any]) -> Any:
         while True:
             try:
                 return reply.result(timeout=_RUN_POLL)
             except FutureTimeout:
+                self.telemetry.flush()  # a long run's start event is not held back further
                 if not ref.is_alive() and not reply.done():
                     raise ProgramError(
                         f"program run {run.run_id} ({run.label}) died without replying; "

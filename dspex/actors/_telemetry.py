@@ -1,10 +1,14 @@
 """The Telemetry actor: structlog events, metrics and the LM history ring.
 
-Everything reaches it as a ``tell`` of a :class:`TelemetryEvent`, so emitting
-never blocks a caller and never sits on the critical path of an LM call. The
-actor aggregates per-model and per-run counters, keeps bounded latency
-windows for p50/p95, and a bounded ring of recent LM calls for
-``inspect_history`` (no unbounded growth, unlike DSPy's global history).
+A :class:`TelemetryEmitter` queues events and nudges the actor (a ``tell``)
+only when the actor is not already watching its queue; after a nudge the
+actor polls the queue every :data:`LINGER` seconds until a poll finds it
+empty. So emitting never blocks, and while events flow the actor thread wakes
+once per ``LINGER``, not once per event. Queries drain the queues first: an
+ask made after ``emit`` returned sees the event. A plain ``tell`` of a
+:class:`TelemetryEvent` works too. The actor aggregates per-model and per-run
+counters, bounded latency windows for p50/p95, and a bounded ring of recent
+LM calls for ``inspect_history`` (unlike DSPy's unbounded global history).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
+import queue
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +28,7 @@ import pykka
 from dspex.supervision import Actor, Event
 
 __all__ = [
+    "LINGER",
     "HistoryEntry",
     "Telemetry",
     "TelemetryEmitter",
@@ -31,6 +37,9 @@ __all__ = [
     "redact",
     "render_history",
 ]
+
+LINGER = 0.01
+"""Seconds between the actor's polls of an emitter's queue while events flow."""
 
 _SECRET_MARKERS = ("api_key", "apikey", "authorization", "token", "secret", "password")
 
@@ -65,6 +74,62 @@ class TelemetryEvent:
     name: str
     data: Mapping[str, Any] = field(default_factory=dict)
     time: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class _Drain:
+    """Nudge from an emitter: handle the events queued in ``source``, then keep polling it."""
+
+    source: TelemetryEmitter
+
+
+class _PollDue:
+    """Handed to the actor by its inbox when it is time to poll the emitters' queues."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Envelope:
+    """Looks like pykka's envelope to its actor loop: a message, no reply."""
+
+    message: object
+    reply_to: None = None
+
+
+_POLL = _Envelope(_PollDue())
+
+
+class _PollingInbox:
+    """The Telemetry actor's inbox: a SimpleQueue whose ``get`` returns :data:`_POLL`
+    once ``deadline`` (``time.monotonic()``; None: never) has passed.
+
+    Only the actor thread touches ``deadline``; one poll is handed out per
+    deadline, so pykka's final "drain the inbox" loop always ends.
+    """
+
+    __slots__ = ("_queue", "deadline")
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.deadline: float | None = None
+
+    def put(self, envelope: Any, /) -> None:
+        self._queue.put(envelope)
+
+    def get(self) -> Any:
+        deadline = self.deadline
+        if deadline is None:
+            return self._queue.get()
+        remaining = deadline - time.monotonic()
+        if remaining > 0:
+            try:
+                return self._queue.get(timeout=remaining)
+            except queue.Empty:
+                pass
+        self.deadline = None
+        return _POLL
+
+    def empty(self) -> bool:
+        return self._queue.empty()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +190,12 @@ class Telemetry(Actor):
         self._events = 0
         self._logger: Any = None
         self._subscribers: list[Callable[[TelemetryEvent], None]] = []
+        self._sources: set[TelemetryEmitter] = set()  # queues polled every LINGER
+        self._inbox: _PollingInbox = self.actor_inbox  # type: ignore[assignment]
+
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        return _PollingInbox()
 
     def on_start(self) -> None:
         import logging
@@ -138,6 +209,15 @@ class Telemetry(Actor):
     # -- intake -----------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, _PollDue):
+            self._poll()
+            return None
+        if isinstance(message, _Drain):
+            self._sources.add(message.source)
+            self._drain(message.source)
+            if self._inbox.deadline is None:
+                self._inbox.deadline = time.monotonic() + LINGER
+            return None
         if isinstance(message, TelemetryEvent):
             self._handle(message)
             return None
@@ -145,6 +225,49 @@ class Telemetry(Actor):
             self._handle(TelemetryEvent(message.name, message.data, message.time))
             return None
         return super().on_receive(message)
+
+    def _poll(self) -> None:
+        for source in list(self._sources):
+            if not self._drain(source):
+                self._release(source)
+        if self._sources:
+            self._inbox.deadline = time.monotonic() + LINGER
+
+    def _release(self, source: TelemetryEmitter) -> None:
+        # Stop polling: the next event must nudge. Release first, then look
+        # once more, so an event queued in between is not left behind.
+        self._sources.discard(source)
+        source._watcher = None
+        self._drain(source)
+
+    def _drain_all(self) -> None:
+        for source in list(self._sources):
+            self._drain(source)
+
+    def _drain(self, source: TelemetryEmitter) -> int:
+        """Handle every event queued in ``source``; how many there were."""
+        pending = source._pending
+        handled = 0
+        while pending:
+            try:
+                event = pending.popleft()
+            except IndexError:  # another incarnation drained it meanwhile
+                break
+            if isinstance(event, Event):
+                event = TelemetryEvent(event.name, event.data, event.time)
+            self._handle(event)
+            handled += 1
+        return handled
+
+    def on_stop(self) -> None:
+        """Handle what the emitters queued, and make their next event nudge (actor thread)."""
+        for source in list(self._sources):
+            self._release(source)
+
+    def on_failure(self, *exc_info: Any) -> None:
+        """Crashed (actor thread): queued events wait for the next incarnation's nudge."""
+        for source in self._sources:
+            source._watcher = None
 
     def _handle(self, event: TelemetryEvent) -> None:
         self._events += 1
@@ -217,6 +340,7 @@ class Telemetry(Actor):
 
     def metrics(self) -> dict[str, Any]:
         """A JSON-ready snapshot of every counter."""
+        self._drain_all()
         models: dict[str, Any] = {}
         for model, s in sorted(self._models.items()):
             ok = s.requests - sum(s.errors.values())
@@ -253,6 +377,7 @@ class Telemetry(Actor):
 
     def history(self, n: int = 1) -> list[HistoryEntry]:
         """The last ``n`` LM calls, oldest first."""
+        self._drain_all()
         if n <= 0:
             return []
         return list(self._history)[-n:]
@@ -295,37 +420,86 @@ def _make_logger(fmt: str, level: str, stream: TextIO) -> Any:
 
 
 class TelemetryEmitter:
-    """What other components hold: ``emit(name, **data)`` as a non-blocking tell.
+    """What other components hold: ``emit(name, **data)``, never blocking.
 
     ``target`` returns the current Telemetry incarnation (None while it
-    restarts); events sent while it is gone are counted in ``dropped``.
+    restarts). Events wait in this emitter's queue until the actor drains it
+    (see the module docstring). Events emitted while no Telemetry runs, or
+    queued for one found dead, are counted in ``dropped``.
     """
 
     def __init__(self, target: Callable[[], pykka.ActorRef[Any] | None]) -> None:
         self._target = target
+        self._ref: pykka.ActorRef[Any] | None = None  # last incarnation resolved
+        self._pending: collections.deque[TelemetryEvent | Event] = collections.deque()
+        # The incarnation that will look at the queue without a nudge: one
+        # polling it, or one a nudge was sent to. The actor resets it.
+        self._watcher: pykka.ActorRef[Any] | None = None
+        self._drain_message = _Drain(self)
         self.dropped = 0
 
     def emit(self, name: str, **data: Any) -> None:
-        ref = self._target()
-        if ref is None:
-            self.dropped += 1
-            return
-        try:
-            ref.tell(TelemetryEvent(name, data))
-        except pykka.ActorDeadError:
-            self.dropped += 1
+        """Queue an event; the actor handles it within ``LINGER`` seconds."""
+        self._push(TelemetryEvent(name, data), nudge=True)
+
+    def emit_later(self, name: str, **data: Any) -> None:
+        """Queue an event without waking the actor.
+
+        It is handled with the next event or :meth:`flush`; use it only where
+        one is sure to follow soon (e.g. a run's start, whose stop follows).
+        """
+        self._push(TelemetryEvent(name, data), nudge=False)
+
+    def flush(self) -> None:
+        """Make sure queued events will be handled (a query made afterwards sees them)."""
+        if self._pending:
+            ref = self._resolve()
+            if ref is None:
+                self._drop_pending()
+            else:
+                self._nudge(ref)
 
     def __call__(self, name: str, data: Mapping[str, Any]) -> None:
-        self.emit(name, **data)
+        self._push(TelemetryEvent(name, data), nudge=True)
 
     def sink(self, event: Event) -> None:
         """An EventBus sink: forwards supervision events."""
-        ref = self._target()
+        self._push(event, nudge=True)
+
+    def _resolve(self) -> pykka.ActorRef[Any] | None:
+        ref = self._ref
+        if ref is None or not ref.is_alive():
+            ref = self._ref = self._target()
+            if ref is not None and not ref.is_alive():
+                return None
+        return ref
+
+    def _push(self, event: TelemetryEvent | Event, *, nudge: bool) -> None:
+        ref = self._resolve()
         if ref is None:
             self.dropped += 1
             return
-        with contextlib.suppress(pykka.ActorDeadError):
-            ref.tell(event)
+        self._pending.append(event)
+        if nudge:
+            self._nudge(ref)
+
+    def _nudge(self, ref: pykka.ActorRef[Any]) -> None:
+        if self._watcher is ref:
+            return  # it polls this queue, or a nudge is on its way
+        self._watcher = ref
+        try:
+            ref.tell(self._drain_message)
+        except pykka.ActorDeadError:
+            self._watcher = None
+            self._drop_pending()
+
+    def _drop_pending(self) -> None:
+        while self._pending:
+            try:
+                self._pending.popleft()
+            except IndexError:
+                return
+            self.dropped += 1
 
 
 def render_history(entries: list[HistoryEntry]) -> str:

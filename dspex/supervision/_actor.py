@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -251,6 +252,12 @@ class Actor(pykka.ThreadingActor):
     # pykka funnels every failure through _handle_failure and runs the whole
     # life inside _actor_loop, so wrapping those two sees every way to die.
 
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        # pykka only needs put/get/empty: SimpleQueue does them in C, without
+        # queue.Queue's three Python-level Conditions per actor and per message.
+        return queue.SimpleQueue()
+
     def _start_actor_loop(self) -> None:
         self._dspex_life = _Life()
         self._dspex_monitors = {}
@@ -319,9 +326,13 @@ class Actor(pykka.ThreadingActor):
             watchers = list(life.watchers.values())
             life.watchers.clear()
         # Unregister before telling anyone, so a Down never names a live entry.
-        pykka.ActorRegistry.unregister(self.actor_ref)
-        self.actor_stopped.set()
-        life.started.set()
+        # pykka unregisters whenever it sets actor_stopped, so only a loop that
+        # crashed outside pykka's handlers still needs both.
+        if not self.actor_stopped.is_set():
+            pykka.ActorRegistry.unregister(self.actor_ref)
+            self.actor_stopped.set()
+        if not life.started.is_set():
+            life.started.set()
         life.dead.set()
         reason = life.reason
         for mref, watcher in watchers:

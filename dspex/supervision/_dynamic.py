@@ -2,10 +2,14 @@
 
 Starting and terminating a child happen in the caller's thread: the child is
 started and acknowledged there, then published in the child table under a
-lock, so a start costs no round trip through the supervisor's mailbox. Deaths
-still go through the mailbox, and every restart decision runs in the
-supervisor's thread. Children are one_for_one, each with its own restart type,
-under the same intensity rule as :class:`~dspex.supervision.Supervisor`.
+lock, so a start costs no round trip through the supervisor's mailbox. A
+death that calls for no restart (a temporary child, or a transient one that
+stopped normally) is also booked under that lock, in the dying child's own
+thread: waking the supervisor once per program run would cost more than the
+run's own bookkeeping. A death that may need a restart goes through the
+mailbox, so every restart decision runs in the supervisor's thread. Children
+are one_for_one, each with its own restart type, under the same intensity rule
+as :class:`~dspex.supervision.Supervisor`.
 """
 
 from __future__ import annotations
@@ -152,12 +156,18 @@ class DynamicSupervisor(SupervisorBase):
             return list(self._children.values())
 
     def _watch(self, child: Child, ref: pykka.ActorRef[Any]) -> MonitorRef:
-        sup = self.actor_ref
-
         def forward(down: Down) -> None:  # runs in the dying child's thread
-            sup.tell(_ChildDown(child, down))
+            self._child_down(child, down)
 
         return monitor(ref, forward)
+
+    def _child_down(self, child: Child, down: Down) -> None:
+        """Book a death here (any thread) unless it may need a restart (supervisor thread)."""
+        if wants_restart(child.spec.restart, down.reason):
+            with suppress(pykka.ActorDeadError):  # a dead supervisor restarts nothing
+                self.actor_ref.tell(_ChildDown(child, down))
+            return
+        self._on_child_down(child, down)
 
     def _unwatch(self, child: Child, mref: MonitorRef) -> None:
         demonitor(mref)
@@ -221,9 +231,8 @@ class DynamicSupervisor(SupervisorBase):
             self._stop_incarnation(child)
             raise self._stopped_error()
         self._emit(CHILD_STARTED, child, ref=str(ref))
-        if early is not None:  # it died before we published it: let the mailbox decide
-            with suppress(pykka.ActorDeadError):
-                self.actor_ref.tell(_ChildDown(child, early))
+        if early is not None:  # it died before we published it: book it now
+            self._child_down(child, early)
         return ref
 
     def terminate_child(self, ref: pykka.ActorRef[Any]) -> bool:
@@ -267,6 +276,7 @@ class DynamicSupervisor(SupervisorBase):
         return super().on_receive(message)
 
     def _on_child_down(self, child: Child, down: Down) -> None:
+        """Book a death. Any thread when no restart is wanted, else the supervisor's."""
         reason = down.reason
         with self._lock:
             if child.key in self._starting:
