@@ -19,7 +19,8 @@ import pykka
 import pytest
 
 from dspex.actors._lm_client import ClientSlot, GetStats, LMClient, Reconfigure
-from dspex.actors._lm_handle import LMHandle, _Attempt, request_key
+from dspex.actors._lm_handle import LMHandle, request_key
+from dspex.actors._lm_slot import Attempt
 from dspex.actors._lm_types import LMProtocol, LMRequest, LMResponse, Usage
 from dspex.actors._resilience import CallInfo, LMClientConfig, VirtualSleeper
 from dspex.errors import (
@@ -375,11 +376,11 @@ def test_stop_cancels_calls_in_flight(start: Start, fake: FakeOpenAI) -> None:
 
 
 def test_a_late_reply_after_orphaning_is_dropped() -> None:
-    attempt = _Attempt()
+    attempt = Attempt()
     attempt.orphan(1)
     attempt.resolve(LMResponse(()), CallInfo())  # the dead incarnation answers late
     assert attempt.wait(1) and attempt.orphaned and attempt.value is None
-    answered = _Attempt()
+    answered = Attempt()
     answered.resolve(LMResponse(()), CallInfo(retries=1))
     answered.orphan(1)
     assert answered.wait(1) and not answered.orphaned and answered.info.retries == 1

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dspex.actors._io_loop import HTTPPool, IOLoop
-from dspex.actors._lm_handle import ClientSlot, Waiter
+from dspex.actors._lm_slot import ClientSlot, Waiter
 from dspex.actors._lm_types import LMRequest, LMResponse
 from dspex.actors._resilience import (
     CallInfo,

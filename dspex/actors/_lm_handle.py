@@ -17,21 +17,21 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import pykka
 
+from dspex.actors._lm_slot import Attempt, ClientSlot, Endpoint, Waiter
 from dspex.actors._lm_types import LMRequest, LMResponse, Message
+from dspex.actors._program_run import CancelEvent, RunContext, current_run
 from dspex.actors._resilience import (
     CallInfo,
     CallOptions,
     Emit,
-    LMClientConfig,
     LMClientStats,
-    UsageMeter,
 )
-from dspex.errors import ActorStoppedError, LMTimeoutError, UsageError
-from dspex.supervision import Lease, current_lease
+from dspex.errors import ActorStoppedError, LMTimeoutError, ProgramError, UsageError
+from dspex.supervision import current_lease
 
 __all__ = [
     "CacheGet",
@@ -108,177 +108,6 @@ def request_key(request: LMRequest, api_base: str | None = None) -> str:
         payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_jsonable
     )
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-class Waiter(Protocol):
-    """A caller's pending attempt, told exactly one of two things (on any thread)."""
-
-    def resolve(self, value: LMResponse | BaseException, info: CallInfo) -> None:
-        """The call finished: a response or the error to raise."""
-
-    def orphan(self, epoch: int) -> None:
-        """Incarnation ``epoch`` died before answering: submit again elsewhere."""
-
-    def park(self) -> None:
-        """The call starts a retry wait (loop thread): the caller may lend out its slot."""
-
-    def resume(self, ready: Callable[[], None]) -> None:
-        """Call ``ready()`` (any thread) once the caller may send again."""
-
-
-class Endpoint(Protocol):
-    """Where callers submit requests: one client incarnation's engine."""
-
-    epoch: int
-
-    def submit(self, key: str, request: LMRequest, options: CallOptions, waiter: Waiter) -> bool:
-        """Accept the call (True), or refuse because this incarnation is closing."""
-
-    def cancel(self, waiter: Waiter) -> None:
-        """The caller gave up: stop working on its behalf."""
-
-    @property
-    def in_flight(self) -> int:
-        """Distinct requests this incarnation is working on."""
-
-
-class ClientSlot:
-    """The stable home of one model's client across restarts; thread-safe.
-
-    The running :class:`LMClient` incarnation publishes its endpoint here;
-    :class:`~dspex.actors.LMHandle` waits here (on a condition, bounded by
-    the call's timeout) while a restart is under way.
-    """
-
-    def __init__(
-        self, model: str, api_base: str | None = None, config: LMClientConfig | None = None
-    ) -> None:
-        if not isinstance(model, str) or "/" not in model:
-            raise UsageError(
-                f"ClientSlot(model={model!r}): use '<provider>/<model>', e.g. 'openai/gpt-4o-mini'"
-            )
-        self.model = model
-        self.api_base = api_base
-        self.config = config or LMClientConfig()
-        self.meter = UsageMeter(model)
-        self.incarnations = 0
-        self._cond = threading.Condition()
-        self._endpoint: Endpoint | None = None
-        self._closed = False
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def endpoint(self) -> Endpoint | None:
-        """The current incarnation's endpoint, if one is running."""
-        return self._endpoint
-
-    def publish(self, endpoint: Endpoint, config: LMClientConfig) -> None:
-        """Make ``endpoint`` current (called by a starting incarnation)."""
-        with self._cond:
-            if self._closed:
-                raise ActorStoppedError(f"the client slot of {self.model!r} was closed")
-            self._endpoint = endpoint
-            self.config = config
-            self.incarnations += 1
-            self._cond.notify_all()
-
-    def retract(self, endpoint: Endpoint) -> None:
-        """``endpoint`` is going away; callers will wait for the next one."""
-        with self._cond:
-            if self._endpoint is endpoint:
-                self._endpoint = None
-
-    def close(self) -> None:
-        """No incarnation will follow: waiting and future callers fail fast."""
-        with self._cond:
-            self._closed = True
-            self._endpoint = None
-            self._cond.notify_all()
-
-    def current(self, timeout: float, *, not_epoch: int | None = None) -> Endpoint:
-        """The running endpoint (other than ``not_epoch``), waiting up to ``timeout`` s."""
-        endpoint = self._endpoint
-        if endpoint is not None and endpoint.epoch != not_epoch:
-            return endpoint
-        with self._cond:
-
-            def ready() -> bool:
-                e = self._endpoint
-                return self._closed or (e is not None and e.epoch != not_epoch)
-
-            self._cond.wait_for(ready, max(0.0, timeout))
-            endpoint = self._endpoint
-            if self._closed:
-                raise ActorStoppedError(
-                    f"the LM client for {self.model!r} has stopped; start a new one "
-                    "(or the Runtime that owns it)"
-                )
-            if endpoint is None or endpoint.epoch == not_epoch:
-                raise LMTimeoutError(
-                    f"no LM client for {self.model!r} was running within {timeout:.3g}s; "
-                    "it may be restarting too often (see the supervisor's events)",
-                    model=self.model,
-                )
-            return endpoint
-
-    def __repr__(self) -> str:
-        running = self._endpoint is not None
-        return f"ClientSlot({self.model!r}, running={running}, incarnations={self.incarnations})"
-
-
-class _Attempt:
-    """One submission of a call: told once (answer or orphaned), then spent.
-
-    ``lease`` is the caller's pool-task lease, if it runs in a WorkerPool task
-    (an Evaluate or batch example): a retry wait parks it, so the pool can
-    start another example while this one only waits.
-    """
-
-    __slots__ = ("_claim", "_signal", "info", "lease", "orphaned", "parked", "value")
-
-    def __init__(self, lease: Lease | None = None) -> None:
-        self._claim = threading.Lock()
-        self._signal = threading.Lock()
-        self._signal.acquire()
-        self.value: LMResponse | BaseException | None = None
-        self.info = CallInfo()
-        self.orphaned = False
-        self.lease = lease
-        self.parked = False
-
-    def park(self) -> None:
-        lease = self.lease
-        if lease is not None:
-            self.parked = True
-            lease.park()
-
-    def resume(self, ready: Callable[[], None]) -> None:
-        lease = self.lease
-        if lease is None:
-            ready()
-        else:
-            lease.resume(ready)
-
-    def resolve(self, value: LMResponse | BaseException, info: CallInfo) -> None:
-        if self._claim.acquire(blocking=False):
-            self.value = value
-            self.info = info
-            self._signal.release()
-
-    def orphan(self, epoch: int) -> None:
-        if self._claim.acquire(blocking=False):
-            self.orphaned = True
-            self._signal.release()
-
-    def abandon(self) -> bool:
-        """Claim the attempt for a caller that gave up; False if an answer got in first."""
-        return self._claim.acquire(blocking=False)
-
-    def wait(self, timeout: float) -> bool:
-        return self._signal.acquire(timeout=max(0.0, timeout))
 
 
 class LMHandle:
@@ -427,19 +256,34 @@ class LMHandle:
         budget = self.call_timeout or self.slot.config.call_timeout
         deadline = time.monotonic() + budget
         avoid: int | None = None
+        run = current_run()
         lease = current_lease()
+        if lease is None and run is not None:
+            lease = run.lease  # e.g. a ReAct trajectory lends its parent's slot
+        cancel = run.cancelled if run is not None else None
+        if not isinstance(cancel, CancelEvent):
+            cancel = None
         while True:
             endpoint = self.slot.current(deadline - time.monotonic(), not_epoch=avoid)
-            attempt = _Attempt(lease)
+            attempt = Attempt(lease)
             if not endpoint.submit(key, request, options, attempt):
                 avoid = endpoint.epoch  # closing: wait for its successor
                 continue
+            wake = attempt.cancel
+            if cancel is not None:
+                cancel.add_waker(wake)
             try:
                 answered = attempt.wait(deadline - time.monotonic())
             finally:
+                if cancel is not None:
+                    cancel.discard_waker(wake)
                 if attempt.parked:
                     assert lease is not None
                     lease.unpark()  # back to work (a no-op if its slot was given back)
+            if attempt.cancelled:
+                endpoint.cancel(attempt)  # the last waiter to leave cancels the request
+                assert run is not None
+                return _cancelled_error(run), CallInfo()
             if not answered:
                 endpoint.cancel(attempt)
                 if attempt.abandon():
@@ -504,3 +348,12 @@ class LMHandle:
         return (
             f"LMHandle({self.model!r}, api_base={self.api_base!r}, kwargs={redact(self.kwargs)!r})"
         )
+
+
+def _cancelled_error(run: RunContext) -> ProgramError:
+    """The error a call of a cancelled run ends with (the run's own check wording)."""
+    try:
+        run.check_deadline()
+    except ProgramError as exc:
+        return exc
+    return ProgramError(f"program run {run.run_id} ({run.label}) was cancelled")

@@ -27,6 +27,7 @@ from dspex.errors import ProgramError
 from dspex.supervision import Actor
 
 __all__ = [
+    "CancelEvent",
     "ProgramRun",
     "RunContext",
     "RunJob",
@@ -40,6 +41,42 @@ log = logging.getLogger("dspex.runtime")
 _run_ids = itertools.count(1)
 
 
+class CancelEvent(threading.Event):
+    """A run's cancel flag that also wakes whoever waits on the run's behalf.
+
+    ``set()`` runs the registered wakers (in the setting thread), so an LM
+    call blocked in a run that was cancelled (``max_errors`` reached, Ctrl-C,
+    an optimizer that has enough) returns at once instead of when its answer
+    arrives. Wakers must be quick and must not raise.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._wakers: set[Callable[[], None]] = set()
+        self._wakers_lock = threading.Lock()
+
+    def add_waker(self, waker: Callable[[], None]) -> None:
+        """Call ``waker()`` on :meth:`set` (at once if already set)."""
+        with self._wakers_lock:
+            self._wakers.add(waker)
+        if self.is_set():
+            waker()
+
+    def discard_waker(self, waker: Callable[[], None]) -> None:
+        with self._wakers_lock:
+            self._wakers.discard(waker)
+
+    def set(self) -> None:
+        super().set()
+        with self._wakers_lock:
+            wakers, self._wakers = self._wakers, set()
+        for waker in wakers:
+            try:
+                waker()
+            except Exception:  # one waiter's bug must not stop the others' wake-up
+                log.exception("a run's cancel waker failed")
+
+
 @dataclass(frozen=True, slots=True)
 class RunContext:
     """What a run carries: its id, the deadline and the trace of predictor calls.
@@ -47,15 +84,19 @@ class RunContext:
     ``deadline`` is a ``time.monotonic()`` value (None: no limit); modules check
     it between LM calls via :meth:`check_deadline` (threads cannot be killed).
     ``cancelled`` lets an owner (e.g. an evaluation past its timeout) ask the
-    run to stop at its next check.
+    run to stop at its next check; a :class:`CancelEvent` also ends the LM
+    call the run is waiting for. ``lease`` is the pool slot the run may lend
+    while an LM call waits out a retry (see ``dspex.supervision.Lease``); a
+    run started for another (a ReAct trajectory) carries its parent's.
     """
 
     run_id: int = field(default_factory=lambda: next(_run_ids))
     deadline: float | None = None
     trace: list[Any] = field(default_factory=list)
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    cancelled: threading.Event = field(default_factory=CancelEvent)
     label: str = ""
     runtime: Any = field(default=None, repr=False, compare=False)
+    lease: Any = field(default=None, repr=False, compare=False)
 
     def check_deadline(self) -> None:
         """Raise ``ProgramError`` if the run was cancelled or its deadline passed."""

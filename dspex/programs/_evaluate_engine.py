@@ -28,8 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
-from dspex.actors._program_run import RunContext, activate_run, current_run
-from dspex.supervision import ChildSpec, Restart, WorkerPool, start_child
+from dspex.actors._program_run import CancelEvent, RunContext, activate_run, current_run
+from dspex.supervision import ChildSpec, Restart, WorkerPool, current_lease, start_child
 
 __all__ = [
     "Outcome",
@@ -131,7 +131,7 @@ def execute(
     summary = RunSummary()
     if not items:
         return summary
-    cancel = threading.Event()
+    cancel = CancelEvent()  # setting it also ends the LM calls the examples wait for
     context = contextvars.copy_context()
     outer = current_run()
     outer_deadline = outer.deadline if outer is not None else None
@@ -144,7 +144,11 @@ def execute(
         if outer_deadline is not None:
             deadline = outer_deadline if deadline is None else min(deadline, outer_deadline)
         run = RunContext(
-            deadline=deadline, cancelled=cancel, label=f"{label}[{index}]", runtime=runtime
+            deadline=deadline,
+            cancelled=cancel,
+            label=f"{label}[{index}]",
+            runtime=runtime,
+            lease=current_lease(),
         )
         if runtime is not None:
             runtime.telemetry.emit("program.run.start", run_id=run.run_id, label=run.label)

@@ -42,7 +42,7 @@ from dspex.programs._settings import current_settings
 from dspex.programs._signature import Signature
 from dspex.programs._signature_build import ensure_signature, make_signature
 from dspex.programs._tool import Tool
-from dspex.supervision import ChildSpec, Restart, start_child
+from dspex.supervision import ChildSpec, Restart, current_lease, start_child
 
 __all__ = ["ReAct"]
 
@@ -274,6 +274,7 @@ def _in_trajectory_actor(parent: RunContext, runtime: Any, loop: Callable[[], Pr
         cancelled=parent.cancelled,
         label=f"{parent.label}/ReAct" if parent.label else "ReAct",
         runtime=runtime,
+        lease=parent.lease or current_lease(),  # the parent waits: its slot may be lent
     )
     spec = ChildSpec(f"trajectory-{run.run_id}", ProgramRun.start, restart=Restart.TEMPORARY)
     try:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
-import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
@@ -35,7 +34,7 @@ from typing import Any, Final, TypeVar
 
 import pykka
 
-from dspex.actors._program_run import RunContext, activate_run, current_run
+from dspex.actors._program_run import CancelEvent, RunContext, activate_run, current_run
 from dspex.programs._evaluate_engine import pools_under
 from dspex.supervision import (
     ChildSpec,
@@ -43,6 +42,7 @@ from dspex.supervision import (
     Result,
     Supervisor,
     WorkerPool,
+    current_lease,
     shutdown,
     start_child,
     terminate_child,
@@ -112,7 +112,7 @@ class Coordination:
         ``with`` block cancels the items still running (at their next
         deadline check) and waits for them, up to the pool's shutdown timeout.
         """
-        cancel = threading.Event()
+        cancel = CancelEvent()  # setting it also ends the LM calls the items wait for
         context = contextvars.copy_context()
         outer = current_run()
         outer_deadline = outer.deadline if outer is not None else None
@@ -124,7 +124,11 @@ class Coordination:
             if outer_deadline is not None:
                 deadline = outer_deadline if deadline is None else min(deadline, outer_deadline)
             run = RunContext(
-                deadline=deadline, cancelled=cancel, label=f"{label}[{index}]", runtime=runtime
+                deadline=deadline,
+                cancelled=cancel,
+                label=f"{label}[{index}]",
+                runtime=runtime,
+                lease=current_lease(),
             )
             if runtime is None:
                 return context.copy().run(_run_inline, run, body, value)
