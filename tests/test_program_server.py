@@ -16,7 +16,8 @@ from dspex.actors._program_run import current_run
 from dspex.actors._program_server import ProgramServer, ServerDirectory, server_key
 from dspex.actors._server_requests import ServerFuture
 from dspex.actors._server_state import ServerState
-from dspex.actors._telemetry import Telemetry, TelemetryEmitter, TelemetryEvent
+from dspex.actors._telemetry import Telemetry
+from dspex.actors._telemetry_emitter import TelemetryEmitter, TelemetryEvent
 from dspex.errors import (
     ActorStoppedError,
     OverloadedError,

@@ -9,14 +9,8 @@ from typing import Any
 
 import pytest
 
-from dspex.actors._telemetry import (
-    Telemetry,
-    TelemetryEmitter,
-    TelemetryEvent,
-    percentile,
-    redact,
-    render_history,
-)
+from dspex.actors._telemetry import Telemetry, percentile, redact, render_history
+from dspex.actors._telemetry_emitter import TelemetryEmitter, TelemetryEvent
 from dspex.supervision import EventBus
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import pykka
 import pytest
 
-from dspex.actors._telemetry import Telemetry, TelemetryEmitter, _Drain
+from dspex.actors._telemetry import Telemetry
+from dspex.actors._telemetry_emitter import TelemetryEmitter, _Drain
 
 
 class CountingTelemetry(Telemetry):

@@ -45,7 +45,8 @@ if TYPE_CHECKING:
     from dspex.actors._runtime import Runtime
     from dspex.actors._runtime_registry import active_runtimes
     from dspex.actors._server_requests import ServerFuture, ServerStats
-    from dspex.actors._telemetry import Telemetry, TelemetryEmitter
+    from dspex.actors._telemetry import Telemetry
+    from dspex.actors._telemetry_emitter import TelemetryEmitter
 
 _LAZY: dict[str, str] = {
     "Cache": "_cache",
@@ -73,7 +74,7 @@ _LAZY: dict[str, str] = {
     "ServerStats": "_server_requests",
     "SettingsBox": "_config_server",
     "Telemetry": "_telemetry",
-    "TelemetryEmitter": "_telemetry",
+    "TelemetryEmitter": "_telemetry_emitter",
     "VirtualSleeper": "_resilience",
     "active_runtimes": "_runtime_registry",
     "current_run": "_program_run",

@@ -14,19 +14,16 @@
 Components outside the tree hold names in the runtime's own Registry, never
 raw refs, so they follow restarts. State that must survive a restart (the
 cache store, each model's ClientSlot) belongs to the Runtime, not the actor.
+Program runs (``Runtime.run``) live in :mod:`dspex.actors._runtime_runs`.
 """
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -34,24 +31,23 @@ import pykka
 from dspex.actors._cache import Cache, CacheClient
 from dspex.actors._cache_store import CacheStore
 from dspex.actors._config_server import ConfigServer, SettingsBox
-from dspex.actors._program_run import ProgramRun, RunContext, RunJob
 from dspex.actors._runtime_clients import LMClients
 from dspex.actors._runtime_registry import register, unregister
-from dspex.actors._telemetry import Telemetry, TelemetryEmitter, render_history
-from dspex.errors import ActorStoppedError, MaxChildrenError, ProgramError, UsageError
+from dspex.actors._runtime_runs import ProgramRuns
+from dspex.actors._telemetry import Telemetry, render_history
+from dspex.actors._telemetry_emitter import TelemetryEmitter
+from dspex.errors import ActorStoppedError, UsageError
 from dspex.supervision import (
     ChildSpec,
     Clock,
     DynamicSupervisor,
     EventBus,
     Registry,
-    Restart,
     Strategy,
     Supervisor,
     TreeNode,
     call,
     shutdown,
-    start_child,
     tree,
 )
 
@@ -66,10 +62,9 @@ __all__ = ["Runtime"]
 log = logging.getLogger("dspex.runtime")
 
 CALL_TIMEOUT = 10.0  # bound for internal asks to runtime services
-_RUN_POLL = 1.0  # a run's reply is awaited in slices, checking the run is alive
 
 
-class Runtime:
+class Runtime(ProgramRuns):
     """A running dspex application: its supervision tree and the services in it.
 
     Create with :func:`dspex.start` (or ``Runtime(settings).start()``). Every
@@ -93,14 +88,7 @@ class Runtime:
             telemetry=self.telemetry,
             clock=clock,
         )
-        # One token per run slot: a SimpleQueue blocks and wakes in C, cheaper than a Semaphore.
-        self._run_tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
-        for _ in range(settings.runtime.max_runs):
-            self._run_tokens.put(None)
-        self._spares: list[pykka.ActorRef[Any]] = []  # pre-started ProgramRun actors
-        self._spares_starting = 0
-        self._spare_spec = ChildSpec("run-spare", ProgramRun.start, restart=Restart.TEMPORARY)
-        self._programs: pykka.ActorRef[Any] | None = None  # last "programs" incarnation seen
+        self._init_runs(settings)
         self._stopping = threading.Event()
         self.started_at: float | None = None
         from dspex.actors._program_server import ServerDirectory
@@ -381,145 +369,6 @@ class Runtime:
     def request_defaults(self, model: str) -> Mapping[str, Any]:
         """Request parameters the settings give every call to ``model`` (see LMClients)."""
         return self.clients.request_defaults(model)
-
-    # -- program runs ---------------------------------------------------------------
-
-    def run(
-        self,
-        fn: Callable[[], Any],
-        *,
-        label: str = "program",
-        timeout: float | None = None,
-        run: RunContext | None = None,
-    ) -> Any:
-        """Execute ``fn`` as a transient ProgramRun actor and return its result.
-
-        The caller's contextvars travel into the run. Past ``runtime.max_runs``
-        concurrent runs the caller waits for a free slot instead of failing.
-        ``timeout`` (seconds) becomes the run's cooperative deadline.
-        """
-        programs = self._programs_ref()
-        self._admit()
-        try:
-            if run is None:
-                deadline = time.monotonic() + timeout if timeout is not None else None
-                run = RunContext(deadline=deadline, label=label, runtime=self)
-            reply: Future[Any] = Future()
-            ref = self._take_spare() or self._start_run(programs, run)
-            # No wake-up of Telemetry for this: the stop event carries it along
-            # (and a long run's _await_run flushes it).
-            self.telemetry.emit_later("program.run.start", run_id=run.run_id, label=label)
-            started = time.perf_counter()
-            # The run starts the spare that replaces it, in its own thread.
-            before = self._refill if self.settings.runtime.warm_runs else None
-            ref.tell(RunJob(fn, contextvars.copy_context(), run, reply, before))
-            try:
-                result = self._await_run(ref, run, reply)
-            except BaseException as exc:
-                self.record_run(run, (time.perf_counter() - started) * 1000, exc)
-                raise
-            # Emitted here, not in the run's thread, so metrics read after the
-            # call returns already count it.
-            self.record_run(run, (time.perf_counter() - started) * 1000, None)
-            return result
-        finally:
-            self._run_tokens.put(None)
-
-    def _admit(self) -> None:
-        """Take one of the ``runtime.max_runs`` run slots, waiting while all are taken."""
-        while True:
-            try:
-                return self._run_tokens.get(timeout=_RUN_POLL)
-            except queue.Empty:
-                if not self.running:
-                    msg = "the dspex runtime stopped while this run was waiting"
-                    raise ActorStoppedError(msg) from None
-
-    def _programs_ref(self) -> pykka.ActorRef[Any]:
-        """The ``programs`` supervisor, re-resolved only once the one we knew has died."""
-        ref = self._programs
-        if ref is None or not ref.is_alive():
-            ref = self._programs = self.whereis("programs")
-        return ref
-
-    def _take_spare(self) -> pykka.ActorRef[Any] | None:
-        with self._lock:
-            while self._spares:
-                ref = self._spares.pop()
-                if ref.is_alive():
-                    return ref
-        return None
-
-    def _refill(self) -> None:
-        # Runs in a run's thread, before its job (a restarted supervisor is
-        # picked up by the next caller's _programs_ref).
-        programs = self._programs
-        if programs is not None and programs.is_alive():
-            self._refill_spares(programs)
-
-    def _refill_spares(self, programs: pykka.ActorRef[Any]) -> None:
-        """Pre-start run actors up to ``runtime.warm_runs``; best effort, never raises."""
-        want = self.settings.runtime.warm_runs
-        while True:
-            with self._lock:
-                if self._stopping.is_set() or len(self._spares) + self._spares_starting >= want:
-                    return
-                self._spares_starting += 1
-            try:
-                ref = start_child(
-                    programs, self._spare_spec, timeout=self.settings.runtime.run_start_timeout
-                )
-            except Exception:  # full, stopping or slow: runs start on demand instead
-                with self._lock:
-                    self._spares_starting -= 1
-                return
-            with self._lock:
-                self._spares_starting -= 1
-                self._spares.append(ref)
-
-    def _start_run(self, programs: pykka.ActorRef[Any], run: RunContext) -> pykka.ActorRef[Any]:
-        spec = ChildSpec(f"run-{run.run_id}", ProgramRun.start, restart=Restart.TEMPORARY)
-        start_timeout = self.settings.runtime.run_start_timeout
-        deadline = time.monotonic() + start_timeout
-        pause = 0.0005
-        while True:
-            try:
-                return start_child(programs, spec, timeout=start_timeout)
-            except MaxChildrenError:
-                # The gate admits a caller as soon as an earlier run replied, but
-                # the supervisor counts that run until its exit is processed, a
-                # moment later: wait for the slot instead of failing the caller.
-                if time.monotonic() >= deadline or self._stopping.wait(pause):
-                    raise
-                pause = min(pause * 2, 0.05)
-
-    def _await_run(self, ref: pykka.ActorRef[Any], run: RunContext, reply: Future[Any]) -> Any:
-        while True:
-            try:
-                return reply.result(timeout=_RUN_POLL)
-            except FutureTimeout:
-                self.telemetry.flush()  # a long run's start event is not held back further
-                if not ref.is_alive() and not reply.done():
-                    raise ProgramError(
-                        f"program run {run.run_id} ({run.label}) died without replying; "
-                        "see the supervisor events in telemetry"
-                    ) from None
-
-    def record_run(self, run: RunContext, duration_ms: float, error: BaseException | None) -> None:
-        """Report a finished run to telemetry (also for runs executed inline, e.g. by Evaluate)."""
-        if error is None:
-            self.telemetry.emit(
-                "program.run.stop", run_id=run.run_id, label=run.label, duration_ms=duration_ms
-            )
-        else:
-            original = getattr(error, "original", None) or error
-            self.telemetry.emit(
-                "program.run.exception",
-                run_id=run.run_id,
-                label=run.label,
-                duration_ms=duration_ms,
-                error=type(original).__name__,
-            )
 
 
 def _make_store(settings: Settings) -> CacheStore:
