@@ -20,6 +20,7 @@ Every error dspex raises derives from :class:`DSPexError`. A user's misuse
     │   ├── LMTimeoutError          the provider did not answer in time
     │   ├── ProviderError           5xx, bad reply, dropped connection
     │   │   └── AuthenticationError 401/403: bad or missing API key
+    │   ├── ContextWindowError      the prompt exceeds the model's context window
     │   └── CircuitOpenError        the client's breaker is open; failing fast
     ├── AdapterParseError           an LM reply did not match the signature
     ├── ProgramError                user code in a program run raised
@@ -41,6 +42,7 @@ __all__ = [
     "CallTimeoutError",
     "CircuitOpenError",
     "ConfigError",
+    "ContextWindowError",
     "DSPexError",
     "LMError",
     "LMTimeoutError",
@@ -182,6 +184,30 @@ class AuthenticationError(ProviderError):
     """The provider rejected the API key (HTTP 401/403), or none was given."""
 
     retryable = False
+
+
+class ContextWindowError(LMError):
+    """The provider refused the prompt as longer than the model's context window.
+
+    Not retryable: the same prompt fails again, so the caller must shorten it
+    (ReAct drops its oldest trajectory step). ``prompt_tokens`` and
+    ``context_window`` are the provider's own counts, when it states them.
+    """
+
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        status: int | None = None,
+        prompt_tokens: int | None = None,
+        context_window: int | None = None,
+    ) -> None:
+        super().__init__(message, model=model, status=status)
+        self.prompt_tokens = prompt_tokens
+        self.context_window = context_window
 
 
 class CircuitOpenError(LMError):

@@ -10,7 +10,7 @@ import pydantic
 import pytest
 from adapter_helpers import ScriptedLM, assert_messages_equal, load_golden
 
-from dspex.errors import AdapterParseError, AuthenticationError, ProviderError
+from dspex.errors import AdapterParseError, AuthenticationError, ContextWindowError, ProviderError
 from dspex.programs import Example, InputField, JSONAdapter, OutputField, Signature
 from dspex.programs._adapters._json import find_json_object
 from dspex.programs._adapters._schema import response_format
@@ -270,7 +270,13 @@ def test_rejected_schema_is_retried_once_with_json_object() -> None:
 
 
 @pytest.mark.parametrize(
-    "error", [ProviderError("down", status=503), AuthenticationError("bad key", status=401)]
+    "error",
+    [
+        ProviderError("down", status=503),
+        AuthenticationError("bad key", status=401),
+        # A 400 like a rejected schema, but a simpler format would not fit either.
+        ContextWindowError("prompt is too long: 9000 tokens > 8192 maximum", status=400),
+    ],
 )
 def test_other_lm_errors_propagate(error: Exception) -> None:
     lm = ScriptedLM(error)

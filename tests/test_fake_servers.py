@@ -406,3 +406,103 @@ def test_gemini_shapes_and_checks(client: httpx.Client) -> None:
             strict_url = f"{strict.url}/models/g:generateContent"
             wrong = client.post(strict_url, json=body, headers=headers).json()["error"]
             assert wrong["details"][0]["reason"] == "API_KEY_INVALID"
+
+
+# -- a prompt longer than the context window ----------------------------------------------
+
+
+ANTHROPIC_CHAT = {"model": "claude-x", "max_tokens": 10, "messages": CHAT["messages"]}
+GEMINI_CHAT = {"contents": [{"role": "user", "parts": [{"text": "hello there"}]}]}
+
+
+def test_context_window_fault_answers_as_each_provider_does(client: httpx.Client) -> None:
+    fault = Fault.context_window(limit=1)
+    with (
+        FakeOpenAI(schedule=[fault]) as openai,
+        FakeOpenAI(schedule=[fault], context_error="llama_cpp") as llama,
+        FakeAnthropic(schedule=[fault]) as anthropic,
+        FakeGemini(schedule=[fault]) as gemini,
+    ):
+        answers = [
+            post(client, openai),
+            post(client, llama),
+            anthropic_post(client, anthropic, ANTHROPIC_CHAT),
+            client.post(
+                f"{gemini.url}/models/g:generateContent",
+                json=GEMINI_CHAT,
+                headers={"x-goog-api-key": KEY},
+            ),
+        ]
+        outcomes = [f.outcomes for f in (openai, llama, anthropic, gemini)]
+    assert [a.status_code for a in answers] == [400] * 4
+    assert outcomes == [{"context_window": 1}] * 4
+    assert answers[0].json() == {
+        "error": {
+            "message": "This model's maximum context length is 1 tokens. However, your "
+            "messages resulted in 2 tokens. Please reduce the length of the messages.",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+        }
+    }
+    assert answers[1].json() == {
+        "error": {
+            "code": 400,
+            "message": "request (2 tokens) exceeds the available context size (1 tokens), "
+            "try increasing it",
+            "type": "exceed_context_size_error",
+            "n_prompt_tokens": 2,
+            "n_ctx": 1,
+        }
+    }
+    assert answers[2].json() == {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": "prompt is too long: 2 tokens > 1 maximum",
+        },
+    }
+    assert answers[3].json() == {
+        "error": {
+            "code": 400,
+            "message": "The input token count (2) exceeds the maximum number of tokens "
+            "allowed (1).",
+            "status": "INVALID_ARGUMENT",
+        }
+    }
+
+
+def test_context_window_fault_reports_more_than_the_limit(
+    fake: FakeOpenAI, client: httpx.Client
+) -> None:
+    fake.schedule = [Fault.context_window(limit=100, status=500)]
+    answer = post(client, fake)  # 2 words, yet over the window it claims
+    assert answer.status_code == 500
+    assert "resulted in 101 tokens" in answer.json()["error"]["message"]
+
+
+def test_context_window_setting_refuses_long_prompts_only(
+    fake: FakeOpenAI, client: httpx.Client
+) -> None:
+    assert fake.context_window is None
+    fake.context_window = 2
+    assert post(client, fake).status_code == 200  # "hello there": 2 words
+    long = {**CHAT, "messages": [{"role": "user", "content": "one two three"}]}
+    refused = post(client, fake, long)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "context_length_exceeded"
+    fake.configure(context_window=None)
+    assert post(client, fake, long).status_code == 200
+    assert fake.outcomes == {"ok": 2, "context_window": 1}
+    assert fake.prompt_tokens(long) == 3 and fake.prompt_tokens("not a body") == 0
+
+
+def test_context_window_options_are_checked(fake: FakeOpenAI) -> None:
+    for bad in (0, True, 2.5):
+        with pytest.raises(UsageError, match="context_window"):
+            fake.context_window = bad  # type: ignore[assignment]
+    with pytest.raises(UsageError, match="limit"):
+        Fault.context_window(limit=0)
+    with pytest.raises(UsageError, match="context_error='vllm'"):
+        FakeOpenAI(context_error="vllm")  # type: ignore[arg-type]
+    assert fake.context_window is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,7 @@ from dspex.actors._providers import (
 )
 from dspex.errors import (
     AuthenticationError,
+    ContextWindowError,
     LMError,
     LMTimeoutError,
     ProviderError,
@@ -566,3 +568,182 @@ def test_openai_reasoning_models_take_max_completion_tokens() -> None:
         request = LMRequest(model, MESSAGES, {"max_tokens": 99})
         body = provider.build(request, api_base="http://h", api_key=None).json
         assert body[key] == 99 and len([k for k in body if k.startswith("max_")]) == 1
+
+
+# -- a prompt longer than the context window ----------------------------------------------
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_context_window_fault_is_a_context_window_error(client: httpx.Client, dialect: str) -> None:
+    make_fake, make_provider, model = DIALECTS[dialect]
+    with make_fake(schedule=[Fault.context_window(limit=3)]) as fake:
+        with pytest.raises(ContextWindowError) as info:
+            call(client, fake, make_provider(), model)
+        sent = fake.prompt_tokens(fake.requests[0].json)
+    err = info.value
+    assert err.status == 400 and err.model == model and err.retryable is False
+    assert err.prompt_tokens == sent and err.context_window == 3
+    assert "context window" in str(err) and "larger context window" in str(err)
+    assert KEY not in str(err) and isinstance(err, LMError)
+    assert not isinstance(err, ProviderError)  # so the circuit breaker ignores it
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_prompt_over_the_fakes_window_is_refused_and_a_short_one_served(
+    client: httpx.Client, dialect: str
+) -> None:
+    make_fake, make_provider, model = DIALECTS[dialect]
+    with make_fake(context_window=6) as fake:
+        with pytest.raises(ContextWindowError) as info:
+            call(client, fake, make_provider(), model)  # MESSAGES: 9 words
+        short = ({"role": "user", "content": "Hi"},)
+        assert call(client, fake, make_provider(), model, short).texts == ["ok"]
+        assert fake.outcomes == {"context_window": 1, "ok": 1}
+    assert (info.value.prompt_tokens, info.value.context_window) == (9, 6)
+
+
+@pytest.mark.parametrize("status", [400, 500])
+def test_llama_cpp_server_context_error(client: httpx.Client, status: int) -> None:
+    # llama.cpp answers 400 since October 2025, 500 in the builds before
+    schedule = [Fault.context_window(limit=4, status=status)]
+    with FakeOpenAI(context_error="llama_cpp", schedule=schedule) as fake:
+        with pytest.raises(ContextWindowError) as info:
+            call(client, fake, OpenAIProvider(json_schema_style="llama_cpp"), "openai/local")
+    assert info.value.status == status and info.value.context_window == 4
+    assert "exceeds the available context size" in str(info.value)
+
+
+# Error bodies as the providers send them (from their issue trackers).
+CONTEXT_BODIES: list[tuple[Provider, int, dict[str, Any], tuple[int | None, int | None]]] = [
+    (
+        OpenAIProvider(),
+        400,
+        {
+            "error": {
+                "message": "This model's maximum context length is 8192 tokens. However, your "
+                "messages resulted in 9000 tokens. Please reduce the length of the messages.",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+        },
+        (9000, 8192),
+    ),
+    (  # vLLM's older top-level error shape
+        OpenAIProvider(),
+        400,
+        {
+            "object": "error",
+            "message": "This model's maximum context length is 4096 tokens. However, you "
+            "requested 5000 tokens (4000 in the messages, 1000 in the completion).",
+            "type": "BadRequestError",
+            "code": 400,
+        },
+        (5000, 4096),
+    ),
+    (  # llama-cpp-python's server when it cannot rephrase the error
+        OpenAIProvider(),
+        500,
+        {
+            "error": {
+                "message": "Requested tokens (2285) exceed context window of 2048",
+                "type": "internal_server_error",
+                "param": None,
+                "code": None,
+            }
+        },
+        (2285, 2048),
+    ),
+    (
+        OpenAIProvider(),
+        500,
+        {
+            "error": {
+                "code": 500,
+                "message": "the request exceeds the available context size. try increasing "
+                "the context size or enable context shift",
+                "type": "exceed_context_size_error",
+                "n_prompt_tokens": 1407,
+                "n_ctx": 256,
+            }
+        },
+        (1407, 256),
+    ),
+    (
+        AnthropicProvider(),
+        400,
+        {
+            "type": "error",
+            "error": {
+                "type": "invalid_request_error",
+                "message": "prompt is too long: 208656 tokens > 200000 maximum",
+            },
+        },
+        (208656, 200000),
+    ),
+    (
+        AnthropicProvider(),
+        400,
+        {
+            "type": "error",
+            "error": {
+                "type": "invalid_request_error",
+                "message": "input length and `max_tokens` exceed context limit: 178959 + "
+                "64000 > 200000, decrease input length or `max_tokens` and try again",
+            },
+        },
+        (178959, 200000),
+    ),
+    (
+        GeminiProvider(),
+        400,
+        {
+            "error": {
+                "code": 400,
+                "message": "The input token count (3475108) exceeds the maximum number of "
+                "tokens allowed (1048576).",
+                "status": "INVALID_ARGUMENT",
+            }
+        },
+        (3475108, 1048576),
+    ),
+    (  # Vertex AI's wording
+        GeminiProvider(),
+        400,
+        {
+            "error": {
+                "code": 400,
+                "message": "Unable to submit request because the input token count is 1200000 "
+                "but model only supports up to 1048576. Reduce the input token count.",
+                "status": "INVALID_ARGUMENT",
+            }
+        },
+        (1200000, 1048576),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("provider", "status", "body", "counts"), CONTEXT_BODIES, ids=lambda v: str(v)[:24]
+)
+def test_real_context_window_bodies(
+    provider: Provider, status: int, body: dict[str, Any], counts: tuple[int | None, int | None]
+) -> None:
+    raw = json.dumps(body).encode()
+    err = provider.error_for_status(status, {}, raw, model="p/m", api_key=KEY)
+    assert isinstance(err, ContextWindowError) and err.status == status
+    assert (err.prompt_tokens, err.context_window) == counts
+    assert err.retryable is False
+
+
+@pytest.mark.parametrize(
+    ("provider", "body"),
+    [
+        (OpenAIProvider(), {"error": {"message": "messages: too many", "code": "invalid_value"}}),
+        (AnthropicProvider(), {"type": "error", "error": {"message": "max_tokens: too large"}}),
+        (GeminiProvider(), {"error": {"code": 400, "message": "Invalid value at 'contents'"}}),
+    ],
+)
+def test_other_400s_stay_plain_lm_errors(provider: Provider, body: dict[str, Any]) -> None:
+    err = provider.error_for_status(400, {}, json.dumps(body).encode(), model="p/m")
+    assert type(err) is LMError and err.status == 400 and err.retryable is False

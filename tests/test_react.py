@@ -17,12 +17,12 @@ from runtime_helpers import wait_until
 import dspex
 from dspex.actors import RunContext, current_run
 from dspex.actors._program_run import activate_run
-from dspex.errors import AdapterParseError, ProgramError, UsageError
+from dspex.errors import AdapterParseError, ContextWindowError, ProgramError, UsageError
 from dspex.programs import JSONAdapter, Module, Prediction, context
-from dspex.programs._react import ReAct
+from dspex.programs._react import MAX_TRUNCATIONS, ReAct
 from dspex.programs._tool import Tool
 from dspex.supervision import count_children
-from dspex.testing import DummyLM
+from dspex.testing import DummyLM, FakeOpenAI, Fault, RecordedRequest
 
 
 def step(tool: str, thought: str = "thinking", **args: Any) -> dict[str, Any]:
@@ -374,3 +374,167 @@ def test_acall_runs_async_tools() -> None:
         pred = asyncio.run(react.acall(question="q"))
     assert pred.trajectory["observation_0"] == "page a"
     assert pred.answer == "done"
+
+
+# -- the context window ----------------------------------------------------------------------
+
+LONG = "word " * 1000  # an observation of 1000 prompt tokens as the fakes count them
+LONG_OBSERVATION = f"x: {LONG}"
+
+
+def long_search(query: str) -> str:
+    """Look a query up at length."""
+    return f"{query}: {LONG}"
+
+
+def scripted_agent(tools: list[str], answer: str = "Paris") -> Callable[[dict[str, Any]], str]:
+    """A fake's reply function: the react steps pick ``tools`` in turn, then extraction."""
+    picks = iter(tools)
+
+    def reply(body: dict[str, Any]) -> str:
+        system = body["messages"][0]["content"]
+        if "next_tool_name" not in system:
+            return (
+                f"[[ ## reasoning ## ]]\nfound it\n\n[[ ## answer ## ]]\n{answer}\n\n" + COMPLETED
+            )
+        tool = next(picks, "finish")
+        args = '{"query": "x"}' if tool != "finish" else "{}"
+        return (
+            f"[[ ## next_thought ## ]]\nuse {tool}\n\n[[ ## next_tool_name ## ]]\n{tool}\n\n"
+            f"[[ ## next_tool_args ## ]]\n{args}\n\n" + COMPLETED
+        )
+
+    return reply
+
+
+COMPLETED = "[[ ## completed ## ]]"
+
+
+def trajectory_of(request: RecordedRequest) -> str:
+    return str(request.json["messages"][-1]["content"])
+
+
+def fake_lm(fake: FakeOpenAI) -> dspex.LM:
+    return dspex.LM("openai/agent", api_base=fake.url, api_key="sk-test-react-0000", cache=False)
+
+
+def test_context_window_drops_the_oldest_step_and_retries(
+    start_runtime: Callable[..., dspex.Runtime], caplog: pytest.LogCaptureFixture
+) -> None:
+    start_runtime()
+    react = ReAct("question -> answer", tools=[long_search])
+    reply = scripted_agent(["long_search"] * 3)
+    with FakeOpenAI(reply=reply, context_window=1800) as fake, context(lm=fake_lm(fake)):
+        with caplog.at_level(logging.WARNING, logger="dspex.programs"):
+            pred = react(question="Where is Paris?")
+        outcomes = fake.outcomes
+        prompts = [trajectory_of(r) for r in fake.requests]
+    assert pred.answer == "Paris"
+    # steps 0 and 1 were dropped (one each time the prompt outgrew the window);
+    # the kept keys keep their numbers, as in DSPy
+    assert list(pred.trajectory) == [
+        f"{kind}_{i}"
+        for i in (2, 3)
+        for kind in ("thought", "tool_name", "tool_args", "observation")
+    ]
+    assert pred.trajectory["tool_name_3"] == "finish"
+    # 4 steps + extraction accepted, 2 refusals, each retried once: not by the LM client
+    assert outcomes == {"ok": 5, "context_window": 2}
+    refused, retried = prompts[2], prompts[3]
+    assert "observation_0" in refused and "observation_1" in refused
+    assert "observation_0" not in retried and "observation_1" in retried
+    assert sum("context window" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_extraction_is_truncated_too(start_runtime: Callable[..., dspex.Runtime]) -> None:
+    start_runtime()
+    react = ReAct("question -> answer", tools=[Calls().search])
+    schedule = [None, None, Fault.context_window(limit=100)]  # the extraction's first try
+    reply = scripted_agent(["search"])
+    with FakeOpenAI(reply=reply, schedule=schedule) as fake, context(lm=fake_lm(fake)):
+        pred = react(question="Where is Paris?")
+        extract_prompts = [trajectory_of(r) for r in fake.requests[2:]]
+        assert fake.outcomes == {"ok": 3, "context_window": 1}
+    assert pred.answer == "Paris"
+    assert list(pred.trajectory) == ["thought_1", "tool_name_1", "tool_args_1", "observation_1"]
+    assert "thought_0" in extract_prompts[0] and "thought_0" not in extract_prompts[1]
+
+
+def test_nothing_left_to_drop_raises_context_window_error(
+    start_runtime: Callable[..., dspex.Runtime],
+) -> None:
+    start_runtime()
+    react = ReAct("question -> answer", tools=[long_search])
+    with FakeOpenAI(reply=scripted_agent([]), context_window=50) as fake:
+        with context(lm=fake_lm(fake)), pytest.raises(ContextWindowError) as info:
+            react(question="Where is Paris?")
+        assert fake.outcomes == {"context_window": 1}  # not retried: it would fail again
+    # a top-level call wraps it as ProgramError[ContextWindowError]; .original is ours
+    err = info.value.original if isinstance(info.value, ProgramError) else info.value
+    assert isinstance(err, ContextWindowError)
+    assert "no step left to drop" in str(err) and "larger context window" in str(err)
+    assert err.model == "openai/agent" and err.retryable is False
+    cause = err.__cause__
+    assert isinstance(cause, ContextWindowError) and cause.status == 400
+    assert cause.context_window == 50 and cause.prompt_tokens is not None
+    assert cause.prompt_tokens > 50
+
+
+def test_truncation_is_bounded_like_dspy(start_runtime: Callable[..., dspex.Runtime]) -> None:
+    start_runtime()
+    react = ReAct("question -> answer", tools=[Calls().search])
+    reply = scripted_agent(["search"] * 5)
+
+    def schedule(index: int) -> Fault | None:
+        return Fault.context_window(limit=10) if index >= 4 else None
+
+    with FakeOpenAI(reply=reply, schedule=schedule) as fake, context(lm=fake_lm(fake)):
+        with pytest.raises(ContextWindowError) as info:
+            react(question="Where is Paris?")
+        prompts = [trajectory_of(r) for r in fake.requests]
+    assert len(prompts) == 4 + 1 + MAX_TRUNCATIONS  # 4 steps, then 1 try + 3 shorter ones
+    assert [p.count("[[ ## thought_") for p in prompts[4:]] == [4, 3, 2, 1]
+    err = info.value.original if isinstance(info.value, ProgramError) else info.value
+    assert f"after dropping the {MAX_TRUNCATIONS} oldest trajectory steps" in str(err)
+    assert isinstance(err, ContextWindowError) and err.model == "openai/agent"
+    assert isinstance(err.__cause__, ContextWindowError) and err.__cause__.status == 400
+
+
+def test_an_overridden_truncate_trajectory_is_used(
+    start_runtime: Callable[..., dspex.Runtime],
+) -> None:
+    start_runtime()
+
+    class Clipping(ReAct):
+        def truncate_trajectory(self, trajectory: dict[str, Any]) -> dict[str, Any]:
+            return {
+                k: (v[:20] if k.startswith("observation") else v) for k, v in trajectory.items()
+            }
+
+    react = Clipping("question -> answer", tools=[long_search])
+    reply = scripted_agent(["long_search", "long_search"])
+    with FakeOpenAI(reply=reply, context_window=1800) as fake, context(lm=fake_lm(fake)):
+        pred = react(question="Where is Paris?")
+        assert fake.outcomes == {"ok": 4, "context_window": 1}
+    clipped = LONG_OBSERVATION[:20]
+    assert [pred.trajectory[f"observation_{i}"] for i in range(3)] == [
+        clipped,
+        clipped,
+        "Completed.",
+    ]
+    assert pred.trajectory["tool_name_2"] == "finish"
+
+
+def test_truncate_trajectory_drops_the_four_oldest_entries() -> None:
+    react = ReAct("question -> answer", tools=[Calls().search])
+    trajectory = {
+        f"{k}_{i}": i
+        for i in range(2)
+        for k in ("thought", "tool_name", "tool_args", "observation")
+    }
+    assert react.truncate_trajectory(trajectory) is trajectory
+    assert list(trajectory) == ["thought_1", "tool_name_1", "tool_args_1", "observation_1"]
+    react.truncate_trajectory(trajectory)
+    assert trajectory == {}
+    with pytest.raises(ContextWindowError, match="no step left to drop"):
+        react.truncate_trajectory(trajectory)

@@ -5,7 +5,9 @@ Each step asks the ``react`` predictor for ``next_thought``, ``next_tool_name``
 records the step in the trajectory dict as ``thought_i``, ``tool_name_i``,
 ``tool_args_i`` and ``observation_i``. After ``finish`` (or ``max_iters``
 steps) the ``extract`` ChainOfThought reads the inputs plus the trajectory and
-writes the signature's outputs.
+writes the signature's outputs. When the LM answers ``ContextWindowError``, the
+oldest step is dropped (:meth:`ReAct.truncate_trajectory`) and the call is
+retried, at most three times per call, as DSPy does.
 
 Inside a program run the loop executes as its own transient actor under the
 runtime's ``programs`` DynamicSupervisor (DESIGN.md section 2), carrying the
@@ -29,6 +31,7 @@ from dspex.actors._program_run import ProgramRun, RunContext, RunJob, current_ru
 from dspex.errors import (
     ActorStoppedError,
     AdapterParseError,
+    ContextWindowError,
     MaxChildrenError,
     ProgramError,
     UsageError,
@@ -49,6 +52,8 @@ __all__ = ["ReAct"]
 logger = logging.getLogger("dspex.programs")
 
 FINISH = "finish"
+MAX_TRUNCATIONS = 3
+"""How many times one step (or the extraction) drops a step and retries, as in DSPy."""
 _POLL = 1.0  # the wait for a trajectory actor is sliced to notice its death or a cancel
 
 
@@ -109,7 +114,7 @@ class ReAct(Module):
             if run is not None:
                 run.check_deadline()
             try:
-                pred = self.react(**input_args, trajectory=self._format_trajectory(trajectory))
+                pred, trajectory = self._call_fitting(self.react, input_args, trajectory)
             except AdapterParseError as err:
                 # As DSPy: a reply naming no valid tool ends the loop; extraction still runs.
                 logger.warning(
@@ -126,8 +131,46 @@ class ReAct(Module):
             trajectory[f"observation_{idx}"] = self._observe(name, args)
             if name == FINISH:
                 break
-        extract = self.extract(**input_args, trajectory=self._format_trajectory(trajectory))
+        extract, trajectory = self._call_fitting(self.extract, input_args, trajectory)
         return Prediction(trajectory=trajectory, **extract)
+
+    def _call_fitting(
+        self, module: Module, input_args: Mapping[str, Any], trajectory: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any]]:
+        """``module``'s prediction and the trajectory it saw, shortened until the prompt fits.
+
+        On ``ContextWindowError`` the oldest step is dropped and the call made
+        again, at most :data:`MAX_TRUNCATIONS` times; then, or when nothing is
+        left to drop, a ``ContextWindowError`` saying so is raised.
+        """
+        dropped = 0
+        while True:
+            try:
+                pred = module(**input_args, trajectory=self._format_trajectory(trajectory))
+                return pred, trajectory
+            except ContextWindowError as err:
+                if dropped == MAX_TRUNCATIONS:
+                    raise ContextWindowError(
+                        f"the ReAct prompt still exceeds the LM's context window after dropping "
+                        f"the {dropped} oldest trajectory steps; shorten the inputs or the tool "
+                        f"observations, or use a model with a larger context window ({err})",
+                        model=err.model,
+                        status=err.status,
+                        prompt_tokens=err.prompt_tokens,
+                        context_window=err.context_window,
+                    ) from err
+                logger.warning(
+                    "ReAct: the prompt exceeds the LM's context window; dropping the oldest "
+                    "trajectory step and retrying (%s)",
+                    err,
+                )
+                try:
+                    trajectory = self.truncate_trajectory(trajectory)
+                except ContextWindowError as cannot:
+                    cannot.model = cannot.model or err.model
+                    cannot.status = cannot.status or err.status
+                    raise cannot from err
+                dropped += 1
 
     def _observe(self, name: Any, args: Any) -> Any:
         """Call the chosen tool; any Exception becomes the observation the LM reads next."""
@@ -158,17 +201,19 @@ class ReAct(Module):
         return text
 
     def truncate_trajectory(self, trajectory: dict[str, Any]) -> dict[str, Any]:
-        """Drop the oldest step (its four entries) so the prompt fits the context window.
+        """Drop the oldest step (its four entries, in place) so the prompt may fit.
 
-        Override to truncate differently. Raises ``UsageError`` when only one
-        step is left.
+        Called when the LM answers ``ContextWindowError``; the remaining keys
+        keep their numbers, as in DSPy. Override to shorten differently (e.g.
+        clip long observations); return the trajectory to use. Raises
+        ``ContextWindowError`` when no whole step is left to drop.
         """
         keys = list(trajectory)
         if len(keys) < 4:
-            raise UsageError(
-                "the ReAct trajectory no longer fits the LM's context window and holds a "
-                "single step, so it cannot be shortened; use a model with a larger context "
-                "window or tools that return shorter observations"
+            raise ContextWindowError(
+                "the ReAct prompt exceeds the LM's context window and the trajectory has no "
+                f"step left to drop ({len(keys)} entries); shorten the inputs or the "
+                "signature's instructions, or use a model with a larger context window"
             )
         for key in keys[:4]:
             del trajectory[key]

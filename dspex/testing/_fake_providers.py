@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
+from dspex.errors import UsageError
 from dspex.testing._fake_http import HTTPRequest, HTTPResponse
 from dspex.testing._fake_servers import FakeProvider, Reply
 
@@ -70,16 +71,30 @@ class FakeOpenAI(FakeProvider):
 
     Honours ``n``. ``reject_json_schema=True`` mimics llama.cpp's server: it
     answers 500 to ``response_format.type == "json_schema"`` and accepts
-    ``{"type": "json_object", "schema": {...}}``.
+    ``{"type": "json_object", "schema": {...}}``. ``context_error="llama_cpp"``
+    answers an over-long prompt as llama.cpp's server does
+    (``exceed_context_size_error``) instead of as OpenAI does
+    (``context_length_exceeded``).
     """
 
     name = "openai"
     base_path = "/v1"
     secret_headers = frozenset({"authorization", "api-key"})
 
-    def __init__(self, *, reject_json_schema: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        reject_json_schema: bool = False,
+        context_error: Literal["openai", "llama_cpp"] = "openai",
+        **kwargs: Any,
+    ) -> None:
+        if context_error not in ("openai", "llama_cpp"):
+            raise UsageError(
+                f"context_error={context_error!r} is not a known style; use 'openai' or 'llama_cpp'"
+            )
         super().__init__(**kwargs)
         self.reject_json_schema = reject_json_schema
+        self.context_error = context_error
 
     def route(self, request: HTTPRequest, body: Any) -> str | None:
         if request.method != "POST" or request.path != "/v1/chat/completions":
@@ -149,6 +164,27 @@ class FakeOpenAI(FakeProvider):
         code = "invalid_api_key" if status == 401 else None
         error = {"message": message, "type": kind, "param": None, "code": code}
         return _json(status, {"error": error}, headers)
+
+    def context_window_response(self, prompt_tokens: int, limit: int, status: int) -> HTTPResponse:
+        if self.context_error == "llama_cpp":
+            error: dict[str, Any] = {
+                "code": status,
+                "message": f"request ({prompt_tokens} tokens) exceeds the available context "
+                f"size ({limit} tokens), try increasing it",
+                "type": "exceed_context_size_error",
+                "n_prompt_tokens": prompt_tokens,
+                "n_ctx": limit,
+            }
+        else:
+            error = {
+                "message": f"This model's maximum context length is {limit} tokens. However, "
+                f"your messages resulted in {prompt_tokens} tokens. Please reduce the length "
+                "of the messages.",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+        return _json(status, {"error": error})
 
     def messages_of(self, body: Any) -> list[dict[str, str]]:
         return [
@@ -256,6 +292,10 @@ class FakeAnthropic(FakeProvider):
         kind = _ANTHROPIC_ERROR_TYPES.get(status, "api_error")
         payload = {"type": "error", "error": {"type": kind, "message": message}}
         return _json(status, payload, headers)
+
+    def context_window_response(self, prompt_tokens: int, limit: int, status: int) -> HTTPResponse:
+        message = f"prompt is too long: {prompt_tokens} tokens > {limit} maximum"
+        return self.error_response(status, message)
 
     def messages_of(self, body: Any) -> list[dict[str, str]]:
         system = body.get("system")
@@ -415,6 +455,13 @@ class FakeGemini(FakeProvider):
         if details:
             error["details"] = details
         return _json(status, {"error": error}, headers)
+
+    def context_window_response(self, prompt_tokens: int, limit: int, status: int) -> HTTPResponse:
+        message = (
+            f"The input token count ({prompt_tokens}) exceeds the maximum number of tokens "
+            f"allowed ({limit})."
+        )
+        return self.error_response(status, message)
 
     def messages_of(self, body: Any) -> list[dict[str, str]]:
         def text(content: Any) -> str:

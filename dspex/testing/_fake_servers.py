@@ -3,24 +3,26 @@
 A :class:`FakeProvider` is a real HTTP server on 127.0.0.1 (see
 ``_fake_http``) that answers one provider's wire format. Tests script it with
 a fixed reply or a function of the request, inject latency and faults, and
-read back what it received. The three dialects live in ``_fake_providers``.
+read back what it received. The scripted values (:class:`Reply`,
+:class:`Fault`) live in ``_fake_script``, the three dialects in
+``_fake_providers``.
 
 Every request flows through :meth:`FakeProvider._handle` on the server's loop
 thread: count and record it, sleep the latency, apply a fault if one is due,
-check route, auth and payload the way the real API would, then render the
-reply. Settings may be changed from any thread while the server runs.
+check route, auth and payload the way the real API would, refuse a prompt
+longer than ``context_window`` words, then render the reply. Settings may be
+changed from any thread while the server runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
 import json
 import random
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -32,111 +34,11 @@ from dspex.testing._fake_http import (
     HTTPResponse,
     HTTPServerThread,
 )
+from dspex.testing._fake_script import Fault, FaultKind, Reply, ReplyFn, Schedule
 
 __all__ = ["FakeProvider", "Fault", "FaultKind", "RecordedRequest", "Reply"]
 
 REDACTED = "<redacted>"
-
-
-class FaultKind(enum.StrEnum):
-    """What kind of failure a :class:`Fault` injects."""
-
-    ERROR = "error"  # an HTTP error status with the dialect's error body
-    RATE_LIMIT = "rate_limit"  # HTTP 429 with Retry-After
-    AUTH = "auth"  # HTTP 401 as if the key were wrong
-    TIMEOUT = "timeout"  # no answer until the client gives up
-    DROP = "drop"  # the connection closes without a response
-    MALFORMED = "malformed"  # HTTP 200 whose body is not valid JSON
-
-
-@dataclass(frozen=True, slots=True)
-class Fault:
-    """One injected failure; build it with the class methods, e.g. ``Fault.rate_limit(2)``."""
-
-    kind: FaultKind
-    status: int = 500
-    retry_after: float | str | None = None
-    message: str | None = None
-
-    def __post_init__(self) -> None:
-        if not 100 <= self.status <= 599:
-            raise UsageError(f"Fault status={self.status!r} is not an HTTP status; use 100-599")
-
-    @classmethod
-    def error(cls, status: int = 500, message: str | None = None) -> Fault:
-        """Answer ``status`` (500 by default) with the dialect's error body."""
-        return cls(FaultKind.ERROR, status, None, message)
-
-    @classmethod
-    def rate_limit(cls, retry_after: float | str | None = 1) -> Fault:
-        """Answer 429; ``retry_after`` is seconds or an HTTP-date (None: no header)."""
-        return cls(FaultKind.RATE_LIMIT, 429, retry_after)
-
-    @classmethod
-    def unauthorized(cls, status: int = 401) -> Fault:
-        """Answer 401 (or 403) as if the API key were rejected."""
-        return cls(FaultKind.AUTH, status)
-
-    @classmethod
-    def timeout(cls) -> Fault:
-        """Never answer: hold the connection until the client closes it."""
-        return cls(FaultKind.TIMEOUT)
-
-    @classmethod
-    def drop(cls) -> Fault:
-        """Close the connection without sending a response."""
-        return cls(FaultKind.DROP)
-
-    @classmethod
-    def malformed(cls) -> Fault:
-        """Answer 200 with a body that is not valid JSON."""
-        return cls(FaultKind.MALFORMED, 200)
-
-
-Schedule = Sequence[Fault | None] | Callable[[int], Fault | None]
-"""Faults by request index (0-based, in arrival order): a list, or a function."""
-
-ReplyFn = Callable[[dict[str, Any]], "str | Mapping[str, Any]"]
-"""Computes the reply from the request's JSON body (called on the server thread)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """A scripted answer, neutral across dialects (a reply function may return
-    the same keys as a dict).
-
-    ``texts`` gives one text per choice/candidate (else ``text`` is repeated
-    ``n`` times); token counts default to a word count; ``body`` replaces the
-    whole JSON response body verbatim.
-    """
-
-    text: str = ""
-    texts: tuple[str, ...] | None = None
-    finish_reason: str = "stop"
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    body: Mapping[str, Any] | None = None
-
-    @classmethod
-    def of(cls, value: object) -> Reply:
-        """Normalise what a reply function returned; bad shapes raise naming the key."""
-        if isinstance(value, Reply):
-            return value
-        if isinstance(value, str):
-            return cls(text=value)
-        if isinstance(value, Mapping):
-            names = {f.name for f in dataclasses.fields(cls)}
-            unknown = sorted(set(value) - names)
-            if unknown:
-                raise UsageError(f"reply dict has unknown keys {unknown}; use {sorted(names)}")
-            data = dict(value)
-            if data.get("texts") is not None:
-                data["texts"] = tuple(str(t) for t in data["texts"])
-            return cls(**data)
-        raise UsageError(
-            f"reply returned {type(value).__name__}; return a str or a dict with "
-            "keys text/texts/finish_reason/prompt_tokens/completion_tokens/body"
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +66,7 @@ class _Script:
     fail_rate: float
     faults: tuple[Fault, ...]
     schedule: Schedule | None
+    context_window: int | None = None
 
 
 class FakeProvider:
@@ -172,7 +75,9 @@ class FakeProvider:
     Start with ``with FakeOpenAI() as fake:`` or ``start()``/``stop()``; pass
     ``fake.url`` as ``api_base``. ``api_key=None`` accepts any non-empty key.
     ``fail_rate`` draws from ``faults`` with a ``seed``-ed RNG; a ``schedule``
-    entry for a request index takes precedence.
+    entry for a request index takes precedence. With ``context_window=N``, a
+    valid request whose prompt has more than N words gets the provider's
+    "prompt too long" answer (one word counts as one token here).
     """
 
     name: ClassVar[str] = "fake"
@@ -192,10 +97,13 @@ class FakeProvider:
         api_key: str | None = None,
         max_recorded: int = 1000,
         port: int = 0,
+        context_window: int | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._script = self._checked(
-            _Script(reply, float(latency), float(fail_rate), tuple(faults), schedule)
+            _Script(
+                reply, float(latency), float(fail_rate), tuple(faults), schedule, context_window
+            )
         )
         self._seed = seed
         self._rng = random.Random(seed)
@@ -241,7 +149,8 @@ class FakeProvider:
     # -- scripting (any thread) --------------------------------------------
 
     def configure(self, **changes: Any) -> None:
-        """Change several settings at once: reply, latency, fail_rate, faults, schedule."""
+        """Change several settings at once: reply, latency, fail_rate, faults, schedule,
+        context_window."""
         names = {f.name for f in dataclasses.fields(_Script)}
         unknown = sorted(set(changes) - names)
         if unknown:
@@ -267,6 +176,13 @@ class FakeProvider:
             )
         if not (isinstance(script.reply, str) or callable(script.reply)):
             raise UsageError(f"reply={script.reply!r} must be a str or a function of the request")
+        window = script.context_window
+        if window is not None and (
+            isinstance(window, bool) or not isinstance(window, int) or window < 1
+        ):
+            raise UsageError(
+                f"context_window={window!r} must be a positive int (prompt words) or None"
+            )
         return script
 
     @property
@@ -306,6 +222,15 @@ class FakeProvider:
         self.configure(schedule=value)
 
     @property
+    def context_window(self) -> int | None:
+        """Longest prompt (in words) the fake accepts; None: no limit."""
+        return self._script.context_window
+
+    @context_window.setter
+    def context_window(self, value: int | None) -> None:
+        self.configure(context_window=value)
+
+    @property
     def reply(self) -> str | ReplyFn:
         """A fixed text, or a function of the request JSON returning str or dict."""
         return self._script.reply
@@ -330,7 +255,7 @@ class FakeProvider:
     @property
     def outcomes(self) -> dict[str, int]:
         """Counts per outcome: ok, error, rate_limit, auth, timeout, drop, malformed,
-        bad_request, not_found, reply_error."""
+        context_window, bad_request, not_found, reply_error."""
         with self._lock:
             return dict(self._outcomes)
 
@@ -386,6 +311,18 @@ class FakeProvider:
         """The request's conversation as ``[{"role", "content"}]`` in OpenAI terms."""
         raise NotImplementedError
 
+    def context_window_response(self, prompt_tokens: int, limit: int, status: int) -> HTTPResponse:
+        """The dialect's answer to a prompt of ``prompt_tokens`` over a ``limit`` window."""
+        raise NotImplementedError
+
+    def prompt_tokens(self, body: Any) -> int:
+        """The prompt's size as the fake counts it: words over every message."""
+        try:
+            messages = self.messages_of(body) if isinstance(body, dict) else []
+        except (AttributeError, TypeError):  # a malformed body: nothing to count
+            return 0
+        return len(" ".join(m["content"] for m in messages).split())
+
     def key_rejected(self, sent: str | None) -> bool:
         """True when ``sent`` would not pass: missing, or not the configured key."""
         return not sent or (self._api_key is not None and sent != self._api_key)
@@ -412,7 +349,7 @@ class FakeProvider:
             fault = scheduled or fault
             if fault is not None:
                 outcome = str(fault.kind)
-                return self._fault_response(fault)
+                return self._fault_response(fault, body)
             if model is None:
                 outcome = "not_found"
                 return self.error_response(404, f"no route for {request.method} {request.path}")
@@ -425,6 +362,11 @@ class FakeProvider:
                     rejected.status, "bad_request"
                 )
                 return rejected
+            if script.context_window is not None:
+                tokens = self.prompt_tokens(body)
+                if tokens > script.context_window:
+                    outcome = "context_window"
+                    return self.context_window_response(tokens, script.context_window, 400)
             try:
                 reply = Reply.of(script.reply(body) if callable(script.reply) else script.reply)
             except Exception as exc:  # surfaced to the client, and counted
@@ -439,7 +381,11 @@ class FakeProvider:
                 self._in_flight -= 1
                 self._outcomes[outcome] += 1
 
-    def _fault_response(self, fault: Fault) -> HTTPResponse | ConnectionAction:
+    def _fault_response(self, fault: Fault, body: Any) -> HTTPResponse | ConnectionAction:
+        if fault.kind is FaultKind.CONTEXT_WINDOW:
+            limit = fault.limit or 4096
+            tokens = max(self.prompt_tokens(body), limit + 1)
+            return self.context_window_response(tokens, limit, fault.status)
         if fault.kind is FaultKind.TIMEOUT:
             return ConnectionAction.HANG
         if fault.kind is FaultKind.DROP:

@@ -8,6 +8,7 @@ and gets an ``LMResponse`` or an error from the ``LMError`` tree.
 from dspex.actors._providers._anthropic import DEFAULT_MAX_TOKENS, AnthropicProvider
 from dspex.actors._providers._base import (
     CLIENT_ONLY_PARAMS,
+    ContextOverflow,
     HTTPCall,
     Provider,
     merge_responses,
@@ -25,6 +26,7 @@ __all__ = [
     "DEFAULT_MAX_TOKENS",
     "PROVIDERS",
     "AnthropicProvider",
+    "ContextOverflow",
     "GeminiProvider",
     "HTTPCall",
     "OpenAIProvider",

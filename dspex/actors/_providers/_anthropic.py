@@ -5,12 +5,16 @@ required (defaulted here), ``stop`` becomes ``stop_sequences``. The API has no
 ``n``: the client fans ``n > 1`` out into single calls (``native_n`` is False),
 and :meth:`AnthropicProvider.build` refuses ``n > 1`` so a mistake cannot
 silently return fewer completions. ``response_format`` has no native form and
-is dropped: the adapter's prompt asks for the format instead.
+is dropped: the adapter's prompt asks for the format instead. A prompt over the
+context window is a 400 ``invalid_request_error`` saying "prompt is too long:
+N tokens > M maximum" (or, counting ``max_tokens``, "input length and
+`max_tokens` exceed context limit: N + K > M").
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from dspex.actors._lm_types import Completion, LMRequest, LMResponse, Usage
@@ -48,6 +52,15 @@ class AnthropicProvider(Provider):
     env_keys = ("ANTHROPIC_API_KEY",)
     secret_headers = frozenset({"x-api-key"})
     native_n = False
+    context_patterns = (
+        re.compile(
+            r"prompt is too long(?:: (?P<prompt>\d+) tokens > (?P<window>\d+) maximum)?",
+            re.IGNORECASE,
+        ),
+        re.compile(
+            r"exceed context limit(?:: (?P<prompt>\d+) \+ \d+ > (?P<window>\d+))?", re.IGNORECASE
+        ),
+    )
 
     def build(self, request: LMRequest, *, api_base: str | None, api_key: str | None) -> HTTPCall:
         key = self._key_or_fail(request, api_base, api_key)

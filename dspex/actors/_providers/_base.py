@@ -19,11 +19,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from dspex.actors._lm_types import Completion, LMRequest, LMResponse, Message, Usage
 from dspex.errors import (
     AuthenticationError,
+    ContextWindowError,
     LMError,
     LMTimeoutError,
     ProviderError,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLIENT_ONLY_PARAMS",
+    "ContextOverflow",
     "HTTPCall",
     "Provider",
     "merge_responses",
@@ -84,6 +86,13 @@ class HTTPCall:
         return f"HTTPCall({self.method} {self.url}, headers={shown}, json={self.json!r})"
 
 
+class ContextOverflow(NamedTuple):
+    """A provider's "prompt too long" answer, with the token counts it stated (if any)."""
+
+    prompt_tokens: int | None = None
+    context_window: int | None = None
+
+
 class Provider(ABC):
     """One provider's wire format. Stateless apart from its options; thread-safe."""
 
@@ -91,6 +100,9 @@ class Provider(ABC):
     default_api_base: ClassVar[str]
     env_keys: ClassVar[tuple[str, ...]]
     secret_headers: ClassVar[frozenset[str]]
+    context_patterns: ClassVar[tuple[re.Pattern[str], ...]] = ()
+    """How the provider's error message says the prompt exceeds the context
+    window; optional named groups ``prompt`` and ``window`` capture the counts."""
     native_n: ClassVar[bool] = True
     """False: the provider returns one completion per call, so ``n > 1`` must be
     fanned out by the client (:func:`split_n` / :func:`merge_responses`)."""
@@ -232,6 +244,17 @@ class Provider(ABC):
                 model=model,
                 status=status,
             )
+        overflow = self._context_overflow(data, detail) if status >= 400 else None
+        if overflow is not None:
+            return ContextWindowError(
+                f"{where} the prompt exceeds the model's context window: "
+                f"{detail.rstrip('. ')}. Shorten the prompt (fewer demos, shorter inputs or "
+                "history) or use a model with a larger context window",
+                model=model,
+                status=status,
+                prompt_tokens=overflow.prompt_tokens,
+                context_window=overflow.context_window,
+            )
         if status == 408 or status >= 500:
             return ProviderError(f"{where} provider error: {detail}", model=model, status=status)
         if 400 <= status < 500:
@@ -269,6 +292,21 @@ class Provider(ABC):
             return str(message) if message else json.dumps(error)[:_MAX_DETAIL]
         if isinstance(error, str):
             return error
+        return None
+
+    def _context_overflow(self, data: Any, detail: str) -> ContextOverflow | None:
+        """The overflow an error answer reports, or None when it is another failure.
+
+        ``data`` is the parsed error body (None if not JSON), ``detail`` its
+        message. The default matches ``detail`` against :attr:`context_patterns`.
+        """
+        for pattern in self.context_patterns:
+            match = pattern.search(detail)
+            if match is not None:
+                groups = match.groupdict()
+                return ContextOverflow(
+                    _int_or_none(groups.get("prompt")), _int_or_none(groups.get("window"))
+                )
         return None
 
     def _is_auth_failure(self, status: int, data: Any) -> bool:
@@ -416,6 +454,13 @@ def _key_of(call: HTTPCall) -> str | None:
         if value:
             return value.removeprefix("Bearer ").strip()
     return None
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _json_or_none(body: bytes) -> Any:

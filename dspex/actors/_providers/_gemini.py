@@ -5,11 +5,15 @@ the sampling options live in ``generationConfig`` (``n`` is
 ``candidateCount``). A JSON ``response_format`` becomes ``responseMimeType``
 plus, when the schema fits Gemini's OpenAPI subset, ``responseSchema``. The
 key travels in the ``x-goog-api-key`` header, never in the URL, so it cannot
-leak through logged URLs or httpx error messages.
+leak through logged URLs or httpx error messages. A prompt over the context
+window is a 400 ``INVALID_ARGUMENT`` saying "The input token count (N) exceeds
+the maximum number of tokens allowed (M)" (Vertex AI: "the input token count
+is N but model only supports up to M").
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,6 +52,14 @@ class GeminiProvider(Provider):
     default_api_base = "https://generativelanguage.googleapis.com/v1beta"
     env_keys = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
     secret_headers = frozenset({"x-goog-api-key"})
+    context_patterns = (
+        re.compile(
+            r"input token count (?:is )?\(?(?P<prompt>\d+)\)? "
+            r"(?:exceeds the maximum number of tokens allowed \(?|but model only supports up to )"
+            r"(?P<window>\d+)",
+            re.IGNORECASE,
+        ),
+    )
 
     def model_name(self, model: str) -> str:
         return super().model_name(model).removeprefix("models/")

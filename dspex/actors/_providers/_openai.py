@@ -4,6 +4,13 @@ With ``api_base`` it also covers vLLM, Ollama, llama.cpp's server, OpenRouter
 and Together. llama.cpp's server wants JSON schemas as
 ``{"type": "json_object", "schema": ...}``; ``json_schema_style="llama_cpp"``
 rewrites OpenAI's ``json_schema`` form into that.
+
+A prompt longer than the context window is recognised in each server's words:
+OpenAI's code ``context_length_exceeded`` ("This model's maximum context
+length is M tokens. However, your messages resulted in N tokens"; vLLM,
+OpenRouter and llama-cpp-python say the same), and llama.cpp's server type
+``exceed_context_size_error`` with ``n_prompt_tokens``/``n_ctx`` (HTTP 400;
+500 in builds from before October 2025).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from dspex.actors._lm_types import Completion, LMRequest, LMResponse, Usage
-from dspex.actors._providers._base import HTTPCall, Provider
+from dspex.actors._providers._base import ContextOverflow, HTTPCall, Provider, _int_or_none
 from dspex.errors import UsageError
 
 __all__ = ["OpenAIProvider", "as_openai_format"]
@@ -22,6 +29,7 @@ __all__ = ["OpenAIProvider", "as_openai_format"]
 JsonSchemaStyle = Literal["openai", "llama_cpp"]
 _STYLES = ("openai", "llama_cpp")
 _REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
+_CONTEXT_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error"})
 
 
 class OpenAIProvider(Provider):
@@ -31,6 +39,22 @@ class OpenAIProvider(Provider):
     default_api_base = "https://api.openai.com/v1"
     env_keys = ("OPENAI_API_KEY",)
     secret_headers = frozenset({"authorization"})
+    context_patterns = (
+        re.compile(
+            r"maximum context length is (?P<window>\d+) tokens.*?"
+            r"(?:resulted in|requested(?: about)?|has) (?P<prompt>\d+)",
+            re.IGNORECASE | re.DOTALL,
+        ),
+        # llama-cpp-python's message when its server could not rephrase it
+        re.compile(
+            r"Requested tokens \((?P<prompt>\d+)\) exceed context window of (?P<window>\d+)"
+        ),
+        re.compile(
+            r"maximum context length|exceeds the available context size|"
+            r"context_length_exceeded",
+            re.IGNORECASE,
+        ),
+    )
 
     def __init__(self, *, json_schema_style: JsonSchemaStyle = "openai") -> None:
         if json_schema_style not in _STYLES:
@@ -74,6 +98,18 @@ class OpenAIProvider(Provider):
         spec = fmt.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, Mapping) else None
         return {"type": "json_object", "schema": schema} if schema else {"type": "json_object"}
+
+    def _context_overflow(self, data: Any, detail: str) -> ContextOverflow | None:
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict) and (
+            error.get("code") in _CONTEXT_CODES or error.get("type") in _CONTEXT_CODES
+        ):
+            stated = super()._context_overflow(data, detail) or ContextOverflow()
+            return ContextOverflow(
+                _int_or_none(error.get("n_prompt_tokens")) or stated.prompt_tokens,
+                _int_or_none(error.get("n_ctx")) or stated.context_window,
+            )
+        return super()._context_overflow(data, detail)
 
     def _parse_body(self, data: Any, *, model: str) -> LMResponse:
         if "choices" not in data and "error" in data:

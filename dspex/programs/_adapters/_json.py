@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from dspex.errors import LMError
+from dspex.errors import ContextWindowError, LMError
 from dspex.programs._adapters._base import STRUCTURE_INTRO, FieldPlan, field_placeholder
 from dspex.programs._adapters._chat import ChatAdapter, _placeholders, _type_info
 from dspex.programs._adapters._decode import decode_data, strip_fences
@@ -40,7 +40,7 @@ class JSONAdapter(ChatAdapter):
             return call_lm(lm, messages, params)
         except LMError as exc:
             fmt = params.get("response_format")
-            if not (
+            if isinstance(exc, ContextWindowError) or not (  # a shorter format fits no better
                 isinstance(fmt, Mapping)
                 and fmt.get("type") == "json_schema"
                 and exc.status in _SCHEMA_REJECTED
