@@ -1,4 +1,4 @@
-"""Optimizers ("teleprompters"): LabeledFewShot, BootstrapFewShot and its random search.
+"""Optimizers ("teleprompters"): LabeledFewShot, BootstrapFewShot, its random search, MIPROv2.
 
 Each compile runs under a coordinator actor in the runtime's tree, which owns
 the WorkerPool the teacher's runs are dispatched to (see ``_coordinator``).
@@ -8,6 +8,7 @@ from dspex.programs._teleprompt._base import Teleprompter
 from dspex.programs._teleprompt._bootstrap import BootstrapFewShot
 from dspex.programs._teleprompt._coordinator import Coordinator
 from dspex.programs._teleprompt._labeled import LabeledFewShot
+from dspex.programs._teleprompt._mipro import MIPROv2
 from dspex.programs._teleprompt._random_search import BootstrapFewShotWithRandomSearch
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "BootstrapFewShotWithRandomSearch",
     "Coordinator",
     "LabeledFewShot",
+    "MIPROv2",
     "Teleprompter",
 ]

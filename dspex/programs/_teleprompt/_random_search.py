@@ -157,19 +157,34 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
         return best
 
     def _candidate(
-        self, seed: int, student: Any, teacher: Any, labeled_sample: bool, max_errors: Any
+        self,
+        seed: int,
+        student: Any,
+        teacher: Any,
+        labeled_sample: bool,
+        max_errors: Any,
+        *,
+        rng: random.Random | None = None,
     ) -> Any:
+        """The candidate program of ``seed`` (see the module docstring).
+
+        ``rng`` is MIPROv2's way (DSPy's ``create_n_fewshot_demo_sets``): every
+        shuffled candidate draws from that one generator instead of
+        ``random.Random(seed)``, and seed ``-2`` is a labeled candidate only
+        when ``max_labeled_demos > 0`` (else it is one more shuffled bootstrap).
+        """
         trainset = list(self.trainset)
         if seed == -3:  # zero-shot
             return student.reset_copy()
-        if seed == -2:  # labeled demos only
+        if seed == -2 and (rng is None or self.max_labeled_demos > 0):  # labeled demos only
             labeled = LabeledFewShot(k=self.max_labeled_demos)
             return labeled.compile(student, trainset=trainset, sample=labeled_sample)
         size = self.max_num_samples
-        if seed >= 0:  # a shuffled trainset and a random number of bootstrapped demos
-            random.Random(seed).shuffle(trainset)
+        if seed != -1:  # a shuffled trainset and a random number of bootstrapped demos
+            (rng or random.Random(seed)).shuffle(trainset)
             if self.max_num_samples >= self.min_num_samples:
-                size = random.Random(seed).randint(self.min_num_samples, self.max_num_samples)
+                draw = rng or random.Random(seed)
+                size = draw.randint(self.min_num_samples, self.max_num_samples)
         optimizer = BootstrapFewShot(
             metric=self.metric,
             metric_threshold=self.metric_threshold,
