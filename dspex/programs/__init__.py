@@ -1,10 +1,19 @@
-"""The DSPy programming model: signatures, examples, modules, adapters, evaluation."""
+"""The DSPy programming model: signatures, examples, modules, adapters, evaluation.
+
+``History`` loads on first use (it is a pydantic model; pydantic stays
+unimported until a program needs it).
+"""
+
+from dspex._lazy import lazy_face
 
 from ._adapters import Adapter, ChatAdapter, JSONAdapter, XMLAdapter
+from ._asyncify import asyncify
+from ._best_of_n import BestOfN
 from ._chain_of_thought import ChainOfThought
 from ._evaluate import Evaluate, EvaluationResult
 from ._example import Example
 from ._fields import FieldInfo, InputField, OutputField, infer_prefix
+from ._majority import majority
 from ._metrics import (
     answer_exact_match,
     answer_passage_match,
@@ -12,19 +21,27 @@ from ._metrics import (
     f1_score,
     normalize_text,
 )
-from ._module import Module, Parameter
+from ._module import BaseModule, Module, Parameter
+from ._multi_chain_comparison import MultiChainComparison
+from ._parallel import Parallel
 from ._predict import Predict
 from ._prediction import Completions, Prediction
 from ._react import ReAct
+from ._refine import Refine
 from ._runtime_glue import configure, configure_cache, inspect_history, start
 from ._settings import context, current_settings, settings
 from ._signature import Signature, SignatureMeta
 from ._signature_build import ensure_signature, make_signature
 from ._state import load
 from ._tool import Tool
+from ._usage import track_usage
+
+_LAZY: dict[str, str] = {"History": "_history"}
 
 __all__ = [
     "Adapter",
+    "BaseModule",
+    "BestOfN",
     "ChainOfThought",
     "ChatAdapter",
     "Completions",
@@ -32,20 +49,25 @@ __all__ = [
     "EvaluationResult",
     "Example",
     "FieldInfo",
+    "History",
     "InputField",
     "JSONAdapter",
     "Module",
+    "MultiChainComparison",
     "OutputField",
+    "Parallel",
     "Parameter",
     "Predict",
     "Prediction",
     "ReAct",
+    "Refine",
     "Signature",
     "SignatureMeta",
     "Tool",
     "XMLAdapter",
     "answer_exact_match",
     "answer_passage_match",
+    "asyncify",
     "configure",
     "configure_cache",
     "context",
@@ -56,8 +78,12 @@ __all__ = [
     "infer_prefix",
     "inspect_history",
     "load",
+    "majority",
     "make_signature",
     "normalize_text",
     "settings",
     "start",
+    "track_usage",
 ]
+
+__getattr__, __dir__ = lazy_face(__name__, globals(), _LAZY)

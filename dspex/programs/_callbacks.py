@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from dspex.actors._callbacks import active_callbacks, ainvoke, end_call, invoke, start_call
+from dspex.programs._usage import note_usage
 
 __all__ = ["call_lm", "hooked", "with_callbacks"]
 
@@ -167,13 +168,16 @@ def call_lm(lm: Any, messages: Sequence[Mapping[str, Any]], params: Mapping[str,
     """
     callbacks = active_callbacks(lm)
     if not callbacks:
-        return lm.generate(messages, params)
+        response = lm.generate(messages, params)
+        note_usage(lm, response)
+        return response
     inputs = {"prompt": None, "messages": messages, "kwargs": dict(params)}
     call = start_call(callbacks, "lm", lm, inputs)
     texts: list[str] | None = None
     error: BaseException | None = None
     try:
         response = lm.generate(messages, params)
+        note_usage(lm, response)
         texts = [completion.text for completion in response.completions]
         return response
     except BaseException as exc:

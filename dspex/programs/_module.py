@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from dspex.actors._callbacks import active_callbacks, ainvoke, check_callbacks, invoke
 from dspex.errors import UsageError
+from dspex.programs._settings import settings
+from dspex.programs._usage import call_tracked, current_usage_tracker
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -244,7 +246,16 @@ class Module(BaseModule, metaclass=ProgramMeta):
         return self._dspex_call(*args, **kwargs)
 
     def _dspex_call(self, *args: Any, **kwargs: Any) -> Any:
-        """Run ``forward``: inline inside a run, else as a transient ProgramRun actor."""
+        """Run ``forward``: inline inside a run, else as a transient ProgramRun actor.
+
+        With the ``track_usage`` setting on, the outermost call records the
+        LM usage of everything under it on the returned Prediction.
+        """
+        if settings.get("track_usage") and current_usage_tracker() is None:
+            return call_tracked(lambda: self._routed_call(args, kwargs))
+        return self._routed_call(args, kwargs)
+
+    def _routed_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         from dspex.actors import current_run, current_runtime
 
         if current_run() is not None:

@@ -42,6 +42,7 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "max_trace_size": 10_000,
         "max_errors": 10,
         "num_threads": 8,
+        "async_max_workers": 8,
         "track_usage": False,
         "disable_history": False,
         "provide_traceback": False,

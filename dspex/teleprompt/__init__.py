@@ -12,9 +12,13 @@ from dspex.programs._teleprompt import (
     Teleprompter,
 )
 
+BootstrapRS = BootstrapFewShotWithRandomSearch
+"""DSPy's short name for :class:`BootstrapFewShotWithRandomSearch`."""
+
 __all__ = [
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
+    "BootstrapRS",
     "LabeledFewShot",
     "MIPROv2",
     "Teleprompter",

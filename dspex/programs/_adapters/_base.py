@@ -33,6 +33,7 @@ from dspex.programs._adapters._parse import Parser, parser_for
 from dspex.programs._adapters._schema import prompt_schema
 from dspex.programs._adapters._values import annotation_name
 from dspex.programs._callbacks import call_lm, hooked
+from dspex.programs._history_format import format_with_history
 
 __all__ = ["Adapter", "FieldPlan", "SignaturePlan"]
 
@@ -190,6 +191,9 @@ class Adapter:
     ) -> list[dict[str, Any]]:
         """The chat messages for one call: system, demo pairs, then the inputs."""
         signature = _resolve(signature)
+        with_history = format_with_history(self, signature, demos, inputs)
+        if with_history is not None:  # a History input becomes earlier turns
+            return with_history
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": self.plan(signature).system}
         ]
