@@ -10,12 +10,15 @@ free workers. Admission, the queue, the workers and the program live in a
 :class:`~dspex.actors._server_state.ServerState` that outlives the actor, so
 a crashed server is restarted (TRANSIENT: a crash restarts it, a deliberate
 stop does not) and its next incarnation resumes dispatching where the last
-one stopped: no queued request is lost, none is answered twice.
+one stopped: no queued request is lost, none is answered twice. The directory
+also remembers what is served, so a restart of the supervisor itself brings
+every wanted server back (:meth:`ServerDirectory.restore`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -24,16 +27,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pykka
 
-from dspex.actors._server_requests import Dispatch, Emitter, Execute, ServerFuture, ServerStats
-from dspex.actors._server_state import ServerState
-from dspex.errors import RegistryError, SupervisionError, UsageError
+from dspex.actors._server_actor import ProgramServer, server_key
+from dspex.actors._server_handle import DrainReport, ServerHandle
+from dspex.actors._server_requests import Emitter, Execute, Served, ServerFuture, ServerStats
+from dspex.actors._server_state import ServerState, load_into_copy
+from dspex.errors import ActorStoppedError, RegistryError, SupervisionError, UsageError
 from dspex.supervision import (
-    Actor,
     ChildSpec,
     Down,
     MonitorRef,
@@ -57,73 +60,13 @@ __all__ = [
 log = logging.getLogger("dspex.servers")
 
 
-def server_key(name: str) -> str:
-    """The registry name of program server ``name`` (kept apart from service names)."""
-    return f"server:{name}"
-
-
-class ProgramServer(Actor):
-    """The dispatcher of one named program server (actor thread).
-
-    Requests never execute here, so the mailbox stays responsive while all
-    workers are busy. An unexpected message is a bug: like an unmatched cast
-    in OTP it crashes the actor, and its supervisor restarts it on the same state.
-    """
-
-    def __init__(self, state: ServerState) -> None:
-        super().__init__()
-        self.state = state
-
-    def on_start(self) -> None:
-        if not self.state.adopt(self.actor_ref):
-            self.stop()  # drained or stopped while this incarnation was starting
-            return
-        self.state.dispatch()
-
-    def on_receive(self, message: Any) -> Any:
-        if isinstance(message, Dispatch):
-            self.state.dispatch()
-            return None
-        raise UsageError(
-            f"program server {self.state.name!r} got an unexpected message {message!r}; "
-            "send requests with ask()/tell() by name"
-        )
-
-    def on_failure(
-        self,
-        exception_type: type[BaseException] | None,
-        exception_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.state.detach(self.actor_ref)  # queued work waits for the next incarnation
-
-    def on_stop(self) -> None:
-        self.state.detach(self.actor_ref)
-        self.state.close("its actor was stopped")
-
-    def stats(self) -> ServerStats:
-        """The server's counters, answered by the actor (proves its mailbox is live)."""
-        return self.state.stats()
-
-
-@dataclass(frozen=True, slots=True)
-class DrainReport:
-    """What a drain did: servers drained, requests answered meanwhile, requests expired."""
-
-    servers: tuple[str, ...]
-    answered: int
-    expired: int
-    elapsed_s: float
-
-    @property
-    def ok(self) -> bool:
-        """True when every admitted request was answered before the deadline."""
-        return self.expired == 0
-
-
 @dataclass(slots=True)
 class _Entry:
+    """A running server: its state, the desired-state row it runs, its supervisor watch."""
+
     state: ServerState
+    served: Served
+    supervisor_urn: str = ""
     watch: MonitorRef | None = None
 
 
@@ -134,6 +77,14 @@ class ServerDirectory:
     ref is accepted too). ``execute`` is the default run executor of new
     servers (see :data:`~dspex.actors._server_state.Execute`); ``runtime``
     is what requests' program runs see as their runtime.
+
+    The directory also keeps the *desired state*: a :class:`Served` row per
+    name from ``serve`` until ``stop``/``drain``, updated by ``reload``. It
+    outlives the supervisor: whoever starts a new incarnation of it calls
+    :meth:`restore`, which serves every row again. ``restores()`` tells whether
+    that will happen (e.g. the runtime is running); while it does, callers of
+    a restarting name wait up to ``restore_wait`` seconds for it to come back.
+    Without ``restores`` servers die with their supervisor, as in OTP.
     """
 
     def __init__(
@@ -144,6 +95,8 @@ class ServerDirectory:
         telemetry: Emitter | None = None,
         runtime: Any = None,
         execute: Execute | None = None,
+        restores: Callable[[], bool] | None = None,
+        restore_wait: float = 10.0,
     ) -> None:
         if isinstance(supervisor, pykka.ActorRef):
             ref = supervisor
@@ -154,8 +107,12 @@ class ServerDirectory:
         self.telemetry = telemetry
         self.runtime = runtime
         self.execute = execute
+        self.restore_wait = restore_wait
+        self._restores = restores
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # an entry came or a row went
         self._entries: dict[str, _Entry] = {}
+        self._desired: dict[str, Served] = {}
 
     # -- serving -------------------------------------------------------------------------
 
@@ -185,41 +142,33 @@ class ServerDirectory:
                 "crash, the default) or Restart.TEMPORARY (never); a PERMANENT server would be "
                 "restarted even after it was drained"
             )
-        state = ServerState(
+        served = Served(
             name,
             program,
+            version=1,
             max_concurrency=max_concurrency,
             queue_limit=queue_limit,
-            execute=execute or self.execute,
-            telemetry=self.telemetry,
-            runtime=self.runtime,
-            on_closed=self._forget,
+            execute=execute,
+            restart=restart,
+            shutdown=shutdown,
+            start_timeout=start_timeout,
         )
-        entry = _Entry(state)
         with self._lock:
-            if name in self._entries:
+            if name in self._entries or name in self._desired:
                 raise UsageError(
-                    f"a program server named {name!r} already runs; reload it with "
-                    f"reload({name!r}, program), or drain it before serving it again"
+                    f"a program server named {name!r} already runs (or is restarting); reload "
+                    f"it with reload({name!r}, program), or stop/drain it before serving it again"
                 )
+            entry = self._new_entry(served)  # validates the limits and the program
             self._entries[name] = entry
+            self._desired[name] = served
         try:
-            supervisor = self._supervisor()
-            # A dynamic supervisor's children die with it: close the state then.
-            entry.watch = monitor(supervisor, functools.partial(_supervisor_down, state))
-            start_child(
-                supervisor,
-                ChildSpec(
-                    id=server_key(name),
-                    start=functools.partial(ProgramServer.start, state),
-                    restart=restart,
-                    shutdown=shutdown,
-                    name=server_key(name),
-                    start_timeout=start_timeout,
-                ),
-            )
+            self._launch(entry, self._supervisor())
         except BaseException:
-            state.close("it failed to start")
+            with self._lock:
+                if self._desired.get(name) is served:
+                    del self._desired[name]
+            entry.state.close("it failed to start")
             raise
         self._emit(
             "program.server.started",
@@ -228,6 +177,54 @@ class ServerDirectory:
             queue_limit=queue_limit,
         )
         return ServerHandle(self, name)
+
+    def restore(self, supervisor: pykka.ActorRef[Any]) -> tuple[str, ...]:
+        """Serve every wanted program again under ``supervisor``, a new incarnation.
+
+        Runs in the thread that started ``supervisor`` (for a runtime: the
+        root's, before the new incarnation is registered, so no ``serve`` races
+        it). Each server comes back under its name with its options and latest
+        reloaded program and version; one still bound to the old incarnation
+        is closed first (its queued requests get an ``ActorStoppedError``
+        saying it restarts). One that fails to start is logged and forgotten.
+        """
+        with self._lock:
+            wanted = sorted(self._desired)
+        restored, failed = [], []
+        for name in wanted:
+            with self._lock:
+                served = self._desired.get(name)
+                old = self._entries.get(name)
+                here = old is not None and old.supervisor_urn == supervisor.actor_urn
+                if served is None or here:
+                    continue  # stopped meanwhile, or already serving under this incarnation
+                entry = self._new_entry(served)
+                self._entries[name] = entry
+                self._changed.notify_all()
+            if old is not None:
+                if old.watch is not None:
+                    demonitor(old.watch)
+                old.state.close("its supervisor restarted", restarting=True)
+            try:
+                self._launch(entry, supervisor)
+            except Exception:
+                log.exception("program servers: restoring %r failed; it is no longer served", name)
+                with self._lock:
+                    if self._desired.get(name) is entry.served:
+                        del self._desired[name]
+                    self._changed.notify_all()
+                entry.state.close("it failed to restart")
+                failed.append(name)
+            else:
+                restored.append(name)
+        if restored or failed:
+            self._emit(
+                "program.server.restored",
+                servers=tuple(restored),
+                failed=tuple(failed),
+                supervisor=supervisor.actor_urn,
+            )
+        return tuple(restored)
 
     # -- requests ------------------------------------------------------------------------
 
@@ -255,14 +252,22 @@ class ServerDirectory:
 
         Requests already dispatched finish on the old program, later ones run
         the new one. A path to a saved JSON state is loaded into a copy of
-        the current program (``program.deepcopy().load(path)``).
+        the current program (``program.deepcopy().load(path)``). The new
+        program is also what a restart of the supervisor serves again.
         """
-        state = self._state(name)
         if isinstance(program_or_path, str | os.PathLike):
-            new = _load_into_copy(name, state.program, Path(program_or_path))
+            new = load_into_copy(name, self._state(name).program, Path(program_or_path))
         else:
             new = program_or_path
-        version = state.swap(new)
+        # Swap and desired state change together, so a concurrent restore
+        # serves either the old row before the swap or sees the new entry.
+        with self._changed:
+            entry = self._current(name)
+            version = entry.state.swap(new)
+            served = dataclasses.replace(entry.served, program=new, version=version)
+            if self._desired.get(name) is entry.served:
+                self._desired[name] = served
+            entry.served = served
         self._emit("program.server.reloaded", server=name, version=version)
         return version
 
@@ -274,22 +279,28 @@ class ServerDirectory:
     def drain(self, name: str, timeout: float = 30.0) -> DrainReport:
         """Stop accepting, finish queued and executing requests up to ``timeout`` s, stop.
 
-        Requests not answered by the deadline get ``ActorStoppedError``.
+        Requests not answered by the deadline get ``ActorStoppedError``. A
+        drained server is no longer wanted: a supervisor restart leaves it out.
         """
-        return self._drain(self._states(name), timeout)
+        _check_timeout(timeout)
+        return self._drain(self._unwant(name), timeout)
 
     def drain_all(self, timeout: float = 30.0) -> DrainReport:
         """:meth:`drain` every server at once, under one shared deadline."""
-        return self._drain(self._states(None), timeout)
+        _check_timeout(timeout)
+        return self._drain(self._unwant(None), timeout)
 
     def stop(self, name: str) -> None:
-        """Stop server ``name`` now: queued requests get an error, executing ones finish."""
-        for state in self._states(name):
+        """Stop server ``name`` now: queued requests get an error, executing ones finish.
+
+        It is no longer wanted: a restart of the supervisor does not bring it back.
+        """
+        for state in self._unwant(name):
             self._terminate(state, "stopped")
 
     def close_all(self) -> None:
         """Stop every server now (for a runtime's shutdown)."""
-        for state in self._states(None):
+        for state in self._unwant(None):
             self._terminate(state, "the runtime stopped")
 
     def stats(self, name: str) -> ServerStats:
@@ -305,6 +316,11 @@ class ServerDirectory:
         with self._lock:
             return sorted(self._entries)
 
+    def wanted(self) -> dict[str, Served]:
+        """The desired state: what :meth:`restore` would serve, by name."""
+        with self._lock:
+            return dict(self._desired)
+
     def handle(self, name: str) -> ServerHandle:
         """A handle bound to server ``name`` (checked to exist)."""
         self._state(name)
@@ -312,16 +328,67 @@ class ServerDirectory:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _state(self, name: str) -> ServerState:
-        with self._lock:
+    def _new_entry(self, served: Served) -> _Entry:
+        state = ServerState(
+            served.name,
+            served.program,
+            max_concurrency=served.max_concurrency,
+            queue_limit=served.queue_limit,
+            execute=served.execute or self.execute,
+            telemetry=self.telemetry,
+            runtime=self.runtime,
+            on_closed=self._forget,
+            version=served.version,
+            will_restart=self._restoring,
+        )
+        return _Entry(state, served)
+
+    def _launch(self, entry: _Entry, supervisor: pykka.ActorRef[Any]) -> None:
+        served, state = entry.served, entry.state
+        entry.supervisor_urn = supervisor.actor_urn
+        # A dynamic supervisor's children die with it: close the state then.
+        entry.watch = monitor(supervisor, functools.partial(_supervisor_down, state))
+        start_child(
+            supervisor,
+            ChildSpec(
+                id=server_key(served.name),
+                start=functools.partial(ProgramServer.start, state),
+                restart=served.restart,
+                shutdown=served.shutdown,
+                name=server_key(served.name),
+                start_timeout=served.start_timeout,
+            ),
+        )
+
+    def _restoring(self) -> bool:
+        return self._restores is not None and self._restores()
+
+    def _current(self, name: str) -> _Entry:
+        """The running entry for ``name``, waiting (bounded) while it restarts; lock held."""
+        deadline: float | None = None
+        while True:
             entry = self._entries.get(name)
             if entry is not None:
-                return entry.state
-            known = sorted(self._entries)
-        raise RegistryError(
-            f"no program server named {name!r} is running (running: {known}); "
-            f"start it with serve({name!r}, program)"
-        )
+                return entry
+            if name not in self._desired or not self._restoring():
+                known = sorted(self._entries)
+                raise RegistryError(
+                    f"no program server named {name!r} is running (running: {known}); "
+                    f"start it with serve({name!r}, program)"
+                )
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + self.restore_wait
+            if now >= deadline:
+                raise ActorStoppedError(
+                    f"program server {name!r} is restarting (its supervisor restarted) and did "
+                    f"not come back within restore_wait={self.restore_wait}s; retry later"
+                )
+            self._changed.wait(deadline - now)
+
+    def _state(self, name: str) -> ServerState:
+        with self._changed:
+            return self._current(name).state
 
     def _states(self, name: str | None) -> list[ServerState]:
         if name is not None:
@@ -329,18 +396,34 @@ class ServerDirectory:
         with self._lock:
             return [entry.state for entry in self._entries.values()]
 
+    def _unwant(self, name: str | None) -> list[ServerState]:
+        """Drop ``name`` (None: all) from the desired state; the states to stop now."""
+        with self._changed:
+            if name is None:
+                states = [entry.state for entry in self._entries.values()]
+                self._desired.clear()
+            else:  # a wanted name that is restarting has no state to stop yet
+                entry = self._entries.get(name)
+                if entry is None and name not in self._desired:
+                    entry = self._current(name)  # raises: no such server
+                states = [] if entry is None else [entry.state]
+                self._desired.pop(name, None)
+            self._changed.notify_all()
+        return states
+
     def _forget(self, state: ServerState) -> None:
         with self._lock:
             entry = self._entries.get(state.name)
             if entry is None or entry.state is not state:
-                return
+                return  # already replaced by a restored server
             del self._entries[state.name]
+            if not state.restarting and self._desired.get(state.name) is entry.served:
+                del self._desired[state.name]  # gone for good: nothing will restore it
+            self._changed.notify_all()
         if entry.watch is not None:
             demonitor(entry.watch)
 
     def _drain(self, states: list[ServerState], timeout: float) -> DrainReport:
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
-            raise UsageError(f"drain(timeout={timeout!r}): must be a number of seconds >= 0")
         started = time.monotonic()
         deadline = started + timeout
         for state in states:  # all stop accepting first, then all drain together
@@ -384,44 +467,14 @@ class ServerDirectory:
         return f"<ServerDirectory servers={self.names()}>"
 
 
-class ServerHandle:
-    """A program server by name, as returned by ``serve`` (any thread)."""
-
-    def __init__(self, directory: ServerDirectory, name: str) -> None:
-        self.directory = directory
-        self.name = name
-
-    def ask(self, /, **inputs: Any) -> ServerFuture:
-        """See :meth:`ServerDirectory.ask`."""
-        return self.directory.ask(self.name, **inputs)
-
-    def tell(self, /, **inputs: Any) -> int:
-        """See :meth:`ServerDirectory.tell`."""
-        return self.directory.tell(self.name, **inputs)
-
-    def reload(self, program_or_path: Any) -> int:
-        """See :meth:`ServerDirectory.reload`."""
-        return self.directory.reload(self.name, program_or_path)
-
-    def drain(self, timeout: float = 30.0) -> DrainReport:
-        """See :meth:`ServerDirectory.drain`."""
-        return self.directory.drain(self.name, timeout)
-
-    def stop(self) -> None:
-        """See :meth:`ServerDirectory.stop`."""
-        self.directory.stop(self.name)
-
-    def stats(self) -> ServerStats:
-        """See :meth:`ServerDirectory.stats`."""
-        return self.directory.stats(self.name)
-
-    def __repr__(self) -> str:
-        return f"<ServerHandle {self.name!r}>"
-
-
 def _supervisor_down(state: ServerState, down: Down) -> None:
     # Runs in the dying supervisor's thread: quick, never blocks.
-    state.close(f"its supervisor stopped ({down.reason!r})")
+    state.orphaned(f"its supervisor stopped ({down.reason!r})")
+
+
+def _check_timeout(timeout: object) -> None:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+        raise UsageError(f"drain(timeout={timeout!r}): must be a number of seconds >= 0")
 
 
 def _answered(stats: ServerStats) -> int:
@@ -432,21 +485,3 @@ def _stop_quietly(ref: pykka.ActorRef[Any]) -> None:
     """Ask an orphaned server actor to stop, without waiting."""
     with contextlib.suppress(pykka.ActorDeadError):
         ref.stop(block=False)
-
-
-def _load_into_copy(name: str, current: Any, path: Path) -> Any:
-    if not path.exists():
-        raise UsageError(
-            f"reload({name!r}, {str(path)!r}): no such file; pass the JSON file written by "
-            "program.save(path), or a program instance"
-        )
-    copy_fn = getattr(current, "deepcopy", None)
-    if not callable(copy_fn) or not callable(getattr(current, "load", None)):
-        raise UsageError(
-            f"reload({name!r}, {str(path)!r}): the served program "
-            f"({type(current).__name__}) has no deepcopy()/load(), so a saved state cannot "
-            "be loaded into it; pass a program instance instead"
-        )
-    new = copy_fn()
-    new.load(path)
-    return new

@@ -15,6 +15,8 @@ Components outside the tree hold names in the runtime's own Registry, never
 raw refs, so they follow restarts. State that must survive a restart (the
 cache store, each model's ClientSlot) belongs to the Runtime, not the actor.
 Program runs (``Runtime.run``) live in :mod:`dspex.actors._runtime_runs`.
+What is served is such state too: the ServerDirectory remembers every named
+program, and each new ``servers`` incarnation serves them again (``_restoring``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from dspex.supervision import (
     Strategy,
     Supervisor,
     TreeNode,
+    await_started,
     call,
     shutdown,
     tree,
@@ -53,7 +56,7 @@ from dspex.supervision import (
 
 if TYPE_CHECKING:
     from dspex.actors._lm_handle import LMHandle
-    from dspex.actors._program_server import ServerHandle
+    from dspex.actors._program_server import ServerDirectory, ServerHandle
     from dspex.actors._server_requests import ServerFuture
     from dspex.config import Settings
 
@@ -93,8 +96,14 @@ class Runtime(ProgramRuns):
         self.started_at: float | None = None
         from dspex.actors._program_server import ServerDirectory
 
+        # The directory outlives the ``servers`` supervisor: it remembers what is
+        # served, and every new incarnation of the supervisor serves it again.
         self.servers = ServerDirectory(
-            lambda: self.whereis("servers"), self.registry, telemetry=self.telemetry, runtime=self
+            lambda: self.whereis("servers"),
+            self.registry,
+            telemetry=self.telemetry,
+            runtime=self,
+            restores=lambda: self.running,
         )
 
     # -- lifecycle ----------------------------------------------------------------
@@ -168,7 +177,7 @@ class Runtime(ProgramRuns):
                     # program.run.*; two supervisor events per run would only add cost.
                     events=None,
                 ),
-                dynamic("servers"),
+                _restoring(dynamic("servers"), self.servers),
                 dynamic("coordinators"),
             ]
             self._root = Supervisor.start_link(
@@ -369,6 +378,28 @@ class Runtime(ProgramRuns):
     def request_defaults(self, model: str) -> Mapping[str, Any]:
         """Request parameters the settings give every call to ``model`` (see LMClients)."""
         return self.clients.request_defaults(model)
+
+
+def _restoring(spec: ChildSpec, directory: ServerDirectory) -> ChildSpec:
+    """``spec`` of the ProgramServers supervisor, with every wanted program re-served on start.
+
+    The start function runs in the root supervisor's thread: the new
+    incarnation is started, then (before the root registers it under
+    ``servers``) the directory serves its remembered programs under it.
+    """
+    start = spec.start
+
+    def start_and_restore() -> pykka.ActorRef[Any]:
+        ref = start()
+        try:
+            await_started(ref, spec.start_timeout)
+        except BaseException:
+            shutdown(ref, spec.shutdown)
+            raise
+        directory.restore(ref)
+        return ref
+
+    return dataclasses.replace(spec, start=start_and_restore)
 
 
 def _make_store(settings: Settings) -> CacheStore:

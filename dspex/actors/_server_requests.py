@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from dspex.actors._program_run import RunContext, activate_run, wrap_program_error
+from dspex.supervision import Restart
 
 __all__ = [
     "Dispatch",
     "Emitter",
     "Execute",
     "Request",
+    "Served",
     "ServerFuture",
     "ServerStats",
     "Silent",
@@ -79,6 +81,26 @@ class Request:
     reply: ServerFuture | None
     context: contextvars.Context
     submitted: float  # time.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """What ``serve`` was asked to run under ``name``: one row of the desired state.
+
+    The directory keeps it while the server is wanted (``reload`` replaces
+    ``program`` and ``version``; ``stop``/``drain`` remove it), so a new
+    incarnation of the ProgramServers supervisor can serve it again as it was.
+    """
+
+    name: str
+    program: Any
+    version: int
+    max_concurrency: int
+    queue_limit: int
+    execute: Execute | None
+    restart: Restart
+    shutdown: float
+    start_timeout: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import InvalidStateError, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pykka
@@ -44,7 +45,7 @@ from dspex.actors._server_requests import (
 )
 from dspex.errors import ActorStoppedError, OverloadedError, ProgramError, UsageError
 
-__all__ = ["ServerState"]
+__all__ = ["ServerState", "load_into_copy"]
 
 log = logging.getLogger("dspex.servers")
 
@@ -67,6 +68,8 @@ class ServerState:
         telemetry: Emitter | None = None,
         runtime: Any = None,
         on_closed: Callable[[ServerState], None] | None = None,
+        version: int = 1,
+        will_restart: Callable[[], bool] | None = None,
     ) -> None:
         _check_limit(name, "max_concurrency", max_concurrency, 1)
         _check_limit(name, "queue_limit", queue_limit, 0)
@@ -81,13 +84,17 @@ class ServerState:
         )
         self.telemetry: Emitter = telemetry if telemetry is not None else Silent()
         self._on_closed = on_closed
+        # True when an actor stop the directory did not order means the
+        # ProgramServers supervisor is restarting and this server will be served again.
+        self._will_restart = will_restart
+        self._restarting = False
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
         self._pending: deque[Request] = deque()
         self._executing: dict[int, Request] = {}
         self._admitted = 0
         self._program = program
-        self._version = 1
+        self._version = version
         self._accepting = True
         self._closed = False
         self._nudged = False
@@ -174,35 +181,54 @@ class ServerState:
         self._release(len(stale))
         return len(stale)
 
-    def close(self, why: str) -> None:
-        """Stop for good: queued requests get an error, executing ones finish (idempotent)."""
+    def close(self, why: str, *, restarting: bool = False) -> None:
+        """Stop for good: queued requests get an error, executing ones finish (idempotent).
+
+        ``restarting``: the server is being served again under the same name
+        (its supervisor restarted), which the errors tell the callers.
+        """
         with self._cond:
             if self._closed:
                 return
             self._closed = True
+            self._restarting = restarting
             self._accepting = False
             dropped = list(self._pending)
             self._pending.clear()
             self._expired += len(dropped)
         for request in dropped:
-            self._deliver(
-                request,
-                None,
-                ActorStoppedError(
+            if restarting:
+                message = (
+                    f"program server {self.name!r} is restarting ({why}) and dropped request "
+                    f"{request.id} before it started; resend it: the server is being served "
+                    "again under the same name"
+                )
+            else:
+                message = (
                     f"program server {self.name!r} stopped ({why}) before request "
                     f"{request.id} started; serve it again and resend"
-                ),
-                0,
-            )
+                )
+            self._deliver(request, None, ActorStoppedError(message), 0)
         self._release(len(dropped))
         self._workers.shutdown(wait=False)
         if self._on_closed is not None:
             self._on_closed(self)
 
+    def orphaned(self, why: str) -> None:
+        """Close because the actor or its supervisor stopped without the directory asking."""
+        restarting = self._will_restart is not None and self._will_restart()
+        self.close(why, restarting=restarting)
+
     @property
     def closed(self) -> bool:
         with self._cond:
             return self._closed
+
+    @property
+    def restarting(self) -> bool:
+        """Closed because its supervisor restarts: the directory serves it again."""
+        with self._cond:
+            return self._restarting
 
     @property
     def ref(self) -> pykka.ActorRef[Any] | None:
@@ -389,6 +415,11 @@ class ServerState:
             log.exception("program server %r: emitting %r failed", self.name, event)
 
     def _refusal(self) -> ActorStoppedError:
+        if self._restarting:
+            return ActorStoppedError(
+                f"program server {self.name!r} is restarting (its supervisor restarted); "
+                "resend the request: the server is being served again under the same name"
+            )
         if self._closed:
             return ActorStoppedError(
                 f"program server {self.name!r} has stopped; serve it again to send it requests"
@@ -439,3 +470,22 @@ def _check_program(name: str, program: object) -> None:
             f"serve({name!r}, program={program!r}): a program must be callable with the "
             "inputs as keywords, e.g. a dspex.Module such as dspex.Predict('question -> answer')"
         )
+
+
+def load_into_copy(name: str, current: Any, path: Path) -> Any:
+    """A copy of ``current`` with the saved state at ``path`` loaded (for ``reload``)."""
+    if not path.exists():
+        raise UsageError(
+            f"reload({name!r}, {str(path)!r}): no such file; pass the JSON file written by "
+            "program.save(path), or a program instance"
+        )
+    copy_fn = getattr(current, "deepcopy", None)
+    if not callable(copy_fn) or not callable(getattr(current, "load", None)):
+        raise UsageError(
+            f"reload({name!r}, {str(path)!r}): the served program "
+            f"({type(current).__name__}) has no deepcopy()/load(), so a saved state cannot "
+            "be loaded into it; pass a program instance instead"
+        )
+    new = copy_fn()
+    new.load(path)
+    return new

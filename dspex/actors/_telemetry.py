@@ -22,6 +22,7 @@ from typing import Any, Literal, TextIO
 
 from dspex.actors._telemetry_emitter import (
     LINGER,
+    LMCall,
     TelemetryEmitter,
     TelemetryEvent,
     _Drain,
@@ -114,7 +115,10 @@ class Telemetry(Actor):
         self._level = level
         self._stream = stream
         self._window = latency_window
-        self._history: collections.deque[HistoryEntry] = collections.deque(maxlen=history_size)
+        # LMCall records are kept as queued and turned into entries when asked for.
+        self._history: collections.deque[HistoryEntry | LMCall] = collections.deque(
+            maxlen=history_size
+        )
         self._models: dict[str, _ModelStats] = {}
         self._runs = _RunStats(latencies=collections.deque(maxlen=latency_window))
         self._restarts: collections.Counter[str] = collections.Counter()
@@ -153,6 +157,9 @@ class Telemetry(Actor):
         if isinstance(message, TelemetryEvent):
             self._handle(message)
             return None
+        if isinstance(message, LMCall):
+            self._on_lm_call(message)
+            return None
         if isinstance(message, Event):  # supervision events from an EventBus sink
             self._handle(TelemetryEvent(message.name, message.data, message.time))
             return None
@@ -185,9 +192,12 @@ class Telemetry(Actor):
                 event = pending.popleft()
             except IndexError:  # another incarnation drained it meanwhile
                 break
-            if isinstance(event, Event):
-                event = TelemetryEvent(event.name, event.data, event.time)
-            self._handle(event)
+            if isinstance(event, LMCall):
+                self._on_lm_call(event)
+            elif isinstance(event, Event):
+                self._handle(TelemetryEvent(event.name, event.data, event.time))
+            else:
+                self._handle(event)
             handled += 1
         return handled
 
@@ -256,6 +266,27 @@ class Telemetry(Actor):
             stats.errors[str(data.get("error", "Exception"))] += 1
             stats.retries += int(data.get("retries", 0))
 
+    def _on_lm_call(self, call: LMCall) -> None:
+        """Count a reported LM call as its start and stop/exception events would be."""
+        if self._subscribers or self._logger is not None:
+            for event in call.events():
+                self._handle(event)
+            return
+        # No one sees the events themselves: update the counters directly.
+        self._events += 2
+        stats = self._model(call.model)
+        stats.requests += 1
+        if call.failure is not None:
+            stats.errors[call.failure[0]] += 1
+            return
+        prompt, completion = call.usage
+        stats.cache_hits += call.cache_hit
+        stats.prompt_tokens += prompt
+        stats.completion_tokens += completion
+        stats.latencies.append(call.duration_ms)
+        if call.keep:
+            self._history.append(call)
+
     def _on_run(self, name: str, data: Mapping[str, Any]) -> None:
         runs = self._runs
         if name == "program.run.start":
@@ -312,11 +343,26 @@ class Telemetry(Actor):
         self._drain_all()
         if n <= 0:
             return []
-        return list(self._history)[-n:]
+        return [_entry(item) for item in list(self._history)[-n:]]
 
     def subscribe(self, callback: Callable[[TelemetryEvent], None]) -> None:
         """Call ``callback`` (in this actor's thread) for every event; for tests and exporters."""
         self._subscribers.append(callback)
+
+
+def _entry(item: HistoryEntry | LMCall) -> HistoryEntry:
+    if isinstance(item, HistoryEntry):
+        return item
+    prompt, completion = item.usage
+    return HistoryEntry(
+        model=item.model,
+        messages=item.messages,
+        outputs=item.outputs,
+        usage={"prompt_tokens": prompt, "completion_tokens": completion},
+        duration_ms=item.duration_ms,
+        cache_hit=item.cache_hit,
+        time=item.time,
+    )
 
 
 def _round(value: float | None) -> float | None:

@@ -7,6 +7,15 @@ emitting never blocks, and while events flow the actor thread wakes once per
 ``LINGER``, not once per event. The actor's inbox (:class:`_PollingInbox`)
 is what hands it those polls. The actor itself lives in
 :mod:`dspex.actors._telemetry`.
+
+LM calls reach the history ring as ``lm.request.stop`` events carrying their
+messages. ``LMHandle`` (behind ``dspex.LM``) emits them itself; any other LM
+(a ``DummyLM``, a user's object) is reported by the programs layer through
+:meth:`TelemetryEmitter.report_lm_call`. Two caller-thread hooks apply to
+both: the history gate (DSPy's ``disable_history``: the call is counted but
+its messages are not kept) and :func:`begin_lm_report`, which tells a
+reporter whether an LM wrapped inside its call already reported, so a
+wrapper around ``dspex.LM`` is not recorded twice.
 """
 
 from __future__ import annotations
@@ -14,15 +23,24 @@ from __future__ import annotations
 import collections
 import queue
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pykka
 
 from dspex.supervision import Event
 
-__all__ = ["LINGER", "TelemetryEmitter", "TelemetryEvent"]
+__all__ = [
+    "LINGER",
+    "LMCall",
+    "TelemetryEmitter",
+    "TelemetryEvent",
+    "begin_lm_report",
+    "end_lm_report",
+    "set_history_gate",
+]
 
 LINGER = 0.01
 """Seconds between the actor's polls of an emitter's queue while events flow."""
@@ -35,6 +53,123 @@ class TelemetryEvent:
     name: str
     data: Mapping[str, Any] = field(default_factory=dict)
     time: float = field(default_factory=time.time)
+
+
+HistoryGate = Callable[[], bool]
+_history_off: HistoryGate | None = None
+
+# Set by a reporter around a call it will report; a list so that an inner
+# LM's report (same thread, same context) can mark it by appending.
+_reporting: ContextVar[list[bool] | None] = ContextVar("dspex_lm_reporting", default=None)
+
+_STOP = "lm.request.stop"
+_EXCEPTION = "lm.request.exception"
+_LM_OUTCOMES = frozenset({_STOP, _EXCEPTION})
+_HISTORY_KEYS = ("messages", "outputs")
+
+
+def set_history_gate(gate: HistoryGate | None) -> None:
+    """Install the check of whether LM history is disabled where a call is made.
+
+    The programs layer installs one reading the ``disable_history`` setting;
+    it runs in the calling thread once per LM call, so it must be quick.
+    """
+    global _history_off
+    _history_off = gate
+
+
+def begin_lm_report() -> tuple[list[bool], Token[list[bool] | None]]:
+    """Mark the start of an LM call this thread will report (see :func:`end_lm_report`)."""
+    marks: list[bool] = []
+    return marks, _reporting.set(marks)
+
+
+def end_lm_report(scope: tuple[list[bool], Token[list[bool] | None]]) -> bool:
+    """End the scope; True if no LM inside it reported the call itself."""
+    marks, token = scope
+    _reporting.reset(token)
+    return not marks
+
+
+def _lm_outcome(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An LM call's stop/exception data as it should be queued here (caller's thread)."""
+    marks = _reporting.get()
+    if marks is not None:
+        marks.append(True)  # an outer reporter must not report this call again
+    gate = _history_off
+    if gate is not None and "messages" in data and gate():
+        return {k: v for k, v in data.items() if k not in _HISTORY_KEYS}
+    return data
+
+
+class LMCall(NamedTuple):
+    """A finished call of an LM that does not report itself, as queued by the caller.
+
+    Cheap to queue; the Telemetry actor reads it directly, and expands it with
+    :meth:`events` only for subscribers and the log. ``failure`` is the error's
+    (class name, HTTP status) when the call raised; ``keep`` says whether its
+    messages go to the history ring; ``time`` is when it ended (``time.time()``).
+    """
+
+    model: str
+    messages: tuple[Mapping[str, Any], ...]
+    duration_ms: float
+    response: Any
+    failure: tuple[str, Any] | None
+    keep: bool
+    time: float
+
+    @property
+    def usage(self) -> tuple[int, int]:
+        """(prompt tokens, completion tokens), zeros when the response has none."""
+        usage = getattr(self.response, "usage", None)
+        return (
+            int(getattr(usage, "prompt_tokens", 0) or 0),
+            int(getattr(usage, "completion_tokens", 0) or 0),
+        )
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The completion texts (none if the response is not an ``LMResponse``)."""
+        try:
+            return tuple(c.text for c in self.response.completions)
+        except (AttributeError, TypeError):  # the adapter reports a bad response
+            return ()
+
+    @property
+    def cache_hit(self) -> bool:
+        return bool(getattr(self.response, "cache_hit", False))
+
+    def events(self) -> tuple[TelemetryEvent, TelemetryEvent]:
+        """The start and stop (or exception) events ``LMHandle`` would have sent."""
+        start = TelemetryEvent(
+            "lm.request.start", {"model": self.model}, self.time - self.duration_ms / 1000.0
+        )
+        data: dict[str, Any]
+        if self.failure is not None:
+            data = {
+                "model": self.model,
+                "duration_ms": self.duration_ms,
+                "error": self.failure[0],
+                "status": self.failure[1],
+                "retries": 0,
+            }
+            return start, TelemetryEvent(_EXCEPTION, data, self.time)
+        prompt, completion = self.usage
+        data = {
+            "model": self.model,
+            "duration_ms": self.duration_ms,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "cache_hit": self.cache_hit,
+            "retries": 0,
+            "shared": False,
+        }
+        if self.keep:
+            data["messages"] = self.messages
+            data["outputs"] = list(self.outputs)
+        return start, TelemetryEvent(_STOP, data, self.time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +240,7 @@ class TelemetryEmitter:
     def __init__(self, target: Callable[[], pykka.ActorRef[Any] | None]) -> None:
         self._target = target
         self._ref: pykka.ActorRef[Any] | None = None  # last incarnation resolved
-        self._pending: collections.deque[TelemetryEvent | Event] = collections.deque()
+        self._pending: collections.deque[TelemetryEvent | Event | LMCall] = collections.deque()
         # The incarnation that will look at the queue without a nudge: one
         # polling it, or one a nudge was sent to. The actor resets it.
         self._watcher: pykka.ActorRef[Any] | None = None
@@ -134,7 +269,34 @@ class TelemetryEmitter:
                 self._nudge(ref)
 
     def __call__(self, name: str, data: Mapping[str, Any]) -> None:
+        if name in _LM_OUTCOMES:
+            data = _lm_outcome(data)
         self._push(TelemetryEvent(name, data), nudge=True)
+
+    def report_lm_call(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        duration_ms: float,
+        response: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Report a finished call of an LM that does not report itself (caller's thread).
+
+        Queues one :class:`LMCall`, which the actor expands into the events
+        ``LMHandle`` sends. Only messages and completions are kept, never
+        request parameters (where keys live).
+        """
+        marks = _reporting.get()
+        if marks is not None:
+            marks.append(True)
+        gate = _history_off
+        keep = error is None and not (gate is not None and gate())
+        failure = None if error is None else (type(error).__name__, getattr(error, "status", None))
+        self._push(
+            LMCall(model, tuple(messages), duration_ms, response, failure, keep, time.time()),
+            nudge=True,
+        )
 
     def sink(self, event: Event) -> None:
         """An EventBus sink: forwards supervision events."""
@@ -148,7 +310,7 @@ class TelemetryEmitter:
                 return None
         return ref
 
-    def _push(self, event: TelemetryEvent | Event, *, nudge: bool) -> None:
+    def _push(self, event: TelemetryEvent | Event | LMCall, *, nudge: bool) -> None:
         ref = self._resolve()
         if ref is None:
             self.dropped += 1

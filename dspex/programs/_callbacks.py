@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from dspex.actors._callbacks import active_callbacks, ainvoke, end_call, invoke, start_call
+from dspex.programs._runtime_glue import generate_reported, history_emitter
 from dspex.programs._usage import note_usage
 
 __all__ = ["call_lm", "hooked", "with_callbacks"]
@@ -165,10 +166,16 @@ def call_lm(lm: Any, messages: Sequence[Mapping[str, Any]], params: Mapping[str,
 
     The hooks see DSPy's LM-call inputs (``prompt`` None, ``messages``,
     ``kwargs`` the request parameters) and, as outputs, the completion texts.
+    Calls of an LM other than ``dspex.LM`` (which reports itself) are reported
+    to the running runtime's telemetry, so they show in ``inspect_history``.
     """
     callbacks = active_callbacks(lm)
+    emitter = history_emitter(lm)
     if not callbacks:
-        response = lm.generate(messages, params)
+        if emitter is None:
+            response = lm.generate(messages, params)
+        else:
+            response = generate_reported(emitter, lm, messages, params)
         note_usage(lm, response)
         return response
     inputs = {"prompt": None, "messages": messages, "kwargs": dict(params)}
@@ -176,7 +183,10 @@ def call_lm(lm: Any, messages: Sequence[Mapping[str, Any]], params: Mapping[str,
     texts: list[str] | None = None
     error: BaseException | None = None
     try:
-        response = lm.generate(messages, params)
+        if emitter is None:
+            response = lm.generate(messages, params)
+        else:
+            response = generate_reported(emitter, lm, messages, params)
         note_usage(lm, response)
         texts = [completion.text for completion in response.completions]
         return response
