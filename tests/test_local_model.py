@@ -401,3 +401,21 @@ def test_calls_in_flight_survive_a_killed_model_process(
     assert all(r.texts[0] for r in results.values())
     assert stats.retries >= 1
     assert stats.successes == 4
+
+
+def test_model_fingerprint_follows_content_not_path(tmp_path: Path) -> None:
+    # A reinstall puts the same GGUF at a new path: its cached answers still count.
+    from dspex.actors._runtime_clients import model_fingerprint
+
+    payload = b"GGUF" + bytes(range(256)) * 9000  # over 2 MiB: both ends are hashed
+    first = tmp_path / "a" / "model.gguf"
+    second = tmp_path / "b" / "model.gguf"
+    for path in (first, second):
+        path.parent.mkdir()
+        path.write_bytes(payload)
+    assert model_fingerprint(first) == model_fingerprint(second)
+    assert model_fingerprint(first).startswith(f"model.gguf:{len(payload)}:")
+    changed = tmp_path / "c" / "model.gguf"
+    changed.parent.mkdir()
+    changed.write_bytes(payload[:-1] + b"!")  # the tail differs
+    assert model_fingerprint(changed) != model_fingerprint(first)

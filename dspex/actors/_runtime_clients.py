@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import threading
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -221,8 +223,7 @@ class LMClients:
             config = self._local_servers.get(name)
         if config is None:
             return None
-        stat = config.model_path.stat()
-        return f"local:{config.model_path}:{stat.st_size}:{int(stat.st_mtime)}"
+        return f"local:{model_fingerprint(config.model_path)}"
 
     def _local_server(self, name: str, options: dict[str, Any]) -> Any:
         """Start (once) the supervised llama.cpp server for ``local/<name>``; its config."""
@@ -237,3 +238,29 @@ class LMClients:
                 start_child(self._lms(), spec, timeout=spec.start_timeout + CALL_TIMEOUT)
                 self._local_servers[name] = config
         return config
+
+
+_FINGERPRINT_SPAN = 1 << 20
+"""Bytes hashed from each end of a model file: the GGUF header and metadata, and the tail."""
+
+
+def model_fingerprint(path: Path) -> str:
+    """A content identity for a model file: its name, size and a hash of both ends.
+
+    Not its path: a reinstall (a new venv) puts the same file elsewhere, and
+    its cached answers should still count. Hashing only the ends keeps this
+    fast for multi-gigabyte files; the size and the GGUF header pin the rest.
+    """
+    stat = path.stat()
+    return _fingerprint(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _fingerprint(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as file:
+        digest.update(file.read(_FINGERPRINT_SPAN))
+        if size > _FINGERPRINT_SPAN:
+            file.seek(max(_FINGERPRINT_SPAN, size - _FINGERPRINT_SPAN))
+            digest.update(file.read(_FINGERPRINT_SPAN))
+    return f"{Path(path).name}:{size}:{digest.hexdigest()[:16]}"
