@@ -26,10 +26,10 @@ from typing import Any
 
 import httpx
 
-from dspex.actors._io_loop import HTTPPool
-from dspex.actors._lm_client import LMClient
-from dspex.actors._lm_handle import LMHandle
-from dspex.actors._resilience import LMClientConfig
+from dspex.actors._lm._client import LMClient
+from dspex.actors._lm._handle import LMHandle
+from dspex.actors._lm._io_loop import HTTPPool
+from dspex.actors._lm._resilience import LMClientConfig
 
 
 def _serve(conn: Any, latency: float) -> None:

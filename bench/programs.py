@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from dspex.actors._lm_types import Completion, LMResponse
+from dspex.actors._lm._types import Completion, LMResponse
 from dspex.actors._program_run import RunContext, activate_run
 from dspex.programs import ChainOfThought, Example, Predict, context
 from dspex.testing import DummyLM

@@ -190,7 +190,7 @@ def run_demo(num_threads: int = 4) -> int:
     """Run the demo on the embedded SmolLM2 model; returns the process exit code."""
     started = time.perf_counter()
     try:
-        from dspex.actors._local_model import resolve_local_model
+        from dspex.actors._lm._local_model import resolve_local_model
 
         model_path = resolve_local_model("smollm2")
     except LocalModelError as exc:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dspex.actors._lm_types import LMResponse, Message
+from dspex.actors._lm._types import LMResponse, Message
 from dspex.errors import UsageError
 from dspex.programs import (
     BestOfN,

@@ -10,7 +10,7 @@ import pytest
 
 from dspex.actors._cache import Cache, CacheClient, Flush, Persist
 from dspex.actors._cache_store import DB_NAME, CacheStore, decode_response, encode_response
-from dspex.actors._lm_types import Completion, LMResponse, Usage
+from dspex.actors._lm._types import Completion, LMResponse, Usage
 
 
 def _resp(text: str, model: str = "openai/m") -> LMResponse:

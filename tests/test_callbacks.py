@@ -12,7 +12,7 @@ import pytest
 from runtime_helpers import SECRET, StartRuntime, chat_answer, echo_answers
 
 import dspex
-from dspex.actors._lm_types import LMResponse
+from dspex.actors._lm._types import LMResponse
 from dspex.errors import AdapterParseError, ConfigError, LMError, ProgramError
 from dspex.programs import settings
 from dspex.testing import DummyLM, FakeOpenAI

@@ -9,7 +9,7 @@ from enum import Enum
 
 import pydantic
 
-from dspex.actors._lm_types import LMProtocol, LMResponse
+from dspex.actors._lm._types import LMProtocol, LMResponse
 from dspex.testing import DummyLM
 
 

@@ -15,7 +15,7 @@ from runtime_helpers import SECRET, StartRuntime, chat_answer, echo_answers, mak
 import dspex
 import dspex.programs._runtime_glue as glue
 from dspex.actors._callbacks import BaseCallback
-from dspex.actors._lm_types import Completion, LMResponse, Usage
+from dspex.actors._lm._types import Completion, LMResponse, Usage
 from dspex.actors._telemetry_emitter import TelemetryEvent
 from dspex.errors import AuthenticationError, ProviderError
 from dspex.testing import DummyLM, FakeOpenAI

@@ -18,11 +18,11 @@ from urllib.parse import urlsplit
 import pykka
 import pytest
 
-from dspex.actors._lm_client import ClientSlot, GetStats, LMClient, Reconfigure
-from dspex.actors._lm_handle import LMHandle, request_key
-from dspex.actors._lm_slot import Attempt
-from dspex.actors._lm_types import LMProtocol, LMRequest, LMResponse, Usage
-from dspex.actors._resilience import CallInfo, LMClientConfig, VirtualSleeper
+from dspex.actors._lm._client import ClientSlot, GetStats, LMClient, Reconfigure
+from dspex.actors._lm._handle import LMHandle, request_key
+from dspex.actors._lm._resilience import CallInfo, LMClientConfig, VirtualSleeper
+from dspex.actors._lm._slot import Attempt
+from dspex.actors._lm._types import LMProtocol, LMRequest, LMResponse, Usage
 from dspex.errors import (
     ActorStoppedError,
     AuthenticationError,

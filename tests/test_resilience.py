@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from dspex.actors._lm_types import Completion, LMRequest, LMResponse, Usage
-from dspex.actors._resilience import (
+from dspex.actors._lm._resilience import (
     BreakerState,
     CallInfo,
     CallOptions,
@@ -28,6 +27,7 @@ from dspex.actors._resilience import (
     estimate_tokens,
     sleeper_for,
 )
+from dspex.actors._lm._types import Completion, LMRequest, LMResponse, Usage
 from dspex.errors import (
     AuthenticationError,
     CircuitOpenError,

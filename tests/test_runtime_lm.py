@@ -27,7 +27,7 @@ from runtime_helpers import (
 )
 
 import dspex
-from dspex.actors._lm_client import Reconfigure
+from dspex.actors._lm._client import Reconfigure
 from dspex.errors import AuthenticationError, CircuitOpenError, ProviderError
 from dspex.supervision import VirtualClock
 from dspex.testing import FakeAnthropic, FakeGemini, FakeOpenAI, FakeProvider, Fault

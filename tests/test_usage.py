@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import dspex
-from dspex.actors._lm_types import Completion, LMResponse, Usage
+from dspex.actors._lm._types import Completion, LMResponse, Usage
 from dspex.programs import Module, Parallel, Prediction
 from dspex.programs._usage import (
     UsageTracker,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from dspex._lazy import lazy_face
-from dspex.actors._lm_types import (
+from dspex.actors._lm._types import (
     Completion,
     LMProtocol,
     LMRequest,
@@ -24,23 +24,23 @@ if TYPE_CHECKING:
     from dspex.actors._config_server import ConfigServer, SettingsBox
     from dspex.actors._current import current_runtime, default_runtime, stop_default_runtime
     from dspex.actors._daemon import run_forever
-    from dspex.actors._lm import LM
-    from dspex.actors._lm_client import ClientSlot, LMClient
-    from dspex.actors._lm_handle import LMHandle, request_key
-    from dspex.actors._program_run import ProgramRun, RunContext, current_run
-    from dspex.actors._program_server import (
-        DrainReport,
-        ProgramServer,
-        ServerDirectory,
-        ServerHandle,
-    )
-    from dspex.actors._resilience import (
+    from dspex.actors._lm._client import ClientSlot, LMClient
+    from dspex.actors._lm._handle import LMHandle, request_key
+    from dspex.actors._lm._model import LM
+    from dspex.actors._lm._resilience import (
         CircuitBreaker,
         LMClientConfig,
         LMClientStats,
         RateLimiter,
         RetryPolicy,
         VirtualSleeper,
+    )
+    from dspex.actors._program_run import ProgramRun, RunContext, current_run
+    from dspex.actors._program_server import (
+        DrainReport,
+        ProgramServer,
+        ServerDirectory,
+        ServerHandle,
     )
     from dspex.actors._runtime import Runtime
     from dspex.actors._runtime_registry import active_runtimes
@@ -53,19 +53,19 @@ _LAZY: dict[str, str] = {
     "CacheClient": "_cache",
     "CacheStats": "_cache_store",
     "CacheStore": "_cache_store",
-    "CircuitBreaker": "_resilience",
-    "ClientSlot": "_lm_client",
+    "CircuitBreaker": "_lm",
+    "ClientSlot": "_lm",
     "ConfigServer": "_config_server",
     "DrainReport": "_program_server",
     "LM": "_lm",
-    "LMClient": "_lm_client",
-    "LMClientConfig": "_resilience",
-    "LMClientStats": "_resilience",
-    "LMHandle": "_lm_handle",
+    "LMClient": "_lm",
+    "LMClientConfig": "_lm",
+    "LMClientStats": "_lm",
+    "LMHandle": "_lm",
     "ProgramRun": "_program_run",
     "ProgramServer": "_program_server",
-    "RateLimiter": "_resilience",
-    "RetryPolicy": "_resilience",
+    "RateLimiter": "_lm",
+    "RetryPolicy": "_lm",
     "RunContext": "_program_run",
     "Runtime": "_runtime",
     "ServerDirectory": "_program_server",
@@ -75,12 +75,12 @@ _LAZY: dict[str, str] = {
     "SettingsBox": "_config_server",
     "Telemetry": "_telemetry",
     "TelemetryEmitter": "_telemetry_emitter",
-    "VirtualSleeper": "_resilience",
+    "VirtualSleeper": "_lm",
     "active_runtimes": "_runtime_registry",
     "current_run": "_program_run",
     "current_runtime": "_current",
     "default_runtime": "_current",
-    "request_key": "_lm_handle",
+    "request_key": "_lm",
     "run_forever": "_daemon",
     "stop_default_runtime": "_current",
 }

@@ -18,7 +18,7 @@ from typing import Any
 import pykka
 
 from dspex.actors._cache_store import CacheStats, CacheStore
-from dspex.actors._lm_types import LMResponse
+from dspex.actors._lm._types import LMResponse
 from dspex.supervision import Actor
 
 __all__ = ["Cache", "CacheClient", "Flush", "Persist"]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from cachetools import LRUCache
 
-from dspex.actors._lm_types import Completion, LMResponse, Usage
+from dspex.actors._lm._types import Completion, LMResponse, Usage
 
 __all__ = ["CacheStats", "CacheStore", "decode_response", "encode_response"]
 

@@ -33,7 +33,7 @@ import pykka
 from dspex.actors._cache import Cache, CacheClient
 from dspex.actors._cache_store import CacheStore
 from dspex.actors._config_server import ConfigServer, SettingsBox
-from dspex.actors._runtime_clients import LMClients
+from dspex.actors._lm._clients import LMClients
 from dspex.actors._runtime_registry import register, unregister
 from dspex.actors._runtime_runs import ProgramRuns
 from dspex.actors._telemetry import Telemetry, render_history
@@ -55,7 +55,7 @@ from dspex.supervision import (
 )
 
 if TYPE_CHECKING:
-    from dspex.actors._lm_handle import LMHandle
+    from dspex.actors._lm._handle import LMHandle
     from dspex.actors._program_server import ServerDirectory, ServerHandle
     from dspex.actors._server_requests import ServerFuture
     from dspex.config import Settings
@@ -361,7 +361,7 @@ class Runtime(ProgramRuns):
         ``client`` overrides client settings (num_retries, timeout, rpm, tpm...);
         ``defaults`` are request parameters (temperature, max_tokens...).
         """
-        from dspex.actors._lm_handle import LMHandle
+        from dspex.actors._lm._handle import LMHandle
 
         slot = self.clients.slot(model, api_base, api_key, dict(client or {}))
         use_cache = cache and self.settings.cache.enabled

@@ -92,7 +92,7 @@ def with_callbacks(fn: F) -> F:
     name = fn.__name__
 
     def kind_of(instance: Any) -> str | None:
-        from dspex.actors._lm_types import LMProtocol
+        from dspex.actors._lm._types import LMProtocol
         from dspex.programs._adapters._base import Adapter
         from dspex.programs._evaluate import Evaluate
 

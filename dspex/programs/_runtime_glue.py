@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 # LM is light (the LM protocol types only); the Runtime and everything it
 # starts load on first use, keeping `dspex.Predict` cheap to import.
-from dspex.actors._lm import LM, set_scoped_params
+from dspex.actors._lm._model import LM, set_scoped_params
 from dspex.actors._program_run import current_run
 from dspex.actors._runtime_registry import active_runtimes
 from dspex.actors._telemetry_emitter import begin_lm_report, end_lm_report, set_history_gate

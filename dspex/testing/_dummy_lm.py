@@ -24,7 +24,7 @@ from datetime import date, datetime, time
 from enum import Enum
 from typing import Any
 
-from dspex.actors._lm_types import Completion, LMResponse, Message, Usage
+from dspex.actors._lm._types import Completion, LMResponse, Message, Usage
 
 __all__ = ["DummyLM"]
 

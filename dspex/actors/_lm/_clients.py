@@ -24,8 +24,8 @@ from dspex.errors import UsageError
 from dspex.supervision import Clock, start_child
 
 if TYPE_CHECKING:
-    from dspex.actors._lm_client import ClientSlot
-    from dspex.actors._resilience import Emit, LMClientConfig
+    from dspex.actors._lm._client import ClientSlot
+    from dspex.actors._lm._resilience import Emit, LMClientConfig
     from dspex.config import Settings
 
 __all__ = ["LMClients"]
@@ -118,7 +118,7 @@ class LMClients:
             slot = self._slots.get(key)
         if slot is not None:
             return slot
-        from dspex.actors._lm_client import ClientSlot, LMClient
+        from dspex.actors._lm._client import ClientSlot, LMClient
         from dspex.config import split_model_id
 
         provider, name = split_model_id(model)
@@ -127,7 +127,7 @@ class LMClients:
         client_model, base = model, api_base
         local_overrides: dict[str, Any] = {}
         if provider == "local":
-            from dspex.actors._local_model import LOCAL_CLIENT_SETTINGS
+            from dspex.actors._lm._local_model import LOCAL_CLIENT_SETTINGS
 
             local = self._local_server(name, dict(client.pop("local", {}) or {}))
             client_model, base = local.client_model, local.api_base
@@ -162,7 +162,7 @@ class LMClients:
 
     def reconfigure(self) -> None:
         """Apply changed ``lm_client``/``models`` settings to every running client."""
-        from dspex.actors._lm_client import Reconfigure
+        from dspex.actors._lm._client import Reconfigure
         from dspex.supervision import which_children
 
         with self._lock:
@@ -200,7 +200,7 @@ class LMClients:
         self, model: str, client: Mapping[str, Any], local_overrides: Mapping[str, Any]
     ) -> tuple[LMClientConfig, str | None]:
         """The client config for ``model`` under the current settings, and its api_base."""
-        from dspex.actors._resilience import LMClientConfig
+        from dspex.actors._lm._resilience import LMClientConfig
 
         group = self._settings().lm_client_for(model)
         merged = {**group.model_dump(), **local_overrides, **client}
@@ -227,7 +227,7 @@ class LMClients:
 
     def _local_server(self, name: str, options: dict[str, Any]) -> Any:
         """Start (once) the supervised llama.cpp server for ``local/<name>``; its config."""
-        from dspex.actors._local_model import local_model_config, local_model_spec
+        from dspex.actors._lm._local_model import local_model_config, local_model_spec
 
         with self._lock:
             config = self._local_servers.get(name)

@@ -13,8 +13,8 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from dspex.actors._lm_types import LMRequest, LMResponse
-from dspex.actors._resilience import CallInfo, CallOptions, LMClientConfig, UsageMeter
+from dspex.actors._lm._resilience import CallInfo, CallOptions, LMClientConfig, UsageMeter
+from dspex.actors._lm._types import LMRequest, LMResponse
 from dspex.errors import ActorStoppedError, LMTimeoutError, UsageError
 from dspex.supervision import Lease
 

@@ -5,8 +5,8 @@ Pure code with no I/O of its own: the LM client actor builds an
 and gets an ``LMResponse`` or an error from the ``LMError`` tree.
 """
 
-from dspex.actors._providers._anthropic import DEFAULT_MAX_TOKENS, AnthropicProvider
-from dspex.actors._providers._base import (
+from dspex.actors._lm._providers._anthropic import DEFAULT_MAX_TOKENS, AnthropicProvider
+from dspex.actors._lm._providers._base import (
     CLIENT_ONLY_PARAMS,
     ContextOverflow,
     HTTPCall,
@@ -17,9 +17,9 @@ from dspex.actors._providers._base import (
     send_sync,
     split_n,
 )
-from dspex.actors._providers._gemini import GeminiProvider, gemini_schema
-from dspex.actors._providers._openai import OpenAIProvider
-from dspex.actors._providers._registry import PROVIDERS, resolve_provider
+from dspex.actors._lm._providers._gemini import GeminiProvider, gemini_schema
+from dspex.actors._lm._providers._openai import OpenAIProvider
+from dspex.actors._lm._providers._registry import PROVIDERS, resolve_provider
 
 __all__ = [
     "CLIENT_ONLY_PARAMS",

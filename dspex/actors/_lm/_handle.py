@@ -21,15 +21,15 @@ from typing import Any
 
 import pykka
 
-from dspex.actors._lm_slot import Attempt, ClientSlot, Endpoint, Waiter
-from dspex.actors._lm_types import LMRequest, LMResponse, Message
-from dspex.actors._program_run import CancelEvent, RunContext, current_run
-from dspex.actors._resilience import (
+from dspex.actors._lm._resilience import (
     CallInfo,
     CallOptions,
     Emit,
     LMClientStats,
 )
+from dspex.actors._lm._slot import Attempt, ClientSlot, Endpoint, Waiter
+from dspex.actors._lm._types import LMRequest, LMResponse, Message
+from dspex.actors._program_run import CancelEvent, RunContext, current_run
 from dspex.errors import ActorStoppedError, LMTimeoutError, ProgramError, UsageError
 from dspex.supervision import current_lease
 
@@ -164,7 +164,7 @@ class LMHandle:
         cls, ref: pykka.ActorRef[Any], *, timeout: float = 5.0, **options: Any
     ) -> LMHandle:
         """A handle on the slot of a started :class:`~dspex.actors.LMClient`."""
-        from dspex.actors._lm_client import GetSlot
+        from dspex.actors._lm._client import GetSlot
 
         try:
             slot: Any = ref.ask(GetSlot(), timeout=timeout)

@@ -22,7 +22,7 @@ from typing import Any, Final, NamedTuple, Self
 
 import pykka
 
-from dspex.actors._local_process import LOOPBACK, LocalProcess, free_loopback_port, port_is_free
+from dspex.actors._lm._local_process import LOOPBACK, LocalProcess, free_loopback_port, port_is_free
 from dspex.errors import LocalModelError, UsageError
 from dspex.supervision import Actor, ChildSpec, Restart
 

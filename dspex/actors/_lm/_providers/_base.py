@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-from dspex.actors._lm_types import Completion, LMRequest, LMResponse, Message, Usage
+from dspex.actors._lm._types import Completion, LMRequest, LMResponse, Message, Usage
 from dspex.errors import (
     AuthenticationError,
     ContextWindowError,

@@ -17,9 +17,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from dspex.actors._lm_types import Completion, LMRequest, LMResponse, Usage
-from dspex.actors._providers._base import HTTPCall, Provider, split_data_url, text_parts
-from dspex.actors._providers._openai import as_openai_format
+from dspex.actors._lm._providers._base import HTTPCall, Provider, split_data_url, text_parts
+from dspex.actors._lm._providers._openai import as_openai_format
+from dspex.actors._lm._types import Completion, LMRequest, LMResponse, Usage
 from dspex.errors import LMError, UsageError
 
 __all__ = ["GeminiProvider", "gemini_schema"]

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from dspex.actors._lm_types import Usage
+from dspex.actors._lm._types import Usage
 
 __all__ = ["LMClientStats", "UsageMeter"]
 

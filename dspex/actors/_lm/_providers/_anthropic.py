@@ -17,8 +17,8 @@ import json
 import re
 from typing import Any
 
-from dspex.actors._lm_types import Completion, LMRequest, LMResponse, Usage
-from dspex.actors._providers._base import HTTPCall, Provider, split_data_url, text_parts
+from dspex.actors._lm._providers._base import HTTPCall, Provider, split_data_url, text_parts
+from dspex.actors._lm._types import Completion, LMRequest, LMResponse, Usage
 from dspex.errors import UsageError
 
 __all__ = ["DEFAULT_MAX_TOKENS", "AnthropicProvider"]

@@ -14,11 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dspex.actors._callbacks import active_callbacks, check_callbacks, invoke
-from dspex.actors._lm_types import LMResponse, Message
+from dspex.actors._lm._types import LMResponse, Message
 from dspex.errors import UsageError
 
 if TYPE_CHECKING:
-    from dspex.actors._lm_handle import LMHandle
+    from dspex.actors._lm._handle import LMHandle
     from dspex.actors._runtime import Runtime
 
 __all__ = ["LM", "set_scoped_params"]

@@ -20,8 +20,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from dspex.actors._lm_types import Completion, LMRequest, LMResponse, Usage
-from dspex.actors._providers._base import ContextOverflow, HTTPCall, Provider, _int_or_none
+from dspex.actors._lm._providers._base import ContextOverflow, HTTPCall, Provider, _int_or_none
+from dspex.actors._lm._types import Completion, LMRequest, LMResponse, Usage
 from dspex.errors import UsageError
 
 __all__ = ["OpenAIProvider", "as_openai_format"]

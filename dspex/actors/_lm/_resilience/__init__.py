@@ -1,15 +1,15 @@
 """Resilience primitives of the LM client: retry policy, breaker, rate limiter,
 single-flight, usage accounting, and the pipeline that composes them."""
 
-from dspex.actors._resilience._backoff import RetryPolicy, Sleeper, VirtualSleeper, sleeper_for
-from dspex.actors._resilience._breaker import (
+from dspex.actors._lm._resilience._backoff import RetryPolicy, Sleeper, VirtualSleeper, sleeper_for
+from dspex.actors._lm._resilience._breaker import (
     BreakerState,
     CircuitBreaker,
     Permit,
     counts_as_failure,
 )
-from dspex.actors._resilience._config import LMClientConfig
-from dspex.actors._resilience._pipeline import (
+from dspex.actors._lm._resilience._config import LMClientConfig
+from dspex.actors._lm._resilience._pipeline import (
     CallInfo,
     CallOptions,
     Deliver,
@@ -17,9 +17,9 @@ from dspex.actors._resilience._pipeline import (
     Pipeline,
     Send,
 )
-from dspex.actors._resilience._ratelimit import RateLimiter, TokenBucket, estimate_tokens
-from dspex.actors._resilience._singleflight import SingleFlight
-from dspex.actors._resilience._usage import LMClientStats, UsageMeter
+from dspex.actors._lm._resilience._ratelimit import RateLimiter, TokenBucket, estimate_tokens
+from dspex.actors._lm._resilience._singleflight import SingleFlight
+from dspex.actors._lm._resilience._usage import LMClientStats, UsageMeter
 
 __all__ = [
     "BreakerState",

@@ -9,7 +9,7 @@ Three pieces share the work:
   :class:`HTTPPool` (httpx for proxied URLs) and the resilience
   :class:`Pipeline`. Callers submit straight onto its loop (no actor round
   trip per call).
-- :class:`~dspex.actors.ClientSlot` (in ``_lm_handle``), which outlives
+- :class:`~dspex.actors.ClientSlot` (in ``_slot``), which outlives
   incarnations: the actor publishes its engine there on start and retracts it
   on death, and handles wait on it for the next incarnation. Usage totals
   live there too, so they survive restarts.
@@ -32,10 +32,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dspex.actors._io_loop import HTTPPool, IOLoop
-from dspex.actors._lm_slot import ClientSlot, Waiter
-from dspex.actors._lm_types import LMRequest, LMResponse
-from dspex.actors._resilience import (
+from dspex.actors._lm._io_loop import HTTPPool, IOLoop
+from dspex.actors._lm._resilience import (
     CallInfo,
     CallOptions,
     CircuitBreaker,
@@ -48,13 +46,15 @@ from dspex.actors._resilience import (
     Sleeper,
     sleeper_for,
 )
+from dspex.actors._lm._slot import ClientSlot, Waiter
+from dspex.actors._lm._types import LMRequest, LMResponse
 from dspex.errors import ActorStoppedError, UsageError
 from dspex.supervision import Actor, ChildSpec, Clock, Restart, SystemClock, monitor
 
 if TYPE_CHECKING:
     import httpx
 
-    from dspex.actors._providers import Provider
+    from dspex.actors._lm._providers import Provider
 
 
 # ClientSlot is re-exported: the slot is what callers pass to LMClient.child_spec.
@@ -258,7 +258,7 @@ class _Engine:
         waiter.resume(ready)
 
     async def _send(self, request: LMRequest, timeout: float) -> LMResponse:
-        from dspex.actors._providers import merge_responses, split_n
+        from dspex.actors._lm._providers import merge_responses, split_n
 
         if not self._provider.native_n and int(request.params.get("n") or 1) > 1:
             parts = await asyncio.gather(*(self._send_one(r, timeout) for r in split_n(request)))
@@ -266,7 +266,7 @@ class _Engine:
         return await self._send_one(request, timeout)
 
     async def _send_one(self, request: LMRequest, timeout: float) -> LMResponse:
-        from dspex.actors._providers import send
+        from dspex.actors._lm._providers import send
 
         provider, model = self._provider, request.model
         key = provider.resolve_api_key(self._api_key.reveal())
@@ -373,7 +373,7 @@ class LMClient(Actor):
         stop_timeout: float = 5.0,
     ) -> None:
         super().__init__()
-        from dspex.actors._providers import resolve_provider
+        from dspex.actors._lm._providers import resolve_provider
 
         self._provider, _ = resolve_provider(model, **(provider_options or {}))
         if slot is None:

@@ -19,12 +19,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from dspex.actors._lm_types import LMRequest, LMResponse
-from dspex.actors._resilience._backoff import RetryPolicy, Sleeper
-from dspex.actors._resilience._breaker import CircuitBreaker
-from dspex.actors._resilience._ratelimit import RateLimiter, estimate_tokens
-from dspex.actors._resilience._singleflight import SingleFlight
-from dspex.actors._resilience._usage import UsageMeter
+from dspex.actors._lm._resilience._backoff import RetryPolicy, Sleeper
+from dspex.actors._lm._resilience._breaker import CircuitBreaker
+from dspex.actors._lm._resilience._ratelimit import RateLimiter, estimate_tokens
+from dspex.actors._lm._resilience._singleflight import SingleFlight
+from dspex.actors._lm._resilience._usage import UsageMeter
+from dspex.actors._lm._types import LMRequest, LMResponse
 from dspex.errors import CircuitOpenError, LMError, RateLimitError, UsageError
 
 __all__ = [

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from dspex.actors._providers._anthropic import AnthropicProvider
-from dspex.actors._providers._base import Provider
-from dspex.actors._providers._gemini import GeminiProvider
-from dspex.actors._providers._openai import OpenAIProvider
+from dspex.actors._lm._providers._anthropic import AnthropicProvider
+from dspex.actors._lm._providers._base import Provider
+from dspex.actors._lm._providers._gemini import GeminiProvider
+from dspex.actors._lm._providers._openai import OpenAIProvider
 from dspex.errors import UsageError
 
 __all__ = ["PROVIDERS", "resolve_provider"]

@@ -1,0 +1,85 @@
+"""The LM stack: everything between ``dspex.LM`` and the provider's HTTP endpoint.
+
+Read it top down, in the order a call takes:
+
+- ``_model``: :class:`LM`, the user's light description of a model (DSPy's ``dspy.LM``).
+- ``_types``: the LM protocol (request, response, completion, usage): the one
+  seam programs speak.
+- ``_handle``: :class:`LMHandle`, what a call holds in the caller's thread
+  (cache lookup, submit, wait, resubmit after a client restart).
+- ``_slot``: :class:`ClientSlot`, one model's endpoint that outlives client
+  incarnations, and a call's attempts.
+- ``_client``: :class:`LMClient`, the supervised actor owning one model's I/O.
+- ``_clients``: the runtime's table of LM clients (one per distinct client).
+- ``_io_loop``: the client's event loop thread and HTTP transport.
+- ``_providers/``: wire formats (OpenAI-compatible, Anthropic, Gemini).
+- ``_resilience/``: the pipeline a call passes on the loop (retries, breaker,
+  rate limits, single-flight, usage).
+- ``_local_model`` / ``_local_process``: the embedded llama.cpp server.
+
+Kept light on import: the protocol types load eagerly, everything else on
+first attribute access.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dspex._lazy import lazy_face
+from dspex.actors._lm._types import (
+    Completion,
+    LMProtocol,
+    LMRequest,
+    LMResponse,
+    Message,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from dspex.actors._lm._client import ClientSlot, LMClient
+    from dspex.actors._lm._handle import LMHandle, request_key
+    from dspex.actors._lm._model import LM
+    from dspex.actors._lm._resilience import (
+        CircuitBreaker,
+        LMClientConfig,
+        LMClientStats,
+        RateLimiter,
+        RetryPolicy,
+        VirtualSleeper,
+    )
+
+_LAZY: dict[str, str] = {
+    "CircuitBreaker": "_resilience",
+    "ClientSlot": "_client",
+    "LM": "_model",
+    "LMClient": "_client",
+    "LMClientConfig": "_resilience",
+    "LMClientStats": "_resilience",
+    "LMHandle": "_handle",
+    "RateLimiter": "_resilience",
+    "RetryPolicy": "_resilience",
+    "VirtualSleeper": "_resilience",
+    "request_key": "_handle",
+}
+
+__all__ = [
+    "LM",
+    "CircuitBreaker",
+    "ClientSlot",
+    "Completion",
+    "LMClient",
+    "LMClientConfig",
+    "LMClientStats",
+    "LMHandle",
+    "LMProtocol",
+    "LMRequest",
+    "LMResponse",
+    "Message",
+    "RateLimiter",
+    "RetryPolicy",
+    "Usage",
+    "VirtualSleeper",
+    "request_key",
+]
+
+__getattr__, __dir__ = lazy_face(__name__, globals(), _LAZY)
