@@ -25,7 +25,13 @@ from runtime_helpers import (
 )
 
 import dspex
-from dspex.errors import ActorStoppedError, ConfigError, MaxChildrenError, ProgramError
+from dspex.errors import (
+    ActorStoppedError,
+    ConfigError,
+    LMTimeoutError,
+    MaxChildrenError,
+    ProgramError,
+)
 from dspex.programs import Module
 from dspex.testing import FakeOpenAI, Fault
 
@@ -231,6 +237,70 @@ def test_a_failing_forward_fails_only_that_call(start_runtime: StartRuntime) -> 
     runs = rt.metrics()["runs"]
     assert runs["started"] == 6 and runs["succeeded"] == 4 and runs["failed"] == 2
     assert runs["errors"] == {"KeyError": 2}
+
+
+class TimesOut(Module):
+    def forward(self, question: str) -> Any:
+        raise TimeoutError(f"gave up on {question}")
+
+
+class OwnTimeout(TimeoutError):
+    """A user's TimeoutError subclass."""
+
+
+def outcome_within(fn: Any, seconds: float = 30.0) -> BaseException | None:
+    """What ``fn()`` raised (None: it returned), failing the test if it never finishes.
+
+    It runs in a daemon thread: a call that spins forever fails this test
+    without hanging the rest of the suite.
+    """
+    box: list[BaseException | None] = []
+
+    def call() -> None:
+        try:
+            fn()
+            box.append(None)
+        except BaseException as exc:
+            box.append(exc)
+
+    thread = threading.Thread(target=call, name="bounded-call", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not box:
+        pytest.fail(f"the call did not return within {seconds}s")
+    return box[0]
+
+
+# A run that failed with a TimeoutError once looked like a reply wait that
+# timed out, and the caller waited for it forever.
+
+
+def test_a_forward_raising_timeout_error_returns_it(start_runtime: StartRuntime) -> None:
+    rt = start_runtime()
+    error = outcome_within(lambda: TimesOut()(question="q1"))
+    assert isinstance(error, TimeoutError) and "gave up on q1" in str(error)
+
+    def job() -> None:
+        raise OwnTimeout("own")
+
+    error = outcome_within(lambda: rt.run(job))
+    assert isinstance(error, OwnTimeout)
+    assert rt.metrics()["runs"]["errors"] == {"TimeoutError": 1, "OwnTimeout": 1}
+
+
+def test_an_lm_timeout_in_a_top_level_predict_returns(
+    start_runtime: StartRuntime, fake: Any
+) -> None:
+    rt = start_runtime()
+    fake.latency = 1.0
+    lm = make_lm(fake, timeout=0.2, num_retries=0, cache=False)
+
+    def predict() -> None:
+        with dspex.context(lm=lm):
+            dspex.Predict("question -> answer")(question="slow")
+
+    assert isinstance(outcome_within(predict), LMTimeoutError)
+    assert rt.running
 
 
 class Gate(Module):

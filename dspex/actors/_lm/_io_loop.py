@@ -16,6 +16,7 @@ connection for every queued request, which is quadratic at hundreds in flight.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import logging
@@ -90,13 +91,12 @@ class IOLoop:
             coro.close()
             raise ActorStoppedError(f"{self.name} is not running")
         future = asyncio.run_coroutine_threadsafe(coro, loop)
-        try:
-            return future.result(timeout)
-        except TimeoutError as exc:
+        # Done-or-not first: a coroutine that raised TimeoutError itself must
+        # surface as that error, not as this wait timing out.
+        if not concurrent.futures.wait((future,), timeout).done:
             future.cancel()
-            raise CallTimeoutError(
-                f"{self.name}: coroutine did not finish within {timeout}s"
-            ) from exc
+            raise CallTimeoutError(f"{self.name}: coroutine did not finish within {timeout}s")
+        return future.result()
 
     def stop(
         self,
