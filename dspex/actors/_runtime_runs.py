@@ -97,6 +97,8 @@ class ProgramRuns:
             try:
                 result = self._await_run(ref, run, reply)
             except BaseException as exc:
+                if isinstance(exc, KeyboardInterrupt):
+                    run.cancelled.set()  # Ctrl-C: the run stops at its next check
                 self.record_run(run, (time.perf_counter() - started) * 1000, exc)
                 raise
             # Emitted here, not in the run's thread, so metrics read after the

@@ -16,11 +16,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-# LM is light (the LM protocol types only); the Runtime and everything it
-# starts load on first use, keeping `dspex.Predict` cheap to import.
+# LM and _current are light (no Runtime until one starts); the Runtime and
+# everything it starts load on first use, keeping `dspex.Predict` cheap to import.
+from dspex.actors._current import current_runtime
 from dspex.actors._lm._model import LM, set_scoped_params
-from dspex.actors._program_run import current_run
-from dspex.actors._runtime_registry import active_runtimes
 from dspex.actors._telemetry_emitter import begin_lm_report, end_lm_report, set_history_gate
 from dspex.programs._settings import DEFAULTS, _overrides, settings
 
@@ -34,7 +33,6 @@ __all__ = [
     "generate_reported",
     "history_emitter",
     "inspect_history",
-    "running_runtime",
     "start",
 ]
 
@@ -72,16 +70,6 @@ def _history_disabled() -> bool:
 set_history_gate(_history_disabled)
 
 
-def running_runtime() -> Runtime | None:
-    """The runtime a call made here belongs to, or None when none runs (never starts one)."""
-    run = current_run()
-    runtime = run.runtime if run is not None else None
-    if runtime is not None and getattr(runtime, "running", False):  # a stand-in has none
-        return runtime  # type: ignore[no-any-return]
-    active = active_runtimes()
-    return active[-1] if active else None
-
-
 def history_emitter(lm: Any) -> TelemetryEmitter | None:
     """Where to report a call of ``lm`` for history and metrics, if anywhere.
 
@@ -90,7 +78,7 @@ def history_emitter(lm: Any) -> TelemetryEmitter | None:
     """
     if isinstance(lm, LM):
         return None
-    runtime = running_runtime()
+    runtime = current_runtime(start=False)
     return runtime.telemetry if runtime is not None else None
 
 
@@ -195,8 +183,6 @@ def configure(**kwargs: Any) -> None:
         kwargs["lm"] = _as_lm(kwargs["lm"])
     if "adapter" in kwargs and kwargs["adapter"] is not None:
         kwargs["adapter"] = _adapter(kwargs["adapter"])
-    from dspex.actors import current_runtime
-
     runtime = current_runtime()
     if runtime_keys:
         runtime.configure(**runtime_keys)
@@ -211,7 +197,7 @@ def inspect_history(n: int = 1) -> str:
     made with ``disable_history=True``. With no runtime running there is no
     history: nothing is printed and "" returned.
     """
-    runtime = running_runtime()
+    runtime = current_runtime(start=False)
     if runtime is None:
         return ""
     return runtime.inspect_history(n)
@@ -250,8 +236,6 @@ def configure_cache(
         cache["disk_max_bytes"] = disk_size_limit_bytes
     if memory_max_entries is not None:
         cache["memory_max_entries"] = memory_max_entries
-    from dspex.actors import current_runtime
-
     runtime = current_runtime()
     new = runtime.configure(cache=cache) if cache else runtime.settings  # rebuilds the store
     return new.cache.public_dict()

@@ -168,7 +168,9 @@ class WorkerPool:
 
         The generator runs in the caller's thread. Leaving it early (``break``,
         an exception, ``close()``) cancels queued tasks and waits for running
-        ones (up to ``timeout``, else the pool's ``shutdown_timeout``).
+        ones (up to ``timeout``, else the pool's ``shutdown_timeout``), except
+        on ``KeyboardInterrupt`` (raised in it, or thrown in with
+        ``throw(KeyboardInterrupt())``): then running tasks are not awaited.
         Raises :class:`SupervisionError` (or :class:`ActorStoppedError`) if
         the pool fails (or is stopped) meanwhile.
         """
