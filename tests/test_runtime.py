@@ -88,8 +88,8 @@ fake.stop()
 
 def test_a_plain_script_starts_the_default_runtime_and_exits(tmp_path: Path) -> None:
     env = {**os.environ, "DSPEX_CACHE__DIR": str(tmp_path)}
-    # Actor threads are non-daemon: without the exit hook stopping the default
-    # runtime, the interpreter would wait for them forever (the timeout fails it).
+    # The exit hook stops the default runtime (flushing it) as the main thread
+    # ends; the script must exit cleanly and in time.
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT],
         env=env,

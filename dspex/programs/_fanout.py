@@ -257,8 +257,10 @@ def fan_out(
                 cancel.set()  # running items stop at their next check
                 results.close()
         finally:
-            if owned:
-                running.stop(timeout=0.0 if interrupted else None)
+            if owned and interrupted:
+                running.stop(timeout=0.0, abandon=True)
+            elif owned:
+                running.stop()
 
 
 def _run_inline(run: RunContext, body: Callable[[Any], R], value: Any) -> R:

@@ -121,11 +121,13 @@ class Coordination:
         ``wait=False`` (after Ctrl-C) only asks them to stop: items stuck in
         user code are not waited for.
         """
-        if self.ref is None:
-            self.pool.stop(timeout=None if wait else 0.0)
-            return
         if not wait:
-            shutdown(self.ref, 0.0)  # its supervisor drops the temporary child once it is down
+            self.pool.stop(timeout=0.0, abandon=True)
+            if self.ref is not None:  # its supervisor drops the temporary child once down
+                shutdown(self.ref, 0.0)
+            return
+        if self.ref is None:
+            self.pool.stop()
             return
         stopped = False
         try:
