@@ -36,7 +36,7 @@ class Slow(DummyLM):
         text = messages[-1]["content"]
         if "q0" not in text and "q1" not in text:
             print("RUNNING", flush=True)
-            time.sleep(%d)
+            time.sleep(BLOCK)
         return super().generate(messages, params)
 
 lm = Slow({f"q{i}": {"answer": f"A{i}"} for i in range(8)})
@@ -47,7 +47,7 @@ qa = dspex.Predict("question -> answer")
 
 def exact(example, prediction, trace=None):
     return example.answer == prediction.answer
-""" % BLOCK_SECONDS
+""".replace("BLOCK", str(BLOCK_SECONDS))
 
 SCRIPTS = {
     "evaluate": """
@@ -170,10 +170,10 @@ def test_a_finished_script_exits_though_a_worker_is_still_busy(tmp_path: Path) -
     script = """
 from dspex.supervision import WorkerPool
 pool = WorkerPool(size=1)
-pool.submit(time.sleep, %d)
+pool.submit(time.sleep, BLOCK)
 print("RUNNING", flush=True)
 print("MAIN DONE", flush=True)
-""" % BLOCK_SECONDS
+""".replace("BLOCK", str(BLOCK_SECONDS))
     path = tmp_path / "script.py"
     path.write_text(textwrap.dedent(PRELUDE + script))
     done = subprocess.run(

@@ -386,54 +386,24 @@ def run_batch(
     early and returns what finished; Ctrl-C stops and re-raises.
     """
     _check_kwargs("batch", kwargs)
-    from dspex.programs._evaluate_engine import (
-        Outcome,
-        execute,
-        resolve_max_errors,
-        resolve_num_threads,
-    )
+    from dspex.programs._evaluate_engine import call_each, resolve_max_errors, resolve_num_threads
 
     settings = current_settings()
-    threads = resolve_num_threads(num_threads, settings)
-    limit = resolve_max_errors(max_errors, settings)
-    per_example = _check_timeout(timeout)
-    traceback = _traceback_flag(provide_traceback, None, settings)
     items = _check_devset(examples, "examples", allow_dicts=True)
-    results: list[Any] = [None] * len(items)
-    failed: dict[int, BaseException] = {}
-    progress = Progress(
-        len(items), enabled=progress_enabled(False if disable_progress_bar else None), scored=False
+
+    def call(item: Any) -> Any:
+        return program(**(item if isinstance(item, Mapping) else item.inputs()))
+
+    results, failed = call_each(
+        call,
+        items,
+        num_threads=resolve_num_threads(num_threads, settings),
+        max_errors=resolve_max_errors(max_errors, settings),
+        timeout=_check_timeout(timeout),
+        provide_traceback=_traceback_flag(provide_traceback, None, settings),
+        show_progress=progress_enabled(False if disable_progress_bar else None),
+        label="batch",
     )
-
-    def body(item: Any) -> Outcome:
-        inputs = item if isinstance(item, Mapping) else item.inputs()
-        try:
-            return Outcome(program(**inputs), None, 0.0, None)
-        except Exception as exc:
-            return Outcome(None, None, 0.0, exc)
-
-    def record(index: int, item: Any, outcome: Outcome) -> None:
-        if outcome.error is None:
-            results[index] = outcome.prediction
-        else:
-            failed[index] = outcome.error
-        progress.add()
-
-    try:
-        summary = execute(
-            body,
-            list(enumerate(items)),
-            num_threads=threads,
-            timeout=per_example,
-            max_errors=limit,
-            on_outcome=record,
-            provide_traceback=traceback,
-            label="batch",
-        )
-    finally:
-        progress.close()
-    if summary.interrupted:
-        raise KeyboardInterrupt
     if return_failed_examples:
         order = sorted(failed)
         return results, [items[i] for i in order], [failed[i] for i in order]

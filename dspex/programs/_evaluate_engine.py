@@ -19,6 +19,7 @@ from dspex.programs._fanout import fan_out, fan_out_runtime, open_pool, spare_th
 __all__ = [
     "Outcome",
     "RunSummary",
+    "call_each",
     "execute",
     "resolve_max_errors",
     "resolve_num_threads",
@@ -139,6 +140,59 @@ def execute(
             "%s interrupted: %d examples finished before Ctrl-C", label, summary.finished
         )
     return summary
+
+
+def call_each(
+    call: Callable[[Any], Any],
+    items: Sequence[Any],
+    *,
+    num_threads: int,
+    max_errors: float,
+    timeout: float | None,
+    provide_traceback: bool,
+    show_progress: bool,
+    label: str,
+) -> tuple[list[Any], dict[int, BaseException]]:
+    """``call(item)`` for each item (``batch``, ``Parallel``): values in input order, failures.
+
+    A failed or unrun item's value is None; the failures map index to error.
+    Reaching ``max_errors`` stops early; Ctrl-C raises ``KeyboardInterrupt``.
+    """
+    from dspex.programs._evaluate_progress import Progress
+
+    results: list[Any] = [None] * len(items)
+    failed: dict[int, BaseException] = {}
+    progress = Progress(len(items), enabled=show_progress, scored=False)
+
+    def body(item: Any) -> Outcome:
+        try:
+            return Outcome(call(item), None, 0.0, None)
+        except Exception as exc:
+            return Outcome(None, None, 0.0, exc)
+
+    def record(index: int, item: Any, outcome: Outcome) -> None:
+        if outcome.error is None:
+            results[index] = outcome.prediction
+        else:
+            failed[index] = outcome.error
+        progress.add()
+
+    try:
+        summary = execute(
+            body,
+            list(enumerate(items)),
+            num_threads=num_threads,
+            timeout=timeout,
+            max_errors=max_errors,
+            on_outcome=record,
+            provide_traceback=provide_traceback,
+            label=label,
+        )
+    finally:
+        progress.close()
+    if summary.interrupted:
+        raise KeyboardInterrupt
+    return results, failed
 
 
 def _error_of(outcome: Outcome) -> BaseException | None:
