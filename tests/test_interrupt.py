@@ -187,3 +187,48 @@ print("MAIN DONE", flush=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "MAIN DONE" in done.stdout
     assert "Exception ignored" not in done.stderr
+
+
+# -- in process: Ctrl-C while a top-level run is awaited --------------------------------------
+
+
+def test_ctrl_c_while_awaiting_a_run_cancels_it_and_its_evaluation(tmp_path: Path) -> None:
+    import threading
+
+    import dspex
+    from dspex.actors import current_run
+    from dspex.errors import ProgramError
+
+    main = threading.main_thread().ident
+    assert threading.current_thread() is threading.main_thread() and main is not None
+    seen: dict[str, bool] = {}
+    finished = threading.Event()
+
+    class Waits(dspex.Module):
+        def forward(self, question: str) -> dspex.Prediction:
+            run = current_run()
+            assert run is not None
+            if question == "q0":
+                signal.pthread_kill(main, signal.SIGINT)  # Ctrl-C reaches the waiting caller
+            seen[question] = run.cancelled.wait(30)  # ... which cancels this example's run
+            run.check_deadline()
+            return dspex.Prediction(answer="A")
+
+    class EvaluatesInside(dspex.Module):
+        def forward(self) -> dspex.Prediction:
+            devset = [
+                dspex.Example(question=f"q{i}", answer="A").with_inputs("question")
+                for i in range(2)
+            ]
+            try:
+                dspex.Evaluate(devset=devset, metric=lambda e, p: True, num_threads=2)(Waits())
+            except ProgramError as exc:  # the run's cancel stops its evaluation
+                seen["stopped"] = "cancelled" in str(exc)
+            finally:
+                finished.set()
+            return dspex.Prediction()
+
+    with pytest.raises(KeyboardInterrupt):
+        EvaluatesInside()()
+    assert finished.wait(30)
+    assert seen == {"q0": True, "q1": True, "stopped": True}

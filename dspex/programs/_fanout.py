@@ -146,14 +146,20 @@ class Flow(Generic[R]):
     half. Iterating raises ``KeyboardInterrupt`` if an item's user code did.
     """
 
-    def __init__(self, results: Iterator[Result[Any]], guard: _SigintGuard) -> None:
+    def __init__(
+        self, results: Iterator[Result[Any]], guard: _SigintGuard, outer: RunContext | None
+    ) -> None:
         self._results = results
         self._guard = guard
+        self._outer = outer
 
     def __iter__(self) -> Iterator[Result[R]]:
+        outer = self._outer
         for result in self._results:
             if result.ok and result.value is _INTERRUPTED:
                 raise KeyboardInterrupt
+            if outer is not None and outer.cancelled.is_set():
+                outer.check_deadline()  # raises: the enclosing run was cancelled (Ctrl-C)
             yield result
 
     @contextmanager
@@ -231,7 +237,11 @@ def fan_out(
 
     backstop = None if timeout is None else timeout * 1.25 + 1.0
     guard = _SigintGuard(cancel)
-    with guard:
+    # Cancelling the enclosing run (Ctrl-C while its caller waits) cancels these items too.
+    outer_cancel = outer.cancelled if outer is not None else None
+    if isinstance(outer_cancel, CancelEvent):
+        outer_cancel.add_waker(cancel.set)
+    with guard, _unlinked(outer_cancel, cancel):
         owned = not isinstance(pool, WorkerPool)
         running = pool() if not isinstance(pool, WorkerPool) else pool
         interrupted = False
@@ -244,7 +254,7 @@ def fan_out(
                 timeout=backstop,
             )
             try:
-                yield Flow(results, guard)
+                yield Flow(results, guard, outer)
             except KeyboardInterrupt:
                 interrupted = True
                 cancel.set()
@@ -261,6 +271,16 @@ def fan_out(
                 running.stop(timeout=0.0, abandon=True)
             elif owned:
                 running.stop()
+
+
+@contextmanager
+def _unlinked(outer: threading.Event | None, cancel: CancelEvent) -> Iterator[None]:
+    """On the way out, the enclosing run's cancel no longer reaches ``cancel``."""
+    try:
+        yield
+    finally:
+        if isinstance(outer, CancelEvent):
+            outer.discard_waker(cancel.set)
 
 
 def _run_inline(run: RunContext, body: Callable[[Any], R], value: Any) -> R:
