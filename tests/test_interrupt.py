@@ -126,7 +126,7 @@ def _interrupt(proc: subprocess.Popen[str]) -> tuple[str, str, float]:
     return out, err, time.monotonic() - sent
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("mode", ["evaluate", "batch", "parallel", "compile"])
 def test_sigint_raises_at_once_and_the_process_exits(mode: str, tmp_path: Path) -> None:
     proc = _start(SCRIPTS[mode], tmp_path)
@@ -138,7 +138,7 @@ def test_sigint_raises_at_once_and_the_process_exits(mode: str, tmp_path: Path) 
     print(f"{mode}: exited {took:.2f}s after SIGINT")  # shown with -s; not asserted
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_sigint_keeps_what_was_scored_and_can_return_the_partial_result(tmp_path: Path) -> None:
     proc = _start(SCRIPTS["evaluate_return"], tmp_path)
     assert proc.stdout is not None
@@ -155,7 +155,7 @@ def test_sigint_keeps_what_was_scored_and_can_return_the_partial_result(tmp_path
     assert "Exception ignored" not in err
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_an_uncaught_interrupt_ends_the_process(tmp_path: Path) -> None:
     proc = _start(SCRIPTS["uncaught"], tmp_path)
     _, err, _ = _interrupt(proc)
@@ -164,7 +164,7 @@ def test_an_uncaught_interrupt_ends_the_process(tmp_path: Path) -> None:
     assert "Exception ignored" not in err
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_a_finished_script_exits_though_a_worker_is_still_busy(tmp_path: Path) -> None:
     # A pool nobody stopped, its worker stuck in user code: exit must not wait.
     script = """
