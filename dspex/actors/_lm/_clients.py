@@ -153,9 +153,9 @@ class LMClients:
         if slot is not None:
             return slot
         from dspex.actors._lm._client import ClientSlot, LMClient
-        from dspex.config import split_model_id
+        from dspex.actors._lm._providers._registry import check_model_id
 
-        provider, name = split_model_id(model)
+        provider, name = check_model_id(model, where="Runtime.lm_handle")
         spec_options: dict[str, Any] = {"api_key": api_key}
         provider_options = dict(client.pop("provider_options", {}) or {})
         client_model, base = model, api_base
