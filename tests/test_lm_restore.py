@@ -18,9 +18,9 @@ import pytest
 from runtime_helpers import SECRET, StartRuntime, make_lm, wait_until
 
 import dspex
-from dspex.actors._lm._client import Reconfigure
+from dspex.actors._lm._client import LMClient, Reconfigure
 from dspex.actors._telemetry_emitter import TelemetryEvent
-from dspex.errors import ProviderError
+from dspex.errors import ActorStoppedError, ProviderError
 from dspex.supervision import call, which_children
 from dspex.testing import FakeOpenAI, Fault
 
@@ -155,3 +155,56 @@ def test_every_client_is_restored_in_order_and_configure_still_reaches_it(
     with pytest.raises(ProviderError):
         first("not retried")
     assert fake.request_count == 1
+
+
+def test_a_client_that_cannot_be_restored_fails_its_callers_fast_and_starts_afresh(
+    start_runtime: StartRuntime, fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = start_runtime(runtime={"max_seconds": 60.0}, cache={"enabled": False})
+    restored = Restored()
+    call(rt.whereis("telemetry"), "subscribe", restored, timeout=WAIT)
+    lm = make_lm(fake, timeout=60, num_retries=0)
+    assert lm("first") == ["fine"]
+    [child] = rt.clients.wanted()
+    old_lms = rt.whereis("lms")
+    for _ in range(LMS_MAX_RESTARTS):
+        ref = _client(rt, child)
+        _crash(ref)
+        wait_until(
+            lambda old=ref: (new := _client(rt, child)) is not None and new != old,
+            WAIT,
+            "the crashed client restarted",
+        )
+    fake.latency = 60.0
+    pending: Future[list[str]] = Future()
+
+    def wait_for_answer() -> None:
+        try:
+            pending.set_result(lm("pending"))
+        except Exception as exc:
+            pending.set_exception(exc)
+
+    waiter = threading.Thread(target=wait_for_answer)
+    waiter.start()
+    wait_until(lambda: fake.in_flight == 1, WAIT, "the pending call at the server")
+    fake.latency = 0.0
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected: the client cannot start")
+
+    monkeypatch.setattr(LMClient, "start", refuse)  # the restore of the client fails
+    _crash(_client(rt, child))
+    new_lms = rt.registry.await_name("lms", WAIT, not_ref=old_lms)
+    assert new_lms is not None
+    [event] = restored.wait(1)
+    assert event["clients"] == () and event["failed"] == (child,)
+
+    # The waiting call fails at once, saying why, instead of waiting out 70 s.
+    with pytest.raises(ActorStoppedError, match="could not be restarted"):
+        pending.result(timeout=WAIT)
+    waiter.join(WAIT)
+    assert rt.clients.wanted() == []
+    monkeypatch.undo()
+    # The next call with the same LM starts a new client.
+    assert lm("afresh") == ["fine"]
+    assert [c.id for c in which_children(new_lms)] == rt.clients.wanted() != [child]

@@ -215,9 +215,13 @@ class LMClients:
         for child_id, child in wanted:
             try:
                 start_child(supervisor, child.spec, timeout=child.timeout)
-            except Exception:
+            except Exception as exc:
                 log.exception("lms: restoring %r failed; it is forgotten", child_id)
-                self._forget(child_id)
+                self._forget(
+                    child_id,
+                    f"the LM client {child_id!r} could not be restarted after its supervisor "
+                    f"restarted ({exc}); call again to start it afresh",
+                )
                 failed.append(child_id)
             else:
                 with self._lock:
@@ -308,7 +312,7 @@ class LMClients:
             self._forget(child_id)
             raise
 
-    def _forget(self, child_id: str) -> None:
+    def _forget(self, child_id: str, reason: str | None = None) -> None:
         """Drop a child that could not be (re)started; close its slot so callers fail fast."""
         slot = None
         with self._lock:
@@ -322,7 +326,7 @@ class LMClients:
                 slot = self._slots.pop(child.key, None)
                 self._records.pop(child.key, None)
         if slot is not None:
-            slot.close()
+            slot.close(reason)
 
     def _config(
         self, model: str, client: Mapping[str, Any], local_overrides: Mapping[str, Any]

@@ -139,10 +139,11 @@ class LM:
 
             runtime = current_runtime()
         handle = self._handles.get(runtime)
-        if handle is None:
+        # A closed slot: its client could not be restored; a new handle starts it afresh.
+        if handle is None or handle.slot.closed:
             with self._lock:
                 handle = self._handles.get(runtime)
-                if handle is None:
+                if handle is None or handle.slot.closed:
                     handle = runtime.lm_handle(
                         self.model,
                         api_base=self.api_base,
@@ -165,7 +166,9 @@ class LM:
         from dspex.actors._current import current_runtime
 
         runtime = current_runtime()
-        handle = self._handles.get(runtime) or self.handle(runtime)
+        handle = self._handles.get(runtime)
+        if handle is None or handle.slot.closed:
+            handle = self.handle(runtime)
         base = runtime.request_defaults(self.model)
         scoped = _scoped_params() if _scoped_params is not None else None
         if base or scoped:
