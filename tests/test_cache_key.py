@@ -100,6 +100,9 @@ def test_every_parameter_has_one_category() -> None:
     assert {name for name, use in PARAMS.items() if use is ParamUse.KEYED} == {
         "rollout_id",
         "json_schema_style",
+        "finetuning_model",
+        "launch_kwargs",
+        "train_kwargs",
     }
     # Every client setting an LM takes is a call option: never sent, never keyed.
     for field in dataclasses.fields(LMClientConfig):
@@ -128,3 +131,27 @@ def test_no_api_key_reaches_a_key(secret: dict[str, Any]) -> None:
     with_secret = _request(**secret)
     without = _request(**{k: {} for k, v in secret.items() if isinstance(v, dict)})
     assert request_key(with_secret, SCOPE) == request_key(without, SCOPE)
+
+
+def test_an_lm_loaded_from_a_dspy_file_sends_no_dspy_state_fields(
+    start_runtime: Any, tmp_path: Any
+) -> None:
+    from pathlib import Path
+
+    from runtime_helpers import SECRET
+
+    import dspex
+    from dspex.testing import FakeOpenAI
+
+    start_runtime()
+    qa = dspex.Predict("sentence -> sentiment")
+    qa.load(Path(__file__).parent / "data" / "dspy3_predict_with_lm.json")
+    assert qa.lm is not None and qa.lm.kwargs["launch_kwargs"] == {}  # DSPy's state fields
+    reply = "[[ ## sentiment ## ]]\npositive\n\n[[ ## completed ## ]]"
+    with FakeOpenAI(api_key=SECRET, reply=reply) as fake:
+        qa.lm = qa.lm.copy(api_base=fake.url, api_key=SECRET)
+        assert qa(sentence="great").sentiment == "positive"
+        [sent] = fake.requests
+    assert sent.json["max_tokens"] == 4000 and sent.json["temperature"] == 0.0
+    for name in ("launch_kwargs", "train_kwargs", "finetuning_model", "num_retries", "cache"):
+        assert name not in sent.json, name

@@ -63,6 +63,13 @@ PARAMS: Mapping[str, ParamUse] = {
     # provider_options; one that strays into the parameters is not sent, and has
     # always been part of the key, so it stays there.
     "json_schema_style": _KEYED,
+    # DSPy's LM state fields for fine-tuning, written by DSPy's save(): loading
+    # such a file passes them to dspex.LM, where they land among the request
+    # parameters. No provider takes them (OpenAI refuses unknown parameters),
+    # and they have always been part of the key, so they stay there.
+    "finetuning_model": _KEYED,
+    "launch_kwargs": _KEYED,
+    "train_kwargs": _KEYED,
     # -- neither: how the call is made, never what is asked --
     "api_key": _NEITHER,  # a secret: sent only as the client's auth header, never keyed
     "api_base": _NEITHER,  # the endpoint: in the key as its scope, not as a parameter
