@@ -208,3 +208,39 @@ def test_a_client_that_cannot_be_restored_fails_its_callers_fast_and_starts_afre
     # The next call with the same LM starts a new client.
     assert lm("afresh") == ["fine"]
     assert [c.id for c in which_children(new_lms)] == rt.clients.wanted() != [child]
+
+
+def test_a_start_refused_by_a_dying_lms_is_not_lost_nor_made_twice(fake: FakeOpenAI) -> None:
+    """A client started while ``lms`` goes away: its successor's restore starts it once."""
+    from dspex.actors._lm._clients import LMClients
+    from dspex.actors._lm._handle import LMHandle
+    from dspex.config import load_settings
+    from dspex.supervision import Registry, Supervisor, shutdown
+
+    registry = Registry("lms-race")
+    settings = load_settings(env={})
+    old = Supervisor.start_link(name="lms", registry=registry)
+    new: list[Any] = []
+
+    def lms(not_ref: Any = None) -> Any:
+        if not_ref is None:
+            return old  # stale: the caller has not seen the restart yet
+        # The root starts the successor and restores it before registering it.
+        successor = Supervisor.start_link(name="lms", registry=registry)
+        new.append(successor)
+        assert clients.restore(successor) == ("lm:openai/test-model#1",)
+        return successor
+
+    clients = LMClients(lambda: settings, lms)
+    try:
+        assert shutdown(old, WAIT)  # gone before the start reaches it
+        slot = clients.slot("openai/test-model", fake.url, SECRET, {})
+        [successor] = new
+        assert [c.id for c in which_children(successor)] == ["lm:openai/test-model#1"]
+        assert clients.wanted() == ["lm:openai/test-model#1"]
+        handle = LMHandle(slot, call_timeout=WAIT)
+        assert handle.complete("hello") == ["fine"]
+    finally:
+        clients.close()
+        for sup in new:
+            assert shutdown(sup, WAIT)

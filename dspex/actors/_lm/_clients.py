@@ -308,7 +308,11 @@ class LMClients:
             raise ActorStoppedError(
                 f"could not start {child_id!r}: the LM supervisor kept restarting"
             )
-        except BaseException:
+        except Exception:
+            with self._lock:
+                restored = child_id in self._placed
+            if restored:
+                return  # a restarted LMSupervisor's restore started it meanwhile
             self._forget(child_id)
             raise
 
