@@ -121,3 +121,23 @@ def test_a_one_character_key_is_masked_as_a_token_not_inside_words(
 )
 def test_scrub_masks_the_key_as_a_whole_token(text: str, key: str, shown: str) -> None:
     assert _scrub(text, key) == shown
+
+
+def test_a_saved_program_whose_lm_names_another_provider_still_loads(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import logging
+    from pathlib import Path
+
+    state = json.loads((Path(__file__).parent / "data" / "dspy3_predict_with_lm.json").read_text())
+    [entry] = [v for k, v in state.items() if k != "metadata"]
+    entry["lm"]["model"] = "azure/gpt-4o"  # a litellm provider DSPy knows, dspex does not
+    path = tmp_path / "azure.json"
+    path.write_text(json.dumps(state))
+    qa = dspex.Predict("sentence -> sentiment")
+    with caplog.at_level(logging.WARNING, logger="dspex.programs"):
+        qa.load(path)
+    assert qa.lm is None
+    assert "Saved LM 'azure/gpt-4o' not restored" in caplog.text
+    assert qa.signature.instructions == "Classify the sentiment of the sentence."
