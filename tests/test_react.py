@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from pydantic import BaseModel
 from runtime_helpers import wait_until
 
 import dspex
@@ -538,3 +539,58 @@ def test_truncate_trajectory_drops_the_four_oldest_entries() -> None:
     assert trajectory == {}
     with pytest.raises(ContextWindowError, match="no step left to drop"):
         react.truncate_trajectory(trajectory)
+
+
+# -- DSPy's exact prompt --------------------------------------------------------------------
+
+
+class _Point(BaseModel):
+    x: int
+    y: int = 0
+
+
+_Point.__name__ = "Point"  # the schema title the golden prompt shows
+
+
+def _search(query: str, k: int = 3) -> str:
+    """Search the web.
+
+    Returns one snippet per hit.
+    """
+    return f"{query} is in France"
+
+
+def _nearest(origin: _Point, tags: list[str] = ["a"]) -> int:  # noqa: B006  (the prompt shows it)
+    return 1
+
+
+def _nodoc(n: int) -> int:
+    return n
+
+
+def _golden_agent_tools() -> list[Tool]:
+    return [Tool(f, name=f.__name__[1:]) for f in (_search, _nearest, _nodoc)]
+
+
+def test_agent_sends_dspys_exact_messages() -> None:
+    # tests/golden/react_*.txt are the messages DSPy 3.4.1 sends for this agent and script.
+    from adapter_helpers import assert_messages_equal, load_golden
+
+    lm = DummyLM(
+        [
+            step("search", "look", query="Paris"),
+            step("finish", "done"),
+            {"reasoning": "r", "answer": "France", "score": 3},
+        ]
+    )
+    react = ReAct("question, context -> answer, score: int", tools=_golden_agent_tools())
+    with context(lm=lm):
+        pred = react(question="Where is Paris?", context="geo")
+    assert pred.score == 3
+    for index, name in enumerate(["react_step_first", "react_step_second", "react_extract"]):
+        assert_messages_equal(lm.history[index]["messages"], load_golden(name))
+    finish = react.tools["finish"]
+    assert finish.desc == (
+        "Marks the task as complete. That is, signals that all information for producing the "
+        "outputs, i.e. `answer`, `score`, are now available to be extracted."
+    )

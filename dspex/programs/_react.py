@@ -262,9 +262,10 @@ def _tool_table(tools: Any, signature: type[Signature]) -> dict[str, Tool]:
     table[FINISH] = Tool(
         _finish,
         name=FINISH,
+        # DSPy's wording, byte for byte: it is part of the prompt.
         desc=(
-            f"Ends the task. Choose it once the trajectory holds everything needed to "
-            f"produce {outputs}."
+            "Marks the task as complete. That is, signals that all information for "
+            f"producing the outputs, i.e. {outputs}, are now available to be extracted."
         ),
         args={},
     )
@@ -276,19 +277,23 @@ def _step_signature(signature: type[Signature], tools: Mapping[str, Tool]) -> ty
     inputs = ", ".join(f"`{k}`" for k in signature.input_fields)
     outputs = ", ".join(f"`{k}`" for k in signature.output_fields)
     lines = [f"{signature.instructions}\n"] if signature.instructions else []
+    # The instructions are DSPy's text byte for byte, so an agent sends the same prompt.
     lines += [
-        f"You are an agent. Every turn you get the input fields {inputs} and the trajectory "
-        "of the steps you have taken so far.",
-        f"Use the tools below to gather what you need to produce {outputs}.\n",
-        "Each turn, write `next_thought` (your reasoning about where things stand and what "
-        "to do next), then pick `next_tool_name` and give its `next_tool_args`.",
-        "The tool's result is added to the trajectory as an observation before your next turn.\n",
-        "`next_tool_name` must be one of these tools:\n",
+        f"You are an Agent. In each episode, you will be given the fields {inputs} as input. "
+        "And you can see your past trajectory so far.",
+        "Your goal is to use one or more of the supplied tools to collect any necessary "
+        f"information for producing {outputs}.\n",
+        "To do this, you will interleave next_thought, next_tool_name, and next_tool_args in "
+        "each turn, and also when finishing the task.",
+        "After each tool call, you receive a resulting observation, which gets appended to "
+        "your trajectory.\n",
+        "When writing next_thought, you may reason about the current situation and plan for "
+        "future steps.",
+        "When selecting the next_tool_name and its next_tool_args, the tool must be one of:\n",
     ]
     lines += [f"({i}) {tool}" for i, tool in enumerate(tools.values(), 1)]
     lines.append(
-        "Write `next_tool_args` as a JSON object mapping the tool's argument names to values "
-        "(`{}` when it takes none)."
+        "When providing `next_tool_args`, the value inside the field must be in JSON format"
     )
     names: Any = Literal.__getitem__(tuple(tools))
     return (
