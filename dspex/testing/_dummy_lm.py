@@ -11,7 +11,9 @@ DSPy's three modes:
 
 Answers are written as the adapters expect: ``[[ ## field ## ]]`` sections
 ending with ``[[ ## completed ## ]]``, or a JSON object when the request
-carries ``response_format``. Every call is recorded in ``history``. Calls may
+carries ``response_format`` or JSONAdapter's prompt asks for one. Like DSPy's
+DummyLM it lists no ``supported_params``, so JSONAdapter sends it no
+``response_format``. Every call is recorded in ``history``. Calls may
 come from several threads at once.
 """
 
@@ -80,6 +82,14 @@ def _content(message: Message) -> str:
     return "" if content is None else str(content)
 
 
+# JSONAdapter's system message says this; no other adapter's does.
+_JSON_PROMPT = "Outputs will be a JSON object with the following fields."
+
+
+def _asks_for_json(messages: Sequence[Message]) -> bool:
+    return bool(messages) and _JSON_PROMPT in _content(messages[0])
+
+
 def _input_blocks(text: str) -> list[str]:
     """The ``[[ ## field ## ]]`` sections of a user message (inputs only)."""
     return [b for b in text.split("\n\n") if b.startswith("[[ ## ")]
@@ -99,6 +109,9 @@ class DummyLM:
 
     model: str
     kwargs: Mapping[str, Any]
+    # DSPy's BaseLM defaults: no structured-output parameters.
+    supports_response_schema = False
+    supported_params: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -138,7 +151,7 @@ class DummyLM:
         as_json = (
             self.json_answers
             if self.json_answers is not None
-            else bool(merged.get("response_format"))
+            else bool(merged.get("response_format")) or _asks_for_json(messages)
         )
         with self._lock:
             texts = [self._answer(messages, as_json) for _ in range(n)]

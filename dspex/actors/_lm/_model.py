@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dspex.actors._callbacks import active_callbacks, check_callbacks, invoke
+from dspex.actors._lm._capabilities import capabilities, is_openai_reasoning_model
 from dspex.actors._lm._providers._registry import check_model_id
 from dspex.actors._lm._resilience._config import LMClientConfig, setting_fix
 from dspex.actors._lm._types import LMResponse, Message
@@ -116,6 +117,11 @@ class LM:
             if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
                 raise UsageError(f"LM(max_tokens={max_tokens!r}) is invalid; use an int >= 1")
             defaults["max_tokens"] = max_tokens
+        if is_openai_reasoning_model(model):
+            _check_reasoning_defaults(model, temperature, max_tokens)
+            # As DSPy: the LM's own limit is kept (and sent) as max_completion_tokens.
+            if "max_tokens" in defaults:
+                defaults["max_completion_tokens"] = defaults.pop("max_tokens")
         defaults.update(kwargs)
         self.kwargs: dict[str, Any] = defaults
         self._handles: weakref.WeakKeyDictionary[Runtime, LMHandle] = weakref.WeakKeyDictionary()
@@ -124,6 +130,16 @@ class LM:
     @property
     def provider(self) -> str:
         return self.model.split("/", 1)[0]
+
+    @property
+    def supports_response_schema(self) -> bool:
+        """Whether the model takes a strict JSON-schema ``response_format`` (DSPy's rule)."""
+        return capabilities(self.model).response_schema
+
+    @property
+    def supported_params(self) -> set[str]:
+        """The OpenAI-style request parameters the model takes, as DSPy lists them."""
+        return set(capabilities(self.model).params)
 
     @property
     def default_adapter(self) -> str | None:
@@ -172,7 +188,10 @@ class LM:
         base = runtime.request_defaults(self.model)
         scoped = _scoped_params() if _scoped_params is not None else None
         if base or scoped:
-            merged = {k: v for k, v in base.items() if k not in self.kwargs}
+            own = self.kwargs
+            merged = {k: v for k, v in base.items() if k not in own}
+            if "max_completion_tokens" in own:  # the LM's own limit outranks the settings'
+                merged.pop("max_tokens", None)
             if scoped:
                 merged.update(scoped)
             merged.update(params)
@@ -235,6 +254,8 @@ class LM:
         }
         if self.api_base:
             state["api_base"] = self.api_base
+        if is_openai_reasoning_model(self.model) and "max_completion_tokens" in state:
+            state["max_tokens"] = state.pop("max_completion_tokens")  # DSPy saves it so
         return {k: v for k, v in state.items() if k not in _STATE_SKIP}
 
     @property
@@ -288,6 +309,17 @@ class LM:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> LM:
         return self  # an LM is shared, like DSPy's: copies of a program use the same client
+
+
+def _check_reasoning_defaults(model: str, temperature: Any, max_tokens: Any) -> None:
+    """DSPy's rule for OpenAI reasoning models: temperature 1.0 (or unset), max_tokens >= 16000."""
+    # Written as DSPy tests it: a falsy value (0, None) passes.
+    if (temperature and temperature != 1.0) or (max_tokens and max_tokens < 16000):
+        raise UsageError(
+            f"LM({model!r}, temperature={temperature!r}, max_tokens={max_tokens!r}): OpenAI's "
+            "reasoning models need temperature=1.0 or None and max_tokens >= 16000 or None, "
+            f"e.g. dspex.LM({model!r}, temperature=1.0, max_tokens=16000)"
+        )
 
 
 def _is_number(value: Any) -> bool:

@@ -119,19 +119,25 @@ class Adapter:
         """
         signature = _resolve(signature)
         messages = self.format(signature, demos, inputs)
-        params = self.lm_params(signature, lm_kwargs)
+        params = self.lm_params(signature, lm_kwargs, lm)
         response = self._generate(lm, messages, params)
         return self._parse_completions(signature, response)
 
-    def lm_params(self, signature: Any, lm_kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        """The LM parameters for a call: the caller's, plus this adapter's defaults."""
+    def lm_params(
+        self, signature: Any, lm_kwargs: Mapping[str, Any], lm: Any = None
+    ) -> dict[str, Any]:
+        """The LM parameters for a call: the caller's, plus this adapter's defaults for ``lm``."""
         params = dict(lm_kwargs)
         # A DSPy-style custom adapter may define only format() and parse(): then
         # there are no defaults, and no plan (which needs the format_* methods).
         if type(self)._default_lm_params is not Adapter._default_lm_params:
-            for key, value in self.plan(signature).lm_params.items():
+            for key, value in self._fit_lm_params(self.plan(signature).lm_params, lm).items():
                 params.setdefault(key, value)
         return params
+
+    def _fit_lm_params(self, defaults: Mapping[str, Any], lm: Any) -> Mapping[str, Any]:
+        """This adapter's default parameters, trimmed to what ``lm`` takes."""
+        return defaults
 
     def _generate(self, lm: Any, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
         return call_lm(lm, messages, params)

@@ -23,9 +23,13 @@ _SCHEMA_REJECTED = frozenset({400, 422})
 class JSONAdapter(ChatAdapter):
     """Asks for a JSON object with the output fields and parses it tolerantly.
 
-    Sends OpenAI's strict ``json_schema`` ``response_format`` built from the
-    output types (``{"type": "json_object"}`` when a type has no strict
-    schema, e.g. an open ``dict``). A ``response_format`` the caller passes in
+    Requests structured output as DSPy 3.4.1 does, by what the LM says it
+    takes (``lm.supported_params``, ``lm.supports_response_schema``): OpenAI's
+    strict ``json_schema`` ``response_format`` built from the output types
+    where the model supports it (and for ``local/`` models), ``{"type":
+    "json_object"}`` where it supports only JSON mode or a type has no strict
+    schema (an open ``dict``), and none for an LM that does not list
+    ``response_format``. A ``response_format`` the caller passes in
     ``lm_kwargs`` wins. If the provider rejects the schema (HTTP 400/422), the
     call is retried once with ``json_object``. Replies may wrap the object in
     a code fence or prose and may use Python literal syntax.
@@ -34,6 +38,18 @@ class JSONAdapter(ChatAdapter):
     def _default_lm_params(self, signature: Any) -> dict[str, Any]:
         fields = {name: info.annotation for name, info in signature.output_fields.items()}
         return {"response_format": response_format(fields)}
+
+    def _fit_lm_params(self, defaults: Mapping[str, Any], lm: Any) -> Mapping[str, Any]:
+        # DSPy's rule: no response_format for an LM that does not list it among its
+        # supported_params (DSPy's DummyLM, a self-hosted openai/ model), JSON mode for one
+        # without response-schema support. An LM object that says nothing either way (a
+        # plain LMProtocol object) gets the schema, as before.
+        params = getattr(lm, "supported_params", None)
+        if params is not None and "response_format" not in params:
+            return {k: v for k, v in defaults.items() if k != "response_format"}
+        if getattr(lm, "supports_response_schema", True) is False:
+            return {**defaults, "response_format": dict(JSON_OBJECT)}
+        return defaults
 
     def _generate(self, lm: Any, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
         try:

@@ -17,6 +17,7 @@ that still does not parse keeps its inner text.
 
 from __future__ import annotations
 
+import functools
 import re
 import types
 import xml.etree.ElementTree as ET
@@ -213,9 +214,10 @@ def _to_xml(data: Any, tag: str, key: str | None = None) -> str:
         parts = []
         for raw_name, value in data.items():
             name = str(raw_name)
-            # '-' and '.' are legal after the first character of a tag name.
-            tag_like = (name[:1] + name[1:].replace("-", "_").replace(".", "_")).isidentifier()
-            parts.append(_to_xml(value, name) if tag_like else _to_xml(value, "entry", name))
+            if _tag_name(name):
+                parts.append(_to_xml(value, name))
+            else:
+                parts.append(_to_xml(value, "entry", name))
         inner = "".join(parts)
         return f"<{tag}{attrs}>{inner}</{tag}>"
     elif data is None:
@@ -223,6 +225,22 @@ def _to_xml(data: Any, tag: str, key: str | None = None) -> str:
     else:
         return f"<{tag}{attrs}>{_escape(str(data))}</{tag}>"
     return f"<{tag}{attrs}>{inner}</{tag}>" if inner else f"<{tag}{attrs} />"
+
+
+@functools.lru_cache(maxsize=1024)
+def _tag_name(name: str) -> bool:
+    """Whether a dict key can be written as a tag (else it goes in ``<entry key=...>``)."""
+    # '-' and '.' are legal after the first character (DSPy's test); a non-ASCII key
+    # must also be a name the XML reader accepts, or the demo would not read back.
+    if not (name[:1] + name[1:].replace("-", "_").replace(".", "_")).isidentifier():
+        return False
+    if name.isascii():
+        return True
+    try:
+        ET.fromstring(f"<{name} />")
+    except ET.ParseError:
+        return False
+    return True
 
 
 # -- reading --------------------------------------------------------------------------------
