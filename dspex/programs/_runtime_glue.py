@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 # LM is light (the LM protocol types only); the Runtime and everything it
 # starts load on first use, keeping `dspex.Predict` cheap to import.
@@ -114,7 +114,7 @@ def generate_reported(
             emitter.report_lm_call(_label(lm), messages, _since(started), error=exc)
         raise
     if end_lm_report(scope):
-        emitter.report_lm_call(_label(lm), messages, _since(started), response)
+        emitter.report_lm_call(_label(lm), messages, _since(started), response, params=params)
     return response
 
 
@@ -204,7 +204,7 @@ def configure(**kwargs: Any) -> None:
         settings.configure(**kwargs)
 
 
-def inspect_history(n: int = 1) -> str:
+def inspect_history(n: int = 1, file: TextIO | None = None) -> str:
     """Print (and return) the last ``n`` LM calls from the runtime's bounded history.
 
     Every LM's calls are there (``dspex.LM``, ``DummyLM``, a custom LM), unless
@@ -214,7 +214,7 @@ def inspect_history(n: int = 1) -> str:
     runtime = running_runtime()
     if runtime is None:
         return ""
-    return runtime.inspect_history(n)
+    return runtime.inspect_history(n, file)
 
 
 def configure_cache(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time
 from enum import Enum
@@ -102,9 +103,10 @@ class DummyLM:
     markers); by default it follows the request's ``response_format``, or the
     ``adapter`` given, as DSPy's DummyLM does.
 
-    ``history`` holds one dict per call: ``messages``, ``params`` (the merged
-    parameters, also under ``kwargs`` as DSPy names it), ``outputs`` (the
-    completion texts) and ``model``.
+    ``history`` holds one dict per call with DSPy's keys (``prompt``,
+    ``messages``, ``kwargs``, ``response``, ``outputs``, ``usage``, ``cost``,
+    ``timestamp``, ``uuid``, ``model``, ``response_model``, ``model_type``);
+    ``params`` is the same dict as ``kwargs`` (the merged parameters).
     """
 
     model: str
@@ -146,6 +148,11 @@ class DummyLM:
 
     def generate(self, messages: Sequence[Message], params: Mapping[str, Any]) -> LMResponse:
         """Answer one request with ``n`` scripted completions and record it."""
+        return self._generate(messages, params, None)
+
+    def _generate(
+        self, messages: Sequence[Message], params: Mapping[str, Any], prompt: str | None
+    ) -> LMResponse:
         merged = {**self.kwargs, **params}
         n = int(merged.get("n") or 1)
         as_json = (
@@ -157,26 +164,36 @@ class DummyLM:
             texts = [self._answer(messages, as_json) for _ in range(n)]
             prompt_chars = sum(len(_content(m)) for m in messages)
             usage = Usage(prompt_chars // 4, sum(len(t) for t in texts) // 4)
+            response = LMResponse(
+                completions=tuple(Completion(t, "stop") for t in texts),
+                usage=usage,
+                model=self.model,
+            )
             self.history.append(
                 {
+                    "prompt": prompt,
                     "messages": list(messages),
-                    "params": merged,
                     "kwargs": merged,
+                    "params": merged,
+                    "response": response,
                     "outputs": texts,
-                    "model": self.model,
                     "usage": usage,
+                    "cost": None,
+                    "timestamp": datetime.now().isoformat(),
+                    "uuid": str(uuid.uuid4()),
+                    "model": self.model,
+                    "response_model": self.model,
+                    "model_type": self.model_type,
                 }
             )
-        return LMResponse(
-            completions=tuple(Completion(t, "stop") for t in texts), usage=usage, model=self.model
-        )
+        return response
 
     def __call__(
         self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
     ) -> list[str]:
         """DSPy-style direct call: ``lm("hi")`` or ``lm(messages=[...])`` -> texts."""
         msgs = messages if messages is not None else [{"role": "user", "content": prompt or ""}]
-        return self.generate(msgs, kwargs).texts
+        return self._generate(msgs, kwargs, prompt if messages is None else None).texts
 
     # -- answering ---------------------------------------------------------------------
 

@@ -262,6 +262,8 @@ class LMHandle:
                 "shared": info.shared,
                 "messages": request.messages,
                 "outputs": response.texts,
+                "kwargs": request.params,  # history keeps them (without api_* entries)
+                "response": response,
             },
         )
 

@@ -12,7 +12,7 @@ import dataclasses
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from dspex.actors._callbacks import active_callbacks, check_callbacks, invoke
 from dspex.actors._lm._capabilities import capabilities, is_openai_reasoning_model
@@ -262,9 +262,13 @@ class LM:
     def history(self) -> list[dict[str, Any]]:
         """DSPy's ``lm.history``: this model's recent calls, oldest first.
 
-        A view of the runtime's bounded history ring (``telemetry.history_size``
-        calls across all models), not an ever-growing list. ``cost`` is None:
-        dspex keeps no price table.
+        Each entry has DSPy's keys (``prompt``, ``messages``, ``kwargs``,
+        ``response``, ``outputs``, ``usage``, ``cost``, ``timestamp``, ``uuid``,
+        ``model``, ``response_model``, ``model_type``) plus dspex's ``cache_hit``
+        and ``duration_ms``. A view of the runtime's bounded history ring
+        (``telemetry.history_size`` calls across all models), not an
+        ever-growing list. ``prompt`` is None (a prompt is sent as a user
+        message) and ``cost`` is None: dspex keeps no price table.
         """
         from dspex.actors._current import current_runtime
 
@@ -272,23 +276,29 @@ class LM:
         entries = runtime.history(runtime.settings.telemetry.history_size)
         return [
             {
-                "model": entry.model,
+                "prompt": None,
                 "messages": list(entry.messages),
+                "kwargs": dict(entry.kwargs),
+                "response": entry.response,
                 "outputs": list(entry.outputs),
                 "usage": dict(entry.usage),
                 "cost": None,
+                "timestamp": entry.timestamp,
+                "uuid": entry.uuid,
+                "model": entry.model,
+                "response_model": entry.response_model,
+                "model_type": self.model_type,
                 "cache_hit": entry.cache_hit,
                 "duration_ms": entry.duration_ms,
-                "timestamp": entry.time,
             }
             for entry in entries
             if entry.model == self.model
         ]
 
-    def inspect_history(self, n: int = 1) -> str:
+    def inspect_history(self, n: int = 1, file: TextIO | None = None) -> str:
         from dspex.actors._current import current_runtime
 
-        return current_runtime().inspect_history(n)
+        return current_runtime().inspect_history(n, file)
 
     def __repr__(self) -> str:
         extra = f", api_base={self.api_base!r}" if self.api_base else ""
