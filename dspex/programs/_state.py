@@ -44,8 +44,14 @@ __all__ = [
 
 logger = logging.getLogger("dspex.programs")
 
-# The DSPy release whose state layout we write; DSPy only warns on a mismatch.
-DSPY_FORMAT_VERSION = "3.0.3"
+# The DSPy release whose state layout dspex writes and reads (documentation only: it is
+# never written into a file, which records only versions actually installed here).
+DSPY_FORMAT_VERSION = "3.4.1"
+
+_PICKLE_WARNING = (
+    "Loading untrusted .pkl files can run arbitrary code, which may be dangerous. To avoid "
+    'this, prefer saving using json format using module.save("module.json").'
+)
 
 # LM settings that redirect traffic (and the key) elsewhere: a state file from
 # an untrusted source must not set them unless the caller allows it (as DSPy).
@@ -63,11 +69,28 @@ def _redact(value: Any) -> Any:
 
 
 def dependency_versions() -> dict[str, str]:
-    """The ``metadata.dependency_versions`` block, with only keys DSPy knows."""
-    return {
-        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-        "dspy": DSPY_FORMAT_VERSION,
-    }
+    """The ``metadata.dependency_versions`` block: only what is installed here.
+
+    Only keys DSPy knows (its loader fails on others), and no ``dspy`` entry
+    unless DSPy itself is installed: dspex wrote the file, not DSPy. dspex's own
+    version goes in ``metadata.dspex_version``.
+    """
+    versions = {"python": f"{sys.version_info.major}.{sys.version_info.minor}"}
+    for name in ("dspy", "cloudpickle"):
+        installed = _installed_version(name)
+        if installed is not None:
+            # DSPy records cloudpickle as major.minor.
+            versions[name] = installed if name == "dspy" else ".".join(installed.split(".")[:2])
+    return versions
+
+
+def _installed_version(distribution: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
 
 
 # -- LM state -------------------------------------------------------------------------
@@ -203,8 +226,11 @@ def prepare_predict_state(
             if not isinstance(items, list):
                 raise UsageError(f"'{key}' must be a list, got {type(items).__name__}: {items!r}")
             values[key] = list(items)
+    from dspex.programs._example import Example
+
     for i, demo in enumerate(values.get("demos", [])):
-        if not isinstance(demo, Mapping):
+        # Examples arrive from a pickled (.pkl) state, which keeps objects as they were.
+        if not isinstance(demo, Mapping | Example):
             raise UsageError(f"demos[{i}] must be an object of field values, got {demo!r}")
     if "extended_signature" in state:
         raise UsageError(
@@ -296,12 +322,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _metadata() -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        own = version("dspex")
-    except PackageNotFoundError:  # running from a source tree
-        own = "unknown"
+    own = _installed_version("dspex") or "unknown"  # "unknown": run from a source tree
     return {"dependency_versions": dependency_versions(), "dspex_version": own}
 
 
@@ -318,14 +339,11 @@ def save_module(
         _save_program_dir(module, path, modules_to_serialize)
         return
     if path.suffix == ".pkl":
-        raise UsageError(
-            f"refusing to save {path}: pickled state files can run code when loaded, so dspex "
-            "saves state as JSON only. Use a path ending in '.json', or "
-            "save(directory, save_program=True) to pickle the whole program on purpose."
-        )
+        _save_pickled_state(module, path)
+        return
     if path.suffix != ".json":
         raise UsageError(
-            f"save() path {str(path)!r} must end in '.json' (or be a directory with "
+            f"save() path {str(path)!r} must end in '.json' or '.pkl' (or be a directory with "
             "save_program=True)"
         )
     state = module.dump_state(json_mode=True)
@@ -347,20 +365,21 @@ def load_module_state(
     allow_pickle: bool = False,
     allow_unsafe_lm_state: bool = False,
 ) -> None:
-    """Read a JSON state file (dspex's or DSPy's) into ``module``. Never unpickles."""
+    """Read a state file (dspex's or DSPy's) into ``module``.
+
+    JSON is only data. A ``.pkl`` state is unpickled, which runs code from the
+    file, so it is refused unless ``allow_pickle=True`` (DSPy's rule).
+    """
     path = Path(path)
     if path.suffix == ".pkl":
-        raise UsageError(
-            f"refusing to load {path}: loading a pickle can run arbitrary code, and dspex never "
-            "unpickles state files (allow_pickle does not change this). Re-save the state "
-            "as '.json' from a trusted environment."
-        )
-    if path.suffix != ".json":
-        raise UsageError(f"load() path {str(path)!r} must end in '.json'")
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path} is not valid JSON: {exc}") from exc
+        state = _load_pickled_state(path, allow_pickle)
+    elif path.suffix != ".json":
+        raise UsageError(f"load() path {str(path)!r} must end in '.json' or '.pkl'")
+    else:
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(state, dict):
         raise UsageError(
             f"{path} must hold a JSON object of predictor states, got {type(state).__name__}"
@@ -369,9 +388,66 @@ def load_module_state(
     apply_module_state(module, state, allow_unsafe_lm_state=allow_unsafe_lm_state)
 
 
+def _save_pickled_state(module: BaseModule, path: Path) -> None:
+    """DSPy's ``save("x.pkl")``: the state (objects kept as they are) pickled, with a warning.
+
+    LMs are in the state as their redacted settings, so no API key is written.
+    """
+    import io
+
+    logger.warning(_PICKLE_WARNING)
+    state = module.dump_state(json_mode=False)
+    state["metadata"] = _metadata()
+    buffer = io.BytesIO()
+    try:
+        _pickle_module().dump(state, buffer, protocol=4)
+    except Exception as exc:
+        raise UsageError(
+            f"cannot pickle the state of {type(module).__name__}: {exc}. Remove unpicklable "
+            "values from its demos, or save('program.json')."
+        ) from exc
+    _write_atomic_bytes(path, buffer.getvalue())
+
+
+def _load_pickled_state(path: Path, allow_pickle: bool) -> Any:
+    import pickle
+
+    if not allow_pickle:
+        raise UsageError(
+            f"refusing to load {path}: loading .pkl files can run arbitrary code, which may be "
+            "dangerous. Prefer saving with .json files if possible. Set allow_pickle=True if "
+            "you are sure about the source of the file and in a trusted environment."
+        )
+    with path.open("rb") as f:
+        return pickle.load(f)  # the caller vouched for the file
+
+
+def _write_atomic_bytes(path: Path, data: bytes) -> None:
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _warn_version_mismatch(metadata: Any, where: str) -> None:
     if not isinstance(metadata, Mapping):
         return
+    saved_own = metadata.get("dspex_version")
+    here_own = _installed_version("dspex")
+    if isinstance(saved_own, str) and saved_own != "unknown" and here_own not in (None, saved_own):
+        logger.warning(
+            "%s was saved with dspex %s but this is dspex %s; loaded state may differ.",
+            where,
+            saved_own,
+            here_own,
+        )
     saved = metadata.get("dependency_versions")
     if not isinstance(saved, Mapping):
         return
