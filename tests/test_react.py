@@ -116,9 +116,11 @@ def test_tool_error_becomes_an_observation_and_the_loop_goes_on() -> None:
     lm = DummyLM([step("lookup", query="x"), step("finish"), final("unknown")])
     with context(lm=lm):
         pred = ReAct("question -> answer", tools=[lookup])(question="q")
-    assert (
-        pred.trajectory["observation_0"] == "Execution error in lookup: ValueError: no entry for x"
-    )
+    # DSPy's format: the error's traceback (at most 5 frames) after the tool's name.
+    observation = pred.trajectory["observation_0"]
+    assert observation.startswith("Execution error in lookup: \nTraceback (most recent call last):")
+    assert observation.endswith("ValueError: no entry for x")
+    assert 'in lookup\n    raise ValueError(f"no entry for {query}")' in observation
     assert pred.trajectory["tool_name_1"] == "finish"
     assert pred.answer == "unknown"
 
@@ -173,7 +175,9 @@ def test_a_tool_missing_from_the_table_is_an_observation_error() -> None:
     lm = DummyLM([step("search", query="x"), step("finish"), final("a")])
     with context(lm=lm):
         pred = react(question="q")
-    assert pred.trajectory["observation_0"].startswith("Execution error in search: UsageError")
+    observation = pred.trajectory["observation_0"]
+    assert observation.startswith("Execution error in search: \nTraceback")
+    assert "UsageError: no tool named 'search'" in observation
 
 
 def test_json_adapter_parses_tool_name_and_args() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -185,7 +186,7 @@ class ReAct(Module):
                 )
             return tool(**args)
         except Exception as err:  # BaseException (SystemExit...) ends the trajectory instead
-            return f"Execution error in {name}: {type(err).__name__}: {err}"
+            return f"Execution error in {name}: {_error_for_lm(err)}"
 
     def _format_trajectory(self, trajectory: Mapping[str, Any]) -> str:
         """The trajectory as input-field blocks in the configured adapter's format."""
@@ -221,6 +222,12 @@ class ReAct(Module):
 
     def __repr__(self) -> str:
         return f"ReAct({self.signature!r}, tools={list(self.tools)}, max_iters={self.max_iters})"
+
+
+def _error_for_lm(error: BaseException) -> str:
+    """A tool's error as the LM reads it, as DSPy shows it: a traceback of up to 5 frames."""
+    lines = traceback.format_exception(type(error), error, error.__traceback__, limit=5)
+    return "\n" + "".join(lines).strip()
 
 
 # -- construction ---------------------------------------------------------------------------
