@@ -474,7 +474,9 @@ def test_nothing_left_to_drop_raises_context_window_error(
     with FakeOpenAI(reply=scripted_agent([]), context_window=50) as fake:
         with context(lm=fake_lm(fake)), pytest.raises(ContextWindowError) as info:
             react(question="Where is Paris?")
-        assert fake.outcomes == {"context_window": 1}  # not retried: it would fail again
+        # the first step cannot fit (it ends the loop, as in DSPy), then the extraction
+        # cannot either; neither is retried, nothing being left to drop
+        assert fake.outcomes == {"context_window": 2}
     # a top-level call wraps it as ProgramError[ContextWindowError]; .original is ours
     err = info.value.original if isinstance(info.value, ProgramError) else info.value
     assert isinstance(err, ContextWindowError)
@@ -498,12 +500,34 @@ def test_truncation_is_bounded_like_dspy(start_runtime: Callable[..., dspex.Runt
         with pytest.raises(ContextWindowError) as info:
             react(question="Where is Paris?")
         prompts = [trajectory_of(r) for r in fake.requests]
-    assert len(prompts) == 4 + 1 + MAX_TRUNCATIONS  # 4 steps, then 1 try + 3 shorter ones
+    # 4 steps; step 4 gets MAX_TRUNCATIONS tries, each after a drop, then ends the loop
+    # (DSPy 3.4.1's order); the extraction then has one step left, which is kept
+    assert len(prompts) == 4 + MAX_TRUNCATIONS + 1
     assert [p.count("[[ ## thought_") for p in prompts[4:]] == [4, 3, 2, 1]
     err = info.value.original if isinstance(info.value, ProgramError) else info.value
-    assert f"after dropping the {MAX_TRUNCATIONS} oldest trajectory steps" in str(err)
+    assert "no step left to drop" in str(err)
     assert isinstance(err, ContextWindowError) and err.model == "openai/agent"
     assert isinstance(err.__cause__, ContextWindowError) and err.__cause__.status == 400
+
+
+def test_a_call_gets_three_tries_then_says_so() -> None:
+    react = ReAct("question -> answer", tools=[Calls().search])
+    calls: list[int] = []
+
+    def always_too_long(**kwargs: Any) -> Any:
+        calls.append(kwargs["trajectory"].count("[[ ## thought_"))
+        raise ContextWindowError("too long", model="m")
+
+    trajectory = {
+        f"{k}_{i}": f"v{i}"
+        for i in range(4)
+        for k in ("thought", "tool_name", "tool_args", "observation")
+    }
+    with pytest.raises(ContextWindowError, match=f"after {MAX_TRUNCATIONS} tries") as info:
+        react._call_fitting(always_too_long, {"question": "q"}, trajectory)  # type: ignore[arg-type]
+    assert calls == [4, 3, 2]  # as DSPy: three tries, a step dropped after each
+    assert len(trajectory) == 4  # the third drop happened too (in place)
+    assert isinstance(info.value.__cause__, ContextWindowError) and info.value.model == "m"
 
 
 def test_an_overridden_truncate_trajectory_is_used(
@@ -540,10 +564,9 @@ def test_truncate_trajectory_drops_the_four_oldest_entries() -> None:
     }
     assert react.truncate_trajectory(trajectory) is trajectory
     assert list(trajectory) == ["thought_1", "tool_name_1", "tool_args_1", "observation_1"]
-    react.truncate_trajectory(trajectory)
-    assert trajectory == {}
     with pytest.raises(ContextWindowError, match="no step left to drop"):
-        react.truncate_trajectory(trajectory)
+        react.truncate_trajectory(trajectory)  # the last step is kept, as in DSPy
+    assert len(trajectory) == 4
 
 
 # -- DSPy's exact prompt --------------------------------------------------------------------

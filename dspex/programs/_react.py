@@ -6,8 +6,10 @@ records the step in the trajectory dict as ``thought_i``, ``tool_name_i``,
 ``tool_args_i`` and ``observation_i``. After ``finish`` (or ``max_iters``
 steps) the ``extract`` ChainOfThought reads the inputs plus the trajectory and
 writes the signature's outputs. When the LM answers ``ContextWindowError``, the
-oldest step is dropped (:meth:`ReAct.truncate_trajectory`) and the call is
-retried, at most three times per call, as DSPy does.
+oldest step is dropped (:meth:`ReAct.truncate_trajectory`) and the call made
+again, three tries per call, as DSPy does; a step that still does not fit ends
+the loop (the outputs are extracted from what is left), as does a reply that
+names no valid tool.
 
 Inside a program run the loop executes as its own transient actor under the
 runtime's ``programs`` DynamicSupervisor (DESIGN.md section 2), carrying the
@@ -54,7 +56,7 @@ logger = logging.getLogger("dspex.programs")
 
 FINISH = "finish"
 MAX_TRUNCATIONS = 3
-"""How many times one step (or the extraction) drops a step and retries, as in DSPy."""
+"""How many tries one step (or the extraction) gets, each after dropping a step, as in DSPy."""
 _POLL = 1.0  # the wait for a trajectory actor is sliced to notice its death or a cancel
 
 
@@ -116,8 +118,12 @@ class ReAct(Module):
                 run.check_deadline()
             try:
                 pred, trajectory = self._call_fitting(self.react, input_args, trajectory)
-            except AdapterParseError as err:
-                # As DSPy: a reply naming no valid tool ends the loop; extraction still runs.
+            except ContextWindowError as err:
+                # As DSPy: a step that cannot be made to fit ends the loop; extraction still
+                # runs on the (truncated) trajectory.
+                logger.warning("ReAct: ending the trajectory at step %d: %s", idx, err)
+                break
+            except (AdapterParseError, ValueError) as err:  # DSPy's parse error is a ValueError
                 logger.warning(
                     "ReAct: ending the trajectory at step %d: the LM did not choose a valid "
                     "tool (%s)",
@@ -140,29 +146,21 @@ class ReAct(Module):
     ) -> tuple[Any, dict[str, Any]]:
         """``module``'s prediction and the trajectory it saw, shortened until the prompt fits.
 
-        On ``ContextWindowError`` the oldest step is dropped and the call made
-        again, at most :data:`MAX_TRUNCATIONS` times; then, or when nothing is
+        DSPy's rule: :data:`MAX_TRUNCATIONS` tries; after each ``ContextWindowError``
+        the oldest step is dropped (in place, by the default
+        :meth:`truncate_trajectory`). When the tries run out, or nothing is
         left to drop, a ``ContextWindowError`` saying so is raised.
         """
-        dropped = 0
-        while True:
+        last: ContextWindowError | None = None
+        for _ in range(MAX_TRUNCATIONS):
             try:
                 pred = module(**input_args, trajectory=self._format_trajectory(trajectory))
                 return pred, trajectory
             except ContextWindowError as err:
-                if dropped == MAX_TRUNCATIONS:
-                    raise ContextWindowError(
-                        f"the ReAct prompt still exceeds the LM's context window after dropping "
-                        f"the {dropped} oldest trajectory steps; shorten the inputs or the tool "
-                        f"observations, or use a model with a larger context window ({err})",
-                        model=err.model,
-                        status=err.status,
-                        prompt_tokens=err.prompt_tokens,
-                        context_window=err.context_window,
-                    ) from err
+                last = err
                 logger.warning(
                     "ReAct: the prompt exceeds the LM's context window; dropping the oldest "
-                    "trajectory step and retrying (%s)",
+                    "trajectory step (%s)",
                     err,
                 )
                 try:
@@ -171,7 +169,16 @@ class ReAct(Module):
                     cannot.model = cannot.model or err.model
                     cannot.status = cannot.status or err.status
                     raise cannot from err
-                dropped += 1
+        assert last is not None
+        raise ContextWindowError(
+            f"the ReAct prompt still exceeds the LM's context window after {MAX_TRUNCATIONS} "
+            "tries, each with the oldest trajectory step dropped; shorten the inputs or the "
+            f"tool observations, or use a model with a larger context window ({last})",
+            model=last.model,
+            status=last.status,
+            prompt_tokens=last.prompt_tokens,
+            context_window=last.context_window,
+        ) from last
 
     def _observe(self, name: Any, args: Any) -> Any:
         """Call the chosen tool; any Exception becomes the observation the LM reads next."""
@@ -207,14 +214,16 @@ class ReAct(Module):
         Called when the LM answers ``ContextWindowError``; the remaining keys
         keep their numbers, as in DSPy. Override to shorten differently (e.g.
         clip long observations); return the trajectory to use. Raises
-        ``ContextWindowError`` when no whole step is left to drop.
+        ``ContextWindowError`` when at most one step is left (DSPy keeps the
+        last step rather than send an empty trajectory).
         """
         keys = list(trajectory)
-        if len(keys) < 4:
+        if len(keys) <= 4:
             raise ContextWindowError(
                 "the ReAct prompt exceeds the LM's context window and the trajectory has no "
-                f"step left to drop ({len(keys)} entries); shorten the inputs or the "
-                "signature's instructions, or use a model with a larger context window"
+                f"step left to drop ({len(keys) // 4} step(s), the last one is kept); shorten "
+                "the inputs or the signature's instructions, or use a model with a larger "
+                "context window"
             )
         for key in keys[:4]:
             del trajectory[key]
