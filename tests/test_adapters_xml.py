@@ -169,11 +169,48 @@ def test_markup_inside_a_text_field_is_kept() -> None:
     assert parsed["note"] == "use <b>bold</b> here"
 
 
-def test_a_reply_that_is_not_xml_is_still_read_tag_by_tag() -> None:
-    # A bare '&' makes the reply ill-formed XML; DSPy would fail it, dspex reads each tag.
+def test_bare_ampersands_and_angles_are_read_as_text() -> None:
+    # DSPy fails such a reply; dspex escapes the bare '&'/'<' and reads it.
     reply = "<tags><item>salt</item><item>pepper</item></tags> & <count>2</count>"
     assert XMLAdapter().parse(Tagging, reply) == {"tags": ["salt", "pepper"], "count": 2}
     assert XMLAdapter().parse(Sum, "<total>3</total><note>R&D < 5</note>") == {
         "total": 3,
         "note": "R&D < 5",
     }
+
+
+def test_malformed_xml_is_a_parse_error_like_dspy() -> None:
+    class Code(Signature):
+        """Write code."""
+
+        code: str = OutputField()
+
+    value = "print('</code> & done')"
+    written = XMLAdapter().format_assistant_message_content(Code, {"code": value})
+    assert "&lt;/code> &amp; done" in written
+    assert XMLAdapter().parse(Code, written) == {"code": value}
+    with pytest.raises(AdapterParseError, match="Failed to parse XML") as info:
+        XMLAdapter().parse(Code, "<code>print('</code>')</code>")
+    assert info.value.raw == "<code>print('</code>')</code>"
+
+
+def test_model_fields_with_aliases_are_read_by_name() -> None:
+    from pydantic import Field
+
+    class Address(BaseModel):
+        postal_code: str = Field(alias="postal code")
+        country_code: str = Field(alias="country-code")
+
+    class Locate(Signature):
+        """Find the address."""
+
+        place: str = InputField()
+        address: Address = OutputField()
+
+    system = XMLAdapter().format(Locate, [], {"place": "Stanford"})[0]["content"]
+    assert "<address><postal_code>...</postal_code><country_code>...</country_code></address>" in (
+        system
+    )
+    reply = "<address><postal_code>94305</postal_code><country_code>US</country_code></address>"
+    parsed = XMLAdapter().parse(Locate, reply)["address"]
+    assert (parsed.postal_code, parsed.country_code) == ("94305", "US")

@@ -10,9 +10,10 @@ output tag becomes Python data shaped by the field's JSON schema (lists from
 then converts. JSON text inside a tag (``<tags>["a", "b"]</tags>``) is
 accepted too.
 
-A reply that is not well-formed XML (a bare ``&`` or ``<`` in a value) is not
-an error here, unlike DSPy: each output tag is then read on its own, and one
-that still does not parse keeps its inner text.
+A reply that is not well-formed XML only because of a bare ``&`` or ``<`` in
+a value (``R&D < 5``) is read with those escaped, where DSPy fails it; any
+other malformed reply is an ``AdapterParseError``, as in DSPy (ChatAdapter's
+JSON fallback then applies).
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ from collections.abc import Mapping
 from typing import Any, Union, get_args, get_origin
 from xml.sax.saxutils import quoteattr
 
+from dspex.errors import AdapterParseError
 from dspex.programs._adapters._base import STRUCTURE_INTRO, FieldPlan, field_placeholder
 from dspex.programs._adapters._chat import ChatAdapter
 from dspex.programs._adapters._values import format_input_value, to_jsonable
 
 __all__ = ["XMLAdapter"]
 
-_FIELD = re.compile(r"<(?P<name>\w+)>(?P<content>.*?)</(?P=name)>", re.DOTALL)
+# A '&' that starts no entity, and a '<' that starts no tag: text an LM forgot to escape.
+_BARE_AMP = re.compile(r"&(?!(?:amp|lt|gt|quot|apos|#\d+|#x[0-9a-fA-F]+);)")
+_BARE_LT = re.compile(r"<(?!/?[A-Za-z_][\w.\-]*\s*/?>|[A-Za-z_][\w.\-]*\s+[^<>]*>|!--)")
 _ROOT = "dspex_root"
 
 
@@ -82,7 +86,17 @@ class XMLAdapter(ChatAdapter):
 
     def parse(self, signature: Any, completion: str) -> dict[str, Any]:
         plan = self.plan(signature)
-        found = _output_elements(completion, plan.output_names)
+        try:
+            found = _output_elements(completion)
+        except ET.ParseError as exc:
+            name = type(self).__name__
+            raise AdapterParseError(
+                f"{name}: Failed to parse XML: {exc}. Write each output field as "
+                f"`<name>...</name>` with '&' and '<' in values escaped. "
+                f"LM reply (also in .raw): {completion[:300]!r}",
+                raw=completion,
+                adapter=name,
+            ) from exc
         values: dict[str, Any] = {}
         for field in plan.outputs:
             if field.name in found:
@@ -103,9 +117,17 @@ class XMLAdapter(ChatAdapter):
         # The whole schema first (it handles Optional itself); then each alternative alone.
         for candidate in [schema, *schema.get("anyOf", [])]:
             try:
-                shaped.append(_from_elements(elements, candidate, defs))
-                return field.parse(shaped[-1])
+                data = _from_elements(elements, candidate, defs)
             except (ValueError, TypeError):
+                continue
+            shaped.append(data)
+            try:
+                return field.parse(data)
+            except (ValueError, TypeError):
+                pass
+            try:  # tags carry field names; a model with aliases validates by name (as DSPy)
+                return _validate_by_name(field.annotation, data)
+            except Exception:  # pydantic's errors, or a type it cannot validate: next reading
                 continue
         # None fits: convert_field raises the AdapterParseError naming field and type.
         return self.convert_field(field, shaped[0] if shaped else _text_of(elements), raw)
@@ -246,30 +268,19 @@ def _tag_name(name: str) -> bool:
 # -- reading --------------------------------------------------------------------------------
 
 
-def _output_elements(completion: str, names: frozenset[str]) -> dict[str, list[ET.Element]]:
-    """The reply's top-level elements by tag (repeated tags kept in order)."""
+def _output_elements(completion: str) -> dict[str, list[ET.Element]]:
+    """The reply's top-level elements by tag (repeated tags kept in order).
+
+    Raises ``ET.ParseError`` when the reply is not XML even with bare ``&``/``<`` escaped.
+    """
     try:
         root = ET.fromstring(f"<{_ROOT}>{completion}</{_ROOT}>")
     except ET.ParseError:
-        return _lenient_elements(completion, names)
+        repaired = _BARE_LT.sub("&lt;", _BARE_AMP.sub("&amp;", completion))
+        if repaired == completion:
+            raise
+        root = ET.fromstring(f"<{_ROOT}>{repaired}</{_ROOT}>")
     return _children(root)
-
-
-def _lenient_elements(completion: str, names: frozenset[str]) -> dict[str, list[ET.Element]]:
-    """For a reply that is not XML: each output tag on its own, raw text if need be."""
-    found: dict[str, list[ET.Element]] = {}
-    for match in _FIELD.finditer(completion):
-        name = match.group("name")
-        if name not in names or name in found:
-            continue
-        content = match.group("content")
-        try:
-            element = ET.fromstring(f"<{name}>{content}</{name}>")
-        except ET.ParseError:
-            element = ET.Element(name)
-            element.text = content
-        found[name] = [element]
-    return found
 
 
 def _children(element: ET.Element) -> dict[str, list[ET.Element]]:
@@ -324,6 +335,12 @@ def _from_elements(elements: list[ET.Element], schema: dict[str, Any], defs: dic
         name: _from_elements(group, properties.get(name, extra), defs)
         for name, group in children.items()
     }
+
+
+def _validate_by_name(annotation: Any, data: Any) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(annotation).validate_python(data, by_name=True)
 
 
 def _deref(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
