@@ -186,6 +186,26 @@ def test_configure_reconfigures_running_clients(
     assert fake.request_count == 1
 
 
+def test_transport_and_response_limit_come_from_settings_or_the_lm(
+    start_runtime: StartRuntime, fake: FakeOpenAI
+) -> None:
+    rt = start_runtime(lm_client={"transport": "httpx", "max_response_bytes": 4096})
+    lm = make_lm(fake, cache=False)
+    assert lm("small") == [chat_answer("small")]
+    endpoint = lm.handle(rt).slot.endpoint
+    assert endpoint is not None and endpoint.transports == ("httpx",)
+    fake.schedule = lambda i: Fault.raw(b'{"pad": "' + b"x" * 5000 + b'"}') if i == 1 else None
+    with pytest.raises(ProviderError, match="max_response_bytes = 4096 bytes"):
+        lm("too big")
+    assert fake.request_count == 2  # not retried
+
+    direct = make_lm(fake, cache=False, transport="h11", max_response_bytes=1 << 20)
+    assert direct("direct") == [chat_answer("direct")]
+    endpoint = direct.handle(rt).slot.endpoint
+    assert endpoint is not None and endpoint.transports == ("h11",)
+    assert endpoint.config.max_response_bytes == 1 << 20
+
+
 def test_256_identical_in_flight_predicts_make_one_upstream_request(
     start_runtime: StartRuntime, fake: FakeOpenAI
 ) -> None:

@@ -34,6 +34,8 @@ _CLIENT_KWARGS = (
     "breaker_failure_threshold",
     "breaker_reset_timeout",
     "max_in_flight",
+    "transport",
+    "max_response_bytes",
 )
 _STATE_SKIP = {"api_key"}
 
