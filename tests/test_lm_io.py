@@ -298,7 +298,7 @@ def test_a_body_that_is_not_gzip_is_a_bad_encoding(wire: Wire) -> None:
         assert info.value.encoding == "gzip" and info.value.status == 200
         with pytest.raises(BadEncoding, match="truncated"):
             wire.request("POST", url, timeout=5)
-        with pytest.raises(BadEncoding, match="unsupported Content-Encoding 'br'"):
+        with pytest.raises(BadEncoding, match="cannot decode 'br'"):
             wire.request("POST", url, timeout=5)
 
 

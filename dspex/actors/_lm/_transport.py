@@ -202,7 +202,7 @@ class BodyReader:
             self._deflate_head = b""
         else:
             raise BadEncoding(
-                f"unsupported Content-Encoding {encoding!r} (dspex asks for {ACCEPT_ENCODING})",
+                f"dspex cannot decode {coding!r} (it asks for {ACCEPT_ENCODING})",
                 encoding=coding,
                 status=status,
             )

@@ -289,6 +289,7 @@ class Provider(ABC):
         text = _scrub(str(exc), api_key)
         detail = f"{kind}: {text}" if text else kind
         status = getattr(exc, "status", None)
+        reply = f"the HTTP {status} reply" if status is not None else "the reply"
         if isinstance(exc, TransportTimeout):
             return LMTimeoutError(f"model {model!r}: no answer in time ({detail})", model=model)
         if isinstance(exc, BadURL):
@@ -299,7 +300,7 @@ class Provider(ABC):
             )
         if isinstance(exc, BodyTooLarge):
             return ProviderError(
-                f"model {model!r}: the HTTP {status} reply is larger than "
+                f"model {model!r}: {reply} is larger than "
                 f"lm_client.max_response_bytes = {exc.limit} bytes ({_mib(exc.limit)}) once "
                 "decoded; reading stopped there and the call is not retried. If replies "
                 "this large are expected, raise lm_client.max_response_bytes "
@@ -310,7 +311,7 @@ class Provider(ABC):
             )
         if isinstance(exc, BadEncoding):
             return ProviderError(
-                f"model {model!r}: the HTTP {status} reply says Content-Encoding "
+                f"model {model!r}: {reply} says Content-Encoding "
                 f"{exc.encoding!r} but {text}; a malformed reply, retried like one",
                 model=model,
                 status=status,
