@@ -285,6 +285,59 @@ def test_an_oversized_plain_body_is_refused(wire: Wire) -> None:
         assert len(wire.request("POST", url, timeout=10, max_bytes=limit).body) == limit - 1
 
 
+class RunawayServer:
+    """Answers every request with an endless chunked body; counts the bytes it got out."""
+
+    CAP = 256 << 20  # stop here if the client never does
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.stopped_by_client = threading.Event()
+        self.io = IOLoop("test-runaway-server")
+        self.io.start()
+        self.server = self.io.run(asyncio.start_server(self._serve, "127.0.0.1", 0), 5)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1/x"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        chunk = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            while self.sent < self.CAP:
+                writer.write(chunk)
+                await writer.drain()
+                self.sent += 65536
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self.stopped_by_client.set()
+        finally:
+            writer.close()
+
+    def stop(self) -> None:
+        async def close() -> None:
+            self.server.close()
+
+        self.io.stop(5, cleanup=close)
+
+
+def test_a_runaway_body_without_a_length_stops_being_read(wire: Wire) -> None:
+    limit = 1 << 20
+    server = RunawayServer()
+    try:
+        with pytest.raises(BodyTooLarge):
+            wire.request("POST", server.url, timeout=30, max_bytes=limit)
+        assert server.stopped_by_client.wait(10)
+        # The client hung up once past the limit; only socket buffers hold more.
+        assert server.sent < 64 << 20
+    finally:
+        server.stop()
+
+
 def test_a_body_that_is_not_gzip_is_a_bad_encoding(wire: Wire) -> None:
     schedule = [
         Fault.raw(PAYLOAD, headers={"content-encoding": "gzip"}),
