@@ -656,3 +656,60 @@ def test_transport_and_response_limit_from_the_environment() -> None:
     with pytest.raises(ConfigError, match="DSPEX_LM_CLIENT__TRANSPORT") as info:
         load_settings(env={"DSPEX_LM_CLIENT__TRANSPORT": "requests"})
     assert info.value.key == "lm_client.transport"
+
+
+SECRET_NAMES = [
+    "api_key",
+    "OPENAI_API_KEY",
+    "x-api-key",
+    "x-goog-api-key",
+    "apiKey",
+    "apikey",
+    "Ocp-Apim-Subscription-Key",  # Azure: programs' detector knew it, config's did not
+    "subscription_key",
+    "auth_key",
+    "AWS_SECRET_ACCESS_KEY",
+    "accessKey",
+    "private_key",
+    "client_secret",
+    "access_token",
+    "refresh_token",
+    "Authorization",
+    "auth",
+    "bearer",
+    "password",
+    "passwd",
+    "credentials",
+    "Cookie",  # config's detector knew it, programs' did not
+    "Set-Cookie",
+    "cookies",
+]
+NOT_SECRET_NAMES = [
+    "max_tokens",
+    "max_completion_tokens",
+    "tpm",
+    "track_usage",
+    "lm",
+    "api_base",
+    "api_version",
+    "keyword",
+    "keywords",
+    "top_k",
+    "key",
+    "prompt_cache_key",
+    "idempotency_key",
+    "author",
+    "temperature",
+    "model",
+    "stop",
+]
+
+
+def test_one_secret_detector_for_settings_and_saved_programs() -> None:
+    from dspex.programs import _state
+
+    assert _state.is_secret_key is is_secret_key  # the same function, not a copy
+    for name in SECRET_NAMES:
+        assert is_secret_key(name), name
+    for name in NOT_SECRET_NAMES:
+        assert not is_secret_key(name), name

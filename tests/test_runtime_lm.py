@@ -28,7 +28,7 @@ from runtime_helpers import (
 
 import dspex
 from dspex.actors._lm._client import Reconfigure
-from dspex.errors import AuthenticationError, CircuitOpenError, ProviderError
+from dspex.errors import AuthenticationError, CircuitOpenError, ProviderError, UsageError
 from dspex.supervision import VirtualClock
 from dspex.testing import FakeAnthropic, FakeGemini, FakeOpenAI, FakeProvider, Fault
 
@@ -204,6 +204,8 @@ def test_transport_and_response_limit_come_from_settings_or_the_lm(
     endpoint = direct.handle(rt).slot.endpoint
     assert endpoint is not None and endpoint.transports == ("h11",)
     assert endpoint.config.max_response_bytes == 1 << 20
+    with pytest.raises(UsageError, match=r"transport='curl'.*'auto', 'h11' or 'httpx'"):
+        dspex.LM("openai/m", transport="curl")
 
 
 def test_256_identical_in_flight_predicts_make_one_upstream_request(
