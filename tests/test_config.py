@@ -482,6 +482,14 @@ def test_bad_toml_names_file_and_line(tmp_path: Path) -> None:
     assert info.value.key == "config"
 
 
+def test_a_config_file_nested_too_deeply_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "lm = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert str(path) in str(info.value) and "more deeply than Python can read" in str(info.value)
+    assert info.value.key == "config"
+
+
 def test_missing_file(tmp_path: Path) -> None:
     missing = tmp_path / "absent.toml"
     with pytest.raises(ConfigError, match="does not exist") as info:

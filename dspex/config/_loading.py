@@ -151,6 +151,14 @@ def read_toml(path: Path, *, named_by: str = "") -> dict[str, Any]:
             key="config",
             value=str(path),
         ) from exc
+    except RecursionError as exc:  # tomllib recurses once per nested array or table
+        raise ConfigError(
+            f"{where} nests its arrays or tables more deeply than Python can read; "
+            "settings are a few levels deep, so the file is damaged or not a dspex config. "
+            "Fix it, or pass another file.",
+            key="config",
+            value=str(path),
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         reason = str(exc)
         match = _TOML_POSITION.search(reason)

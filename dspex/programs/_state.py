@@ -37,6 +37,7 @@ __all__ = [
     "lm_to_state",
     "load_module_state",
     "prepare_predict_state",
+    "read_json_file",
     "save_module",
     "serialize_demo",
 ]
@@ -357,16 +358,45 @@ def load_module_state(
         )
     if path.suffix != ".json":
         raise UsageError(f"load() path {str(path)!r} must end in '.json'")
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path} is not valid JSON: {exc}") from exc
+    state = read_json_file(path, "state file")
     if not isinstance(state, dict):
         raise UsageError(
             f"{path} must hold a JSON object of predictor states, got {type(state).__name__}"
         )
     _warn_version_mismatch(state.get("metadata"), str(path))
     apply_module_state(module, state, allow_unsafe_lm_state=allow_unsafe_lm_state)
+
+
+def read_json_file(path: Path, what: str) -> Any:
+    """The JSON data in ``path`` (a ``what``, e.g. "state file").
+
+    Anything wrong with the file's content is a ``UsageError`` naming the
+    file, the fault and the fix; a missing file stays ``FileNotFoundError``.
+    """
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{path} is not a UTF-8 text file: byte 0x{raw[exc.start]:02x} at offset "
+            f"{exc.start} is not valid UTF-8. A {what} is JSON written by save(); re-save "
+            "it, or convert the file to UTF-8."
+        ) from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}). "
+            f"A {what} is JSON written by save(); re-save it, or fix the file there."
+        ) from exc
+    except RecursionError as exc:
+        # json's decoder recurses once per nesting level: a file nested past
+        # Python's recursion limit cannot be read (and no save() writes one).
+        raise UsageError(
+            f"{path} nests its JSON more deeply than Python can read (over "
+            f"{sys.getrecursionlimit()} levels); a {what} written by save() is a few levels "
+            "deep, so this file is damaged or is not one. Re-save the program's state."
+        ) from exc
 
 
 def _warn_version_mismatch(metadata: Any, where: str) -> None:
@@ -475,7 +505,7 @@ def load(path: str | Path, allow_pickle: bool = False) -> Any:
             f"{path} is not a saved program directory (metadata.json and program.pkl); "
             "to load a '.json' state use program.load(path) on a program built in code"
         )
-    metadata = json.loads((path / "metadata.json").read_text(encoding="utf-8"))
+    metadata = read_json_file(path / "metadata.json", "program's metadata file")
     _warn_version_mismatch(metadata, str(path))
     if not allow_pickle:
         raise UsageError(
@@ -493,5 +523,15 @@ def load(path: str | Path, allow_pickle: bool = False) -> Any:
                 return make_signature(dict(fields), instructions, signature_name=name)
             raise pickle.UnpicklingError(f"unknown persistent id {kind!r}")
 
-    with (path / "program.pkl").open("rb") as f:
-        return ProgramUnpickler(f).load()
+    pickled = path / "program.pkl"
+    with pickled.open("rb") as f:
+        try:
+            return ProgramUnpickler(f).load()
+        except (pickle.UnpicklingError, EOFError, RecursionError, ImportError, AttributeError) as exc:
+            # A damaged file, one nested too deeply, or one naming a class this
+            # environment lacks; other errors come from the program's own code.
+            raise UsageError(
+                f"cannot unpickle {pickled}: {type(exc).__name__}: {exc}. The file is damaged, "
+                "or was saved where other modules or classes existed; save the program again "
+                "in this environment (or load its '.json' state into a program built in code)."
+            ) from exc
