@@ -58,6 +58,8 @@ class ChatAdapter(Adapter):
                     lm, lm_kwargs, signature, demos, inputs
                 )
             except AdapterParseError as second:
+                if _specificity(first) > _specificity(second):
+                    raise _leading_with(first, second) from first
                 raise second from first
             return values
 
@@ -116,6 +118,26 @@ class ChatAdapter(Adapter):
             )
         convert = self.convert_field
         return {f.name: convert(f, sections[f.name], completion) for f in plan.outputs}
+
+
+def _specificity(error: AdapterParseError) -> int:
+    """How precisely ``error`` names what is wrong: 1 when a field was found with a
+    value of the wrong type (its cause is the conversion's error), else 0."""
+    return 1 if isinstance(error.__cause__, ValueError | TypeError) else 0
+
+
+def _leading_with(first: AdapterParseError, second: AdapterParseError) -> AdapterParseError:
+    """ChatAdapter's precise error, with the fallback's failure after it.
+
+    A value of the wrong type says more than the fallback's reply lacking the
+    field (the LM answered differently the second time), so it leads.
+    """
+    return AdapterParseError(
+        f"{first} The JSONAdapter fallback failed too: {second}",
+        raw=first.raw,
+        adapter=first.adapter,
+        field=first.field,
+    )
 
 
 def _type_info(annotation: Any) -> str:
