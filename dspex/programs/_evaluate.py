@@ -22,7 +22,7 @@ from dspex.programs._callbacks import hooked
 from dspex.programs._evaluate_journal import Journal, JournalEntry
 from dspex.programs._evaluate_progress import Progress, progress_enabled
 from dspex.programs._prediction import Prediction
-from dspex.programs._settings import current_settings
+from dspex.programs._settings import check_num_threads, current_settings
 
 if TYPE_CHECKING:
     from dspex.programs._evaluate_engine import Outcome
@@ -131,6 +131,8 @@ class Evaluate:
         **kwargs: Any,
     ) -> None:
         _check_kwargs("Evaluate", kwargs)
+        if num_threads is not None:
+            check_num_threads(num_threads, "Evaluate")
         self.devset = devset
         self.metric = metric
         self.num_threads = num_threads

@@ -22,7 +22,7 @@ from dspex.actors._lm._model import LM, set_scoped_params
 from dspex.actors._program_run import current_run
 from dspex.actors._runtime_registry import active_runtimes
 from dspex.actors._telemetry_emitter import begin_lm_report, end_lm_report, set_history_gate
-from dspex.programs._settings import DEFAULTS, _overrides, settings
+from dspex.programs._settings import DEFAULTS, _overrides, check_program_settings, settings
 
 if TYPE_CHECKING:
     from dspex.actors import Runtime
@@ -151,6 +151,7 @@ def start(
         settings_kwargs["lm"] = lm
     adapter = settings_kwargs.pop("adapter", None)
     program_keys = {k: settings_kwargs.pop(k) for k in list(settings_kwargs) if k in DEFAULTS}
+    check_program_settings(program_keys, "dspex.start")  # before anything starts
     loaded = load_settings(Path(config) if config is not None else None, **settings_kwargs)
     runtime = Runtime(loaded, clock=clock).start()
     lm_obj = lm if lm is not None and not isinstance(lm, str) else None
@@ -191,6 +192,7 @@ def configure(**kwargs: Any) -> None:
     runtime, models) are validated and raise ``ConfigError`` on bad values.
     """
     runtime_keys = {k: kwargs.pop(k) for k in list(kwargs) if k in _RUNTIME_KEYS}
+    check_program_settings(kwargs, "dspex.configure")  # before a runtime starts for it
     if "lm" in kwargs:
         kwargs["lm"] = _as_lm(kwargs["lm"])
     if "adapter" in kwargs and kwargs["adapter"] is not None:

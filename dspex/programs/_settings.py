@@ -30,7 +30,16 @@ from dspex.actors._callbacks import (
 )
 from dspex.errors import UsageError
 
-__all__ = ["DEFAULTS", "Settings", "configure", "context", "current_settings", "settings"]
+__all__ = [
+    "DEFAULTS",
+    "Settings",
+    "check_num_threads",
+    "check_program_settings",
+    "configure",
+    "context",
+    "current_settings",
+    "settings",
+]
 
 DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {
@@ -74,6 +83,7 @@ class Settings:
 
     def configure(self, **kwargs: Any) -> None:
         """Set global settings (visible to every thread not overriding them)."""
+        check_program_settings(kwargs, "dspex.configure")
         callbacks = "callbacks" in kwargs
         if callbacks:
             check_callbacks(kwargs["callbacks"], "dspex.configure")
@@ -88,6 +98,7 @@ class Settings:
     def context(self, **kwargs: Any) -> Iterator[None]:
         """Override settings for the current thread/task inside a ``with`` block."""
         _check_request_params(kwargs)
+        check_program_settings(kwargs, "dspex.context")
         scoped = None
         if "callbacks" in kwargs:
             check_callbacks(kwargs["callbacks"], "dspex.context")
@@ -159,6 +170,42 @@ def current_settings() -> Mapping[str, Any]:
 def configure(**kwargs: Any) -> None:
     """Set global settings, e.g. ``dspex.configure(lm=lm, adapter=ChatAdapter())``."""
     settings.configure(**kwargs)
+
+
+def check_num_threads(value: Any, where: str) -> int:
+    """``value`` if it is an int >= 1, else a UsageError naming ``where`` and the fix."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(
+            f"{where}(num_threads={value!r}): must be an int >= 1 (the number of examples "
+            "run at once), e.g. num_threads=16"
+        )
+    return value
+
+
+def check_program_settings(values: Mapping[str, Any], where: str) -> None:
+    """Refuse program settings no later call could use, when they are set.
+
+    ``where`` names the call for the message, e.g. ``"dspex.configure"``.
+    None leaves a setting to its default.
+    """
+    for key in ("num_threads", "async_max_workers"):
+        value = values.get(key)
+        if value is not None:
+            if key == "num_threads":
+                check_num_threads(value, where)
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(
+                    f"{where}({key}={value!r}): must be an int >= 1 (threads for async calls), "
+                    f"e.g. {key}=8"
+                )
+    max_errors = values.get("max_errors")
+    if max_errors is not None and (
+        isinstance(max_errors, bool) or not isinstance(max_errors, int | float) or max_errors < 0
+    ):
+        raise UsageError(
+            f"{where}(max_errors={max_errors!r}): must be a number >= 0 (stop after that many "
+            "failed examples), e.g. max_errors=10, or float('inf') to never stop"
+        )
 
 
 def _check_request_params(kwargs: dict[str, Any]) -> None:
