@@ -527,7 +527,13 @@ def load(path: str | Path, allow_pickle: bool = False) -> Any:
     with pickled.open("rb") as f:
         try:
             return ProgramUnpickler(f).load()
-        except (pickle.UnpicklingError, EOFError, RecursionError, ImportError, AttributeError) as exc:
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            RecursionError,
+            ImportError,
+            AttributeError,
+        ) as exc:
             # A damaged file, one nested too deeply, or one naming a class this
             # environment lacks; other errors come from the program's own code.
             raise UsageError(
