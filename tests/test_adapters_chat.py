@@ -383,7 +383,7 @@ def test_when_both_fail_the_message_leads_with_the_most_specific_cause() -> None
         ChatAdapter()(lm, {}, Who, [], {"question": "who?"})
     message = str(info.value)
     assert message.startswith("ChatAdapter could not parse output field `person`"), message
-    assert "about seven" in message.split("JSONAdapter fallback")[0]
+    assert "about seven" in message.split("JSONAdapter fallback", maxsplit=1)[0]
     assert "The JSONAdapter fallback failed too" in message and "lacks output field" in message
     assert (info.value.adapter, info.value.field) == ("ChatAdapter", "person")
     first = info.value.__cause__
