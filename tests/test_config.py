@@ -24,7 +24,7 @@ from dspex.config import (
     redact,
     split_model_id,
 )
-from dspex.config._loading import env_var_name
+from dspex.config._explain import env_var_name
 from dspex.errors import ConfigError, UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
