@@ -12,6 +12,7 @@ has no cycle.
 from __future__ import annotations
 
 import ast
+import itertools
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -214,7 +215,7 @@ def import_cycles(package: Path = PACKAGE) -> list[str]:
     cycles = []
     for members in _components(graph):
         path = _a_cycle(graph, members)
-        steps = [f"{a}:{graph[a][b]}" for a, b in zip(path, path[1:], strict=False)]
+        steps = [f"{a}:{graph[a][b]}" for a, b in itertools.pairwise(path)]
         text = " -> ".join([*steps, path[-1]])
         if len(members) > len(path) - 1:
             text += f"  (one of the cycles among {len(members)} modules: {', '.join(members)})"

@@ -17,8 +17,7 @@ from dspex.errors import UsageError
 from dspex.programs._module import Module, Parameter
 from dspex.programs._prediction import Prediction
 from dspex.programs._settings import current_settings
-from dspex.programs._signature import Signature
-from dspex.programs._signature_build import ensure_signature
+from dspex.programs._signature import Signature, ensure_signature
 from dspex.programs._state import lm_to_state, prepare_predict_state, serialize_demo
 
 __all__ = ["Predict"]

@@ -497,7 +497,7 @@ def load(path: str | Path, allow_pickle: bool = False) -> Any:
     """
     import pickle
 
-    from dspex.programs._signature_build import make_signature
+    from dspex.programs._signature import make_signature
 
     path = Path(path)
     if not (path / "metadata.json").is_file() or not (path / "program.pkl").is_file():

@@ -349,7 +349,7 @@ class Adapter:
 
 def _resolve(signature: Any) -> Any:
     if isinstance(signature, str):
-        from dspex.programs._signature_build import ensure_signature
+        from dspex.programs._signature import ensure_signature
 
         return ensure_signature(signature)
     return signature
