@@ -15,7 +15,7 @@ import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from dspex.errors import UsageError
 from dspex.programs._callbacks import hooked
@@ -112,6 +112,8 @@ class Evaluate:
     stops the run once that many examples failed and returns what finished.
     Every argument but ``devset`` may be overridden per call.
     """
+
+    _dspex_callback_kind: ClassVar[str] = "evaluate"  # see _callbacks.CALLBACK_KIND
 
     def __init__(
         self,

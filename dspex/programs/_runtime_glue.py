@@ -11,32 +11,22 @@ works from any thread.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # LM is light (the LM protocol types only); the Runtime and everything it
 # starts load on first use, keeping `dspex.Predict` cheap to import.
 from dspex.actors._lm._model import LM, set_scoped_params
-from dspex.actors._program_run import current_run
-from dspex.actors._runtime_registry import active_runtimes
-from dspex.actors._telemetry_emitter import begin_lm_report, end_lm_report, set_history_gate
+from dspex.actors._telemetry_emitter import set_history_gate
+from dspex.programs._adapters import ChatAdapter, JSONAdapter, XMLAdapter
+from dspex.programs._lm_report import running_runtime
 from dspex.programs._settings import DEFAULTS, _overrides, check_program_settings, settings
 
 if TYPE_CHECKING:
     from dspex.actors import Runtime
-    from dspex.actors._telemetry_emitter import TelemetryEmitter
 
-__all__ = [
-    "configure",
-    "configure_cache",
-    "generate_reported",
-    "history_emitter",
-    "inspect_history",
-    "running_runtime",
-    "start",
-]
+__all__ = ["configure", "configure_cache", "inspect_history", "start"]
 
 # Keys of dspex.config.Settings that configure() forwards to the runtime.
 _RUNTIME_KEYS = frozenset(
@@ -70,61 +60,6 @@ def _history_disabled() -> bool:
 
 
 set_history_gate(_history_disabled)
-
-
-def running_runtime() -> Runtime | None:
-    """The runtime a call made here belongs to, or None when none runs (never starts one)."""
-    run = current_run()
-    runtime = run.runtime if run is not None else None
-    if runtime is not None and getattr(runtime, "running", False):  # a stand-in has none
-        return runtime  # type: ignore[no-any-return]
-    active = active_runtimes()
-    return active[-1] if active else None
-
-
-def history_emitter(lm: Any) -> TelemetryEmitter | None:
-    """Where to report a call of ``lm`` for history and metrics, if anywhere.
-
-    None for a ``dspex.LM`` (its handle reports its own calls) and when no
-    runtime runs (history lives in a runtime; none is started for it).
-    """
-    if isinstance(lm, LM):
-        return None
-    runtime = running_runtime()
-    return runtime.telemetry if runtime is not None else None
-
-
-def generate_reported(
-    emitter: TelemetryEmitter,
-    lm: Any,
-    messages: Sequence[Mapping[str, Any]],
-    params: Mapping[str, Any],
-) -> Any:
-    """``lm.generate(messages, params)``, reported to ``emitter`` as ``dspex.LM`` reports.
-
-    Not reported again if an LM inside the call (a ``dspex.LM`` that ``lm``
-    wraps) reported it already.
-    """
-    scope = begin_lm_report()
-    started = time.perf_counter()
-    try:
-        response = lm.generate(messages, params)
-    except BaseException as exc:
-        if end_lm_report(scope):
-            emitter.report_lm_call(_label(lm), messages, _since(started), error=exc)
-        raise
-    if end_lm_report(scope):
-        emitter.report_lm_call(_label(lm), messages, _since(started), response)
-    return response
-
-
-def _since(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0
-
-
-def _label(lm: Any) -> str:
-    model = getattr(lm, "model", None)
-    return model if isinstance(model, str) and model else type(lm).__name__
 
 
 def _as_lm(value: Any) -> Any:
@@ -169,8 +104,6 @@ def start(
 def _adapter(value: Any) -> Any:
     if not isinstance(value, str):
         return value
-    from dspex.programs._adapters import ChatAdapter, JSONAdapter, XMLAdapter
-
     table = {"chat": ChatAdapter, "json": JSONAdapter, "xml": XMLAdapter}
     try:
         return table[value.lower()]()

@@ -1,4 +1,9 @@
-"""ChatAdapter: DSPy's default ``[[ ## field ## ]]`` marker format, with JSON fallback."""
+"""ChatAdapter: DSPy's default ``[[ ## field ## ]]`` marker format, with JSON fallback.
+
+JSONAdapter is defined here too, from its format (``_json.JSONFormat``) and
+ChatAdapter: it is a ChatAdapter (as in DSPy), and ChatAdapter falls back to
+it, so the two classes live in one module rather than import each other.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dspex.errors import AdapterParseError
-from dspex.programs._adapters._base import STRUCTURE_INTRO, Adapter, FieldPlan, field_placeholder
-from dspex.programs._adapters._values import annotation_name, format_input_value
+from dspex.programs._adapters._base import (
+    STRUCTURE_INTRO,
+    Adapter,
+    FieldPlan,
+    field_placeholders,
+    type_info,
+)
+from dspex.programs._adapters._json import JSONFormat
+from dspex.programs._adapters._values import format_input_value
 
-__all__ = ["ChatAdapter"]
+__all__ = ["ChatAdapter", "JSONAdapter"]
 
 # A marker opens a line (after optional spaces); text after it on the line belongs to it.
 _HEADER = re.compile(r"^[^\S\n]*\[\[ ## (\w+) ## \]\]", re.MULTILINE)
@@ -49,8 +61,6 @@ class ChatAdapter(Adapter):
         try:
             return super().__call__(lm, lm_kwargs, signature, demos, inputs)
         except AdapterParseError as first:
-            from dspex.programs._adapters._json import JSONAdapter
-
             if isinstance(self, JSONAdapter) or not self.use_json_adapter_fallback:
                 raise
             try:
@@ -66,15 +76,15 @@ class ChatAdapter(Adapter):
     def format_field_structure(self, signature: Any) -> str:
         parts = [
             STRUCTURE_INTRO,
-            _placeholders(signature.input_fields, is_input=True),
-            _placeholders(signature.output_fields, is_input=False),
+            field_placeholders(signature.input_fields, is_input=True),
+            field_placeholders(signature.output_fields, is_input=False),
             COMPLETED + "\n",
         ]
         return "\n\n".join(parts).strip()
 
     def user_message_output_requirements(self, signature: Any) -> str | None:
         fields = ", then ".join(
-            f"`[[ ## {name} ## ]]`{_type_info(info.annotation)}"
+            f"`[[ ## {name} ## ]]`{type_info(info.annotation)}"
             for name, info in signature.output_fields.items()
         )
         return (
@@ -140,26 +150,23 @@ def _leading_with(first: AdapterParseError, second: AdapterParseError) -> Adapte
     )
 
 
-def _type_info(annotation: Any) -> str:
-    if annotation is str:
-        return ""
-    return f" (must be formatted as a valid Python {annotation_name(annotation)})"
+class JSONAdapter(JSONFormat, ChatAdapter):
+    """Asks for a JSON object with the output fields and parses it tolerantly.
+
+    Sends OpenAI's strict ``json_schema`` ``response_format`` built from the
+    output types (``{"type": "json_object"}`` when a type has no strict
+    schema, e.g. an open ``dict``). A ``response_format`` the caller passes in
+    ``lm_kwargs`` wins. If the provider rejects the schema (HTTP 400/422), the
+    call is retried once with ``json_object``. Replies may wrap the object in
+    a code fence or prose and may use Python literal syntax.
+    """
 
 
-def _placeholders(fields: Mapping[str, Any], is_input: bool) -> str:
-    return "\n\n".join(
-        f"[[ ## {name} ## ]]\n{field_placeholder(name, info.annotation, is_input)}"
-        for name, info in fields.items()
-    ).strip()
+_FALLBACK: list[JSONAdapter] = []
 
 
-_FALLBACK: list[Any] = []
-
-
-def _json_fallback() -> Any:
+def _json_fallback() -> JSONAdapter:
     """The shared JSONAdapter used for fallback (adapters are stateless)."""
     if not _FALLBACK:
-        from dspex.programs._adapters._json import JSONAdapter
-
         _FALLBACK.append(JSONAdapter())
     return _FALLBACK[0]
