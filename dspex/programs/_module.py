@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any, cast
 from dspex.actors._callbacks import active_callbacks, ainvoke, check_callbacks, invoke
 from dspex.errors import UsageError
 from dspex.programs._settings import settings
+from dspex.programs._signature import Signature
+from dspex.programs._state import apply_module_state, load_module_state, save_module
 from dspex.programs._usage import call_tracked, current_usage_tracker
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from dspex.programs._predict import Predict
-
-__all__ = ["BaseModule", "Module", "Parameter", "ProgramMeta"]
+__all__ = ["BaseModule", "Module", "Parameter", "Predictor", "ProgramMeta"]
 
 logger = logging.getLogger("dspex.programs")
 
@@ -40,6 +40,19 @@ class Parameter:
 
     def load_state(self, state: Mapping[str, Any]) -> Any:
         raise NotImplementedError
+
+
+class Predictor(Parameter):
+    """A Parameter that calls an LM for a signature, with demos: what ``named_predictors()``
+    yields. ``Predict`` is the one dspex defines; Module finds predictors by this base,
+    so it need not import ``Predict`` (which is a Module)."""
+
+    signature: type[Signature]
+    config: dict[str, Any]
+    lm: Any
+    demos: list[Any]
+    traces: list[Any]
+    train: list[Any]
 
 
 class ProgramMeta(type):
@@ -174,8 +187,6 @@ class BaseModule:
         Every entry is checked before any is applied, so a bad state leaves
         the program untouched.
         """
-        from dspex.programs._state import apply_module_state
-
         apply_module_state(self, state, allow_unsafe_lm_state=allow_unsafe_lm_state)
         return self
 
@@ -190,8 +201,6 @@ class BaseModule:
         ``save_program=True`` pickles the whole program into the directory
         ``path`` instead; only load such a directory from a trusted source.
         """
-        from dspex.programs._state import save_module
-
         save_module(
             self, path, save_program=save_program, modules_to_serialize=modules_to_serialize
         )
@@ -206,8 +215,6 @@ class BaseModule:
 
         Never unpickles: ``.pkl`` state files are refused.
         """
-        from dspex.programs._state import load_module_state
-
         load_module_state(
             self, path, allow_pickle=allow_pickle, allow_unsafe_lm_state=allow_unsafe_lm_state
         )
@@ -303,13 +310,11 @@ class Module(BaseModule, metaclass=ProgramMeta):
 
     # -- predictors -------------------------------------------------------------------
 
-    def named_predictors(self) -> list[tuple[str, Predict]]:
+    def named_predictors(self) -> list[tuple[str, Predictor]]:
         """``(path, Predict)`` for every predictor in the program, e.g. ``"qa.predict"``."""
-        from dspex.programs._predict import Predict
+        return [(name, p) for name, p in self.named_parameters() if isinstance(p, Predictor)]
 
-        return [(name, p) for name, p in self.named_parameters() if isinstance(p, Predict)]
-
-    def predictors(self) -> list[Predict]:
+    def predictors(self) -> list[Predictor]:
         return [p for _, p in self.named_predictors()]
 
     def set_lm(self, lm: Any) -> None:
@@ -327,7 +332,7 @@ class Module(BaseModule, metaclass=ProgramMeta):
             "there is no single LM to return (inspect predictor.lm on each instead)"
         )
 
-    def map_named_predictors(self, func: Callable[[Predict], Any]) -> Module:
+    def map_named_predictors(self, func: Callable[[Predictor], Any]) -> Module:
         """Replace each predictor by ``func(predictor)``; returns self."""
         for name, predictor in self.named_predictors():
             _set_by_path(self, name, func(predictor))

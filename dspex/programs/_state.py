@@ -19,12 +19,11 @@ from collections.abc import Mapping
 from datetime import date, datetime, time
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dspex.errors import DSPexError, UsageError
 
 if TYPE_CHECKING:
-    from dspex.programs._module import BaseModule
     from dspex.programs._signature import Signature
 
 __all__ = [
@@ -43,6 +42,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("dspex.programs")
+
 
 # The DSPy release whose state layout we write; DSPy only warns on a mismatch.
 DSPY_FORMAT_VERSION = "3.0.3"
@@ -186,6 +186,12 @@ def serialize_demo(demo: Any, *, json_mode: bool = True) -> Any:
 
 
 # -- applying state ------------------------------------------------------------------
+class Program(Protocol):
+    """What saving and loading ask of a program (``Module`` serves it)."""
+
+    def named_parameters(self) -> list[tuple[str, Any]]: ...
+
+    def dump_state(self, json_mode: bool = True) -> dict[str, Any]: ...
 
 
 def prepare_predict_state(
@@ -231,7 +237,7 @@ def prepare_predict_state(
 
 
 def apply_module_state(
-    module: BaseModule, state: Mapping[str, Any], *, allow_unsafe_lm_state: bool = False
+    module: Program, state: Mapping[str, Any], *, allow_unsafe_lm_state: bool = False
 ) -> None:
     """Load ``state`` into every parameter of ``module``, all checked before any is set."""
     if not isinstance(state, Mapping):
@@ -307,7 +313,7 @@ def _metadata() -> dict[str, Any]:
 
 
 def save_module(
-    module: BaseModule,
+    module: Program,
     path: str | Path,
     *,
     save_program: bool = False,
@@ -342,7 +348,7 @@ def save_module(
 
 
 def load_module_state(
-    module: BaseModule,
+    module: Program,
     path: str | Path,
     *,
     allow_pickle: bool = False,
@@ -437,9 +443,7 @@ def _pickle_module() -> Any:
     return cloudpickle
 
 
-def _save_program_dir(
-    module: BaseModule, path: Path, modules_to_serialize: list[Any] | None
-) -> None:
+def _save_program_dir(module: Program, path: Path, modules_to_serialize: list[Any] | None) -> None:
     """Pickle the whole program into ``path/program.pkl`` plus ``metadata.json``.
 
     LMs are written as their redacted state and signatures as their fields,
