@@ -13,8 +13,13 @@ from __future__ import annotations
 
 import ast
 import itertools
+import os
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dspex"
 LAYERS = ["config", "supervision", "actors", "programs"]
@@ -254,3 +259,52 @@ def test_cycle_checker_catches_cycles_through_functions_and_type_checking(
         c.startswith("dspex.programs._c:3 -> dspex.programs._d:1 -> dspex.programs._c")
         for c in cycles
     )
+
+
+# -- no wiring at import time -------------------------------------------------------------
+
+_HOOKS_PROBE = """
+import sys
+import dspex.actors._lm._model as model
+import dspex.actors._telemetry_emitter as emitter
+import dspex.programs
+import dspex
+
+def installed():
+    return model._scoped_params is not None, emitter._history_off is not None
+
+assert installed() == (False, False), f"importing installed hooks: {installed()}"
+if sys.argv[1] == "start":
+    rt = dspex.start()
+else:  # a DSPy-style script: the default runtime starts under the first program call
+    from dspex.testing import DummyLM
+    dspex.settings.configure(lm=DummyLM([{"answer": "4"}]))
+    assert dspex.Predict("question -> answer")(question="2+2?").answer == "4"
+assert installed() == (True, True), f"hooks after a runtime started: {installed()}"
+with dspex.context(temperature=0.3, max_tokens=9, disable_history=True):
+    assert model._scoped_params() == {"temperature": 0.3, "max_tokens": 9}
+    assert emitter._history_off() is True
+assert model._scoped_params() is None and emitter._history_off() is False
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("how", ["start", "default"])
+def test_importing_installs_no_hooks_and_a_started_runtime_has_them(
+    tmp_path: Path, how: str
+) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(PACKAGE.parent),
+        "DSPEX_CACHE__DIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _HOOKS_PROBE, how],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

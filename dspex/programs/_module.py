@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from dspex.actors._callbacks import active_callbacks, ainvoke, check_callbacks, invoke
+from dspex.actors._program_run import current_run
 from dspex.errors import UsageError
+from dspex.programs._runtime_access import current_runtime
 from dspex.programs._settings import settings
 from dspex.programs._signature import Signature
 from dspex.programs._state import apply_module_state, load_module_state, save_module
@@ -263,8 +265,6 @@ class Module(BaseModule, metaclass=ProgramMeta):
         return self._routed_call(args, kwargs)
 
     def _routed_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        from dspex.actors import current_run, current_runtime
-
         if current_run() is not None:
             return self._observed_forward(args, kwargs)
         return current_runtime().run(

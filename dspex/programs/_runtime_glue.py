@@ -17,11 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 # LM is light (the LM protocol types only); the Runtime and everything it
 # starts load on first use, keeping `dspex.Predict` cheap to import.
-from dspex.actors._lm._model import LM, set_scoped_params
-from dspex.actors._telemetry_emitter import set_history_gate
+from dspex.actors._lm._model import LM
 from dspex.programs._adapters import ChatAdapter, JSONAdapter, XMLAdapter
 from dspex.programs._lm_report import running_runtime
-from dspex.programs._settings import DEFAULTS, _overrides, check_program_settings, settings
+from dspex.programs._runtime_access import current_runtime
+from dspex.programs._settings import (
+    DEFAULTS,
+    check_program_settings,
+    install_caller_hooks,
+    settings,
+)
 
 if TYPE_CHECKING:
     from dspex.actors import Runtime
@@ -32,34 +37,6 @@ __all__ = ["configure", "configure_cache", "inspect_history", "start"]
 _RUNTIME_KEYS = frozenset(
     {"temperature", "max_tokens", "lm_client", "models", "cache", "telemetry", "runtime"}
 )
-
-
-# Settings that dspex.context(...) may override per call, as request parameters.
-_SCOPED_REQUEST_KEYS = ("temperature", "max_tokens")
-
-
-def _scoped_request_params() -> Mapping[str, Any] | None:
-    current = settings.current()
-    found = {k: current[k] for k in _SCOPED_REQUEST_KEYS if current.get(k) is not None}
-    return found or None
-
-
-set_scoped_params(_scoped_request_params)
-
-
-def _history_disabled() -> bool:
-    """DSPy's ``disable_history`` in effect here (runs once per LM call).
-
-    Reads the context layer, then the global one, directly: building
-    ``settings.current()``'s ChainMap would cost about a microsecond a call.
-    """
-    layered = _overrides.get()
-    if layered is not None and "disable_history" in layered:
-        return bool(layered["disable_history"])
-    return bool(settings._global.get("disable_history"))
-
-
-set_history_gate(_history_disabled)
 
 
 def _as_lm(value: Any) -> Any:
@@ -88,6 +65,7 @@ def start(
     program_keys = {k: settings_kwargs.pop(k) for k in list(settings_kwargs) if k in DEFAULTS}
     check_program_settings(program_keys, "dspex.start")  # before anything starts
     loaded = load_settings(Path(config) if config is not None else None, **settings_kwargs)
+    install_caller_hooks()  # before its first call can run
     runtime = Runtime(loaded, clock=clock).start()
     lm_obj = lm if lm is not None and not isinstance(lm, str) else None
     if lm_obj is None and loaded.lm:
@@ -130,8 +108,6 @@ def configure(**kwargs: Any) -> None:
         kwargs["lm"] = _as_lm(kwargs["lm"])
     if "adapter" in kwargs and kwargs["adapter"] is not None:
         kwargs["adapter"] = _adapter(kwargs["adapter"])
-    from dspex.actors import current_runtime
-
     runtime = current_runtime()
     if runtime_keys:
         runtime.configure(**runtime_keys)
@@ -185,8 +161,6 @@ def configure_cache(
         cache["disk_max_bytes"] = disk_size_limit_bytes
     if memory_max_entries is not None:
         cache["memory_max_entries"] = memory_max_entries
-    from dspex.actors import current_runtime
-
     runtime = current_runtime()
     new = runtime.configure(cache=cache) if cache else runtime.settings  # rebuilds the store
     return new.cache.public_dict()

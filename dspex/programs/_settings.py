@@ -28,6 +28,8 @@ from dspex.actors._callbacks import (
     scope_callbacks,
     set_global_callbacks,
 )
+from dspex.actors._lm._model import set_scoped_params
+from dspex.actors._telemetry_emitter import set_history_gate
 from dspex.errors import UsageError
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "configure",
     "context",
     "current_settings",
+    "install_caller_hooks",
     "settings",
 ]
 
@@ -84,6 +87,8 @@ class Settings:
     def configure(self, **kwargs: Any) -> None:
         """Set global settings (visible to every thread not overriding them)."""
         check_program_settings(kwargs, "dspex.configure")
+        if not _hooks_installed and _HOOKED_KEYS & kwargs.keys():
+            install_caller_hooks()
         callbacks = "callbacks" in kwargs
         if callbacks:
             check_callbacks(kwargs["callbacks"], "dspex.configure")
@@ -99,6 +104,8 @@ class Settings:
         """Override settings for the current thread/task inside a ``with`` block."""
         _check_request_params(kwargs)
         check_program_settings(kwargs, "dspex.context")
+        if not _hooks_installed and _HOOKED_KEYS & kwargs.keys():
+            install_caller_hooks()  # a dspex.LM called outside any program reads these too
         scoped = None
         if "callbacks" in kwargs:
             check_callbacks(kwargs["callbacks"], "dspex.context")
@@ -170,6 +177,55 @@ def current_settings() -> Mapping[str, Any]:
 def configure(**kwargs: Any) -> None:
     """Set global settings, e.g. ``dspex.configure(lm=lm, adapter=ChatAdapter())``."""
     settings.configure(**kwargs)
+
+
+# -- what the actors layer reads here -------------------------------------------------
+#
+# dspex.LM and the telemetry emitter (actors layer) must see two program
+# settings in effect in the caller's thread, but may not import this layer:
+# they call hooks installed from here. Installing is not done at import (an
+# import has no side effects) but when a runtime is started or reached for a
+# program call (``start``, ``_runtime_access.current_runtime``), or when a
+# setting the hooks read is first set.
+
+_SCOPED_REQUEST_KEYS = ("temperature", "max_tokens")
+_HOOKED_KEYS = frozenset({*_SCOPED_REQUEST_KEYS, "disable_history"})
+_hooks_installed = False
+_hooks_lock = threading.Lock()
+
+
+def scoped_request_params() -> Mapping[str, Any] | None:
+    """``dspex.context(temperature=..., max_tokens=...)`` overrides in effect here, if any.
+
+    Runs in the calling thread on every ``dspex.LM`` call.
+    """
+    current = settings.current()
+    found = {k: current[k] for k in _SCOPED_REQUEST_KEYS if current.get(k) is not None}
+    return found or None
+
+
+def history_disabled() -> bool:
+    """DSPy's ``disable_history`` in effect here (runs once per LM call).
+
+    Reads the context layer, then the global one, directly: building
+    ``settings.current()``'s ChainMap would cost about a microsecond a call.
+    """
+    layered = _overrides.get()
+    if layered is not None and "disable_history" in layered:
+        return bool(layered["disable_history"])
+    return bool(settings._global.get("disable_history"))
+
+
+def install_caller_hooks() -> None:
+    """Install :func:`scoped_request_params` and :func:`history_disabled` in the
+    actors layer (idempotent, any thread). They stay for the process's life."""
+    global _hooks_installed
+    with _hooks_lock:
+        if _hooks_installed:
+            return
+        set_scoped_params(scoped_request_params)
+        set_history_gate(history_disabled)
+        _hooks_installed = True
 
 
 def check_num_threads(value: Any, where: str) -> int:
