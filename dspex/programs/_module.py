@@ -20,7 +20,8 @@ from dspex.errors import UsageError
 from dspex.programs._runtime_access import current_runtime
 from dspex.programs._settings import settings
 from dspex.programs._signature import Signature
-from dspex.programs._state import apply_module_state, load_module_state, save_module
+from dspex.programs._state import apply_module_state
+from dspex.programs._state_files import load_module_state, save_module
 from dspex.programs._usage import call_tracked, current_usage_tracker
 
 if TYPE_CHECKING:
