@@ -10,6 +10,9 @@ Everything else reads settings through :func:`current_settings` (or the
 the ConfigServer actor behind this same interface. The ``callbacks`` setting
 is also mirrored into ``dspex.actors._callbacks``, where every observed call
 reads it cheaply (and where ``dspex.LM``, below this layer, can see it).
+The actors layer reads two more settings through hooks installed from here
+(:func:`install_caller_hooks`): never at import, but when a runtime starts.
+Settings that no call could use (``num_threads=-1``) are refused when set.
 """
 
 from __future__ import annotations
