@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from runtime_helpers import wait_until
+from wait_helpers import wait_until
 
 import dspex
 from dspex.actors import RunContext, current_run
