@@ -27,6 +27,16 @@ def wait_until(condition: Callable[[], bool], timeout: float = WAIT, what: str =
         pause.wait(0.005)
 
 
+def wait_past(deadline: float) -> None:
+    """Block until ``deadline`` (``time.monotonic()``) has passed: a condition, not a guess.
+
+    For work that must overrun its run's deadline: ``wait_past(run.deadline)``.
+    """
+    pause = threading.Event()
+    while time.monotonic() <= deadline:
+        pause.wait(0.005)
+
+
 async def until(condition: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
     """The same for a coroutine: yield to the event loop until ``condition()`` holds."""
     deadline = time.monotonic() + timeout
