@@ -7,7 +7,6 @@ on a fake server, a thread that ends, a field that changes).
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -36,11 +35,3 @@ def wait_past(deadline: float) -> None:
     while time.monotonic() <= deadline:
         pause.wait(0.005)
 
-
-async def until(condition: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
-    """The same for a coroutine: yield to the event loop until ``condition()`` holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s: {what or condition}")
-        await asyncio.sleep(0)  # a yield, not a pause: lets ready callbacks run
