@@ -34,4 +34,3 @@ def wait_past(deadline: float) -> None:
     pause = threading.Event()
     while time.monotonic() <= deadline:
         pause.wait(0.005)
-
