@@ -644,3 +644,60 @@ def test_docs_list_every_setting_and_env_var() -> None:
         assert f"`{env_var_name(path)}`" in docs, path
     assert "kwargs > DSPEX_* environment > TOML file > defaults" in docs
     assert "load_settings" in docs and "DSPEX_CONFIG" in docs
+
+
+SECRET_NAMES = [
+    "api_key",
+    "OPENAI_API_KEY",
+    "x-api-key",
+    "x-goog-api-key",
+    "apiKey",
+    "apikey",
+    "Ocp-Apim-Subscription-Key",  # Azure: programs' detector knew it, config's did not
+    "subscription_key",
+    "auth_key",
+    "AWS_SECRET_ACCESS_KEY",
+    "accessKey",
+    "private_key",
+    "client_secret",
+    "access_token",
+    "refresh_token",
+    "Authorization",
+    "auth",
+    "bearer",
+    "password",
+    "passwd",
+    "credentials",
+    "Cookie",  # config's detector knew it, programs' did not
+    "Set-Cookie",
+    "cookies",
+]
+NOT_SECRET_NAMES = [
+    "max_tokens",
+    "max_completion_tokens",
+    "tpm",
+    "track_usage",
+    "lm",
+    "api_base",
+    "api_version",
+    "keyword",
+    "keywords",
+    "top_k",
+    "key",
+    "prompt_cache_key",
+    "idempotency_key",
+    "author",
+    "temperature",
+    "model",
+    "stop",
+]
+
+
+def test_one_secret_detector_for_settings_and_saved_programs() -> None:
+    from dspex.programs import _state
+
+    assert _state.is_secret_key is is_secret_key  # the same function, not a copy
+    for name in SECRET_NAMES:
+        assert is_secret_key(name), name
+    for name in NOT_SECRET_NAMES:
+        assert not is_secret_key(name), name

@@ -39,6 +39,7 @@ __all__ = [
     "Settings",
     "TelemetrySettings",
     "deep_merge",
+    "model_id_problem",
     "split_model_id",
 ]
 
@@ -93,20 +94,29 @@ def _model_id_hint(provider: str, name: str, has_slash: bool) -> str:
     return f"; did you mean '{guess}/{name}'?" if guess else ""
 
 
+def model_id_problem(model: str) -> str | None:
+    """What is wrong with ``model`` as a ``"provider/name"`` id (with a guess), or None."""
+    provider, slash, name = model.partition("/")
+    spaced = any(c.isspace() for c in model)
+    if slash and provider in PROVIDERS:
+        if name and not spaced:
+            return None
+        hint = f"; no model name follows '{provider}/'" if not name else "; remove the whitespace"
+    else:
+        hint = _model_id_hint(provider, name, bool(slash))
+    return f"must look like 'provider/name' with provider one of {', '.join(PROVIDERS)}{hint}"
+
+
 def split_model_id(model: str) -> tuple[str, str]:
     """Split ``"provider/name"`` into its provider and model name, checking both.
 
     Raises ``ValueError`` (a ``PydanticCustomError``) saying what a model id
     must look like; inside a settings model that becomes a ``ConfigError``.
     """
-    provider, slash, name = model.partition("/")
-    valid = slash and provider in PROVIDERS and name and not any(c.isspace() for c in model)
-    if not valid:
-        hint = _model_id_hint(provider, name, bool(slash))
-        raise _bad(
-            f"must look like 'provider/name' with provider one of {', '.join(PROVIDERS)}{hint}",
-            "a model id like 'openai/gpt-4o-mini'",
-        )
+    problem = model_id_problem(model)
+    if problem is not None:
+        raise _bad(problem, "a model id like 'openai/gpt-4o-mini'")
+    provider, _, name = model.partition("/")
     return provider, name
 
 

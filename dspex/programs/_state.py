@@ -21,6 +21,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dspex.config import is_secret_key
 from dspex.errors import DSPexError, UsageError
 
 if TYPE_CHECKING:
@@ -50,20 +51,7 @@ DSPY_FORMAT_VERSION = "3.0.3"
 # an untrusted source must not set them unless the caller allows it (as DSPy).
 UNSAFE_LM_STATE_KEYS = frozenset({"api_base", "base_url", "model_list"})
 
-_SECRET_WORDS = frozenset(
-    {"apikey", "secret", "password", "passwd", "token", "authorization", "credential"}
-    | {"credentials", "bearer"}
-)
-_KEYISH_QUALIFIERS = frozenset({"api", "access", "private", "secret", "subscription", "auth"})
 _PREDICT_STATE_KEYS = ("traces", "train", "demos")
-
-
-def is_secret_key(key: str) -> bool:
-    """True for parameter names that hold credentials (``api_key``, ``Authorization``...)."""
-    parts = set(key.lower().replace("-", "_").split("_"))
-    if parts & _SECRET_WORDS:
-        return True
-    return "key" in parts and bool(parts & _KEYISH_QUALIFIERS)
 
 
 def _redact(value: Any) -> Any:
@@ -126,6 +114,18 @@ def lm_from_state(state: Mapping[str, Any], *, allow_unsafe_lm_state: bool = Fal
             "Saved LM %r not restored: it is not a '<provider>/<model>' id; attach an LM in "
             "code (predictor.lm = ...) or configure one globally.",
             values["model"],
+        )
+        return None
+    from dspex.config import PROVIDERS
+
+    if values["model"].partition("/")[0] not in PROVIDERS:
+        # A litellm provider DSPy knows and dspex does not ("azure/...", "vllm/..."):
+        # dspex.LM would refuse it, so the file still loads and the LM is left out.
+        logger.warning(
+            "Saved LM %r not restored: dspex speaks to providers %s only; attach an LM in "
+            "code (predictor.lm = ...) or configure one globally.",
+            values["model"],
+            ", ".join(PROVIDERS),
         )
         return None
     factory = _lm_factory()

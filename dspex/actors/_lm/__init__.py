@@ -36,8 +36,9 @@ from dspex.actors._lm._types import (
 )
 
 if TYPE_CHECKING:
+    from dspex.actors._lm._cache_key import request_key
     from dspex.actors._lm._client import ClientSlot, LMClient
-    from dspex.actors._lm._handle import LMHandle, request_key
+    from dspex.actors._lm._handle import LMHandle
     from dspex.actors._lm._model import LM
     from dspex.actors._lm._resilience import (
         CircuitBreaker,
@@ -59,7 +60,7 @@ _LAZY: dict[str, str] = {
     "RateLimiter": "_resilience",
     "RetryPolicy": "_resilience",
     "VirtualSleeper": "_resilience",
-    "request_key": "_handle",
+    "request_key": "_cache_key",
 }
 
 __all__ = [

@@ -8,12 +8,15 @@ supervised client for this model, so the same ``LM`` works under
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dspex.actors._callbacks import active_callbacks, check_callbacks, invoke
+from dspex.actors._lm._providers._registry import check_model_id
+from dspex.actors._lm._resilience._config import LMClientConfig, setting_fix
 from dspex.actors._lm._types import LMResponse, Message
 from dspex.errors import UsageError
 
@@ -23,18 +26,10 @@ if TYPE_CHECKING:
 
 __all__ = ["LM", "set_scoped_params"]
 
-# Keyword arguments that configure the client, not the request.
-_CLIENT_KWARGS = (
-    "num_retries",
-    "timeout",
-    "rpm",
-    "tpm",
-    "backoff_base",
-    "backoff_max",
-    "breaker_failure_threshold",
-    "breaker_reset_timeout",
-    "max_in_flight",
-)
+# Keyword arguments that configure the client, not the request: every field of
+# LMClientConfig (they are "neither" parameters in _cache_key.PARAMS: never sent
+# nor keyed, so one given per call is ignored rather than sent).
+_CLIENT_KWARGS = tuple(f.name for f in dataclasses.fields(LMClientConfig))
 _STATE_SKIP = {"api_key"}
 
 ScopedParams = Callable[[], Mapping[str, Any] | None]
@@ -82,11 +77,7 @@ class LM:
         callbacks: Sequence[Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(model, str) or "/" not in model:
-            raise UsageError(
-                f"LM(model={model!r}): use '<provider>/<model>', e.g. 'openai/gpt-4o-mini', "
-                "'anthropic/claude-3-5-haiku-latest', 'gemini/gemini-2.0-flash' or 'local/smollm2'"
-            )
+        check_model_id(model, where="LM")
         if model_type != "chat":
             raise UsageError(f"LM(model_type={model_type!r}): only 'chat' models are supported")
         self.model = model
@@ -108,11 +99,22 @@ class LM:
         for name in _CLIENT_KWARGS:
             if name in kwargs:
                 client[name] = kwargs.pop(name)
+        for name, value in client.items():
+            # Refused here, not at the first call: the same wording as the settings'.
+            fix = setting_fix(name, value)
+            if fix is not None:
+                raise UsageError(f"LM({name}={value!r}) is invalid; use {fix}")
         self.client_settings = client
         defaults: dict[str, Any] = {}
         if temperature is not None:
+            if not _is_number(temperature) or not 0 <= temperature <= 2:
+                raise UsageError(
+                    f"LM(temperature={temperature!r}) is invalid; use a number from 0 to 2"
+                )
             defaults["temperature"] = temperature
         if max_tokens is not None:
+            if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+                raise UsageError(f"LM(max_tokens={max_tokens!r}) is invalid; use an int >= 1")
             defaults["max_tokens"] = max_tokens
         defaults.update(kwargs)
         self.kwargs: dict[str, Any] = defaults
@@ -137,10 +139,11 @@ class LM:
 
             runtime = current_runtime()
         handle = self._handles.get(runtime)
-        if handle is None:
+        # A closed slot: its client could not be restored; a new handle starts it afresh.
+        if handle is None or handle.slot.closed:
             with self._lock:
                 handle = self._handles.get(runtime)
-                if handle is None:
+                if handle is None or handle.slot.closed:
                     handle = runtime.lm_handle(
                         self.model,
                         api_base=self.api_base,
@@ -163,7 +166,9 @@ class LM:
         from dspex.actors._current import current_runtime
 
         runtime = current_runtime()
-        handle = self._handles.get(runtime) or self.handle(runtime)
+        handle = self._handles.get(runtime)
+        if handle is None or handle.slot.closed:
+            handle = self.handle(runtime)
         base = runtime.request_defaults(self.model)
         scoped = _scoped_params() if _scoped_params is not None else None
         if base or scoped:
@@ -283,3 +288,7 @@ class LM:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> LM:
         return self  # an LM is shared, like DSPy's: copies of a program use the same client
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

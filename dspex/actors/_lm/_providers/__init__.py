@@ -7,7 +7,6 @@ and gets an ``LMResponse`` or an error from the ``LMError`` tree.
 
 from dspex.actors._lm._providers._anthropic import DEFAULT_MAX_TOKENS, AnthropicProvider
 from dspex.actors._lm._providers._base import (
-    CLIENT_ONLY_PARAMS,
     ContextOverflow,
     HTTPCall,
     Provider,
@@ -22,7 +21,6 @@ from dspex.actors._lm._providers._openai import OpenAIProvider
 from dspex.actors._lm._providers._registry import PROVIDERS, resolve_provider
 
 __all__ = [
-    "CLIENT_ONLY_PARAMS",
     "DEFAULT_MAX_TOKENS",
     "PROVIDERS",
     "AnthropicProvider",

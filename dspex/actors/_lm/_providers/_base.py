@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
+from dspex.actors._lm._cache_key import wire_params
 from dspex.actors._lm._types import Completion, LMRequest, LMResponse, Message, Usage
 from dspex.errors import (
     AuthenticationError,
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = [
-    "CLIENT_ONLY_PARAMS",
     "ContextOverflow",
     "HTTPCall",
     "Provider",
@@ -49,24 +49,12 @@ __all__ = [
     "text_parts",
 ]
 
-CLIENT_ONLY_PARAMS = frozenset(
-    {
-        "api_base",
-        "api_key",
-        "base_url",
-        "cache",
-        "json_schema_style",
-        "num_retries",
-        "rollout_id",
-        "rpm",
-        "timeout",
-        "tpm",
-    }
-)
-"""LM settings that steer the client and are never sent to a provider."""
-
 _REDACTED = "<redacted>"
 _MAX_DETAIL = 500
+_WORD_CHARS = "A-Za-z0-9_-"  # what keys are made of: a key is masked as a whole token
+# A key this long cannot turn up inside other text by chance, so it is masked
+# wherever it occurs (also glued to other characters, as in "%3D<key>").
+_ANYWHERE_LENGTH = 12
 # Shapes of well-known key formats, in case a provider echoes one back.
 _KEY_PATTERN = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,})")
 
@@ -153,9 +141,8 @@ class Provider(ABC):
 
     @staticmethod
     def _params(request: LMRequest) -> dict[str, Any]:
-        return {
-            k: v for k, v in request.params.items() if v is not None and k not in CLIENT_ONLY_PARAMS
-        }
+        """The parameters to send: the table in ``_cache_key`` says which."""
+        return wire_params(request.params)
 
     @staticmethod
     def _checked_messages(request: LMRequest) -> list[Message]:
@@ -239,7 +226,7 @@ class Provider(ABC):
             )
         if status in (401, 403) or self._is_auth_failure(status, data):
             return AuthenticationError(
-                f"{where} authentication failed: {detail}. Check api_key or set "
+                f"{where} authentication failed: {detail.rstrip('. ')}. Check api_key or set "
                 f"{' or '.join(self.env_keys)}",
                 model=model,
                 status=status,
@@ -471,7 +458,21 @@ def _json_or_none(body: bytes) -> Any:
 
 
 def _scrub(text: str, api_key: str | None) -> str:
+    """``text`` (a provider's or httpx's message) with the API key masked, and cut short."""
     if api_key:
-        text = text.replace(api_key, _REDACTED)
+        text = _key_pattern(api_key).sub(_REDACTED, text)
     text = _KEY_PATTERN.sub(_REDACTED, text)
     return text if len(text) <= _MAX_DETAIL else text[:_MAX_DETAIL] + "..."
+
+
+def _key_pattern(api_key: str) -> re.Pattern[str]:
+    """Where ``api_key`` occurs in text: as a whole token, or anywhere if it is long.
+
+    A short key (tests use "k" or "test") masked as a substring would mangle
+    ordinary words ("un<redacted>nown"), and the message would no longer say
+    what went wrong.
+    """
+    key = re.escape(api_key)
+    if len(api_key) >= _ANYWHERE_LENGTH:
+        return re.compile(key)
+    return re.compile(rf"(?<![{_WORD_CHARS}]){key}(?![{_WORD_CHARS}])")
