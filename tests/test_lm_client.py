@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit
 
 import pykka
 import pytest
+from wait_helpers import wait_until
 
 from dspex.actors._lm._client import ClientSlot, GetStats, LMClient, Reconfigure
 from dspex.actors._lm._handle import LMHandle, request_key
@@ -40,16 +40,6 @@ KEY = "sk-test-SECRET-0123456789abcdef"
 
 def echo(body: dict[str, Any]) -> str:
     return "echo:" + str(body["messages"][-1]["content"])
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``condition`` until true; fail after ``timeout`` real seconds."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        pause.wait(0.005)
 
 
 class Events:

@@ -15,14 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime_helpers import (
-    SECRET,
-    StartRuntime,
-    chat_answer,
-    echo_answers,
-    make_lm,
-    wait_until,
-)
+from runtime_helpers import SECRET, StartRuntime, chat_answer, echo_answers, make_lm
+from wait_helpers import wait_until
 
 import dspex
 from dspex.errors import (

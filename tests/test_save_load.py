@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ from dspex.programs import (
     Prediction,
     context,
     load,
-    settings,
 )
 from dspex.testing import DummyLM
 
@@ -48,11 +46,7 @@ class RAG(Module):
         return result
 
 
-@pytest.fixture(autouse=True)
-def clean_settings() -> Iterator[None]:
-    settings.reset()
-    yield
-    settings.reset()
+pytestmark = pytest.mark.usefixtures("clean_settings")
 
 
 def _trained() -> RAG:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -12,12 +11,7 @@ import pytest
 from dspex.errors import UsageError
 from dspex.programs._settings import configure, context, current_settings, settings
 
-
-@pytest.fixture(autouse=True)
-def clean_settings() -> Iterator[None]:
-    settings.reset()
-    yield
-    settings.reset()
+pytestmark = pytest.mark.usefixtures("clean_settings")
 
 
 def test_defaults() -> None:
