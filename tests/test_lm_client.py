@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import logging
 import threading
-import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ import pykka
 import pytest
 from test_lm_io import gzip_bomb
 from transport_helpers import TRANSPORTS
+from wait_helpers import wait_until
 
 from dspex.actors._lm._client import ClientSlot, GetStats, LMClient, Reconfigure
 from dspex.actors._lm._handle import LMHandle, request_key
@@ -44,16 +44,6 @@ KEY = "sk-test-SECRET-0123456789abcdef"
 
 def echo(body: dict[str, Any]) -> str:
     return "echo:" + str(body["messages"][-1]["content"])
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``condition`` until true; fail after ``timeout`` real seconds."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        pause.wait(0.005)
 
 
 class Events:

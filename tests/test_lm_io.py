@@ -58,10 +58,12 @@ def test_io_loop_runs_coroutines_and_callbacks(io: IOLoop) -> None:
 def test_io_loop_stop_cancels_tasks_runs_cleanup_and_joins() -> None:
     io = IOLoop("test-io-stop")
     io.start()
+    started = threading.Event()
     cancelled = threading.Event()
     cleaned = threading.Event()
 
     async def forever() -> None:
+        started.set()
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
@@ -72,7 +74,8 @@ def test_io_loop_stop_cancels_tasks_runs_cleanup_and_joins() -> None:
         cleaned.set()
 
     io.call_soon(lambda: asyncio.get_running_loop().create_task(forever()))
-    assert io.run(asyncio.sleep(0.01), 5) is None
+    assert started.wait(5)  # stop must cancel a task that is running, not one never begun
+    assert io.run(asyncio.sleep(0), 5) is None
     assert io.stop(5, cleanup=cleanup)
     assert cleaned.is_set() and cancelled.is_set()
     assert not io.running

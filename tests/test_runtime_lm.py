@@ -16,15 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime_helpers import (
-    SECRET,
-    StartRuntime,
-    chat_answer,
-    echo_answers,
-    lm_client_refs,
-    make_lm,
-    wait_until,
-)
+from runtime_helpers import SECRET, StartRuntime, chat_answer, echo_answers, lm_client_refs, make_lm
+from wait_helpers import wait_until
 
 import dspex
 from dspex.actors._lm._client import Reconfigure
