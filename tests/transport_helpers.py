@@ -12,8 +12,9 @@ from dspex.actors._lm._transport import (
     HTTPReply,
     Transport,
     TransportName,
-    make_transport,
 )
+from dspex.actors._lm._transport_h11 import H11Transport
+from dspex.actors._lm._transport_httpx import HttpxTransport
 from dspex.actors._lm._types import LMResponse
 
 TRANSPORTS: tuple[TransportName, ...] = ("h11", "httpx")
@@ -29,7 +30,8 @@ class Wire:
         self.io.start()
 
         async def make() -> Transport:
-            return make_transport(name, **options)
+            kind = H11Transport if name == "h11" else HttpxTransport
+            return kind(**options)
 
         self.transport = self.io.run(make(), 5)
 

@@ -47,7 +47,7 @@ from dspex.actors._lm._resilience import (
     sleeper_for,
 )
 from dspex.actors._lm._slot import ClientSlot, Waiter
-from dspex.actors._lm._transport import Transport, choose_transport, env_proxies, make_transport
+from dspex.actors._lm._transport import Transport, TransportName, choose_transport, env_proxies
 from dspex.actors._lm._types import LMRequest, LMResponse
 from dspex.errors import ActorStoppedError, UsageError
 from dspex.supervision import Actor, ChildSpec, Clock, Restart, SystemClock, monitor
@@ -290,11 +290,8 @@ class _Engine:
             name = choose_transport(self.config.transport, url, self._proxies)
             transport = self._transports.get(name)
             if transport is None:
-                transport = make_transport(
-                    name,
-                    max_connections=self.config.max_in_flight,
-                    keepalive_expiry=30.0,
-                    trust_env=self._trust_env,
+                transport = _make_transport(
+                    name, max_connections=self.config.max_in_flight, trust_env=self._trust_env
                 )
                 self._transports[name] = transport
             self._routes[url] = transport
@@ -302,6 +299,25 @@ class _Engine:
 
     def __repr__(self) -> str:
         return f"<LM engine {self.model!r} #{self.epoch}>"
+
+
+def _make_transport(name: TransportName, *, max_connections: int, trust_env: bool) -> Transport:
+    """A new transport of kind ``name`` (on the loop thread that will use it).
+
+    Imported here, on first use: httpx costs about 100 ms to import, and a
+    client that never needs it should not pay that.
+    """
+    if name == "h11":
+        from dspex.actors._lm._transport_h11 import H11Transport
+
+        return H11Transport(
+            max_connections=max_connections, keepalive_expiry=30.0, trust_env=trust_env
+        )
+    from dspex.actors._lm._transport_httpx import HttpxTransport
+
+    return HttpxTransport(
+        max_connections=max_connections, keepalive_expiry=30.0, trust_env=trust_env
+    )
 
 
 # -- actor messages --------------------------------------------------------------

@@ -6,7 +6,8 @@ implement it: :class:`~dspex.actors._lm._transport_h11.H11Transport` (lean
 HTTP/1.1 on h11, direct connections only) and
 :class:`~dspex.actors._lm._transport_httpx.HttpxTransport` (httpx, which also
 speaks to proxies). :func:`choose_transport` picks one per URL from the
-``lm_client.transport`` setting.
+``lm_client.transport`` setting; the engine (``_client``) makes it. This
+module imports neither implementation: they import it.
 
 Both transports share what must behave the same whichever is used:
 
@@ -23,13 +24,10 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
 from dspex.errors import DSPexError
-
-if TYPE_CHECKING:
-    import ssl
 
 __all__ = [
     "ACCEPT_ENCODING",
@@ -49,7 +47,6 @@ __all__ = [
     "choose_transport",
     "env_proxies",
     "header_dict",
-    "make_transport",
 ]
 
 TransportName = Literal["h11", "httpx"]
@@ -342,31 +339,3 @@ def _proxied(url: str, proxies: Mapping[str, str]) -> bool:
     if parts.scheme not in proxies and "all" not in proxies:
         return False
     return not urllib.request.proxy_bypass(parts.hostname or "")
-
-
-def make_transport(
-    name: TransportName,
-    *,
-    max_connections: int = 512,
-    keepalive_expiry: float = 30.0,
-    ssl_context: ssl.SSLContext | None = None,
-    trust_env: bool = True,
-) -> Transport:
-    """A new transport of kind ``name``; make it on the loop thread that will use it."""
-    if name == "h11":
-        from dspex.actors._lm._transport_h11 import H11Transport
-
-        return H11Transport(
-            max_connections=max_connections,
-            keepalive_expiry=keepalive_expiry,
-            ssl_context=ssl_context,
-            trust_env=trust_env,
-        )
-    from dspex.actors._lm._transport_httpx import HttpxTransport
-
-    return HttpxTransport(
-        max_connections=max_connections,
-        keepalive_expiry=keepalive_expiry,
-        ssl_context=ssl_context,
-        trust_env=trust_env,
-    )
