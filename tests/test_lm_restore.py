@@ -15,7 +15,8 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
-from runtime_helpers import SECRET, StartRuntime, make_lm, wait_until
+from runtime_helpers import SECRET, StartRuntime, make_lm
+from wait_helpers import wait_until
 
 import dspex
 from dspex.actors._lm._client import LMClient, Reconfigure
