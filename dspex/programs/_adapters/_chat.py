@@ -118,16 +118,13 @@ class ChatAdapter(Adapter):
             if name in plan.output_names and name not in sections:  # first one wins
                 end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
                 sections[name] = text[match.end() : end].strip()
-        if len(sections) != len(plan.outputs):
-            raise self.missing_fields_error(
-                plan,
-                list(sections),
-                completion,
-                "Each output field must start on its own line with its marker, "
-                "e.g. `[[ ## name ## ]]`.",
-            )
-        convert = self.convert_field
-        return {f.name: convert(f, sections[f.name], completion) for f in plan.outputs}
+        return self.complete_outputs(
+            plan,
+            sections,
+            completion,
+            "Each output field must start on its own line with its marker, "
+            "e.g. `[[ ## name ## ]]`.",
+        )
 
 
 def _specificity(error: AdapterParseError) -> int:

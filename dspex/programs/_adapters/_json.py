@@ -104,13 +104,10 @@ class JSONFormat(Adapter):
                 adapter="JSONAdapter",
                 field=plan.outputs[0].name if plan.outputs else None,
             )
-        found = [f.name for f in plan.outputs if f.name in data]
-        if len(found) != len(plan.outputs):
-            raise self.missing_fields_error(
-                plan, found, completion, "Reply with one JSON object holding every output field."
-            )
-        convert = self.convert_field
-        return {f.name: convert(f, data[f.name], completion) for f in plan.outputs}
+        found = {f.name: data[f.name] for f in plan.outputs if f.name in data}
+        return self.complete_outputs(
+            plan, found, completion, "Reply with one JSON object holding every output field."
+        )
 
 
 def find_json_object(text: str) -> dict[str, Any] | None:

@@ -97,18 +97,13 @@ class XMLAdapter(ChatAdapter):
                 raw=completion,
                 adapter=name,
             ) from exc
-        values: dict[str, Any] = {}
-        for field in plan.outputs:
-            if field.name in found:
-                values[field.name] = self._read_field(field, found[field.name], completion)
-        if len(values) != len(plan.outputs):
-            raise self.missing_fields_error(
-                plan,
-                list(values),
-                completion,
-                "Wrap each output field in its tags, e.g. `<name>...</name>`.",
-            )
-        return values
+        return self.complete_outputs(
+            plan,
+            found,
+            completion,
+            "Wrap each output field in its tags, e.g. `<name>...</name>`.",
+            convert=self._read_field,
+        )
 
     def _read_field(self, field: FieldPlan, elements: list[ET.Element], raw: str) -> Any:
         """The field's value from its element(s): shaped by its schema, then converted."""
