@@ -13,6 +13,7 @@ from ._chain_of_thought import ChainOfThought
 from ._evaluate import Evaluate, EvaluationResult
 from ._example import Example
 from ._fields import FieldInfo, InputField, OutputField, infer_prefix
+from ._judged_metrics import CompleteAndGrounded, SemanticF1
 from ._majority import majority
 from ._metrics import (
     answer_exact_match,
@@ -33,6 +34,7 @@ from ._settings import context, current_settings, settings
 from ._signature import Signature, SignatureMeta
 from ._signature_build import ensure_signature, make_signature
 from ._state import load
+from ._syncify import syncify
 from ._tool import Tool
 from ._usage import track_usage
 
@@ -44,6 +46,7 @@ __all__ = [
     "BestOfN",
     "ChainOfThought",
     "ChatAdapter",
+    "CompleteAndGrounded",
     "Completions",
     "Evaluate",
     "EvaluationResult",
@@ -61,6 +64,7 @@ __all__ = [
     "Prediction",
     "ReAct",
     "Refine",
+    "SemanticF1",
     "Signature",
     "SignatureMeta",
     "Tool",
@@ -83,6 +87,7 @@ __all__ = [
     "normalize_text",
     "settings",
     "start",
+    "syncify",
     "track_usage",
 ]
 

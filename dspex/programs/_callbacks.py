@@ -85,7 +85,8 @@ def hooked(kind: str, *, once_per_instance: bool = False) -> Callable[[F], F]:
 def with_callbacks(fn: F) -> F:
     """DSPy's decorator: calls of the method fire the hooks matching the instance.
 
-    LMs fire ``on_lm_*``, ``Evaluate`` ``on_evaluate_*``, adapters
+    LMs fire ``on_lm_*``, ``Evaluate`` ``on_evaluate_*``, optimizers
+    ``on_compile_*``, adapters
     ``on_adapter_format_*`` / ``on_adapter_parse_*`` (for ``format`` / ``parse``),
     anything else ``on_module_*``.
     """
@@ -95,9 +96,12 @@ def with_callbacks(fn: F) -> F:
         from dspex.actors._lm._types import LMProtocol
         from dspex.programs._adapters._base import Adapter
         from dspex.programs._evaluate import Evaluate
+        from dspex.programs._teleprompt._base import Teleprompter
 
         if isinstance(instance, LMProtocol):
             return "lm"
+        if isinstance(instance, Teleprompter):
+            return "compile"
         if isinstance(instance, Evaluate):
             return "evaluate"
         if isinstance(instance, Adapter):
