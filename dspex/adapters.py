@@ -6,12 +6,20 @@ The same classes as the top-level names, for DSPy code that imports them from
 
 from typing import TYPE_CHECKING, Any
 
-from dspex.programs import Adapter, ChatAdapter, JSONAdapter, Tool, XMLAdapter
+from dspex.programs import Adapter, ChatAdapter, JSONAdapter, Tool, TwoStepAdapter, XMLAdapter
 
 if TYPE_CHECKING:
     from dspex.programs._history import History
 
-__all__ = ["Adapter", "ChatAdapter", "History", "JSONAdapter", "Tool", "XMLAdapter"]
+__all__ = [
+    "Adapter",
+    "ChatAdapter",
+    "History",
+    "JSONAdapter",
+    "Tool",
+    "TwoStepAdapter",
+    "XMLAdapter",
+]
 
 
 def __getattr__(name: str) -> Any:

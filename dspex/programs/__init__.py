@@ -6,7 +6,7 @@ unimported until a program needs it).
 
 from dspex._lazy import lazy_face
 
-from ._adapters import Adapter, ChatAdapter, JSONAdapter, XMLAdapter
+from ._adapters import Adapter, ChatAdapter, JSONAdapter, TwoStepAdapter, XMLAdapter
 from ._asyncify import asyncify
 from ._best_of_n import BestOfN
 from ._chain_of_thought import ChainOfThought
@@ -68,6 +68,7 @@ __all__ = [
     "Signature",
     "SignatureMeta",
     "Tool",
+    "TwoStepAdapter",
     "XMLAdapter",
     "answer_exact_match",
     "answer_passage_match",
