@@ -11,6 +11,7 @@ tune it.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -143,8 +144,6 @@ class TwoStepAdapter(Adapter):
             fields[name] = (info.annotation, info)
         listed = ", ".join(f"`{name}`" for name in signature.output_fields)
         extractor = make_signature(fields, _EXTRACTION_INSTRUCTIONS.format(fields=listed))
-        try:
+        with contextlib.suppress(TypeError):  # not weak-referenceable: rebuilt per call
             self._extractors[signature] = extractor
-        except TypeError:  # not weak-referenceable: rebuilt per call
-            pass
         return extractor
