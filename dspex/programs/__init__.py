@@ -1,7 +1,8 @@
 """The DSPy programming model: signatures, examples, modules, adapters, evaluation.
 
-``History`` loads on first use (it is a pydantic model; pydantic stays
-unimported until a program needs it).
+``History`` and the custom field types (``Image``, ``Audio``, ``File``,
+``Code``, ``Reasoning``, ``ToolCalls``, ``Type``) load on first use (they are
+pydantic models; pydantic stays unimported until a program needs it).
 """
 
 from dspex._lazy import lazy_face
@@ -38,21 +39,36 @@ from ._syncify import syncify
 from ._tool import Tool
 from ._usage import track_usage
 
-_LAZY: dict[str, str] = {"History": "_history"}
+# pydantic models: loaded on first use
+_LAZY: dict[str, str] = {
+    "History": "_history",
+    "Audio": "_types._media",
+    "File": "_types._media",
+    "Image": "_types._media",
+    "Code": "_types._text",
+    "Reasoning": "_types._text",
+    "ToolCalls": "_types._tool_calls",
+    "ToolCallResults": "_types._tool_calls",
+    "Type": "_types._base",
+}
 
 __all__ = [
     "Adapter",
+    "Audio",
     "BaseModule",
     "BestOfN",
     "ChainOfThought",
     "ChatAdapter",
+    "Code",
     "CompleteAndGrounded",
     "Completions",
     "Evaluate",
     "EvaluationResult",
     "Example",
     "FieldInfo",
+    "File",
     "History",
+    "Image",
     "InputField",
     "JSONAdapter",
     "Module",
@@ -63,12 +79,16 @@ __all__ = [
     "Predict",
     "Prediction",
     "ReAct",
+    "Reasoning",
     "Refine",
     "SemanticF1",
     "Signature",
     "SignatureMeta",
     "Tool",
+    "ToolCallResults",
+    "ToolCalls",
     "TwoStepAdapter",
+    "Type",
     "XMLAdapter",
     "answer_exact_match",
     "answer_passage_match",

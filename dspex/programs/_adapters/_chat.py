@@ -121,6 +121,9 @@ class ChatAdapter(Adapter):
 def _type_info(annotation: Any) -> str:
     if annotation is str:
         return ""
+    requirement = getattr(annotation, "__dspex_requirement__", None)
+    if isinstance(requirement, str):  # ToolCalls describes itself
+        return requirement
     return f" (must be formatted as a valid Python {annotation_name(annotation)})"
 
 
