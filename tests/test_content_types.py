@@ -224,6 +224,8 @@ def test_reasoning_acts_as_a_string() -> None:
     assert thought == "Step one" and str(thought) == "Step one"
     assert thought.lower() == "step one" and "one" in thought and len(thought) == 8
     assert thought + "!" == "Step one!"
+    with pytest.raises(AttributeError, match="`Reasoning` object has no attribute 'nope'"):
+        thought.nope  # noqa: B018
 
 
 def test_tool_calls_accept_provider_shapes_and_execute() -> None:

@@ -84,6 +84,7 @@ def test_an_extraction_failure_is_an_adapter_parse_error_with_the_main_reply() -
         adapter(main, {}, dspex.Signature("question -> answer: int"), [], {"question": "?"})
     assert caught.value.raw == "I cannot decide."
     assert caught.value.adapter == "TwoStepAdapter"
+    assert "Failed to parse response from the original completion" in str(caught.value)
     assert "answer" in str(caught.value)
 
 

@@ -122,8 +122,8 @@ class TwoStepAdapter(Adapter):
             )
         except AdapterParseError as exc:
             raise AdapterParseError(
-                f"TwoStepAdapter: the extraction model could not parse the main LM's reply "
-                f"into {list(signature.output_fields)}: {exc}",
+                "TwoStepAdapter: Failed to parse response from the original completion (the "
+                f"extraction model's reply did not fit {list(signature.output_fields)}): {exc}",
                 raw=completion,
                 adapter="TwoStepAdapter",
                 field=exc.field,

@@ -157,6 +157,6 @@ class Reasoning(Type):
             return super().__getattr__(name)  # type: ignore[misc]
         except AttributeError:
             raise AttributeError(
-                f"Reasoning has no attribute {name!r}; it acts as a str: use str(value) or "
-                "value.content"
+                f"`Reasoning` object has no attribute {name!r}. It acts as a str: use "
+                "str(value), or value.content"
             ) from None
