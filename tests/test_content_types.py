@@ -142,6 +142,8 @@ def test_image_sources_without_pillow(tmp_path: Path) -> None:
     assert Image.from_path(str(path)).url == PNG_URI
     with pytest.raises(ValueError, match="from_path"):
         Image(str(path))  # a local path is never read implicitly
+    with pytest.raises(ValueError, match="File not found"):
+        Image.from_path(str(tmp_path / "missing.png"))
     with pytest.raises(ValueError, match="not an image"):
         Image(b"%PDF-1.4 not a picture")
     with pytest.raises(ValueError, match="cannot tell"):
@@ -188,7 +190,7 @@ def test_audio_and_file_sources(tmp_path: Path) -> None:
     assert loaded.filename == "notes.txt"
     assert loaded.file_data == "data:text/plain;base64," + base64.b64encode(b"hello").decode()
     assert File.from_file_id("file-9").format() == [{"type": "file", "file": {"file_id": "file-9"}}]
-    with pytest.raises(ValueError, match="file_data"):
+    with pytest.raises(ValueError, match="at least one of: file_data, file_id, or filename"):
         File({"name": "x"})
 
 

@@ -50,7 +50,7 @@ def _mime_of_path(path: str, data: bytes, what: str) -> str:
 
 def _read(path: str, cls: str) -> bytes:
     if not os.path.isfile(path):
-        raise ValueError(f"{cls}.from_path({path!r}): no such file")
+        raise ValueError(f"File not found: {path} ({cls}.from_path reads a local file)")
     with open(path, "rb") as handle:
         return handle.read()
 
@@ -303,7 +303,9 @@ def encode_file(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         if {"file_data", "file_id", "filename"} & set(value):
             return dict(value)
-        raise ValueError("File(dict) needs at least one of file_data, file_id, filename")
+        raise ValueError(
+            "File(dict) must contain at least one of: file_data, file_id, or filename"
+        )
     if isinstance(value, str):
         if value.startswith("data:"):
             return {"file_data": value}
