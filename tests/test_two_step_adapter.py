@@ -111,3 +111,14 @@ def test_callbacks_see_the_two_step_format_and_parse() -> None:
     from dspex.adapters import TwoStepAdapter
 
     assert TwoStepAdapter is dspex.TwoStepAdapter
+
+
+def test_the_adapter_pickles_without_its_cache() -> None:
+    import pickle
+
+    adapter = dspex.TwoStepAdapter(ProseLM("[[ ## answer ## ]]\na\n\n[[ ## completed ## ]]"))
+    signature = dspex.Signature("question -> answer")
+    adapter.extractor_signature(signature)
+    copy = pickle.loads(pickle.dumps(adapter))
+    assert isinstance(copy.extraction_model, ProseLM)
+    assert copy(ProseLM("a"), {}, signature, [], {"question": "?"}) == [{"answer": "a"}]

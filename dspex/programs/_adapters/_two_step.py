@@ -50,6 +50,15 @@ class TwoStepAdapter(Adapter):
     def __repr__(self) -> str:
         return f"TwoStepAdapter(extraction_model={self.extraction_model!r})"
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_extractors"] = None  # a cache of weak references: rebuilt after unpickling
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._extractors = weakref.WeakKeyDictionary()
+
     # --- the first request ----------------------------------------------------
 
     def format(

@@ -303,9 +303,7 @@ def encode_file(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         if {"file_data", "file_id", "filename"} & set(value):
             return dict(value)
-        raise ValueError(
-            "File(dict) must contain at least one of: file_data, file_id, or filename"
-        )
+        raise ValueError("File(dict) must contain at least one of: file_data, file_id, or filename")
     if isinstance(value, str):
         if value.startswith("data:"):
             return {"file_data": value}
