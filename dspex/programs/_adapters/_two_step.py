@@ -19,6 +19,8 @@ from typing import Any
 from dspex.errors import AdapterParseError, UsageError
 from dspex.programs._adapters._base import Adapter, FieldPlan, _describe_fields, _resolve
 from dspex.programs._adapters._chat import ChatAdapter
+from dspex.programs._fields import InputField
+from dspex.programs._signature import make_signature
 
 __all__ = ["TwoStepAdapter"]
 
@@ -145,9 +147,6 @@ class TwoStepAdapter(Adapter):
             return self._extractors[signature]
         except (KeyError, TypeError):
             pass
-        from dspex.programs._fields import InputField
-        from dspex.programs._signature_build import make_signature
-
         fields: dict[str, Any] = {"text": (str, InputField())}
         for name, info in signature.output_fields.items():
             fields[name] = (info.annotation, info)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from dspex.errors import UsageError
 from dspex.programs._callbacks import hooked
@@ -19,6 +19,8 @@ class Teleprompter:
     ``on_compile_start`` / ``on_compile_end`` (in the calling thread), once
     per call even when an override calls ``super().compile``.
     """
+
+    _dspex_callback_kind: ClassVar[str] = "compile"  # see _callbacks.CALLBACK_KIND
 
     def __init__(self) -> None:
         pass

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import pydantic
 
+from dspex.programs._adapters._decode import decode_data
 from dspex.programs._types._base import Type
 
 __all__ = ["ToolCallResults", "ToolCalls"]
@@ -39,8 +40,6 @@ def _normalized_call(data: Any) -> dict[str, Any]:
 
 
 def _json_arguments(text: str) -> dict[str, Any]:
-    from dspex.programs._adapters._decode import decode_data
-
     try:
         decoded = decode_data(text)
     except ValueError:
