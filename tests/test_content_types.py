@@ -246,6 +246,8 @@ def test_tool_calls_accept_provider_shapes_and_execute() -> None:
     assert calls.tool_calls[1].execute(functions={"shout": lambda text: text.upper()}) == "HI"
     with pytest.raises(ValueError, match="not found"):
         calls.tool_calls[1].execute(functions={})
+    with pytest.raises(ValueError, match="function value"):
+        ToolCalls.from_dict_list([{"function": "bad"}])
     results = ToolCallResults.from_tool_calls_and_values(calls, [3, "HI"])
     assert [r.call_id for r in results.tool_call_results] == ["c1", None]
     with pytest.raises(ValueError, match="one value per call"):

@@ -26,7 +26,9 @@ def _normalized_call(data: Any) -> dict[str, Any]:
     if "function" in data:
         function = data.get("function") or {}
         if not isinstance(function, dict):
-            raise ValueError(f"tool call `function` must be a dict, got {function!r}")
+            raise ValueError(
+                f"invalid function value in a tool call: {function!r} (expected a dict)"
+            )
         arguments = function.get("arguments", {})
         name = function.get("name") or data.get("name")
     else:
