@@ -15,7 +15,6 @@ import collections
 import contextlib
 import datetime
 import math
-import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -32,6 +31,7 @@ from dspex.actors._telemetry_emitter import (
     _PollingInbox,
     history_params,
 )
+from dspex.config._logging import LOGGING_STREAM
 from dspex.supervision import Actor, Event
 
 __all__ = [
@@ -161,7 +161,7 @@ class Telemetry(Actor):
         # redacted copy of the data it would need) entirely.
         threshold = logging.getLevelNamesMapping().get(self._level.upper(), logging.INFO)
         if self._format != "off" and threshold <= logging.INFO:
-            self._logger = _make_logger(self._format, self._level, self._stream or sys.stderr)
+            self._logger = _make_logger(self._format, self._level, self._stream or LOGGING_STREAM)
 
     # -- intake -----------------------------------------------------------------
 
@@ -412,7 +412,7 @@ def _loggable(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in _HISTORY_ONLY}
 
 
-def _make_logger(fmt: str, level: str, stream: TextIO) -> Any:
+def _make_logger(fmt: str, level: str, stream: Any) -> Any:
     import logging
 
     import structlog
