@@ -93,14 +93,15 @@ def test_lm_history_entries_carry_dspys_keys(start_runtime: StartRuntime) -> Non
         echo_answers(fake)
         lm = make_lm(fake, temperature=0.5)
         lm("first")
-        lm("second", max_tokens=9)
+        lm("second", max_tokens=9, api_key_hint="x")
         history = lm.history
     assert len(history) == 2
     first, second = history
     assert DSPY_KEYS <= set(first)
     assert first["messages"] == [{"role": "user", "content": "first"}]
-    assert first["kwargs"]["temperature"] == 0.5 and second["kwargs"]["max_tokens"] == 9
-    assert not any(k.startswith("api_") for k in first["kwargs"])
+    # As DSPy: the call's own parameters, not the LM's defaults (temperature=0.5), and
+    # never an api_* entry.
+    assert first["kwargs"] == {} and second["kwargs"] == {"max_tokens": 9}
     assert isinstance(first["response"], LMResponse) and "first" in first["outputs"][0]
     assert first["usage"]["total_tokens"] == (
         first["usage"]["prompt_tokens"] + first["usage"]["completion_tokens"]
