@@ -105,8 +105,9 @@ class DummyLM:
 
     ``history`` holds one dict per call with DSPy's keys (``prompt``,
     ``messages``, ``kwargs``, ``response``, ``outputs``, ``usage``, ``cost``,
-    ``timestamp``, ``uuid``, ``model``, ``response_model``, ``model_type``);
-    ``params`` is the same dict as ``kwargs`` (the merged parameters).
+    ``timestamp``, ``uuid``, ``model``, ``response_model``, ``model_type``):
+    ``kwargs`` are the call's own parameters, ``params`` those merged over
+    this LM's ``kwargs``.
     """
 
     model: str
@@ -173,7 +174,7 @@ class DummyLM:
                 {
                     "prompt": prompt,
                     "messages": list(messages),
-                    "kwargs": merged,
+                    "kwargs": dict(params),  # the call's own, as DSPy records them
                     "params": merged,
                     "response": response,
                     "outputs": texts,
