@@ -565,12 +565,9 @@ def test_truncate_trajectory_drops_the_four_oldest_entries() -> None:
 # -- DSPy's exact prompt --------------------------------------------------------------------
 
 
-class _Point(BaseModel):
+class Point(BaseModel):  # its name is the schema title the golden prompt shows
     x: int
     y: int = 0
-
-
-_Point.__name__ = "Point"  # the schema title the golden prompt shows
 
 
 def _search(query: str, k: int = 3) -> str:
@@ -581,7 +578,7 @@ def _search(query: str, k: int = 3) -> str:
     return f"{query} is in France"
 
 
-def _nearest(origin: _Point, tags: list[str] = ["a"]) -> int:  # noqa: B006  (the prompt shows it)
+def _nearest(origin: Point, tags: list[str] = ["a"]) -> int:  # noqa: B006  (the prompt shows it)
     return 1
 
 
