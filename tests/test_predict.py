@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,17 +18,11 @@ from dspex.programs import (
     Prediction,
     configure,
     context,
-    settings,
 )
 from dspex.programs._adapters import JSONAdapter
 from dspex.testing import DummyLM
 
-
-@pytest.fixture(autouse=True)
-def clean_settings() -> Iterator[None]:
-    settings.reset()
-    yield
-    settings.reset()
+pytestmark = pytest.mark.usefixtures("clean_settings")
 
 
 def _last_user(lm: DummyLM) -> str:
@@ -213,7 +206,8 @@ def test_json_adapter_from_settings() -> None:
     with context(lm=lm, adapter=JSONAdapter()):
         pred = qa(question="q")
     assert (pred.answer, pred.count) == ("x", 3)
-    assert "response_format" in lm.history[-1]["params"]
+    # As in DSPy: DummyLM lists no supported_params, so no response_format is sent.
+    assert "response_format" not in lm.history[-1]["params"]
 
 
 def test_trace_is_recorded_when_enabled() -> None:

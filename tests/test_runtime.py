@@ -15,14 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime_helpers import (
-    SECRET,
-    StartRuntime,
-    chat_answer,
-    echo_answers,
-    make_lm,
-    wait_until,
-)
+from runtime_helpers import SECRET, StartRuntime, chat_answer, echo_answers, make_lm
+from wait_helpers import wait_until
 
 import dspex
 from dspex.errors import (
@@ -31,6 +25,7 @@ from dspex.errors import (
     LMTimeoutError,
     MaxChildrenError,
     ProgramError,
+    RegistryError,
 )
 from dspex.programs import Module
 from dspex.testing import FakeOpenAI, Fault
@@ -154,7 +149,7 @@ def test_configure_from_a_non_main_thread(start_runtime: StartRuntime, fake: Any
     prediction = dspex.Predict("question -> answer")(question="from main")
     assert prediction.answer == "from main"
     body = fake.requests[-1].json
-    assert body["temperature"] == 0.3 and body["max_tokens"] == 77
+    assert body["temperature"] == 0.3 and body["max_completion_tokens"] == 77
 
 
 def test_request_parameter_precedence(start_runtime: StartRuntime, fake: Any) -> None:
@@ -165,7 +160,7 @@ def test_request_parameter_precedence(start_runtime: StartRuntime, fake: Any) ->
     def call(lm: Any, prompt: str, **params: Any) -> None:
         lm(prompt, **params)
         body = fake.requests[-1].json
-        sent.append((body.get("temperature"), body.get("max_tokens")))
+        sent.append((body.get("temperature"), body.get("max_completion_tokens")))
 
     call(plain, "settings")  # the runtime's settings are the defaults
     call(own, "the LM's own")  # the LM's keyword arguments beat them
@@ -494,3 +489,11 @@ def test_a_long_runs_start_event_is_not_held_back(start_runtime: StartRuntime) -
         finally:
             release.set()
         assert result.result(timeout=10) is True
+
+
+def test_whereis_refuses_a_name_no_service_ever_had_at_once(start_runtime: StartRuntime) -> None:
+    rt = start_runtime()
+    # Before: it waited CALL_TIMEOUT (10 s) for the name, then said it "did not come back".
+    with pytest.raises(RegistryError, match=r"rt\.whereis\('nope'\): this runtime has no service"):
+        rt.whereis("nope")
+    assert rt.whereis("cache").is_alive()

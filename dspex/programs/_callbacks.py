@@ -18,14 +18,20 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from dspex.actors._callbacks import active_callbacks, ainvoke, end_call, invoke, start_call
-from dspex.programs._runtime_glue import generate_reported, history_emitter
+from dspex.actors._lm._types import LMProtocol
+from dspex.programs._lm_report import generate_reported, history_emitter
 from dspex.programs._usage import note_usage
 
-__all__ = ["call_lm", "hooked", "with_callbacks"]
+__all__ = ["CALLBACK_KIND", "call_lm", "hooked", "with_callbacks"]
 
 logger = logging.getLogger("dspex.callbacks")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+CALLBACK_KIND = "_dspex_callback_kind"
+"""The class attribute naming which hooks :func:`with_callbacks` fires for a class's
+instances: ``"adapter"`` (Adapter) or ``"evaluate"`` (Evaluate). A marker, not
+``isinstance``, so this module needs neither class (both import it)."""
 
 # The (instance id, kind) of the innermost call observed with once_per_instance:
 # an override calling super().format() is one format call, not two.
@@ -85,22 +91,22 @@ def hooked(kind: str, *, once_per_instance: bool = False) -> Callable[[F], F]:
 def with_callbacks(fn: F) -> F:
     """DSPy's decorator: calls of the method fire the hooks matching the instance.
 
-    LMs fire ``on_lm_*``, ``Evaluate`` ``on_evaluate_*``, adapters
+    LMs fire ``on_lm_*``, ``Evaluate`` ``on_evaluate_*``, optimizers
+    ``on_compile_*``, adapters
     ``on_adapter_format_*`` / ``on_adapter_parse_*`` (for ``format`` / ``parse``),
     anything else ``on_module_*``.
     """
     name = fn.__name__
 
     def kind_of(instance: Any) -> str | None:
-        from dspex.actors._lm._types import LMProtocol
-        from dspex.programs._adapters._base import Adapter
-        from dspex.programs._evaluate import Evaluate
-
         if isinstance(instance, LMProtocol):
             return "lm"
-        if isinstance(instance, Evaluate):
+        family = getattr(type(instance), CALLBACK_KIND, None)
+        if family == "compile":
+            return "compile"
+        if family == "evaluate":
             return "evaluate"
-        if isinstance(instance, Adapter):
+        if family == "adapter":
             if name in ("format", "parse"):
                 return f"adapter_{name}"
             logger.warning(

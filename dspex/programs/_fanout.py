@@ -81,7 +81,7 @@ def fan_out_runtime() -> Any:
     outer = current_run()
     if outer is not None:
         return outer.runtime
-    from dspex.actors._current import current_runtime
+    from dspex.programs._runtime_access import current_runtime
 
     try:
         return current_runtime()

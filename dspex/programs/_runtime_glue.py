@@ -11,108 +11,31 @@ works from any thread.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
-# LM and _current are light (no Runtime until one starts); the Runtime and
-# everything it starts load on first use, keeping `dspex.Predict` cheap to import.
-from dspex.actors._current import current_runtime
-from dspex.actors._lm._model import LM, set_scoped_params
-from dspex.actors._telemetry_emitter import begin_lm_report, end_lm_report, set_history_gate
-from dspex.programs._settings import DEFAULTS, _overrides, settings
+# LM is light (the LM protocol types only); the Runtime and everything it
+# starts load on first use, keeping `dspex.Predict` cheap to import.
+from dspex.actors._lm._model import LM
+from dspex.programs._adapters import ChatAdapter, JSONAdapter, XMLAdapter
+from dspex.programs._runtime_access import current_runtime
+from dspex.programs._settings import (
+    DEFAULTS,
+    check_program_settings,
+    install_caller_hooks,
+    settings,
+)
 
 if TYPE_CHECKING:
     from dspex.actors import Runtime
-    from dspex.actors._telemetry_emitter import TelemetryEmitter
 
-__all__ = [
-    "configure",
-    "configure_cache",
-    "generate_reported",
-    "history_emitter",
-    "inspect_history",
-    "start",
-]
+__all__ = ["configure", "configure_cache", "inspect_history", "start"]
 
 # Keys of dspex.config.Settings that configure() forwards to the runtime.
 _RUNTIME_KEYS = frozenset(
     {"temperature", "max_tokens", "lm_client", "models", "cache", "telemetry", "runtime"}
 )
-
-
-# Settings that dspex.context(...) may override per call, as request parameters.
-_SCOPED_REQUEST_KEYS = ("temperature", "max_tokens")
-
-
-def _scoped_request_params() -> Mapping[str, Any] | None:
-    current = settings.current()
-    found = {k: current[k] for k in _SCOPED_REQUEST_KEYS if current.get(k) is not None}
-    return found or None
-
-
-set_scoped_params(_scoped_request_params)
-
-
-def _history_disabled() -> bool:
-    """DSPy's ``disable_history`` in effect here (runs once per LM call).
-
-    Reads the context layer, then the global one, directly: building
-    ``settings.current()``'s ChainMap would cost about a microsecond a call.
-    """
-    layered = _overrides.get()
-    if layered is not None and "disable_history" in layered:
-        return bool(layered["disable_history"])
-    return bool(settings._global.get("disable_history"))
-
-
-set_history_gate(_history_disabled)
-
-
-def history_emitter(lm: Any) -> TelemetryEmitter | None:
-    """Where to report a call of ``lm`` for history and metrics, if anywhere.
-
-    None for a ``dspex.LM`` (its handle reports its own calls) and when no
-    runtime runs (history lives in a runtime; none is started for it).
-    """
-    if isinstance(lm, LM):
-        return None
-    runtime = current_runtime(start=False)
-    return runtime.telemetry if runtime is not None else None
-
-
-def generate_reported(
-    emitter: TelemetryEmitter,
-    lm: Any,
-    messages: Sequence[Mapping[str, Any]],
-    params: Mapping[str, Any],
-) -> Any:
-    """``lm.generate(messages, params)``, reported to ``emitter`` as ``dspex.LM`` reports.
-
-    Not reported again if an LM inside the call (a ``dspex.LM`` that ``lm``
-    wraps) reported it already.
-    """
-    scope = begin_lm_report()
-    started = time.perf_counter()
-    try:
-        response = lm.generate(messages, params)
-    except BaseException as exc:
-        if end_lm_report(scope):
-            emitter.report_lm_call(_label(lm), messages, _since(started), error=exc)
-        raise
-    if end_lm_report(scope):
-        emitter.report_lm_call(_label(lm), messages, _since(started), response)
-    return response
-
-
-def _since(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0
-
-
-def _label(lm: Any) -> str:
-    model = getattr(lm, "model", None)
-    return model if isinstance(model, str) and model else type(lm).__name__
 
 
 def _as_lm(value: Any) -> Any:
@@ -139,7 +62,9 @@ def start(
         settings_kwargs["lm"] = lm
     adapter = settings_kwargs.pop("adapter", None)
     program_keys = {k: settings_kwargs.pop(k) for k in list(settings_kwargs) if k in DEFAULTS}
+    check_program_settings(program_keys, "dspex.start")  # before anything starts
     loaded = load_settings(Path(config) if config is not None else None, **settings_kwargs)
+    install_caller_hooks()  # before its first call can run
     runtime = Runtime(loaded, clock=clock).start()
     lm_obj = lm if lm is not None and not isinstance(lm, str) else None
     if lm_obj is None and loaded.lm:
@@ -156,8 +81,6 @@ def start(
 def _adapter(value: Any) -> Any:
     if not isinstance(value, str):
         return value
-    from dspex.programs._adapters import ChatAdapter, JSONAdapter, XMLAdapter
-
     table = {"chat": ChatAdapter, "json": JSONAdapter, "xml": XMLAdapter}
     try:
         return table[value.lower()]()
@@ -179,6 +102,7 @@ def configure(**kwargs: Any) -> None:
     runtime, models) are validated and raise ``ConfigError`` on bad values.
     """
     runtime_keys = {k: kwargs.pop(k) for k in list(kwargs) if k in _RUNTIME_KEYS}
+    check_program_settings(kwargs, "dspex.configure")  # before a runtime starts for it
     if "lm" in kwargs:
         kwargs["lm"] = _as_lm(kwargs["lm"])
     if "adapter" in kwargs and kwargs["adapter"] is not None:
@@ -190,7 +114,7 @@ def configure(**kwargs: Any) -> None:
         settings.configure(**kwargs)
 
 
-def inspect_history(n: int = 1) -> str:
+def inspect_history(n: int = 1, file: TextIO | None = None) -> str:
     """Print (and return) the last ``n`` LM calls from the runtime's bounded history.
 
     Every LM's calls are there (``dspex.LM``, ``DummyLM``, a custom LM), unless
@@ -200,7 +124,7 @@ def inspect_history(n: int = 1) -> str:
     runtime = current_runtime(start=False)
     if runtime is None:
         return ""
-    return runtime.inspect_history(n)
+    return runtime.inspect_history(n, file)
 
 
 def configure_cache(

@@ -10,6 +10,9 @@ Everything else reads settings through :func:`current_settings` (or the
 the ConfigServer actor behind this same interface. The ``callbacks`` setting
 is also mirrored into ``dspex.actors._callbacks``, where every observed call
 reads it cheaply (and where ``dspex.LM``, below this layer, can see it).
+The actors layer reads two more settings through hooks installed from here
+(:func:`install_caller_hooks`): never at import, but when a runtime starts.
+Settings that no call could use (``num_threads=-1``) are refused when set.
 """
 
 from __future__ import annotations
@@ -28,9 +31,22 @@ from dspex.actors._callbacks import (
     scope_callbacks,
     set_global_callbacks,
 )
+from dspex.actors._lm._model import set_scoped_params
+from dspex.actors._telemetry_emitter import set_history_gate
 from dspex.errors import UsageError
+from dspex.programs._usage import current_usage_tracker
 
-__all__ = ["DEFAULTS", "Settings", "configure", "context", "current_settings", "settings"]
+__all__ = [
+    "DEFAULTS",
+    "Settings",
+    "check_num_threads",
+    "check_program_settings",
+    "configure",
+    "context",
+    "current_settings",
+    "install_caller_hooks",
+    "settings",
+]
 
 DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {
@@ -47,6 +63,16 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "disable_history": False,
         "provide_traceback": False,
         "warn_on_type_mismatch": True,
+        # Read by DSPy programs and extensions; dspex accepts and returns them.
+        "branch_idx": 0,
+        "send_stream": None,
+        "stream_listeners": (),
+        "usage_tracker": None,  # None here: the tracker of an active track_usage() is returned
+        "caller_predict": None,
+        "caller_modules": None,
+        "allow_tool_async_sync_conversion": False,
+        "max_history_size": 10_000,
+        "interpreter_factory": None,
     }
 )
 
@@ -74,6 +100,9 @@ class Settings:
 
     def configure(self, **kwargs: Any) -> None:
         """Set global settings (visible to every thread not overriding them)."""
+        check_program_settings(kwargs, "dspex.configure")
+        if not _hooks_installed and _HOOKED_KEYS & kwargs.keys():
+            install_caller_hooks()
         callbacks = "callbacks" in kwargs
         if callbacks:
             check_callbacks(kwargs["callbacks"], "dspex.configure")
@@ -88,6 +117,9 @@ class Settings:
     def context(self, **kwargs: Any) -> Iterator[None]:
         """Override settings for the current thread/task inside a ``with`` block."""
         _check_request_params(kwargs)
+        check_program_settings(kwargs, "dspex.context")
+        if not _hooks_installed and _HOOKED_KEYS & kwargs.keys():
+            install_caller_hooks()  # a dspex.LM called outside any program reads these too
         scoped = None
         if "callbacks" in kwargs:
             check_callbacks(kwargs["callbacks"], "dspex.context")
@@ -110,7 +142,10 @@ class Settings:
             set_global_callbacks(DEFAULTS["callbacks"])
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self.current().get(key, default)
+        current = self.current()
+        if key in current:
+            return _live(key, current[key])
+        return default
 
     @property
     def config(self) -> dict[str, Any]:
@@ -118,7 +153,7 @@ class Settings:
         return dict(self.current())
 
     def __getitem__(self, key: str) -> Any:
-        return self.current()[key]
+        return _live(key, self.current()[key])
 
     def __contains__(self, key: object) -> bool:
         return key in self.current()
@@ -128,7 +163,7 @@ class Settings:
             raise AttributeError(name)
         current = self.current()
         if name in current:
-            return current[name]
+            return _live(name, current[name])
         raise AttributeError(
             f"no setting named {name!r}; known settings: {sorted(current)}. "
             f"Set it with dspex.configure({name}=...)"
@@ -151,6 +186,14 @@ class Settings:
 settings = Settings()
 
 
+def _live(key: str, value: Any) -> Any:
+    # dspex keeps the active usage tracker in its own context variable (track_usage);
+    # DSPy programs read it as settings.usage_tracker.
+    if key == "usage_tracker" and value is None:
+        return current_usage_tracker()
+    return value
+
+
 def current_settings() -> Mapping[str, Any]:
     """The settings in effect for the caller (read-only mapping)."""
     return settings.current()
@@ -159,6 +202,91 @@ def current_settings() -> Mapping[str, Any]:
 def configure(**kwargs: Any) -> None:
     """Set global settings, e.g. ``dspex.configure(lm=lm, adapter=ChatAdapter())``."""
     settings.configure(**kwargs)
+
+
+# -- what the actors layer reads here -------------------------------------------------
+#
+# dspex.LM and the telemetry emitter (actors layer) must see two program
+# settings in effect in the caller's thread, but may not import this layer:
+# they call hooks installed from here. Installing is not done at import (an
+# import has no side effects) but when a runtime is started or reached for a
+# program call (``start``, ``_runtime_access.current_runtime``), or when a
+# setting the hooks read is first set.
+
+_SCOPED_REQUEST_KEYS = ("temperature", "max_tokens")
+_HOOKED_KEYS = frozenset({*_SCOPED_REQUEST_KEYS, "disable_history"})
+_hooks_installed = False
+_hooks_lock = threading.Lock()
+
+
+def scoped_request_params() -> Mapping[str, Any] | None:
+    """``dspex.context(temperature=..., max_tokens=...)`` overrides in effect here, if any.
+
+    Runs in the calling thread on every ``dspex.LM`` call.
+    """
+    current = settings.current()
+    found = {k: current[k] for k in _SCOPED_REQUEST_KEYS if current.get(k) is not None}
+    return found or None
+
+
+def history_disabled() -> bool:
+    """DSPy's ``disable_history`` in effect here (runs once per LM call).
+
+    Reads the context layer, then the global one, directly: building
+    ``settings.current()``'s ChainMap would cost about a microsecond a call.
+    """
+    layered = _overrides.get()
+    if layered is not None and "disable_history" in layered:
+        return bool(layered["disable_history"])
+    return bool(settings._global.get("disable_history"))
+
+
+def install_caller_hooks() -> None:
+    """Install :func:`scoped_request_params` and :func:`history_disabled` in the
+    actors layer (idempotent, any thread). They stay for the process's life."""
+    global _hooks_installed
+    with _hooks_lock:
+        if _hooks_installed:
+            return
+        set_scoped_params(scoped_request_params)
+        set_history_gate(history_disabled)
+        _hooks_installed = True
+
+
+def check_num_threads(value: Any, where: str) -> int:
+    """``value`` if it is an int >= 1, else a UsageError naming ``where`` and the fix."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(
+            f"{where}(num_threads={value!r}): must be an int >= 1 (the number of examples "
+            "run at once), e.g. num_threads=16"
+        )
+    return value
+
+
+def check_program_settings(values: Mapping[str, Any], where: str) -> None:
+    """Refuse program settings no later call could use, when they are set.
+
+    ``where`` names the call for the message, e.g. ``"dspex.configure"``.
+    None leaves a setting to its default.
+    """
+    for key in ("num_threads", "async_max_workers"):
+        value = values.get(key)
+        if value is not None:
+            if key == "num_threads":
+                check_num_threads(value, where)
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(
+                    f"{where}({key}={value!r}): must be an int >= 1 (threads for async calls), "
+                    f"e.g. {key}=8"
+                )
+    max_errors = values.get("max_errors")
+    if max_errors is not None and (
+        isinstance(max_errors, bool) or not isinstance(max_errors, int | float) or max_errors < 0
+    ):
+        raise UsageError(
+            f"{where}(max_errors={max_errors!r}): must be a number >= 0 (stop after that many "
+            "failed examples), e.g. max_errors=10, or float('inf') to never stop"
+        )
 
 
 def _check_request_params(kwargs: dict[str, Any]) -> None:

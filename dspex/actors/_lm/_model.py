@@ -8,12 +8,16 @@ supervised client for this model, so the same ``LM`` works under
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from dspex.actors._callbacks import active_callbacks, check_callbacks, invoke
+from dspex.actors._lm._capabilities import capabilities, is_openai_reasoning_model
+from dspex.actors._lm._providers._registry import check_model_id
+from dspex.actors._lm._resilience._config import LMClientConfig, setting_fix
 from dspex.actors._lm._types import LMResponse, Message
 from dspex.errors import UsageError
 
@@ -23,18 +27,10 @@ if TYPE_CHECKING:
 
 __all__ = ["LM", "set_scoped_params"]
 
-# Keyword arguments that configure the client, not the request.
-_CLIENT_KWARGS = (
-    "num_retries",
-    "timeout",
-    "rpm",
-    "tpm",
-    "backoff_base",
-    "backoff_max",
-    "breaker_failure_threshold",
-    "breaker_reset_timeout",
-    "max_in_flight",
-)
+# Keyword arguments that configure the client, not the request: every field of
+# LMClientConfig (they are "neither" parameters in _cache_key.PARAMS: never sent
+# nor keyed, so one given per call is ignored rather than sent).
+_CLIENT_KWARGS = tuple(f.name for f in dataclasses.fields(LMClientConfig))
 _STATE_SKIP = {"api_key"}
 
 ScopedParams = Callable[[], Mapping[str, Any] | None]
@@ -82,11 +78,7 @@ class LM:
         callbacks: Sequence[Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(model, str) or "/" not in model:
-            raise UsageError(
-                f"LM(model={model!r}): use '<provider>/<model>', e.g. 'openai/gpt-4o-mini', "
-                "'anthropic/claude-3-5-haiku-latest', 'gemini/gemini-2.0-flash' or 'local/smollm2'"
-            )
+        check_model_id(model, where="LM")
         if model_type != "chat":
             raise UsageError(f"LM(model_type={model_type!r}): only 'chat' models are supported")
         self.model = model
@@ -108,12 +100,28 @@ class LM:
         for name in _CLIENT_KWARGS:
             if name in kwargs:
                 client[name] = kwargs.pop(name)
+        for name, value in client.items():
+            # Refused here, not at the first call: the same wording as the settings'.
+            fix = setting_fix(name, value)
+            if fix is not None:
+                raise UsageError(f"LM({name}={value!r}) is invalid; use {fix}")
         self.client_settings = client
         defaults: dict[str, Any] = {}
         if temperature is not None:
+            if not _is_number(temperature) or not 0 <= temperature <= 2:
+                raise UsageError(
+                    f"LM(temperature={temperature!r}) is invalid; use a number from 0 to 2"
+                )
             defaults["temperature"] = temperature
         if max_tokens is not None:
+            if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+                raise UsageError(f"LM(max_tokens={max_tokens!r}) is invalid; use an int >= 1")
             defaults["max_tokens"] = max_tokens
+        if is_openai_reasoning_model(model):
+            _check_reasoning_defaults(model, temperature, max_tokens)
+            # As DSPy: the LM's own limit is kept (and sent) as max_completion_tokens.
+            if "max_tokens" in defaults:
+                defaults["max_completion_tokens"] = defaults.pop("max_tokens")
         defaults.update(kwargs)
         self.kwargs: dict[str, Any] = defaults
         self._handles: weakref.WeakKeyDictionary[Runtime, LMHandle] = weakref.WeakKeyDictionary()
@@ -122,6 +130,16 @@ class LM:
     @property
     def provider(self) -> str:
         return self.model.split("/", 1)[0]
+
+    @property
+    def supports_response_schema(self) -> bool:
+        """Whether the model takes a strict JSON-schema ``response_format`` (DSPy's rule)."""
+        return capabilities(self.model).response_schema
+
+    @property
+    def supported_params(self) -> set[str]:
+        """The OpenAI-style request parameters the model takes, as DSPy lists them."""
+        return set(capabilities(self.model).params)
 
     @property
     def default_adapter(self) -> str | None:
@@ -137,10 +155,11 @@ class LM:
 
             runtime = current_runtime()
         handle = self._handles.get(runtime)
-        if handle is None:
+        # A closed slot: its client could not be restored; a new handle starts it afresh.
+        if handle is None or handle.slot.closed:
             with self._lock:
                 handle = self._handles.get(runtime)
-                if handle is None:
+                if handle is None or handle.slot.closed:
                     handle = runtime.lm_handle(
                         self.model,
                         api_base=self.api_base,
@@ -163,11 +182,16 @@ class LM:
         from dspex.actors._current import current_runtime
 
         runtime = current_runtime()
-        handle = self._handles.get(runtime) or self.handle(runtime)
+        handle = self._handles.get(runtime)
+        if handle is None or handle.slot.closed:
+            handle = self.handle(runtime)
         base = runtime.request_defaults(self.model)
         scoped = _scoped_params() if _scoped_params is not None else None
         if base or scoped:
-            merged = {k: v for k, v in base.items() if k not in self.kwargs}
+            own = self.kwargs
+            merged = {k: v for k, v in base.items() if k not in own}
+            if "max_completion_tokens" in own:  # the LM's own limit outranks the settings'
+                merged.pop("max_tokens", None)
             if scoped:
                 merged.update(scoped)
             merged.update(params)
@@ -230,15 +254,21 @@ class LM:
         }
         if self.api_base:
             state["api_base"] = self.api_base
+        if is_openai_reasoning_model(self.model) and "max_completion_tokens" in state:
+            state["max_tokens"] = state.pop("max_completion_tokens")  # DSPy saves it so
         return {k: v for k, v in state.items() if k not in _STATE_SKIP}
 
     @property
     def history(self) -> list[dict[str, Any]]:
         """DSPy's ``lm.history``: this model's recent calls, oldest first.
 
-        A view of the runtime's bounded history ring (``telemetry.history_size``
-        calls across all models), not an ever-growing list. ``cost`` is None:
-        dspex keeps no price table.
+        Each entry has DSPy's keys (``prompt``, ``messages``, ``kwargs``,
+        ``response``, ``outputs``, ``usage``, ``cost``, ``timestamp``, ``uuid``,
+        ``model``, ``response_model``, ``model_type``) plus dspex's ``cache_hit``
+        and ``duration_ms``. A view of the runtime's bounded history ring
+        (``telemetry.history_size`` calls across all models), not an
+        ever-growing list. ``prompt`` is None (a prompt is sent as a user
+        message) and ``cost`` is None: dspex keeps no price table.
         """
         from dspex.actors._current import current_runtime
 
@@ -246,23 +276,29 @@ class LM:
         entries = runtime.history(runtime.settings.telemetry.history_size)
         return [
             {
-                "model": entry.model,
+                "prompt": None,
                 "messages": list(entry.messages),
+                "kwargs": dict(entry.kwargs),
+                "response": entry.response,
                 "outputs": list(entry.outputs),
                 "usage": dict(entry.usage),
                 "cost": None,
+                "timestamp": entry.timestamp,
+                "uuid": entry.uuid,
+                "model": entry.model,
+                "response_model": entry.response_model,
+                "model_type": self.model_type,
                 "cache_hit": entry.cache_hit,
                 "duration_ms": entry.duration_ms,
-                "timestamp": entry.time,
             }
             for entry in entries
             if entry.model == self.model
         ]
 
-    def inspect_history(self, n: int = 1) -> str:
+    def inspect_history(self, n: int = 1, file: TextIO | None = None) -> str:
         from dspex.actors._current import current_runtime
 
-        return current_runtime().inspect_history(n)
+        return current_runtime().inspect_history(n, file)
 
     def __repr__(self) -> str:
         extra = f", api_base={self.api_base!r}" if self.api_base else ""
@@ -283,3 +319,18 @@ class LM:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> LM:
         return self  # an LM is shared, like DSPy's: copies of a program use the same client
+
+
+def _check_reasoning_defaults(model: str, temperature: Any, max_tokens: Any) -> None:
+    """DSPy's rule for OpenAI reasoning models: temperature 1.0 (or unset), max_tokens >= 16000."""
+    # Written as DSPy tests it: a falsy value (0, None) passes.
+    if (temperature and temperature != 1.0) or (max_tokens and max_tokens < 16000):
+        raise UsageError(
+            f"LM({model!r}, temperature={temperature!r}, max_tokens={max_tokens!r}): OpenAI's "
+            "reasoning models need temperature=1.0 or None and max_tokens >= 16000 or None, "
+            f"e.g. dspex.LM({model!r}, temperature=1.0, max_tokens=16000)"
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

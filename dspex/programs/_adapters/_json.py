@@ -1,4 +1,9 @@
-"""JSONAdapter: outputs as one JSON object, enforced with ``response_format``."""
+"""The JSON format of JSONAdapter: outputs as one JSON object, enforced with ``response_format``.
+
+:class:`JSONFormat` holds everything JSON-specific; ``_chat`` combines it with
+ChatAdapter into ``JSONAdapter``. :func:`find_json_object` reads the object
+out of a reply.
+"""
 
 from __future__ import annotations
 
@@ -6,34 +11,46 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from dspex.errors import ContextWindowError, LMError
-from dspex.programs._adapters._base import STRUCTURE_INTRO, FieldPlan, field_placeholder
-from dspex.programs._adapters._chat import ChatAdapter, _placeholders, _type_info
+from dspex.errors import AdapterParseError, ContextWindowError, LMError
+from dspex.programs._adapters._base import (
+    STRUCTURE_INTRO,
+    Adapter,
+    FieldPlan,
+    field_placeholder,
+    field_placeholders,
+    type_info,
+)
 from dspex.programs._adapters._decode import decode_data, strip_fences
 from dspex.programs._adapters._schema import JSON_OBJECT, response_format
 from dspex.programs._adapters._values import to_jsonable
 from dspex.programs._callbacks import call_lm
 
-__all__ = ["JSONAdapter", "find_json_object"]
+__all__ = ["JSONFormat", "find_json_object"]
 
 # Provider statuses meaning "this request is malformed": here, a schema it rejects.
 _SCHEMA_REJECTED = frozenset({400, 422})
 
 
-class JSONAdapter(ChatAdapter):
-    """Asks for a JSON object with the output fields and parses it tolerantly.
-
-    Sends OpenAI's strict ``json_schema`` ``response_format`` built from the
-    output types (``{"type": "json_object"}`` when a type has no strict
-    schema, e.g. an open ``dict``). A ``response_format`` the caller passes in
-    ``lm_kwargs`` wins. If the provider rejects the schema (HTTP 400/422), the
-    call is retried once with ``json_object``. Replies may wrap the object in
-    a code fence or prose and may use Python literal syntax.
-    """
+class JSONFormat(Adapter):
+    """JSONAdapter's wire format: the prompt's structure, LM parameters and parsing."""
 
     def _default_lm_params(self, signature: Any) -> dict[str, Any]:
         fields = {name: info.annotation for name, info in signature.output_fields.items()}
+        if any(getattr(a, "__dspex_tool_calls__", False) for a in fields.values()):
+            return {"response_format": dict(JSON_OBJECT)}  # DSPy asks no schema for tool calls
         return {"response_format": response_format(fields)}
+
+    def _fit_lm_params(self, defaults: Mapping[str, Any], lm: Any) -> Mapping[str, Any]:
+        # DSPy's rule: no response_format for an LM that does not list it among its
+        # supported_params (DSPy's DummyLM, a self-hosted openai/ model), JSON mode for one
+        # without response-schema support. An LM object that says nothing either way (a
+        # plain LMProtocol object) gets the schema, as before.
+        params = getattr(lm, "supported_params", None)
+        if params is not None and "response_format" not in params:
+            return {k: v for k, v in defaults.items() if k != "response_format"}
+        if getattr(lm, "supports_response_schema", True) is False:
+            return {**defaults, "response_format": dict(JSON_OBJECT)}
+        return defaults
 
     def _generate(self, lm: Any, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
         try:
@@ -56,7 +73,7 @@ class JSONAdapter(ChatAdapter):
         parts = [
             STRUCTURE_INTRO,
             "Inputs will have the following structure:",
-            _placeholders(signature.input_fields, is_input=True),
+            field_placeholders(signature.input_fields, is_input=True),
             "Outputs will be a JSON object with the following fields.",
             json.dumps(outputs, indent=2, ensure_ascii=False),
         ]
@@ -64,7 +81,7 @@ class JSONAdapter(ChatAdapter):
 
     def user_message_output_requirements(self, signature: Any) -> str | None:
         fields = ", then ".join(
-            f"`{name}`{_type_info(info.annotation)}"
+            f"`{name}`{type_info(info.annotation)}"
             for name, info in signature.output_fields.items()
         )
         return f"Respond with a JSON object in the following order of fields: {fields}."
@@ -81,8 +98,6 @@ class JSONAdapter(ChatAdapter):
         plan = self.plan(signature)
         data = find_json_object(completion)
         if data is None:
-            from dspex.errors import AdapterParseError
-
             raise AdapterParseError(
                 "JSONAdapter found no JSON object in the LM reply; expected an object with "
                 f"keys [{', '.join(f.name for f in plan.outputs)}]. LM reply (also in .raw): "
@@ -91,13 +106,10 @@ class JSONAdapter(ChatAdapter):
                 adapter="JSONAdapter",
                 field=plan.outputs[0].name if plan.outputs else None,
             )
-        found = [f.name for f in plan.outputs if f.name in data]
-        if len(found) != len(plan.outputs):
-            raise self.missing_fields_error(
-                plan, found, completion, "Reply with one JSON object holding every output field."
-            )
-        convert = self.convert_field
-        return {f.name: convert(f, data[f.name], completion) for f in plan.outputs}
+        found = {f.name: data[f.name] for f in plan.outputs if f.name in data}
+        return self.complete_outputs(
+            plan, found, completion, "Reply with one JSON object holding every output field."
+        )
 
 
 def find_json_object(text: str) -> dict[str, Any] | None:
