@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from dspex.programs._predict import Predict
 
-__all__ = ["BaseModule", "Module", "Parameter", "ProgramMeta"]
+__all__ = ["BaseModule", "Module", "Parameter", "ProgramMeta", "set_attribute_by_name"]
 
 logger = logging.getLogger("dspex.programs")
 
@@ -398,3 +398,41 @@ def _set_by_path(root: Any, path: str, value: Any) -> None:
     for part in parts[:-1]:
         target = resolve(target, part)
     resolve(target, parts[-1], value, last=True)
+
+
+_PATH_STEP = r"\.?([A-Za-z_]\w*)|\[\s*(-?\d+|'[^']*'|\"[^\"]*\")\s*\]"
+
+
+def set_attribute_by_name(obj: Any, name: str, value: Any) -> None:
+    """Assign ``value`` at a dotted path with indexing, e.g. ``"a.b[0]['k'].c"``.
+
+    The paths are those ``named_parameters`` returns (DSPy's
+    ``set_attribute_by_name``); the last step is set as an attribute or item.
+    """
+    import re
+
+    steps: list[tuple[str, Any]] = []
+    pos = 0
+    for match in re.finditer(_PATH_STEP, name):
+        if match.start() != pos:
+            break
+        pos = match.end()
+        attr, index = match.group(1), match.group(2)
+        if attr is not None:
+            steps.append(("attr", attr))
+        else:
+            key: Any = index[1:-1] if index[0] in "'\"" else int(index)
+            steps.append(("item", key))
+    if pos != len(name) or not steps or (steps[0][0] != "attr"):
+        raise UsageError(
+            f"set_attribute_by_name: cannot parse the path {name!r}; use dotted attributes "
+            "with [index] or ['key'] steps, e.g. 'sub.items[0].predict'"
+        )
+    target = obj
+    for kind, key in steps[:-1]:
+        target = getattr(target, key) if kind == "attr" else target[key]
+    kind, key = steps[-1]
+    if kind == "attr":
+        setattr(target, key, value)
+    else:
+        target[key] = value

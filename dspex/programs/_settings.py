@@ -112,6 +112,13 @@ class Settings:
     def get(self, key: str, default: Any = None) -> Any:
         return self.current().get(key, default)
 
+    def copy(self) -> dict[str, Any]:
+        """A plain-dict snapshot of the settings in effect (DSPy's ``settings.copy()``).
+
+        ``dspex.configure(**snapshot)`` later restores them.
+        """
+        return dict(self.current())
+
     @property
     def config(self) -> dict[str, Any]:
         """A plain-dict snapshot of the settings in effect."""

@@ -80,6 +80,15 @@ def _content(message: Message) -> str:
     return "" if content is None else str(content)
 
 
+def _asks_for_json(messages: Sequence[Message]) -> bool:
+    """Whether the prompt asks for a JSON reply (JSONAdapter's closing requirement).
+
+    An LM without ``response_format`` support gets none from JSONAdapter (as in
+    DSPy), so the reply format follows what the last user message asks for.
+    """
+    return bool(messages) and "Respond with a JSON object" in _content(messages[-1])
+
+
 def _input_blocks(text: str) -> list[str]:
     """The ``[[ ## field ## ]]`` sections of a user message (inputs only)."""
     return [b for b in text.split("\n\n") if b.startswith("[[ ## ")]
@@ -117,6 +126,7 @@ class DummyLM:
             )
         self.model = "dummy"
         self.model_type = "chat"
+        self.cache = True  # DSPy's DummyLM attribute; replies are scripted, never cached
         self.kwargs = {"temperature": 0.0, "max_tokens": 1000, **kwargs}
         self.follow_examples = follow_examples
         self.reasoning = reasoning  # DSPy's flag for reasoning_content; kept for compatibility
@@ -129,6 +139,24 @@ class DummyLM:
         self._next = 0
         self._lock = threading.Lock()
 
+    # -- capabilities, as DSPy's BaseLM reports them (none: it is a script) -----------
+
+    @property
+    def supports_function_calling(self) -> bool:
+        return False
+
+    @property
+    def supports_reasoning(self) -> bool:
+        return False
+
+    @property
+    def supports_response_schema(self) -> bool:
+        return False
+
+    @property
+    def supported_params(self) -> set[str]:
+        return set()
+
     # -- the LM protocol ---------------------------------------------------------------
 
     def generate(self, messages: Sequence[Message], params: Mapping[str, Any]) -> LMResponse:
@@ -138,7 +166,7 @@ class DummyLM:
         as_json = (
             self.json_answers
             if self.json_answers is not None
-            else bool(merged.get("response_format"))
+            else bool(merged.get("response_format")) or _asks_for_json(messages)
         )
         with self._lock:
             texts = [self._answer(messages, as_json) for _ in range(n)]
@@ -233,3 +261,13 @@ class DummyLM:
 
     def __repr__(self) -> str:
         return f"DummyLM(calls={len(self.history)}, follow_examples={self.follow_examples})"
+
+
+def _register() -> None:
+    # DSPy's DummyLM is an LM subclass: isinstance(DummyLM(), BaseLM) holds there too.
+    from dspex.actors._lm._base_lm import BaseLM
+
+    BaseLM.register(DummyLM)
+
+
+_register()

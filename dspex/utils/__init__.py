@@ -12,7 +12,7 @@ from dspex._lazy import lazy_face
 
 if TYPE_CHECKING:
     from dspex.testing import DummyLM
-    from dspex.utils import callback, dummies
+    from dspex.utils import callback, callback_context, dummies, exceptions
     from dspex.utils.callback import ACTIVE_CALL_ID, BaseCallback, with_callbacks
 
 _LAZY: dict[str, str] = {
@@ -20,6 +20,8 @@ _LAZY: dict[str, str] = {
     "BaseCallback": "dspex.utils.callback",
     "DummyLM": "dspex.testing",
     "callback": "dspex.utils.callback",
+    "callback_context": "dspex.utils.callback_context",
+    "exceptions": "dspex.utils.exceptions",
     "dummies": "dspex.utils.dummies",
     "with_callbacks": "dspex.utils.callback",
 }
@@ -29,7 +31,9 @@ __all__ = [
     "BaseCallback",
     "DummyLM",
     "callback",
+    "callback_context",
     "dummies",
+    "exceptions",
     "with_callbacks",
 ]
 

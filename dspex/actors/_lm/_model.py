@@ -128,6 +128,26 @@ class LM:
         """Local models answer reliably only under JSON-schema decoding."""
         return "json" if self.provider == "local" else None
 
+    # -- capabilities (DSPy's BaseLM properties; adapters read them) -------------
+
+    @property
+    def supported_params(self) -> set[str]:
+        """Request parameters every dspex provider translates (JSONAdapter reads this)."""
+        return {"response_format", "temperature", "max_tokens", "n", "stop", "tools"}
+
+    @property
+    def supports_response_schema(self) -> bool:
+        """Every dspex provider accepts a strict JSON-schema ``response_format``."""
+        return True
+
+    @property
+    def supports_function_calling(self) -> bool:
+        return False  # native tool calls are not parsed back yet
+
+    @property
+    def supports_reasoning(self) -> bool:
+        return False
+
     # -- the LM protocol -----------------------------------------------------------
 
     def handle(self, runtime: Runtime | None = None) -> LMHandle:

@@ -35,6 +35,33 @@ class JSONAdapter(ChatAdapter):
         fields = {name: info.annotation for name, info in signature.output_fields.items()}
         return {"response_format": response_format(fields)}
 
+    def __call__(
+        self,
+        lm: Any,
+        lm_kwargs: Mapping[str, Any],
+        signature: Any,
+        demos: Any,
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        # DSPy's rule for structured output: an LM that does not list
+        # ``response_format`` among its ``supported_params`` gets none; one without
+        # ``supports_response_schema`` gets JSON mode; otherwise the strict schema
+        # (the plan's default). An LM that states neither (a bare LM-protocol
+        # object) gets the schema.
+        supported = getattr(lm, "supported_params", None)
+        if "response_format" not in lm_kwargs and supported is not None:
+            if "response_format" not in supported:
+                lm_kwargs = {**lm_kwargs, "response_format": None}
+            elif not getattr(lm, "supports_response_schema", True):
+                lm_kwargs = {**lm_kwargs, "response_format": dict(JSON_OBJECT)}
+        return super().__call__(lm, lm_kwargs, signature, demos, inputs)
+
+    def lm_params(self, signature: Any, lm_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        params = super().lm_params(signature, lm_kwargs)
+        if "response_format" in params and params["response_format"] is None:
+            del params["response_format"]  # the LM takes no response_format: send none
+        return params
+
     def _generate(self, lm: Any, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
         try:
             return call_lm(lm, messages, params)

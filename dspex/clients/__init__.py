@@ -1,0 +1,6 @@
+"""DSPy's ``dspy.clients`` path: ``from dspex.clients import BaseLM, LM``."""
+
+from dspex.actors._lm._base_lm import BaseLM
+from dspex.actors._lm._model import LM
+
+__all__ = ["LM", "BaseLM"]
