@@ -183,3 +183,83 @@ def test_copy_changes_defaults_and_starts_a_fresh_history() -> None:
     other = lm.copy(temperature=1.0)
     assert other.kwargs["temperature"] == 1.0 and lm.kwargs["temperature"] == 0.0
     assert other.history == [] and len(lm.history) == 1
+
+
+# -- dspex.LM subclasses written for DSPy, and the saved class marker ----------------
+
+
+def test_an_lm_subclass_overriding_call_is_used_by_predict() -> None:
+    class SpyLM(dspex.LM):
+        def __init__(self) -> None:
+            super().__init__("dummy_model")  # a bare id: no provider is ever reached
+            self.calls: list[Any] = []
+
+        def __call__(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
+            self.calls.append(messages)
+            return ["[[ ## answer ## ]]\nspied"]
+
+    lm = SpyLM()
+    assert dspex.Predict("question -> answer")(question="q", lm=lm).answer == "spied"
+    assert "q" in lm.calls[0][-1]["content"]
+
+
+def test_an_lm_subclass_overriding_forward_may_call_super() -> None:
+    seen: list[str] = []
+
+    class Wrapped(dspex.LM):
+        def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
+            seen.append("wrapped")
+            return chat_completion("[[ ## answer ## ]]\nfrom forward")
+
+    lm = Wrapped("openai/gpt-4o-mini")
+    assert dspex.Predict("question -> answer")(question="q", lm=lm).answer == "from forward"
+    assert seen == ["wrapped"]
+
+
+def test_a_bare_model_id_fails_only_when_called() -> None:
+    lm = dspex.LM("gpt-4o-mini")
+    with pytest.raises(dspex.UsageError, match="'<provider>/<model>'"):
+        dspex.Predict("question -> answer")(question="q", lm=lm)
+
+
+def test_lm_state_carries_dspys_class_marker_and_loads_back() -> None:
+    lm = dspex.LM("openai/gpt-4o-mini", temperature=1, max_tokens=100, num_retries=10)
+    state = lm.dump_state()
+    assert state[LM_CLASS_STATE_KEY] == "dspy.clients.lm.LM"
+    assert (state["finetuning_model"], state["launch_kwargs"], state["train_kwargs"]) == (
+        None,
+        {},
+        {},
+    )
+    pred = dspex.Predict("q -> a")
+    pred.lm = lm
+    loaded = dspex.Predict("q -> a").load_state(pred.dump_state())
+    assert type(loaded.lm) is dspex.LM
+    assert loaded.lm.dump_state() == state
+    # DSPy's fine-tuning keys never become request parameters
+    assert "launch_kwargs" not in loaded.lm.kwargs and LM_CLASS_STATE_KEY not in loaded.lm.kwargs
+
+
+class Deployed(BaseLM):
+    def __init__(self, model: str, *, deployment: str, **kwargs: Any) -> None:
+        super().__init__(model=model, **kwargs)
+        self.deployment = deployment
+
+    def dump_state(self) -> dict[str, Any]:
+        return {**super().dump_state(), "deployment": self.deployment}
+
+    @classmethod
+    def load_state(cls, state: Any) -> Deployed:
+        values = dict(state)
+        values.pop(LM_CLASS_STATE_KEY, None)
+        return cls(**values)
+
+
+def test_a_custom_lm_class_loads_only_with_the_opt_in() -> None:
+    pred = dspex.Predict("q -> a")
+    pred.lm = Deployed("custom/model", deployment="prod")
+    state = pred.dump_state()
+    with pytest.raises(dspex.UsageError, match="Refusing to import custom serialized LM class"):
+        dspex.Predict("q -> a").load_state(state)
+    loaded = dspex.Predict("q -> a").load_state(state, allow_unsafe_lm_state=True)
+    assert isinstance(loaded.lm, Deployed) and loaded.lm.deployment == "prod"

@@ -105,7 +105,11 @@ class SignatureMeta(type):
                     f"Write a type, like `{attr}: int = {_ctor(field)}(...)`."
                 )
             fields.pop(attr, None)  # a redeclared field moves to its new kind's list
-            fields[attr] = field.replace(annotation=annotation).bind(attr)
+            changes: dict[str, Any] = {"annotation": annotation}
+            if attr not in annotations and "IS_TYPE_UNDEFINED" not in field.extra:
+                # DSPy's marker of a field declared without a type: str, unchecked
+                changes["extra"] = {**field.extra, "IS_TYPE_UNDEFINED": True}
+            fields[attr] = field.replace(**changes).bind(attr)
         doc = namespace.get("__doc__")
         explicit = doc is not None
         if doc is None:

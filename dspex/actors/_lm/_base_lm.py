@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dspex.actors._callbacks import active_callbacks, check_callbacks, invoke
+from dspex.actors._lm._model import BUILTIN_LM_CLASS_PATH, LM_CLASS_STATE_KEY
 from dspex.actors._lm._types import Completion, LMResponse, Message, Usage
 from dspex.actors._telemetry_emitter import history_disabled
 from dspex.errors import UsageError
@@ -34,10 +35,9 @@ __all__ = ["BUILTIN_LM_CLASS_PATHS", "LM_CLASS_STATE_KEY", "MAX_HISTORY_SIZE", "
 MAX_HISTORY_SIZE = 10_000
 """Entries kept in one BaseLM's ``history`` (oldest dropped first), as in DSPy."""
 
-LM_CLASS_STATE_KEY = "_dspy_lm_class"
-"""Key of a saved LM state naming the LM's class (DSPy's name, so files interchange)."""
-
-BUILTIN_LM_CLASS_PATHS = frozenset({"dspy.clients.lm.LM", "dspex.LM", "dspex.actors._lm._model.LM"})
+BUILTIN_LM_CLASS_PATHS = frozenset(
+    {BUILTIN_LM_CLASS_PATH, "dspex.LM", "dspex.actors._lm._model.LM", "dspex.clients.lm.LM"}
+)
 """Class markers that load as ``dspex.LM`` without any opt-in (DSPy's first)."""
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from dspex.actors._callbacks import active_callbacks, check_callbacks, invoke
@@ -36,6 +37,19 @@ _CLIENT_KWARGS = (
     "max_in_flight",
 )
 _STATE_SKIP = {"api_key"}
+
+LM_CLASS_STATE_KEY = "_dspy_lm_class"
+"""Key of a saved LM state naming its class (DSPy's, so state files interchange)."""
+
+BUILTIN_LM_CLASS_PATH = "dspy.clients.lm.LM"
+"""The class marker of the built-in LM: DSPy's path, which loads as ``dspex.LM``."""
+
+# DSPy's LM takes these for fine-tuning (which dspex does not do) and saves them;
+# they are accepted and dropped on load, and written as DSPy writes them.
+_DSPY_FINETUNE_KWARGS = ("finetuning_model", "launch_kwargs", "train_kwargs")
+
+# The LM subclass whose overridden __call__/forward is running in this context.
+_in_override: ContextVar[Any] = ContextVar("dspex_lm_override", default=None)
 
 ScopedParams = Callable[[], Mapping[str, Any] | None]
 _scoped_params: ScopedParams | None = None
@@ -82,13 +96,15 @@ class LM:
         callbacks: Sequence[Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(model, str) or "/" not in model:
-            raise UsageError(
-                f"LM(model={model!r}): use '<provider>/<model>', e.g. 'openai/gpt-4o-mini', "
-                "'anthropic/claude-3-5-haiku-latest', 'gemini/gemini-2.0-flash' or 'local/smollm2'"
-            )
+        if not isinstance(model, str) or not model:
+            raise UsageError(_model_id_fix(model))
+        # A bare id ("my-model") is accepted here, as in DSPy: a subclass overriding
+        # __call__ or forward never needs a provider. Calling the model needs one.
         if model_type != "chat":
             raise UsageError(f"LM(model_type={model_type!r}): only 'chat' models are supported")
+        for name in _DSPY_FINETUNE_KWARGS:  # DSPy's fine-tuning arguments: not request params
+            kwargs.pop(name, None)
+        kwargs.pop(LM_CLASS_STATE_KEY, None)  # a saved state's class marker
         self.model = model
         self.model_type = model_type
         self.api_base = api_base or kwargs.pop("base_url", None)
@@ -180,6 +196,13 @@ class LM:
         own keyword arguments, ``dspex.context(temperature=..., max_tokens=...)``
         overrides in effect here, then ``params``.
         """
+        cls = type(self)
+        if (
+            cls.__call__ is not LM.__call__ or cls.forward is not LM.forward
+        ) and _in_override.get() is not self:
+            return _subclass_generate(self, messages, params)
+        if "/" not in self.model:
+            raise UsageError(_model_id_fix(self.model))
         from dspex.actors._current import current_runtime
 
         runtime = current_runtime()
@@ -241,7 +264,13 @@ class LM:
 
     def dump_state(self) -> dict[str, Any]:
         """DSPy's saved-LM fields; never the API key."""
+        marker = (
+            BUILTIN_LM_CLASS_PATH
+            if type(self) is LM
+            else f"{type(self).__module__}.{type(self).__qualname__}"
+        )
         state: dict[str, Any] = {
+            LM_CLASS_STATE_KEY: marker,
             "model": self.model,
             "model_type": self.model_type,
             "cache": self.cache,
@@ -250,6 +279,7 @@ class LM:
         }
         if self.api_base:
             state["api_base"] = self.api_base
+        state.update(finetuning_model=None, launch_kwargs={}, train_kwargs={})
         return {k: v for k, v in state.items() if k not in _STATE_SKIP}
 
     @property
@@ -303,3 +333,32 @@ class LM:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> LM:
         return self  # an LM is shared, like DSPy's: copies of a program use the same client
+
+
+def _model_id_fix(model: Any) -> str:
+    return (
+        f"LM(model={model!r}): use '<provider>/<model>', e.g. 'openai/gpt-4o-mini', "
+        "'anthropic/claude-3-5-haiku-latest', 'gemini/gemini-2.0-flash' or 'local/smollm2'"
+    )
+
+
+def _subclass_generate(
+    lm: LM, messages: Sequence[Message], params: Mapping[str, Any]
+) -> LMResponse:
+    """A request to an LM subclass written for DSPy, through what it overrides.
+
+    DSPy's adapters call ``lm(messages=..., **params)`` (texts back), and its
+    ``__call__`` calls ``forward`` (an OpenAI-shaped response back): an
+    overridden ``__call__`` wins, else the overridden ``forward`` is used.
+    """
+    from dspex.actors._lm._base_lm import outputs_to_lm_response, response_to_lm_response
+
+    msgs = list(messages)
+    # An override calling super() reaches generate() again: that call goes to the provider.
+    token = _in_override.set(lm)
+    try:
+        if type(lm).__call__ is not LM.__call__:
+            return outputs_to_lm_response(lm(messages=msgs, **params), lm.model)
+        return response_to_lm_response(lm.forward(messages=msgs, **params), lm.model)
+    finally:
+        _in_override.reset(token)
