@@ -36,7 +36,11 @@ from ._state import load
 from ._tool import Tool
 from ._usage import track_usage
 
-_LAZY: dict[str, str] = {"History": "_history"}
+_LAZY: dict[str, str] = {
+    "History": "_history",
+    "ToolCallResults": "_tool_calls",
+    "ToolCalls": "_tool_calls",
+}
 
 __all__ = [
     "Adapter",
@@ -64,6 +68,8 @@ __all__ = [
     "Signature",
     "SignatureMeta",
     "Tool",
+    "ToolCallResults",
+    "ToolCalls",
     "XMLAdapter",
     "answer_exact_match",
     "answer_passage_match",
