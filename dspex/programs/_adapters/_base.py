@@ -123,6 +123,20 @@ class Adapter:
         response = self._generate(lm, messages, params)
         return self._parse_completions(signature, response)
 
+    async def acall(
+        self,
+        lm: Any,
+        lm_kwargs: Mapping[str, Any],
+        signature: Any,
+        demos: Sequence[Any],
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        """The same call, awaited: it runs in a worker thread with the caller's context
+        (the LM protocol is synchronous)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.__call__, lm, lm_kwargs, signature, demos, inputs)
+
     def lm_params(self, signature: Any, lm_kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The LM parameters for a call: the caller's, plus this adapter's defaults."""
         params = dict(lm_kwargs)
@@ -330,6 +344,27 @@ class Adapter:
                 field=field.name,
             ) from exc
 
+    def output_fallbacks(self, signature: Any, found: Any) -> dict[str, Any] | None:
+        """Values for the output fields a reply left out, or None if one of them is required.
+
+        As in DSPy, a missing output field is optional when it declares a
+        ``default`` or ``default_factory``, or its type allows None (then None).
+        """
+        fallbacks: dict[str, Any] = {}
+        for name, info in signature.output_fields.items():
+            if name in found:
+                continue
+            extra = getattr(info, "extra", {}) or {}
+            if "default" in extra:
+                fallbacks[name] = extra["default"]
+            elif callable(extra.get("default_factory")):
+                fallbacks[name] = extra["default_factory"]()
+            elif _allows_none(info.annotation):
+                fallbacks[name] = None
+            else:
+                return None
+        return fallbacks
+
     def missing_fields_error(
         self, plan: SignaturePlan, found: Sequence[str], raw: str, how: str
     ) -> AdapterParseError:
@@ -410,3 +445,15 @@ def _type_note(annotation: Any) -> str:
     except Exception:  # pydantic cannot describe this class
         return f"must be a valid {annotation_name(annotation)}"
     return f"must adhere to the JSON schema: {schema}"
+
+
+def _allows_none(annotation: Any) -> bool:
+    import types
+    import typing
+
+    if annotation is None or annotation is type(None) or annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_allows_none(arg) for arg in typing.get_args(annotation))
+    return False

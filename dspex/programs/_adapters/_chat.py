@@ -110,7 +110,10 @@ class ChatAdapter(Adapter):
             if name in plan.output_names and name not in sections:  # first one wins
                 end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
                 sections[name] = text[match.end() : end].strip()
+        fallbacks: dict[str, Any] = {}
         if len(sections) != len(plan.outputs):
+            fallbacks = self.output_fallbacks(signature, sections) or {}
+        if len(sections) + len(fallbacks) != len(plan.outputs):
             raise self.missing_fields_error(
                 plan,
                 list(sections),
@@ -119,7 +122,14 @@ class ChatAdapter(Adapter):
                 "e.g. `[[ ## name ## ]]`.",
             )
         convert = self.convert_field
-        return {f.name: convert(f, sections[f.name], completion) for f in plan.outputs}
+        return {
+            f.name: (
+                convert(f, sections[f.name], completion)
+                if f.name in sections
+                else fallbacks[f.name]
+            )
+            for f in plan.outputs
+        }
 
 
 def _type_info(annotation: Any) -> str:

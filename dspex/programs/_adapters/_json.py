@@ -119,12 +119,18 @@ class JSONAdapter(ChatAdapter):
                 field=plan.outputs[0].name if plan.outputs else None,
             )
         found = [f.name for f in plan.outputs if f.name in data]
+        fallbacks: dict[str, Any] = {}
         if len(found) != len(plan.outputs):
+            fallbacks = self.output_fallbacks(signature, found) or {}
+        if len(found) + len(fallbacks) != len(plan.outputs):
             raise self.missing_fields_error(
                 plan, found, completion, "Reply with one JSON object holding every output field."
             )
         convert = self.convert_field
-        return {f.name: convert(f, data[f.name], completion) for f in plan.outputs}
+        return {
+            f.name: convert(f, data[f.name], completion) if f.name in data else fallbacks[f.name]
+            for f in plan.outputs
+        }
 
 
 def find_json_object(text: str) -> dict[str, Any] | None:

@@ -55,7 +55,10 @@ class XMLAdapter(ChatAdapter):
             name = match.group("name")
             if name in plan.output_names and name not in sections:
                 sections[name] = match.group("content").strip()
+        fallbacks: dict[str, Any] = {}
         if len(sections) != len(plan.outputs):
+            fallbacks = self.output_fallbacks(signature, sections) or {}
+        if len(sections) + len(fallbacks) != len(plan.outputs):
             raise self.missing_fields_error(
                 plan,
                 list(sections),
@@ -63,7 +66,14 @@ class XMLAdapter(ChatAdapter):
                 "Wrap each output field in its tags, e.g. `<name>...</name>`.",
             )
         convert = self.convert_field
-        return {f.name: convert(f, sections[f.name], completion) for f in plan.outputs}
+        return {
+            f.name: (
+                convert(f, sections[f.name], completion)
+                if f.name in sections
+                else fallbacks[f.name]
+            )
+            for f in plan.outputs
+        }
 
 
 def _tagged(fields: Mapping[str, Any], is_input: bool) -> str:
