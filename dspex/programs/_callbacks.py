@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from dspex.actors._callbacks import active_callbacks, ainvoke, end_call, invoke, start_call
+from dspex.programs._module_history import record_lm_call
 from dspex.programs._runtime_glue import generate_reported, history_emitter
 from dspex.programs._usage import note_usage
 
@@ -177,6 +178,7 @@ def call_lm(lm: Any, messages: Sequence[Mapping[str, Any]], params: Mapping[str,
         else:
             response = generate_reported(emitter, lm, messages, params)
         note_usage(lm, response)
+        record_lm_call(lm, messages, params, response)
         return response
     inputs = {"prompt": None, "messages": messages, "kwargs": dict(params)}
     call = start_call(callbacks, "lm", lm, inputs)
@@ -188,6 +190,7 @@ def call_lm(lm: Any, messages: Sequence[Mapping[str, Any]], params: Mapping[str,
         else:
             response = generate_reported(emitter, lm, messages, params)
         note_usage(lm, response)
+        record_lm_call(lm, messages, params, response)
         texts = [completion.text for completion in response.completions]
         return response
     except BaseException as exc:

@@ -270,11 +270,14 @@ class Module(BaseModule, metaclass=ProgramMeta):
         Runs in the thread executing the program (the run actor's at top
         level), so hooks see the run's context and nest under its calls.
         """
-        callbacks = active_callbacks(self)
-        if not callbacks:
-            return self.forward(*args, **kwargs)
-        inputs = {"args": args, "kwargs": kwargs}
-        return invoke(callbacks, "module", self, inputs, self.forward, *args, **kwargs)
+        from dspex.programs._module_history import calling
+
+        with calling(self):  # LM calls made under this module go to its history
+            callbacks = active_callbacks(self)
+            if not callbacks:
+                return self.forward(*args, **kwargs)
+            inputs = {"args": args, "kwargs": kwargs}
+            return invoke(callbacks, "module", self, inputs, self.forward, *args, **kwargs)
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """Async call: ``aforward`` if the module defines one, else ``forward`` in a

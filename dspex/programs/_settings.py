@@ -45,6 +45,7 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "async_max_workers": 8,
         "track_usage": False,
         "disable_history": False,
+        "max_history_size": 10_000,
         "provide_traceback": False,
         "warn_on_type_mismatch": True,
     }

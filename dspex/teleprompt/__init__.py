@@ -7,6 +7,7 @@ optimizers from ``dspy.teleprompt``.
 from dspex.programs._teleprompt import (
     BootstrapFewShot,
     BootstrapFewShotWithRandomSearch,
+    Ensemble,
     LabeledFewShot,
     MIPROv2,
     Teleprompter,
@@ -19,6 +20,7 @@ __all__ = [
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
     "BootstrapRS",
+    "Ensemble",
     "LabeledFewShot",
     "MIPROv2",
     "Teleprompter",

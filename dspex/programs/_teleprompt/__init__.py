@@ -7,6 +7,7 @@ the WorkerPool the teacher's runs are dispatched to (see ``_coordinator``).
 from dspex.programs._teleprompt._base import Teleprompter
 from dspex.programs._teleprompt._bootstrap import BootstrapFewShot
 from dspex.programs._teleprompt._coordinator import Coordinator
+from dspex.programs._teleprompt._ensemble import Ensemble, EnsembledProgram
 from dspex.programs._teleprompt._labeled import LabeledFewShot
 from dspex.programs._teleprompt._mipro import MIPROv2
 from dspex.programs._teleprompt._random_search import BootstrapFewShotWithRandomSearch
@@ -15,6 +16,8 @@ __all__ = [
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
     "Coordinator",
+    "Ensemble",
+    "EnsembledProgram",
     "LabeledFewShot",
     "MIPROv2",
     "Teleprompter",
