@@ -81,8 +81,11 @@ class ConfigError(UsageError):
         self.value = value
 
 
-class SignatureError(UsageError):
+class SignatureError(UsageError, TypeError):
     """A signature could not be parsed or built.
+
+    Also a ``TypeError`` (DSPy raises one for a malformed signature class), as
+    well as a ``ValueError`` through UsageError.
 
     ``position`` is the 0-based character offset in the signature string, when
     the signature came from a string.

@@ -147,19 +147,36 @@ def _observed(fn: F, kind_of: Callable[[Any], str | None], once: bool) -> F:
             return invoke(
                 callbacks, kind, self, bind(self, args, kwargs), fn, self, *args, **kwargs
             )
-        marker = (id(self), kind)
-        if _observing.get() == marker:
-            return fn(self, *args, **kwargs)
-        token = _observing.set(marker)
-        try:
-            return invoke(
-                callbacks, kind, self, bind(self, args, kwargs), fn, self, *args, **kwargs
-            )
-        finally:
-            _observing.reset(token)
+        return _invoke_once(callbacks, kind, bind, fn, self, args, kwargs)
 
     wrapper._dspex_observed = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+def _invoke_once(  # noqa: PLR0917  (the wrapper's call, spelled out)
+    callbacks: Sequence[Any],
+    kind: str,
+    bind: _Binder,
+    fn: Callable[..., Any],
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """``fn`` observed, unless the same instance's call of this kind is already observed.
+
+    A module-level function (not inlined in the wrapper) so wrappers hold no
+    ContextVar: cloudpickle can then ship a class with observed methods by value.
+    """
+    marker = (id(instance), kind)
+    if _observing.get() == marker:
+        return fn(instance, *args, **kwargs)
+    token = _observing.set(marker)
+    try:
+        return invoke(
+            callbacks, kind, instance, bind(instance, args, kwargs), fn, instance, *args, **kwargs
+        )
+    finally:
+        _observing.reset(token)
 
 
 def call_lm(lm: Any, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> Any:
