@@ -46,6 +46,7 @@ _LAZY: dict[str, str] = {
     "BootstrapFewShotWithRandomSearch": "dspex.teleprompt",
     "LabeledFewShot": "dspex.teleprompt",
     "Ensemble": "dspex.teleprompt",
+    "COPRO": "dspex.teleprompt",
     "MIPROv2": "dspex.teleprompt",
     "ReAct": "dspex.programs",
     "BaseLM": "dspex.clients",
@@ -113,6 +114,7 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "COPRO",
     "LM",
     "Actor",
     "ActorStoppedError",

@@ -5,6 +5,7 @@ optimizers from ``dspy.teleprompt``.
 """
 
 from dspex.programs._teleprompt import (
+    COPRO,
     BootstrapFewShot,
     BootstrapFewShotWithRandomSearch,
     Ensemble,
@@ -17,6 +18,7 @@ BootstrapRS = BootstrapFewShotWithRandomSearch
 """DSPy's short name for :class:`BootstrapFewShotWithRandomSearch`."""
 
 __all__ = [
+    "COPRO",
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
     "BootstrapRS",
