@@ -115,9 +115,10 @@ def test_tool_error_becomes_an_observation_and_the_loop_goes_on() -> None:
     lm = DummyLM([step("lookup", query="x"), step("finish"), final("unknown")])
     with context(lm=lm):
         pred = ReAct("question -> answer", tools=[lookup])(question="q")
-    assert (
-        pred.trajectory["observation_0"] == "Execution error in lookup: ValueError: no entry for x"
-    )
+    # DSPy's observation: the error's traceback (last frames), ending with "Type: message"
+    observation = pred.trajectory["observation_0"]
+    assert observation.startswith("Execution error in lookup: \nTraceback (most recent call last):")
+    assert observation.endswith("ValueError: no entry for x")
     assert pred.trajectory["tool_name_1"] == "finish"
     assert pred.answer == "unknown"
 
@@ -172,7 +173,9 @@ def test_a_tool_missing_from_the_table_is_an_observation_error() -> None:
     lm = DummyLM([step("search", query="x"), step("finish"), final("a")])
     with context(lm=lm):
         pred = react(question="q")
-    assert pred.trajectory["observation_0"].startswith("Execution error in search: UsageError")
+    observation = pred.trajectory["observation_0"]
+    assert observation.startswith("Execution error in search: \nTraceback")
+    assert "UsageError: no tool named 'search'" in observation
 
 
 def test_json_adapter_parses_tool_name_and_args() -> None:
@@ -469,11 +472,13 @@ def test_nothing_left_to_drop_raises_context_window_error(
     with FakeOpenAI(reply=scripted_agent([]), context_window=50) as fake:
         with context(lm=fake_lm(fake)), pytest.raises(ContextWindowError) as info:
             react(question="Where is Paris?")
-        assert fake.outcomes == {"context_window": 1}  # not retried: it would fail again
+        # the step fails and nothing can be dropped, so (as DSPy) the loop ends and the
+        # extraction is tried once: it fails the same way
+        assert fake.outcomes == {"context_window": 2}
     # a top-level call wraps it as ProgramError[ContextWindowError]; .original is ours
     err = info.value.original if isinstance(info.value, ProgramError) else info.value
     assert isinstance(err, ContextWindowError)
-    assert "no step left to drop" in str(err) and "larger context window" in str(err)
+    assert "cannot be truncated" in str(err) and "larger context window" in str(err)
     assert err.model == "openai/agent" and err.retryable is False
     cause = err.__cause__
     assert isinstance(cause, ContextWindowError) and cause.status == 400
@@ -493,10 +498,12 @@ def test_truncation_is_bounded_like_dspy(start_runtime: Callable[..., dspex.Runt
         with pytest.raises(ContextWindowError) as info:
             react(question="Where is Paris?")
         prompts = [trajectory_of(r) for r in fake.requests]
-    assert len(prompts) == 4 + 1 + MAX_TRUNCATIONS  # 4 steps, then 1 try + 3 shorter ones
-    assert [p.count("[[ ## thought_") for p in prompts[4:]] == [4, 3, 2, 1]
+    # 4 steps, then 1 try + 3 shorter ones; that ends the loop (as DSPy) and the
+    # extraction tries once with the one step left, which cannot be dropped
+    assert len(prompts) == 4 + 1 + MAX_TRUNCATIONS + 1
+    assert [p.count("[[ ## thought_") for p in prompts[4:]] == [4, 3, 2, 1, 1]
     err = info.value.original if isinstance(info.value, ProgramError) else info.value
-    assert f"after dropping the {MAX_TRUNCATIONS} oldest trajectory steps" in str(err)
+    assert "cannot be truncated" in str(err)
     assert isinstance(err, ContextWindowError) and err.model == "openai/agent"
     assert isinstance(err.__cause__, ContextWindowError) and err.__cause__.status == 400
 
@@ -535,7 +542,25 @@ def test_truncate_trajectory_drops_the_four_oldest_entries() -> None:
     }
     assert react.truncate_trajectory(trajectory) is trajectory
     assert list(trajectory) == ["thought_1", "tool_name_1", "tool_args_1", "observation_1"]
-    react.truncate_trajectory(trajectory)
-    assert trajectory == {}
-    with pytest.raises(ContextWindowError, match="no step left to drop"):
+    # as DSPy: a single tool call is not dropped (the prompt would lose all its context)
+    with pytest.raises(ContextWindowError, match="cannot be truncated"):
         react.truncate_trajectory(trajectory)
+    assert len(trajectory) == 4
+
+
+def test_a_step_that_never_fits_ends_the_loop_and_extraction_still_runs() -> None:
+    react = ReAct("question -> answer", tools=[Calls().search])
+    seen: list[dict[str, Any]] = []
+
+    def too_long(**kwargs: Any) -> Any:
+        raise ContextWindowError("prompt too long")
+
+    def extract(**kwargs: Any) -> Any:
+        seen.append(kwargs)
+        return dspex.Prediction(answer="fallback")
+
+    react.react = too_long  # type: ignore[assignment]
+    react.extract = extract  # type: ignore[assignment]
+    pred = react(question="q")
+    assert pred.trajectory == {} and pred.answer == "fallback"
+    assert seen[0]["question"] == "q" and "trajectory" in seen[0]

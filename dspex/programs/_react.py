@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -115,6 +116,10 @@ class ReAct(Module):
                 run.check_deadline()
             try:
                 pred, trajectory = self._call_fitting(self.react, input_args, trajectory)
+            except ContextWindowError as err:
+                # As DSPy: no shorter trajectory fits; end the loop, extraction still runs.
+                logger.warning("ReAct: ending the trajectory at step %d: %s", idx, err)
+                break
             except AdapterParseError as err:
                 # As DSPy: a reply naming no valid tool ends the loop; extraction still runs.
                 logger.warning(
@@ -185,7 +190,11 @@ class ReAct(Module):
                 )
             return tool(**args)
         except Exception as err:  # BaseException (SystemExit...) ends the trajectory instead
-            return f"Execution error in {name}: {type(err).__name__}: {err}"
+            # DSPy's observation: the traceback (last frames) ending with "Type: message".
+            trace = "".join(
+                traceback.format_exception(type(err), err, err.__traceback__, limit=5)
+            ).strip()
+            return f"Execution error in {name}: \n{trace}"
 
     def _format_trajectory(self, trajectory: Mapping[str, Any]) -> str:
         """The trajectory as input-field blocks in the configured adapter's format."""
@@ -209,11 +218,12 @@ class ReAct(Module):
         ``ContextWindowError`` when no whole step is left to drop.
         """
         keys = list(trajectory)
-        if len(keys) < 4:
+        if len(keys) <= 4:  # one step (thought, tool name, args, observation) or less
             raise ContextWindowError(
-                "the ReAct prompt exceeds the LM's context window and the trajectory has no "
-                f"step left to drop ({len(keys)} entries); shorten the inputs or the "
-                "signature's instructions, or use a model with a larger context window"
+                "the ReAct prompt exceeds the LM's context window and the trajectory cannot "
+                f"be truncated: it holds at most one tool call ({len(keys)} entries); shorten "
+                "the inputs or the signature's instructions, or use a model with a larger "
+                "context window"
             )
         for key in keys[:4]:
             del trajectory[key]
