@@ -12,6 +12,7 @@ from adapter_helpers import ScriptedLM
 
 import dspex
 from dspex.programs import settings
+from dspex.testing import DummyLM
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +45,7 @@ def test_adapter_parse_error_in_dspy_form() -> None:
 
 
 def test_settings_copy_round_trips_through_configure() -> None:
-    lm = dspex.testing.DummyLM([])
+    lm = DummyLM([])
     dspex.configure(lm=lm, num_threads=3)
     snapshot = settings.copy()
     assert snapshot["lm"] is lm and snapshot["num_threads"] == 3
@@ -153,7 +154,7 @@ def test_json_adapter_follows_dspys_structured_output_rule(
 
 
 def test_a_dummy_lm_answers_json_when_the_prompt_asks_for_it() -> None:
-    lm = dspex.testing.DummyLM([{"answer": "Paris"}])
+    lm = DummyLM([{"answer": "Paris"}])
     pred = dspex.Predict("question -> answer")
     with dspex.context(lm=lm, adapter=dspex.JSONAdapter()):
         assert pred(question="q").answer == "Paris"

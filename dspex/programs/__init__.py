@@ -38,6 +38,7 @@ from ._usage import track_usage
 
 _LAZY: dict[str, str] = {
     "History": "_history",
+    "Image": "_media",
     "ToolCallResults": "_tool_calls",
     "ToolCalls": "_tool_calls",
 }
@@ -54,6 +55,7 @@ __all__ = [
     "Example",
     "FieldInfo",
     "History",
+    "Image",
     "InputField",
     "JSONAdapter",
     "Module",

@@ -207,7 +207,7 @@ class Adapter:
         signature = _resolve(signature)
         with_history = format_with_history(self, signature, demos, inputs)
         if with_history is not None:  # a History input becomes earlier turns
-            return with_history
+            return _media_parts(with_history)
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": self.plan(signature).system}
         ]
@@ -219,7 +219,7 @@ class Adapter:
                 "content": self.format_user_message_content(signature, inputs, main_request=True),
             }
         )
-        return messages
+        return _media_parts(messages)
 
     def format_system_message(self, signature: Any) -> str:
         """Field descriptions, the interaction structure, then the objective."""
@@ -457,3 +457,20 @@ def _allows_none(annotation: Any) -> bool:
     if origin is typing.Union or origin is types.UnionType:
         return any(_allows_none(arg) for arg in typing.get_args(annotation))
     return False
+
+
+_MEDIA_MARK = "<<CUSTOM-TYPE-START-IDENTIFIER>>"
+
+
+def _media_parts(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """User messages holding an Image's marked parts, split into content parts.
+
+    One substring check per message when there is no Image (pydantic stays unloaded).
+    """
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str) and _MEDIA_MARK in content:
+            from dspex.programs._media import split_content_parts
+
+            return split_content_parts(messages)
+    return messages
