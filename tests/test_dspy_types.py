@@ -138,3 +138,22 @@ def test_adapter_acall() -> None:
     sig = dspex.Signature("question -> answer")
     result = asyncio.run(dspex.ChatAdapter().acall(lm, {}, sig, [], {"question": "q"}))
     assert result == [{"answer": "Paris"}]
+
+
+def test_types_that_describe_themselves_get_dspys_description_line() -> None:
+    class Sig(dspex.Signature):
+        question: str = dspex.InputField()
+        citations: Citations = dspex.OutputField()
+        calls: list[dspex.ToolCalls] = dspex.OutputField(desc="what to run")
+
+    system = dspex.ChatAdapter().format(Sig, [], {"question": "q"})[0]["content"]
+    assert (
+        "1. `citations` (Citations): \n    Type description of Citations: "
+        + Citations.description()
+    ) in system
+    assert (
+        "2. `calls` (list[ToolCalls]): what to run\n    Type description of ToolCalls: "
+        + dspex.ToolCalls.description()
+    ) in system
+    plain = dspex.ChatAdapter().format(dspex.Signature("q -> a"), [], {"q": "x"})[0]["content"]
+    assert "Type description" not in plain

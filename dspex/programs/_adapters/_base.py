@@ -22,6 +22,7 @@ import enum
 import inspect
 import json
 import textwrap
+import typing
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -412,7 +413,10 @@ def _reply_excerpt(raw: str, limit: int = 300) -> str:
 def _describe_fields(fields: Mapping[str, Any]) -> str:
     lines = []
     for index, (name, info) in enumerate(fields.items(), 1):
-        desc = info.desc if info.desc is not None and info.desc != f"${{{name}}}" else ""
+        desc: str = info.desc if info.desc is not None and info.desc != f"${{{name}}}" else ""
+        for kind in _described_types(info.annotation):
+            # DSPy's line for a type that explains itself (ToolCalls, Citations...)
+            desc += f"\n    Type description of {annotation_name(kind)}: {kind.description()}"  # type: ignore[attr-defined]
         line = f"{index}. `{name}` ({annotation_name(info.annotation)}): {desc}"
         constraints = (getattr(info, "json_schema_extra", None) or {}).get("constraints")
         if constraints:
@@ -474,3 +478,23 @@ def _media_parts(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
             return split_content_parts(messages)
     return messages
+
+
+def _described_types(annotation: Any) -> list[type]:
+    """Classes in ``annotation`` (nested too) whose ``description()`` classmethod says something."""
+    found: list[type] = []
+    if isinstance(annotation, type):
+        method = inspect.getattr_static(annotation, "description", None)
+        if isinstance(method, classmethod):
+            try:
+                text = annotation.description()  # type: ignore[attr-defined]
+            except Exception:  # a user's description() that fails: no line for it
+                text = ""
+            if isinstance(text, str) and text:
+                found.append(annotation)
+        return found
+    for arg in typing.get_args(annotation):
+        for kind in _described_types(arg):
+            if kind not in found:
+                found.append(kind)
+    return found
