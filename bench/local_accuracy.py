@@ -15,6 +15,10 @@ wording ("criteria") reaches 94-96%. A bare two-message prompt without
 the adapter's field-structure system message scored 16/16 on a subset,
 so the long system message is what confuses a 135M model.
 
+The variant "dspex demo (_demo.Sentiment)" is the classifier ``dspex demo``
+evaluates zero-shot: its accuracy is the figure tests/test_demo.py used to
+assert (>= 90%; measured 95.8%, 46/48).
+
 Run: ``python bench/local_accuracy.py [--repeats N] [--threads N] [--variant NAME ...]``.
 """
 
@@ -30,6 +34,7 @@ from importlib import resources
 from typing import Any, Literal
 
 import dspex
+from dspex import _demo
 from dspex.programs import InputField, OutputField, Signature
 
 Label = Literal["positive", "negative"]
@@ -81,7 +86,8 @@ class CriteriaSwapped(Signature):
 
 VARIANTS: dict[str, Any] = {
     "string, no instruction": "review -> sentiment: Literal['positive', 'negative']",
-    "demo (_demo.Sentiment today)": Demo,
+    "dspex demo (_demo.Sentiment)": _demo.Sentiment,
+    "short docstring + input desc": Demo,
     "plain docstring": Plain,
     "plain docstring + field descs": Described,
     "criteria docstring": Criteria,

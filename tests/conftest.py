@@ -75,6 +75,20 @@ def no_leaks() -> Iterator[None]:
 
 
 @pytest.fixture
+def clean_settings() -> Iterator[None]:
+    """Program settings (``dspex.configure``'s global layer) reset before and after.
+
+    Modules whose tests configure settings globally opt in with
+    ``pytestmark = pytest.mark.usefixtures("clean_settings")``.
+    """
+    from dspex.programs import settings
+
+    settings.reset()
+    yield
+    settings.reset()
+
+
+@pytest.fixture
 def start_runtime(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """Start runtimes (cache in ``tmp_path``) that are all stopped after the test."""
     from runtime_helpers import runtime_starter

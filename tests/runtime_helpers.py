@@ -1,5 +1,5 @@
-"""Helpers for the runtime-level tests: starting and stopping Runtimes, a
-ChatAdapter-format reply that echoes the question, and bounded waits.
+"""Helpers for the runtime-level tests: starting and stopping Runtimes and a
+ChatAdapter-format reply that echoes the question (bounded waits: wait_helpers).
 
 Every runtime started through :func:`runtime_starter` is stopped on exit, so
 the autouse leak check in ``conftest.py`` holds.
@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import re
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
+from wait_helpers import wait_until  # noqa: F401  (re-exported; it lives in wait_helpers)
 
 import dspex
 from dspex.programs import settings as program_settings
@@ -41,16 +39,6 @@ def echo_answers(fake: FakeProvider, prefix: str = "") -> None:
         return chat_answer(prefix + (match.group(1) if match else content))
 
     fake.reply = reply
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    """Wait (bounded) until ``condition()`` holds; fail the test otherwise."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s: {what or condition}")
-        pause.wait(0.005)
 
 
 def lm_client_refs(rt: dspex.Runtime) -> list[Any]:

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from dspex.errors import ProgramError, UsageError
-from dspex.programs import Module, Predict, asyncify, configure, context, settings
+from dspex.programs import Module, Predict, asyncify, configure, context
 from dspex.testing import DummyLM
 
-
-@pytest.fixture(autouse=True)
-def clean_settings() -> Iterator[None]:
-    settings.reset()
-    yield
-    settings.reset()
+pytestmark = pytest.mark.usefixtures("clean_settings")
 
 
 def test_calls_run_at_once_off_the_loop_with_the_callers_context() -> None:
@@ -135,9 +129,6 @@ def test_bad_arguments_are_refused() -> None:
     with pytest.raises(UsageError, match="needs a callable"):
         asyncify("qa")  # type: ignore[arg-type]
 
-    async def main() -> None:
+    # Refused when set, before any asyncified call could use it.
+    with pytest.raises(UsageError, match=r"configure\(async_max_workers=0\): must be an int"):
         configure(async_max_workers=0)
-        with pytest.raises(UsageError, match="async_max_workers=0"):
-            await asyncify(lambda: 1)()
-
-    asyncio.run(main())

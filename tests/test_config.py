@@ -24,7 +24,7 @@ from dspex.config import (
     redact,
     split_model_id,
 )
-from dspex.config._loading import env_var_name
+from dspex.config._explain import env_var_name
 from dspex.errors import ConfigError, UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +63,7 @@ def test_defaults() -> None:
     assert s.lm_client.breaker_failure_threshold == 5
     assert s.lm_client.breaker_reset_timeout == 30.0
     assert s.lm_client.max_in_flight == 512
+    assert (s.lm_client.transport, s.lm_client.max_response_bytes) == ("auto", 32 << 20)
     assert s.models == {}
     assert s.cache.enabled and s.cache.disk_enabled and s.cache.memory_enabled
     assert s.cache.dir == Path.home() / ".dspex_cache"
@@ -420,6 +421,8 @@ def test_out_of_range_from_file_names_the_file(tmp_path: Path) -> None:
         ({"lm_client": {"num_retries": -1}}, "lm_client.num_retries"),
         ({"lm_client": {"backoff_base": 2, "backoff_max": 1}}, "lm_client.backoff_max"),
         ({"lm_client": {"api_base": "127.0.0.1:8000"}}, "lm_client.api_base"),
+        ({"lm_client": {"transport": "curl"}}, "lm_client.transport"),
+        ({"lm_client": {"max_response_bytes": 0}}, "lm_client.max_response_bytes"),
         ({"runtime": {"max_runs": 0}}, "runtime.max_runs"),
         ({"telemetry": {"format": "yaml"}}, "telemetry.format"),
         ({"adapter": "two-step"}, "adapter"),
@@ -479,6 +482,14 @@ def test_bad_toml_names_file_and_line(tmp_path: Path) -> None:
         load_settings(path, env={})
     message = str(info.value)
     assert str(path) in message and "at line 4" in message and "not valid TOML" in message
+    assert info.value.key == "config"
+
+
+def test_a_config_file_nested_too_deeply_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "lm = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert str(path) in str(info.value) and "more deeply than Python can read" in str(info.value)
     assert info.value.key == "config"
 
 
@@ -644,3 +655,69 @@ def test_docs_list_every_setting_and_env_var() -> None:
         assert f"`{env_var_name(path)}`" in docs, path
     assert "kwargs > DSPEX_* environment > TOML file > defaults" in docs
     assert "load_settings" in docs and "DSPEX_CONFIG" in docs
+
+
+def test_transport_and_response_limit_from_the_environment() -> None:
+    env = {"DSPEX_LM_CLIENT__TRANSPORT": "HTTPX", "DSPEX_LM_CLIENT__MAX_RESPONSE_BYTES": "1024"}
+    s = load_settings(env=env)
+    assert (s.lm_client.transport, s.lm_client.max_response_bytes) == ("httpx", 1024)
+    with pytest.raises(ConfigError, match="DSPEX_LM_CLIENT__TRANSPORT") as info:
+        load_settings(env={"DSPEX_LM_CLIENT__TRANSPORT": "requests"})
+    assert info.value.key == "lm_client.transport"
+
+
+SECRET_NAMES = [
+    "api_key",
+    "OPENAI_API_KEY",
+    "x-api-key",
+    "x-goog-api-key",
+    "apiKey",
+    "apikey",
+    "Ocp-Apim-Subscription-Key",  # Azure: programs' detector knew it, config's did not
+    "subscription_key",
+    "auth_key",
+    "AWS_SECRET_ACCESS_KEY",
+    "accessKey",
+    "private_key",
+    "client_secret",
+    "access_token",
+    "refresh_token",
+    "Authorization",
+    "auth",
+    "bearer",
+    "password",
+    "passwd",
+    "credentials",
+    "Cookie",  # config's detector knew it, programs' did not
+    "Set-Cookie",
+    "cookies",
+]
+NOT_SECRET_NAMES = [
+    "max_tokens",
+    "max_completion_tokens",
+    "tpm",
+    "track_usage",
+    "lm",
+    "api_base",
+    "api_version",
+    "keyword",
+    "keywords",
+    "top_k",
+    "key",
+    "prompt_cache_key",
+    "idempotency_key",
+    "author",
+    "temperature",
+    "model",
+    "stop",
+]
+
+
+def test_one_secret_detector_for_settings_and_saved_programs() -> None:
+    from dspex.programs import _state
+
+    assert _state.is_secret_key is is_secret_key  # the same function, not a copy
+    for name in SECRET_NAMES:
+        assert is_secret_key(name), name
+    for name in NOT_SECRET_NAMES:
+        assert not is_secret_key(name), name

@@ -163,6 +163,7 @@ def test_demo_keeps_the_zero_shot_classifier_when_the_demos_hurt(
 # -- the real command -------------------------------------------------------------------------
 
 _SCORE = re.compile(r"^  (zero-shot|compiled)\s+([\d.]+)%", re.M)
+_COUNTED = re.compile(r"^  (zero-shot|compiled)\s+([\d.]+)%  \((\d+)/(\d+)", re.M)
 
 
 def _demo_command(cache_dir: Path) -> str:
@@ -186,7 +187,13 @@ def test_dspex_demo_on_the_real_model_cold_then_warm(tmp_path: Path) -> None:
     cold = _demo_command(tmp_path)
     scores = {name: float(value) for name, value in _SCORE.findall(cold)}
     assert scores.keys() == {"zero-shot", "compiled"}
-    assert scores["zero-shot"] >= 90.0  # measured 95.8% (46/48)
+    # Each score is the share of the 48 reviews it counts; how high the real
+    # model scores is a figure in bench/local_accuracy.py (measured 95.8%).
+    counted = {name: (int(right), int(of)) for name, _, right, of in _COUNTED.findall(cold)}
+    assert counted.keys() == scores.keys()
+    for name, (right, of) in counted.items():
+        assert of == 48 and 0 <= right <= 48
+        assert scores[name] == pytest.approx(100 * right / of, abs=0.051)  # shown to .1
     assert re.search(r"teacher runs: \d+ training reviews, \d+ accepted", cold)
     which, why = _demo.choose(scores["zero-shot"], scores["compiled"], 48)
     assert f"serving the {which} classifier: {why}" in cold

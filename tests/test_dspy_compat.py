@@ -9,7 +9,6 @@ against ``DummyLM``, asserting what the program actually produces.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,12 +27,7 @@ from dspex.programs import (
 )
 from dspex.testing import DummyLM
 
-
-@pytest.fixture(autouse=True)
-def clean_settings() -> Iterator[None]:
-    dspy.settings.reset()
-    yield
-    dspy.settings.reset()
+pytestmark = pytest.mark.usefixtures("clean_settings")
 
 
 def _prompt(lm: DummyLM, index: int = -1) -> str:

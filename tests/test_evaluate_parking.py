@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from runtime_helpers import SECRET, StartRuntime, echo_answers, make_lm, wait_until
+from runtime_helpers import SECRET, StartRuntime, echo_answers, make_lm
+from wait_helpers import wait_until
 
 import dspex
 from dspex.programs import Module, Predict

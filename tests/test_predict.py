@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -22,17 +21,11 @@ from dspex.programs import (
     Signature,
     configure,
     context,
-    settings,
 )
 from dspex.programs._adapters import JSONAdapter
 from dspex.testing import DummyLM
 
-
-@pytest.fixture(autouse=True)
-def clean_settings() -> Iterator[None]:
-    settings.reset()
-    yield
-    settings.reset()
+pytestmark = pytest.mark.usefixtures("clean_settings")
 
 
 def _last_user(lm: DummyLM) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from runtime_helpers import wait_until
+from wait_helpers import wait_past, wait_until
 
 import dspex
 from dspex.actors import RunContext, current_run
@@ -315,13 +315,6 @@ def test_ordinary_errors_keep_their_type_across_the_actor() -> None:
     with context(lm=lm):
         error = Catcher()(question="q").error
     assert isinstance(error, AdapterParseError) and error.field == "reasoning"
-
-
-def wait_past(deadline: float) -> None:
-    """Block until ``deadline`` (monotonic) has passed: a condition, not a guess."""
-    pause = threading.Event()
-    while time.monotonic() <= deadline:
-        pause.wait(0.005)
 
 
 def slow_search(query: str) -> str:

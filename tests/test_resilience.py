@@ -255,6 +255,18 @@ def test_limiter_rejects_bad_settings() -> None:
 # -- single-flight --------------------------------------------------------------------
 
 
+def _flight_task() -> asyncio.Task[Any]:
+    """The one task running besides the caller: the flight ``join`` just started."""
+    [task] = asyncio.all_tasks() - {asyncio.current_task()}
+    return task
+
+
+async def _finished(task: asyncio.Task[Any]) -> None:
+    """Wait (bounded) until ``task`` ends and the done callbacks added before ours ran."""
+    done, _ = await asyncio.wait([task], timeout=5)
+    assert done == {task}
+
+
 def test_single_flight_shares_one_run_and_forgets_it_after() -> None:
     async def scenario() -> None:
         runs = 0
@@ -271,16 +283,18 @@ def test_single_flight_shares_one_run_and_forgets_it_after() -> None:
             lambda w, task, shared: got.append((w, task.result(), shared))
         )
         assert not flights.join("k", work, "a")
+        first = _flight_task()
         assert flights.join("k", work, "b")
         assert flights.join("k", work, "c")
         assert "k" in flights and len(flights) == 1
         gate.set()
-        await asyncio.sleep(0.01)
+        await _finished(first)
         assert got == [("a", "answer 1", False), ("b", "answer 1", True), ("c", "answer 1", True)]
         assert len(flights) == 0
         assert not flights.join("k", work, "d")  # after completion: a new flight
-        await asyncio.sleep(0.01)
+        await _finished(_flight_task())
         assert runs == 2 and flights.shared == 2
+        assert len(flights) == 0
 
     asyncio.run(scenario())
 
@@ -297,13 +311,15 @@ def test_single_flight_cancels_when_the_last_waiter_leaves() -> None:
 
         flights: SingleFlight[str, str] = SingleFlight(lambda w, t, s: notified.append(w))
         flights.join("k", work, "a")
+        task = _flight_task()
         flights.join("k", work, "b")
         await started.wait()
         flights.leave("k", "a")
         assert "k" in flights
         flights.leave("k", "b")
         assert "k" not in flights
-        await asyncio.sleep(0.01)
+        await _finished(task)
+        assert task.cancelled()
         assert notified == []
 
     asyncio.run(scenario())
@@ -476,6 +492,12 @@ def test_config_reads_the_settings_group_and_validates() -> None:
     assert config.replace(tpm=1000).tpm == 1000
     with pytest.raises(ConfigError, match=r"lm_client\.max_in_flight=0"):
         LMClientConfig(max_in_flight=0)
+    with pytest.raises(ConfigError, match=r"lm_client\.transport='curl'.*'auto', 'h11' or 'httpx'"):
+        LMClientConfig(transport="curl")
+    with pytest.raises(ConfigError, match=r"lm_client\.max_response_bytes=0"):
+        LMClientConfig(max_response_bytes=0)
+    defaults = LMClientConfig.from_settings(Settings().lm_client)
+    assert defaults == LMClientConfig()  # the dataclass mirrors the settings' defaults
     with pytest.raises(ConfigError, match="backoff_max"):
         LMClientConfig(backoff_base=2.0, backoff_max=1.0)
     with pytest.raises(ConfigError, match="retries_max"):

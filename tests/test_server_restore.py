@@ -11,7 +11,8 @@ from typing import Any
 
 import pykka
 import pytest
-from runtime_helpers import StartRuntime, wait_until
+from runtime_helpers import StartRuntime
+from wait_helpers import wait_until
 
 import dspex
 from dspex.actors._program_server import ServerDirectory, server_key

@@ -67,8 +67,8 @@ def test_run_and_supervisor_metrics(telemetry: Any) -> None:
     emit.emit("program.run.stop", duration_ms=4.0)
     emit.emit("program.run.start")
     emit.emit("program.run.exception", error="ValueError")
-    bus.emit("supervisor.child_restarted", child_id="lm")
-    bus.emit("supervisor.child_restarted", child_id="lm")
+    bus.emit("supervisor.child_restarted", supervisor="lms", child="lm")
+    bus.emit("supervisor.child_restarted", supervisor="lms", child="lm")
     m = telemetry.proxy().metrics().get(timeout=5)
     assert m["runs"]["started"] == 2 and m["runs"]["succeeded"] == 1
     assert m["runs"]["failed"] == 1 and m["runs"]["errors"] == {"ValueError": 1}

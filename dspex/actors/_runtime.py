@@ -16,7 +16,9 @@ raw refs, so they follow restarts. State that must survive a restart (the
 cache store, each model's ClientSlot) belongs to the Runtime, not the actor.
 Program runs (``Runtime.run``) live in :mod:`dspex.actors._runtime_runs`.
 What is served is such state too: the ServerDirectory remembers every named
-program, and each new ``servers`` incarnation serves them again (``_restoring``).
+program, and each new ``servers`` incarnation serves them again; likewise the
+client table (LMClients) remembers every LM client, and each new ``lms``
+incarnation starts them again (``_restoring``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pykka
 
@@ -38,7 +40,7 @@ from dspex.actors._runtime_registry import register, unregister
 from dspex.actors._runtime_runs import ProgramRuns
 from dspex.actors._telemetry import Telemetry, render_history
 from dspex.actors._telemetry_emitter import TelemetryEmitter
-from dspex.errors import ActorStoppedError, UsageError
+from dspex.errors import ActorStoppedError, RegistryError, UsageError
 from dspex.supervision import (
     ChildSpec,
     Clock,
@@ -56,7 +58,7 @@ from dspex.supervision import (
 
 if TYPE_CHECKING:
     from dspex.actors._lm._handle import LMHandle
-    from dspex.actors._program_server import ServerDirectory, ServerHandle
+    from dspex.actors._program_server import ServerHandle
     from dspex.actors._server_requests import ServerFuture
     from dspex.config import Settings
 
@@ -65,6 +67,7 @@ __all__ = ["Runtime"]
 log = logging.getLogger("dspex.runtime")
 
 CALL_TIMEOUT = 10.0  # bound for internal asks to runtime services
+LMS_MAX_RESTARTS = 10  # client restarts the LMSupervisor allows within max_seconds
 
 
 class Runtime(ProgramRuns):
@@ -85,9 +88,11 @@ class Runtime(ProgramRuns):
         self.cache = CacheClient(self.cache_store, lambda: self.registry.whereis("cache"))
         self._root: pykka.ActorRef[Any] | None = None
         self._lock = threading.Lock()
+        # The client table outlives the ``lms`` supervisor: it remembers every
+        # client it started, and every new incarnation starts them again.
         self.clients = LMClients(
             lambda: self.box.settings,
-            lambda: self.whereis("lms"),
+            self._lms,
             telemetry=self.telemetry,
             clock=clock,
         )
@@ -158,17 +163,20 @@ class Runtime(ProgramRuns):
                 ChildSpec(
                     "cache", lambda: Cache.start(self.cache_store, self.telemetry), name="cache"
                 ),
-                Supervisor.spec(
-                    "lms",
-                    children=[],
-                    strategy=Strategy.ONE_FOR_ONE,
-                    max_restarts=10,
-                    max_seconds=rt.max_seconds,
-                    registry=reg,
-                    events=events,
-                    clock=clock,
-                    register_as="lms",
-                    shutdown=group_shutdown,
+                _restoring(
+                    Supervisor.spec(
+                        "lms",
+                        children=[],
+                        strategy=Strategy.ONE_FOR_ONE,
+                        max_restarts=LMS_MAX_RESTARTS,
+                        max_seconds=rt.max_seconds,
+                        registry=reg,
+                        events=events,
+                        clock=clock,
+                        register_as="lms",
+                        shutdown=group_shutdown,
+                    ),
+                    self.clients,
                 ),
                 dynamic(
                     "programs",
@@ -235,7 +243,12 @@ class Runtime(ProgramRuns):
     # -- services -------------------------------------------------------------------
 
     def whereis(self, name: str) -> pykka.ActorRef[Any]:
-        """The current incarnation of a named service, or ActorStoppedError."""
+        """The current incarnation of a named service.
+
+        A service being restarted is waited for (up to ``CALL_TIMEOUT``); a
+        name that no service of this runtime ever had raises ``RegistryError``
+        at once, and a stopped runtime ``ActorStoppedError``.
+        """
         ref = self.registry.whereis(name)
         if ref is None:
             if not self.running:
@@ -243,11 +256,29 @@ class Runtime(ProgramRuns):
                     "the dspex runtime is not running; start one with dspex.start() "
                     "or dspex.configure(...)"
                 )
+            if not self.registry.known(name):
+                raise RegistryError(
+                    f"rt.whereis({name!r}): this runtime has no service named {name!r}; "
+                    f"its services are {self.registry.names()}"
+                )
             ref = self.registry.await_name(name, timeout=CALL_TIMEOUT)
             if ref is None:
                 raise ActorStoppedError(
                     f"runtime service {name!r} did not come back within {CALL_TIMEOUT}s"
                 )
+        return ref
+
+    def _lms(self, not_ref: pykka.ActorRef[Any] | None = None) -> pykka.ActorRef[Any]:
+        """The LMSupervisor; with ``not_ref``, its successor (waits for the root's restart)."""
+        if not_ref is None:
+            return self.whereis("lms")
+        ref = self.registry.await_name("lms", CALL_TIMEOUT, not_ref=not_ref)
+        if ref is None:
+            raise ActorStoppedError(
+                f"the LM supervisor did not come back within {CALL_TIMEOUT}s"
+                if self.running
+                else "the dspex runtime is not running; start one with dspex.start()"
+            )
         return ref
 
     def configure(self, **overrides: Any) -> Settings:
@@ -380,12 +411,18 @@ class Runtime(ProgramRuns):
         return self.clients.request_defaults(model)
 
 
-def _restoring(spec: ChildSpec, directory: ServerDirectory) -> ChildSpec:
-    """``spec`` of the ProgramServers supervisor, with every wanted program re-served on start.
+class _Restorer(Protocol):
+    def restore(self, supervisor: pykka.ActorRef[Any]) -> tuple[str, ...]: ...
 
-    The start function runs in the root supervisor's thread: the new
-    incarnation is started, then (before the root registers it under
-    ``servers``) the directory serves its remembered programs under it.
+
+def _restoring(spec: ChildSpec, directory: _Restorer) -> ChildSpec:
+    """``spec`` of a supervisor whose wanted children ``directory`` starts on each start.
+
+    For ``servers`` the ServerDirectory re-serves every named program; for
+    ``lms`` the client table starts every LM client (and local model server)
+    again. The start function runs in the root supervisor's thread: the new
+    incarnation is started, then (before the root registers it under its
+    name) the directory restores its children under it.
     """
     start = spec.start
 

@@ -221,7 +221,8 @@ class Telemetry(Actor):
         elif name.startswith("supervisor."):
             self._supervisor_events[name] += 1
             if name == "supervisor.child_restarted":
-                self._restarts[str(data.get("child_id", "?"))] += 1
+                # Supervisors name the restarted child's spec id as ``child``.
+                self._restarts[str(data.get("child", "?"))] += 1
         for subscriber in self._subscribers:
             with contextlib.suppress(Exception):
                 subscriber(event)

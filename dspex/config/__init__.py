@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         RuntimeSettings,
         Settings,
         TelemetrySettings,
+        model_id_problem,
         split_model_id,
     )
 
@@ -43,6 +44,7 @@ _LAZY: dict[str, str] = {
     "RuntimeSettings": "_settings",
     "Settings": "_settings",
     "TelemetrySettings": "_settings",
+    "model_id_problem": "_settings",
     "split_model_id": "_settings",
 }
 
@@ -59,6 +61,7 @@ __all__ = [
     "TelemetrySettings",
     "is_secret_key",
     "load_settings",
+    "model_id_problem",
     "redact",
     "split_model_id",
 ]

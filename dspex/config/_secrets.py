@@ -3,6 +3,8 @@
 Kept free of pydantic so telemetry and cache-key code can import it cheaply:
 a secret value is recognised by duck typing (``get_secret_value``), a secret
 key by its words (``api_key``, ``access_token``, ``password``...).
+:func:`is_secret_key` is the one secret detector of dspex: settings, telemetry,
+cache keys and saved programs all use it.
 """
 
 from __future__ import annotations
@@ -16,21 +18,34 @@ __all__ = ["REDACTED", "is_secret_key", "is_secret_path", "redact", "redact_valu
 REDACTED = "**********"
 """What a secret is shown as: the same mask pydantic uses for ``SecretStr``."""
 
-# Whole words only: "max_tokens" is not a secret, "access_token" is.
+# One detector for every layer: settings, telemetry, cache keys and saved
+# programs all ask is_secret_key, so a name is a secret everywhere or nowhere.
+# When in doubt a name counts as secret: a false alarm hides a value from a
+# log or a cache key, a miss leaks a credential.
+
+# Whole words only (split on anything but letters and digits): "access_token"
+# is a secret, "max_tokens" is not.
 _SECRET_WORDS = frozenset(
     {"token", "secret", "secrets", "password", "passwd", "authorization", "credential"}
-    | {"credentials", "auth", "bearer", "cookie"}
+    | {"credentials", "auth", "bearer", "cookie", "cookies", "apikey"}
 )
-_SECRET_JOINED = ("api_key", "apikey", "private_key", "access_key", "secret_key")
+# A "key" is a secret when one of these words qualifies it: "api_key",
+# "x-goog-api-key", "Ocp-Apim-Subscription-Key", "AWS_SECRET_ACCESS_KEY",
+# "apiKey". A bare "key" or "cache_key" is not.
+_KEY_QUALIFIERS = frozenset({"api", "access", "private", "secret", "subscription", "auth"})
+_JOINED_KEYS = tuple(f"{q}{sep}key" for q in sorted(_KEY_QUALIFIERS) for sep in ("_", ""))
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
 
 
 def is_secret_key(name: str) -> bool:
-    """Whether a setting, parameter or header named ``name`` holds a secret."""
+    """Whether a setting, parameter, header or state entry named ``name`` holds a secret."""
     lowered = name.lower().replace("-", "_")
-    if any(part in lowered for part in _SECRET_JOINED):
+    words = set(_WORD_SPLIT.split(lowered))
+    if words & _SECRET_WORDS:
         return True
-    return any(word in _SECRET_WORDS for word in _WORD_SPLIT.split(lowered))
+    if words & {"key", "keys"} and words & _KEY_QUALIFIERS:
+        return True
+    return any(joined in lowered for joined in _JOINED_KEYS)
 
 
 def is_secret_path(path: tuple[str, ...] | list[str]) -> bool:

@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from dspex.config._explain import config_error, dotted, kwarg_form
 from dspex.config._secrets import is_secret_key, redact, redact_value
 from dspex.errors import ConfigError
 
@@ -39,6 +40,7 @@ __all__ = [
     "Settings",
     "TelemetrySettings",
     "deep_merge",
+    "model_id_problem",
     "split_model_id",
 ]
 
@@ -93,20 +95,29 @@ def _model_id_hint(provider: str, name: str, has_slash: bool) -> str:
     return f"; did you mean '{guess}/{name}'?" if guess else ""
 
 
+def model_id_problem(model: str) -> str | None:
+    """What is wrong with ``model`` as a ``"provider/name"`` id (with a guess), or None."""
+    provider, slash, name = model.partition("/")
+    spaced = any(c.isspace() for c in model)
+    if slash and provider in PROVIDERS:
+        if name and not spaced:
+            return None
+        hint = f"; no model name follows '{provider}/'" if not name else "; remove the whitespace"
+    else:
+        hint = _model_id_hint(provider, name, bool(slash))
+    return f"must look like 'provider/name' with provider one of {', '.join(PROVIDERS)}{hint}"
+
+
 def split_model_id(model: str) -> tuple[str, str]:
     """Split ``"provider/name"`` into its provider and model name, checking both.
 
     Raises ``ValueError`` (a ``PydanticCustomError``) saying what a model id
     must look like; inside a settings model that becomes a ``ConfigError``.
     """
-    provider, slash, name = model.partition("/")
-    valid = slash and provider in PROVIDERS and name and not any(c.isspace() for c in model)
-    if not valid:
-        hint = _model_id_hint(provider, name, bool(slash))
-        raise _bad(
-            f"must look like 'provider/name' with provider one of {', '.join(PROVIDERS)}{hint}",
-            "a model id like 'openai/gpt-4o-mini'",
-        )
+    problem = model_id_problem(model)
+    if problem is not None:
+        raise _bad(problem, "a model id like 'openai/gpt-4o-mini'")
+    provider, _, name = model.partition("/")
     return provider, name
 
 
@@ -167,15 +178,11 @@ class _Section(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            from dspex.config._loading import config_error
-
-            raise config_error(exc, type(self)._path) from exc
+            raise config_error(exc, type(self)._path, Settings) from exc
         finally:
             _VALIDATING.reset(token)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        from dspex.config._loading import dotted, kwarg_form
-
         path = (*type(self)._path, name)
         raise ConfigError(
             f"{type(self).__name__} is frozen, so {dotted(path)} cannot be assigned. "
@@ -191,7 +198,7 @@ class _Section(BaseModel):
 
 
 class LMClientSettings(_Section):
-    """Defaults for every LM client actor: retries, timeouts, breaker, rate limits."""
+    """Defaults for every LM client actor: retries, timeouts, breaker, rate limits, HTTP."""
 
     _path = ("lm_client",)
 
@@ -216,6 +223,14 @@ class LMClientSettings(_Section):
     )
     api_base: Url | None = Field(
         default=None, description="base URL for every model; None = provider's"
+    )
+    transport: Annotated[Literal["auto", "h11", "httpx"], BeforeValidator(_lower)] = Field(
+        default="auto",
+        description="HTTP client: auto = h11, httpx for URLs the environment proxies",
+    )
+    max_response_bytes: PositiveInt = Field(
+        default=32 * 1024 * 1024,
+        description="largest response body once decoded; more fails the call, not retried",
     )
 
     @field_validator("backoff_max")

@@ -11,7 +11,11 @@ Read it top down, in the order a call takes:
   incarnations, and a call's attempts.
 - ``_client``: :class:`LMClient`, the supervised actor owning one model's I/O.
 - ``_clients``: the runtime's table of LM clients (one per distinct client).
-- ``_io_loop``: the client's event loop thread and HTTP transport.
+- ``_loop``: :class:`IOLoop`, the client's event loop thread.
+- ``_transport``: the HTTP seam: the ``Transport`` protocol, the shared body
+  reader (decoding, size bound), transport errors, and which transport a URL
+  takes; ``_transport_h11`` (default, direct) and ``_transport_httpx``
+  (proxies, or on request) implement it.
 - ``_providers/``: wire formats (OpenAI-compatible, Anthropic, Gemini).
 - ``_resilience/``: the pipeline a call passes on the loop (retries, breaker,
   rate limits, single-flight, usage).
@@ -36,8 +40,9 @@ from dspex.actors._lm._types import (
 )
 
 if TYPE_CHECKING:
+    from dspex.actors._lm._cache_key import request_key
     from dspex.actors._lm._client import ClientSlot, LMClient
-    from dspex.actors._lm._handle import LMHandle, request_key
+    from dspex.actors._lm._handle import LMHandle
     from dspex.actors._lm._model import LM
     from dspex.actors._lm._resilience import (
         CircuitBreaker,
@@ -59,7 +64,7 @@ _LAZY: dict[str, str] = {
     "RateLimiter": "_resilience",
     "RetryPolicy": "_resilience",
     "VirtualSleeper": "_resilience",
-    "request_key": "_handle",
+    "request_key": "_cache_key",
 }
 
 __all__ = [

@@ -26,7 +26,13 @@ from typing import Any
 
 from dspex.actors._callbacks import active_callbacks, check_callbacks, invoke
 from dspex.actors._lm._model import BUILTIN_LM_CLASS_PATH, LM_CLASS_STATE_KEY
-from dspex.actors._lm._types import Completion, LMResponse, Message, Usage
+from dspex.actors._lm._openai_shape import (
+    get_field,
+    outputs_to_lm_response,
+    response_to_lm_response,
+    usage_dict,
+)
+from dspex.actors._lm._types import LMResponse, Message
 from dspex.actors._telemetry_emitter import history_disabled
 from dspex.errors import UsageError
 
@@ -41,83 +47,21 @@ BUILTIN_LM_CLASS_PATHS = frozenset(
 """Class markers that load as ``dspex.LM`` without any opt-in (DSPy's first)."""
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    """``obj.name`` or ``obj[name]``: provider responses come as objects or dicts."""
-    if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
-def _usage_of(response: Any) -> Usage:
-    usage = _get(response, "usage")
-    if usage is None:
-        return Usage()
-    prompt = _get(usage, "prompt_tokens", 0) or 0
-    completion = _get(usage, "completion_tokens", 0) or 0
-    return Usage(int(prompt), int(completion))
-
-
-def _usage_dict(response: Any) -> dict[str, Any]:
-    usage = _get(response, "usage")
-    if usage is None:
-        return {}
-    if isinstance(usage, Mapping):
-        return dict(usage)
-    dump = getattr(usage, "model_dump", None)
-    if callable(dump):
-        return dict(dump())
-    return {k: v for k, v in vars(usage).items() if not k.startswith("_")}
-
-
-def response_to_lm_response(response: Any, model: str) -> LMResponse:
-    """An OpenAI-shaped chat completion as dspex's :class:`LMResponse`."""
-    if isinstance(response, LMResponse):
-        return response
-    choices = _get(response, "choices")
-    if choices is None:
-        raise UsageError(
-            f"forward() returned {type(response).__name__}, not an OpenAI-shaped chat completion; "
-            "return an object or dict with choices[i].message.content (and usage, model)"
-        )
-    completions = []
-    for choice in choices:
-        message = _get(choice, "message")
-        content = _get(message, "content") if message is not None else _get(choice, "text")
-        completions.append(Completion(content or "", _get(choice, "finish_reason")))
-    return LMResponse(
-        completions=tuple(completions),
-        usage=_usage_of(response),
-        model=str(_get(response, "model") or model),
-        cache_hit=bool(_get(response, "cache_hit", False)),
-    )
-
-
-def outputs_to_lm_response(outputs: Any, model: str) -> LMResponse:
-    """DSPy's ``lm(...)`` return value (texts, or dicts with ``text``) as an LMResponse."""
-    if isinstance(outputs, LMResponse):
-        return outputs
-    if isinstance(outputs, str | Mapping):
-        outputs = [outputs]
-    completions = []
-    for output in outputs:
-        text = output.get("text") if isinstance(output, Mapping) else output
-        completions.append(Completion("" if text is None else str(text), None))
-    return LMResponse(completions=tuple(completions), model=model)
-
-
 def _outputs(response: Any) -> list[Any]:
     """DSPy's per-choice outputs: the text, or a dict when tool calls or reasoning came too."""
     if isinstance(response, LMResponse):
         return response.texts
     outputs: list[Any] = []
-    for choice in _get(response, "choices") or ():
-        message = _get(choice, "message")
-        text = (_get(message, "content") if message is not None else _get(choice, "text")) or ""
+    for choice in get_field(response, "choices") or ():
+        message = get_field(choice, "message")
+        text = (
+            get_field(message, "content") if message is not None else get_field(choice, "text")
+        ) or ""
         extra: dict[str, Any] = {}
-        tool_calls = _get(message, "tool_calls") if message is not None else None
+        tool_calls = get_field(message, "tool_calls") if message is not None else None
         if tool_calls:
             extra["tool_calls"] = tool_calls
-        reasoning = _get(message, "reasoning_content") if message is not None else None
+        reasoning = get_field(message, "reasoning_content") if message is not None else None
         if reasoning:
             extra["reasoning_content"] = reasoning
         outputs.append({"text": text, **extra} if extra else text)
@@ -239,12 +183,12 @@ class BaseLM(abc.ABC):  # noqa: B024  (no abstract method: forward() has DSPy's 
                 "kwargs": {k: v for k, v in kwargs.items() if not k.startswith("api_")},
                 "response": response,
                 "outputs": _outputs(response),
-                "usage": _usage_dict(response),
+                "usage": usage_dict(response),
                 "cost": None,
                 "timestamp": datetime.datetime.now().isoformat(),
                 "uuid": str(uuid.uuid4()),
                 "model": self.model,
-                "response_model": _get(response, "model"),
+                "response_model": get_field(response, "model"),
                 "model_type": self.model_type,
             }
         )

@@ -5,6 +5,13 @@ settings, so two ``LM`` objects describing the same client share one actor
 (and one single-flight table). The :class:`ClientSlot` of each client belongs
 to this table, not to the actor, so it outlives restarts; its config is what
 every incarnation starts with, and what ``configure(lm_client=...)`` updates.
+
+The table also keeps the child spec of everything it started under the
+LMSupervisor (local model servers and clients, in start order): the desired
+state. When the LMSupervisor itself is restarted (it exceeded its restart
+intensity), :meth:`LMClients.restore` starts them all again under the new
+incarnation before the root registers it, so callers waiting on a slot are
+answered by the restored client instead of waiting out their call timeout.
 """
 
 from __future__ import annotations
@@ -13,24 +20,33 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pykka
 
-from dspex.errors import UsageError
-from dspex.supervision import Clock, start_child
+from dspex.errors import ActorStoppedError, UsageError
+from dspex.supervision import ChildSpec, Clock, start_child
 
 if TYPE_CHECKING:
     from dspex.actors._lm._client import ClientSlot
     from dspex.actors._lm._resilience import Emit, LMClientConfig
     from dspex.config import Settings
 
-__all__ = ["LMClients"]
+__all__ = ["LMClients", "LMSupervisorRef"]
+
+log = logging.getLogger("dspex.runtime")
 
 CALL_TIMEOUT = 10.0  # bound for asks to the LMSupervisor and the clients
+
+
+class LMSupervisorRef(Protocol):
+    """The current LMSupervisor; with ``not_ref``, waits for one other than it."""
+
+    def __call__(self, not_ref: pykka.ActorRef[Any] | None = None) -> pykka.ActorRef[Any]: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -51,8 +67,18 @@ class _ClientRecord:
     local: Mapping[str, Any]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Wanted:
+    """One child the LMSupervisor should run: its spec and, for a client, its key."""
+
+    spec: ChildSpec
+    timeout: float  # to start it
+    key: _ClientKey | None = None  # a client's
+    local: str | None = None  # a local model server's name
+
+
 class LMClients:
-    """Starts, finds and reconfigures the runtime's LM clients; thread-safe.
+    """Starts, finds, reconfigures and restores the runtime's LM clients; thread-safe.
 
     ``settings`` returns the runtime's current settings and ``lms`` its
     LMSupervisor (both read on use, so they follow changes and restarts).
@@ -61,7 +87,7 @@ class LMClients:
     def __init__(
         self,
         settings: Callable[[], Settings],
-        lms: Callable[[], pykka.ActorRef[Any]],
+        lms: LMSupervisorRef,
         *,
         telemetry: Emit | None = None,
         clock: Clock | None = None,
@@ -70,10 +96,18 @@ class LMClients:
         self._lms = lms
         self._telemetry = telemetry
         self._clock = clock
+        # Guards the tables below; held only briefly, never while waiting on an
+        # actor (restore runs in the root's thread while a start may wait for
+        # the restarted LMSupervisor's name, which the root gives only after).
         self._lock = threading.Lock()
+        # Serialises starts, so one client (or local server) is started once.
+        self._starting = threading.Lock()
         self._slots: dict[_ClientKey, ClientSlot] = {}
         self._records: dict[_ClientKey, _ClientRecord] = {}
         self._local_servers: dict[str, Any] = {}
+        self._wanted: dict[str, _Wanted] = {}  # by child id, in start order
+        self._placed: dict[str, str] = {}  # child id -> urn of the LMSupervisor restoring it
+        self._ids = 0
         self._defaults: tuple[Settings | None, dict[str, dict[str, Any]]] = (None, {})
 
     def request_defaults(self, model: str) -> Mapping[str, Any]:
@@ -119,9 +153,9 @@ class LMClients:
         if slot is not None:
             return slot
         from dspex.actors._lm._client import ClientSlot, LMClient
-        from dspex.config import split_model_id
+        from dspex.actors._lm._providers._registry import check_model_id
 
-        provider, name = split_model_id(model)
+        provider, name = check_model_id(model, where="Runtime.lm_handle")
         spec_options: dict[str, Any] = {"api_key": api_key}
         provider_options = dict(client.pop("provider_options", {}) or {})
         client_model, base = model, api_base
@@ -139,12 +173,14 @@ class LMClients:
             spec_options["provider_options"] = provider_options
         config, settings_base = self._config(model, client, local_overrides)
         base = base or settings_base
-        with self._lock:
-            slot = self._slots.get(key)
-            if slot is not None:
-                return slot
+        with self._starting:
+            with self._lock:
+                slot = self._slots.get(key)
+                if slot is not None:
+                    return slot
+                self._ids += 1
+                child_id = f"lm:{model}#{self._ids}"
             slot = ClientSlot(client_model, base, config)
-            child_id = f"lm:{model}#{len(self._slots) + 1}"
             # No config= here: each incarnation starts with the slot's, which
             # reconfigure() updates, so a restart keeps the latest settings.
             spec = LMClient.child_spec(
@@ -155,10 +191,60 @@ class LMClients:
                 clock=self._clock,
                 **spec_options,
             )
-            start_child(self._lms(), spec, timeout=CALL_TIMEOUT * 3)
-            self._slots[key] = slot
-            self._records[key] = _ClientRecord(child_id, model, dict(client), local_overrides)
+            record = _ClientRecord(child_id, model, dict(client), local_overrides)
+            with self._lock:
+                self._slots[key] = slot
+                self._records[key] = record
+            self._start(_Wanted(spec, CALL_TIMEOUT * 3, key=key))
         return slot
+
+    def restore(self, supervisor: pykka.ActorRef[Any]) -> tuple[str, ...]:
+        """Start every wanted child again under ``supervisor``, a new LMSupervisor.
+
+        Runs in the thread that started ``supervisor`` (the root's, before it
+        registers the new incarnation as ``lms``): local model servers first,
+        then the clients, in their first start order, each serving its old
+        slot. A client that fails to start is logged and forgotten, and its
+        slot closed, so its callers fail fast; the next call starts it afresh.
+        Returns the ids of the children restored.
+        """
+        with self._lock:
+            wanted = list(self._wanted.items())
+        restored: list[str] = []
+        failed: list[str] = []
+        for child_id, child in wanted:
+            try:
+                start_child(supervisor, child.spec, timeout=child.timeout)
+            except Exception as exc:
+                log.exception("lms: restoring %r failed; it is forgotten", child_id)
+                self._forget(
+                    child_id,
+                    f"the LM client {child_id!r} could not be restarted after its supervisor "
+                    f"restarted ({exc}); call again to start it afresh",
+                )
+                failed.append(child_id)
+            else:
+                with self._lock:
+                    self._placed[child_id] = supervisor.actor_urn
+                restored.append(child_id)
+        if (restored or failed) and self._telemetry is not None:
+            try:
+                self._telemetry(
+                    "lm.clients.restored",
+                    {
+                        "clients": tuple(restored),
+                        "failed": tuple(failed),
+                        "supervisor": supervisor.actor_urn,
+                    },
+                )
+            except Exception:  # telemetry must never fail a restore
+                log.exception("lms: emitting lm.clients.restored failed")
+        return tuple(restored)
+
+    def wanted(self) -> list[str]:
+        """Ids of the children a new LMSupervisor incarnation starts again, in order."""
+        with self._lock:
+            return list(self._wanted)
 
     def reconfigure(self) -> None:
         """Apply changed ``lm_client``/``models`` settings to every running client."""
@@ -193,8 +279,58 @@ class LMClients:
             slots = list(self._slots.values())
             self._slots.clear()
             self._records.clear()
+            self._wanted.clear()
         for slot in slots:
             slot.close()
+
+    def _start(self, child: _Wanted) -> None:
+        """Start ``child`` under the current LMSupervisor and remember it as wanted.
+
+        Caller holds ``_starting``. It is wanted before it starts: if the
+        LMSupervisor fails meanwhile, its successor's restore starts it too.
+        A start refused because the LMSupervisor was going away is made again
+        under its successor, unless that one's restore already did.
+        """
+        child_id = child.spec.id
+        with self._lock:
+            self._wanted[child_id] = child
+        try:
+            supervisor = self._lms()
+            for _ in range(3):
+                try:
+                    start_child(supervisor, child.spec, timeout=child.timeout)
+                    return
+                except ActorStoppedError:
+                    supervisor = self._lms(not_ref=supervisor)  # its successor
+                    with self._lock:
+                        if self._placed.get(child_id) == supervisor.actor_urn:
+                            return  # restored there already
+            raise ActorStoppedError(
+                f"could not start {child_id!r}: the LM supervisor kept restarting"
+            )
+        except Exception:
+            with self._lock:
+                restored = child_id in self._placed
+            if restored:
+                return  # a restarted LMSupervisor's restore started it meanwhile
+            self._forget(child_id)
+            raise
+
+    def _forget(self, child_id: str, reason: str | None = None) -> None:
+        """Drop a child that could not be (re)started; close its slot so callers fail fast."""
+        slot = None
+        with self._lock:
+            child = self._wanted.pop(child_id, None)
+            self._placed.pop(child_id, None)
+            if child is None:
+                return
+            if child.local is not None:
+                self._local_servers.pop(child.local, None)
+            if child.key is not None:
+                slot = self._slots.pop(child.key, None)
+                self._records.pop(child.key, None)
+        if slot is not None:
+            slot.close(reason)
 
     def _config(
         self, model: str, client: Mapping[str, Any], local_overrides: Mapping[str, Any]
@@ -231,12 +367,19 @@ class LMClients:
 
         with self._lock:
             config = self._local_servers.get(name)
-            if config is None:
-                config = local_model_config(name, **options)
-                spec = local_model_spec(config)
-                # Started before any client of it, under the same LMSupervisor.
-                start_child(self._lms(), spec, timeout=spec.start_timeout + CALL_TIMEOUT)
+        if config is not None:
+            return config
+        with self._starting:
+            with self._lock:
+                config = self._local_servers.get(name)
+            if config is not None:
+                return config
+            config = local_model_config(name, **options)
+            spec = local_model_spec(config)
+            with self._lock:
                 self._local_servers[name] = config
+            # Started before any client of it, under the same LMSupervisor.
+            self._start(_Wanted(spec, spec.start_timeout + CALL_TIMEOUT, local=name))
         return config
 
 

@@ -11,9 +11,6 @@ the next incarnation, so a restart loses no call and answers none twice.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +18,7 @@ from typing import Any
 
 import pykka
 
+from dspex.actors._lm._cache_key import request_key, request_params
 from dspex.actors._lm._resilience import (
     CallInfo,
     CallOptions,
@@ -45,69 +43,6 @@ __all__ = [
 
 CacheGet = Callable[[str], LMResponse | None]
 CachePut = Callable[[str, LMResponse], None]
-
-# Settings that steer the client rather than describe the request: they are
-# neither sent nor part of the request's identity.
-_CLIENT_KEYS = frozenset(
-    {"api_base", "api_key", "base_url", "cache", "num_retries", "rpm", "timeout", "tpm"}
-)
-
-
-@functools.lru_cache(maxsize=1024)
-def _is_secret(name: str) -> bool:
-    from dspex.config import is_secret_key
-
-    return is_secret_key(name)
-
-
-def _scrubbed(value: Any) -> Any:
-    """``value`` with every secret-named mapping key removed, at any depth."""
-    if isinstance(value, Mapping):
-        return {
-            str(k): _scrubbed(v)
-            for k, v in value.items()
-            if not _is_secret(str(k)) and v is not None
-        }
-    if isinstance(value, list | tuple):
-        return [_scrubbed(v) for v in value]
-    return value
-
-
-def _jsonable(value: Any) -> Any:
-    """Fallback for json.dumps: schemas for model classes, dicts for models and sets."""
-    schema = getattr(value, "model_json_schema", None)
-    if isinstance(value, type) and callable(schema):
-        return {"$schema_of": value.__qualname__, "schema": schema()}
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        return dump(mode="json")
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, set | frozenset):
-        return sorted(repr(v) for v in value)
-    return repr(value)
-
-
-def request_key(request: LMRequest, api_base: str | None = None) -> str:
-    """SHA-256 (hex) of the canonical request: model, api_base, messages, params.
-
-    Client settings (timeouts, retries, cache switch) and anything secret are
-    left out, so the key never holds an API key; ``api_base`` is in, so two
-    endpoints serving the same model name never collide.
-    """
-    params = {k: v for k, v in request.params.items() if k not in _CLIENT_KEYS}
-    payload = {
-        "model": request.model,
-        "api_base": api_base,
-        "messages": [_scrubbed(m) for m in request.messages],
-        "params": _scrubbed(params),
-    }
-    text = json.dumps(
-        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_jsonable
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class LMHandle:
@@ -193,7 +128,7 @@ class LMHandle:
         merged = {**self.kwargs, **params} if params else self.kwargs
         options = CallOptions(merged.get("timeout"), merged.get("num_retries"))
         use_cache = merged.get("cache", True) is not False
-        wire = {k: v for k, v in merged.items() if k not in _CLIENT_KEYS}
+        wire = request_params(merged)  # call options stay out (see _cache_key.PARAMS)
         if isinstance(messages, str) or not isinstance(messages, Sequence):
             raise UsageError(
                 f"messages={messages!r} must be a list of chat messages such as "

@@ -8,6 +8,7 @@ supervised client for this model, so the same ``LM`` works under
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -15,6 +16,8 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from dspex.actors._callbacks import active_callbacks, check_callbacks, invoke
+from dspex.actors._lm._providers._registry import check_model_id
+from dspex.actors._lm._resilience._config import LMClientConfig, setting_fix
 from dspex.actors._lm._types import LMResponse, Message
 from dspex.errors import UsageError
 
@@ -24,18 +27,10 @@ if TYPE_CHECKING:
 
 __all__ = ["LM", "set_scoped_params"]
 
-# Keyword arguments that configure the client, not the request.
-_CLIENT_KWARGS = (
-    "num_retries",
-    "timeout",
-    "rpm",
-    "tpm",
-    "backoff_base",
-    "backoff_max",
-    "breaker_failure_threshold",
-    "breaker_reset_timeout",
-    "max_in_flight",
-)
+# Keyword arguments that configure the client, not the request: every field of
+# LMClientConfig (they are "neither" parameters in _cache_key.PARAMS: never sent
+# nor keyed, so one given per call is ignored rather than sent).
+_CLIENT_KWARGS = tuple(f.name for f in dataclasses.fields(LMClientConfig))
 _STATE_SKIP = {"api_key"}
 
 LM_CLASS_STATE_KEY = "_dspy_lm_class"
@@ -96,10 +91,13 @@ class LM:
         callbacks: Sequence[Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(model, str) or not model:
-            raise UsageError(_model_id_fix(model))
-        # A bare id ("my-model") is accepted here, as in DSPy: a subclass overriding
-        # __call__ or forward never needs a provider. Calling the model needs one.
+        cls = type(self)
+        if not isinstance(model, str) or (
+            cls.__call__ is LM.__call__ and cls.forward is LM.forward
+        ):
+            check_model_id(model, where="LM")
+        # else: a subclass answering requests itself (DSPy's SpyLM("dummy_model"),
+        # overriding __call__ or forward) may use any id, as in DSPy.
         if model_type != "chat":
             raise UsageError(f"LM(model_type={model_type!r}): only 'chat' models are supported")
         for name in _DSPY_FINETUNE_KWARGS:  # DSPy's fine-tuning arguments: not request params
@@ -124,11 +122,22 @@ class LM:
         for name in _CLIENT_KWARGS:
             if name in kwargs:
                 client[name] = kwargs.pop(name)
+        for name, value in client.items():
+            # Refused here, not at the first call: the same wording as the settings'.
+            fix = setting_fix(name, value)
+            if fix is not None:
+                raise UsageError(f"LM({name}={value!r}) is invalid; use {fix}")
         self.client_settings = client
         defaults: dict[str, Any] = {}
         if temperature is not None:
+            if not _is_number(temperature) or not 0 <= temperature <= 2:
+                raise UsageError(
+                    f"LM(temperature={temperature!r}) is invalid; use a number from 0 to 2"
+                )
             defaults["temperature"] = temperature
         if max_tokens is not None:
+            if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+                raise UsageError(f"LM(max_tokens={max_tokens!r}) is invalid; use an int >= 1")
             defaults["max_tokens"] = max_tokens
         defaults.update(kwargs)
         self.kwargs: dict[str, Any] = defaults
@@ -173,10 +182,11 @@ class LM:
 
             runtime = current_runtime()
         handle = self._handles.get(runtime)
-        if handle is None:
+        # A closed slot: its client could not be restored; a new handle starts it afresh.
+        if handle is None or handle.slot.closed:
             with self._lock:
                 handle = self._handles.get(runtime)
-                if handle is None:
+                if handle is None or handle.slot.closed:
                     handle = runtime.lm_handle(
                         self.model,
                         api_base=self.api_base,
@@ -201,12 +211,12 @@ class LM:
             cls.__call__ is not LM.__call__ or cls.forward is not LM.forward
         ) and _in_override.get() is not self:
             return _subclass_generate(self, messages, params)
-        if "/" not in self.model:
-            raise UsageError(_model_id_fix(self.model))
         from dspex.actors._current import current_runtime
 
         runtime = current_runtime()
-        handle = self._handles.get(runtime) or self.handle(runtime)
+        handle = self._handles.get(runtime)
+        if handle is None or handle.slot.closed:
+            handle = self.handle(runtime)
         base = runtime.request_defaults(self.model)
         scoped = _scoped_params() if _scoped_params is not None else None
         if base or scoped:
@@ -335,11 +345,8 @@ class LM:
         return self  # an LM is shared, like DSPy's: copies of a program use the same client
 
 
-def _model_id_fix(model: Any) -> str:
-    return (
-        f"LM(model={model!r}): use '<provider>/<model>', e.g. 'openai/gpt-4o-mini', "
-        "'anthropic/claude-3-5-haiku-latest', 'gemini/gemini-2.0-flash' or 'local/smollm2'"
-    )
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _subclass_generate(
@@ -351,7 +358,7 @@ def _subclass_generate(
     ``__call__`` calls ``forward`` (an OpenAI-shaped response back): an
     overridden ``__call__`` wins, else the overridden ``forward`` is used.
     """
-    from dspex.actors._lm._base_lm import outputs_to_lm_response, response_to_lm_response
+    from dspex.actors._lm._openai_shape import outputs_to_lm_response, response_to_lm_response
 
     msgs = list(messages)
     # An override calling super() reaches generate() again: that call goes to the provider.

@@ -76,6 +76,7 @@ class ClientSlot:
         self._cond = threading.Condition()
         self._endpoint: Endpoint | None = None
         self._closed = False
+        self._close_reason: str | None = None
 
     @property
     def closed(self) -> bool:
@@ -102,10 +103,14 @@ class ClientSlot:
             if self._endpoint is endpoint:
                 self._endpoint = None
 
-    def close(self) -> None:
-        """No incarnation will follow: waiting and future callers fail fast."""
+    def close(self, reason: str | None = None) -> None:
+        """No incarnation will follow: waiting and future callers fail fast.
+
+        ``reason`` replaces the default explanation in their ``ActorStoppedError``.
+        """
         with self._cond:
             self._closed = True
+            self._close_reason = reason
             self._endpoint = None
             self._cond.notify_all()
 
@@ -124,7 +129,8 @@ class ClientSlot:
             endpoint = self._endpoint
             if self._closed:
                 raise ActorStoppedError(
-                    f"the LM client for {self.model!r} has stopped; start a new one "
+                    self._close_reason
+                    or f"the LM client for {self.model!r} has stopped; start a new one "
                     "(or the Runtime that owns it)"
                 )
             if endpoint is None or endpoint.epoch == not_epoch:

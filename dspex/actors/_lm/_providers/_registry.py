@@ -10,13 +10,39 @@ from dspex.actors._lm._providers._gemini import GeminiProvider
 from dspex.actors._lm._providers._openai import OpenAIProvider
 from dspex.errors import UsageError
 
-__all__ = ["PROVIDERS", "resolve_provider"]
+__all__ = ["ACCEPTED_FORMS", "PROVIDERS", "check_model_id", "resolve_provider"]
 
 PROVIDERS: dict[str, type[Provider]] = {
     "anthropic": AnthropicProvider,
     "gemini": GeminiProvider,
     "openai": OpenAIProvider,
 }
+
+
+ACCEPTED_FORMS = (
+    "'openai/<model>' (OpenAI, or any OpenAI-compatible server such as vLLM, Ollama or "
+    "OpenRouter with api_base=...), 'anthropic/<model>', 'gemini/<model>' or "
+    "'local/<name>' (a GGUF model run by llama.cpp; needs dspex[local])"
+)
+"""The model ids dspex accepts, for error messages (``dspex.config.PROVIDERS``)."""
+
+
+def check_model_id(model: Any, *, where: str = "LM") -> tuple[str, str]:
+    """``(provider, name)`` of a model id such as ``openai/gpt-4o-mini``.
+
+    Anything else raises ``UsageError`` naming the value, what is wrong (with a
+    guess for a typo or a litellm-style prefix) and the accepted forms. DSPy
+    would accept any string and fail at the first call; dspex knows its
+    providers, so it refuses at construction.
+    """
+    from dspex.config import model_id_problem
+
+    problem = model_id_problem(model) if isinstance(model, str) else "must be a string"
+    if problem is None:
+        provider, _, name = model.partition("/")
+        return provider, name
+    end = " " if problem.endswith("?") else ". "
+    raise UsageError(f"{where}(model={model!r}) {problem}{end}Accepted forms: {ACCEPTED_FORMS}")
 
 
 def resolve_provider(model: str, **options: Any) -> tuple[Provider, str]:

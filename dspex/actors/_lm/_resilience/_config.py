@@ -11,18 +11,19 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from dspex.actors._lm._transport import TRANSPORTS
 from dspex.errors import ConfigError
 
-__all__ = ["LMClientConfig"]
+__all__ = ["LMClientConfig", "setting_fix"]
 
 _POSITIVE = ("timeout", "backoff_base", "backoff_max", "breaker_reset_timeout")
-_COUNTS = ("breaker_failure_threshold", "max_in_flight")
+_COUNTS = ("breaker_failure_threshold", "max_in_flight", "max_response_bytes")
 _LIMITS = ("rpm", "tpm")
 
 
 @dataclass(frozen=True, slots=True)
 class LMClientConfig:
-    """Retries, timeouts, breaker and rate limits of one client (defaults as in Settings).
+    """Retries, timeouts, breaker, rate limits and HTTP of one client (defaults as in Settings).
 
     ``timeout`` bounds one HTTP attempt; a caller waits at most
     :attr:`call_timeout` for the whole call, retries and backoff included.
@@ -37,32 +38,28 @@ class LMClientConfig:
     breaker_failure_threshold: int = 5
     breaker_reset_timeout: float = 30.0
     max_in_flight: int = 512
+    transport: str = "auto"
+    """``auto`` (h11, httpx for proxied URLs), ``h11`` or ``httpx``."""
+    max_response_bytes: int = 32 * 1024 * 1024
+    """Largest decoded response body; more is a non-retried ``ProviderError``."""
 
     def __post_init__(self) -> None:
-        def bad(name: str, fix: str) -> ConfigError:
-            value = getattr(self, name)
-            return ConfigError(
-                f"lm_client.{name}={value!r} is invalid; use {fix}",
-                key=f"lm_client.{name}",
-                value=value,
-            )
-
-        if not _is_int(self.num_retries) or self.num_retries < 0:
-            raise bad("num_retries", "an int >= 0")
-        for name in _POSITIVE:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise bad(name, "a number of seconds > 0")
-        for name in _COUNTS:
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise bad(name, "an int >= 1")
-        for name in _LIMITS:
-            value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < 1):
-                raise bad(name, "an int >= 1, or None for no limit")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            fix = setting_fix(field.name, value)
+            if fix is not None:
+                raise ConfigError(
+                    f"lm_client.{field.name}={value!r} is invalid; use {fix}",
+                    key=f"lm_client.{field.name}",
+                    value=value,
+                )
         if self.backoff_max < self.backoff_base:
-            raise bad("backoff_max", f"seconds >= backoff_base ({self.backoff_base!r})")
+            raise ConfigError(
+                f"lm_client.backoff_max={self.backoff_max!r} is invalid; use seconds >= "
+                f"backoff_base ({self.backoff_base!r})",
+                key="lm_client.backoff_max",
+                value=self.backoff_max,
+            )
 
     @classmethod
     def from_settings(cls, group: Any, **overrides: Any) -> LMClientConfig:
@@ -80,6 +77,23 @@ class LMClientConfig:
     def call_timeout(self) -> float:
         """Longest a caller waits: every attempt, every backoff, plus slack for a restart."""
         return (self.num_retries + 1) * self.timeout + self.num_retries * self.backoff_max + 10.0
+
+
+def setting_fix(name: str, value: Any) -> str | None:
+    """What client setting ``name`` should be instead of ``value``; None if it is valid."""
+    if name == "num_retries":
+        return None if _is_int(value) and value >= 0 else "an int >= 0"
+    if name in _POSITIVE:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if number and value > 0 else "a number of seconds > 0"
+    if name in _COUNTS:
+        return None if _is_int(value) and value >= 1 else "an int >= 1"
+    if name in _LIMITS:
+        ok = value is None or (_is_int(value) and value >= 1)
+        return None if ok else "an int >= 1, or None for no limit"
+    if name == "transport":
+        return None if value in TRANSPORTS else "'auto', 'h11' or 'httpx'"
+    return None
 
 
 def _is_int(value: Any) -> bool:
