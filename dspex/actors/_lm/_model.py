@@ -39,9 +39,14 @@ LM_CLASS_STATE_KEY = "_dspy_lm_class"
 BUILTIN_LM_CLASS_PATH = "dspy.clients.lm.LM"
 """The class marker of the built-in LM: DSPy's path, which loads as ``dspex.LM``."""
 
-# DSPy's LM takes these for fine-tuning (which dspex does not do) and saves them;
-# they are accepted and dropped on load, and written as DSPy writes them.
-_DSPY_FINETUNE_KWARGS = ("finetuning_model", "launch_kwargs", "train_kwargs")
+# DSPy's LM saves these fine-tuning fields (dspex does not fine-tune); they are
+# written as DSPy writes them. Loaded back they are keyed but never sent
+# (see _cache_key.PARAMS).
+_DSPY_FINETUNE_DEFAULTS: dict[str, Any] = {
+    "finetuning_model": None,
+    "launch_kwargs": dict,
+    "train_kwargs": dict,
+}
 
 # The LM subclass whose overridden __call__/forward is running in this context.
 _in_override: ContextVar[Any] = ContextVar("dspex_lm_override", default=None)
@@ -100,8 +105,6 @@ class LM:
         # overriding __call__ or forward) may use any id, as in DSPy.
         if model_type != "chat":
             raise UsageError(f"LM(model_type={model_type!r}): only 'chat' models are supported")
-        for name in _DSPY_FINETUNE_KWARGS:  # DSPy's fine-tuning arguments: not request params
-            kwargs.pop(name, None)
         kwargs.pop(LM_CLASS_STATE_KEY, None)  # a saved state's class marker
         self.model = model
         self.model_type = model_type
@@ -289,7 +292,8 @@ class LM:
         }
         if self.api_base:
             state["api_base"] = self.api_base
-        state.update(finetuning_model=None, launch_kwargs={}, train_kwargs={})
+        for name, empty in _DSPY_FINETUNE_DEFAULTS.items():  # as DSPy writes them
+            state.setdefault(name, empty() if callable(empty) else empty)
         return {k: v for k, v in state.items() if k not in _STATE_SKIP}
 
     @property
