@@ -83,3 +83,12 @@ def test_an_equal_value_may_be_reassigned_but_not_a_new_one() -> None:
 def test_parallel_has_dspys_timeout_default() -> None:
     assert dspex.Parallel().timeout == 120
     assert dspex.Parallel(timeout=None).timeout is None
+
+
+def test_evaluation_result_repr_is_dspys_plus_what_happened() -> None:
+    from dspex.programs import EvaluationResult
+
+    ok = EvaluationResult(score=100.0, results=[(dspex.Example(q="1"), {"a": "2"}, 100.0)])
+    assert repr(ok) == "EvaluationResult(score=100.0, results=<list of 1 results>)"
+    failed = EvaluationResult(score=0.0, results=[], errors=[(0, ValueError("x"))])
+    assert repr(failed) == "EvaluationResult(score=0.0, results=<list of 0 results>, errors=1)"
