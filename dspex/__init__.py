@@ -53,6 +53,9 @@ _LAZY: dict[str, str] = {
     "BaseModule": "dspex.programs",
     "BestOfN": "dspex.programs",
     "History": "dspex.programs",
+    "Embedder": "dspex.programs",
+    "KNN": "dspex.programs",
+    "KNNFewShot": "dspex.teleprompt",
     "Image": "dspex.programs",
     "MultiChainComparison": "dspex.programs",
     "Parallel": "dspex.programs",
@@ -116,6 +119,7 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "COPRO",
+    "KNN",
     "LM",
     "Actor",
     "ActorStoppedError",
@@ -139,6 +143,7 @@ __all__ = [
     "DSPexError",
     "DummyLM",
     "DynamicSupervisor",
+    "Embedder",
     "Ensemble",
     "Evaluate",
     "EvaluationResult",
@@ -148,6 +153,7 @@ __all__ = [
     "Image",
     "InputField",
     "JSONAdapter",
+    "KNNFewShot",
     "LMError",
     "LMTimeoutError",
     "LabeledFewShot",

@@ -36,19 +36,23 @@ from ._tool import Tool
 from ._usage import track_usage
 
 _LAZY: dict[str, str] = {
+    "Embedder": "_embedder",
     "History": "_history",
+    "KNN": "_knn",
     "Image": "_media",
     "ToolCallResults": "_tool_calls",
     "ToolCalls": "_tool_calls",
 }
 
 __all__ = [
+    "KNN",
     "Adapter",
     "BaseModule",
     "BestOfN",
     "ChainOfThought",
     "ChatAdapter",
     "Completions",
+    "Embedder",
     "Evaluate",
     "EvaluationResult",
     "Example",

@@ -9,6 +9,7 @@ from dspex.programs._teleprompt._bootstrap import BootstrapFewShot
 from dspex.programs._teleprompt._coordinator import Coordinator
 from dspex.programs._teleprompt._copro import COPRO
 from dspex.programs._teleprompt._ensemble import Ensemble, EnsembledProgram
+from dspex.programs._teleprompt._knn_fewshot import KNNFewShot
 from dspex.programs._teleprompt._labeled import LabeledFewShot
 from dspex.programs._teleprompt._mipro import MIPROv2
 from dspex.programs._teleprompt._random_search import BootstrapFewShotWithRandomSearch
@@ -20,6 +21,7 @@ __all__ = [
     "Coordinator",
     "Ensemble",
     "EnsembledProgram",
+    "KNNFewShot",
     "LabeledFewShot",
     "MIPROv2",
     "Teleprompter",
