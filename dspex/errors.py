@@ -284,8 +284,14 @@ class ProgramError(DSPexError):
     """User code in a program run raised.
 
     The original exception is ``__cause__`` (and ``original``), so its type and
-    traceback survive the trip back from the run's actor thread.
+    traceback survive the trip back from the run's actor thread. A wrapped user
+    exception keeps its message (``str(e)`` is the original's); the run is in
+    ``run_id`` / ``run_label`` and a note.
     """
+
+    run_id: int | None = None
+    """The program run the error came from (also named in the exception's notes)."""
+    run_label: str | None = None
 
     def __init__(self, message: str, *, original: BaseException | None = None) -> None:
         super().__init__(message)
