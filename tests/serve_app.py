@@ -51,3 +51,8 @@ def qa() -> dspex.Predict:
 def programs() -> dict[str, dspex.Predict]:
     """A factory: a dict of programs."""
     return {"qa": _predict(QA), "rate": _predict(Rate)}
+
+
+def bare_qa() -> dspex.Predict:
+    """A factory: a program using the runtime's default LM (``--lm`` and ``--config``)."""
+    return dspex.Predict(QA)

@@ -12,6 +12,7 @@ exits 0.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import threading
@@ -86,12 +87,15 @@ def _http_server(application: Any, options: ServeOptions) -> Any:
 
 def serve_command(options: ServeOptions) -> int:
     """Run ``dspex serve`` until SIGTERM/SIGINT; returns the exit code."""
+    from dspex.actors import LM
     from dspex.programs import start
     from dspex.serve._app import app
     from dspex.serve._target import load_programs
 
     sock = _listen(options.host, options.port)
-    runtime = start(lm=options.lm, config=options.config)
+    # An LM object, not the id: a model id given to start() also lands in the
+    # runtime settings as a string, which program runs then see as their LM.
+    runtime = start(lm=LM(options.lm) if options.lm else None, config=options.config)
     try:
         # Imported after start(), so a module that calls dspex.configure(...)
         # configures this runtime instead of starting a default one.
@@ -139,6 +143,11 @@ def serve_command(options: ServeOptions) -> int:
         print(f"dspex serve: serving {names} on {url} (pid {os.getpid()})", flush=True)
 
     def stop_intake(signum: int) -> None:
+        cause = signal.Signals(signum).name if signum else "stop"
+        print(
+            f"dspex serve: {cause} received; draining for up to {options.drain_timeout:g}s",
+            flush=True,
+        )
         application.state.dspex.start_draining()
         server.should_exit = True  # close the listener; uvicorn waits for requests in flight
 

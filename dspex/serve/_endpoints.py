@@ -137,15 +137,16 @@ def _usable(annotation: Any) -> Any:
     return annotation
 
 
-def _fields(
-    spec: Mapping[str, tuple[Any, str | None]],
-) -> tuple[tuple[FieldDoc, ...], dict[str, Any]]:
+_Spec = Mapping[str, tuple[Any, str | None, Any]]  # name -> (annotation, description, default)
+
+
+def _fields(spec: _Spec) -> tuple[tuple[FieldDoc, ...], dict[str, Any]]:
     docs, model_fields = [], {}
-    for i, (name, (annotation, desc)) in enumerate(spec.items()):
+    for i, (name, (annotation, desc, default)) in enumerate(spec.items()):
         usable = _usable(annotation)
         # Attribute names are positional: a field called ``schema`` or ``json``
         # must not shadow a BaseModel method; the alias is the wire name.
-        model_fields[f"f{i}"] = (usable, Field(..., alias=name, description=desc))
+        model_fields[f"f{i}"] = (usable, Field(default, alias=name, description=desc))
         schema = TypeAdapter(usable).json_schema()
         docs.append(FieldDoc(name, _type_text(annotation), desc, schema))
     return tuple(docs), model_fields
@@ -168,22 +169,24 @@ def endpoint_for(name: str, program: Any) -> Endpoint:
     signature = _signature_of(program)
     open_inputs = False
     if signature is not None:
-        ins = {n: (f.annotation, _description(f)) for n, f in signature.input_fields.items()}
-        outs = {n: (f.annotation, _description(f)) for n, f in signature.output_fields.items()}
+        ins = {n: (f.annotation, _description(f), ...) for n, f in signature.input_fields.items()}
+        outs = {
+            n: (f.annotation, _description(f), ...) for n, f in signature.output_fields.items()
+        }
         open_outputs = False
     else:
         ins, open_inputs = _forward_inputs(program)
         outs, open_outputs = {}, True
     input_docs, input_fields = _fields(ins)
     output_docs, output_fields = _fields(outs)
-    request_model = create_model(  # type: ignore[call-overload]
+    request_model = create_model(
         _model_name(name, "Request"),
         __config__=ConfigDict(extra="allow" if open_inputs else "forbid", populate_by_name=False),
         **input_fields,
     )
     response_model = None
     if not open_outputs:
-        response_model = create_model(  # type: ignore[call-overload]
+        response_model = create_model(
             _model_name(name, "Response"), __config__=ConfigDict(extra="allow"), **output_fields
         )
     return Endpoint(
@@ -197,22 +200,29 @@ def endpoint_for(name: str, program: Any) -> Endpoint:
     )
 
 
-def _forward_inputs(program: Any) -> tuple[dict[str, tuple[Any, str | None]], bool]:
+def _forward_inputs(program: Any) -> tuple[dict[str, tuple[Any, str | None, Any]], bool]:
     forward = getattr(program, "forward", None) or program
     try:
-        params = inspect.signature(forward).parameters.values()
+        try:  # string annotations (``from __future__ import annotations``) resolved if possible
+            params = inspect.signature(forward, eval_str=True).parameters.values()
+        except Exception:
+            params = inspect.signature(forward).parameters.values()
     except (TypeError, ValueError):
         return {}, True
-    inputs: dict[str, tuple[Any, str | None]] = {}
+    inputs: dict[str, tuple[Any, str | None, Any]] = {}
     open_inputs = False
     for param in params:
         if param.kind is inspect.Parameter.VAR_KEYWORD:
             open_inputs = True
-        elif param.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+        elif param.kind in (
+            inspect.Parameter.KEYWORD_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
             annotation = param.annotation
             if annotation is inspect.Parameter.empty or isinstance(annotation, str):
-                annotation = Any  # unannotated (or a postponed annotation we will not eval)
-            inputs[param.name] = (annotation, None)
+                annotation = Any  # unannotated, or an annotation that did not resolve
+            default = ... if param.default is inspect.Parameter.empty else param.default
+            inputs[param.name] = (annotation, None, default)
     return inputs, open_inputs
 
 

@@ -57,7 +57,12 @@ class ErrorReply:
     __slots__ = ("body", "headers", "status")
 
     def __init__(
-        self, status: int, kind: str, message: str, headers: dict[str, str] | None = None, **extra: Any
+        self,
+        status: int,
+        kind: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
     ) -> None:
         self.status = status
         self.body = {"error": {"type": kind, "message": scrub(message), **extra}}
