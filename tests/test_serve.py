@@ -295,3 +295,23 @@ def test_a_bad_target_exits_2_with_the_reason() -> None:
     )
     assert out.returncode == 2
     assert "no attribute 'nothing'" in out.stderr
+
+
+@pytest.mark.local_model
+@pytest.mark.timeout(300)
+def test_the_demo_serve_command_serves_the_classifier_on_the_real_model(tmp_path: Path) -> None:
+    from dspex import _demo
+
+    state = _demo.save_served(_demo.Predict(_demo.Sentiment), tmp_path)
+    args = _demo.serve_command(state).split()[2:]  # after "dspex serve"
+    served = Served(args, fake_url="http://127.0.0.1:9/v1")
+    try:
+        reply = httpx.post(
+            f"{served.url}/v1/programs/sentiment",
+            json={"review": "Absolutely loved it, would buy again!"},
+            timeout=120,
+        )
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["sentiment"] in ("positive", "negative")
+    finally:
+        assert served.stop() == 0

@@ -1,0 +1,21 @@
+"""The program ``bench/serve.py`` serves: ``qa``, a Predict on the fake at ``BENCH_FAKE_URL``."""
+
+from __future__ import annotations
+
+import os
+
+import dspex
+
+
+def qa() -> dspex.Predict:
+    program = dspex.Predict("question -> answer")
+    program.set_lm(
+        dspex.LM(
+            "openai/bench",
+            api_base=os.environ["BENCH_FAKE_URL"],
+            api_key="sk-bench-key",
+            cache=False,
+            num_retries=0,
+        )
+    )
+    return program
