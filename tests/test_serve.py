@@ -23,8 +23,10 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from serve_app import QA
 from wait_helpers import wait_until
 
+import dspex
 from dspex.testing import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,7 +161,9 @@ def test_json_requests_health_metrics_and_openapi(fake: FakeOpenAI) -> None:
             }
         assert fake.request_count == 2  # the 422s never reached the LM
         assert fake.requests[0].json["messages"][-1]["content"].count("Capital of France?") == 1
-        completed = {s.labels["server"]: s.value for s in families["dspex_server_completed"].samples}
+        completed = {
+            s.labels["server"]: s.value for s in families["dspex_server_completed"].samples
+        }
         assert completed == {"qa": 1.0, "rate": 1.0}
         requests = families["dspex_lm_requests"].samples
         assert sum(s.value for s in requests) == 2.0
@@ -218,8 +222,10 @@ def test_sigterm_mid_flight_answers_every_accepted_request(fake: FakeOpenAI, gat
                     )
                 )
             wait_until(
-                lambda: metric(served.url, "dspex_server_queued", "qa") == 2.0
-                and metric(served.url, "dspex_server_executing", "qa") == 2.0,
+                lambda: (
+                    metric(served.url, "dspex_server_queued", "qa") == 2.0
+                    and metric(served.url, "dspex_server_executing", "qa") == 2.0
+                ),
                 WAIT,
                 "two calls executing and two queued",
             )
@@ -245,9 +251,6 @@ def test_sigterm_mid_flight_answers_every_accepted_request(fake: FakeOpenAI, gat
 
 
 def test_reload_over_http_with_config_and_default_lm(fake: FakeOpenAI, tmp_path: Path) -> None:
-    import dspex
-    from serve_app import QA
-
     config = tmp_path / "dspex.toml"
     config.write_text(
         f'[models."openai/test-model"]\napi_base = "{fake.url}"\napi_key = "sk-from-toml-123"\n'
@@ -292,6 +295,7 @@ def test_a_bad_target_exits_2_with_the_reason() -> None:
         capture_output=True,
         text=True,
         timeout=WAIT,
+        check=False,
     )
     assert out.returncode == 2
     assert "no attribute 'nothing'" in out.stderr

@@ -303,9 +303,7 @@ def test_metrics_are_prometheus_text(rt: Any) -> None:
     assert samples[("dspex_lm_requests_total", (("model", "dummy"),))] >= 1.0
 
 
-def test_reload_is_off_by_default_and_loads_a_state_when_allowed(
-    rt: Any, tmp_path: Path
-) -> None:
+def test_reload_is_off_by_default_and_loads_a_state_when_allowed(rt: Any, tmp_path: Path) -> None:
     rt.serve("qa", dspex.Predict(QA))
     tuned = dspex.Predict(QA)
     tuned.demos = [dspex.Example(question="2+2?", answer="4")]
