@@ -19,3 +19,14 @@ def qa() -> dspex.Predict:
         )
     )
     return program
+
+
+class Echo(dspex.Module):
+    """No LM: answers with the question, to time the HTTP and program-server layers alone."""
+
+    def forward(self, question: str) -> dspex.Prediction:
+        return dspex.Prediction(answer=question)
+
+
+def echo() -> Echo:
+    return Echo()
