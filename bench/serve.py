@@ -206,6 +206,48 @@ def bursts(title: str, latency: float, size: int, rounds: int) -> dict[str, Any]
     return result
 
 
+def in_process(seconds: float, threads: int = 64) -> float:
+    """req/s of ``rt.ask`` on the same program from ``threads`` threads, no HTTP (baseline)."""
+    import dspex
+
+    fake = Server(0.0)
+    os.environ["BENCH_FAKE_URL"] = fake.url
+    os.environ["DSPEX_CACHE__ENABLED"] = "false"
+    import _serve_app
+
+    done: list[int] = []
+    try:
+        with dspex.start() as rt:
+            rt.serve("qa", _serve_app.qa(), max_concurrency=threads, queue_limit=4 * threads)
+
+            def loop(cid: int, deadline: float) -> None:
+                n = 0
+                while time.perf_counter() < deadline:
+                    rt.ask("qa", question=f"client {cid} question {n}").result(60)
+                    n += 1
+                done.append(n)
+
+            for span in (min(2.0, seconds / 3), seconds):  # warm-up, then the measured run
+                done.clear()
+                started = time.perf_counter()
+                workers = [
+                    threading.Thread(target=loop, args=(i, started + span)) for i in range(threads)
+                ]
+                for w in workers:
+                    w.start()
+                for w in workers:
+                    w.join()
+                rps = sum(done) / (time.perf_counter() - started)
+    finally:
+        fake.stop()
+    print(
+        f"(a0) baseline without HTTP: rt.ask from {threads} threads in one process, fake at 0 ms\n"
+        f"  {rps:,.0f} req/s",
+        flush=True,
+    )
+    return rps
+
+
 def scenario(
     title: str,
     latency: float,
@@ -247,6 +289,7 @@ def main() -> None:
         max_concurrency=64,
         program="echo",
     )
+    in_process(seconds)
     a = scenario(
         "(a) 64 keep-alive clients, fake at 0 ms  [target >= 1,500 req/s]",
         latency=0.0,

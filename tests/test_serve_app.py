@@ -405,3 +405,24 @@ def test_import_dspex_does_not_import_starlette() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert json.loads(out.stdout.strip().replace("'", '"')) == []
+
+
+def test_the_app_mounts_inside_another_starlette_app(rt: Any) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    rt.serve("qa", dspex.Predict(QA))
+    outer = Starlette(routes=[Mount("/llm", app=app(rt))])
+
+    async def main() -> tuple[httpx.Response, httpx.Response]:
+        transport = httpx.ASGITransport(app=outer)
+        async with httpx.AsyncClient(transport=transport, base_url="http://svc") as c:
+            return (
+                await c.post("/llm/v1/programs/qa", json={"question": "q"}),
+                await c.get("/llm/v1/programs"),
+            )
+
+    answer, listing = asyncio.run(main())
+    assert answer.status_code == 200
+    assert answer.json() == {"answer": "Paris"}
+    assert [p["path"] for p in listing.json()["programs"]] == ["/llm/v1/programs/qa"]

@@ -5,8 +5,9 @@ it with uvicorn (``dspex serve`` does). Program calls never block the event
 loop: ``rt.ask`` only admits the request (a lock and a message), and its
 ``concurrent.futures.Future`` is awaited with :func:`asyncio.wrap_future`,
 which resolves it on the loop when a worker thread of the program server
-sets it. No thread per request; a client that disconnects cancels its
-request if it is still queued.
+sets it. No thread per request. If the handler is cancelled (its server shuts
+down, or the app is mounted under a framework that cancels on disconnect),
+a request still queued is cancelled too and never runs.
 """
 
 from __future__ import annotations
@@ -168,7 +169,13 @@ async def _reload(request: Request) -> Response:
 async def _list_programs(request: Request) -> Response:
     state: ServeState = request.app.state.dspex
     return Response(
-        to_json_bytes({"programs": [e.describe() for e in state.endpoints()]}),
+        to_json_bytes(
+            {
+                "programs": [
+                    e.describe(request.scope.get("root_path", "")) for e in state.endpoints()
+                ]
+            }
+        ),
         media_type="application/json",
     )
 

@@ -67,11 +67,11 @@ class Endpoint:
             values.update(checked.model_extra)
         return values
 
-    def describe(self) -> dict[str, Any]:
-        """The ``GET /v1/programs`` entry for this program."""
+    def describe(self, root_path: str = "") -> dict[str, Any]:
+        """The ``GET /v1/programs`` entry; ``root_path`` is where the app is mounted."""
         return {
             "name": self.name,
-            "path": f"/v1/programs/{self.name}",
+            "path": f"{root_path}/v1/programs/{self.name}",
             "inputs": [_doc(f) for f in self.inputs],
             "outputs": [_doc(f) for f in self.outputs],
             "open_inputs": self.open_inputs,
@@ -170,9 +170,7 @@ def endpoint_for(name: str, program: Any) -> Endpoint:
     open_inputs = False
     if signature is not None:
         ins = {n: (f.annotation, _description(f), ...) for n, f in signature.input_fields.items()}
-        outs = {
-            n: (f.annotation, _description(f), ...) for n, f in signature.output_fields.items()
-        }
+        outs = {n: (f.annotation, _description(f), ...) for n, f in signature.output_fields.items()}
         open_outputs = False
     else:
         ins, open_inputs = _forward_inputs(program)
