@@ -369,3 +369,26 @@ def test_output_type_without_a_schema_gets_a_plain_note() -> None:
 
     system = ChatAdapter().format(Odd, [], {"question": "q"})[0]["content"]
     assert "{thing}        # note: the value you produce must be a valid Opaque" in system
+
+
+def test_when_both_fail_the_message_leads_with_the_most_specific_cause() -> None:
+    # The chat reply holds `person` with a wrong-typed age; the JSON fallback's reply
+    # lacks `person` altogether. The wrong type is what the user must see first.
+    class Who(Signature):
+        question: str = InputField()
+        person: Person = OutputField()
+
+    lm = DummyLM([{"person": {"name": "Al", "age": "about seven"}}, {"name": "Al"}])
+    with pytest.raises(AdapterParseError) as info:
+        ChatAdapter()(lm, {}, Who, [], {"question": "who?"})
+    message = str(info.value)
+    assert message.startswith("ChatAdapter could not parse output field `person`"), message
+    assert "about seven" in message.split("JSONAdapter fallback", maxsplit=1)[0]
+    assert "The JSONAdapter fallback failed too" in message and "lacks output field" in message
+    assert (info.value.adapter, info.value.field) == ("ChatAdapter", "person")
+    first = info.value.__cause__
+    assert isinstance(first, AdapterParseError) and first.adapter == "ChatAdapter"
+    assert isinstance(first.__cause__, ValueError | TypeError)
+    fallback = info.value.__context__
+    assert isinstance(fallback, AdapterParseError) and fallback.adapter == "JSONAdapter"
+    assert len(lm.history) == 2

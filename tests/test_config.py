@@ -24,7 +24,7 @@ from dspex.config import (
     redact,
     split_model_id,
 )
-from dspex.config._loading import env_var_name
+from dspex.config._explain import env_var_name
 from dspex.errors import ConfigError, UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -479,6 +479,14 @@ def test_bad_toml_names_file_and_line(tmp_path: Path) -> None:
         load_settings(path, env={})
     message = str(info.value)
     assert str(path) in message and "at line 4" in message and "not valid TOML" in message
+    assert info.value.key == "config"
+
+
+def test_a_config_file_nested_too_deeply_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "lm = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert str(path) in str(info.value) and "more deeply than Python can read" in str(info.value)
     assert info.value.key == "config"
 
 

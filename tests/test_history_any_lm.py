@@ -13,7 +13,7 @@ import pytest
 from runtime_helpers import SECRET, StartRuntime, chat_answer, echo_answers, make_lm
 
 import dspex
-import dspex.programs._runtime_glue as glue
+import dspex.programs._lm_report as lm_report
 from dspex.actors._callbacks import BaseCallback
 from dspex.actors._lm._types import Completion, LMResponse, Usage
 from dspex.actors._telemetry_emitter import TelemetryEvent
@@ -261,9 +261,9 @@ def test_no_running_runtime_means_no_recording(monkeypatch: pytest.MonkeyPatch) 
     from dspex.programs._callbacks import call_lm
 
     shared = default_runtime()  # running, but hidden from the lookup below
-    monkeypatch.setattr(glue, "active_runtimes", list)
+    monkeypatch.setattr(lm_report, "active_runtimes", list)
     dummy = DummyLM([{"answer": "4"}])
-    assert glue.running_runtime() is None and glue.history_emitter(dummy) is None
+    assert lm_report.running_runtime() is None and lm_report.history_emitter(dummy) is None
     marker = [{"role": "user", "content": "no-runtime-marker-31"}]
     assert call_lm(dummy, marker, {}).texts  # outside any run: answered, not recorded
     assert dspex.inspect_history(3) == ""

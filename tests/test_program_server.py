@@ -476,3 +476,20 @@ def test_serve_rejects_bad_arguments(setup: Setup) -> None:
     with pytest.raises(RegistryError, match=r"running: \['x'\]"):
         setup.directory.ask("y", x=1)
     assert setup.directory.names() == ["x"]
+
+
+def test_the_overloaded_message_counts_no_more_queued_than_the_queue_holds() -> None:
+    # No actor dispatches for this state, so every admitted request is still pending:
+    # the burst a server sees before its actor catches up. 4 of them hold run slots.
+    state = ServerState("burst", lambda **_: None, max_concurrency=4, queue_limit=16)
+    try:
+        for i in range(20):
+            state.submit({"x": i}, None)
+        with pytest.raises(OverloadedError) as info:
+            state.submit({"x": "extra"}, None)
+    finally:
+        state.close("test over")
+    message = str(info.value)
+    assert "4 request(s) hold its run slots (max_concurrency=4; 0 executing now)" in message
+    assert "16 wait in its queue (queue_limit=16)" in message
+    assert "20" not in message

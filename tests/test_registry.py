@@ -173,3 +173,20 @@ def test_ask_timeout_is_call_timeout_error(actors: list[pykka.ActorRef[Any]]) ->
             reg.handle("slow").ask("hang", timeout=0.05)
     finally:
         gate.set()
+
+
+def test_known_names_include_those_whose_actor_died_not_unregistered_ones() -> None:
+    reg = Registry("t")
+    assert reg.known("never") is False
+    a = Worker.start("a")
+    reg.register("alpha", a)
+    assert reg.known("alpha")
+    a.tell(Crash())
+    assert wait_dead(a, 5)
+    assert reg.whereis("alpha") is None and reg.known("alpha")  # may be restarting
+    b = Worker.start("b")
+    try:
+        reg.register("alpha", b)
+        assert reg.unregister("alpha") and not reg.known("alpha")  # gone on purpose
+    finally:
+        b.stop(block=True, timeout=5)

@@ -19,7 +19,13 @@ from runtime_helpers import SECRET, StartRuntime, chat_answer, echo_answers, mak
 from wait_helpers import wait_until
 
 import dspex
-from dspex.errors import ActorStoppedError, ConfigError, MaxChildrenError, ProgramError
+from dspex.errors import (
+    ActorStoppedError,
+    ConfigError,
+    MaxChildrenError,
+    ProgramError,
+    RegistryError,
+)
 from dspex.programs import Module
 from dspex.testing import FakeOpenAI, Fault
 
@@ -418,3 +424,11 @@ def test_a_long_runs_start_event_is_not_held_back(start_runtime: StartRuntime) -
         finally:
             release.set()
         assert result.result(timeout=10) is True
+
+
+def test_whereis_refuses_a_name_no_service_ever_had_at_once(start_runtime: StartRuntime) -> None:
+    rt = start_runtime()
+    # Before: it waited CALL_TIMEOUT (10 s) for the name, then said it "did not come back".
+    with pytest.raises(RegistryError, match=r"rt\.whereis\('nope'\): this runtime has no service"):
+        rt.whereis("nope")
+    assert rt.whereis("cache").is_alive()

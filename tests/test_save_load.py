@@ -273,6 +273,47 @@ def test_a_bad_state_leaves_the_program_untouched(tmp_path: Path) -> None:
     assert prog.dump_state() == before
 
 
+def test_a_state_file_that_is_not_utf8_is_a_usage_error_naming_it(tmp_path: Path) -> None:
+    prog = _trained()
+    before = prog.dump_state()
+    bad = tmp_path / "latin1.json"
+    bad.write_bytes('{"generate_answer.predict": {"demos": ["caf\u00e9"]}}'.encode("latin-1"))
+    with pytest.raises(UsageError) as info:
+        prog.load(bad)
+    message = str(info.value)
+    assert str(bad) in message and "not a UTF-8 text file" in message and "0xe9" in message
+    assert isinstance(info.value.__cause__, UnicodeDecodeError)
+    assert prog.dump_state() == before
+
+
+def test_a_state_file_nested_too_deeply_is_a_usage_error_naming_it(tmp_path: Path) -> None:
+    prog = _trained()
+    before = prog.dump_state()
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"x": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    with pytest.raises(UsageError) as info:
+        prog.load(deep)
+    assert str(deep) in str(info.value) and "nests its JSON more deeply" in str(info.value)
+    assert prog.dump_state() == before
+
+
+def test_a_damaged_program_directory_is_a_usage_error_naming_the_file(tmp_path: Path) -> None:
+    prog = _trained()
+    target = tmp_path / "saved_program"
+    prog.save(target, save_program=True)
+    (target / "metadata.json").write_bytes(b'{"dependency_versions": "\xff\xfe"}')
+    with pytest.raises(UsageError, match=r"metadata\.json is not a UTF-8 text file"):
+        load(target, allow_pickle=True)
+    (target / "metadata.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(UsageError, match=r"metadata\.json nests its JSON more deeply"):
+        load(target, allow_pickle=True)
+    (target / "metadata.json").write_text("{}")
+    pickled = (target / "program.pkl").read_bytes()
+    (target / "program.pkl").write_bytes(pickled[: len(pickled) // 2])  # truncated
+    with pytest.raises(UsageError, match=r"cannot unpickle .*program\.pkl"):
+        load(target, allow_pickle=True)
+
+
 def test_paths_must_be_json(tmp_path: Path) -> None:
     prog = RAG()
     with pytest.raises(UsageError, match="refusing to save"):

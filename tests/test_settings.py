@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
+from dspex.errors import UsageError
 from dspex.programs._settings import configure, context, current_settings, settings
 
 pytestmark = pytest.mark.usefixtures("clean_settings")
@@ -117,3 +119,35 @@ def test_context_refuses_request_params_a_provider_would_reject(
 def test_context_accepts_valid_request_params_and_none() -> None:
     with context(temperature=0, max_tokens=1), context(temperature=2.0, max_tokens=None):
         assert (settings.get("temperature"), settings.get("max_tokens")) == (2.0, None)
+
+
+@pytest.mark.parametrize(
+    ("call", "where"),
+    [
+        (lambda: configure(num_threads=-2), r"dspex\.configure\(num_threads=-2\)"),
+        (lambda: context(num_threads=0).__enter__(), r"dspex\.context\(num_threads=0\)"),
+        (lambda: configure(num_threads="8"), r"dspex\.configure\(num_threads='8'\)"),
+        (lambda: configure(max_errors=-1), r"dspex\.configure\(max_errors=-1\)"),
+    ],
+)
+def test_bad_thread_and_error_counts_are_refused_when_set(call: Any, where: str) -> None:
+    with pytest.raises(UsageError, match=where + r": must be a"):
+        call()
+    assert settings.num_threads == 8 and settings.max_errors == 10  # nothing was applied
+
+
+def test_start_refuses_a_bad_num_threads_before_starting_anything() -> None:
+    import dspex
+    from dspex.actors._runtime_registry import active_runtimes
+
+    before = list(active_runtimes())
+    with pytest.raises(UsageError, match=r"dspex\.start\(num_threads=-1\): must be an int >= 1"):
+        dspex.start(num_threads=-1)
+    assert active_runtimes() == before
+
+
+def test_evaluate_refuses_a_bad_num_threads_at_construction() -> None:
+    from dspex.programs import Evaluate
+
+    with pytest.raises(UsageError, match=r"Evaluate\(num_threads=-4\): must be an int >= 1"):
+        Evaluate(devset=[], metric=lambda example, prediction: 1.0, num_threads=-4)

@@ -40,7 +40,7 @@ from dspex.actors._runtime_registry import register, unregister
 from dspex.actors._runtime_runs import ProgramRuns
 from dspex.actors._telemetry import Telemetry, render_history
 from dspex.actors._telemetry_emitter import TelemetryEmitter
-from dspex.errors import ActorStoppedError, UsageError
+from dspex.errors import ActorStoppedError, RegistryError, UsageError
 from dspex.supervision import (
     ChildSpec,
     Clock,
@@ -243,13 +243,23 @@ class Runtime(ProgramRuns):
     # -- services -------------------------------------------------------------------
 
     def whereis(self, name: str) -> pykka.ActorRef[Any]:
-        """The current incarnation of a named service, or ActorStoppedError."""
+        """The current incarnation of a named service.
+
+        A service being restarted is waited for (up to ``CALL_TIMEOUT``); a
+        name that no service of this runtime ever had raises ``RegistryError``
+        at once, and a stopped runtime ``ActorStoppedError``.
+        """
         ref = self.registry.whereis(name)
         if ref is None:
             if not self.running:
                 raise ActorStoppedError(
                     "the dspex runtime is not running; start one with dspex.start() "
                     "or dspex.configure(...)"
+                )
+            if not self.registry.known(name):
+                raise RegistryError(
+                    f"rt.whereis({name!r}): this runtime has no service named {name!r}; "
+                    f"its services are {self.registry.names()}"
                 )
             ref = self.registry.await_name(name, timeout=CALL_TIMEOUT)
             if ref is None:

@@ -4,13 +4,11 @@ the :class:`DrainReport` a drain returns (see :mod:`dspex.actors._program_server
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from dspex.actors._program_server import ServerDirectory
-    from dspex.actors._server_requests import ServerFuture, ServerStats
+from dspex.actors._server_requests import ServerFuture, ServerStats
 
-__all__ = ["DrainReport", "ServerHandle"]
+__all__ = ["DrainReport", "ServerCalls", "ServerHandle"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +26,22 @@ class DrainReport:
         return self.expired == 0
 
 
+class ServerCalls(Protocol):
+    """What a handle asks of its directory (``_program_server.ServerDirectory``)."""
+
+    def ask(self, name: str, /, **inputs: Any) -> ServerFuture: ...
+
+    def tell(self, name: str, /, **inputs: Any) -> int: ...
+
+    def reload(self, name: str, program_or_path: Any, /) -> int: ...
+
+    def drain(self, name: str, timeout: float = ..., /) -> DrainReport: ...
+
+    def stop(self, name: str, /) -> None: ...
+
+    def stats(self, name: str, /) -> ServerStats: ...
+
+
 class ServerHandle:
     """A program server by name, as returned by ``serve`` (any thread).
 
@@ -35,7 +49,7 @@ class ServerHandle:
     supervisor it reaches the re-served program.
     """
 
-    def __init__(self, directory: ServerDirectory, name: str) -> None:
+    def __init__(self, directory: ServerCalls, name: str) -> None:
         self.directory = directory
         self.name = name
 

@@ -115,12 +115,7 @@ class ServerState:
                 raise self._refusal()
             if self._admitted >= self.capacity:
                 self._rejected += 1
-                raise OverloadedError(
-                    f"program server {self.name!r} is full: {len(self._executing)} running "
-                    f"(max_concurrency={self.max_concurrency}) and {len(self._pending)} queued "
-                    f"(queue_limit={self.queue_limit}); retry later, or serve it with a higher "
-                    "max_concurrency/queue_limit"
-                )
+                raise OverloadedError(self._full_message())
             self._admitted += 1
             request = Request(next(self._ids), dict(inputs), reply, context, time.monotonic())
             if reply is not None:
@@ -129,6 +124,18 @@ class ServerState:
             wake = self._wake_target()
         _nudge(wake)
         return request
+
+    def _full_message(self) -> str:
+        # Called with the lock held. Admitted requests fill the run slots first:
+        # one admitted a moment ago that no worker has picked up yet holds a run
+        # slot, not a queue place, so the queue count never exceeds queue_limit.
+        in_slots = min(self._admitted, self.max_concurrency)
+        return (
+            f"program server {self.name!r} is full: {in_slots} request(s) hold its run slots "
+            f"(max_concurrency={self.max_concurrency}; {len(self._executing)} executing now) "
+            f"and {self._admitted - in_slots} wait in its queue (queue_limit={self.queue_limit}); "
+            "retry later, or serve it with a higher max_concurrency or queue_limit"
+        )
 
     def swap(self, program: Any) -> int:
         """Make ``program`` the one new dispatches use; returns its version."""

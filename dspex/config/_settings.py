@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from dspex.config._explain import config_error, dotted, kwarg_form
 from dspex.config._secrets import is_secret_key, redact, redact_value
 from dspex.errors import ConfigError
 
@@ -177,15 +178,11 @@ class _Section(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            from dspex.config._loading import config_error
-
-            raise config_error(exc, type(self)._path) from exc
+            raise config_error(exc, type(self)._path, Settings) from exc
         finally:
             _VALIDATING.reset(token)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        from dspex.config._loading import dotted, kwarg_form
-
         path = (*type(self)._path, name)
         raise ConfigError(
             f"{type(self).__name__} is frozen, so {dotted(path)} cannot be assigned. "

@@ -30,9 +30,8 @@ from ._react import ReAct
 from ._refine import Refine
 from ._runtime_glue import configure, configure_cache, inspect_history, start
 from ._settings import context, current_settings, settings
-from ._signature import Signature, SignatureMeta
-from ._signature_build import ensure_signature, make_signature
-from ._state import load
+from ._signature import Signature, SignatureMeta, ensure_signature, make_signature
+from ._state_files import load
 from ._tool import Tool
 from ._usage import track_usage
 

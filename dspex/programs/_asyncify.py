@@ -70,7 +70,7 @@ async def _run_in_thread(program: Callable[..., Any], args: tuple[Any, ...], kwa
     if current_run() is not None:  # already inside a run: execute inline in the worker
         return await asyncio.to_thread(program, *args, **kwargs)
 
-    from dspex.actors import current_runtime
+    from dspex.programs._runtime_access import current_runtime
 
     runtime = current_runtime()
     run = RunContext(label=f"asyncify:{_label(program)}", runtime=runtime)

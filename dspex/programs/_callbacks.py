@@ -18,14 +18,20 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from dspex.actors._callbacks import active_callbacks, ainvoke, end_call, invoke, start_call
-from dspex.programs._runtime_glue import generate_reported, history_emitter
+from dspex.actors._lm._types import LMProtocol
+from dspex.programs._lm_report import generate_reported, history_emitter
 from dspex.programs._usage import note_usage
 
-__all__ = ["call_lm", "hooked", "with_callbacks"]
+__all__ = ["CALLBACK_KIND", "call_lm", "hooked", "with_callbacks"]
 
 logger = logging.getLogger("dspex.callbacks")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+CALLBACK_KIND = "_dspex_callback_kind"
+"""The class attribute naming which hooks :func:`with_callbacks` fires for a class's
+instances: ``"adapter"`` (Adapter) or ``"evaluate"`` (Evaluate). A marker, not
+``isinstance``, so this module needs neither class (both import it)."""
 
 # The (instance id, kind) of the innermost call observed with once_per_instance:
 # an override calling super().format() is one format call, not two.
@@ -92,15 +98,12 @@ def with_callbacks(fn: F) -> F:
     name = fn.__name__
 
     def kind_of(instance: Any) -> str | None:
-        from dspex.actors._lm._types import LMProtocol
-        from dspex.programs._adapters._base import Adapter
-        from dspex.programs._evaluate import Evaluate
-
         if isinstance(instance, LMProtocol):
             return "lm"
-        if isinstance(instance, Evaluate):
+        family = getattr(type(instance), CALLBACK_KIND, None)
+        if family == "evaluate":
             return "evaluate"
-        if isinstance(instance, Adapter):
+        if family == "adapter":
             if name in ("format", "parse"):
                 return f"adapter_{name}"
             logger.warning(

@@ -15,14 +15,14 @@ import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from dspex.errors import UsageError
 from dspex.programs._callbacks import hooked
 from dspex.programs._evaluate_journal import Journal, JournalEntry
 from dspex.programs._evaluate_progress import Progress, progress_enabled
 from dspex.programs._prediction import Prediction
-from dspex.programs._settings import current_settings
+from dspex.programs._settings import check_num_threads, current_settings
 
 if TYPE_CHECKING:
     from dspex.programs._evaluate_engine import Outcome
@@ -113,6 +113,8 @@ class Evaluate:
     Every argument but ``devset`` may be overridden per call.
     """
 
+    _dspex_callback_kind: ClassVar[str] = "evaluate"  # see _callbacks.CALLBACK_KIND
+
     def __init__(
         self,
         *,
@@ -131,6 +133,8 @@ class Evaluate:
         **kwargs: Any,
     ) -> None:
         _check_kwargs("Evaluate", kwargs)
+        if num_threads is not None:
+            check_num_threads(num_threads, "Evaluate")
         self.devset = devset
         self.metric = metric
         self.num_threads = num_threads

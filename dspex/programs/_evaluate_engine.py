@@ -214,7 +214,7 @@ def execute(
 
 def _runtime_or_none() -> Any:
     """The runtime these examples belong to (starting the default one if none runs)."""
-    from dspex.actors import current_runtime
+    from dspex.programs._runtime_access import current_runtime
 
     try:
         return current_runtime()

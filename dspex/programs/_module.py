@@ -15,16 +15,19 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from dspex.actors._callbacks import active_callbacks, ainvoke, check_callbacks, invoke
+from dspex.actors._program_run import current_run
 from dspex.errors import UsageError
+from dspex.programs._runtime_access import current_runtime
 from dspex.programs._settings import settings
+from dspex.programs._signature import Signature
+from dspex.programs._state import apply_module_state
+from dspex.programs._state_files import load_module_state, save_module
 from dspex.programs._usage import call_tracked, current_usage_tracker
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from dspex.programs._predict import Predict
-
-__all__ = ["BaseModule", "Module", "Parameter", "ProgramMeta"]
+__all__ = ["BaseModule", "Module", "Parameter", "Predictor", "ProgramMeta"]
 
 logger = logging.getLogger("dspex.programs")
 
@@ -40,6 +43,19 @@ class Parameter:
 
     def load_state(self, state: Mapping[str, Any]) -> Any:
         raise NotImplementedError
+
+
+class Predictor(Parameter):
+    """A Parameter that calls an LM for a signature, with demos: what ``named_predictors()``
+    yields. ``Predict`` is the one dspex defines; Module finds predictors by this base,
+    so it need not import ``Predict`` (which is a Module)."""
+
+    signature: type[Signature]
+    config: dict[str, Any]
+    lm: Any
+    demos: list[Any]
+    traces: list[Any]
+    train: list[Any]
 
 
 class ProgramMeta(type):
@@ -174,8 +190,6 @@ class BaseModule:
         Every entry is checked before any is applied, so a bad state leaves
         the program untouched.
         """
-        from dspex.programs._state import apply_module_state
-
         apply_module_state(self, state, allow_unsafe_lm_state=allow_unsafe_lm_state)
         return self
 
@@ -190,8 +204,6 @@ class BaseModule:
         ``save_program=True`` pickles the whole program into the directory
         ``path`` instead; only load such a directory from a trusted source.
         """
-        from dspex.programs._state import save_module
-
         save_module(
             self, path, save_program=save_program, modules_to_serialize=modules_to_serialize
         )
@@ -206,8 +218,6 @@ class BaseModule:
 
         Never unpickles: ``.pkl`` state files are refused.
         """
-        from dspex.programs._state import load_module_state
-
         load_module_state(
             self, path, allow_pickle=allow_pickle, allow_unsafe_lm_state=allow_unsafe_lm_state
         )
@@ -256,8 +266,6 @@ class Module(BaseModule, metaclass=ProgramMeta):
         return self._routed_call(args, kwargs)
 
     def _routed_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        from dspex.actors import current_run, current_runtime
-
         if current_run() is not None:
             return self._observed_forward(args, kwargs)
         return current_runtime().run(
@@ -303,13 +311,11 @@ class Module(BaseModule, metaclass=ProgramMeta):
 
     # -- predictors -------------------------------------------------------------------
 
-    def named_predictors(self) -> list[tuple[str, Predict]]:
+    def named_predictors(self) -> list[tuple[str, Predictor]]:
         """``(path, Predict)`` for every predictor in the program, e.g. ``"qa.predict"``."""
-        from dspex.programs._predict import Predict
+        return [(name, p) for name, p in self.named_parameters() if isinstance(p, Predictor)]
 
-        return [(name, p) for name, p in self.named_parameters() if isinstance(p, Predict)]
-
-    def predictors(self) -> list[Predict]:
+    def predictors(self) -> list[Predictor]:
         return [p for _, p in self.named_predictors()]
 
     def set_lm(self, lm: Any) -> None:
@@ -327,7 +333,7 @@ class Module(BaseModule, metaclass=ProgramMeta):
             "there is no single LM to return (inspect predictor.lm on each instead)"
         )
 
-    def map_named_predictors(self, func: Callable[[Predict], Any]) -> Module:
+    def map_named_predictors(self, func: Callable[[Predictor], Any]) -> Module:
         """Replace each predictor by ``func(predictor)``; returns self."""
         for name, predictor in self.named_predictors():
             _set_by_path(self, name, func(predictor))

@@ -16,8 +16,7 @@ from dspex.programs._fields import InputField, OutputField
 from dspex.programs._module import Module
 from dspex.programs._predict import Predict
 from dspex.programs._prediction import Prediction
-from dspex.programs._signature import Signature
-from dspex.programs._signature_build import ensure_signature
+from dspex.programs._signature import Signature, ensure_signature
 
 __all__ = ["MultiChainComparison"]
 

@@ -14,11 +14,10 @@ from typing import Any
 
 from dspex.actors._program_run import current_run
 from dspex.errors import UsageError
-from dspex.programs._module import Module, Parameter
+from dspex.programs._module import Module, Predictor
 from dspex.programs._prediction import Prediction
 from dspex.programs._settings import current_settings
-from dspex.programs._signature import Signature
-from dspex.programs._signature_build import ensure_signature
+from dspex.programs._signature import Signature, ensure_signature
 from dspex.programs._state import lm_to_state, prepare_predict_state, serialize_demo
 
 __all__ = ["Predict"]
@@ -93,7 +92,7 @@ def _allows_none(annotation: Any) -> bool:
     return False
 
 
-class Predict(Module, Parameter):
+class Predict(Module, Predictor):
     """Calls an LM for ``signature``: ``Predict("question -> answer")(question=...)``.
 
     ``demos`` are few-shot examples (Examples or dicts). ``config`` holds LM

@@ -42,8 +42,7 @@ from dspex.programs._module import Module
 from dspex.programs._predict import Predict
 from dspex.programs._prediction import Prediction
 from dspex.programs._settings import current_settings
-from dspex.programs._signature import Signature
-from dspex.programs._signature_build import ensure_signature, make_signature
+from dspex.programs._signature import Signature, ensure_signature, make_signature
 from dspex.programs._tool import Tool
 from dspex.supervision import ChildSpec, Restart, current_lease, start_child
 

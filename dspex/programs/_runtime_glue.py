@@ -11,120 +11,32 @@ works from any thread.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # LM is light (the LM protocol types only); the Runtime and everything it
 # starts load on first use, keeping `dspex.Predict` cheap to import.
-from dspex.actors._lm._model import LM, set_scoped_params
-from dspex.actors._program_run import current_run
-from dspex.actors._runtime_registry import active_runtimes
-from dspex.actors._telemetry_emitter import begin_lm_report, end_lm_report, set_history_gate
-from dspex.programs._settings import DEFAULTS, _overrides, settings
+from dspex.actors._lm._model import LM
+from dspex.programs._adapters import ChatAdapter, JSONAdapter, XMLAdapter
+from dspex.programs._lm_report import running_runtime
+from dspex.programs._runtime_access import current_runtime
+from dspex.programs._settings import (
+    DEFAULTS,
+    check_program_settings,
+    install_caller_hooks,
+    settings,
+)
 
 if TYPE_CHECKING:
     from dspex.actors import Runtime
-    from dspex.actors._telemetry_emitter import TelemetryEmitter
 
-__all__ = [
-    "configure",
-    "configure_cache",
-    "generate_reported",
-    "history_emitter",
-    "inspect_history",
-    "running_runtime",
-    "start",
-]
+__all__ = ["configure", "configure_cache", "inspect_history", "start"]
 
 # Keys of dspex.config.Settings that configure() forwards to the runtime.
 _RUNTIME_KEYS = frozenset(
     {"temperature", "max_tokens", "lm_client", "models", "cache", "telemetry", "runtime"}
 )
-
-
-# Settings that dspex.context(...) may override per call, as request parameters.
-_SCOPED_REQUEST_KEYS = ("temperature", "max_tokens")
-
-
-def _scoped_request_params() -> Mapping[str, Any] | None:
-    current = settings.current()
-    found = {k: current[k] for k in _SCOPED_REQUEST_KEYS if current.get(k) is not None}
-    return found or None
-
-
-set_scoped_params(_scoped_request_params)
-
-
-def _history_disabled() -> bool:
-    """DSPy's ``disable_history`` in effect here (runs once per LM call).
-
-    Reads the context layer, then the global one, directly: building
-    ``settings.current()``'s ChainMap would cost about a microsecond a call.
-    """
-    layered = _overrides.get()
-    if layered is not None and "disable_history" in layered:
-        return bool(layered["disable_history"])
-    return bool(settings._global.get("disable_history"))
-
-
-set_history_gate(_history_disabled)
-
-
-def running_runtime() -> Runtime | None:
-    """The runtime a call made here belongs to, or None when none runs (never starts one)."""
-    run = current_run()
-    runtime = run.runtime if run is not None else None
-    if runtime is not None and getattr(runtime, "running", False):  # a stand-in has none
-        return runtime  # type: ignore[no-any-return]
-    active = active_runtimes()
-    return active[-1] if active else None
-
-
-def history_emitter(lm: Any) -> TelemetryEmitter | None:
-    """Where to report a call of ``lm`` for history and metrics, if anywhere.
-
-    None for a ``dspex.LM`` (its handle reports its own calls) and when no
-    runtime runs (history lives in a runtime; none is started for it).
-    """
-    if isinstance(lm, LM):
-        return None
-    runtime = running_runtime()
-    return runtime.telemetry if runtime is not None else None
-
-
-def generate_reported(
-    emitter: TelemetryEmitter,
-    lm: Any,
-    messages: Sequence[Mapping[str, Any]],
-    params: Mapping[str, Any],
-) -> Any:
-    """``lm.generate(messages, params)``, reported to ``emitter`` as ``dspex.LM`` reports.
-
-    Not reported again if an LM inside the call (a ``dspex.LM`` that ``lm``
-    wraps) reported it already.
-    """
-    scope = begin_lm_report()
-    started = time.perf_counter()
-    try:
-        response = lm.generate(messages, params)
-    except BaseException as exc:
-        if end_lm_report(scope):
-            emitter.report_lm_call(_label(lm), messages, _since(started), error=exc)
-        raise
-    if end_lm_report(scope):
-        emitter.report_lm_call(_label(lm), messages, _since(started), response)
-    return response
-
-
-def _since(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0
-
-
-def _label(lm: Any) -> str:
-    model = getattr(lm, "model", None)
-    return model if isinstance(model, str) and model else type(lm).__name__
 
 
 def _as_lm(value: Any) -> Any:
@@ -151,7 +63,9 @@ def start(
         settings_kwargs["lm"] = lm
     adapter = settings_kwargs.pop("adapter", None)
     program_keys = {k: settings_kwargs.pop(k) for k in list(settings_kwargs) if k in DEFAULTS}
+    check_program_settings(program_keys, "dspex.start")  # before anything starts
     loaded = load_settings(Path(config) if config is not None else None, **settings_kwargs)
+    install_caller_hooks()  # before its first call can run
     runtime = Runtime(loaded, clock=clock).start()
     lm_obj = lm if lm is not None and not isinstance(lm, str) else None
     if lm_obj is None and loaded.lm:
@@ -168,8 +82,6 @@ def start(
 def _adapter(value: Any) -> Any:
     if not isinstance(value, str):
         return value
-    from dspex.programs._adapters import ChatAdapter, JSONAdapter, XMLAdapter
-
     table = {"chat": ChatAdapter, "json": JSONAdapter, "xml": XMLAdapter}
     try:
         return table[value.lower()]()
@@ -191,12 +103,11 @@ def configure(**kwargs: Any) -> None:
     runtime, models) are validated and raise ``ConfigError`` on bad values.
     """
     runtime_keys = {k: kwargs.pop(k) for k in list(kwargs) if k in _RUNTIME_KEYS}
+    check_program_settings(kwargs, "dspex.configure")  # before a runtime starts for it
     if "lm" in kwargs:
         kwargs["lm"] = _as_lm(kwargs["lm"])
     if "adapter" in kwargs and kwargs["adapter"] is not None:
         kwargs["adapter"] = _adapter(kwargs["adapter"])
-    from dspex.actors import current_runtime
-
     runtime = current_runtime()
     if runtime_keys:
         runtime.configure(**runtime_keys)
@@ -250,8 +161,6 @@ def configure_cache(
         cache["disk_max_bytes"] = disk_size_limit_bytes
     if memory_max_entries is not None:
         cache["memory_max_entries"] = memory_max_entries
-    from dspex.actors import current_runtime
-
     runtime = current_runtime()
     new = runtime.configure(cache=cache) if cache else runtime.settings  # rebuilds the store
     return new.cache.public_dict()

@@ -10,6 +10,9 @@ Everything else reads settings through :func:`current_settings` (or the
 the ConfigServer actor behind this same interface. The ``callbacks`` setting
 is also mirrored into ``dspex.actors._callbacks``, where every observed call
 reads it cheaply (and where ``dspex.LM``, below this layer, can see it).
+The actors layer reads two more settings through hooks installed from here
+(:func:`install_caller_hooks`): never at import, but when a runtime starts.
+Settings that no call could use (``num_threads=-1``) are refused when set.
 """
 
 from __future__ import annotations
@@ -28,9 +31,21 @@ from dspex.actors._callbacks import (
     scope_callbacks,
     set_global_callbacks,
 )
+from dspex.actors._lm._model import set_scoped_params
+from dspex.actors._telemetry_emitter import set_history_gate
 from dspex.errors import UsageError
 
-__all__ = ["DEFAULTS", "Settings", "configure", "context", "current_settings", "settings"]
+__all__ = [
+    "DEFAULTS",
+    "Settings",
+    "check_num_threads",
+    "check_program_settings",
+    "configure",
+    "context",
+    "current_settings",
+    "install_caller_hooks",
+    "settings",
+]
 
 DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {
@@ -74,6 +89,9 @@ class Settings:
 
     def configure(self, **kwargs: Any) -> None:
         """Set global settings (visible to every thread not overriding them)."""
+        check_program_settings(kwargs, "dspex.configure")
+        if not _hooks_installed and _HOOKED_KEYS & kwargs.keys():
+            install_caller_hooks()
         callbacks = "callbacks" in kwargs
         if callbacks:
             check_callbacks(kwargs["callbacks"], "dspex.configure")
@@ -88,6 +106,9 @@ class Settings:
     def context(self, **kwargs: Any) -> Iterator[None]:
         """Override settings for the current thread/task inside a ``with`` block."""
         _check_request_params(kwargs)
+        check_program_settings(kwargs, "dspex.context")
+        if not _hooks_installed and _HOOKED_KEYS & kwargs.keys():
+            install_caller_hooks()  # a dspex.LM called outside any program reads these too
         scoped = None
         if "callbacks" in kwargs:
             check_callbacks(kwargs["callbacks"], "dspex.context")
@@ -159,6 +180,91 @@ def current_settings() -> Mapping[str, Any]:
 def configure(**kwargs: Any) -> None:
     """Set global settings, e.g. ``dspex.configure(lm=lm, adapter=ChatAdapter())``."""
     settings.configure(**kwargs)
+
+
+# -- what the actors layer reads here -------------------------------------------------
+#
+# dspex.LM and the telemetry emitter (actors layer) must see two program
+# settings in effect in the caller's thread, but may not import this layer:
+# they call hooks installed from here. Installing is not done at import (an
+# import has no side effects) but when a runtime is started or reached for a
+# program call (``start``, ``_runtime_access.current_runtime``), or when a
+# setting the hooks read is first set.
+
+_SCOPED_REQUEST_KEYS = ("temperature", "max_tokens")
+_HOOKED_KEYS = frozenset({*_SCOPED_REQUEST_KEYS, "disable_history"})
+_hooks_installed = False
+_hooks_lock = threading.Lock()
+
+
+def scoped_request_params() -> Mapping[str, Any] | None:
+    """``dspex.context(temperature=..., max_tokens=...)`` overrides in effect here, if any.
+
+    Runs in the calling thread on every ``dspex.LM`` call.
+    """
+    current = settings.current()
+    found = {k: current[k] for k in _SCOPED_REQUEST_KEYS if current.get(k) is not None}
+    return found or None
+
+
+def history_disabled() -> bool:
+    """DSPy's ``disable_history`` in effect here (runs once per LM call).
+
+    Reads the context layer, then the global one, directly: building
+    ``settings.current()``'s ChainMap would cost about a microsecond a call.
+    """
+    layered = _overrides.get()
+    if layered is not None and "disable_history" in layered:
+        return bool(layered["disable_history"])
+    return bool(settings._global.get("disable_history"))
+
+
+def install_caller_hooks() -> None:
+    """Install :func:`scoped_request_params` and :func:`history_disabled` in the
+    actors layer (idempotent, any thread). They stay for the process's life."""
+    global _hooks_installed
+    with _hooks_lock:
+        if _hooks_installed:
+            return
+        set_scoped_params(scoped_request_params)
+        set_history_gate(history_disabled)
+        _hooks_installed = True
+
+
+def check_num_threads(value: Any, where: str) -> int:
+    """``value`` if it is an int >= 1, else a UsageError naming ``where`` and the fix."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(
+            f"{where}(num_threads={value!r}): must be an int >= 1 (the number of examples "
+            "run at once), e.g. num_threads=16"
+        )
+    return value
+
+
+def check_program_settings(values: Mapping[str, Any], where: str) -> None:
+    """Refuse program settings no later call could use, when they are set.
+
+    ``where`` names the call for the message, e.g. ``"dspex.configure"``.
+    None leaves a setting to its default.
+    """
+    for key in ("num_threads", "async_max_workers"):
+        value = values.get(key)
+        if value is not None:
+            if key == "num_threads":
+                check_num_threads(value, where)
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(
+                    f"{where}({key}={value!r}): must be an int >= 1 (threads for async calls), "
+                    f"e.g. {key}=8"
+                )
+    max_errors = values.get("max_errors")
+    if max_errors is not None and (
+        isinstance(max_errors, bool) or not isinstance(max_errors, int | float) or max_errors < 0
+    ):
+        raise UsageError(
+            f"{where}(max_errors={max_errors!r}): must be a number >= 0 (stop after that many "
+            "failed examples), e.g. max_errors=10, or float('inf') to never stop"
+        )
 
 
 def _check_request_params(kwargs: dict[str, Any]) -> None:

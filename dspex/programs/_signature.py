@@ -20,6 +20,7 @@ from dspex.errors import SignatureError
 
 from ._fields import FieldInfo
 from ._signature_parse import field_name_problem
+from ._signature_spec import check_instructions, check_type, fields_from_dict, from_string
 from ._signature_types import (
     TypeExprError,
     caller_lookup,
@@ -29,7 +30,7 @@ from ._signature_types import (
     type_to_text,
 )
 
-__all__ = ["Signature", "SignatureMeta", "check_type", "new_signature"]
+__all__ = ["Signature", "SignatureMeta", "ensure_signature", "make_signature", "new_signature"]
 
 # Attributes an immutable signature owns; assigning them would silently break
 # equality and hashing, so the metaclass refuses.
@@ -119,8 +120,6 @@ class SignatureMeta(type):
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         if cls is Signature:  # DSPy semantics: calling Signature builds a new class
-            from ._signature_build import make_signature
-
             return make_signature(*args, **kwargs)
         return super().__call__(*args, **kwargs)
 
@@ -405,10 +404,50 @@ class Signature(metaclass=SignatureMeta):
             ) from None
 
 
-def check_type(name: str, type_: Any) -> Any:
-    if not is_type_like(type_):
-        raise SignatureError(
-            f"field `{name}`: {type_!r} is not a type. Pass a type such as int, "
-            "list[str] or a pydantic model."
-        )
-    return type_
+def make_signature(
+    signature: str | Mapping[str, Any],
+    instructions: str | None = None,
+    signature_name: str = "StringSignature",
+    custom_types: Mapping[str, Any] | None = None,
+) -> type[Signature]:
+    """Build a signature class from a string or a ``{name: field}`` dict (DSPy's make_signature).
+
+    Dict values are ``InputField()``/``OutputField()`` or ``(type, field)`` pairs.
+    Type names in a string resolve from builtins, typing and datetime names,
+    ``custom_types`` and the caller's frame.
+    """
+    check_instructions(instructions)
+    if isinstance(signature, str):
+        return from_string(signature, instructions, signature_name, custom_types, new_signature)
+    if isinstance(signature, Mapping):
+        return new_signature(signature_name, fields_from_dict(signature), instructions)
+    raise SignatureError(
+        f"cannot build a signature from {type(signature).__name__} ({signature!r}); "
+        'pass a string like "question -> answer", a dict of fields, or a Signature class.'
+    )
+
+
+@typing.overload
+def ensure_signature(signature: None, instructions: str | None = None) -> None: ...
+
+
+@typing.overload
+def ensure_signature(
+    signature: str | type[Signature] | Mapping[str, Any], instructions: str | None = None
+) -> type[Signature]: ...
+
+
+def ensure_signature(
+    signature: str | type[Signature] | Mapping[str, Any] | None, instructions: str | None = None
+) -> type[Signature] | None:
+    """A signature class from a string (or dict), or the given class unchanged."""
+    if signature is None:
+        return None
+    if isinstance(signature, SignatureMeta):
+        if instructions is not None:
+            raise SignatureError(
+                f"ensure_signature() got instructions together with the signature class "
+                f"{signature.__name__}; use {signature.__name__}.with_instructions(...) instead."
+            )
+        return signature
+    return make_signature(signature, instructions)

@@ -16,7 +16,7 @@ import queue
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dspex.errors import SupervisionError
 from dspex.supervision._actor import Actor, Down, await_started, shutdown, wait_dead
@@ -25,20 +25,15 @@ from dspex.supervision._pool_results import (
     POOL_WORKER_ABANDONED,
     POOL_WORKER_RESTARTED,
 )
+from dspex.supervision._pool_task import DOWN, LOST, Task
 from dspex.supervision._pool_worker import (
-    DOWN,
-    LOST,
     WAKE,
     AddWorker,
     Core,
     RetireWorker,
     Slot,
-    Task,
     Worker,
 )
-
-if TYPE_CHECKING:
-    from dspex.supervision._pool import WorkerPool
 
 __all__: list[str] = []
 
@@ -47,7 +42,7 @@ log = logging.getLogger("dspex.supervision")
 
 @dataclass(frozen=True, slots=True)
 class HandleQuery:
-    """Asks a pool actor for its :class:`WorkerPool` handle."""
+    """Asks a pool actor for its :class:`WorkerPool` handle (opaque to the actor)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +55,7 @@ class _Fail:
 class PoolActor(Actor):
     """Supervises the workers of one pool (runs in its own actor thread)."""
 
-    def __init__(self, core: Core, handle: WorkerPool) -> None:
+    def __init__(self, core: Core, handle: object) -> None:
         super().__init__()
         self._core = core
         self._handle = handle

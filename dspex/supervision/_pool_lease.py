@@ -18,18 +18,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-if TYPE_CHECKING:
-    from dspex.supervision._pool_worker import Task
+from dspex.supervision._pool_task import PARK, RESUME, UNPARK, Task
 
-__all__ = ["PARK", "RESUME", "UNPARK", "Lease", "current_lease", "enter_task"]
-
-# Kinds of lease signal a task's sink receives, as (task, kind, lease); they
-# continue the result kinds of ``_pool_worker`` (OK, ERR, LOST, DOWN = 0..3).
-PARK: Final = 4
-RESUME: Final = 5
-UNPARK: Final = 6
+__all__ = ["Lease", "current_lease", "enter_task"]
 
 log = logging.getLogger("dspex.supervision")
 

@@ -20,9 +20,10 @@ from collections.abc import Callable, Generator, Iterable
 from typing import Any, Final, Generic, TypeVar
 
 from dspex.errors import CallTimeoutError
-from dspex.supervision._pool_lease import PARK, RESUME, UNPARK, Lease
+from dspex.supervision._pool_lease import Lease
 from dspex.supervision._pool_results import POOL_TASK_RETRIED, Failed, Ok, Result
-from dspex.supervision._pool_worker import DOWN, ERR, LOST, OK, Core, Task, as_error
+from dspex.supervision._pool_task import DOWN, ERR, LOST, OK, PARK, RESUME, UNPARK, Task
+from dspex.supervision._pool_worker import Core, as_error
 
 __all__: list[str] = []
 

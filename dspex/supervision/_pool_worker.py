@@ -1,4 +1,4 @@
-"""The worker side of a pool: tasks, the shared state, and the worker actor.
+"""The worker side of a pool: the shared state and the worker actor (tasks: ``_pool_task``).
 
 Workers pull tasks from one shared ``queue.SimpleQueue`` instead of being
 handed tasks one by one: a busy worker takes the next task without anyone
@@ -16,9 +16,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final
 
 import pykka
 
@@ -27,6 +26,7 @@ from dspex.supervision._actor import Actor, ExitReason
 from dspex.supervision._clock import Clock
 from dspex.supervision._events import EventBus
 from dspex.supervision._pool_lease import enter_task
+from dspex.supervision._pool_task import ERR, OK, Live, Task
 
 __all__: list[str] = []
 
@@ -34,30 +34,6 @@ log = logging.getLogger("dspex.supervision")
 
 _POLL_SECONDS: Final = 0.5
 """How often an idle worker looks at its mailbox (a stray ``stop()`` waits this long)."""
-
-# Kinds of message a task's sink receives, as (task, kind, payload).
-OK: Final = 0  # payload: the return value
-ERR: Final = 1  # payload: the exception the task raised
-LOST: Final = 2  # payload: the exit reason of the worker that died with it
-DOWN: Final = 3  # payload: the error the whole pool stopped or failed with
-
-
-class Live(Protocol):
-    """The owner's table of wanted task attempts: ``get(seq) is task`` means run it."""
-
-    def get(self, key: int, /) -> Any: ...
-
-
-class Task(NamedTuple):
-    """One attempt at running ``fn(*args)``; a retry is a new tuple with ``attempt + 1``."""
-
-    seq: int
-    attempt: int
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    live: Live
-    sink: Callable[[tuple[Task, int, Any]], None]
-    """Where the outcome goes; never raises, any thread may call it."""
 
 
 @dataclass(frozen=True, slots=True)

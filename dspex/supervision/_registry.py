@@ -48,6 +48,8 @@ class Registry:
         self.label = label
         self._cond = Condition()
         self._entries: dict[str, _Entry] = {}
+        # Names whose actor died registered: a supervisor may be restarting it.
+        self._gone: set[str] = set()
 
     def _live(self, name: str) -> pykka.ActorRef[Any] | None:
         entry = self._entries.get(name)
@@ -86,6 +88,7 @@ class Registry:
                     "pick another name or unregister the holder first"
                 )
             old = self._entries.pop(name, None)
+            self._gone.discard(name)
             entry = _Entry(ref)
             self._entries[name] = entry
             self._cond.notify_all()
@@ -106,6 +109,7 @@ class Registry:
             entry = self._entries.get(name)
             if entry is not None and _same(entry.ref, down.ref):
                 del self._entries[name]
+                self._gone.add(name)
 
     def unregister(self, name: str, *, ref: pykka.ActorRef[Any] | None = None) -> bool:
         """Remove ``name`` (only if bound to ``ref``, when given); True if removed."""
@@ -122,6 +126,16 @@ class Registry:
         """The live actor registered as ``name``, or None."""
         with self._cond:
             return self._live(name)
+
+    def known(self, name: str) -> bool:
+        """True if ``name`` is registered, or was until its actor died.
+
+        A known name without a live actor may be re-registered soon (its
+        supervisor restarting it): worth a bounded wait. An unknown name never
+        was registered here, or was unregistered on purpose.
+        """
+        with self._cond:
+            return name in self._entries or name in self._gone
 
     def names(self) -> list[str]:
         """Sorted names currently bound to live actors."""

@@ -1,8 +1,7 @@
 """Adapters: DSPy's prompt formats (chat markers, JSON, XML) and typed value parsing."""
 
 from dspex.programs._adapters._base import Adapter
-from dspex.programs._adapters._chat import ChatAdapter
-from dspex.programs._adapters._json import JSONAdapter
+from dspex.programs._adapters._chat import ChatAdapter, JSONAdapter
 from dspex.programs._adapters._xml import XMLAdapter
 
 __all__ = ["Adapter", "ChatAdapter", "JSONAdapter", "XMLAdapter"]

@@ -35,7 +35,14 @@ from dspex.programs._adapters._values import annotation_name
 from dspex.programs._callbacks import call_lm, hooked
 from dspex.programs._history_format import format_with_history
 
-__all__ = ["Adapter", "FieldPlan", "SignaturePlan"]
+__all__ = [
+    "Adapter",
+    "FieldPlan",
+    "SignaturePlan",
+    "field_placeholder",
+    "field_placeholders",
+    "type_info",
+]
 
 STRUCTURE_INTRO = (
     "All interactions will be structured in the following way, "
@@ -82,6 +89,7 @@ class Adapter:
     """
 
     _plans: ClassVar[dict[int, tuple[weakref.ref[Any], SignaturePlan]]] = {}
+    _dspex_callback_kind: ClassVar[str] = "adapter"  # see _callbacks.CALLBACK_KIND
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -349,7 +357,7 @@ class Adapter:
 
 def _resolve(signature: Any) -> Any:
     if isinstance(signature, str):
-        from dspex.programs._signature_build import ensure_signature
+        from dspex.programs._signature import ensure_signature
 
         return ensure_signature(signature)
     return signature
@@ -410,3 +418,18 @@ def _type_note(annotation: Any) -> str:
     except Exception:  # pydantic cannot describe this class
         return f"must be a valid {annotation_name(annotation)}"
     return f"must adhere to the JSON schema: {schema}"
+
+
+def type_info(annotation: Any) -> str:
+    """The "(must be formatted as ...)" note after a typed output field's name ("" for str)."""
+    if annotation is str:
+        return ""
+    return f" (must be formatted as a valid Python {annotation_name(annotation)})"
+
+
+def field_placeholders(fields: Mapping[str, Any], is_input: bool) -> str:
+    """Each field's ``[[ ## name ## ]]`` marker over its placeholder (the chat structure)."""
+    return "\n\n".join(
+        f"[[ ## {name} ## ]]\n{field_placeholder(name, info.annotation, is_input)}"
+        for name, info in fields.items()
+    ).strip()

@@ -1,4 +1,9 @@
-"""ChatAdapter: DSPy's default ``[[ ## field ## ]]`` marker format, with JSON fallback."""
+"""ChatAdapter: DSPy's default ``[[ ## field ## ]]`` marker format, with JSON fallback.
+
+JSONAdapter is defined here too, from its format (``_json.JSONFormat``) and
+ChatAdapter: it is a ChatAdapter (as in DSPy), and ChatAdapter falls back to
+it, so the two classes live in one module rather than import each other.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dspex.errors import AdapterParseError
-from dspex.programs._adapters._base import STRUCTURE_INTRO, Adapter, FieldPlan, field_placeholder
-from dspex.programs._adapters._values import annotation_name, format_input_value
+from dspex.programs._adapters._base import (
+    STRUCTURE_INTRO,
+    Adapter,
+    FieldPlan,
+    field_placeholders,
+    type_info,
+)
+from dspex.programs._adapters._json import JSONFormat
+from dspex.programs._adapters._values import format_input_value
 
-__all__ = ["ChatAdapter"]
+__all__ = ["ChatAdapter", "JSONAdapter"]
 
 # A marker opens a line (after optional spaces); text after it on the line belongs to it.
 _HEADER = re.compile(r"^[^\S\n]*\[\[ ## (\w+) ## \]\]", re.MULTILINE)
@@ -49,8 +61,6 @@ class ChatAdapter(Adapter):
         try:
             return super().__call__(lm, lm_kwargs, signature, demos, inputs)
         except AdapterParseError as first:
-            from dspex.programs._adapters._json import JSONAdapter
-
             if isinstance(self, JSONAdapter) or not self.use_json_adapter_fallback:
                 raise
             try:
@@ -58,21 +68,23 @@ class ChatAdapter(Adapter):
                     lm, lm_kwargs, signature, demos, inputs
                 )
             except AdapterParseError as second:
+                if _specificity(first) > _specificity(second):
+                    raise _leading_with(first, second) from first
                 raise second from first
             return values
 
     def format_field_structure(self, signature: Any) -> str:
         parts = [
             STRUCTURE_INTRO,
-            _placeholders(signature.input_fields, is_input=True),
-            _placeholders(signature.output_fields, is_input=False),
+            field_placeholders(signature.input_fields, is_input=True),
+            field_placeholders(signature.output_fields, is_input=False),
             COMPLETED + "\n",
         ]
         return "\n\n".join(parts).strip()
 
     def user_message_output_requirements(self, signature: Any) -> str | None:
         fields = ", then ".join(
-            f"`[[ ## {name} ## ]]`{_type_info(info.annotation)}"
+            f"`[[ ## {name} ## ]]`{type_info(info.annotation)}"
             for name, info in signature.output_fields.items()
         )
         return (
@@ -118,26 +130,43 @@ class ChatAdapter(Adapter):
         return {f.name: convert(f, sections[f.name], completion) for f in plan.outputs}
 
 
-def _type_info(annotation: Any) -> str:
-    if annotation is str:
-        return ""
-    return f" (must be formatted as a valid Python {annotation_name(annotation)})"
+def _specificity(error: AdapterParseError) -> int:
+    """How precisely ``error`` names what is wrong: 1 when a field was found with a
+    value of the wrong type (its cause is the conversion's error), else 0."""
+    return 1 if isinstance(error.__cause__, ValueError | TypeError) else 0
 
 
-def _placeholders(fields: Mapping[str, Any], is_input: bool) -> str:
-    return "\n\n".join(
-        f"[[ ## {name} ## ]]\n{field_placeholder(name, info.annotation, is_input)}"
-        for name, info in fields.items()
-    ).strip()
+def _leading_with(first: AdapterParseError, second: AdapterParseError) -> AdapterParseError:
+    """ChatAdapter's precise error, with the fallback's failure after it.
+
+    A value of the wrong type says more than the fallback's reply lacking the
+    field (the LM answered differently the second time), so it leads.
+    """
+    return AdapterParseError(
+        f"{first} The JSONAdapter fallback failed too: {second}",
+        raw=first.raw,
+        adapter=first.adapter,
+        field=first.field,
+    )
 
 
-_FALLBACK: list[Any] = []
+class JSONAdapter(JSONFormat, ChatAdapter):
+    """Asks for a JSON object with the output fields and parses it tolerantly.
+
+    Sends OpenAI's strict ``json_schema`` ``response_format`` built from the
+    output types (``{"type": "json_object"}`` when a type has no strict
+    schema, e.g. an open ``dict``). A ``response_format`` the caller passes in
+    ``lm_kwargs`` wins. If the provider rejects the schema (HTTP 400/422), the
+    call is retried once with ``json_object``. Replies may wrap the object in
+    a code fence or prose and may use Python literal syntax.
+    """
 
 
-def _json_fallback() -> Any:
+_FALLBACK: list[JSONAdapter] = []
+
+
+def _json_fallback() -> JSONAdapter:
     """The shared JSONAdapter used for fallback (adapters are stateless)."""
     if not _FALLBACK:
-        from dspex.programs._adapters._json import JSONAdapter
-
         _FALLBACK.append(JSONAdapter())
     return _FALLBACK[0]

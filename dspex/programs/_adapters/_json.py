@@ -1,4 +1,9 @@
-"""JSONAdapter: outputs as one JSON object, enforced with ``response_format``."""
+"""The JSON format of JSONAdapter: outputs as one JSON object, enforced with ``response_format``.
+
+:class:`JSONFormat` holds everything JSON-specific; ``_chat`` combines it with
+ChatAdapter into ``JSONAdapter``. :func:`find_json_object` reads the object
+out of a reply.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +11,28 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from dspex.errors import ContextWindowError, LMError
-from dspex.programs._adapters._base import STRUCTURE_INTRO, FieldPlan, field_placeholder
-from dspex.programs._adapters._chat import ChatAdapter, _placeholders, _type_info
+from dspex.errors import AdapterParseError, ContextWindowError, LMError
+from dspex.programs._adapters._base import (
+    STRUCTURE_INTRO,
+    Adapter,
+    FieldPlan,
+    field_placeholder,
+    field_placeholders,
+    type_info,
+)
 from dspex.programs._adapters._decode import decode_data, strip_fences
 from dspex.programs._adapters._schema import JSON_OBJECT, response_format
 from dspex.programs._adapters._values import to_jsonable
 from dspex.programs._callbacks import call_lm
 
-__all__ = ["JSONAdapter", "find_json_object"]
+__all__ = ["JSONFormat", "find_json_object"]
 
 # Provider statuses meaning "this request is malformed": here, a schema it rejects.
 _SCHEMA_REJECTED = frozenset({400, 422})
 
 
-class JSONAdapter(ChatAdapter):
-    """Asks for a JSON object with the output fields and parses it tolerantly.
-
-    Sends OpenAI's strict ``json_schema`` ``response_format`` built from the
-    output types (``{"type": "json_object"}`` when a type has no strict
-    schema, e.g. an open ``dict``). A ``response_format`` the caller passes in
-    ``lm_kwargs`` wins. If the provider rejects the schema (HTTP 400/422), the
-    call is retried once with ``json_object``. Replies may wrap the object in
-    a code fence or prose and may use Python literal syntax.
-    """
+class JSONFormat(Adapter):
+    """JSONAdapter's wire format: the prompt's structure, LM parameters and parsing."""
 
     def _default_lm_params(self, signature: Any) -> dict[str, Any]:
         fields = {name: info.annotation for name, info in signature.output_fields.items()}
@@ -56,7 +59,7 @@ class JSONAdapter(ChatAdapter):
         parts = [
             STRUCTURE_INTRO,
             "Inputs will have the following structure:",
-            _placeholders(signature.input_fields, is_input=True),
+            field_placeholders(signature.input_fields, is_input=True),
             "Outputs will be a JSON object with the following fields.",
             json.dumps(outputs, indent=2, ensure_ascii=False),
         ]
@@ -64,7 +67,7 @@ class JSONAdapter(ChatAdapter):
 
     def user_message_output_requirements(self, signature: Any) -> str | None:
         fields = ", then ".join(
-            f"`{name}`{_type_info(info.annotation)}"
+            f"`{name}`{type_info(info.annotation)}"
             for name, info in signature.output_fields.items()
         )
         return f"Respond with a JSON object in the following order of fields: {fields}."
@@ -81,8 +84,6 @@ class JSONAdapter(ChatAdapter):
         plan = self.plan(signature)
         data = find_json_object(completion)
         if data is None:
-            from dspex.errors import AdapterParseError
-
             raise AdapterParseError(
                 "JSONAdapter found no JSON object in the LM reply; expected an object with "
                 f"keys [{', '.join(f.name for f in plan.outputs)}]. LM reply (also in .raw): "

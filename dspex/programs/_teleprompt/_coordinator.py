@@ -231,7 +231,7 @@ def _open(runtime: Any, label: str, size: int, burst: int) -> Coordination:
 
 def _runtime_or_none() -> Any:
     """The runtime the compile belongs to (starting the default one if none runs)."""
-    from dspex.actors import current_runtime
+    from dspex.programs._runtime_access import current_runtime
 
     try:
         return current_runtime()

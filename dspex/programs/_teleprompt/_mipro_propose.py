@@ -34,8 +34,7 @@ from typing import Any, Final, NamedTuple
 from dspex.programs._fields import InputField, OutputField
 from dspex.programs._predict import Predict
 from dspex.programs._settings import context
-from dspex.programs._signature import Signature
-from dspex.programs._signature_build import make_signature
+from dspex.programs._signature import Signature, make_signature
 from dspex.programs._teleprompt._attempt import _RolloutLM
 
 __all__ = ["TIPS", "GroundedProposer", "program_code", "strip_label"]

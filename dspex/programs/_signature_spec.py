@@ -1,60 +1,62 @@
-"""Building signature classes from strings and dicts, with a cache for strings.
+"""The fields a signature spec (a string or a dict) describes, with a cache for strings.
 
-``make_signature("question, context: list[str] -> answer: int")`` parses the
-text once (cached by text), resolves type names (builtins, typing and datetime
-names, ``custom_types``, then the caller's frame) and caches the finished class
-by text plus the objects those names resolved to, so building the same string
-signature again costs a dict lookup.
+``make_signature("question, context: list[str] -> answer: int")`` (in
+``_signature``) comes here: the text is parsed once (cached by text), its type
+names resolved (builtins, typing and datetime names, ``custom_types``, then
+the caller's frame), and the finished class cached by text plus the objects
+those names resolved to, so building the same string signature again costs a
+dict lookup. This module knows no signature class: the caller passes in how
+to build one from the fields, so ``_signature`` can build on it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, overload
+from typing import Any, TypeVar
 
 from dspex.errors import SignatureError
 
 from ._fields import FieldInfo
-from ._signature import Signature, SignatureMeta, check_type, new_signature
 from ._signature_parse import field_name_problem, parse_signature_text, signature_error
-from ._signature_types import TypeExprError, caller_lookup, evaluate_type, type_roots
+from ._signature_types import TypeExprError, caller_lookup, evaluate_type, is_type_like, type_roots
 
-__all__ = ["ensure_signature", "make_signature"]
+__all__ = ["Build", "check_instructions", "check_type", "fields_from_dict", "from_string"]
+
+T = TypeVar("T")
+Build = Callable[[str, Mapping[str, FieldInfo], "str | None"], T]
+"""Makes the class: ``build(name, fields, instructions)``."""
 
 _MISSING = object()
-_STRING_CACHE: dict[Any, type[Signature]] = {}
+_STRING_CACHE: dict[Any, Any] = {}
 _STRING_CACHE_MAX = 2048
 
 
-def make_signature(
-    signature: str | Mapping[str, Any],
-    instructions: str | None = None,
-    signature_name: str = "StringSignature",
-    custom_types: Mapping[str, Any] | None = None,
-) -> type[Signature]:
-    """Build a signature class from a string or a ``{name: field}`` dict (DSPy's make_signature).
-
-    Dict values are ``InputField()``/``OutputField()`` or ``(type, field)`` pairs.
-    Type names in a string resolve from builtins, typing and datetime names,
-    ``custom_types`` and the caller's frame.
-    """
+def check_instructions(instructions: Any) -> None:
+    """Refuse instructions that are not a string (None means the default)."""
     if instructions is not None and not isinstance(instructions, str):
         raise SignatureError(
             f"instructions must be a str, got {type(instructions).__name__} ({instructions!r})."
         )
-    if isinstance(signature, str):
-        return _from_string(signature, instructions, signature_name, custom_types)
-    if isinstance(signature, Mapping):
-        return _from_dict(signature, instructions, signature_name)
-    raise SignatureError(
-        f"cannot build a signature from {type(signature).__name__} ({signature!r}); "
-        'pass a string like "question -> answer", a dict of fields, or a Signature class.'
-    )
 
 
-def _from_string(
-    text: str, instructions: str | None, name: str, custom_types: Mapping[str, Any] | None
-) -> type[Signature]:
+def check_type(name: str, type_: Any) -> Any:
+    """``type_`` if it can annotate field ``name``, else a SignatureError."""
+    if not is_type_like(type_):
+        raise SignatureError(
+            f"field `{name}`: {type_!r} is not a type. Pass a type such as int, "
+            "list[str] or a pydantic model."
+        )
+    return type_
+
+
+def from_string(
+    text: str,
+    instructions: str | None,
+    name: str,
+    custom_types: Mapping[str, Any] | None,
+    build: Build[T],
+) -> T:
+    """The class ``build`` makes from the fields of ``text`` (cached, see the module doc)."""
     parsed = parse_signature_text(text)
     roots = _roots_of(text)
     resolved: tuple[tuple[str, Any], ...] = ()
@@ -78,7 +80,7 @@ def _from_string(
     except TypeError:  # an unhashable custom type: build without caching
         key, cached = None, None
     if cached is not None:
-        return cached
+        return cached  # type: ignore[no-any-return]
     names = {root: obj for root, obj in resolved if obj is not _MISSING}
     fields: dict[str, FieldInfo] = {}
     for pf in parsed:
@@ -94,7 +96,7 @@ def _from_string(
                     exc.fix,
                 ) from None
         fields[pf.name] = FieldInfo(kind=pf.kind, annotation=annotation).bind(pf.name)
-    cls = new_signature(name, fields, instructions)
+    cls = build(name, fields, instructions)
     if key is not None:
         if len(_STRING_CACHE) >= _STRING_CACHE_MAX:
             _STRING_CACHE.clear()
@@ -119,7 +121,8 @@ def _roots_of(text: str) -> tuple[str, ...]:
     return roots
 
 
-def _from_dict(spec: Mapping[str, Any], instructions: str | None, name: str) -> type[Signature]:
+def fields_from_dict(spec: Mapping[str, Any]) -> dict[str, FieldInfo]:
+    """The fields of a ``{name: field}`` or ``{name: (type, field)}`` dict, checked."""
     fields: dict[str, FieldInfo] = {}
     for field_name, value in spec.items():
         if not isinstance(field_name, str):
@@ -140,30 +143,4 @@ def _from_dict(spec: Mapping[str, Any], instructions: str | None, name: str) -> 
         if type_ is not None:
             field = field.replace(annotation=check_type(field_name, type_))
         fields[field_name] = field.bind(field_name)
-    return new_signature(name, fields, instructions)
-
-
-@overload
-def ensure_signature(signature: None, instructions: str | None = None) -> None: ...
-
-
-@overload
-def ensure_signature(
-    signature: str | type[Signature] | Mapping[str, Any], instructions: str | None = None
-) -> type[Signature]: ...
-
-
-def ensure_signature(
-    signature: str | type[Signature] | Mapping[str, Any] | None, instructions: str | None = None
-) -> type[Signature] | None:
-    """A signature class from a string (or dict), or the given class unchanged."""
-    if signature is None:
-        return None
-    if isinstance(signature, SignatureMeta):
-        if instructions is not None:
-            raise SignatureError(
-                f"ensure_signature() got instructions together with the signature class "
-                f"{signature.__name__}; use {signature.__name__}.with_instructions(...) instead."
-            )
-        return signature
-    return make_signature(signature, instructions)
+    return fields
