@@ -87,15 +87,12 @@ def _http_server(application: Any, options: ServeOptions) -> Any:
 
 def serve_command(options: ServeOptions) -> int:
     """Run ``dspex serve`` until SIGTERM/SIGINT; returns the exit code."""
-    from dspex.actors import LM
     from dspex.programs import start
     from dspex.serve._app import app
     from dspex.serve._target import load_programs
 
     sock = _listen(options.host, options.port)
-    # An LM object, not the id: a model id given to start() also lands in the
-    # runtime settings as a string, which program runs then see as their LM.
-    runtime = start(lm=LM(options.lm) if options.lm else None, config=options.config)
+    runtime = start(lm=options.lm, config=options.config)
     try:
         # Imported after start(), so a module that calls dspex.configure(...)
         # configures this runtime instead of starting a default one.
