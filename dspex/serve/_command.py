@@ -116,10 +116,13 @@ def serve_command(options: ServeOptions) -> int:
         runtime.stop()
         raise
 
+    http_ended = threading.Event()  # uvicorn returned: after a signal, or on its own
+
     def run_http() -> None:
         try:
             server.run(sockets=[sock])
         finally:
+            http_ended.set()
             type(server).listening.set()  # wake the main thread if startup failed
 
     http = threading.Thread(target=run_http, name="dspex-serve-http", daemon=True)
@@ -139,8 +142,13 @@ def serve_command(options: ServeOptions) -> int:
         names = ", ".join(sorted(programs))
         print(f"dspex serve: serving {names} on {url} (pid {os.getpid()})", flush=True)
 
+    crashed: list[bool] = []
+
     def stop_intake(signum: int) -> None:
-        cause = signal.Signals(signum).name if signum else "stop"
+        # signum 0: http_ended was set, uvicorn stopped without a signal (it crashed).
+        if not signum:
+            crashed.append(True)
+        cause = signal.Signals(signum).name if signum else "the HTTP server's exit"
         print(
             f"dspex serve: {cause} received; draining for up to {options.drain_timeout:g}s",
             flush=True,
@@ -149,8 +157,13 @@ def serve_command(options: ServeOptions) -> int:
         server.should_exit = True  # close the listener; uvicorn waits for requests in flight
 
     code = runtime.run_forever(
-        drain_timeout=options.drain_timeout, on_ready=ready, on_signal=stop_intake
+        drain_timeout=options.drain_timeout,
+        on_ready=ready,
+        on_signal=stop_intake,
+        stop_event=http_ended,  # no HTTP server, no point serving: shut down (exit 1)
     )
+    if crashed:  # uvicorn ended by itself, not because we asked
+        code = 1
     http.join(options.drain_timeout + 10.0)
     if http.is_alive():
         print("dspex serve: the HTTP server did not finish in time", file=sys.stderr, flush=True)
