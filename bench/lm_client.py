@@ -4,10 +4,11 @@
 
 The fake server runs in a child process so it does not compete with the
 client for the GIL. Prints, per call: a raw ``httpx.Client`` POST, a raw
-``httpx.AsyncClient`` POST on a private loop, the client's own ``HTTPPool``
-on a private loop (the floor: same HTTP, no handoff, no pipeline), and
-``LMHandle.generate`` through the LMClient actor; then the overhead of the
-handle over each raw call, 256 identical in-flight calls (upstream requests made), 1000 calls
+``httpx.AsyncClient`` POST on a private loop, the client's two transports
+(``H11Transport``, ``HttpxTransport``) on a private loop (the floor: same
+HTTP, no handoff, no pipeline), and ``LMHandle.generate`` through the
+LMClient actor with each transport; then the overhead of the handle over each
+raw call, 256 identical in-flight calls (upstream requests made), 1000 calls
 from 128 threads and 2000 from 500 threads at 100 ms server latency (wall
 time, client CPU per call, peak requests in flight at the server).
 """
@@ -28,8 +29,9 @@ import httpx
 
 from dspex.actors._lm._client import LMClient
 from dspex.actors._lm._handle import LMHandle
-from dspex.actors._lm._io_loop import HTTPPool
 from dspex.actors._lm._resilience import LMClientConfig
+from dspex.actors._lm._transport_h11 import H11Transport
+from dspex.actors._lm._transport_httpx import HttpxTransport
 
 
 def _serve(conn: Any, latency: float) -> None:
@@ -101,41 +103,56 @@ def bench_overhead(calls: int) -> None:
         r = await aclient.post(f"{url}/chat/completions", json=body(i), headers=headers)
         return r.json()["choices"][0]["message"]["content"]
 
-    pool = HTTPPool()
+    async def make() -> tuple[H11Transport, HttpxTransport]:
+        return H11Transport(), HttpxTransport()
+
+    h11_transport, httpx_transport = loop.run_until_complete(make())
     pool_headers = {"content-type": "application/json", **headers}
 
-    async def pooled(i: int) -> object:
-        reply = await pool.request(
-            "POST", f"{url}/chat/completions", pool_headers, json.dumps(body(i)).encode()
-        )
-        return json.loads(reply.body)["choices"][0]["message"]["content"]
+    def transported(transport: H11Transport | HttpxTransport) -> Callable[[int], object]:
+        async def send(i: int) -> object:
+            reply = await transport.request(
+                "POST", f"{url}/chat/completions", pool_headers, json.dumps(body(i)).encode()
+            )
+            return json.loads(reply.body)["choices"][0]["message"]["content"]
 
-    ref = LMClient.start_link("openai/bench", api_base=url, api_key="sk-bench")
-    handle = LMHandle.for_client(ref)
+        return lambda i: loop.run_until_complete(send(i))
 
-    def via_handle(i: int) -> object:
-        return handle.generate([{"role": "user", "content": f"q{i}"}], {}).texts[0]
+    refs, handles = [], {}
+    for name in ("h11", "httpx"):
+        config = LMClientConfig(transport=name)
+        ref = LMClient.start_link("openai/bench", api_base=url, api_key="sk-bench", config=config)
+        refs.append(ref)
+        handles[name] = LMHandle.for_client(ref)
+
+    def via_handle(name: str) -> Callable[[int], object]:
+        handle = handles[name]
+        return lambda i: handle.generate([{"role": "user", "content": f"q{i}"}], {}).texts[0]
 
     results = _rounds(
         {
             "raw httpx.Client": raw_sync,
             "raw httpx.AsyncClient": lambda i: loop.run_until_complete(one(i)),
-            "raw HTTPPool (same loop)": lambda i: loop.run_until_complete(pooled(i)),
-            "LMHandle.generate": via_handle,
+            "raw H11Transport": transported(h11_transport),
+            "raw HttpxTransport": transported(httpx_transport),
+            "LMHandle.generate (h11)": via_handle("h11"),
+            "LMHandle.generate (httpx)": via_handle("httpx"),
         },
         calls,
     )
-    ref.stop()
+    for ref in refs:
+        ref.stop()
     client.close()
     loop.run_until_complete(aclient.aclose())
-    loop.run_until_complete(pool.aclose())
+    loop.run_until_complete(h11_transport.aclose())
+    loop.run_until_complete(httpx_transport.aclose())
     loop.close()
     server.stop()
     for name, (us, cpu_us) in results.items():
-        print(f"{name:26s}{us:8.1f} µs/call  (client CPU {cpu_us:6.1f} µs/call)")
-    handle_us = results["LMHandle.generate"][0]
-    for raw in ("raw httpx.Client", "raw httpx.AsyncClient", "raw HTTPPool (same loop)"):
-        print(f"  overhead vs {raw[4:]:25s}{handle_us - results[raw][0]:8.1f} µs")
+        print(f"{name:28s}{us:8.1f} µs/call  (client CPU {cpu_us:6.1f} µs/call)")
+    for name, raw in (("h11", "raw H11Transport"), ("httpx", "raw HttpxTransport")):
+        handle_us = results[f"LMHandle.generate ({name})"][0]
+        print(f"  handle ({name}) overhead vs {raw[4:]:18s}{handle_us - results[raw][0]:8.1f} µs")
 
 
 def bench_single_flight() -> None:

@@ -63,6 +63,7 @@ def test_defaults() -> None:
     assert s.lm_client.breaker_failure_threshold == 5
     assert s.lm_client.breaker_reset_timeout == 30.0
     assert s.lm_client.max_in_flight == 512
+    assert (s.lm_client.transport, s.lm_client.max_response_bytes) == ("auto", 32 << 20)
     assert s.models == {}
     assert s.cache.enabled and s.cache.disk_enabled and s.cache.memory_enabled
     assert s.cache.dir == Path.home() / ".dspex_cache"
@@ -420,6 +421,8 @@ def test_out_of_range_from_file_names_the_file(tmp_path: Path) -> None:
         ({"lm_client": {"num_retries": -1}}, "lm_client.num_retries"),
         ({"lm_client": {"backoff_base": 2, "backoff_max": 1}}, "lm_client.backoff_max"),
         ({"lm_client": {"api_base": "127.0.0.1:8000"}}, "lm_client.api_base"),
+        ({"lm_client": {"transport": "curl"}}, "lm_client.transport"),
+        ({"lm_client": {"max_response_bytes": 0}}, "lm_client.max_response_bytes"),
         ({"runtime": {"max_runs": 0}}, "runtime.max_runs"),
         ({"telemetry": {"format": "yaml"}}, "telemetry.format"),
         ({"adapter": "two-step"}, "adapter"),
@@ -652,6 +655,15 @@ def test_docs_list_every_setting_and_env_var() -> None:
         assert f"`{env_var_name(path)}`" in docs, path
     assert "kwargs > DSPEX_* environment > TOML file > defaults" in docs
     assert "load_settings" in docs and "DSPEX_CONFIG" in docs
+
+
+def test_transport_and_response_limit_from_the_environment() -> None:
+    env = {"DSPEX_LM_CLIENT__TRANSPORT": "HTTPX", "DSPEX_LM_CLIENT__MAX_RESPONSE_BYTES": "1024"}
+    s = load_settings(env=env)
+    assert (s.lm_client.transport, s.lm_client.max_response_bytes) == ("httpx", 1024)
+    with pytest.raises(ConfigError, match="DSPEX_LM_CLIENT__TRANSPORT") as info:
+        load_settings(env={"DSPEX_LM_CLIENT__TRANSPORT": "requests"})
+    assert info.value.key == "lm_client.transport"
 
 
 SECRET_NAMES = [

@@ -7,8 +7,10 @@ deadlines, never on sleeps.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import threading
+import tracemalloc
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,6 +18,8 @@ from urllib.parse import urlsplit
 
 import pykka
 import pytest
+from test_lm_io import gzip_bomb
+from transport_helpers import TRANSPORTS
 from wait_helpers import wait_until
 
 from dspex.actors._lm._client import ClientSlot, GetStats, LMClient, Reconfigure
@@ -67,13 +71,22 @@ def fake() -> Iterator[FakeOpenAI]:
 Start = Callable[..., tuple[pykka.ActorRef[Any], LMHandle]]
 
 
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """The clients a test starts use this transport; each such test runs over both."""
+    name: str = request.param
+    return name
+
+
 @pytest.fixture
-def start(fake: FakeOpenAI) -> Iterator[Start]:
+def start(fake: FakeOpenAI, transport: str) -> Iterator[Start]:
     """Start an LMClient on ``fake`` (kwargs go to LMClient) and a handle on it."""
     refs: list[pykka.ActorRef[Any]] = []
 
     def run(handle_options: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         kwargs.setdefault("api_key", KEY)
+        config = kwargs.get("config") or LMClientConfig()
+        kwargs["config"] = config.replace(transport=transport)
         ref = LMClient.start_link(MODEL, api_base=fake.url, **kwargs)
         refs.append(ref)
         return ref, LMHandle.for_client(ref, **(handle_options or {}))
@@ -302,6 +315,85 @@ def test_proxied_urls_go_through_httpx(fake: FakeOpenAI, monkeypatch: pytest.Mon
         ref.stop(timeout=10)
 
 
+def test_the_transport_setting_picks_the_http_client(
+    fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = urlsplit(fake.url).port
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}/unused")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # bypassed: auto stays on h11
+    used = {}
+    for setting in ("auto", "h11", "httpx"):
+        config = LMClientConfig(transport=setting)
+        ref = LMClient.start_link(MODEL, api_base=fake.url, api_key=KEY, config=config)
+        try:
+            handle = LMHandle.for_client(ref)
+            assert handle.complete(setting) == [f"echo:{setting}"]
+            assert handle.slot.endpoint is not None
+            used[setting] = handle.slot.endpoint.transports
+        finally:
+            ref.stop(timeout=10)
+    assert used == {"auto": ("h11",), "h11": ("h11",), "httpx": ("httpx",)}
+
+
+# -- bounded, decoded response bodies ---------------------------------------------------
+
+
+def test_a_gzip_bomb_fails_once_unretried_with_memory_bounded(
+    start: Start, fake: FakeOpenAI
+) -> None:
+    # Defect 5: a small gzip body inflating past the limit used to be read whole.
+    limit = LMClientConfig().max_response_bytes
+    assert limit == 32 << 20
+    bomb = gzip_bomb(2 * limit)
+    fake.schedule = [Fault.raw(bomb, headers={"content-encoding": "gzip"})] * 4
+    events = Events()
+    _, handle = start(telemetry=events, **virtual(num_retries=3))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProviderError) as info:
+            handle.complete("x")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    err = info.value
+    assert err.retryable is False and err.model == MODEL and err.status == 200
+    assert MODEL in str(err) and "lm_client.max_response_bytes = 33554432 bytes" in str(err)
+    assert "DSPEX_LM_CLIENT__MAX_RESPONSE_BYTES" in str(err) and "not retried" in str(err)
+    assert fake.request_count == 1 and events.named("lm.request.retry") == []
+    assert peak < limit + (16 << 20)  # at most the limit; inflating it whole takes 64 MiB
+
+
+def test_an_oversized_body_fails_once_naming_the_limit(start: Start, fake: FakeOpenAI) -> None:
+    limit = 1 << 20
+    fake.schedule = [Fault.raw(b'{"pad": "' + b"x" * (3 * limit) + b'"}')] * 4
+    _, handle = start(**virtual(num_retries=3, max_response_bytes=limit))
+    with pytest.raises(ProviderError, match=r"max_response_bytes = 1048576 bytes \(1 MiB\)"):
+        handle.complete("x")
+    assert fake.request_count == 1
+
+
+def test_a_body_that_is_not_gzip_is_a_retried_provider_error(
+    start: Start, fake: FakeOpenAI
+) -> None:
+    # Defect 6a: this raised a bare zlib.error, unnamed and never retried.
+    lying = Fault.raw(b'{"choices": []}', headers={"content-encoding": "gzip"})
+    fake.schedule = [lying, lying, lying]
+    _, handle = start(**virtual(num_retries=2))
+    with pytest.raises(ProviderError) as info:
+        handle.complete("x")
+    err = info.value
+    assert err.retryable is True and err.model == MODEL and err.status == 200
+    assert MODEL in str(err) and "Content-Encoding 'gzip'" in str(err)
+    assert "malformed reply" in str(err)
+    assert fake.request_count == 3  # retried like any malformed reply
+    fake.reset()
+    packed = gzip.compress(b'{"choices": [{"message": {"content": "fine"}}]}')
+    fake.schedule = [lying, Fault.raw(packed, headers={"content-encoding": "gzip"})]
+    assert handle.complete("y") == ["fine"]
+
+
 # -- request keys -----------------------------------------------------------------------
 
 
@@ -390,9 +482,11 @@ class CrashableClient(LMClient):
 
 
 @pytest.mark.parametrize("kill", ["crash", "stop"])
-def test_killing_the_client_during_200_calls_loses_none(fake: FakeOpenAI, kill: str) -> None:
+def test_killing_the_client_during_200_calls_loses_none(
+    fake: FakeOpenAI, kill: str, transport: str
+) -> None:
     fake.latency = 30.0  # the first incarnation never answers in time
-    slot = ClientSlot(MODEL, fake.url)
+    slot = ClientSlot(MODEL, fake.url, LMClientConfig(transport=transport))
     spec = CrashableClient.child_spec(MODEL, slot=slot, api_key=KEY)
     sup = Supervisor.start_link([spec], max_restarts=3, max_seconds=60)
     try:

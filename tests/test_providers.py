@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
+from transport_helpers import TRANSPORTS, Wire
 
 from dspex.actors._lm._providers import (
     AnthropicProvider,
@@ -22,9 +22,9 @@ from dspex.actors._lm._providers import (
     parse_retry_after,
     resolve_provider,
     send,
-    send_sync,
     split_n,
 )
+from dspex.actors._lm._transport import ConnectFailed, ConnectionDropped, TransportTimeout
 from dspex.actors._lm._types import LMRequest, LMResponse, Usage
 from dspex.errors import (
     AuthenticationError,
@@ -67,14 +67,16 @@ def _no_env_keys(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=5) as c:
-        yield c
+@pytest.fixture(params=TRANSPORTS)
+def wire(request: pytest.FixtureRequest) -> Iterator[Wire]:
+    """Each test that sends runs over both transports (h11 and httpx)."""
+    w = Wire(request.param)
+    yield w
+    w.close()
 
 
 def call(
-    client: httpx.Client,
+    wire: Wire,
     fake: FakeProvider,
     provider: Provider,
     model: str,
@@ -84,17 +86,17 @@ def call(
 ) -> LMResponse:
     request = LMRequest(model, messages, params)
     http = provider.build(request, api_base=fake.url, api_key=KEY)
-    return send_sync(client, provider, http, model=model, timeout=timeout)
+    return wire.send(provider, http, model=model, timeout=timeout)
 
 
 # -- request shape as received, and reply parsing ---------------------------
 
 
-def test_openai_wire_format(client: httpx.Client) -> None:
+def test_openai_wire_format(wire: Wire) -> None:
     reply = {"texts": ["8", "6"], "finish_reason": "length", "prompt_tokens": 12}
     with FakeOpenAI(api_key=KEY, reply=lambda body: reply) as fake:
         response = call(
-            client,
+            wire,
             fake,
             OpenAIProvider(),
             "openai/gpt-4o-mini",
@@ -125,10 +127,10 @@ def test_openai_wire_format(client: httpx.Client) -> None:
     assert response.model == "openai/gpt-4o-mini"
 
 
-def test_anthropic_wire_format(client: httpx.Client) -> None:
+def test_anthropic_wire_format(wire: Wire) -> None:
     with FakeAnthropic(api_key=KEY, reply=lambda body: {"text": "6 it is"}) as fake:
         response = call(
-            client,
+            wire,
             fake,
             AnthropicProvider(),
             "anthropic/claude-3-5-haiku",
@@ -154,11 +156,11 @@ def test_anthropic_wire_format(client: httpx.Client) -> None:
     assert response.usage == Usage(prompt_tokens=9, completion_tokens=3)  # word counts
 
 
-def test_gemini_wire_format(client: httpx.Client) -> None:
+def test_gemini_wire_format(wire: Wire) -> None:
     reply = {"texts": ["a", "b"], "finish_reason": "length", "completion_tokens": 4}
     with FakeGemini(api_key=KEY, reply=lambda body: reply) as fake:
         response = call(
-            client,
+            wire,
             fake,
             GeminiProvider(),
             "gemini/gemini-2.0-flash",
@@ -201,7 +203,7 @@ def test_gemini_wire_format(client: httpx.Client) -> None:
     assert response.usage == Usage(prompt_tokens=9, completion_tokens=4)
 
 
-def test_anthropic_n_is_fanned_out_by_the_client(client: httpx.Client) -> None:
+def test_anthropic_n_is_fanned_out_by_the_client(wire: Wire) -> None:
     provider = AnthropicProvider()
     model = "anthropic/claude-3-5-haiku"
     request = LMRequest(model, MESSAGES, {"n": 3, "temperature": 1.0})
@@ -211,9 +213,7 @@ def test_anthropic_n_is_fanned_out_by_the_client(client: httpx.Client) -> None:
     counter = iter(range(100))
     with FakeAnthropic(reply=lambda body: f"take {next(counter)}") as fake:
         parts = [
-            send_sync(
-                client, provider, provider.build(r, api_base=fake.url, api_key=KEY), model=model
-            )
+            wire.send(provider, provider.build(r, api_base=fake.url, api_key=KEY), model=model)
             for r in split_n(request)
         ]
         merged = merge_responses(parts, model=model)
@@ -223,14 +223,14 @@ def test_anthropic_n_is_fanned_out_by_the_client(client: httpx.Client) -> None:
     assert merged.usage == Usage(3 * 9, 3 * 2)
 
 
-def test_llama_cpp_json_schema_style(client: httpx.Client) -> None:
+def test_llama_cpp_json_schema_style(wire: Wire) -> None:
     model = "openai/local"
     with FakeOpenAI(reject_json_schema=True) as fake:
         with pytest.raises(ProviderError) as info:
-            call(client, fake, OpenAIProvider(), model, response_format=JSON_SCHEMA_FORMAT)
+            call(wire, fake, OpenAIProvider(), model, response_format=JSON_SCHEMA_FORMAT)
         assert info.value.status == 500
         response = call(
-            client,
+            wire,
             fake,
             OpenAIProvider(json_schema_style="llama_cpp"),
             model,
@@ -243,50 +243,49 @@ def test_llama_cpp_json_schema_style(client: httpx.Client) -> None:
         }
 
 
-def test_pydantic_model_as_response_format(client: httpx.Client) -> None:
+def test_pydantic_model_as_response_format(wire: Wire) -> None:
     import pydantic
 
     class Answer(pydantic.BaseModel):
         answer: str
 
     with FakeOpenAI() as openai, FakeGemini() as gemini:
-        call(client, openai, OpenAIProvider(), "openai/m", response_format=Answer)
-        call(client, gemini, GeminiProvider(), "gemini/m", response_format=Answer)
+        call(wire, openai, OpenAIProvider(), "openai/m", response_format=Answer)
+        call(wire, gemini, GeminiProvider(), "gemini/m", response_format=Answer)
         fmt = openai.requests[0].json["response_format"]
         config = gemini.requests[0].json["generationConfig"]
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "Answer"
     assert config["responseSchema"]["properties"] == {"answer": {"type": "STRING"}}
 
 
-def test_openai_error_inside_a_200_reply(client: httpx.Client) -> None:
+def test_openai_error_inside_a_200_reply(wire: Wire) -> None:
     bad = {"body": {"error": {"message": "model not loaded", "code": 503}}}
     with FakeOpenAI(reply=lambda body: bad) as fake, pytest.raises(ProviderError) as info:
-        call(client, fake, OpenAIProvider(), "openai/m")
+        call(wire, fake, OpenAIProvider(), "openai/m")
     assert info.value.status == 503 and "model not loaded" in str(info.value)
 
 
-def test_gemini_blocked_prompt_is_not_retryable(client: httpx.Client) -> None:
+def test_gemini_blocked_prompt_is_not_retryable(wire: Wire) -> None:
     blocked = {"body": {"promptFeedback": {"blockReason": "SAFETY"}}}
     with FakeGemini(reply=lambda body: blocked) as fake, pytest.raises(LMError) as info:
-        call(client, fake, GeminiProvider(), "gemini/g")
+        call(wire, fake, GeminiProvider(), "gemini/g")
     assert info.value.retryable is False and "SAFETY" in str(info.value)
 
 
-def test_async_send_over_an_async_client() -> None:
+def test_concurrent_sends_share_one_transport(wire: Wire) -> None:
     provider = OpenAIProvider()
 
     async def run(url: str) -> list[LMResponse]:
-        async with httpx.AsyncClient() as client:
-            calls = [
-                provider.build(LMRequest("openai/m", MESSAGES), api_base=url, api_key=KEY)
-                for _ in range(20)
-            ]
-            return await asyncio.gather(
-                *(send(client, provider, c, model="openai/m") for c in calls)
-            )
+        calls = [
+            provider.build(LMRequest("openai/m", MESSAGES), api_base=url, api_key=KEY)
+            for _ in range(20)
+        ]
+        return await asyncio.gather(
+            *(send(wire.transport, provider, c, model="openai/m") for c in calls)
+        )
 
     with FakeOpenAI(latency=0.05) as fake:
-        responses = asyncio.run(run(fake.url))
+        responses = wire.io.run(run(fake.url), 30)
         assert fake.max_in_flight > 1
     assert [r.texts for r in responses] == [["ok"]] * 20
 
@@ -311,7 +310,7 @@ FAULTS: list[tuple[Fault, type[LMError], int | None]] = [
 @pytest.mark.parametrize("dialect", DIALECTS)
 @pytest.mark.parametrize(("fault", "error", "status"), FAULTS, ids=lambda v: str(v)[:30])
 def test_faults_become_dspex_errors(
-    client: httpx.Client,
+    wire: Wire,
     dialect: str,
     fault: Fault,
     error: type[LMError],
@@ -319,7 +318,7 @@ def test_faults_become_dspex_errors(
 ) -> None:
     make_fake, make_provider, model = DIALECTS[dialect]
     with make_fake(schedule=[fault]) as fake, pytest.raises(LMError) as info:
-        call(client, fake, make_provider(), model, timeout=0.3)
+        call(wire, fake, make_provider(), model, timeout=0.3)
     err = info.value
     assert type(err) is error
     assert err.status == status and err.model == model
@@ -332,38 +331,36 @@ def test_faults_become_dspex_errors(
     if status == 400:
         assert "bad field 'x'" in str(err)
     if error is LMTimeoutError:
-        assert isinstance(err.__cause__, httpx.TimeoutException)
+        assert isinstance(err.__cause__, TransportTimeout)
     if fault.kind == "drop":
-        assert isinstance(err.__cause__, httpx.TransportError)
+        assert isinstance(err.__cause__, ConnectionDropped)
 
 
-def test_http_date_retry_after_over_the_wire(client: httpx.Client) -> None:
+def test_http_date_retry_after_over_the_wire(wire: Wire) -> None:
     date = "Wed, 21 Oct 2099 07:28:00 GMT"
     with (
         FakeOpenAI(schedule=[Fault.rate_limit(date)]) as fake,
         pytest.raises(RateLimitError) as info,
     ):
-        call(client, fake, OpenAIProvider(), "openai/m")
+        call(wire, fake, OpenAIProvider(), "openai/m")
     assert info.value.retry_after is not None and info.value.retry_after > 3600
 
 
-def test_connection_refused_is_a_provider_error(client: httpx.Client) -> None:
+def test_connection_refused_is_a_provider_error(wire: Wire) -> None:
     with FakeOpenAI() as fake:
         url = fake.url
     with pytest.raises(ProviderError) as info:
-        call(client, fake, OpenAIProvider(), "openai/m")
-    assert isinstance(info.value.__cause__, httpx.ConnectError)
+        call(wire, fake, OpenAIProvider(), "openai/m")
+    assert isinstance(info.value.__cause__, ConnectFailed)
     assert info.value.retryable and url.split("/v1")[0] != ""
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
-def test_wrong_key_is_an_authentication_error_without_the_key(
-    client: httpx.Client, dialect: str
-) -> None:
+def test_wrong_key_is_an_authentication_error_without_the_key(wire: Wire, dialect: str) -> None:
     make_fake, make_provider, model = DIALECTS[dialect]
     with make_fake(api_key="sk-the-right-one-123456789") as fake:
         with pytest.raises(AuthenticationError) as info:
-            call(client, fake, make_provider(), model)
+            call(wire, fake, make_provider(), model)
         assert fake.outcomes == {"auth": 1} or fake.outcomes == {"bad_request": 1}
     assert KEY not in str(info.value) and KEY not in repr(fake.requests)
     assert info.value.retryable is False
@@ -378,15 +375,13 @@ def test_missing_key_for_the_public_endpoint_fails_before_sending(dialect: str) 
         provider.build(LMRequest(model, MESSAGES), api_base=None, api_key=None)
 
 
-def test_keys_come_from_the_environment(
-    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_keys_come_from_the_environment(wire: Wire, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     provider = OpenAIProvider()
     request = LMRequest("openai/gpt-4o-mini", MESSAGES)
     with FakeOpenAI(api_key=KEY) as fake:
         http = provider.build(request, api_base=fake.url, api_key=None)
-        assert send_sync(client, provider, http, model=request.model).texts == ["ok"]
+        assert wire.send(provider, http, model=request.model).texts == ["ok"]
     public = provider.build(request, api_base=None, api_key=None)
     assert public.url == "https://api.openai.com/v1/chat/completions"
     assert KEY not in repr(public) and "<redacted>" in repr(public)
@@ -574,11 +569,11 @@ def test_openai_reasoning_models_take_max_completion_tokens() -> None:
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
-def test_context_window_fault_is_a_context_window_error(client: httpx.Client, dialect: str) -> None:
+def test_context_window_fault_is_a_context_window_error(wire: Wire, dialect: str) -> None:
     make_fake, make_provider, model = DIALECTS[dialect]
     with make_fake(schedule=[Fault.context_window(limit=3)]) as fake:
         with pytest.raises(ContextWindowError) as info:
-            call(client, fake, make_provider(), model)
+            call(wire, fake, make_provider(), model)
         sent = fake.prompt_tokens(fake.requests[0].json)
     err = info.value
     assert err.status == 400 and err.model == model and err.retryable is False
@@ -590,25 +585,25 @@ def test_context_window_fault_is_a_context_window_error(client: httpx.Client, di
 
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_a_prompt_over_the_fakes_window_is_refused_and_a_short_one_served(
-    client: httpx.Client, dialect: str
+    wire: Wire, dialect: str
 ) -> None:
     make_fake, make_provider, model = DIALECTS[dialect]
     with make_fake(context_window=6) as fake:
         with pytest.raises(ContextWindowError) as info:
-            call(client, fake, make_provider(), model)  # MESSAGES: 9 words
+            call(wire, fake, make_provider(), model)  # MESSAGES: 9 words
         short = ({"role": "user", "content": "Hi"},)
-        assert call(client, fake, make_provider(), model, short).texts == ["ok"]
+        assert call(wire, fake, make_provider(), model, short).texts == ["ok"]
         assert fake.outcomes == {"context_window": 1, "ok": 1}
     assert (info.value.prompt_tokens, info.value.context_window) == (9, 6)
 
 
 @pytest.mark.parametrize("status", [400, 500])
-def test_llama_cpp_server_context_error(client: httpx.Client, status: int) -> None:
+def test_llama_cpp_server_context_error(wire: Wire, status: int) -> None:
     # llama.cpp answers 400 since October 2025, 500 in the builds before
     schedule = [Fault.context_window(limit=4, status=status)]
     with FakeOpenAI(context_error="llama_cpp", schedule=schedule) as fake:
         with pytest.raises(ContextWindowError) as info:
-            call(client, fake, OpenAIProvider(json_schema_style="llama_cpp"), "openai/local")
+            call(wire, fake, OpenAIProvider(json_schema_style="llama_cpp"), "openai/local")
     assert info.value.status == status and info.value.context_window == 4
     assert "exceeds the available context size" in str(info.value)
 

@@ -492,6 +492,12 @@ def test_config_reads_the_settings_group_and_validates() -> None:
     assert config.replace(tpm=1000).tpm == 1000
     with pytest.raises(ConfigError, match=r"lm_client\.max_in_flight=0"):
         LMClientConfig(max_in_flight=0)
+    with pytest.raises(ConfigError, match=r"lm_client\.transport='curl'.*'auto', 'h11' or 'httpx'"):
+        LMClientConfig(transport="curl")
+    with pytest.raises(ConfigError, match=r"lm_client\.max_response_bytes=0"):
+        LMClientConfig(max_response_bytes=0)
+    defaults = LMClientConfig.from_settings(Settings().lm_client)
+    assert defaults == LMClientConfig()  # the dataclass mirrors the settings' defaults
     with pytest.raises(ConfigError, match="backoff_max"):
         LMClientConfig(backoff_base=2.0, backoff_max=1.0)
     with pytest.raises(ConfigError, match="retries_max"):

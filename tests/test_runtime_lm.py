@@ -21,7 +21,7 @@ from wait_helpers import wait_until
 
 import dspex
 from dspex.actors._lm._client import Reconfigure
-from dspex.errors import AuthenticationError, CircuitOpenError, ProviderError
+from dspex.errors import AuthenticationError, CircuitOpenError, ProviderError, UsageError
 from dspex.supervision import VirtualClock
 from dspex.testing import FakeAnthropic, FakeGemini, FakeOpenAI, FakeProvider, Fault
 
@@ -192,6 +192,28 @@ def test_configure_reconfigures_running_clients(
     with pytest.raises(ProviderError):
         lm("not retried")
     assert fake.request_count == 1
+
+
+def test_transport_and_response_limit_come_from_settings_or_the_lm(
+    start_runtime: StartRuntime, fake: FakeOpenAI
+) -> None:
+    rt = start_runtime(lm_client={"transport": "httpx", "max_response_bytes": 4096})
+    lm = make_lm(fake, cache=False)
+    assert lm("small") == [chat_answer("small")]
+    endpoint = lm.handle(rt).slot.endpoint
+    assert endpoint is not None and endpoint.transports == ("httpx",)
+    fake.schedule = lambda i: Fault.raw(b'{"pad": "' + b"x" * 5000 + b'"}') if i == 1 else None
+    with pytest.raises(ProviderError, match="max_response_bytes = 4096 bytes"):
+        lm("too big")
+    assert fake.request_count == 2  # not retried
+
+    direct = make_lm(fake, cache=False, transport="h11", max_response_bytes=1 << 20)
+    assert direct("direct") == [chat_answer("direct")]
+    endpoint = direct.handle(rt).slot.endpoint
+    assert endpoint is not None and endpoint.transports == ("h11",)
+    assert endpoint.config.max_response_bytes == 1 << 20
+    with pytest.raises(UsageError, match=r"transport='curl'.*'auto', 'h11' or 'httpx'"):
+        dspex.LM("openai/m", transport="curl")
 
 
 def test_256_identical_in_flight_predicts_make_one_upstream_request(

@@ -198,7 +198,7 @@ class _Section(BaseModel):
 
 
 class LMClientSettings(_Section):
-    """Defaults for every LM client actor: retries, timeouts, breaker, rate limits."""
+    """Defaults for every LM client actor: retries, timeouts, breaker, rate limits, HTTP."""
 
     _path = ("lm_client",)
 
@@ -223,6 +223,14 @@ class LMClientSettings(_Section):
     )
     api_base: Url | None = Field(
         default=None, description="base URL for every model; None = provider's"
+    )
+    transport: Annotated[Literal["auto", "h11", "httpx"], BeforeValidator(_lower)] = Field(
+        default="auto",
+        description="HTTP client: auto = h11, httpx for URLs the environment proxies",
+    )
+    max_response_bytes: PositiveInt = Field(
+        default=32 * 1024 * 1024,
+        description="largest response body once decoded; more fails the call, not retried",
     )
 
     @field_validator("backoff_max")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dspex.errors import UsageError
@@ -27,6 +27,7 @@ class FaultKind(enum.StrEnum):
     DROP = "drop"  # the connection closes without a response
     MALFORMED = "malformed"  # HTTP 200 whose body is not valid JSON
     CONTEXT_WINDOW = "context_window"  # the provider's "prompt too long" answer
+    RAW = "raw"  # exactly the given body and headers, e.g. a gzip bomb
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,8 @@ class Fault:
     retry_after: float | str | None = None
     message: str | None = None
     limit: int | None = None
+    body: bytes | None = field(default=None, repr=False)
+    headers: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not 100 <= self.status <= 599:
@@ -82,6 +85,20 @@ class Fault:
         The reported prompt size is the request's word count, at least ``limit + 1``.
         """
         return cls(FaultKind.CONTEXT_WINDOW, status, limit=limit)
+
+    @classmethod
+    def raw(
+        cls, body: bytes, *, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> Fault:
+        """Answer ``status`` with ``body`` sent as given, plus ``headers``.
+
+        For replies no dialect would produce: an oversized body, or one whose
+        ``Content-Encoding: gzip`` header lies or hides a compression bomb.
+        ``Content-Length`` is added; ``content-type`` defaults to JSON.
+        """
+        if not isinstance(body, bytes | bytearray):
+            raise UsageError(f"Fault.raw(body={type(body).__name__}) needs bytes")
+        return cls(FaultKind.RAW, status, body=bytes(body), headers=tuple((headers or {}).items()))
 
 
 Schedule = Sequence[Fault | None] | Callable[[int], Fault | None]

@@ -255,7 +255,7 @@ class FakeProvider:
     @property
     def outcomes(self) -> dict[str, int]:
         """Counts per outcome: ok, error, rate_limit, auth, timeout, drop, malformed,
-        context_window, bad_request, not_found, reply_error."""
+        context_window, raw, bad_request, not_found, reply_error."""
         with self._lock:
             return dict(self._outcomes)
 
@@ -390,6 +390,13 @@ class FakeProvider:
             return ConnectionAction.HANG
         if fault.kind is FaultKind.DROP:
             return ConnectionAction.DROP
+        if fault.kind is FaultKind.RAW:
+            assert fault.body is not None
+            extra = {k.lower(): v for k, v in fault.headers}
+            kind = extra.pop("content-type", "application/json")
+            return HTTPResponse(
+                fault.status, fault.body, headers=tuple(extra.items()), content_type=kind
+            )
         if fault.kind is FaultKind.MALFORMED:
             return HTTPResponse(200, b'{"choices": [ this is not json')
         if fault.kind is FaultKind.RATE_LIMIT:

@@ -11,7 +11,11 @@ Read it top down, in the order a call takes:
   incarnations, and a call's attempts.
 - ``_client``: :class:`LMClient`, the supervised actor owning one model's I/O.
 - ``_clients``: the runtime's table of LM clients (one per distinct client).
-- ``_io_loop``: the client's event loop thread and HTTP transport.
+- ``_loop``: :class:`IOLoop`, the client's event loop thread.
+- ``_transport``: the HTTP seam: the ``Transport`` protocol, the shared body
+  reader (decoding, size bound), transport errors, and which transport a URL
+  takes; ``_transport_h11`` (default, direct) and ``_transport_httpx``
+  (proxies, or on request) implement it.
 - ``_providers/``: wire formats (OpenAI-compatible, Anthropic, Gemini).
 - ``_resilience/``: the pipeline a call passes on the loop (retries, breaker,
   rate limits, single-flight, usage).

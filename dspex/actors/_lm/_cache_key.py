@@ -87,6 +87,8 @@ PARAMS: Mapping[str, ParamUse] = {
     "breaker_failure_threshold": _NEITHER,
     "breaker_reset_timeout": _NEITHER,
     "max_in_flight": _NEITHER,
+    "transport": _NEITHER,
+    "max_response_bytes": _NEITHER,
 }
 
 

@@ -5,10 +5,11 @@ Three pieces share the work:
 - :class:`LMClient`, the supervised actor. It owns an :class:`_Engine` per
   incarnation and handles lifecycle, stats and reconfiguration. Its mailbox
   never waits on HTTP.
-- :class:`_Engine`, the incarnation's I/O: an :class:`IOLoop` thread running an
-  :class:`HTTPPool` (httpx for proxied URLs) and the resilience
-  :class:`Pipeline`. Callers submit straight onto its loop (no actor round
-  trip per call).
+- :class:`_Engine`, the incarnation's I/O: an :class:`IOLoop` thread running
+  the resilience :class:`Pipeline` and the HTTP transports it sends through
+  (h11, or httpx for proxied URLs or when ``transport = "httpx"``; see
+  ``_transport``). Callers submit straight onto its loop (no actor round trip
+  per call).
 - :class:`~dspex.actors.ClientSlot` (in ``_slot``), which outlives
   incarnations: the actor publishes its engine there on start and retracts it
   on death, and handles wait on it for the next incarnation. Usage totals
@@ -25,14 +26,13 @@ import asyncio
 import collections
 import contextlib
 import itertools
-import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dspex.actors._lm._io_loop import HTTPPool, IOLoop
+from dspex.actors._lm._loop import IOLoop
 from dspex.actors._lm._resilience import (
     CallInfo,
     CallOptions,
@@ -47,13 +47,12 @@ from dspex.actors._lm._resilience import (
     sleeper_for,
 )
 from dspex.actors._lm._slot import ClientSlot, Waiter
+from dspex.actors._lm._transport import Transport, TransportName, choose_transport, env_proxies
 from dspex.actors._lm._types import LMRequest, LMResponse
 from dspex.errors import ActorStoppedError, UsageError
 from dspex.supervision import Actor, ChildSpec, Clock, Restart, SystemClock, monitor
 
 if TYPE_CHECKING:
-    import httpx
-
     from dspex.actors._lm._providers import Provider
 
 
@@ -81,7 +80,7 @@ class _Secret:
 
 
 class _Engine:
-    """One incarnation's I/O: loop thread, HTTP pool, pipeline, accepted calls."""
+    """One incarnation's I/O: loop thread, transports, pipeline, accepted calls."""
 
     def __init__(
         self,
@@ -110,9 +109,11 @@ class _Engine:
         self._accepted: dict[Waiter, str] = {}
         self._closed = False
         self._io = IOLoop(f"dspex-lm-{slot.model}#{self.epoch}")
-        self._pool: HTTPPool | None = None
-        self._client: httpx.AsyncClient | None = None  # only for proxied URLs
-        self._proxies = _env_proxies() if trust_env else {}
+        # Made on first use, on the loop thread; the route memo maps a URL to
+        # its transport under the current ``transport`` setting.
+        self._transports: dict[str, Transport] = {}
+        self._routes: dict[str, Transport] = {}
+        self._proxies = env_proxies() if trust_env else {}
         self._inbox: collections.deque[tuple[str, LMRequest, CallOptions, Waiter]] = (
             collections.deque()
         )
@@ -127,9 +128,6 @@ class _Engine:
 
     async def _setup(self) -> None:
         cfg = self.config
-        self._pool = HTTPPool(
-            max_connections=cfg.max_in_flight, keepalive_expiry=30.0, trust_env=self._trust_env
-        )
         self._pipeline = Pipeline(
             self._send,
             self._deliver,
@@ -180,13 +178,11 @@ class _Engine:
     async def _teardown(self) -> None:
         if self._pipeline is not None:
             await self._pipeline.close()
-        if self._pool is not None:
-            await self._pool.aclose()
-        if self._client is not None:
-            await self._client.aclose()
+        for transport in self._transports.values():
+            await transport.aclose()
 
     def reconfigure(self, config: LMClientConfig) -> None:
-        """Apply new settings on the loop (the HTTP pool size stays as started)."""
+        """Apply new settings on the loop (connection pool sizes stay as started)."""
         self._io.call_soon(self._apply, config)
 
     def _apply(self, config: LMClientConfig) -> None:
@@ -194,6 +190,8 @@ class _Engine:
         pipeline = self._pipeline
         if pipeline is None:
             return
+        if old.transport != config.transport:
+            self._routes.clear()  # transports already open stay, for calls in flight
         pipeline.policy = self._policy(config)
         pipeline.timeout = config.timeout
         breaker_keys = ("breaker_failure_threshold", "breaker_reset_timeout")
@@ -268,58 +266,58 @@ class _Engine:
     async def _send_one(self, request: LMRequest, timeout: float) -> LMResponse:
         from dspex.actors._lm._providers import send
 
-        provider, model = self._provider, request.model
+        provider = self._provider
         key = provider.resolve_api_key(self._api_key.reveal())
         call = provider.build(request, api_base=self.api_base, api_key=key)
-        if self._proxies and _proxied(call.url, self._proxies):
-            return await send(self._httpx(), provider, call, model=model, timeout=timeout)
-        assert self._pool is not None
-        body = json.dumps(call.json, ensure_ascii=False, separators=(",", ":")).encode()
-        try:
-            reply = await self._pool.request(
-                call.method, call.url, call.headers, body, timeout=timeout
-            )
-        except _httpx().HTTPError as exc:
-            raise provider.error_for_exception(exc, model=model, api_key=key) from exc
-        return provider.parse(reply.status, reply.headers, reply.body, model=model, api_key=key)
+        return await send(
+            self._transport_for(call.url),
+            provider,
+            call,
+            model=request.model,
+            timeout=timeout,
+            max_response_bytes=self.config.max_response_bytes,
+        )
 
-    def _httpx(self) -> httpx.AsyncClient:
-        """httpx's client, made on first use, for URLs the environment proxies."""
-        if self._client is None:
-            httpx = _httpx()
-            cfg = self.config
-            self._client = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=cfg.max_in_flight, keepalive_expiry=30.0),
-                timeout=httpx.Timeout(cfg.timeout),
-                trust_env=True,
-            )
-        return self._client
+    @property
+    def transports(self) -> tuple[str, ...]:
+        """Names of the transports this engine has opened so far (for tests and metrics)."""
+        return tuple(sorted(self._transports))
+
+    def _transport_for(self, url: str) -> Transport:
+        """The transport for ``url`` (loop thread), made on first use."""
+        transport = self._routes.get(url)
+        if transport is None:
+            name = choose_transport(self.config.transport, url, self._proxies)
+            transport = self._transports.get(name)
+            if transport is None:
+                transport = _make_transport(
+                    name, max_connections=self.config.max_in_flight, trust_env=self._trust_env
+                )
+                self._transports[name] = transport
+            self._routes[url] = transport
+        return transport
 
     def __repr__(self) -> str:
         return f"<LM engine {self.model!r} #{self.epoch}>"
 
 
-def _httpx() -> Any:
-    import httpx
+def _make_transport(name: TransportName, *, max_connections: int, trust_env: bool) -> Transport:
+    """A new transport of kind ``name`` (on the loop thread that will use it).
 
-    return httpx
+    Imported here, on first use: httpx costs about 100 ms to import, and a
+    client that never needs it should not pay that.
+    """
+    if name == "h11":
+        from dspex.actors._lm._transport_h11 import H11Transport
 
+        return H11Transport(
+            max_connections=max_connections, keepalive_expiry=30.0, trust_env=trust_env
+        )
+    from dspex.actors._lm._transport_httpx import HttpxTransport
 
-def _env_proxies() -> dict[str, str]:
-    import urllib.request
-
-    return urllib.request.getproxies_environment()
-
-
-def _proxied(url: str, proxies: Mapping[str, str]) -> bool:
-    """Whether the environment's proxy settings apply to ``url`` (as httpx reads them)."""
-    import urllib.request
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.scheme not in proxies and "all" not in proxies:
-        return False
-    return not urllib.request.proxy_bypass(parts.hostname or "")
+    return HttpxTransport(
+        max_connections=max_connections, keepalive_expiry=30.0, trust_env=trust_env
+    )
 
 
 # -- actor messages --------------------------------------------------------------

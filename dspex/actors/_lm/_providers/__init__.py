@@ -1,8 +1,9 @@
 """Provider wire formats for the LM client: request building, reply parsing, errors.
 
-Pure code with no I/O of its own: the LM client actor builds an
-:class:`HTTPCall`, sends it with :func:`send` on its ``httpx.AsyncClient``,
-and gets an ``LMResponse`` or an error from the ``LMError`` tree.
+Pure code with no I/O of its own: the LM client's engine builds an
+:class:`HTTPCall`, sends it with :func:`send` over one of its transports
+(``_transport``: h11 or httpx), and gets an ``LMResponse`` or an error from
+the ``LMError`` tree.
 """
 
 from dspex.actors._lm._providers._anthropic import DEFAULT_MAX_TOKENS, AnthropicProvider
@@ -13,7 +14,6 @@ from dspex.actors._lm._providers._base import (
     merge_responses,
     parse_retry_after,
     send,
-    send_sync,
     split_n,
 )
 from dspex.actors._lm._providers._gemini import GeminiProvider, gemini_schema
@@ -34,6 +34,5 @@ __all__ = [
     "parse_retry_after",
     "resolve_provider",
     "send",
-    "send_sync",
     "split_n",
 ]

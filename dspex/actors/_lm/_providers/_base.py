@@ -4,9 +4,11 @@ A :class:`Provider` is pure: ``build`` turns an :class:`LMRequest` into an
 :class:`HTTPCall`, ``parse`` turns status, headers and body bytes into an
 :class:`LMResponse`. Failures become ``dspex.errors`` in one place,
 :meth:`Provider.error_for_status` (HTTP answers) and
-:meth:`Provider.error_for_exception` (httpx exceptions); dialects only say where
-their error body keeps its message. :func:`send` and :func:`send_sync` drive a
-call over httpx and are what the LM client actor (and the tests) use.
+:meth:`Provider.error_for_exception` (a transport's failures: no connection,
+timeout, dropped connection, a body too large or not decodable); dialects only
+say where their error body keeps its message. :func:`send` makes a call over
+any :class:`~dspex.actors._lm._transport.Transport` (h11 or httpx); it is
+what the LM client's engine (and the tests) use.
 """
 
 from __future__ import annotations
@@ -19,9 +21,18 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from dspex.actors._lm._cache_key import wire_params
+from dspex.actors._lm._transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    BadEncoding,
+    BadURL,
+    BodyTooLarge,
+    Transport,
+    TransportError,
+    TransportTimeout,
+)
 from dspex.actors._lm._types import Completion, LMRequest, LMResponse, Message, Usage
 from dspex.errors import (
     AuthenticationError,
@@ -33,9 +44,6 @@ from dspex.errors import (
     UsageError,
 )
 
-if TYPE_CHECKING:
-    import httpx
-
 __all__ = [
     "ContextOverflow",
     "HTTPCall",
@@ -43,7 +51,6 @@ __all__ = [
     "merge_responses",
     "parse_retry_after",
     "send",
-    "send_sync",
     "split_data_url",
     "split_n",
     "text_parts",
@@ -255,19 +262,46 @@ class Provider(ABC):
     def error_for_exception(
         self, exc: BaseException, *, model: str, api_key: str | None = None
     ) -> LMError:
-        """The ``LMError`` for an httpx exception (returned; raise it ``from exc``)."""
-        import httpx
+        """The ``LMError`` for a transport's failure (returned; raise it ``from exc``).
 
+        The same error whichever transport ran: a timeout is an
+        :class:`LMTimeoutError`; no connection or a dropped one a retryable
+        :class:`ProviderError`; a body over ``lm_client.max_response_bytes`` a
+        :class:`ProviderError` that is not retried (the same request would
+        bring the same reply); a body that does not decode as its
+        ``Content-Encoding`` says a retryable :class:`ProviderError`, like any
+        other malformed reply.
+        """
         kind = type(exc).__name__
         text = _scrub(str(exc), api_key)
         detail = f"{kind}: {text}" if text else kind
-        if isinstance(exc, httpx.TimeoutException):
+        status = getattr(exc, "status", None)
+        reply = f"the HTTP {status} reply" if status is not None else "the reply"
+        if isinstance(exc, TransportTimeout):
             return LMTimeoutError(f"model {model!r}: no answer in time ({detail})", model=model)
-        if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        if isinstance(exc, BadURL):
             return LMError(
                 f"model {model!r}: bad api_base URL ({detail}); use http(s)://host[:port]/path",
                 model=model,
                 retryable=False,
+            )
+        if isinstance(exc, BodyTooLarge):
+            return ProviderError(
+                f"model {model!r}: {reply} is larger than "
+                f"lm_client.max_response_bytes = {exc.limit} bytes ({_mib(exc.limit)}) once "
+                "decoded; reading stopped there and the call is not retried. If replies "
+                "this large are expected, raise lm_client.max_response_bytes "
+                "(DSPEX_LM_CLIENT__MAX_RESPONSE_BYTES, or LM(..., max_response_bytes=...))",
+                model=model,
+                status=status,
+                retryable=False,
+            )
+        if isinstance(exc, BadEncoding):
+            return ProviderError(
+                f"model {model!r}: {reply} says Content-Encoding "
+                f"{exc.encoding!r} but {text}; a malformed reply, retried like one",
+                model=model,
+                status=status,
             )
         return ProviderError(f"model {model!r}: transport failed ({detail})", model=model)
 
@@ -352,50 +386,33 @@ def merge_responses(responses: Sequence[LMResponse], *, model: str) -> LMRespons
 
 
 async def send(
-    client: httpx.AsyncClient,
+    transport: Transport,
     provider: Provider,
     call: HTTPCall,
     *,
     model: str,
     timeout: float | None = None,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> LMResponse:
-    """Make ``call`` on an asyncio loop and parse it; failures raise ``LMError``."""
-    import httpx
+    """Make ``call`` over ``transport`` (on its loop) and parse it; failures raise ``LMError``.
 
-    # timeout=None would switch httpx's timeout off, so only pass one if given.
-    extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+    ``timeout`` (seconds, None: none) bounds the exchange; ``max_response_bytes``
+    the decoded body.
+    """
+    key = _key_of(call)
+    body = json.dumps(call.json, ensure_ascii=False, separators=(",", ":")).encode()
     try:
-        response = await client.request(
-            call.method, call.url, headers=dict(call.headers), json=call.json, **extra
+        reply = await transport.request(
+            call.method,
+            call.url,
+            call.headers,
+            body,
+            timeout=timeout,
+            max_bytes=max_response_bytes,
         )
-    except httpx.HTTPError as exc:
-        raise provider.error_for_exception(exc, model=model, api_key=_key_of(call)) from exc
-    return provider.parse(
-        response.status_code, response.headers, response.content, model=model, api_key=_key_of(call)
-    )
-
-
-def send_sync(
-    client: httpx.Client,
-    provider: Provider,
-    call: HTTPCall,
-    *,
-    model: str,
-    timeout: float | None = None,
-) -> LMResponse:
-    """Blocking twin of :func:`send`, for scripts and tests."""
-    import httpx
-
-    extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
-    try:
-        response = client.request(
-            call.method, call.url, headers=dict(call.headers), json=call.json, **extra
-        )
-    except httpx.HTTPError as exc:
-        raise provider.error_for_exception(exc, model=model, api_key=_key_of(call)) from exc
-    return provider.parse(
-        response.status_code, response.headers, response.content, model=model, api_key=_key_of(call)
-    )
+    except TransportError as exc:
+        raise provider.error_for_exception(exc, model=model, api_key=key) from exc
+    return provider.parse(reply.status, reply.headers, reply.body, model=model, api_key=key)
 
 
 def text_parts(content: Any, where: str) -> list[tuple[str, str]]:
@@ -441,6 +458,10 @@ def _key_of(call: HTTPCall) -> str | None:
         if value:
             return value.removeprefix("Bearer ").strip()
     return None
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):g} MiB"
 
 
 def _int_or_none(value: Any) -> int | None:

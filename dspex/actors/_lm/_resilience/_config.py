@@ -11,18 +11,19 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from dspex.actors._lm._transport import TRANSPORTS
 from dspex.errors import ConfigError
 
 __all__ = ["LMClientConfig", "setting_fix"]
 
 _POSITIVE = ("timeout", "backoff_base", "backoff_max", "breaker_reset_timeout")
-_COUNTS = ("breaker_failure_threshold", "max_in_flight")
+_COUNTS = ("breaker_failure_threshold", "max_in_flight", "max_response_bytes")
 _LIMITS = ("rpm", "tpm")
 
 
 @dataclass(frozen=True, slots=True)
 class LMClientConfig:
-    """Retries, timeouts, breaker and rate limits of one client (defaults as in Settings).
+    """Retries, timeouts, breaker, rate limits and HTTP of one client (defaults as in Settings).
 
     ``timeout`` bounds one HTTP attempt; a caller waits at most
     :attr:`call_timeout` for the whole call, retries and backoff included.
@@ -37,6 +38,10 @@ class LMClientConfig:
     breaker_failure_threshold: int = 5
     breaker_reset_timeout: float = 30.0
     max_in_flight: int = 512
+    transport: str = "auto"
+    """``auto`` (h11, httpx for proxied URLs), ``h11`` or ``httpx``."""
+    max_response_bytes: int = 32 * 1024 * 1024
+    """Largest decoded response body; more is a non-retried ``ProviderError``."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -86,6 +91,8 @@ def setting_fix(name: str, value: Any) -> str | None:
     if name in _LIMITS:
         ok = value is None or (_is_int(value) and value >= 1)
         return None if ok else "an int >= 1, or None for no limit"
+    if name == "transport":
+        return None if value in TRANSPORTS else "'auto', 'h11' or 'httpx'"
     return None
 
 

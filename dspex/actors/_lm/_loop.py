@@ -1,0 +1,158 @@
+"""The LM client's event loop thread (:class:`IOLoop`).
+
+The LM client actor keeps its mailbox free by doing all HTTP on such a loop:
+hundreds of requests in flight cost coroutines, not threads. Other threads
+hand work over with :meth:`IOLoop.call_soon` (fire and forget) or
+:meth:`IOLoop.run` (wait for a coroutine's result, bounded). The thread is not
+a daemon, so its owner must call :meth:`IOLoop.stop`; that cancels what is
+still running, lets an async ``cleanup`` close resources, and joins.
+
+The HTTP that runs on it is a :class:`~dspex.actors._lm._transport.Transport`
+(``_transport``, ``_transport_h11``, ``_transport_httpx``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+from dspex.errors import ActorStoppedError, CallTimeoutError
+
+__all__ = ["IOLoop"]
+
+log = logging.getLogger("dspex.lm")
+
+T = TypeVar("T")
+
+
+class IOLoop:
+    """One event loop thread. ``start``/``stop`` from the owner; the rest from any thread."""
+
+    def __init__(self, name: str = "dspex-io") -> None:
+        self.name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stopping = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise ActorStoppedError(f"{self.name}: the loop was never started; call start()")
+        return self._loop
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stopping
+
+    def in_loop_thread(self) -> bool:
+        return self._thread is threading.current_thread()
+
+    def start(self, timeout: float = 5.0) -> None:
+        """Start the thread and wait until its loop runs."""
+        if self._thread is not None:
+            raise ActorStoppedError(f"{self.name} was already started; make a new IOLoop")
+        self._thread = threading.Thread(target=self._main, name=self.name, daemon=False)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise CallTimeoutError(f"{self.name}: event loop did not start within {timeout}s")
+
+    def call_soon(self, fn: Callable[..., object], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop thread soon; raises ActorStoppedError once stopped."""
+        loop = self._loop
+        if loop is None or self._stopping:
+            raise ActorStoppedError(f"{self.name} is not running")
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError as exc:  # closed between the check and the call
+            raise ActorStoppedError(f"{self.name} is not running") from exc
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        """Run ``coro`` on the loop and wait (from another thread) for its result."""
+        if self.in_loop_thread():
+            coro.close()
+            raise ActorStoppedError(f"{self.name}: run() called on the loop thread would deadlock")
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            coro.close()
+            raise ActorStoppedError(f"{self.name} is not running")
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError as exc:
+            if future.done() and not future.cancelled() and future.exception() is exc:
+                raise  # the coroutine's own TimeoutError (an LMTimeoutError, say)
+            future.cancel()
+            raise CallTimeoutError(
+                f"{self.name}: coroutine did not finish within {timeout}s"
+            ) from exc
+
+    def stop(
+        self,
+        timeout: float = 5.0,
+        *,
+        cleanup: Callable[[], Awaitable[None]] | None = None,
+    ) -> bool:
+        """Run ``cleanup`` on the loop, cancel leftover tasks, stop and join the thread.
+
+        Returns False if the thread did not end within ``timeout`` (it is then
+        abandoned; the caller should report it). Safe to call more than once.
+        """
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return True
+        if self.in_loop_thread():
+            raise ActorStoppedError(f"{self.name}: stop() cannot be called on the loop thread")
+        if not self._stopping:
+            self._stopping = True
+            with contextlib.suppress(RuntimeError):  # already closed: the thread is ending
+                asyncio.run_coroutine_threadsafe(self._shutdown(cleanup), loop)
+        thread.join(timeout)
+        if thread.is_alive():
+            log.error("%s did not stop within %ss; abandoning its thread", self.name, timeout)
+            return False
+        return True
+
+    async def _shutdown(self, cleanup: Callable[[], Awaitable[None]] | None) -> None:
+        try:
+            if cleanup is not None:
+                await cleanup()
+        except Exception:
+            log.exception("%s: cleanup failed", self.name)
+        finally:
+            asyncio.get_running_loop().stop()
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        loop.call_soon(self._ready.set)
+        try:
+            loop.run_forever()
+        finally:
+            try:
+                _cancel_all(loop)
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            except Exception:
+                log.exception("%s: error while closing the event loop", self.name)
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"IOLoop({self.name!r}, {state})"
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
