@@ -1,5 +1,5 @@
-"""DSPy's ToolCalls / ToolCallResults, experimental Document / Citations, optional output
-fields that fall back to their defaults, json-repair of malformed JSON replies, Adapter.acall."""
+"""DSPy's experimental Document / Citations, optional output fields that fall back to their
+defaults, json-repair of malformed JSON replies, Adapter.acall."""
 
 from __future__ import annotations
 
@@ -19,64 +19,6 @@ from dspex.testing import DummyLM
 def clean_settings() -> Iterator[None]:
     yield
     settings.reset()
-
-
-# -- ToolCalls -------------------------------------------------------------------------
-
-
-def test_tool_calls_accept_dspy_and_provider_shapes() -> None:
-    calls = dspex.ToolCalls.from_dict_list(
-        [
-            {"name": "search", "args": {"q": "cats"}},
-            # a provider's shape, with slightly broken argument JSON that json-repair mends
-            {"id": "call_1", "function": {"name": "lookup", "arguments": '{"id": 3,'}},
-        ]
-    )
-    assert [(c.id, c.name, c.args) for c in calls.tool_calls] == [
-        (None, "search", {"q": "cats"}),
-        ("call_1", "lookup", {"id": 3}),
-    ]
-    assert dspex.ToolCalls.model_validate({"name": "a", "args": {}}).tool_calls[0].name == "a"
-    assert calls.model_dump() == {
-        "tool_calls": [
-            {"name": "search", "args": {"q": "cats"}},
-            {"name": "lookup", "args": {"id": 3}},
-        ]
-    }
-    with pytest.raises(ValueError, match="invalid value for `ToolCalls`"):
-        dspex.ToolCalls.model_validate(42)
-
-
-def test_tool_call_execute_finds_the_function_by_name() -> None:
-    call = dspex.ToolCalls.ToolCall(name="add", args={"x": 1, "y": 2})
-    assert call.execute({"add": lambda x, y: x + y}) == 3
-    assert call.execute([dspex.Tool(lambda x, y: x * y, name="add")]) == 2
-    with pytest.raises(ValueError, match="Tool function 'add' not found"):
-        call.execute({})
-    with pytest.raises(RuntimeError, match="Error executing tool 'add'"):
-        call.execute({"add": lambda x, y: 1 / 0})
-
-
-def test_tool_call_results_pair_calls_with_values() -> None:
-    calls = dspex.ToolCalls.from_dict_list([{"id": "c1", "name": "search", "args": {}}])
-    results = dspex.ToolCallResults.from_tool_calls_and_values(calls, ["found"], [False])
-    (result,) = results.tool_call_results
-    assert (result.call_id, result.name, result.value, result.is_error) == (
-        "c1",
-        "search",
-        "found",
-        False,
-    )
-    with pytest.raises(ValueError, match="same length"):
-        dspex.ToolCallResults.from_tool_calls_and_values(calls, [1, 2])
-
-
-def test_a_tool_calls_output_field_is_parsed_from_the_reply() -> None:
-    sig = dspex.Signature("question -> calls: dspex.ToolCalls")
-    lm = DummyLM([{"calls": {"tool_calls": [{"name": "search", "args": {"q": "x"}}]}}])
-    pred = dspex.Predict(sig)(question="q", lm=lm)
-    assert isinstance(pred.calls, dspex.ToolCalls)
-    assert pred.calls.tool_calls[0].args == {"q": "x"}
 
 
 # -- Document / Citations --------------------------------------------------------------
@@ -140,20 +82,11 @@ def test_adapter_acall() -> None:
     assert result == [{"answer": "Paris"}]
 
 
-def test_types_that_describe_themselves_get_dspys_description_line() -> None:
+def test_citations_get_dspys_type_description_line() -> None:
     class Sig(dspex.Signature):
         question: str = dspex.InputField()
         citations: Citations = dspex.OutputField()
-        calls: list[dspex.ToolCalls] = dspex.OutputField(desc="what to run")
 
     system = dspex.ChatAdapter().format(Sig, [], {"question": "q"})[0]["content"]
-    assert (
-        "1. `citations` (Citations): \n    Type description of Citations: "
-        + Citations.description()
-    ) in system
-    assert (
-        "2. `calls` (list[ToolCalls]): what to run\n    Type description of ToolCalls: "
-        + dspex.ToolCalls.description()
-    ) in system
-    plain = dspex.ChatAdapter().format(dspex.Signature("q -> a"), [], {"q": "x"})[0]["content"]
-    assert "Type description" not in plain
+    described = "\n    Type description of Citations: " + Citations.description()
+    assert "1. `citations` (Citations): " + described in system

@@ -209,7 +209,7 @@ def test_json_adapter_from_settings() -> None:
     with context(lm=lm, adapter=JSONAdapter()):
         pred = qa(question="q")
     assert (pred.answer, pred.count) == ("x", 3)
-    # DummyLM lists no supported_params: as in DSPy, JSONAdapter sends it no response_format
+    # As in DSPy: DummyLM lists no supported_params, so no response_format is sent.
     assert "response_format" not in lm.history[-1]["params"]
 
 

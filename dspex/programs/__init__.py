@@ -1,18 +1,20 @@
 """The DSPy programming model: signatures, examples, modules, adapters, evaluation.
 
-``History`` loads on first use (it is a pydantic model; pydantic stays
-unimported until a program needs it).
+``History`` and the custom field types (``Image``, ``Audio``, ``File``,
+``Code``, ``Reasoning``, ``ToolCalls``, ``Type``) load on first use (they are
+pydantic models; pydantic stays unimported until a program needs it).
 """
 
 from dspex._lazy import lazy_face
 
-from ._adapters import Adapter, ChatAdapter, JSONAdapter, XMLAdapter
+from ._adapters import Adapter, ChatAdapter, JSONAdapter, TwoStepAdapter, XMLAdapter
 from ._asyncify import asyncify
 from ._best_of_n import BestOfN
 from ._chain_of_thought import ChainOfThought
 from ._evaluate import Evaluate, EvaluationResult
 from ._example import Example
 from ._fields import FieldInfo, InputField, OutputField, infer_prefix
+from ._judged_metrics import CompleteAndGrounded, SemanticF1
 from ._majority import majority
 from ._metrics import (
     answer_exact_match,
@@ -32,31 +34,42 @@ from ._runtime_glue import configure, configure_cache, inspect_history, start
 from ._settings import context, current_settings, settings
 from ._signature import Signature, SignatureMeta, ensure_signature, make_signature
 from ._state_files import load
+from ._syncify import syncify
 from ._tool import Tool
 from ._usage import track_usage
 
+# pydantic models (and numpy users): loaded on first use
 _LAZY: dict[str, str] = {
     "Embedder": "_embedder",
     "History": "_history",
     "KNN": "_knn",
-    "Image": "_media",
-    "ToolCallResults": "_tool_calls",
-    "ToolCalls": "_tool_calls",
+    "Audio": "_types._media",
+    "File": "_types._media",
+    "Image": "_types._media",
+    "Code": "_types._text",
+    "Reasoning": "_types._text",
+    "ToolCalls": "_types._tool_calls",
+    "ToolCallResults": "_types._tool_calls",
+    "Type": "_types._base",
 }
 
 __all__ = [
     "KNN",
     "Adapter",
+    "Audio",
     "BaseModule",
     "BestOfN",
     "ChainOfThought",
     "ChatAdapter",
+    "Code",
+    "CompleteAndGrounded",
     "Completions",
     "Embedder",
     "Evaluate",
     "EvaluationResult",
     "Example",
     "FieldInfo",
+    "File",
     "History",
     "Image",
     "InputField",
@@ -69,12 +82,16 @@ __all__ = [
     "Predict",
     "Prediction",
     "ReAct",
+    "Reasoning",
     "Refine",
+    "SemanticF1",
     "Signature",
     "SignatureMeta",
     "Tool",
     "ToolCallResults",
     "ToolCalls",
+    "TwoStepAdapter",
+    "Type",
     "XMLAdapter",
     "answer_exact_match",
     "answer_passage_match",
@@ -94,6 +111,7 @@ __all__ = [
     "normalize_text",
     "settings",
     "start",
+    "syncify",
     "track_usage",
 ]
 

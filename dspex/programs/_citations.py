@@ -9,7 +9,7 @@ writes the citations as the prompt asks.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pydantic
 
@@ -18,6 +18,10 @@ __all__ = ["Citation", "Citations", "Document"]
 
 class Document(pydantic.BaseModel):
     """A source document for the LM to read and cite: its text plus an optional title."""
+
+    # A custom type for the adapters (its description() goes under the field), written
+    # into prompts as its JSON: dspex has no native document content part.
+    __dspex_custom_type__: ClassVar[bool] = True
 
     data: str
     title: str | None = None
@@ -69,6 +73,8 @@ class Citation(pydantic.BaseModel):
 
 class Citations(pydantic.BaseModel):
     """The citations an answer rests on (``result.citations.citations``)."""
+
+    __dspex_custom_type__: ClassVar[bool] = True  # see Document
 
     citations: list[Citation]
 

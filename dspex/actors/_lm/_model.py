@@ -13,9 +13,10 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from dspex.actors._callbacks import active_callbacks, check_callbacks, invoke
+from dspex.actors._lm._capabilities import capabilities, is_openai_reasoning_model
 from dspex.actors._lm._providers._registry import check_model_id
 from dspex.actors._lm._resilience._config import LMClientConfig, setting_fix
 from dspex.actors._lm._types import LMResponse, Message
@@ -142,6 +143,11 @@ class LM:
             if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
                 raise UsageError(f"LM(max_tokens={max_tokens!r}) is invalid; use an int >= 1")
             defaults["max_tokens"] = max_tokens
+        if is_openai_reasoning_model(model):
+            _check_reasoning_defaults(model, temperature, max_tokens)
+            # As DSPy: the LM's own limit is kept (and sent) as max_completion_tokens.
+            if "max_tokens" in defaults:
+                defaults["max_completion_tokens"] = defaults.pop("max_tokens")
         defaults.update(kwargs)
         self.kwargs: dict[str, Any] = defaults
         self._handles: weakref.WeakKeyDictionary[Runtime, LMHandle] = weakref.WeakKeyDictionary()
@@ -152,21 +158,21 @@ class LM:
         return self.model.split("/", 1)[0]
 
     @property
+    def supports_response_schema(self) -> bool:
+        """Whether the model takes a strict JSON-schema ``response_format`` (DSPy's rule)."""
+        return capabilities(self.model).response_schema
+
+    @property
+    def supported_params(self) -> set[str]:
+        """The OpenAI-style request parameters the model takes, as DSPy lists them."""
+        return set(capabilities(self.model).params)
+
+    @property
     def default_adapter(self) -> str | None:
         """Local models answer reliably only under JSON-schema decoding."""
         return "json" if self.provider == "local" else None
 
-    # -- capabilities (DSPy's BaseLM properties; adapters read them) -------------
-
-    @property
-    def supported_params(self) -> set[str]:
-        """Request parameters every dspex provider translates (JSONAdapter reads this)."""
-        return {"response_format", "temperature", "max_tokens", "n", "stop", "tools"}
-
-    @property
-    def supports_response_schema(self) -> bool:
-        """Every dspex provider accepts a strict JSON-schema ``response_format``."""
-        return True
+    # -- DSPy's other BaseLM capability properties ----------------------------------
 
     @property
     def supports_function_calling(self) -> bool:
@@ -223,7 +229,10 @@ class LM:
         base = runtime.request_defaults(self.model)
         scoped = _scoped_params() if _scoped_params is not None else None
         if base or scoped:
-            merged = {k: v for k, v in base.items() if k not in self.kwargs}
+            own = self.kwargs
+            merged = {k: v for k, v in base.items() if k not in own}
+            if "max_completion_tokens" in own:  # the LM's own limit outranks the settings'
+                merged.pop("max_tokens", None)
             if scoped:
                 merged.update(scoped)
             merged.update(params)
@@ -292,6 +301,8 @@ class LM:
         }
         if self.api_base:
             state["api_base"] = self.api_base
+        if is_openai_reasoning_model(self.model) and "max_completion_tokens" in state:
+            state["max_tokens"] = state.pop("max_completion_tokens")  # DSPy saves it so
         for name, empty in _DSPY_FINETUNE_DEFAULTS.items():  # as DSPy writes them
             state.setdefault(name, empty() if callable(empty) else empty)
         return {k: v for k, v in state.items() if k not in _STATE_SKIP}
@@ -300,9 +311,13 @@ class LM:
     def history(self) -> list[dict[str, Any]]:
         """DSPy's ``lm.history``: this model's recent calls, oldest first.
 
-        A view of the runtime's bounded history ring (``telemetry.history_size``
-        calls across all models), not an ever-growing list. ``cost`` is None:
-        dspex keeps no price table.
+        Each entry has DSPy's keys (``prompt``, ``messages``, ``kwargs``,
+        ``response``, ``outputs``, ``usage``, ``cost``, ``timestamp``, ``uuid``,
+        ``model``, ``response_model``, ``model_type``) plus dspex's ``cache_hit``
+        and ``duration_ms``. A view of the runtime's bounded history ring
+        (``telemetry.history_size`` calls across all models), not an
+        ever-growing list. ``prompt`` is None (a prompt is sent as a user
+        message) and ``cost`` is None: dspex keeps no price table.
         """
         from dspex.actors._current import current_runtime
 
@@ -310,23 +325,29 @@ class LM:
         entries = runtime.history(runtime.settings.telemetry.history_size)
         return [
             {
-                "model": entry.model,
+                "prompt": None,
                 "messages": list(entry.messages),
+                "kwargs": dict(entry.kwargs),
+                "response": entry.response,
                 "outputs": list(entry.outputs),
                 "usage": dict(entry.usage),
                 "cost": None,
+                "timestamp": entry.timestamp,
+                "uuid": entry.uuid,
+                "model": entry.model,
+                "response_model": entry.response_model,
+                "model_type": self.model_type,
                 "cache_hit": entry.cache_hit,
                 "duration_ms": entry.duration_ms,
-                "timestamp": entry.time,
             }
             for entry in entries
             if entry.model == self.model
         ]
 
-    def inspect_history(self, n: int = 1) -> str:
+    def inspect_history(self, n: int = 1, file: TextIO | None = None) -> str:
         from dspex.actors._current import current_runtime
 
-        return current_runtime().inspect_history(n)
+        return current_runtime().inspect_history(n, file)
 
     def __repr__(self) -> str:
         extra = f", api_base={self.api_base!r}" if self.api_base else ""
@@ -347,6 +368,17 @@ class LM:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> LM:
         return self  # an LM is shared, like DSPy's: copies of a program use the same client
+
+
+def _check_reasoning_defaults(model: str, temperature: Any, max_tokens: Any) -> None:
+    """DSPy's rule for OpenAI reasoning models: temperature 1.0 (or unset), max_tokens >= 16000."""
+    # Written as DSPy tests it: a falsy value (0, None) passes.
+    if (temperature and temperature != 1.0) or (max_tokens and max_tokens < 16000):
+        raise UsageError(
+            f"LM({model!r}, temperature={temperature!r}, max_tokens={max_tokens!r}): OpenAI's "
+            "reasoning models need temperature=1.0 or None and max_tokens >= 16000 or None, "
+            f"e.g. dspex.LM({model!r}, temperature=1.0, max_tokens=16000)"
+        )
 
 
 def _is_number(value: Any) -> bool:

@@ -22,11 +22,11 @@ import enum
 import inspect
 import json
 import textwrap
-import typing
+import types
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 from dspex.actors._callbacks import check_callbacks
 from dspex.errors import AdapterParseError
@@ -35,6 +35,7 @@ from dspex.programs._adapters._schema import prompt_schema
 from dspex.programs._adapters._values import annotation_name
 from dspex.programs._callbacks import call_lm, hooked
 from dspex.programs._history_format import format_with_history
+from dspex.programs._types._markers import custom_types_in, expand_content_parts
 
 __all__ = [
     "Adapter",
@@ -58,12 +59,18 @@ MISSING_IN_COMPLETE_DEMO = "Not supplied for this conversation history message. 
 
 @dataclass(frozen=True, slots=True)
 class FieldPlan:
-    """One field, pre-digested: its name, type, type name and reply parser."""
+    """One field, pre-digested: its name, type, type name and reply parser.
+
+    ``fallback`` gives the value of an output the reply may leave out (DSPy's
+    rule: the field's ``default`` or ``default_factory``, else None when its
+    type admits None); None when the field is required.
+    """
 
     name: str
     annotation: Any
     type_name: str
     parse: Parser
+    fallback: Callable[[], Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +135,7 @@ class Adapter:
         """
         signature = _resolve(signature)
         messages = self.format(signature, demos, inputs)
-        params = self.lm_params(signature, lm_kwargs)
+        params = self.lm_params(signature, lm_kwargs, lm)
         response = self._generate(lm, messages, params)
         return self._parse_completions(signature, response)
 
@@ -146,15 +153,21 @@ class Adapter:
 
         return await asyncio.to_thread(self.__call__, lm, lm_kwargs, signature, demos, inputs)
 
-    def lm_params(self, signature: Any, lm_kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        """The LM parameters for a call: the caller's, plus this adapter's defaults."""
+    def lm_params(
+        self, signature: Any, lm_kwargs: Mapping[str, Any], lm: Any = None
+    ) -> dict[str, Any]:
+        """The LM parameters for a call: the caller's, plus this adapter's defaults for ``lm``."""
         params = dict(lm_kwargs)
         # A DSPy-style custom adapter may define only format() and parse(): then
         # there are no defaults, and no plan (which needs the format_* methods).
         if type(self)._default_lm_params is not Adapter._default_lm_params:
-            for key, value in self.plan(signature).lm_params.items():
+            for key, value in self._fit_lm_params(self.plan(signature).lm_params, lm).items():
                 params.setdefault(key, value)
         return params
+
+    def _fit_lm_params(self, defaults: Mapping[str, Any], lm: Any) -> Mapping[str, Any]:
+        """This adapter's default parameters, trimmed to what ``lm`` takes."""
+        return defaults
 
     def _generate(self, lm: Any, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
         return call_lm(lm, messages, params)
@@ -216,7 +229,7 @@ class Adapter:
         signature = _resolve(signature)
         with_history = format_with_history(self, signature, demos, inputs)
         if with_history is not None:  # a History input becomes earlier turns
-            return _media_parts(with_history)
+            return expand_content_parts(with_history)
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": self.plan(signature).system}
         ]
@@ -228,7 +241,8 @@ class Adapter:
                 "content": self.format_user_message_content(signature, inputs, main_request=True),
             }
         )
-        return _media_parts(messages)
+        # Images, audio and files in the inputs become content parts of their user message.
+        return expand_content_parts(messages)
 
     def format_system_message(self, signature: Any) -> str:
         """Field descriptions, the interaction structure, then the objective."""
@@ -353,32 +367,37 @@ class Adapter:
                 field=field.name,
             ) from exc
 
-    def output_fallbacks(self, signature: Any, found: Any) -> dict[str, Any] | None:
-        """Values for the output fields a reply left out, or None if one of them is required.
+    def complete_outputs(
+        self,
+        plan: SignaturePlan,
+        found: Mapping[str, Any],
+        raw: str,
+        how: str,
+        convert: Callable[[FieldPlan, Any, str], Any] | None = None,
+    ) -> dict[str, Any]:
+        """The output values, in field order, from what the reply holds (``found``).
 
-        As in DSPy, a missing output field is optional when it declares a
-        ``default`` or ``default_factory``, or its type allows None (then None).
+        A missing required output raises first (``how`` says the fix); each found
+        value is converted (``convert_field`` by default); a missing optional
+        output takes its fallback, as DSPy fills it.
         """
-        fallbacks: dict[str, Any] = {}
-        for name, info in signature.output_fields.items():
-            if name in found:
-                continue
-            extra = getattr(info, "extra", {}) or {}
-            if "default" in extra:
-                fallbacks[name] = extra["default"]
-            elif callable(extra.get("default_factory")):
-                fallbacks[name] = extra["default_factory"]()
-            elif _allows_none(info.annotation):
-                fallbacks[name] = None
-            else:
-                return None
-        return fallbacks
+        missing = [f for f in plan.outputs if f.name not in found and f.fallback is None]
+        if missing:
+            raise self.missing_fields_error(plan, list(found), raw, how)
+        convert = convert or self.convert_field
+        values: dict[str, Any] = {}
+        for f in plan.outputs:
+            if f.name in found:
+                values[f.name] = convert(f, found[f.name], raw)
+            elif f.fallback is not None:
+                values[f.name] = f.fallback()
+        return values
 
     def missing_fields_error(
         self, plan: SignaturePlan, found: Sequence[str], raw: str, how: str
     ) -> AdapterParseError:
         """The error for a reply lacking some output fields; ``how`` says the fix."""
-        missing = [f for f in plan.outputs if f.name not in found]
+        missing = [f for f in plan.outputs if f.name not in found and f.fallback is None]
         listed = ", ".join(f"`{f.name}` ({f.type_name})" for f in missing)
         expected = ", ".join(f.name for f in plan.outputs)
         name = type(self).__name__
@@ -410,7 +429,40 @@ def _forget(cache: dict[int, Any], key: int) -> Any:
 
 def _field_plan(name: str, info: Any) -> FieldPlan:
     annotation = getattr(info, "annotation", str)
-    return FieldPlan(name, annotation, annotation_name(annotation), parser_for(annotation))
+    return FieldPlan(
+        name, annotation, annotation_name(annotation), parser_for(annotation), _fallback(info)
+    )
+
+
+def _fallback(info: Any) -> Callable[[], Any] | None:
+    """How to fill an output field missing from a reply, if it may be missing (as DSPy)."""
+    extra = getattr(info, "extra", None) or {}
+    if "default" in extra:
+        default = extra["default"]
+        return lambda: default
+    factory = extra.get("default_factory")
+    if callable(factory):
+        made: Callable[[], Any] = factory
+        return made
+    if _allows_none(getattr(info, "annotation", str)):
+        return _none
+    return None
+
+
+def _none() -> None:
+    return None
+
+
+def _allows_none(annotation: Any) -> bool:
+    if annotation is None or annotation is type(None):
+        return True
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin is Annotated:
+        return bool(args) and _allows_none(args[0])
+    if origin is Union or origin is types.UnionType:
+        return any(_allows_none(arg) for arg in args)
+    return False
 
 
 def _reply_excerpt(raw: str, limit: int = 300) -> str:
@@ -421,10 +473,11 @@ def _reply_excerpt(raw: str, limit: int = 300) -> str:
 def _describe_fields(fields: Mapping[str, Any]) -> str:
     lines = []
     for index, (name, info) in enumerate(fields.items(), 1):
-        desc: str = info.desc if info.desc is not None and info.desc != f"${{{name}}}" else ""
-        for kind in _described_types(info.annotation):
-            # DSPy's line for a type that explains itself (ToolCalls, Citations...)
-            desc += f"\n    Type description of {annotation_name(kind)}: {kind.description()}"  # type: ignore[attr-defined]
+        desc = info.desc if info.desc is not None and info.desc != f"${{{name}}}" else ""
+        for custom in custom_types_in(info.annotation):
+            explained = custom.description()
+            if explained:
+                desc += f"\n    Type description of {annotation_name(custom)}: {explained}"
         line = f"{index}. `{name}` ({annotation_name(info.annotation)}): {desc}"
         constraints = (getattr(info, "json_schema_extra", None) or {}).get("constraints")
         if constraints:
@@ -440,7 +493,7 @@ def field_placeholder(name: str, annotation: Any, is_input: bool) -> str:
 
 
 def _type_note(annotation: Any) -> str:
-    if annotation is str:
+    if annotation is str or getattr(annotation, "__dspex_plain_text__", False):
         return ""
     if annotation is bool:
         return "must be True or False"
@@ -459,59 +512,13 @@ def _type_note(annotation: Any) -> str:
     return f"must adhere to the JSON schema: {schema}"
 
 
-def _allows_none(annotation: Any) -> bool:
-    import types
-    import typing
-
-    if annotation is None or annotation is type(None) or annotation is Any:
-        return True
-    origin = typing.get_origin(annotation)
-    if origin is typing.Union or origin is types.UnionType:
-        return any(_allows_none(arg) for arg in typing.get_args(annotation))
-    return False
-
-
-_MEDIA_MARK = "<<CUSTOM-TYPE-START-IDENTIFIER>>"
-
-
-def _media_parts(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """User messages holding an Image's marked parts, split into content parts.
-
-    One substring check per message when there is no Image (pydantic stays unloaded).
-    """
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, str) and _MEDIA_MARK in content:
-            from dspex.programs._media import split_content_parts
-
-            return split_content_parts(messages)
-    return messages
-
-
-def _described_types(annotation: Any) -> list[type]:
-    """Classes in ``annotation`` (nested too) whose ``description()`` classmethod says something."""
-    found: list[type] = []
-    if isinstance(annotation, type):
-        method = inspect.getattr_static(annotation, "description", None)
-        if isinstance(method, classmethod):
-            try:
-                text = annotation.description()  # type: ignore[attr-defined]
-            except Exception:  # a user's description() that fails: no line for it
-                text = ""
-            if isinstance(text, str) and text:
-                found.append(annotation)
-        return found
-    for arg in typing.get_args(annotation):
-        for kind in _described_types(arg):
-            if kind not in found:
-                found.append(kind)
-    return found
-
-
 def type_info(annotation: Any) -> str:
     """The "(must be formatted as ...)" note after a typed output field's name ("" for str)."""
     if annotation is str:
         return ""
+    requirement = getattr(annotation, "__dspex_requirement__", None)
+    if isinstance(requirement, str):  # ToolCalls describes itself
+        return requirement
     return f" (must be formatted as a valid Python {annotation_name(annotation)})"
 
 

@@ -36,34 +36,21 @@ class JSONFormat(Adapter):
 
     def _default_lm_params(self, signature: Any) -> dict[str, Any]:
         fields = {name: info.annotation for name, info in signature.output_fields.items()}
+        if any(getattr(a, "__dspex_tool_calls__", False) for a in fields.values()):
+            return {"response_format": dict(JSON_OBJECT)}  # DSPy asks no schema for tool calls
         return {"response_format": response_format(fields)}
 
-    def __call__(
-        self,
-        lm: Any,
-        lm_kwargs: Mapping[str, Any],
-        signature: Any,
-        demos: Any,
-        inputs: Mapping[str, Any],
-    ) -> list[dict[str, Any]]:
-        # DSPy's rule for structured output: an LM that does not list
-        # ``response_format`` among its ``supported_params`` gets none; one without
-        # ``supports_response_schema`` gets JSON mode; otherwise the strict schema
-        # (the plan's default). An LM that states neither (a bare LM-protocol
-        # object) gets the schema.
-        supported = getattr(lm, "supported_params", None)
-        if "response_format" not in lm_kwargs and supported is not None:
-            if "response_format" not in supported:
-                lm_kwargs = {**lm_kwargs, "response_format": None}
-            elif not getattr(lm, "supports_response_schema", True):
-                lm_kwargs = {**lm_kwargs, "response_format": dict(JSON_OBJECT)}
-        return super().__call__(lm, lm_kwargs, signature, demos, inputs)
-
-    def lm_params(self, signature: Any, lm_kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        params = super().lm_params(signature, lm_kwargs)
-        if "response_format" in params and params["response_format"] is None:
-            del params["response_format"]  # the LM takes no response_format: send none
-        return params
+    def _fit_lm_params(self, defaults: Mapping[str, Any], lm: Any) -> Mapping[str, Any]:
+        # DSPy's rule: no response_format for an LM that does not list it among its
+        # supported_params (DSPy's DummyLM, a self-hosted openai/ model), JSON mode for one
+        # without response-schema support. An LM object that says nothing either way (a
+        # plain LMProtocol object) gets the schema, as before.
+        params = getattr(lm, "supported_params", None)
+        if params is not None and "response_format" not in params:
+            return {k: v for k, v in defaults.items() if k != "response_format"}
+        if getattr(lm, "supports_response_schema", True) is False:
+            return {**defaults, "response_format": dict(JSON_OBJECT)}
+        return defaults
 
     def _generate(self, lm: Any, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
         try:
@@ -119,19 +106,10 @@ class JSONFormat(Adapter):
                 adapter="JSONAdapter",
                 field=plan.outputs[0].name if plan.outputs else None,
             )
-        found = [f.name for f in plan.outputs if f.name in data]
-        fallbacks: dict[str, Any] = {}
-        if len(found) != len(plan.outputs):
-            fallbacks = self.output_fallbacks(signature, found) or {}
-        if len(found) + len(fallbacks) != len(plan.outputs):
-            raise self.missing_fields_error(
-                plan, found, completion, "Reply with one JSON object holding every output field."
-            )
-        convert = self.convert_field
-        return {
-            f.name: convert(f, data[f.name], completion) if f.name in data else fallbacks[f.name]
-            for f in plan.outputs
-        }
+        found = {f.name: data[f.name] for f in plan.outputs if f.name in data}
+        return self.complete_outputs(
+            plan, found, completion, "Reply with one JSON object holding every output field."
+        )
 
 
 def find_json_object(text: str) -> dict[str, Any] | None:
