@@ -276,6 +276,9 @@ class LM:
         """A new LM with some settings changed (shares nothing mutable)."""
         state = {**self.dump_state(), **kwargs}
         state.pop("model_type", None)
+        for name in _DSPY_FINETUNE_DEFAULTS:  # written for DSPy's readers, not settings here
+            if name not in self.kwargs and name not in kwargs:
+                state.pop(name, None)
         state.setdefault("callbacks", self.callbacks)
         return LM(
             state.pop("model"),
