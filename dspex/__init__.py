@@ -45,6 +45,10 @@ _LAZY: dict[str, str] = {
     "BootstrapFewShot": "dspex.teleprompt",
     "BootstrapFewShotWithRandomSearch": "dspex.teleprompt",
     "LabeledFewShot": "dspex.teleprompt",
+    "Ensemble": "dspex.teleprompt",
+    "COPRO": "dspex.teleprompt",
+    "KNN": "dspex.programs",
+    "KNNFewShot": "dspex.teleprompt",
     "MIPROv2": "dspex.teleprompt",
     "ReAct": "dspex.programs",
     "BaseModule": "dspex.programs",
@@ -125,6 +129,8 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "COPRO",
+    "KNN",
     "LM",
     "Actor",
     "ActorStoppedError",
@@ -150,6 +156,7 @@ __all__ = [
     "DSPexError",
     "DummyLM",
     "DynamicSupervisor",
+    "Ensemble",
     "Evaluate",
     "EvaluationResult",
     "Example",
@@ -159,6 +166,7 @@ __all__ = [
     "Image",
     "InputField",
     "JSONAdapter",
+    "KNNFewShot",
     "LMError",
     "LMTimeoutError",
     "LabeledFewShot",

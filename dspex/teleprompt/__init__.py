@@ -5,8 +5,11 @@ optimizers from ``dspy.teleprompt``.
 """
 
 from dspex.programs._teleprompt import (
+    COPRO,
     BootstrapFewShot,
     BootstrapFewShotWithRandomSearch,
+    Ensemble,
+    KNNFewShot,
     LabeledFewShot,
     MIPROv2,
     Teleprompter,
@@ -16,9 +19,12 @@ BootstrapRS = BootstrapFewShotWithRandomSearch
 """DSPy's short name for :class:`BootstrapFewShotWithRandomSearch`."""
 
 __all__ = [
+    "COPRO",
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
     "BootstrapRS",
+    "Ensemble",
+    "KNNFewShot",
     "LabeledFewShot",
     "MIPROv2",
     "Teleprompter",
