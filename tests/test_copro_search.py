@@ -1,4 +1,4 @@
-"""COPRO: instruction proposals, candidates scored in parallel on its coordinator, DSPy's results."""
+"""COPRO: proposals, candidates scored in parallel on its coordinator, DSPy's results."""
 
 from __future__ import annotations
 
@@ -65,9 +65,9 @@ def test_copro_keeps_the_instruction_that_scores_best() -> None:
     prompt_lm = proposals(CAPS)
     student = dspex.Predict("question -> answer")
     dspex.configure(lm=CapsLM())
-    best = COPRO(prompt_model=prompt_lm, metric=exact, breadth=2, depth=2, track_stats=True).compile(
-        student, trainset=trainset(), eval_kwargs={"num_threads": 1}
-    )
+    best = COPRO(
+        prompt_model=prompt_lm, metric=exact, breadth=2, depth=2, track_stats=True
+    ).compile(student, trainset=trainset(), eval_kwargs={"num_threads": 1})
     signature = best.signature
     assert signature.instructions == CAPS  # quotes stripped, as DSPy does
     assert signature.output_fields["answer"].prefix == "A:"
