@@ -171,3 +171,13 @@ def test_copro_checks_its_arguments() -> None:
         COPRO(metric=exact).compile(
             dspex.Predict("q -> a"), trainset=[dspex.Example(question="q", answer="a")]
         )
+
+
+def test_dspy_import_paths_name_the_same_classes() -> None:
+    from dspex.teleprompt import ensemble, knn_fewshot, signature_opt
+
+    assert signature_opt.COPRO is COPRO is dspex.COPRO
+    assert ensemble.Ensemble is dspex.Ensemble is dspex.teleprompt.Ensemble
+    assert knn_fewshot.KNNFewShot is dspex.KNNFewShot
+    assert dspex.KNN is dspex.programs.KNN
+    assert dspex.BootstrapFewShotWithOptuna is dspex.teleprompt.BootstrapFewShotWithOptuna
