@@ -42,7 +42,7 @@ from ._usage import track_usage
 _LAZY: dict[str, str] = {
     "Embedder": "_embedder",
     "History": "_history",
-    "KNN": "_knn",
+    "KNN": "_knn",  # numpy: loaded on first use
     "Audio": "_types._media",
     "File": "_types._media",
     "Image": "_types._media",

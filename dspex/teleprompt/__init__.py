@@ -7,6 +7,7 @@ optimizers from ``dspy.teleprompt``.
 from dspex.programs._teleprompt import (
     COPRO,
     BootstrapFewShot,
+    BootstrapFewShotWithOptuna,
     BootstrapFewShotWithRandomSearch,
     Ensemble,
     KNNFewShot,
@@ -21,6 +22,7 @@ BootstrapRS = BootstrapFewShotWithRandomSearch
 __all__ = [
     "COPRO",
     "BootstrapFewShot",
+    "BootstrapFewShotWithOptuna",
     "BootstrapFewShotWithRandomSearch",
     "BootstrapRS",
     "Ensemble",

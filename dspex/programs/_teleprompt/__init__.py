@@ -1,4 +1,5 @@
-"""Optimizers ("teleprompters"): LabeledFewShot, BootstrapFewShot, its random search, MIPROv2.
+"""Optimizers ("teleprompters"): LabeledFewShot, BootstrapFewShot, its random search, MIPROv2,
+COPRO, KNNFewShot, Ensemble, BootstrapFewShotWithOptuna.
 
 Each compile runs under a coordinator actor in the runtime's tree, which owns
 the WorkerPool the teacher's runs are dispatched to (see ``_coordinator``).
@@ -12,11 +13,13 @@ from dspex.programs._teleprompt._ensemble import Ensemble, EnsembledProgram
 from dspex.programs._teleprompt._knn_fewshot import KNNFewShot
 from dspex.programs._teleprompt._labeled import LabeledFewShot
 from dspex.programs._teleprompt._mipro import MIPROv2
+from dspex.programs._teleprompt._optuna import BootstrapFewShotWithOptuna
 from dspex.programs._teleprompt._random_search import BootstrapFewShotWithRandomSearch
 
 __all__ = [
     "COPRO",
     "BootstrapFewShot",
+    "BootstrapFewShotWithOptuna",
     "BootstrapFewShotWithRandomSearch",
     "Coordinator",
     "Ensemble",

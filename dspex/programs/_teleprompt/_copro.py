@@ -14,7 +14,13 @@ DSPy's algorithm, in rounds (``depth``):
 The best-scoring program is returned with ``candidate_programs`` and
 ``total_calls`` (and, with ``track_stats``, ``results_best`` and
 ``results_latest``: max/average/min/std of scores per predictor per round).
-The evaluations run on the compile's coordinator pool (see ``_coordinator``).
+
+The whole compile is one coordinator (``COPRO`` in ``rt.tree()``). A round's
+candidates for one predictor do not depend on each other, so they are scored
+at once, one :class:`~dspex.Evaluate` per candidate on the coordinator's pool
+(each evaluation's own pool is a child of the coordinator), and read back in
+candidate order: the result does not depend on thread timing. The proposals
+for the predictors of a round run on the pool too.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from __future__ import annotations
 import logging
 import statistics
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from dspex.errors import UsageError
 from dspex.programs._evaluate import Evaluate
@@ -31,12 +37,16 @@ from dspex.programs._fields import InputField, OutputField
 from dspex.programs._predict import Predict
 from dspex.programs._settings import context, current_settings
 from dspex.programs._signature import Signature
-from dspex.programs._teleprompt._base import Teleprompter, check_trainset
-from dspex.programs._teleprompt._coordinator import coordinate
+from dspex.programs._teleprompt._base import Teleprompter, check_count, check_trainset
+from dspex.programs._teleprompt._coordinator import Coordination, coordinate
 
 __all__ = ["COPRO"]
 
 logger = logging.getLogger("dspex.programs")
+
+T = TypeVar("T")
+Proposal = tuple[str, str]
+"""An (instruction, prefix of the last output field) pair."""
 
 
 class ProposeInstruction(Signature):
@@ -77,7 +87,8 @@ def _add_stats(into: dict[str, list[float]], depth: int, scores: Sequence[float]
 
 class COPRO(Teleprompter):
     """DSPy's instruction optimizer: ``COPRO(metric=m, breadth=10, depth=3).compile(prog,
-    trainset=...)``. ``prompt_model`` writes the proposals (default: the configured LM)."""
+    trainset=...)``. ``prompt_model`` writes the proposals (default: the configured LM);
+    ``eval_kwargs`` go to each candidate's :class:`~dspex.Evaluate`."""
 
     def __init__(  # noqa: PLR0917  (DSPy's positional signature)
         self,
@@ -87,151 +98,215 @@ class COPRO(Teleprompter):
         depth: int = 3,
         init_temperature: float = 1.4,
         track_stats: bool = False,
-        **_ignored: Any,
+        **_ignored: Any,  # DSPy accepts and ignores extra keywords (e.g. verbose)
     ) -> None:
         if isinstance(breadth, bool) or not isinstance(breadth, int) or breadth <= 1:
-            raise UsageError(f"COPRO(breadth={breadth!r}): Breadth must be greater than 1")
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            raise UsageError(f"COPRO(depth={depth!r}): use an int >= 1 (rounds of proposals)")
+            raise UsageError(
+                f"COPRO(breadth={breadth!r}): Breadth must be greater than 1 (the number of "
+                "instructions tried per round), e.g. breadth=10"
+            )
         self.metric = metric
         self.breadth = breadth
-        self.depth = depth
+        self.depth = check_count("COPRO", "depth", depth, 1)
         self.init_temperature = init_temperature
         self.prompt_model = prompt_model
         self.track_stats = track_stats
 
-    # -- proposals ------------------------------------------------------------------------
+    def compile(  # type: ignore[override]  # DSPy's signature
+        self,
+        student: Any,
+        *,
+        trainset: Sequence[Any],
+        eval_kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """The best program found; ``student`` itself is left unchanged."""
+        where = f"{type(self).__name__}.compile"
+        examples = check_trainset(trainset, where, need_inputs=True)
+        if self.metric is None:
+            raise UsageError(
+                f"{where}: COPRO needs metric=..., e.g. COPRO(metric=dspex.answer_exact_match)"
+            )
+        if eval_kwargs is not None and not isinstance(eval_kwargs, Mapping):
+            raise UsageError(
+                f"{where}(eval_kwargs={eval_kwargs!r}): pass a dict of Evaluate options, "
+                "e.g. eval_kwargs={'num_threads': 8, 'display_progress': False}"
+            )
+        options = dict(eval_kwargs or {})
+        options.setdefault("display_progress", False)  # many evaluations at once: no bars
+        Evaluate(devset=examples, metric=self.metric, **options)  # bad options fail here
+        module = student.deepcopy()
+        if not module.predictors():
+            raise UsageError(f"{where}: {type(student).__name__} has no predictors to optimize")
+        settings = current_settings()
+        threads = resolve_num_threads(None, settings)
+        per_eval = resolve_num_threads(options.get("num_threads"), settings)
+        # Candidates at once x threads per evaluation stays near the num_threads setting.
+        at_once = max(1, threads // max(1, per_eval))
+        work = self.breadth * self.depth * len(module.predictors())
+        with coordinate(type(self).__name__, num_threads=at_once, work=work) as crew:
+            search = _Search(
+                self, module, trainset=examples, eval_kwargs=options, crew=crew, at_once=at_once
+            )
+            return search.run()
 
-    def _propose(self, signature: type[Signature], n: int, **inputs: Any) -> list[tuple[str, str]]:
-        """``n`` (instruction, prefix) proposals from the prompt model."""
-        predictor = Predict(signature, n=n, temperature=self.init_temperature)
-        if self.prompt_model is not None:
-            with context(lm=self.prompt_model):
+
+class _Search:
+    """One COPRO compile's state (caller's thread; items run on ``crew``'s pool)."""
+
+    def __init__(
+        self,
+        optimizer: COPRO,
+        module: Any,
+        *,
+        trainset: list[Any],
+        eval_kwargs: dict[str, Any],
+        crew: Coordination,
+        at_once: int,
+    ) -> None:
+        self.opt = optimizer
+        self.module = module
+        self.trainset = trainset
+        self.eval_kwargs = eval_kwargs
+        self.crew = crew
+        self.at_once = at_once
+        self.names = [name for name, _ in module.named_predictors()]
+        self.results_best = {name: _stats() for name in self.names}
+        self.results_latest = {name: _stats() for name in self.names}
+        self.evaluated: dict[str, dict[Proposal, dict[str, Any]]] = {n: {} for n in self.names}
+        self.total_calls = 0
+
+    def _fan_out(self, body: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
+        """``body(item)`` for every item on the pool; the values in item order."""
+        values: list[T] = []
+        with self.crew.stream(body, items, num_threads=self.at_once) as results:
+            for result in results:
+                values.append(result.unwrap())  # the first failure ends the compile
+        return values
+
+    def _propose(self, request: tuple[type[Signature], int, dict[str, Any]]) -> list[Proposal]:
+        """``n`` (instruction, prefix) proposals from the prompt model (a pool worker)."""
+        signature, n, inputs = request
+        predictor = Predict(signature, n=n, temperature=self.opt.init_temperature)
+        if self.opt.prompt_model is not None:
+            with context(lm=self.opt.prompt_model):
                 pred = predictor(**inputs)
         else:
             pred = predictor(**inputs)
         completions = pred.completions
         return list(
             zip(
-                completions.proposed_instruction,
-                completions.proposed_prefix_for_output_field,
+                (str(v) for v in completions.proposed_instruction),
+                (str(v) for v in completions.proposed_prefix_for_output_field),
                 strict=True,
             )
         )
 
-    # -- compile ------------------------------------------------------------------------
+    def _score(self, program: Any) -> float:
+        """The trainset score of one candidate program (a pool worker)."""
+        evaluate = Evaluate(devset=self.trainset, metric=self.opt.metric, **self.eval_kwargs)
+        return float(evaluate(program).score)
 
-    def compile(
-        self,
-        student: Any,
-        *,
-        trainset: Sequence[Any],
-        eval_kwargs: Mapping[str, Any] | None = None,
-        **_ignored: Any,
-    ) -> Any:
-        """The best program found; ``student`` itself is left unchanged."""
-        where = f"{type(self).__name__}.compile"
-        trainset = check_trainset(trainset, where, need_inputs=True)
-        if self.metric is None:
-            raise UsageError(f"{where}: COPRO needs metric=..., e.g. COPRO(metric=exact_match)")
-        eval_kwargs = dict(eval_kwargs or {})
-        evaluate = Evaluate(devset=trainset, metric=self.metric, **eval_kwargs)
-        module = student.deepcopy()
-        predictors = module.predictors()
-        if not predictors:
-            raise UsageError(f"{where}: {type(student).__name__} has no predictors to optimize")
-        threads = resolve_num_threads(eval_kwargs.get("num_threads"), current_settings())
-        work = max(1, len(trainset))
-        with coordinate(type(self).__name__, num_threads=threads, work=work):
-            return self._search(module, evaluate)
-
-    def _search(self, module: Any, evaluate: Evaluate) -> Any:
-        predictors = module.predictors()
-        keys = [id(p) for p in predictors]
-        results_best = {key: _stats() for key in keys}
-        results_latest = {key: _stats() for key in keys}
-        # per predictor: every candidate ever proposed, and the newest round's
-        all_candidates: dict[int, list[tuple[str, str]]] = {}
-        for key, predictor in zip(keys, predictors, strict=True):
+    def run(self) -> Any:
+        opt = self.opt
+        first = []
+        for predictor in self.module.predictors():
+            inputs = {"basic_instruction": predictor.signature.instructions}
+            first.append((ProposeInstruction, opt.breadth - 1, inputs))
+        all_candidates: dict[str, list[Proposal]] = {}
+        for name, predictor, proposals in zip(
+            self.names, self.module.predictors(), self._fan_out(self._propose, first), strict=True
+        ):
             signature = predictor.signature
             last = list(signature.fields)[-1]
-            proposals = self._propose(
-                ProposeInstruction, self.breadth - 1, basic_instruction=signature.instructions
-            )
-            proposals.append((signature.instructions, signature.fields[last].prefix))
-            all_candidates[key] = proposals
-        latest = {key: list(c) for key, c in all_candidates.items()}
-        evaluated: dict[int, dict[tuple[str, str], dict[str, Any]]] = {key: {} for key in keys}
-        clone = module.deepcopy()
-        total_calls = 0
+            # the current instruction competes too
+            all_candidates[name] = [
+                *proposals,
+                (signature.instructions, signature.fields[last].prefix),
+            ]
+        latest = {name: list(c) for name, c in all_candidates.items()}
+        clone = self.module.deepcopy()
         depth = 0
-        for depth in range(self.depth):
-            logger.info("COPRO round %d/%d", depth + 1, self.depth)
-            for index, (key, target) in enumerate(zip(keys, clone.predictors(), strict=True)):
-                # With several predictors, every candidate is rescored: the others changed.
-                candidates = all_candidates[key] if len(keys) > 1 else latest[key]
-                latest_scores: list[float] = []
-                for c_index, (raw_instruction, raw_prefix) in enumerate(candidates):
-                    instruction = str(raw_instruction).strip('"').strip()
-                    prefix = str(raw_prefix).strip('"').strip()
-                    _set_instruction(target, instruction, prefix)
-                    logger.info(
-                        "round %d: candidate %d/%d for predictor %d of %d",
-                        depth + 1,
-                        c_index + 1,
-                        len(candidates),
-                        index + 1,
-                        len(keys),
-                    )
-                    score = float(evaluate(clone).score)
-                    total_calls += 1
-                    seen = evaluated[key].get((instruction, prefix))
-                    if seen is None or seen["score"] < score:
-                        evaluated[key][(instruction, prefix)] = {
-                            "score": score,
-                            "program": clone.deepcopy(),
-                            "instruction": instruction,
-                            "prefix": prefix,
-                            "depth": depth,
-                        }
-                    if len(candidates) - self.breadth <= c_index:
-                        latest_scores.append(score)
-                if self.track_stats and latest_scores:
-                    _add_stats(results_latest[key], depth, latest_scores)
-                best = max(evaluated[key].values(), key=lambda c: c["score"])
-                _set_instruction(target, best["instruction"], best["prefix"])
-            if depth == self.depth - 1:
+        for depth in range(opt.depth):
+            logger.info("COPRO round %d/%d", depth + 1, opt.depth)
+            for index, name in enumerate(self.names):
+                # With several predictors every candidate is rescored: the others changed.
+                candidates = all_candidates[name] if len(self.names) > 1 else latest[name]
+                self._round(clone, index, name, candidates, depth)
+            if depth == opt.depth - 1:
                 break
-            for key in keys:
-                ranked = sorted(evaluated[key].values(), key=lambda c: c["score"], reverse=True)
-                if self.track_stats:
-                    _add_stats(results_best[key], depth, [c["score"] for c in ranked[:10]])
-                shown = ranked[: min(len(ranked), self.breadth)]
-                attempts: list[str] = []
-                for number, attempt in enumerate(reversed(shown), 1):  # worst first
-                    attempts.append(f"Instruction #{number}: {attempt['instruction']}")
-                    attempts.append(f"Prefix #{number}: {attempt['prefix']}")
-                    attempts.append(f"Resulting Score #{number}: {attempt['score']}")
-                proposals = self._propose(
-                    ProposeFromAttempts, self.breadth, attempted_instructions=attempts
-                )
-                latest[key] = proposals
-                all_candidates[key].extend(proposals)
+            requests = [
+                (ProposeFromAttempts, opt.breadth, self._attempts(n, depth)) for n in self.names
+            ]
+            for name, proposals in zip(
+                self.names, self._fan_out(self._propose, requests), strict=True
+            ):
+                latest[name] = proposals
+                all_candidates[name].extend(proposals)
+        return self._result(depth)
 
+    def _round(
+        self, clone: Any, index: int, name: str, candidates: list[Proposal], depth: int
+    ) -> None:
+        """Score ``candidates`` for predictor ``index`` of ``clone``; it keeps the best."""
+        cleaned = [(str(i).strip('"').strip(), str(p).strip('"').strip()) for i, p in candidates]
+        programs = []
+        for instruction, prefix in cleaned:
+            program = clone.deepcopy()
+            _set_instruction(program.predictors()[index], instruction, prefix)
+            programs.append(program)
+        logger.info(
+            "round %d: scoring %d candidates for predictor %d of %d (%s)",
+            depth + 1,
+            len(programs),
+            index + 1,
+            len(self.names),
+            name,
+        )
+        scores = self._fan_out(self._score, programs)
+        self.total_calls += len(scores)
+        seen = self.evaluated[name]
+        for (instruction, prefix), program, score in zip(cleaned, programs, scores, strict=True):
+            known = seen.get((instruction, prefix))
+            if known is None or known["score"] < score:  # a repeat keeps its best score
+                seen[(instruction, prefix)] = {
+                    "score": score,
+                    "program": program,
+                    "instruction": instruction,
+                    "prefix": prefix,
+                    "depth": depth,
+                }
+        if self.opt.track_stats:  # the newest proposals: the last `breadth` candidates
+            _add_stats(self.results_latest[name], depth, scores[-self.opt.breadth :])
+        best = max(seen.values(), key=lambda c: c["score"])  # the first, on ties
+        _set_instruction(clone.predictors()[index], best["instruction"], best["prefix"])
+
+    def _attempts(self, name: str, depth: int) -> dict[str, Any]:
+        """The next proposal's input: the best attempts so far, worst first, with scores."""
+        ranked = sorted(self.evaluated[name].values(), key=lambda c: c["score"], reverse=True)
+        if self.opt.track_stats:
+            _add_stats(self.results_best[name], depth, [c["score"] for c in ranked[:10]])
+        attempts: list[str] = []
+        for number, attempt in enumerate(reversed(ranked[: self.opt.breadth]), 1):
+            attempts.append(f"Instruction #{number}: {attempt['instruction']}")
+            attempts.append(f"Prefix #{number}: {attempt['prefix']}")
+            attempts.append(f"Resulting Score #{number}: {attempt['score']}")
+        return {"attempted_instructions": attempts}
+
+    def _result(self, depth: int) -> Any:
         programs: list[dict[str, Any]] = []
-        for key in keys:
-            found = sorted(evaluated[key].values(), key=lambda c: c["score"], reverse=True)
+        for name in self.names:
+            found = sorted(self.evaluated[name].values(), key=lambda c: c["score"], reverse=True)
             programs.extend(found)
-            if self.track_stats and found:
-                _add_stats(results_best[key], depth, [c["score"] for c in found[:10]])
-        programs.sort(key=lambda c: c["score"], reverse=True)
+            if self.opt.track_stats and found:
+                _add_stats(self.results_best[name], depth, [c["score"] for c in found[:10]])
+        programs.sort(key=lambda c: c["score"], reverse=True)  # stable: earlier wins ties
         programs = _distinct(programs)
         best_program: Any = programs[0]["program"]
         best_program.candidate_programs = programs
-        best_program.total_calls = total_calls
-        if self.track_stats:
-            best_program.results_best = results_best
-            best_program.results_latest = results_latest
+        best_program.total_calls = self.total_calls
+        if self.opt.track_stats:
+            best_program.results_best = self.results_best
+            best_program.results_latest = self.results_latest
         return best_program
 
 
@@ -245,11 +320,15 @@ def _set_instruction(predictor: Any, instruction: str, prefix: str) -> None:
 
 
 def _distinct(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Candidates with the same score and instruction/prefix kept once (first wins)."""
-    seen: set[tuple[float, str, str]] = set()
+    """Candidates whose programs have the same score and signatures kept once (first wins)."""
+    seen: set[tuple[float, tuple[tuple[str, str], ...]]] = set()
     kept = []
     for candidate in candidates:
-        key = (candidate["score"], candidate["instruction"], candidate["prefix"])
+        prompts = tuple(
+            (p.signature.instructions, p.signature.fields[list(p.signature.fields)[-1]].prefix)
+            for p in candidate["program"].predictors()
+        )
+        key = (candidate["score"], prompts)
         if key not in seen:
             seen.add(key)
             kept.append(candidate)
