@@ -53,6 +53,7 @@ def test_a_union_written_with_a_bar_is_typing_union() -> None:
 
 def test_signatures_and_observed_methods_survive_cloudpickle() -> None:
     import cloudpickle  # the [dev] extra installs it
+
     from dspex.utils.callback import with_callbacks
 
     def make() -> type[dspex.Signature]:
