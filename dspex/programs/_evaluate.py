@@ -85,7 +85,9 @@ class EvaluationResult(Prediction):
         return int(self._flags[2])
 
     def __repr__(self) -> str:
-        extra = "".join(
+        # DSPy's repr, plus what dspex knows beyond it, shown only when it happened
+        extra = f", errors={len(self.errors)}" if self.errors else ""
+        extra += "".join(
             f", {name}=True"
             for name, flag in (
                 ("stopped_early", self.stopped_early),
@@ -95,7 +97,7 @@ class EvaluationResult(Prediction):
         )
         return (
             f"EvaluationResult(score={self.score}, results=<list of {len(self.results)} "
-            f"results>, errors={len(self.errors)}{extra})"
+            f"results>{extra})"
         )
 
     __str__ = __repr__

@@ -30,7 +30,7 @@ class Parallel:
     ``return_failed_examples=True`` a call returns ``(results,
     failed_examples, exceptions)``. Reaching ``max_errors`` stops early and
     returns what finished (as ``Module.batch`` does). ``timeout`` is each
-    pair's cooperative deadline in seconds (None: no limit).
+    pair's cooperative deadline in seconds (DSPy's default, 120; None: no limit).
     """
 
     def __init__(  # noqa: PLR0917  (DSPy's positional signature)
@@ -41,7 +41,7 @@ class Parallel:
         return_failed_examples: bool = False,
         provide_traceback: bool | None = None,
         disable_progress_bar: bool = False,
-        timeout: float | None = None,
+        timeout: float | None = 120,
         straggler_limit: int = 3,
     ) -> None:
         self.num_threads = num_threads

@@ -61,7 +61,11 @@ def start(
     if isinstance(lm, str):
         settings_kwargs["lm"] = lm
     adapter = settings_kwargs.pop("adapter", None)
-    program_keys = {k: settings_kwargs.pop(k) for k in list(settings_kwargs) if k in DEFAULTS}
+    # "lm" is a program setting too, but a model id goes to the runtime settings
+    # first and comes back below as an LM object (never as the bare string).
+    program_keys = {
+        k: settings_kwargs.pop(k) for k in list(settings_kwargs) if k in DEFAULTS and k != "lm"
+    }
     check_program_settings(program_keys, "dspex.start")  # before anything starts
     loaded = load_settings(Path(config) if config is not None else None, **settings_kwargs)
     install_caller_hooks()  # before its first call can run
