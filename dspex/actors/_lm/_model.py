@@ -220,6 +220,26 @@ class LM:
             cls.__call__ is not LM.__call__ or cls.forward is not LM.forward
         ) and _in_override.get() is not self:
             return _subclass_generate(self, messages, params)
+        handle, params = self._route(params)
+        return handle.generate(messages, params)
+
+    @property
+    def awaits_natively(self) -> bool:
+        """Whether :meth:`agenerate` answers on the caller's event loop (not a subclass
+        that answers requests itself)."""
+        cls = type(self)
+        return cls.__call__ is LM.__call__ and cls.forward is LM.forward
+
+    async def agenerate(self, messages: Sequence[Message], params: Mapping[str, Any]) -> LMResponse:
+        """:meth:`generate` awaited on the running event loop, with no thread per call
+        (only when :attr:`awaits_natively`; the programs layer runs others in its pool)."""
+        from dspex.actors._lm._async_call import agenerate
+
+        handle, params = self._route(params)
+        return await agenerate(handle, messages, params)
+
+    def _route(self, params: Mapping[str, Any]) -> tuple[LMHandle, Mapping[str, Any]]:
+        """This runtime's handle and the call's parameters merged over the scoped ones."""
         from dspex.actors._current import current_runtime
 
         runtime = current_runtime()
@@ -237,7 +257,7 @@ class LM:
                 merged.update(scoped)
             merged.update(params)
             params = merged
-        return handle.generate(messages, params)
+        return handle, params
 
     def __call__(
         self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
