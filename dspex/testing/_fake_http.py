@@ -327,6 +327,9 @@ async def _stream(
     finally:
         if not closed.done():
             closed.cancel()
+            # Let the read finish cancelling: a second reader on the stream is an error.
+            with contextlib.suppress(asyncio.CancelledError):
+                early += await closed
     if early:
         conn.receive_data(early)
     return conn.our_state is h11.DONE and conn.their_state is h11.DONE
