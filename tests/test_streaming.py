@@ -352,3 +352,26 @@ def test_could_form_end_identifier() -> None:
     assert listener._could_form_end_identifier('hello"', "JSONAdapter")
     assert listener._could_form_end_identifier("hi </ans", "XMLAdapter")
     assert not listener._could_form_end_identifier("hello world", "XMLAdapter")
+
+
+# -- served programs: rt.stream -------------------------------------------------------
+
+
+def test_rt_stream_yields_field_pieces_of_a_served_program(
+    start_runtime: Any, fake: FakeOpenAI
+) -> None:
+    fake.configure(reply=chat_reply(reasoning="Think it through", answer="Paris it is"))
+    rt = dspex.current_runtime()
+    rt.serve("qa", dspex.ChainOfThought("question -> answer"))
+
+    async def run() -> list[Any]:
+        return [value async for value in rt.stream("qa", question="capital?")]
+
+    with dspex.context(lm=lm_for(fake)):
+        values = asyncio.run(run())
+    answer, reasoning = fields(values, "answer"), fields(values, "reasoning")
+    assert "".join(p.chunk for p in reasoning).strip() == "Think it through"
+    assert "".join(p.chunk for p in answer).strip() == "Paris it is"
+    assert len(answer) > 1 and answer[-1].is_last_chunk
+    assert values[-1].answer == "Paris it is"
+    assert fake.requests[0].json["stream"] is True

@@ -103,18 +103,16 @@ class StreamListener:
 
     # -- receiving -----------------------------------------------------------------
 
-    def receive(self, chunk: Any) -> StreamResponse | None:
-        """DSPy's entry: a chunk with ``choices[0].delta.content``, under ``settings.adapter``."""
-        from dspex.programs._settings import settings
-
+    def receive(self, chunk: Any, adapter: Any = None) -> StreamResponse | None:
+        """DSPy's entry: a chunk with ``choices[0].delta.content``; ``adapter`` an instance
+        or class name (default ChatAdapter)."""
         try:
             text = chunk.choices[0].delta.content
         except (AttributeError, IndexError, TypeError):
             return None
         if not text:
             return None
-        adapter = settings.get("adapter")
-        name = "ChatAdapter" if adapter is None else _adapter_name(adapter)
+        name = adapter if isinstance(adapter, str) else _adapter_name(adapter)
         return self.receive_text(text, name, getattr(chunk, "predict_id", None))
 
     def receive_text(
@@ -313,6 +311,8 @@ class _JsonScan:
 
 def _adapter_name(adapter: Any) -> str:
     """The streaming kind's class name for ``adapter`` (subclasses count as their base)."""
+    if adapter is None:
+        return "ChatAdapter"
     for cls in type(adapter).__mro__:
         if cls.__name__ in ("JSONAdapter", "XMLAdapter", "ChatAdapter"):
             return cls.__name__

@@ -24,7 +24,6 @@ import json
 import queue
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
 from dspex.actors._program_run import RunContext
@@ -41,68 +40,9 @@ from dspex.programs._stream_messages import (
     StatusStreamingCallback,
     StreamResponse,
 )
-from dspex.programs._stream_route import CallDone, Piece
+from dspex.programs._stream_route import Finished, Router, Session
 
 __all__ = ["apply_sync_streaming", "streamify", "streaming_response"]
-
-
-@dataclass(frozen=True, slots=True)
-class _Finished:
-    reply: Future[Any]
-
-
-class _Session:
-    """One streamed call's way to its consumer; ``put`` is thread-safe."""
-
-    __slots__ = ("put",)
-
-    def __init__(self, put: Callable[[Any], None]) -> None:
-        self.put = put
-
-
-class _Router:
-    """Turns queue items into what the consumer yields (consumer thread)."""
-
-    def __init__(
-        self,
-        by_predictor: dict[int, list[StreamListener]],
-        listeners: list[StreamListener],
-        names: dict[int, str],
-        include_final: bool,
-    ) -> None:
-        self.by_predictor = by_predictor
-        self.listeners = listeners
-        self.names = names
-        self.include_final = include_final
-        self.done = False
-
-    def handle(self, item: Any) -> list[Any]:
-        if isinstance(item, Piece):
-            if not self.listeners:
-                name = self.names.get(item.predict_id)
-                return [LMChunk(item.text, name, item.predict_id, item.model)]
-            out = []
-            for listener in self.by_predictor.get(item.predict_id, ()):
-                response = listener.receive_text(item.text, item.kind or "?", item.call)
-                if response is not None:
-                    out.append(response)
-            return out
-        if isinstance(item, CallDone):
-            ends = [listener.finalize() for listener in self.by_predictor.get(item.predict_id, ())]
-            return [end for end in ends if end is not None]
-        if isinstance(item, _Finished):
-            self.done = True
-            prediction = item.reply.result()  # raises the program's error
-            out = [end for end in (lst.finalize() for lst in self.listeners) if end is not None]
-            if (
-                self.include_final
-                or not self.listeners
-                or any(lst.cache_hit for lst in self.listeners)
-                or not any(lst.stream_start for lst in self.listeners)
-            ):
-                out.append(prediction)
-            return out
-        return [item]  # a StatusMessage
 
 
 def streamify(  # noqa: PLR0917  (DSPy's signature, positional arguments included)
@@ -135,11 +75,11 @@ def streamify(  # noqa: PLR0917  (DSPy's signature, positional arguments include
     status = StatusStreamingCallback(status_message_provider)
     label = type(program).__name__
 
-    def router() -> _Router:
+    def router() -> Router:
         # Fresh listener state per call: calls may run one after another or at once.
         fresh = {id(lst): lst.fresh() for lst in listeners}
         mine = {pid: [fresh[id(lst)] for lst in group] for pid, group in by_predictor.items()}
-        return _Router(mine, list(fresh.values()), names, include_final_prediction_in_output_stream)
+        return Router(mine, list(fresh.values()), names, include_final_prediction_in_output_stream)
 
     def launch(
         put: Callable[[Any], None], args: Any, kwargs: Any
@@ -147,7 +87,7 @@ def streamify(  # noqa: PLR0917  (DSPy's signature, positional arguments include
         callbacks = [c for c in settings.get("callbacks") or () if c is not status]
         if not any(isinstance(c, StatusStreamingCallback) for c in callbacks):
             callbacks.append(status)
-        token = STREAM_SESSION.set(_Session(put))
+        token = STREAM_SESSION.set(Session(put))
         try:
             with settings.context(callbacks=callbacks):
                 reply, run = current_runtime().submit_run(
@@ -155,7 +95,7 @@ def streamify(  # noqa: PLR0917  (DSPy's signature, positional arguments include
                 )
         finally:
             STREAM_SESSION.reset(token)
-        reply.add_done_callback(lambda done: put(_Finished(done)))
+        reply.add_done_callback(lambda done: put(Finished(done)))
         return reply, run
 
     async def async_streamer(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
