@@ -368,9 +368,11 @@ class Runtime(ProgramRuns):
     def stream(self, name: str, /, **inputs: Any) -> Any:
         """Send a request to a served program and iterate its output as it is generated.
 
-        An async iterator of ``StreamResponse`` pieces of every output field
-        of the program's predictors, then the ``Prediction`` (or the
-        program's error). See docs/streaming.md.
+        Call it from async code: the request is admitted at once (raising
+        ``OverloadedError`` as ``ask`` would), and the async iterator yields
+        ``StreamResponse`` pieces of every output field of the program's
+        predictors, then the ``Prediction`` (or raises the program's error).
+        See docs/streaming.md.
         """
         return open_stream(self, name, inputs)
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import Future
 from typing import Any
 
+from dspex.errors import UsageError
 from dspex.programs._stream_listener import StreamListener
 from dspex.programs._stream_messages import STREAM_SESSION
 from dspex.programs._stream_route import Finished, Router, Session
@@ -35,12 +37,24 @@ def field_listeners(program: Any) -> tuple[dict[int, list[StreamListener]], dict
     return by_predictor, names
 
 
-async def stream_served(runtime: Any, name: str, inputs: Mapping[str, Any]) -> AsyncIterator[Any]:
-    """Field pieces of served program ``name`` as they come, then its Prediction."""
+def stream_served(runtime: Any, name: str, inputs: Mapping[str, Any]) -> AsyncIterator[Any]:
+    """Field pieces of served program ``name`` as they come, then its Prediction.
+
+    Admits the request at once (so ``OverloadedError`` and friends raise
+    here, as from ``rt.ask``); call it with an event loop running, which
+    the returned async iterator must be consumed on.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        raise UsageError(
+            f"rt.stream({name!r}, ...) returns an async iterator: call it from async code "
+            "(inside a running event loop), or use dspex.streamify(...) with "
+            "async_streaming=False for sync iteration"
+        ) from None
     by_predictor, names = field_listeners(runtime.servers.program(name))
     listeners = [lst for group in by_predictor.values() for lst in group]
     route = Router(by_predictor, listeners, names, include_final=True)
-    loop = asyncio.get_running_loop()
     items: asyncio.Queue[Any] = asyncio.Queue()
 
     def put(item: Any) -> None:
@@ -53,6 +67,10 @@ async def stream_served(runtime: Any, name: str, inputs: Mapping[str, Any]) -> A
     finally:
         STREAM_SESSION.reset(token)
     reply.add_done_callback(lambda done: put(Finished(done)))
+    return _pump(route, items, reply)
+
+
+async def _pump(route: Router, items: asyncio.Queue[Any], reply: Future[Any]) -> AsyncIterator[Any]:
     try:
         while not route.done:
             for out in route.handle(await items.get()):
