@@ -375,3 +375,27 @@ def test_rt_stream_yields_field_pieces_of_a_served_program(
     assert len(answer) > 1 and answer[-1].is_last_chunk
     assert values[-1].answer == "Paris it is"
     assert fake.requests[0].json["stream"] is True
+
+
+def test_leaving_an_rt_stream_cancels_the_served_request_upstream(
+    start_runtime: Any, fake: FakeOpenAI
+) -> None:
+    fake.configure(stream_delay=0.3)
+    rt = dspex.current_runtime()
+    rt.serve("qa", dspex.Predict("question -> answer"))
+
+    async def run() -> StreamResponse:
+        stream = rt.stream("qa", question="capital?")
+        try:
+            async for value in stream:
+                if isinstance(value, StreamResponse):
+                    return value
+        finally:
+            await stream.aclose()
+        raise AssertionError("no chunk")
+
+    with dspex.context(lm=lm_for(fake)):
+        first = asyncio.run(run())
+    assert first.chunk.startswith("Paris")
+    assert fake.wait_disconnect(10), "the served request's LM call went on upstream"
+    assert fake.stream_disconnects == 1

@@ -10,13 +10,16 @@ is announced so listeners can flush what they hold back.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 from dspex.actors._lm._streaming import stream_to
+from dspex.actors._program_run import CancelEvent, current_run, scoped_run
 from dspex.programs._stream_listener import AdapterKind, StreamListener, adapter_kind
 from dspex.programs._stream_messages import STREAM_SESSION, LMChunk
 
@@ -59,10 +62,48 @@ def streaming_call(predict: Any, adapter: Any, lm: Any) -> Iterator[None]:
         put(Piece(predict_id, call, kind, text, model))
 
     try:
-        with stream_to(sink):
+        with stream_to(sink), _cancelled_with(getattr(session, "cancelled", None)):
             yield
     finally:
         put(CallDone(predict_id, call))
+
+
+class _LinkedCancel(CancelEvent):
+    """A run's cancel flag that is also set by its stream's consumer leaving."""
+
+    def __init__(self, parent: threading.Event) -> None:
+        super().__init__()
+        self._parent = parent
+
+    def is_set(self) -> bool:
+        return super().is_set() or self._parent.is_set()
+
+
+@contextlib.contextmanager
+def _cancelled_with(stream_cancel: CancelEvent | None) -> Iterator[None]:
+    """Let ``stream_cancel`` cancel the current run's LM calls in this block.
+
+    A served request's run has its server's cancel flag, which no consumer
+    can set; inside the block the run's flag is one the stream's consumer
+    sets when it leaves, so its LM call is woken and the upstream request
+    cancelled. The server's own flag still counts (``_LinkedCancel``).
+    """
+    run = current_run()
+    if stream_cancel is None or run is None:
+        yield
+        return
+    linked = _LinkedCancel(run.cancelled)
+    stream_cancel.add_waker(linked.set)
+    parent = run.cancelled
+    if isinstance(parent, CancelEvent):
+        parent.add_waker(linked.set)
+    try:
+        with scoped_run(dataclasses.replace(run, cancelled=linked)):
+            yield
+    finally:
+        stream_cancel.discard_waker(linked.set)
+        if isinstance(parent, CancelEvent):
+            parent.discard_waker(linked.set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +112,17 @@ class Finished:
 
 
 class Session:
-    """One streamed call's way to its consumer; ``put`` is thread-safe."""
+    """One streamed call's way to its consumer; ``put`` is thread-safe.
 
-    __slots__ = ("put",)
+    ``cancelled`` (for served programs, whose runs the consumer does not
+    own) is set when the consumer leaves; it cancels the LM calls in flight.
+    """
 
-    def __init__(self, put: Callable[[Any], None]) -> None:
+    __slots__ = ("cancelled", "put")
+
+    def __init__(self, put: Callable[[Any], None], cancelled: CancelEvent | None = None) -> None:
         self.put = put
+        self.cancelled = cancelled
 
 
 class Router:

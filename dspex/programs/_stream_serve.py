@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import Future
 from typing import Any
 
+from dspex.actors._program_run import CancelEvent
 from dspex.errors import UsageError
 from dspex.programs._stream_listener import StreamListener
 from dspex.programs._stream_messages import STREAM_SESSION
@@ -61,20 +62,25 @@ def stream_served(runtime: Any, name: str, inputs: Mapping[str, Any]) -> AsyncIt
         with contextlib.suppress(RuntimeError):  # the consumer's loop closed
             loop.call_soon_threadsafe(items.put_nowait, item)
 
-    token = STREAM_SESSION.set(Session(put))
+    session = Session(put, CancelEvent())
+    token = STREAM_SESSION.set(session)
     try:
         reply = runtime.ask(name, **inputs)  # the request's context carries the session
     finally:
         STREAM_SESSION.reset(token)
     reply.add_done_callback(lambda done: put(Finished(done)))
-    return _pump(route, items, reply)
+    return _pump(route, items, reply, session)
 
 
-async def _pump(route: Router, items: asyncio.Queue[Any], reply: Future[Any]) -> AsyncIterator[Any]:
+async def _pump(
+    route: Router, items: asyncio.Queue[Any], reply: Future[Any], session: Session
+) -> AsyncIterator[Any]:
     try:
         while not route.done:
             for out in route.handle(await items.get()):
                 yield out
     finally:
         if not reply.done():
-            reply.cancel()  # a queued request is dropped; a running one finishes unheard
+            reply.cancel()  # a queued request is dropped
+            assert session.cancelled is not None
+            session.cancelled.set()  # a running one: its LM call in flight is cancelled
