@@ -25,7 +25,7 @@ from dspex.streaming import (
     StreamResponse,
     streaming_response,
 )
-from dspex.testing import FakeOpenAI
+from dspex.testing import FakeAnthropic, FakeGemini, FakeOpenAI
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 pytestmark = pytest.mark.usefixtures("clean_settings")
@@ -399,3 +399,26 @@ def test_leaving_an_rt_stream_cancels_the_served_request_upstream(
     assert first.chunk.startswith("Paris")
     assert fake.wait_disconnect(10), "the served request's LM call went on upstream"
     assert fake.stream_disconnects == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "model"),
+    [(FakeAnthropic, "anthropic/claude-test"), (FakeGemini, "gemini/gemini-test")],
+    ids=["anthropic", "gemini"],
+)
+def test_listeners_work_over_each_providers_sse(
+    start_runtime: Any, kind: type[FakeAnthropic | FakeGemini], model: str
+) -> None:
+    start_runtime()
+    program = dspex.streamify(
+        dspex.Predict("question -> answer"), stream_listeners=[StreamListener("answer")]
+    )
+    reply = chat_reply(answer="Paris is the capital of France")
+    with kind(reply=reply, api_key=KEY) as server:
+        lm = dspex.LM(model, api_base=server.url, api_key=KEY, cache=False)
+        with dspex.context(lm=lm):
+            values = collect(program(question="capital?"))
+    pieces = fields(values, "answer")
+    assert len(pieces) > 3 and pieces[-1].is_last_chunk
+    assert "".join(p.chunk for p in pieces).strip() == "Paris is the capital of France"
+    assert values[-1].answer == "Paris is the capital of France"
