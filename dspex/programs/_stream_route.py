@@ -34,7 +34,7 @@ class Piece:
 
     predict_id: int
     call: int
-    kind: AdapterKind | None
+    kind: AdapterKind | str
     text: str
     model: str | None
 
@@ -55,7 +55,8 @@ def streaming_call(predict: Any, adapter: Any, lm: Any) -> Iterator[None]:
         yield
         return
     put = session.put
-    predict_id, call, kind = id(predict), next(_calls), adapter_kind(adapter)
+    predict_id, call = id(predict), next(_calls)
+    kind = adapter_kind(adapter) or type(adapter).__name__  # a name: listeners refuse it
     model = getattr(lm, "model", None)
 
     def sink(text: str) -> None:
@@ -148,7 +149,7 @@ class Router:
                 return [LMChunk(item.text, name, item.predict_id, item.model)]
             out = []
             for listener in self.by_predictor.get(item.predict_id, ()):
-                response = listener.receive_text(item.text, item.kind or "?", item.call)
+                response = listener.receive_text(item.text, item.kind, item.call)
                 if response is not None:
                     out.append(response)
             return out

@@ -287,26 +287,8 @@ class H11Transport:
         max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> HTTPReply:
         """Send one request and read the whole response, each step within ``timeout``."""
-        try:
-            origin, target, host = _split(url)
-        except ValueError as exc:
-            raise BadURL(str(exc)) from exc
-        wire = [(b"host", host.encode())]
-        wire += [(k.encode(), v.encode()) for k, v in headers.items()]
-        wire.append((b"content-length", str(len(body)).encode()))
-        lowered = {k.lower() for k in headers}
-        if "user-agent" not in lowered:
-            wire.append((b"user-agent", USER_AGENT.encode()))
-        if "accept-encoding" not in lowered:
-            wire.append((b"accept-encoding", ACCEPT_ENCODING.encode()))
-        if self._slots.locked():
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._slots.acquire()
-            except TimeoutError as exc:
-                raise TransportTimeout(f"no free connection to {host} in time") from exc
-        else:
-            await self._slots.acquire()
+        origin, target, host, wire = self._prepare(url, headers, body)
+        await self._acquire(host, timeout)
         try:
             conn = self._checkout(origin) or await self._connect(origin, timeout)
             try:
