@@ -376,3 +376,23 @@ def test_sse_streams_chunks_and_a_stream_in_flight_at_sigterm_finishes(fake: Fak
         assert served.proc.wait(WAIT) == 0
     finally:
         served.stop()
+
+
+def test_an_sse_client_hanging_up_cancels_the_upstream_request(fake: FakeOpenAI) -> None:
+    fake.configure(stream_delay=0.3)
+    served = serve(fake, f"{APP}:qa")
+    try:
+        with httpx.stream(
+            "POST",
+            f"{served.url}/v1/programs/qa",
+            json={"question": "Capital of France?"},
+            headers={"accept": "text/event-stream"},
+            timeout=WAIT,
+        ) as reply:
+            for line in reply.iter_lines():
+                if line == "event: chunk":
+                    break  # leave mid-stream: the connection closes
+        assert fake.wait_disconnect(WAIT), "the provider's stream went on after the client left"
+        assert fake.stream_disconnects == 1
+    finally:
+        assert served.stop() == 0
