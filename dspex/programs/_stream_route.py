@@ -47,13 +47,23 @@ class CallDone:
     call: int
 
 
-@contextlib.contextmanager
-def streaming_call(predict: Any, adapter: Any, lm: Any) -> Iterator[None]:
-    """Around one adapter call of ``predict``: stream its LM text if a stream is open."""
+_NOT_STREAMING = contextlib.nullcontext()
+
+
+def streaming_call(predict: Any, adapter: Any, lm: Any) -> contextlib.AbstractContextManager[Any]:
+    """Around one adapter call of ``predict``: stream its LM text if a stream is open.
+
+    Outside ``streamify`` (the common case) a shared no-op context: one
+    context-variable read per predictor call.
+    """
     session = STREAM_SESSION.get()
     if session is None:
-        yield
-        return
+        return _NOT_STREAMING
+    return _streaming_call(session, predict, adapter, lm)
+
+
+@contextlib.contextmanager
+def _streaming_call(session: Any, predict: Any, adapter: Any, lm: Any) -> Iterator[None]:
     put = session.put
     predict_id, call = id(predict), next(_calls)
     kind = adapter_kind(adapter) or type(adapter).__name__  # a name: listeners refuse it
