@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pykka
 import pytest
 from transport_helpers import TRANSPORTS
 
-from dspex.actors._lm._client import LMClient
+from dspex.actors._lm._client import ClientSlot, LMClient
 from dspex.actors._lm._handle import LMHandle
 from dspex.actors._lm._providers._stream import SSEDecoder
 from dspex.actors._lm._resilience import LMClientConfig
 from dspex.actors._lm._streaming import stream_to
 from dspex.actors._lm._types import LMResponse
 from dspex.errors import LMError, LMTimeoutError
+from dspex.supervision import Supervisor, which_children
 from dspex.testing import FakeAnthropic, FakeGemini, FakeOpenAI, Fault
 from dspex.testing._fake_servers import FakeProvider
 
@@ -204,3 +206,31 @@ def test_sse_decoder_completes_an_event_without_its_blank_line_at_close() -> Non
     decoder = SSEDecoder()
     assert decoder.feed(b"data: last") == []
     assert decoder.close() == [("message", "last")]
+
+
+# -- a restart mid-stream ---------------------------------------------------------------
+
+
+def test_a_client_restart_after_the_first_chunk_is_not_replayed(transport: str) -> None:
+    with FakeOpenAI(reply=REPLY, api_key=KEY) as fake:
+        fake.configure(stream_delay=0.3)
+        model = PROVIDERS["openai"][1]
+        slot = ClientSlot(model, fake.url, LMClientConfig(transport=transport))
+        sup = Supervisor.start_link(
+            [LMClient.child_spec(model, slot=slot, api_key=KEY)], max_restarts=3, max_seconds=60
+        )
+        try:
+            handle = LMHandle(slot, call_timeout=60)
+            sink = Chunks()
+            with ThreadPoolExecutor(1) as pool:
+                call = pool.submit(streamed, handle, sink)
+                assert sink.first.wait(30), "no chunk arrived"
+                [child] = which_children(sup)
+                assert child.ref is not None
+                child.ref.stop(timeout=10)  # the supervisor starts the next incarnation
+                with pytest.raises(LMError, match="restarted after part of the reply"):
+                    call.result(60)
+            assert fake.request_count == 1  # not re-sent to the new incarnation
+            assert handle.resubmits == 0
+        finally:
+            sup.stop(timeout=20)
