@@ -234,3 +234,21 @@ def test_a_client_restart_after_the_first_chunk_is_not_replayed(transport: str) 
             assert handle.resubmits == 0
         finally:
             sup.stop(timeout=20)
+
+
+def test_a_server_that_ignores_the_stream_flag_answers_in_one_chunk(transport: str) -> None:
+    whole = {
+        "choices": [{"index": 0, "message": {"content": REPLY}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 9},
+    }
+    with FakeOpenAI(reply=lambda body: {"body": whole}, api_key=KEY) as fake:
+        model = PROVIDERS["openai"][1]
+        cfg = LMClientConfig().replace(transport=transport)
+        ref = LMClient.start_link(model, api_base=fake.url, api_key=KEY, config=cfg)
+        try:
+            sink = Chunks()
+            response = streamed(LMHandle.for_client(ref), sink)
+        finally:
+            ref.stop(timeout=10)
+    assert sink.items == [REPLY]
+    assert response.texts == [REPLY] and response.usage.completion_tokens == 9

@@ -294,6 +294,16 @@ async def send_stream(
             except TransportError as exc:
                 raise provider.error_for_exception(exc, model=model, api_key=key) from exc
             return provider.parse(reply.status, reply.headers, whole, model=model, api_key=key)
+        if "json" in reply.headers.get("content-type", ""):
+            # A server that ignores the stream flag answers whole: one chunk.
+            try:
+                whole = await reply.read()
+            except TransportError as exc:
+                raise provider.error_for_exception(exc, model=model, api_key=key) from exc
+            response = provider.parse(reply.status, reply.headers, whole, model=model, api_key=key)
+            if response.texts and response.texts[0]:
+                on_chunk(response.texts[0])
+            return response
         try:
             async for raw in reply:
                 for name, data in decoder.feed(raw):
