@@ -7,8 +7,10 @@ optimizers from ``dspy.teleprompt``.
 from dspex.programs._teleprompt import (
     BootstrapFewShot,
     BootstrapFewShotWithRandomSearch,
+    GEPA,
     LabeledFewShot,
     MIPROv2,
+    SIMBA,
     Teleprompter,
 )
 
@@ -19,7 +21,9 @@ __all__ = [
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
     "BootstrapRS",
+    "GEPA",
     "LabeledFewShot",
     "MIPROv2",
+    "SIMBA",
     "Teleprompter",
 ]
