@@ -128,7 +128,9 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "GEPA",
     "LM",
+    "SIMBA",
     "Actor",
     "ActorStoppedError",
     "Adapter",
@@ -158,7 +160,6 @@ __all__ = [
     "Example",
     "Failed",
     "File",
-    "GEPA",
     "History",
     "Image",
     "InputField",
@@ -188,7 +189,6 @@ __all__ = [
     "RegistryError",
     "Restart",
     "Runtime",
-    "SIMBA",
     "SemanticF1",
     "Settings",
     "Signature",

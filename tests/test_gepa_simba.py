@@ -63,9 +63,9 @@ class Task:
 def make_set(n: int, start: int = 0) -> list[dspex.Example]:
     words = ["apple", "berry", "cedar", "delta", "ember", "fjord", "grove", "harbor"]
     return [
-        dspex.Example(question=f"{words[i % 8]}{i}", answer=f"{words[i % 8]}{i}".upper()).with_inputs(
-            "question"
-        )
+        dspex.Example(
+            question=f"{words[i % 8]}{i}", answer=f"{words[i % 8]}{i}".upper()
+        ).with_inputs("question")
         for i in range(start, start + n)
     ]
 
@@ -134,7 +134,9 @@ def test_gepa_is_deterministic_with_a_seed(start_runtime: Any) -> None:
         task = Task()
         with FakeOpenAI(api_key=SECRET, reply=task.reply) as server:
             lm = dspex.LM("openai/task", api_base=server.url, api_key=SECRET, cache=False)
-            reflection = dspex.LM("openai/reflect", api_base=server.url, api_key=SECRET, cache=False)
+            reflection = dspex.LM(
+                "openai/reflect", api_base=server.url, api_key=SECRET, cache=False
+            )
             with dspex.context(lm=lm):
                 compiled = dspex.GEPA(
                     metric=feedback_metric,
@@ -158,7 +160,9 @@ def test_gepa_checks_its_arguments() -> None:
     with pytest.raises(UsageError, match="five arguments"):
         dspex.GEPA(metric=four, auto="light", reflection_lm=reflection)
     with pytest.raises(UsageError, match="exactly one of auto, max_full_evals"):
-        dspex.GEPA(metric=feedback_metric, auto="light", max_metric_calls=5, reflection_lm=reflection)
+        dspex.GEPA(
+            metric=feedback_metric, auto="light", max_metric_calls=5, reflection_lm=reflection
+        )
     with pytest.raises(UsageError, match="reflection_lm=None"):
         dspex.GEPA(metric=feedback_metric, auto="light")
     with pytest.raises(UsageError, match="auto='huge'"):

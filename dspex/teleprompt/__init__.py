@@ -5,12 +5,12 @@ optimizers from ``dspy.teleprompt``.
 """
 
 from dspex.programs._teleprompt import (
+    GEPA,
+    SIMBA,
     BootstrapFewShot,
     BootstrapFewShotWithRandomSearch,
-    GEPA,
     LabeledFewShot,
     MIPROv2,
-    SIMBA,
     Teleprompter,
 )
 
@@ -18,12 +18,12 @@ BootstrapRS = BootstrapFewShotWithRandomSearch
 """DSPy's short name for :class:`BootstrapFewShotWithRandomSearch`."""
 
 __all__ = [
+    "GEPA",
+    "SIMBA",
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
     "BootstrapRS",
-    "GEPA",
     "LabeledFewShot",
     "MIPROv2",
-    "SIMBA",
     "Teleprompter",
 ]

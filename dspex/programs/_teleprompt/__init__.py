@@ -1,4 +1,5 @@
-"""Optimizers ("teleprompters"): LabeledFewShot, BootstrapFewShot, its random search, MIPROv2, GEPA, SIMBA.
+"""Optimizers ("teleprompters"): LabeledFewShot, BootstrapFewShot, its random search,
+MIPROv2, GEPA and SIMBA.
 
 Each compile runs under a coordinator actor in the runtime's tree, which owns
 the WorkerPool the teacher's runs are dispatched to (see ``_coordinator``).
@@ -14,12 +15,12 @@ from dspex.programs._teleprompt._random_search import BootstrapFewShotWithRandom
 from dspex.programs._teleprompt._simba import SIMBA
 
 __all__ = [
+    "GEPA",
+    "SIMBA",
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
     "Coordinator",
-    "GEPA",
     "LabeledFewShot",
     "MIPROv2",
-    "SIMBA",
     "Teleprompter",
 ]

@@ -24,7 +24,7 @@ from dspex.programs._teleprompt._base import Teleprompter, check_count, check_tr
 from dspex.programs._teleprompt._coordinator import coordinate
 from dspex.programs._teleprompt._gepa_adapter import DspexGEPAAdapter
 
-__all__ = ["GEPA", "AUTO_RUN_SETTINGS", "DspyGEPAResult", "auto_budget"]
+__all__ = ["AUTO_RUN_SETTINGS", "GEPA", "DspyGEPAResult", "auto_budget"]
 
 logger = logging.getLogger("dspex.programs")
 
@@ -275,7 +275,7 @@ class GEPA(Teleprompter):
     ) -> Any:
         """The student with evolved instructions (a copy); the valset tracks the Pareto front."""
         try:
-            import gepa
+            from gepa.api import optimize
         except ImportError as exc:
             raise UsageError(
                 "GEPA needs the gepa package: pip install 'dspex[gepa]' (or gepa==0.1.4)"
@@ -285,9 +285,7 @@ class GEPA(Teleprompter):
             raise UsageError("GEPA.compile(trainset=[]): pass at least one example")
         if teacher is not None:
             raise UsageError("GEPA.compile(teacher=...): GEPA takes no teacher; leave it out")
-        val = (
-            check_trainset(valset, "GEPA.compile(valset)", need_inputs=True) if valset else None
-        )
+        val = check_trainset(valset, "GEPA.compile(valset)", need_inputs=True) if valset else None
         predictors = student.named_predictors()
         if not predictors:
             raise UsageError(f"GEPA.compile(student={student!r}): the program has no predictors")
@@ -344,7 +342,7 @@ class GEPA(Teleprompter):
                 "seed": 0 if self.seed is None else self.seed,
                 **self.gepa_kwargs,
             }
-            result = gepa.optimize(
+            result: Any = optimize(
                 seed_candidate=seed_candidate,
                 trainset=train,
                 valset=val,

@@ -134,7 +134,9 @@ class DspexGEPAAdapter:
 
     # -- evaluation ----------------------------------------------------------------------
 
-    def evaluate(self, batch: Sequence[Any], candidate: dict[str, str], capture_traces: bool = False) -> Any:
+    def evaluate(
+        self, batch: Sequence[Any], candidate: dict[str, str], capture_traces: bool = False
+    ) -> Any:
         return self._evaluate([(candidate, list(batch))], capture_traces)[0]
 
     def batch_evaluate(
@@ -145,7 +147,7 @@ class DspexGEPAAdapter:
     def _evaluate(
         self, items: Sequence[tuple[dict[str, str], list[Any]]], capture_traces: bool
     ) -> list[Any]:
-        from gepa import EvaluationBatch
+        from gepa.core.adapter import EvaluationBatch
 
         programs = [self.build_program(candidate) for candidate, _ in items]
         names = [{id(p): n for n, p in program.named_predictors()} for program in programs]

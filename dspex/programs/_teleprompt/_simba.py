@@ -240,9 +240,7 @@ class _Search:
             p10, p90 = percentile(all_scores, 10), percentile(all_scores, 90)
             buckets = []
             for idx in range(len(batch)):
-                bucket = sorted(
-                    outputs[idx :: len(batch)], key=lambda o: o["score"], reverse=True
-                )
+                bucket = sorted(outputs[idx :: len(batch)], key=lambda o: o["score"], reverse=True)
                 best, worst = float(bucket[0]["score"]), float(bucket[-1]["score"])
                 mean = sum(o["score"] for o in bucket) / len(bucket)
                 buckets.append((bucket, (best - worst, best, best - mean)))

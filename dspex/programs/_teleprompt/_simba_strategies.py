@@ -40,7 +40,7 @@ def append_a_demo(demo_input_field_maxlen: int) -> Strategy:
         name2demo: dict[str, Example] = {}
         for predictor, inputs, outputs in good["trace"] or []:
             shown = {
-                key: (
+                str(key): (
                     f"{str(value)[:demo_input_field_maxlen]}\n\t\t... <TRUNCATED FOR BREVITY>"
                     if demo_input_field_maxlen and len(str(value)) > demo_input_field_maxlen
                     else value
@@ -49,7 +49,8 @@ def append_a_demo(demo_input_field_maxlen: int) -> Strategy:
             }
             name = predictor2name.get(id(predictor))
             if name is not None:  # the last call of each predictor wins
-                name2demo[name] = Example(augmented=True, **shown, **dict(outputs))
+                fields = {**shown, **{str(k): v for k, v in dict(outputs).items()}}
+                name2demo[name] = Example(augmented=True, **fields)
         for name, demo in name2demo.items():
             name2predictor[name].demos.append(demo)
         logger.info("SIMBA: added %d demos (one per predictor)", len(name2demo))
@@ -71,19 +72,43 @@ class OfferFeedback(Signature):
     - Ensure each unique module name appears exactly once as a key in the advice dictionary."""  # noqa: E501
 
     program_code: str = InputField(desc="The code of the program that we are analyzing")
-    modules_defn: str = InputField(desc="The definition of each module in the program, including its I/O")
+    modules_defn: str = InputField(
+        desc="The definition of each module in the program, including its I/O"
+    )
     program_inputs: str = InputField(desc="The inputs to the program that we are analyzing")
-    oracle_metadata: str = InputField(desc="Any (hidden) metadata about the training set instance we're analyzing")
-    worse_program_trajectory: str = InputField(desc="The trajectory of the program's execution, showing each module's I/O")
+    oracle_metadata: str = InputField(
+        desc="Any (hidden) metadata about the training set instance we're analyzing"
+    )
+    worse_program_trajectory: str = InputField(
+        desc="The trajectory of the program's execution, showing each module's I/O"
+    )
     worse_program_outputs: str = InputField(desc="The outputs of the program that we are analyzing")
-    worse_reward_value: float = InputField(desc="The reward value assigned to the program's outputs")
-    worse_reward_info: str = InputField(desc="Additional information that might be helpful to understanding the assigned reward value.")
-    better_program_trajectory: str = InputField(desc="The trajectory of the program's execution, showing each module's I/O")
-    better_program_outputs: str = InputField(desc="The outputs of the program that we are analyzing")
-    better_reward_value: float = InputField(desc="The reward value assigned to the program's outputs")
-    better_reward_info: str = InputField(desc="Additional information that might be helpful to understanding the assigned reward value.")
-    module_names: list[str] = InputField(desc="The names of the modules in the program, for which we seek advice")
-    discussion: str = OutputField(desc="Discussing blame of where each module went wrong, if it did")
+    worse_reward_value: float = InputField(
+        desc="The reward value assigned to the program's outputs"
+    )
+    worse_reward_info: str = InputField(
+        desc="Additional information that might be helpful to understanding the assigned "
+        "reward value."
+    )
+    better_program_trajectory: str = InputField(
+        desc="The trajectory of the program's execution, showing each module's I/O"
+    )
+    better_program_outputs: str = InputField(
+        desc="The outputs of the program that we are analyzing"
+    )
+    better_reward_value: float = InputField(
+        desc="The reward value assigned to the program's outputs"
+    )
+    better_reward_info: str = InputField(
+        desc="Additional information that might be helpful to understanding the assigned "
+        "reward value."
+    )
+    module_names: list[str] = InputField(
+        desc="The names of the modules in the program, for which we seek advice"
+    )
+    discussion: str = OutputField(
+        desc="Discussing blame of where each module went wrong, if it did"
+    )
     module_advice: dict[str, str] = OutputField(
         desc="For each module, describe very concretely: If the module receives ${description of "
         "input or patterns therein}, then it should ${description of content, behavior, or "
@@ -94,7 +119,7 @@ class OfferFeedback(Signature):
 
 
 def append_a_rule(bucket: list[dict[str, Any]], system: Any, **kwargs: Any) -> bool:
-    """Ask the prompt model to contrast the best and worst run; append its advice to instructions."""
+    """Have the prompt model contrast the best and worst run; append its advice."""
     predictor2name: Mapping[int, str] = kwargs["predictor2name"]
     low, high = kwargs["batch_10p_score"], kwargs["batch_90p_score"]
     good, bad = dict(bucket[0]), dict(bucket[-1])
