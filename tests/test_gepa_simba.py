@@ -244,3 +244,10 @@ def test_simba_percentile_and_poisson_match_numpy_semantics() -> None:
     draws = [poisson(random.Random(i), 2.0) for i in range(4000)]
     assert sum(draws) / len(draws) == pytest.approx(2.0, abs=0.1)
     assert poisson(random.Random(0), 0.0) == 0
+
+
+def test_dspy_import_paths_name_the_same_classes() -> None:
+    from dspex.teleprompt import gepa, simba
+
+    assert gepa.GEPA is dspex.GEPA and simba.SIMBA is dspex.SIMBA
+    assert gepa.DspyGEPAResult.__name__ == "DspyGEPAResult"
