@@ -251,3 +251,30 @@ def test_dspy_import_paths_name_the_same_classes() -> None:
 
     assert gepa.GEPA is dspex.GEPA and simba.SIMBA is dspex.SIMBA
     assert gepa.DspyGEPAResult.__name__ == "DspyGEPAResult"
+
+
+def test_a_checkpoint_of_another_compile_is_refused(start_runtime: Any, tmp_path: Any) -> None:
+    start_runtime()
+    task = Task()
+    with FakeOpenAI(api_key=SECRET, reply=task.reply) as server:
+        lm = dspex.LM("openai/task", api_base=server.url, api_key=SECRET)
+        reflection = dspex.LM("openai/reflect", api_base=server.url, api_key=SECRET)
+        optimizer = dspex.GEPA(
+            metric=feedback_metric, max_metric_calls=12, reflection_lm=reflection
+        )
+        with dspex.context(lm=lm):
+            optimizer.compile(
+                dspex.Predict("question -> answer"), trainset=make_set(4), checkpoint=tmp_path
+            )
+            with pytest.raises(UsageError, match="trainset differs"):
+                optimizer.compile(
+                    dspex.Predict("question -> answer"), trainset=make_set(5), checkpoint=tmp_path
+                )
+            with pytest.raises(UsageError, match="program differs"):
+                optimizer.compile(
+                    dspex.Predict("question -> reply"), trainset=make_set(4), checkpoint=tmp_path
+                )
+            with pytest.raises(UsageError, match="another optimizer"):
+                dspex.SIMBA(metric=exact, bsize=2).compile(
+                    dspex.Predict("question -> answer"), trainset=make_set(4), checkpoint=tmp_path
+                )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,12 @@ from dspex.errors import UsageError
 from dspex.programs._evaluate_engine import resolve_num_threads
 from dspex.programs._settings import current_settings
 from dspex.programs._teleprompt._base import Teleprompter, check_count, check_trainset
+from dspex.programs._teleprompt._checkpoint import (
+    digest,
+    fingerprint_examples,
+    fingerprint_program,
+    open_journal,
+)
 from dspex.programs._teleprompt._coordinator import coordinate
 from dspex.programs._teleprompt._gepa_adapter import DspexGEPAAdapter
 
@@ -134,6 +141,18 @@ class DspyGEPAResult:
             log_dir=result.run_dir,
             seed=result.seed,
         )
+
+
+def _describe(value: Any) -> Any:
+    """A setting as the checkpoint fingerprints it: functions and LMs by name, not address."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _describe(v) for k, v in value.items()}
+    model = getattr(value, "model", None)
+    if isinstance(model, str):
+        return f"LM({model})"
+    return getattr(value, "__qualname__", type(value).__qualname__)
 
 
 class _LoggerAdapter:
@@ -255,6 +274,11 @@ class GEPA(Teleprompter):
         self.seed = seed
         self.gepa_kwargs = extra
 
+    def _settings(self) -> dict[str, Any]:
+        """What a checkpoint must agree on: the search settings (callables by name)."""
+        skip = {"use_wandb", "wandb_api_key", "wandb_init_kwargs", "use_mlflow", "log_dir"}
+        return {key: _describe(value) for key, value in vars(self).items() if key not in skip}
+
     def auto_budget(
         self,
         num_preds: int,
@@ -272,8 +296,13 @@ class GEPA(Teleprompter):
         trainset: Sequence[Any],
         teacher: Any = None,
         valset: Sequence[Any] | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
     ) -> Any:
-        """The student with evolved instructions (a copy); the valset tracks the Pareto front."""
+        """The student with evolved instructions (a copy); the valset tracks the Pareto front.
+
+        With ``checkpoint`` (a directory), finished evaluations and proposals are
+        journaled there, and rerunning the same compile resumes after a crash.
+        """
         try:
             from gepa.api import optimize
         except ImportError as exc:
@@ -302,6 +331,16 @@ class GEPA(Teleprompter):
                 "GEPA: no valset; the trainset is used for both reflection and the Pareto "
                 "scores (pass a separate valset to generalize)"
             )
+        journal = open_journal(
+            checkpoint,
+            optimizer=type(self).__name__,
+            fingerprint={
+                "program": fingerprint_program(student),
+                "trainset": fingerprint_examples(train),
+                "valset": fingerprint_examples(val),
+                "settings": digest(self._settings()),
+            },
+        )
         val = val or train
         logger.info("GEPA: a budget of about %s metric calls", self.max_metric_calls)
         threads = resolve_num_threads(self.num_threads, current_settings())
@@ -317,6 +356,7 @@ class GEPA(Teleprompter):
                 reflection_lm=self.reflection_lm,
                 instruction_proposer=self.custom_instruction_proposer,
                 warn_on_score_mismatch=self.warn_on_score_mismatch,
+                journal=journal,
             )
             seed_candidate = {
                 name: predictor.signature.instructions for name, predictor in predictors
@@ -342,13 +382,22 @@ class GEPA(Teleprompter):
                 "seed": 0 if self.seed is None else self.seed,
                 **self.gepa_kwargs,
             }
-            result: Any = optimize(
-                seed_candidate=seed_candidate,
-                trainset=train,
-                valset=val,
-                adapter=adapter,  # type: ignore[arg-type]
-                **options,
-            )
+            try:
+                result: Any = optimize(
+                    seed_candidate=seed_candidate,
+                    trainset=train,
+                    valset=val,
+                    adapter=adapter,  # type: ignore[arg-type]
+                    **options,
+                )
+            finally:
+                if journal is not None:
+                    journal.close()
+                    logger.info(
+                        "GEPA checkpoint: %d units replayed, %d recorded",
+                        journal.replayed,
+                        journal.recorded,
+                    )
             program = adapter.build_program(result.best_candidate)
             if self.track_stats:
                 program.detailed_results = DspyGEPAResult.from_gepa_result(result, adapter)

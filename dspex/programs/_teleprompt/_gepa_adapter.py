@@ -23,6 +23,7 @@ from dspex.programs._predict import Predict
 from dspex.programs._prediction import Prediction
 from dspex.programs._settings import context
 from dspex.programs._signature import Signature
+from dspex.programs._teleprompt._checkpoint import Journal, digest, from_plain, to_plain
 from dspex.programs._teleprompt._coordinator import Coordination
 
 __all__ = ["DspexGEPAAdapter", "InstructionProposer", "ProposeInstruction", "score_of"]
@@ -85,6 +86,33 @@ class _Rollout(NamedTuple):
     failed: bool
 
 
+def _preserve(rollouts: list[_Rollout], names: list[dict[int, str]]) -> Any:
+    """Rollouts as plain values: trace entries name their predictor instead of holding it."""
+    kept = []
+    for r in rollouts:
+        trace = (
+            None
+            if r.trace is None
+            else [(names[r.group].get(id(p)), dict(i), o) for p, i, o in r.trace]
+        )
+        kept.append((r.group, r.prediction, r.raw_score, trace, r.failed))
+    return to_plain(kept)
+
+
+def _revive(saved: list[Any], programs: list[Any]) -> list[_Rollout]:
+    """Journaled rollouts with their trace entries pointing at this replay's predictors."""
+    by_name = [dict(program.named_predictors()) for program in programs]
+    revived = []
+    for group, prediction, raw, trace, failed in from_plain(saved):
+        entries = (
+            None
+            if trace is None
+            else [(by_name[group].get(name), i, o) for name, i, o in trace if name is not None]
+        )
+        revived.append(_Rollout(group, prediction, raw, entries, failed))
+    return revived
+
+
 def score_of(value: Any) -> tuple[float | None, dict[str, float]]:
     """(score, objective scores) of a metric result: a number or a Prediction with ``score``."""
     if value is None:
@@ -110,6 +138,7 @@ class DspexGEPAAdapter:
         reflection_lm: Any,
         instruction_proposer: Callable[..., dict[str, str]] | None,
         warn_on_score_mismatch: bool,
+        journal: Journal | None = None,
     ) -> None:
         self.student = student
         self.metric = metric
@@ -121,6 +150,8 @@ class DspexGEPAAdapter:
         self.proposer = instruction_proposer or InstructionProposer()
         self.warn_on_score_mismatch = warn_on_score_mismatch
         self.metric_calls = 0
+        self.journal = journal
+        self._units = {"eval": 0, "propose": 0}
 
     # -- programs ------------------------------------------------------------------------
 
@@ -147,8 +178,6 @@ class DspexGEPAAdapter:
     def _evaluate(
         self, items: Sequence[tuple[dict[str, str], list[Any]]], capture_traces: bool
     ) -> list[Any]:
-        from gepa.core.adapter import EvaluationBatch
-
         programs = [self.build_program(candidate) for candidate, _ in items]
         names = [{id(p): n for n, p in program.named_predictors()} for program in programs]
         jobs = [
@@ -156,7 +185,7 @@ class DspexGEPAAdapter:
             for group, (_, batch) in enumerate(items)
             for example in batch
         ]
-        metric, failure = self.metric, self.failure_score
+        metric = self.metric
 
         def run(job: tuple[int, Any, Any]) -> _Rollout:
             group, program, example = job
@@ -174,6 +203,13 @@ class DspexGEPAAdapter:
                 return _Rollout(group, prediction, None, trace, True)
             return _Rollout(group, prediction, raw, trace, False)
 
+        unit, ask = self._unit("eval"), ""
+        if self.journal is not None:
+            ask = digest([[c, [dict(x) for x in b]] for c, b in items] + [capture_traces])
+            found, saved = self.journal.replay(unit, ask)
+            if found:
+                self.metric_calls += len(jobs)
+                return self._assemble(items, _revive(saved, programs), names, capture_traces)
         rollouts: list[_Rollout] = []
         with self.crew.stream(run, jobs, num_threads=self.num_threads) as results:
             for result in results:
@@ -182,6 +218,24 @@ class DspexGEPAAdapter:
                 else:  # the worker crashed twice on it: a failure, like an exception
                     rollouts.append(_Rollout(jobs[result.index][0], None, None, None, True))
         self.metric_calls += len(jobs)
+        if self.journal is not None:
+            self.journal.record(unit, ask, _preserve(rollouts, names))
+        return self._assemble(items, rollouts, names, capture_traces)
+
+    def _unit(self, kind: str) -> str:
+        self._units[kind] += 1
+        return f"{kind}:{self._units[kind]}"
+
+    def _assemble(
+        self,
+        items: Sequence[tuple[dict[str, str], list[Any]]],
+        rollouts: list[_Rollout],
+        names: list[dict[int, str]],
+        capture_traces: bool,
+    ) -> list[Any]:
+        from gepa.core.adapter import EvaluationBatch
+
+        failure = self.failure_score
         batches: list[Any] = []
         start = 0
         for group, (_, batch) in enumerate(items):
@@ -270,13 +324,22 @@ class DspexGEPAAdapter:
         reflective_dataset: Mapping[str, Sequence[Mapping[str, Any]]],
         components_to_update: list[str],
     ) -> dict[str, str]:
+        unit, ask = self._unit("propose"), ""
+        if self.journal is not None:
+            ask = digest([candidate, components_to_update])
+            found, saved = self.journal.replay(unit, ask)
+            if found:
+                return dict(saved)
         overrides = {"lm": self.reflection_lm} if self.reflection_lm is not None else {}
         with context(**overrides):
-            return self.proposer(
+            texts = self.proposer(
                 candidate=candidate,
                 reflective_dataset=reflective_dataset,
                 components_to_update=components_to_update,
             )
+        if self.journal is not None:
+            self.journal.record(unit, ask, dict(texts))
+        return texts
 
     def get_adapter_state(self) -> dict[str, Any]:
         return {"rng_state": self.rng.getstate()}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,6 +23,15 @@ from dspex.programs._prediction import Prediction
 from dspex.programs._settings import context, current_settings
 from dspex.programs._teleprompt._attempt import rollout_lm
 from dspex.programs._teleprompt._base import Teleprompter, check_count, check_trainset
+from dspex.programs._teleprompt._checkpoint import (
+    Journal,
+    digest,
+    fingerprint_examples,
+    fingerprint_program,
+    from_plain,
+    open_journal,
+    to_plain,
+)
 from dspex.programs._teleprompt._coordinator import Coordination, coordinate
 from dspex.programs._teleprompt._simba_strategies import append_a_demo, append_a_rule
 
@@ -79,9 +89,18 @@ class SIMBA(Teleprompter):
         )
 
     def compile(  # type: ignore[override]
-        self, student: Any, *, trainset: Sequence[Any], seed: int = 0
+        self,
+        student: Any,
+        *,
+        trainset: Sequence[Any],
+        seed: int = 0,
+        checkpoint: str | os.PathLike[str] | None = None,
     ) -> Any:
-        """The best program found (a copy), with ``candidate_programs`` and ``trial_logs``."""
+        """The best program found (a copy), with ``candidate_programs`` and ``trial_logs``.
+
+        With ``checkpoint`` (a directory), each finished batch of runs is
+        journaled there, and rerunning the same compile resumes after a crash.
+        """
         train = check_trainset(trainset, "SIMBA.compile", need_inputs=True)
         if len(train) < self.bsize:
             raise UsageError(
@@ -90,15 +109,54 @@ class SIMBA(Teleprompter):
             )
         threads = resolve_num_threads(self.num_threads, current_settings())
         work = max(len(train), self.bsize * (self.num_candidates + 1))
-        with coordinate(type(self).__name__, num_threads=threads, work=work) as crew:
-            return _Search(self, crew, threads, random.Random(seed)).run(student, train)
+        journal = open_journal(
+            checkpoint,
+            optimizer=type(self).__name__,
+            fingerprint={
+                "program": fingerprint_program(student),
+                "trainset": fingerprint_examples(train),
+                "settings": digest(self._settings(seed)),
+            },
+        )
+        try:
+            with coordinate(type(self).__name__, num_threads=threads, work=work) as crew:
+                search = _Search(self, crew, threads, random.Random(seed), journal)
+                return search.run(student, train)
+        finally:
+            if journal is not None:
+                journal.close()
+                logger.info(
+                    "SIMBA checkpoint: %d units replayed, %d recorded",
+                    journal.replayed,
+                    journal.recorded,
+                )
+
+    def _settings(self, seed: int) -> dict[str, Any]:
+        """What a checkpoint must agree on (functions and LMs by name)."""
+        names = ("bsize", "num_candidates", "max_steps", "max_demos", "demo_input_field_maxlen")
+        values: dict[str, Any] = {name: getattr(self, name) for name in names}
+        values["temperatures"] = [self.temperature_for_sampling, self.temperature_for_candidates]
+        values["metric"] = getattr(self.metric, "__qualname__", type(self.metric).__qualname__)
+        values["prompt_model"] = getattr(self.prompt_model, "model", None)
+        values["teacher"] = sorted((self.teacher_settings or {}).keys())
+        values["seed"] = seed
+        return values
 
 
 class _Search:
     """One SIMBA compile's state (the compile's thread)."""
 
-    def __init__(self, opt: SIMBA, crew: Coordination, threads: int, rng: random.Random) -> None:
+    def __init__(
+        self,
+        opt: SIMBA,
+        crew: Coordination,
+        threads: int,
+        rng: random.Random,
+        journal: Journal | None,
+    ) -> None:
         self.opt = opt
+        self.journal = journal
+        self.units = 0
         self.crew = crew
         self.threads = threads
         self.rng = rng
@@ -169,6 +227,13 @@ class _Search:
                 "output_metadata": metadata,
             }
 
+        self.units += 1
+        unit, ask = f"execute:{self.units}", ""
+        if self.journal is not None:
+            ask = digest([[fingerprint_program(p), dict(x)] for p, x in pairs])
+            found, saved = self.journal.replay(unit, ask)
+            if found:
+                return [_revive(record, pair) for record, pair in zip(saved, pairs, strict=True)]
         records: list[dict[str, Any]] = []
         with self.crew.stream(run, pairs, num_threads=self.threads) as results:
             for result in results:
@@ -182,6 +247,12 @@ class _Search:
                     )  # fmt: skip
                 else:
                     records.append(result.value)
+        if self.journal is not None:
+            self.journal.record(
+                unit,
+                ask,
+                [_preserve(record, pair) for record, pair in zip(records, pairs, strict=True)],
+            )
         return records
 
     def models(self, baseline: Any) -> list[Any]:
@@ -323,6 +394,21 @@ class _Search:
         program.trial_logs = trial_logs
         logger.info("SIMBA: final trainset scores %s; best at %d", finals, best)
         return program
+
+
+def _preserve(record: dict[str, Any], pair: tuple[Any, Any]) -> Any:
+    """A run's record as plain values: trace entries name their predictor."""
+    names = {id(p): n for n, p in pair[0].named_predictors()}
+    trace = [(names.get(id(p)), dict(i), o) for p, i, o in record["trace"]]
+    return to_plain({**{k: v for k, v in record.items() if k != "example"}, "trace": trace})
+
+
+def _revive(saved: dict[str, Any], pair: tuple[Any, Any]) -> dict[str, Any]:
+    """A journaled record with its trace on this replay's program and example."""
+    by_name = dict(pair[0].named_predictors())
+    saved = from_plain(saved)
+    trace = [(by_name[n], i, o) for n, i, o in saved["trace"] if n in by_name]
+    return {**saved, "trace": trace, "example": pair[1]}
 
 
 def _lm_of(program: Any) -> Any:
