@@ -20,6 +20,7 @@ from typing import Any, Final, Literal
 
 from dspex.errors import UsageError
 from dspex.programs._evaluate_engine import resolve_num_threads
+from dspex.programs._evaluate_progress import progress_enabled
 from dspex.programs._settings import current_settings
 from dspex.programs._teleprompt._base import Teleprompter, check_count, check_trainset
 from dspex.programs._teleprompt._checkpoint import (
@@ -377,7 +378,8 @@ class GEPA(Teleprompter):
                 "wandb_init_kwargs": self.wandb_init_kwargs,
                 "use_mlflow": self.use_mlflow,
                 "track_best_outputs": self.track_best_outputs,
-                "display_progress_bar": True,
+                # gepa's tqdm bar (metric calls), when stderr is a terminal
+                "display_progress_bar": progress_enabled(None),
                 "raise_on_exception": True,
                 "seed": 0 if self.seed is None else self.seed,
                 **self.gepa_kwargs,

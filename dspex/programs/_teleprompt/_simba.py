@@ -19,6 +19,7 @@ from typing import Any
 
 from dspex.errors import UsageError
 from dspex.programs._evaluate_engine import resolve_num_threads
+from dspex.programs._evaluate_progress import progress_enabled
 from dspex.programs._prediction import Prediction
 from dspex.programs._settings import context, current_settings
 from dspex.programs._teleprompt._attempt import rollout_lm
@@ -281,8 +282,27 @@ class _Search:
         winners = [baseline]
         order = list(range(len(trainset)))
         rng.shuffle(order)
-        cursor = 0
         trial_logs: dict[int, dict[str, Any]] = {}
+        bar = _bar(opt.max_steps)
+        try:
+            best_seen = self._steps(trainset, order, winners, trial_logs, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        logger.info("SIMBA: best minibatch score %.3f", best_seen)
+        return self._finish(trainset, winners, trial_logs)
+
+    def _steps(
+        self,
+        trainset: list[Any],
+        order: list[int],
+        winners: list[Any],
+        trial_logs: dict[int, dict[str, Any]],
+        bar: Any,
+    ) -> float:
+        opt, rng = self.opt, self.rng
+        cursor = 0
+        best_seen = 0.0
         for step in range(opt.max_steps):
             trial_logs[step] = {}
             if cursor + opt.bsize > len(trainset):
@@ -370,6 +390,16 @@ class _Search:
             for system, scores in zip(candidates, scored, strict=True):
                 self.register(system, scores)
             logger.info("SIMBA step %d: candidate scores %s", step + 1, means)
+            best_seen = max([best_seen, *means])
+            if bar is not None:
+                bar.set_postfix(best=f"{best_seen:.3f}")
+                bar.update(1)
+        return best_seen
+
+    def _finish(
+        self, trainset: list[Any], winners: list[Any], trial_logs: dict[int, dict[str, Any]]
+    ) -> Any:
+        opt = self.opt
 
         # 5. Score a spread of the step winners on the whole trainset.
         last = len(winners) - 1
@@ -409,6 +439,15 @@ def _revive(saved: dict[str, Any], pair: tuple[Any, Any]) -> dict[str, Any]:
     saved = from_plain(saved)
     trace = [(by_name[n], i, o) for n, i, o in saved["trace"] if n in by_name]
     return {**saved, "trace": trace, "example": pair[1]}
+
+
+def _bar(steps: int) -> Any:
+    """A tqdm bar over the steps (best minibatch score so far), when stderr is a terminal."""
+    if not progress_enabled(None):
+        return None
+    import tqdm
+
+    return tqdm.tqdm(total=steps, desc="SIMBA steps", dynamic_ncols=True)
 
 
 def _lm_of(program: Any) -> Any:
