@@ -121,7 +121,7 @@ class SIMBA(Teleprompter):
         )
         try:
             with coordinate(type(self).__name__, num_threads=threads, work=work) as crew:
-                search = _Search(self, crew, threads, random.Random(seed), journal)
+                search = _Search(self, crew, threads, seed, journal)
                 return search.run(student, train)
         finally:
             if journal is not None:
@@ -152,7 +152,7 @@ class _Search:
         opt: SIMBA,
         crew: Coordination,
         threads: int,
-        rng: random.Random,
+        seed: int,
         journal: Journal | None,
     ) -> None:
         self.opt = opt
@@ -160,7 +160,10 @@ class _Search:
         self.units = 0
         self.crew = crew
         self.threads = threads
-        self.rng = rng
+        self.rng = random.Random(seed)
+        # DSPy draws the demo drops from a second generator (numpy's) with the same seed;
+        # a second stream here too keeps ``rng``'s draws in step with DSPy's.
+        self.rng_drops = random.Random(seed)
         self.programs: list[Any] = []
         self.scores: dict[int, list[float]] = {}
 
@@ -353,7 +356,7 @@ class _Search:
                 counts = [len(p.demos) for p in name2predictor.values()]
                 num_demos = max(counts) if counts else 0
                 cap = opt.max_demos if opt.max_demos > 0 else 3
-                drop = max(poisson(rng, num_demos / cap), int(num_demos >= cap))
+                drop = max(poisson(self.rng_drops, num_demos / cap), int(num_demos >= cap))
                 drop = min(drop, num_demos)
                 dropped = {rng.randrange(num_demos) for _ in range(drop)}
                 for predictor in name2predictor.values():
