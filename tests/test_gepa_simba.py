@@ -278,3 +278,18 @@ def test_a_checkpoint_of_another_compile_is_refused(start_runtime: Any, tmp_path
                 dspex.SIMBA(metric=exact, bsize=2).compile(
                     dspex.Predict("question -> answer"), trainset=make_set(4), checkpoint=tmp_path
                 )
+
+
+def test_a_program_that_cannot_run_ends_the_gepa_compile() -> None:
+    # No LM configured: a UsageError, not a "compiled" seed program after a silent budget.
+    with dspex.context(lm=None), pytest.raises(UsageError, match="LM"):
+        dspex.GEPA(
+            metric=feedback_metric, max_metric_calls=50, reflection_lm=dspex.DummyLM([])
+        ).compile(dspex.Predict("question -> answer"), trainset=make_set(3))
+
+
+def test_a_program_that_cannot_run_ends_the_simba_compile() -> None:
+    with dspex.context(lm=None), pytest.raises(UsageError, match="LM"):
+        dspex.SIMBA(metric=exact, bsize=2, num_candidates=2, max_steps=1).compile(
+            dspex.Predict("question -> answer"), trainset=make_set(3)
+        )

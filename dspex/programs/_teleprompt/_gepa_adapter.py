@@ -17,6 +17,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from dspex.errors import UsageError
 from dspex.programs._adapters import JSONAdapter
 from dspex.programs._fields import InputField, OutputField
 from dspex.programs._predict import Predict
@@ -193,11 +194,15 @@ class DspexGEPAAdapter:
             try:
                 with context(trace=trace):
                     prediction = program(**example.inputs())
+            except UsageError:  # a program that cannot run at all (no LM...): stop the compile
+                raise
             except Exception as exc:  # the example fails; the candidate is scored on the rest
                 logger.warning("GEPA: the program failed on an example: %s", exc)
                 return _Rollout(group, None, None, None, True)
             try:
                 raw = metric(example, prediction, trace if capture_traces else None, None, None)
+            except UsageError:
+                raise
             except Exception as exc:
                 logger.warning("GEPA: the metric failed on an example: %s", exc)
                 return _Rollout(group, prediction, None, trace, True)
@@ -215,6 +220,8 @@ class DspexGEPAAdapter:
             for result in results:
                 if result.ok:
                     rollouts.append(result.value)
+                elif isinstance(result.error, UsageError):
+                    raise result.error
                 else:  # the worker crashed twice on it: a failure, like an exception
                     rollouts.append(_Rollout(jobs[result.index][0], None, None, None, True))
         self.metric_calls += len(jobs)

@@ -204,6 +204,8 @@ class _Search:
             with context(trace=trace):
                 try:
                     prediction = program(**example.inputs())
+                except UsageError:  # a program that cannot run at all (no LM...)
+                    raise
                 except Exception as exc:
                     logger.warning("SIMBA: the program failed on an example: %s", exc)
             score: float = 0.0
