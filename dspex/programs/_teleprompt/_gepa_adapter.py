@@ -226,7 +226,9 @@ class DspexGEPAAdapter:
                     rollouts.append(_Rollout(jobs[result.index][0], None, None, None, True))
         self.metric_calls += len(jobs)
         if self.journal is not None:
-            self.journal.record(unit, ask, _preserve(rollouts, names))
+            # Traces only when the engine asked for them (they are most of a record's size).
+            kept = rollouts if capture_traces else [r._replace(trace=None) for r in rollouts]
+            self.journal.record(unit, ask, _preserve(kept, names))
         return self._assemble(items, rollouts, names, capture_traces)
 
     def _unit(self, kind: str) -> str:
