@@ -53,6 +53,8 @@ _LAZY: dict[str, str] = {
     "KNN": "dspex.programs",
     "KNNFewShot": "dspex.teleprompt",
     "MIPROv2": "dspex.teleprompt",
+    "GEPA": "dspex.teleprompt",
+    "SIMBA": "dspex.teleprompt",
     "ReAct": "dspex.programs",
     "BaseLM": "dspex.clients",
     "BaseModule": "dspex.programs",
@@ -136,8 +138,10 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "COPRO",
+    "GEPA",
     "KNN",
     "LM",
+    "SIMBA",
     "Actor",
     "ActorStoppedError",
     "Adapter",
