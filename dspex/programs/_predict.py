@@ -19,6 +19,7 @@ from dspex.programs._prediction import Prediction
 from dspex.programs._settings import current_settings
 from dspex.programs._signature import Signature, ensure_signature
 from dspex.programs._state import lm_to_state, prepare_predict_state, serialize_demo
+from dspex.programs._stream_route import streaming_call
 
 __all__ = ["Predict"]
 
@@ -181,7 +182,10 @@ class Predict(Module, Predictor):
     def forward(self, **kwargs: Any) -> Prediction:
         call = self._prepare(kwargs)
         adapter, lm, config, signature, demos, inputs, _ = call
-        completions = adapter(lm, lm_kwargs=config, signature=signature, demos=demos, inputs=inputs)
+        with streaming_call(self, adapter, lm):  # a no-op unless inside dspex.streamify
+            completions = adapter(
+                lm, lm_kwargs=config, signature=signature, demos=demos, inputs=inputs
+            )
         return self._finish(call, completions)
 
     async def aforward(self, **kwargs: Any) -> Prediction:
@@ -190,12 +194,13 @@ class Predict(Module, Predictor):
         call = self._prepare(kwargs)
         adapter, lm, config, signature, demos, inputs, _ = call
         acall = getattr(adapter, "acall", None)
-        if acall is None:  # a DSPy-style adapter object without acall
-            from dspex.programs._async_pool import in_thread
+        with streaming_call(self, adapter, lm):  # a no-op unless inside dspex.streamify
+            if acall is None:  # a DSPy-style adapter object without acall
+                from dspex.programs._async_pool import in_thread
 
-            completions = await in_thread(adapter, lm, config, signature, demos, inputs)
-        else:
-            completions = await acall(lm, config, signature, demos, inputs)
+                completions = await in_thread(adapter, lm, config, signature, demos, inputs)
+            else:
+                completions = await acall(lm, config, signature, demos, inputs)
         return self._finish(call, completions)
 
     def _prepare(self, kwargs: dict[str, Any]) -> _Call:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from dspex.actors._lm._resilience import CallInfo, CallOptions
 from dspex.actors._lm._slot import ClientSlot, Endpoint
+from dspex.actors._lm._streaming import STREAM_TO, ChunkSink
 from dspex.actors._lm._types import LMRequest, LMResponse, Message
 from dspex.actors._program_run import CancelEvent, current_run
 from dspex.errors import LMTimeoutError
@@ -40,9 +41,9 @@ class AsyncAttempt:
     parks nothing and ``resume`` is immediate.
     """
 
-    __slots__ = ("_claim", "_loop", "cancelled", "future", "info", "orphaned", "value")
+    __slots__ = ("_claim", "_loop", "cancelled", "future", "info", "orphaned", "sink", "value")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, sink: ChunkSink | None = None) -> None:
         self._claim = threading.Lock()
         self._loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
@@ -50,6 +51,7 @@ class AsyncAttempt:
         self.info = CallInfo()
         self.orphaned = False
         self.cancelled = False
+        self.sink = sink  # a streaming call's chunk sink, run on the client's loop
 
     def park(self) -> None:
         pass  # no lease to lend out
@@ -99,17 +101,20 @@ async def agenerate(
     started = time.perf_counter()
     if emit is not None:
         emit("lm.request.start", {"model": handle.label})
+    sink = STREAM_TO.get()
     cache_get = handle._cache_get
     if use_cache and cache_get is not None:
         hit = cache_get(key)
         if hit is not None:
             if not hit.cache_hit:
                 hit = dataclasses.replace(hit, cache_hit=True)
+            if sink is not None and hit.texts and hit.texts[0]:
+                sink(hit.texts[0])  # a cached reply streams at once, whole
             if emit is not None:
                 handle._emit_stop(emit, request, hit, CallInfo(), started, params=params)
             return hit
     try:
-        value, info = await _call(handle, key, request, options)
+        value, info = await _call(handle, key, request, options, sink)
     except asyncio.CancelledError:
         if emit is not None:
             handle._emit_error(emit, asyncio.CancelledError(), CallInfo(), started)
@@ -127,9 +132,19 @@ async def agenerate(
 
 
 async def _call(
-    handle: LMHandle, key: str, request: LMRequest, options: CallOptions
+    handle: LMHandle,
+    key: str,
+    request: LMRequest,
+    options: CallOptions,
+    sink: ChunkSink | None = None,
 ) -> tuple[LMResponse | BaseException, CallInfo]:
     """The call's outcome (an error is returned, for the caller to raise)."""
+    from dspex.actors._lm._handle import _cancelled_error, _replay_refused, _Tap
+
+    tap: _Tap | None = None
+    if sink is not None:
+        tap = _Tap(sink)
+        key = f"{key}#stream-{id(tap)}"  # a streaming call shares no flight
     loop = asyncio.get_running_loop()
     budget = handle.call_timeout or handle.slot.config.call_timeout
     deadline = time.monotonic() + budget
@@ -140,7 +155,7 @@ async def _call(
         cancel = None
     while True:
         endpoint = await _endpoint(handle.slot, deadline, avoid)
-        attempt = AsyncAttempt(loop)
+        attempt = AsyncAttempt(loop, tap)
         if not endpoint.submit(key, request, options, attempt):
             avoid = endpoint.epoch  # closing: wait for its successor
             continue
@@ -160,8 +175,6 @@ async def _call(
         if attempt.cancelled:
             endpoint.cancel(attempt)
             assert run is not None
-            from dspex.actors._lm._handle import _cancelled_error
-
             return _cancelled_error(run), CallInfo()
         if not attempt.future.done():
             endpoint.cancel(attempt)
@@ -175,6 +188,8 @@ async def _call(
                 return timed_out, CallInfo()
             await attempt.future  # an answer won the race: its wake-up is scheduled
         if attempt.orphaned:
+            if tap is not None and tap.sent:
+                return _replay_refused(handle.model), CallInfo()
             with handle._lock:
                 handle.resubmits += 1
             avoid = endpoint.epoch
