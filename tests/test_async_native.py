@@ -300,3 +300,32 @@ def test_a_late_answer_after_the_attempt_was_abandoned_is_dropped() -> None:
         return attempt.future.done(), attempt.value is None
 
     assert asyncio.run(main()) == (False, True)
+
+
+def test_an_lm_called_directly_can_be_awaited(
+    start_runtime: StartRuntime, fake: FakeOpenAI
+) -> None:
+    start_runtime()
+    fake.reply = lambda body: "echo:" + body["messages"][-1]["content"]
+    lm = make_lm(fake, cache=False)
+    assert lm(messages=[{"role": "user", "content": "warm"}]) == ["echo:warm"]
+    starts: list[str] = []
+
+    class Hook(dspex.utils.BaseCallback):  # type: ignore[name-defined]
+        def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+            starts.append(inputs["prompt"])
+
+    async def main() -> tuple[list[str], Any, int]:
+        before = threading.active_count()
+        texts = await lm.acall("hi")
+        with dspex.context(callbacks=[Hook()]):
+            response = await lm.aforward(messages=[{"role": "user", "content": "there"}])
+            await lm.acall("hooked")
+        return texts, response, threading.active_count() - before
+
+    texts, response, grown = asyncio.run(main())
+    assert texts == ["echo:hi"] and response.texts == ["echo:there"]
+    assert starts == ["hooked"]
+    assert grown == 0
+    with pytest.raises(dspex.errors.UsageError, match="exactly one of prompt= or messages="):
+        asyncio.run(lm.acall())

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TextIO
 
-from dspex.actors._callbacks import active_callbacks, check_callbacks, invoke
+from dspex.actors._callbacks import active_callbacks, ainvoke, check_callbacks, invoke
 from dspex.actors._lm._capabilities import capabilities, is_openai_reasoning_model
 from dspex.actors._lm._providers._registry import check_model_id
 from dspex.actors._lm._resilience._config import LMClientConfig, setting_fix
@@ -280,15 +280,33 @@ class LM:
         self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
     ) -> LMResponse:
         """The full response (texts, usage, cache flag) rather than just the texts."""
-        if (prompt is None) == (messages is None):
-            raise UsageError(
-                f"pass exactly one of prompt= or messages= (got prompt={prompt!r}, "
-                f"messages={'None' if messages is None else '[...]'})"
-            )
-        if prompt is not None and not isinstance(prompt, str):
-            raise UsageError(f"prompt={prompt!r} must be a string; use messages=[...] for chat")
-        msgs = [{"role": "user", "content": prompt}] if prompt is not None else list(messages or [])
-        return self.generate(msgs, kwargs)
+        return self.generate(_messages_of(prompt, messages), kwargs)
+
+    async def acall(
+        self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
+    ) -> list[str]:
+        """``await lm.acall("prompt")``: the completion texts, awaited (as ``__call__``)."""
+        callbacks = active_callbacks(self)
+        if not callbacks:
+            return (await self.aforward(prompt, messages, **kwargs)).texts
+        inputs = {"prompt": prompt, "messages": messages, "kwargs": kwargs}
+
+        async def texts() -> list[str]:
+            return (await self.aforward(prompt, messages, **kwargs)).texts
+
+        result: list[str] = await ainvoke(callbacks, "lm", self, inputs, texts)
+        return result
+
+    async def aforward(
+        self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
+    ) -> LMResponse:
+        """:meth:`forward` awaited on the running loop (no thread per call). A subclass
+        that answers requests itself runs its ``forward`` in a worker thread."""
+        if not self.awaits_natively:
+            import asyncio
+
+            return await asyncio.to_thread(self.forward, prompt, messages, **kwargs)
+        return await self.agenerate(_messages_of(prompt, messages), kwargs)
 
     # -- DSPy compatibility ----------------------------------------------------------
 
@@ -391,6 +409,18 @@ class LM:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> LM:
         return self  # an LM is shared, like DSPy's: copies of a program use the same client
+
+
+def _messages_of(prompt: str | None, messages: Sequence[Message] | None) -> list[Message]:
+    """The chat messages of ``lm(prompt)`` / ``lm(messages=[...])``; exactly one is given."""
+    if (prompt is None) == (messages is None):
+        raise UsageError(
+            f"pass exactly one of prompt= or messages= (got prompt={prompt!r}, "
+            f"messages={'None' if messages is None else '[...]'})"
+        )
+    if prompt is not None and not isinstance(prompt, str):
+        raise UsageError(f"prompt={prompt!r} must be a string; use messages=[...] for chat")
+    return [{"role": "user", "content": prompt}] if prompt is not None else list(messages or [])
 
 
 def _check_reasoning_defaults(model: str, temperature: Any, max_tokens: Any) -> None:
