@@ -81,7 +81,7 @@ def raw_floor(url: str, runs: int) -> dict[str, list[float]]:
 def measure(lib: str, url: str, runs: int) -> dict[str, Any]:
     """``{n: [seconds per run], "right": ..., "peak_threads": ...}`` with ``lib`` (dspex/dspy)."""
     if lib == "dspy":
-        # bench/ holds scripts named like packages DSPy imports (gepa.py): off the path.
+        # bench/ off the path: no script here may shadow a package DSPy imports.
         sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR]
         import dspy  # type: ignore[import-not-found]
 
