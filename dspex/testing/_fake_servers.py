@@ -301,6 +301,12 @@ class FakeProvider:
         """The dialect's success body for ``reply``."""
         raise NotImplementedError
 
+    def render_for(
+        self, request: HTTPRequest, body: Any, model: str, reply: Reply
+    ) -> dict[str, Any]:
+        """The success body for ``request`` (a dialect with several routes picks one)."""
+        return self.render(body, model, reply)
+
     def error_response(
         self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()
     ) -> HTTPResponse:
@@ -374,7 +380,7 @@ class FakeProvider:
                 return self.error_response(500, f"fake reply raised {type(exc).__name__}: {exc}")
             if reply.body is not None:
                 return HTTPResponse(200, json.dumps(dict(reply.body)).encode())
-            payload = self.render(body, model, reply)
+            payload = self.render_for(request, body, model, reply)
             return HTTPResponse(200, json.dumps(payload).encode())
         finally:
             with self._lock:

@@ -16,7 +16,10 @@ Read it top down, in the order a call takes:
   reader (decoding, size bound), transport errors, and which transport a URL
   takes; ``_transport_h11`` (default, direct) and ``_transport_httpx``
   (proxies, or on request) implement it.
-- ``_providers/``: wire formats (OpenAI-compatible, Anthropic, Gemini).
+- ``_providers/``: wire formats (OpenAI-compatible chat and embeddings,
+  OpenAI's Responses API, Anthropic, Gemini).
+- ``_embedder``: :class:`Embedder` (DSPy's ``dspy.Embedder``), embeddings
+  through the same clients.
 - ``_resilience/``: the pipeline a call passes on the loop (retries, breaker,
   rate limits, single-flight, usage).
 - ``_local_model`` / ``_local_process``: the embedded llama.cpp server.
