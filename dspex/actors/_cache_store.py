@@ -22,9 +22,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cachetools import LRUCache
 

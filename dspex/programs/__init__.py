@@ -1,7 +1,8 @@
 """The DSPy programming model: signatures, examples, modules, adapters, evaluation.
 
 ``History`` loads on first use (it is a pydantic model; pydantic stays
-unimported until a program needs it).
+unimported until a program needs it), and so do the retrieval names (numpy,
+httpx).
 """
 
 from dspex._lazy import lazy_face
@@ -35,7 +36,14 @@ from ._state_files import load
 from ._tool import Tool
 from ._usage import track_usage
 
-_LAZY: dict[str, str] = {"History": "_history"}
+_LAZY: dict[str, str] = {
+    "ColBERTv2": "_colbertv2",
+    "Embeddings": "_retrievers",
+    "EmbeddingsWithScores": "_retrievers",
+    "History": "_history",
+    "Retrieve": "_retrieve",
+    "dotdict": "_colbertv2",
+}
 
 __all__ = [
     "Adapter",
@@ -43,7 +51,10 @@ __all__ = [
     "BestOfN",
     "ChainOfThought",
     "ChatAdapter",
+    "ColBERTv2",
     "Completions",
+    "Embeddings",
+    "EmbeddingsWithScores",
     "Evaluate",
     "EvaluationResult",
     "Example",
@@ -60,6 +71,7 @@ __all__ = [
     "Prediction",
     "ReAct",
     "Refine",
+    "Retrieve",
     "Signature",
     "SignatureMeta",
     "Tool",
@@ -71,6 +83,7 @@ __all__ = [
     "configure_cache",
     "context",
     "current_settings",
+    "dotdict",
     "ensure_signature",
     "exact_match",
     "f1_score",

@@ -128,9 +128,12 @@ def check_responses(body: Any) -> tuple[int, str] | None:
             if kind not in (want, "input_image", "refusal"):
                 return 400, f"Invalid value: '{kind}' at input[{i}].content[{j}].type"
     fmt = (body.get("text") or {}).get("format")
-    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        if "json_schema" in fmt or not isinstance(fmt.get("schema"), dict) or "name" not in fmt:
-            return 400, "text.format json_schema needs 'name' and 'schema' at its top level"
+    if (
+        isinstance(fmt, dict)
+        and fmt.get("type") == "json_schema"
+        and ("json_schema" in fmt or not isinstance(fmt.get("schema"), dict) or "name" not in fmt)
+    ):
+        return 400, "text.format json_schema needs 'name' and 'schema' at its top level"
     return None
 
 

@@ -20,8 +20,8 @@ from dspex.testing._fake_http import HTTPRequest, HTTPResponse
 from dspex.testing._fake_openai_routes import (
     EMBEDDINGS_PATH,
     RESPONSES_PATH,
-    EmbedFn,
     EmbeddingsStyle,
+    EmbedFn,
     check_embeddings,
     check_responses,
     embeddings_messages,

@@ -45,6 +45,7 @@ from dspex.actors._lm._types import (
 if TYPE_CHECKING:
     from dspex.actors._lm._cache_key import request_key
     from dspex.actors._lm._client import ClientSlot, LMClient
+    from dspex.actors._lm._embedder import Embedder
     from dspex.actors._lm._handle import LMHandle
     from dspex.actors._lm._model import LM
     from dspex.actors._lm._resilience import (
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     "CircuitBreaker": "_resilience",
     "ClientSlot": "_client",
+    "Embedder": "_embedder",
     "LM": "_model",
     "LMClient": "_client",
     "LMClientConfig": "_resilience",
@@ -75,6 +77,7 @@ __all__ = [
     "CircuitBreaker",
     "ClientSlot",
     "Completion",
+    "Embedder",
     "LMClient",
     "LMClientConfig",
     "LMClientStats",

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import json
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+from cachetools import LRUCache
 
 from dspex.actors._lm._providers._registry import check_model_id
 from dspex.actors._lm._resilience._config import LMClientConfig, setting_fix
@@ -33,6 +36,7 @@ __all__ = ["Embedder"]
 
 _CLIENT_KWARGS = tuple(f.name for f in dataclasses.fields(LMClientConfig))
 _EMBEDDING_PROVIDERS = ("openai", "local")
+_MEMO_BATCHES = 1024
 
 Vectors = npt.NDArray[np.float32]
 
@@ -47,7 +51,9 @@ class Embedder:
     request parameters (``dimensions=...``) or, for a callable, its keyword
     arguments; ``api_base``, ``api_key`` and client settings (``num_retries``,
     ``timeout``, ``rpm``, ``tpm``...) configure a model id's client.
-    ``caching`` applies to model ids; a callable is always called.
+    With ``caching``, a model id's batches go through the runtime's response
+    cache (memory and disk); a callable's results are kept in memory, per
+    embedder and batch.
     """
 
     def __init__(
@@ -90,6 +96,8 @@ class Embedder:
         self.default_kwargs: dict[str, Any] = kwargs
         self._handles: weakref.WeakKeyDictionary[Runtime, LMHandle] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+        # A callable's results, per batch (model ids use the runtime's cache).
+        self._memo: LRUCache[str, tuple[Any, ...]] = LRUCache(_MEMO_BATCHES)
 
     def __call__(
         self,
@@ -143,8 +151,16 @@ class Embedder:
 
     def _embed(self, batch: list[str], use_cache: bool, params: dict[str, Any]) -> list[Any]:
         if not isinstance(self.model, str):
+            key = _memo_key(batch, params) if use_cache else None
+            with self._lock:
+                memo = self._memo.get(key) if key is not None else None
+            if memo is not None:
+                return list(memo)
             out = self.model(batch, **params)
             rows = list(np.asarray(out, dtype=np.float32))
+            if key is not None and len(rows) == len(batch):
+                with self._lock:
+                    self._memo[key] = tuple(rows)
         else:
             messages = [{"role": "user", "content": text} for text in batch]
             response = self.handle().generate(messages, {**params, "cache": use_cache})
@@ -197,6 +213,7 @@ class Embedder:
         state = self.__dict__.copy()
         state.pop("_handles", None)
         state.pop("_lock", None)
+        state.pop("_memo", None)
         state["_api_key"] = None  # a pickled embedder never carries the key
         return state
 
@@ -204,11 +221,17 @@ class Embedder:
         self.__dict__.update(state)
         self._handles = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+        self._memo = LRUCache(_MEMO_BATCHES)
 
 
 def _check_batch_size(value: Any, where: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UsageError(f"{where}(batch_size={value!r}) is invalid; use an int >= 1")
+
+
+def _memo_key(batch: list[str], params: dict[str, Any]) -> str:
+    text = json.dumps([batch, params], sort_keys=True, default=repr, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _as_array(rows: list[Any], single: bool) -> Vectors:

@@ -123,4 +123,3 @@ def inputs_of(request: LMRequest) -> list[str]:
             raise UsageError(f"embedding input {i} is {content!r}; every input must be a string")
         texts.append(content)
     return texts
-
