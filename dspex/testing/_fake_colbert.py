@@ -1,6 +1,6 @@
 """A fake ColBERTv2 search server on 127.0.0.1, for testing ``dspex.ColBERTv2``.
 
-It answers ``GET {url}?query=...&k=...`` and ``POST {url}`` with
+It answers (at ``/api/search`` and ``/``) ``GET {url}?query=...&k=...`` and ``POST {url}`` with
 ``{"query", "k"}`` as the hosted ColBERTv2 servers do: ``{"topk": [{"text",
 "pid", "rank", "score", "prob"}]}``, passages ranked by the words they share
 with the query. ``error="..."`` makes it answer ``{"error": true, "message":
@@ -97,7 +97,7 @@ class FakeColBERTv2:
         ]
 
     async def _handle(self, request: HTTPRequest) -> HTTPResponse | ConnectionAction:
-        if request.path != PATH:
+        if request.path not in (PATH, "/"):
             return HTTPResponse(404, b'{"detail": "Not Found"}')
         if request.method == "GET":
             query, k = request.query.get("query"), request.query.get("k", "10")
