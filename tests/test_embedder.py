@@ -246,3 +246,18 @@ def test_acall_returns_the_same_vectors(start_runtime: StartRuntime, fake: FakeO
     np.testing.assert_allclose(got, [bag_of_words("one two"), bag_of_words("three")])
     single = asyncio.run(dspex.Embedder(lambda t: [[1.0, 2.0]] * len(t)).acall("x"))
     assert single.tolist() == [1.0, 2.0]
+
+
+def test_embedding_calls_are_metered_but_kept_out_of_the_history(
+    start_runtime: StartRuntime, fake: FakeOpenAI
+) -> None:
+    rt = start_runtime()
+    embedder = make(fake)
+    embedder(["one", "two"])
+    lm = dspex.LM("openai/text-embedding-3-small", api_base=fake.url, api_key=SECRET)
+    fake.reply = "chat answer"
+    lm("a chat call")
+    history = rt.history(10)
+    assert [list(entry.outputs) for entry in history] == [["chat answer"]]
+    model = rt.metrics()["models"]["openai/text-embedding-3-small"]
+    assert model["requests"] == 2 and model["prompt_tokens"] >= 2
