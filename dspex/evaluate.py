@@ -5,8 +5,10 @@ imports from ``dspy.evaluate`` runs unchanged under ``import dspex as dspy``.
 """
 
 from dspex.programs import (
+    CompleteAndGrounded,
     Evaluate,
     EvaluationResult,
+    SemanticF1,
     answer_exact_match,
     answer_passage_match,
     exact_match,
@@ -15,8 +17,10 @@ from dspex.programs import (
 )
 
 __all__ = [
+    "CompleteAndGrounded",
     "Evaluate",
     "EvaluationResult",
+    "SemanticF1",
     "answer_exact_match",
     "answer_passage_match",
     "exact_match",

@@ -124,12 +124,12 @@ class BaseCallback:
         """An evaluation returned ``outputs`` (an EvaluationResult) or raised."""
 
     def on_compile_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        """An optimizer's ``compile`` is called (reserved for the teleprompters)."""
+        """An optimizer's (``Teleprompter`` subclass's) ``compile`` is called."""
 
     def on_compile_end(
         self, call_id: str, outputs: Any | None, exception: BaseException | None = None
     ) -> None:
-        """An optimizer's ``compile`` returned the program or raised (reserved)."""
+        """An optimizer's ``compile`` returned the program or raised."""
 
 
 def check_callbacks(value: Any, where: str) -> None:

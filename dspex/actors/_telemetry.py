@@ -14,7 +14,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from dspex.actors._telemetry_emitter import (
     _PollDue,
     _PollingInbox,
 )
+from dspex.config._logging import LOGGING_STREAM
 from dspex.supervision import Actor, Event
 
 __all__ = [
@@ -140,7 +140,7 @@ class Telemetry(Actor):
         # redacted copy of the data it would need) entirely.
         threshold = logging.getLevelNamesMapping().get(self._level.upper(), logging.INFO)
         if self._format != "off" and threshold <= logging.INFO:
-            self._logger = _make_logger(self._format, self._level, self._stream or sys.stderr)
+            self._logger = _make_logger(self._format, self._level, self._stream or LOGGING_STREAM)
 
     # -- intake -----------------------------------------------------------------
 
@@ -375,7 +375,7 @@ def _loggable(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in ("messages", "outputs")}
 
 
-def _make_logger(fmt: str, level: str, stream: TextIO) -> Any:
+def _make_logger(fmt: str, level: str, stream: Any) -> Any:
     import logging
 
     import structlog

@@ -1,19 +1,21 @@
 """The DSPy programming model: signatures, examples, modules, adapters, evaluation.
 
-``History`` loads on first use (it is a pydantic model; pydantic stays
-unimported until a program needs it), and so do the retrieval names (numpy,
-httpx).
+``History`` and the custom field types (``Image``, ``Audio``, ``File``,
+``Code``, ``Reasoning``, ``ToolCalls``, ``Type``) load on first use (they are
+pydantic models; pydantic stays unimported until a program needs it), and so
+do the retrieval names (numpy, httpx).
 """
 
 from dspex._lazy import lazy_face
 
-from ._adapters import Adapter, ChatAdapter, JSONAdapter, XMLAdapter
+from ._adapters import Adapter, ChatAdapter, JSONAdapter, TwoStepAdapter, XMLAdapter
 from ._asyncify import asyncify
 from ._best_of_n import BestOfN
 from ._chain_of_thought import ChainOfThought
 from ._evaluate import Evaluate, EvaluationResult
 from ._example import Example
 from ._fields import FieldInfo, InputField, OutputField, infer_prefix
+from ._judged_metrics import CompleteAndGrounded, SemanticF1
 from ._majority import majority
 from ._metrics import (
     answer_exact_match,
@@ -33,25 +35,39 @@ from ._runtime_glue import configure, configure_cache, inspect_history, start
 from ._settings import context, current_settings, settings
 from ._signature import Signature, SignatureMeta, ensure_signature, make_signature
 from ._state_files import load
+from ._syncify import syncify
 from ._tool import Tool
 from ._usage import track_usage
 
+# pydantic models: loaded on first use
 _LAZY: dict[str, str] = {
+    "History": "_history",
+    "Audio": "_types._media",
+    "File": "_types._media",
+    "Image": "_types._media",
+    "Code": "_types._text",
+    "Reasoning": "_types._text",
+    "ToolCalls": "_types._tool_calls",
+    "ToolCallResults": "_types._tool_calls",
+    "Type": "_types._base",
+    # retrieval: numpy and httpx, loaded on first use
     "ColBERTv2": "_colbertv2",
     "Embeddings": "_retrievers",
     "EmbeddingsWithScores": "_retrievers",
-    "History": "_history",
     "Retrieve": "_retrieve",
     "dotdict": "_colbertv2",
 }
 
 __all__ = [
     "Adapter",
+    "Audio",
     "BaseModule",
     "BestOfN",
     "ChainOfThought",
     "ChatAdapter",
+    "Code",
     "ColBERTv2",
+    "CompleteAndGrounded",
     "Completions",
     "Embeddings",
     "EmbeddingsWithScores",
@@ -59,7 +75,9 @@ __all__ = [
     "EvaluationResult",
     "Example",
     "FieldInfo",
+    "File",
     "History",
+    "Image",
     "InputField",
     "JSONAdapter",
     "Module",
@@ -70,11 +88,17 @@ __all__ = [
     "Predict",
     "Prediction",
     "ReAct",
+    "Reasoning",
     "Refine",
     "Retrieve",
+    "SemanticF1",
     "Signature",
     "SignatureMeta",
     "Tool",
+    "ToolCallResults",
+    "ToolCalls",
+    "TwoStepAdapter",
+    "Type",
     "XMLAdapter",
     "answer_exact_match",
     "answer_passage_match",
@@ -95,6 +119,7 @@ __all__ = [
     "normalize_text",
     "settings",
     "start",
+    "syncify",
     "track_usage",
 ]
 

@@ -91,7 +91,8 @@ def hooked(kind: str, *, once_per_instance: bool = False) -> Callable[[F], F]:
 def with_callbacks(fn: F) -> F:
     """DSPy's decorator: calls of the method fire the hooks matching the instance.
 
-    LMs fire ``on_lm_*``, ``Evaluate`` ``on_evaluate_*``, adapters
+    LMs fire ``on_lm_*``, ``Evaluate`` ``on_evaluate_*``, optimizers
+    ``on_compile_*``, adapters
     ``on_adapter_format_*`` / ``on_adapter_parse_*`` (for ``format`` / ``parse``),
     anything else ``on_module_*``.
     """
@@ -101,6 +102,8 @@ def with_callbacks(fn: F) -> F:
         if isinstance(instance, LMProtocol):
             return "lm"
         family = getattr(type(instance), CALLBACK_KIND, None)
+        if family == "compile":
+            return "compile"
         if family == "evaluate":
             return "evaluate"
         if family == "adapter":

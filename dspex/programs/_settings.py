@@ -34,6 +34,7 @@ from dspex.actors._callbacks import (
 from dspex.actors._lm._model import set_scoped_params
 from dspex.actors._telemetry_emitter import set_history_gate
 from dspex.errors import UsageError
+from dspex.programs._usage import current_usage_tracker
 
 __all__ = [
     "DEFAULTS",
@@ -62,6 +63,16 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "disable_history": False,
         "provide_traceback": False,
         "warn_on_type_mismatch": True,
+        # Read by DSPy programs and extensions; dspex accepts and returns them.
+        "branch_idx": 0,
+        "send_stream": None,
+        "stream_listeners": (),
+        "usage_tracker": None,  # None here: the tracker of an active track_usage() is returned
+        "caller_predict": None,
+        "caller_modules": None,
+        "allow_tool_async_sync_conversion": False,
+        "max_history_size": 10_000,
+        "interpreter_factory": None,
     }
 )
 
@@ -131,7 +142,10 @@ class Settings:
             set_global_callbacks(DEFAULTS["callbacks"])
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self.current().get(key, default)
+        current = self.current()
+        if key in current:
+            return _live(key, current[key])
+        return default
 
     @property
     def config(self) -> dict[str, Any]:
@@ -139,7 +153,7 @@ class Settings:
         return dict(self.current())
 
     def __getitem__(self, key: str) -> Any:
-        return self.current()[key]
+        return _live(key, self.current()[key])
 
     def __contains__(self, key: object) -> bool:
         return key in self.current()
@@ -149,7 +163,7 @@ class Settings:
             raise AttributeError(name)
         current = self.current()
         if name in current:
-            return current[name]
+            return _live(name, current[name])
         raise AttributeError(
             f"no setting named {name!r}; known settings: {sorted(current)}. "
             f"Set it with dspex.configure({name}=...)"
@@ -170,6 +184,14 @@ class Settings:
 
 
 settings = Settings()
+
+
+def _live(key: str, value: Any) -> Any:
+    # dspex keeps the active usage tracker in its own context variable (track_usage);
+    # DSPy programs read it as settings.usage_tracker.
+    if key == "usage_tracker" and value is None:
+        return current_usage_tracker()
+    return value
 
 
 def current_settings() -> Mapping[str, Any]:

@@ -214,6 +214,13 @@ class _Evaluator:
         items = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
         if base is typing.Literal:
             args: tuple[Any, ...] = tuple(self.literal(item) for item in items)
+        elif getattr(base, "__dspex_custom_type__", False):  # Code["java"]: a quoted argument
+            args = tuple(
+                item.value
+                if isinstance(item, ast.Constant) and isinstance(item.value, str)
+                else self.type_(item)
+                for item in items
+            )
         else:
             args = tuple(self.type_(item) for item in items)
         try:

@@ -1,7 +1,7 @@
 """DSPy's ``dspy.utils`` path: ``from dspex.utils import BaseCallback``.
 
 Holds only the DSPy-facing names programs import from ``dspy.utils``
-(callbacks, and ``DummyLM`` for tests); they load on first use.
+(callbacks, ``syncify``, ``logging_utils``, and ``DummyLM`` for tests); they load on first use.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 from dspex._lazy import lazy_face
 
 if TYPE_CHECKING:
+    from dspex.programs._syncify import syncify
     from dspex.testing import DummyLM
-    from dspex.utils import callback, dummies
+    from dspex.utils import callback, dummies, logging_utils
     from dspex.utils.callback import ACTIVE_CALL_ID, BaseCallback, with_callbacks
 
 _LAZY: dict[str, str] = {
@@ -21,6 +22,8 @@ _LAZY: dict[str, str] = {
     "DummyLM": "dspex.testing",
     "callback": "dspex.utils.callback",
     "dummies": "dspex.utils.dummies",
+    "logging_utils": "dspex.utils.logging_utils",
+    "syncify": "dspex.programs._syncify",
     "with_callbacks": "dspex.utils.callback",
 }
 
@@ -30,6 +33,8 @@ __all__ = [
     "DummyLM",
     "callback",
     "dummies",
+    "logging_utils",
+    "syncify",
     "with_callbacks",
 ]
 

@@ -34,6 +34,7 @@ from dspex.programs._adapters._schema import prompt_schema
 from dspex.programs._adapters._values import annotation_name
 from dspex.programs._callbacks import call_lm, hooked
 from dspex.programs._history_format import format_with_history
+from dspex.programs._types._markers import custom_types_in, expand_content_parts
 
 __all__ = [
     "Adapter",
@@ -201,7 +202,7 @@ class Adapter:
         signature = _resolve(signature)
         with_history = format_with_history(self, signature, demos, inputs)
         if with_history is not None:  # a History input becomes earlier turns
-            return with_history
+            return expand_content_parts(with_history)
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": self.plan(signature).system}
         ]
@@ -213,7 +214,8 @@ class Adapter:
                 "content": self.format_user_message_content(signature, inputs, main_request=True),
             }
         )
-        return messages
+        # Images, audio and files in the inputs become content parts of their user message.
+        return expand_content_parts(messages)
 
     def format_system_message(self, signature: Any) -> str:
         """Field descriptions, the interaction structure, then the objective."""
@@ -386,6 +388,10 @@ def _describe_fields(fields: Mapping[str, Any]) -> str:
     lines = []
     for index, (name, info) in enumerate(fields.items(), 1):
         desc = info.desc if info.desc is not None and info.desc != f"${{{name}}}" else ""
+        for custom in custom_types_in(info.annotation):
+            explained = custom.description()
+            if explained:
+                desc += f"\n    Type description of {annotation_name(custom)}: {explained}"
         line = f"{index}. `{name}` ({annotation_name(info.annotation)}): {desc}"
         constraints = (getattr(info, "json_schema_extra", None) or {}).get("constraints")
         if constraints:
@@ -401,7 +407,7 @@ def field_placeholder(name: str, annotation: Any, is_input: bool) -> str:
 
 
 def _type_note(annotation: Any) -> str:
-    if annotation is str:
+    if annotation is str or getattr(annotation, "__dspex_plain_text__", False):
         return ""
     if annotation is bool:
         return "must be True or False"
@@ -424,6 +430,9 @@ def type_info(annotation: Any) -> str:
     """The "(must be formatted as ...)" note after a typed output field's name ("" for str)."""
     if annotation is str:
         return ""
+    requirement = getattr(annotation, "__dspex_requirement__", None)
+    if isinstance(requirement, str):  # ToolCalls describes itself
+        return requirement
     return f" (must be formatted as a valid Python {annotation_name(annotation)})"
 
 

@@ -36,6 +36,8 @@ class JSONFormat(Adapter):
 
     def _default_lm_params(self, signature: Any) -> dict[str, Any]:
         fields = {name: info.annotation for name, info in signature.output_fields.items()}
+        if any(getattr(a, "__dspex_tool_calls__", False) for a in fields.values()):
+            return {"response_format": dict(JSON_OBJECT)}  # DSPy asks no schema for tool calls
         return {"response_format": response_format(fields)}
 
     def _generate(self, lm: Any, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:

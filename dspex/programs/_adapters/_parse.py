@@ -205,6 +205,8 @@ def _build(annotation: Any) -> Parser:
     if isinstance(annotation, type):
         if issubclass(annotation, enum.Enum):
             return _enum_parser(annotation)
+        if getattr(annotation, "__dspex_custom_type__", False):
+            return _custom_type_parser(annotation)
         if _is_pydantic_model(annotation):
             return _model_parser(annotation)
         if annotation in (list, tuple, set, frozenset, dict):
@@ -403,6 +405,25 @@ def _model_parser(model: Any) -> Parser:
         except ConversionError:
             raise
         except ValueError as exc:  # pydantic's ValidationError
+            raise _fail(value, model, _first_lines(str(exc))) from exc
+
+    return parse
+
+
+def _custom_type_parser(model: Any) -> Parser:
+    """A dspex/DSPy custom type: from decoded data, else from the raw text (``Code``)."""
+
+    def parse(value: Any) -> Any:
+        if isinstance(value, model):
+            return value
+        try:
+            return model.model_validate(data_or_text(value))
+        except ValueError as exc:  # pydantic's ValidationError
+            if isinstance(value, str):
+                try:
+                    return model.model_validate(value)
+                except ValueError:
+                    pass
             raise _fail(value, model, _first_lines(str(exc))) from exc
 
     return parse

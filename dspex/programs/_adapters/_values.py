@@ -20,7 +20,10 @@ def annotation_name(annotation: Any) -> str:
     """The type name DSPy shows for ``annotation`` (``int``, ``list[str]``...)."""
     origin = get_origin(annotation)
     if origin is None:
-        name = getattr(annotation, "__name__", None)
+        # A custom type may go by another name in prompts (Reasoning shows as str).
+        name = getattr(annotation, "__dspex_type_name__", None) or getattr(
+            annotation, "__name__", None
+        )
         return name if isinstance(name, str) else str(annotation)
     args = get_args(annotation)
     if origin is Literal:

@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from dspex.errors import UsageError
+from dspex.programs._callbacks import hooked
 
 __all__ = ["Teleprompter", "check_count", "check_trainset"]
 
 
 class Teleprompter:
-    """An optimizer: ``compile(student, trainset=...)`` returns an improved copy of ``student``."""
+    """An optimizer: ``compile(student, trainset=...)`` returns an improved copy of ``student``.
+
+    Subclass it and define ``compile``: each call then fires the callbacks'
+    ``on_compile_start`` / ``on_compile_end`` (in the calling thread), once
+    per call even when an override calls ``super().compile``.
+    """
+
+    _dspex_callback_kind: ClassVar[str] = "compile"  # see _callbacks.CALLBACK_KIND
+
+    def __init__(self) -> None:
+        pass
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Only a compile defined in this class body: an inherited one is already observed.
+        method = cls.__dict__.get("compile")
+        if inspect.isfunction(method):
+            cls.compile = hooked("compile", once_per_instance=True)(method)  # type: ignore[method-assign]
 
     def compile(
         self,

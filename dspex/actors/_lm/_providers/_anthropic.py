@@ -13,6 +13,7 @@ N tokens > M maximum" (or, counting ``max_tokens``, "input length and
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from typing import Any
@@ -135,6 +136,9 @@ def _content(content: Any, where: str) -> str | list[dict[str, Any]]:
         if kind == "text":
             blocks.append({"type": "text", "text": value})
             continue
+        if kind != "image":
+            blocks.append(_document(kind, value, where))
+            continue
         inline = split_data_url(value)
         source = (
             {"type": "base64", "media_type": inline[0], "data": inline[1]}
@@ -143,3 +147,34 @@ def _content(content: Any, where: str) -> str | list[dict[str, Any]]:
         )
         blocks.append({"type": "image", "source": source})
     return blocks
+
+
+def _document(kind: str, value: str, where: str) -> dict[str, Any]:
+    """A file part as Anthropic's block: a PDF or text document, an image, or a file id."""
+    if kind == "file_id":
+        return {"type": "document", "source": {"type": "file", "file_id": value}}
+    inline = split_data_url(value)
+    if kind == "audio" or inline is None:
+        what = "audio" if kind == "audio" else f"file {value[:40]!r}"
+        raise UsageError(
+            f"{where}: Anthropic does not take {what} input; send PDFs, text files and "
+            "images (as data: URLs)"
+        )
+    media_type, data = inline
+    if media_type == "application/pdf":
+        return {
+            "type": "document",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+        }
+    if media_type.startswith("text/"):
+        text = base64.b64decode(data).decode("utf-8", errors="replace")
+        return {
+            "type": "document",
+            "source": {"type": "text", "media_type": "text/plain", "data": text},
+        }
+    if media_type.startswith("image/"):
+        return {
+            "type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+        }
+    raise UsageError(f"{where}: Anthropic takes PDF, text and image files, not {media_type}")

@@ -426,9 +426,10 @@ async def send(
 
 
 def text_parts(content: Any, where: str) -> list[tuple[str, str]]:
-    """A message content as ``[(kind, value)]``: ``("text", str)`` or ``("image", url)``.
+    """A message content as ``[(kind, value)]``, from a string or OpenAI content parts.
 
-    Accepts a string or OpenAI content parts; anything else raises naming ``where``.
+    Kinds: ``("text", str)``, ``("image", url)``, ``("audio", data URL)``,
+    ``("file", data URL)`` and ``("file_id", id)``; anything else raises naming ``where``.
     """
     if isinstance(content, str):
         return [("text", content)]
@@ -443,12 +444,32 @@ def text_parts(content: Any, where: str) -> list[tuple[str, str]]:
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, Mapping) else image
             parts.append(("image", str(url)))
+        elif kind in ("input_audio", "file"):
+            parts.append(_media_part(part, kind, f"{where}.content[{i}]"))
         else:
             raise UsageError(
-                f"{where}.content[{i}] has type {kind!r}; this provider takes 'text' and "
-                "'image_url' parts"
+                f"{where}.content[{i}] has type {kind!r}; this provider takes 'text', "
+                "'image_url', 'input_audio' and 'file' parts"
             )
     return parts
+
+
+def _media_part(part: Mapping[str, Any], kind: str, where: str) -> tuple[str, str]:
+    """An ``input_audio`` or ``file`` content part as ``(kind, data URL or file id)``."""
+    body = part.get(kind)
+    if kind == "input_audio":
+        if isinstance(body, Mapping) and body.get("data") and body.get("format"):
+            return "audio", f"data:audio/{body['format']};base64,{body['data']}"
+        raise UsageError(
+            f"{where}: an input_audio part needs {{'data': <base64>, 'format': 'wav'}}, "
+            f"got {body!r}"[:300]
+        )
+    if isinstance(body, Mapping):
+        if body.get("file_data"):
+            return "file", str(body["file_data"])
+        if body.get("file_id"):
+            return "file_id", str(body["file_id"])
+    raise UsageError(f"{where}: a file part needs file_data (a data: URL) or file_id")
 
 
 def split_data_url(url: str) -> tuple[str, str] | None:

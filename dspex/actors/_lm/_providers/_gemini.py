@@ -167,11 +167,14 @@ def _parts(content: Any, where: str) -> list[dict[str, Any]]:
         if kind == "text":
             parts.append({"text": value})
             continue
+        if kind == "file_id":  # a file uploaded through Gemini's Files API
+            parts.append({"fileData": {"fileUri": value}})
+            continue
         inline = split_data_url(value)
         if inline is None:
             raise UsageError(
-                f"{where}: Gemini takes images inline only; pass a data:<type>;base64,... URL "
-                f"instead of {value[:60]!r}"
+                f"{where}: Gemini takes images, audio and files inline only; pass a "
+                f"data:<type>;base64,... URL instead of {value[:60]!r}"
             )
         parts.append({"inlineData": {"mimeType": inline[0], "data": inline[1]}})
     return parts
