@@ -12,6 +12,7 @@ import asyncio
 import json
 import pickle
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from dspex.actors._lm._cache_key import request_key
 from dspex.actors._lm._providers import EmbeddingsProvider, resolve_provider
 from dspex.actors._lm._types import Completion, LMRequest, LMResponse, Usage
 from dspex.errors import AuthenticationError, LMError, ProviderError, UsageError
+from dspex.supervision import VirtualClock
 from dspex.testing import FakeOpenAI, Fault
 from dspex.testing._fake_openai_routes import bag_of_words
 
@@ -261,3 +263,17 @@ def test_embedding_calls_are_metered_but_kept_out_of_the_history(
     assert [list(entry.outputs) for entry in history] == [["chat answer"]]
     model = rt.metrics()["models"]["openai/text-embedding-3-small"]
     assert model["requests"] == 2 and model["prompt_tokens"] >= 2
+
+
+def test_batches_are_rate_limited_by_rpm(start_runtime: StartRuntime, fake: FakeOpenAI) -> None:
+    clock = VirtualClock()
+    start_runtime(clock=clock)
+    embedder = make(fake, rpm=1, caching=False)
+    embedder("first")  # the bucket's one request this minute
+    with ThreadPoolExecutor(1) as pool:
+        second = pool.submit(embedder, "second")
+        assert clock.wait_for_sleepers(1, timeout=10)  # held by the limiter, not sent
+        assert fake.request_count == 1 and not second.done()
+        clock.advance(60.0)
+        assert second.result(timeout=10).shape == (16,)
+    assert fake.request_count == 2
