@@ -234,3 +234,14 @@ def test_copy_and_state_keep_the_model_type(fake: FakeOpenAI) -> None:
     lm = responses_lm(fake)
     assert lm.dump_state()["model_type"] == "responses"
     assert lm.copy(temperature=0.5).model_type == "responses"
+
+
+def test_a_saved_program_keeps_its_responses_lm(fake: FakeOpenAI, tmp_path: Any) -> None:
+    program = dspex.Predict("question -> answer")
+    program.lm = responses_lm(fake, max_tokens=64)
+    program.save(tmp_path / "p.json")
+    saved = json.loads((tmp_path / "p.json").read_text())
+    assert saved["lm"]["model_type"] == "responses" and SECRET not in json.dumps(saved)
+    loaded = dspex.Predict("question -> answer")
+    loaded.load(tmp_path / "p.json", allow_unsafe_lm_state=True)
+    assert loaded.lm.model_type == "responses" and loaded.lm.kwargs["max_tokens"] == 64
