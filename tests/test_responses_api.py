@@ -62,7 +62,18 @@ def test_messages_become_instructions_and_typed_input_items() -> None:
                 "role": "user",
                 "content": [
                     {"type": "text", "text": "Q2"},
-                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "data:image/png;base64,AA==", "detail": "low"},
+                    },
+                    {
+                        "type": "file",
+                        "file": {
+                            "file_data": "data:application/pdf;base64,JVBE",
+                            "filename": "a.pdf",
+                        },
+                    },
+                    {"type": "input_audio", "input_audio": {"data": "UklG", "format": "wav"}},
                 ],
             },
         ],
@@ -76,10 +87,18 @@ def test_messages_become_instructions_and_typed_input_items() -> None:
             "role": "user",
             "content": [
                 {"type": "input_text", "text": "Q2"},
-                {"type": "input_image", "image_url": "data:image/png;base64,AA=="},
+                {"type": "input_image", "image_url": "data:image/png;base64,AA==", "detail": "low"},
+                {
+                    "type": "input_file",
+                    "file_data": "data:application/pdf;base64,JVBE",
+                    "filename": "a.pdf",
+                },
+                {"type": "input_audio", "input_audio": {"data": "UklG", "format": "wav"}},
             ],
         },
     ]
+    with pytest.raises(UsageError, match=r"messages\[0\]\.content\[0\] has type 'video'"):
+        build({}, [{"role": "user", "content": [{"type": "video"}]}])
     assert call.headers["authorization"] == "Bearer k" and "k" not in repr(call).split("json")[0]
 
 
@@ -245,3 +264,16 @@ def test_a_saved_program_keeps_its_responses_lm(fake: FakeOpenAI, tmp_path: Any)
     loaded = dspex.Predict("question -> answer")
     loaded.load(tmp_path / "p.json", allow_unsafe_lm_state=True)
     assert loaded.lm.model_type == "responses" and loaded.lm.kwargs["max_tokens"] == 64
+
+
+def test_an_image_input_reaches_the_responses_api(
+    start_runtime: StartRuntime, fake: FakeOpenAI
+) -> None:
+    start_runtime()
+    fake.reply = "[[ ## caption ## ]]\na tiny image\n\n[[ ## completed ## ]]"
+    dspex.configure(lm=responses_lm(fake))
+    picture = dspex.Image("data:image/png;base64,iVBORw0KGgo=")
+    caption = dspex.Predict("picture: dspex.Image -> caption")(picture=picture).caption
+    assert caption == "a tiny image"
+    parts = [part for item in fake.requests[0].json["input"] for part in item["content"]]
+    assert {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="} in parts

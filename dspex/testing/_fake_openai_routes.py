@@ -125,7 +125,7 @@ def check_responses(body: Any) -> tuple[int, str] | None:
         want = "output_text" if item["role"] == "assistant" else "input_text"
         for j, part in enumerate(content):
             kind = part.get("type") if isinstance(part, dict) else None
-            if kind not in (want, "input_image", "refusal"):
+            if kind not in (want, "input_image", "input_file", "input_audio", "refusal"):
                 return 400, f"Invalid value: '{kind}' at input[{i}].content[{j}].type"
     fmt = (body.get("text") or {}).get("format")
     if (

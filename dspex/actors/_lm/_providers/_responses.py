@@ -3,7 +3,8 @@
 ``POST {api_base}/responses``. The chat-shaped request maps onto it as DSPy
 maps it: leading system messages become ``instructions``, the other messages
 ``input`` items (text parts typed ``input_text``, or ``output_text`` for the
-assistant's own earlier turns; images ``input_image``); ``max_tokens`` (or
+assistant's own earlier turns; images ``input_image``, files ``input_file``,
+audio as it is); ``max_tokens`` (or
 ``max_completion_tokens``) becomes ``max_output_tokens``; ``reasoning_effort``
 becomes ``reasoning={"effort": ..., "summary": "auto"}`` unless ``reasoning``
 is given; ``response_format`` becomes ``text.format``. The API has no ``n``,
@@ -107,15 +108,32 @@ class ResponsesProvider(OpenAIProvider):
 
 
 def _input_content(role: str, content: Any, index: int) -> list[dict[str, Any]]:
+    """A chat message's content as Responses input parts (DSPy's mapping)."""
     # The Responses API types text by direction: an assistant turn replays the
     # model's own output, and "input_text" there is refused.
     text_type = "output_text" if role == "assistant" else "input_text"
+    if isinstance(content, str):
+        return [{"type": text_type, "text": content}]
+    text_parts(content, f"messages[{index}]")  # validates the parts, naming a bad one
     parts: list[dict[str, Any]] = []
-    for kind, value in text_parts(content, f"messages[{index}]"):
+    for part in content:
+        kind = part["type"]
         if kind == "text":
-            parts.append({"type": text_type, "text": value})
-        else:
-            parts.append({"type": "input_image", "image_url": value})
+            parts.append({"type": text_type, "text": str(part.get("text", ""))})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, Mapping) else image
+            item: dict[str, Any] = {"type": "input_image", "image_url": str(url)}
+            if isinstance(image, Mapping) and image.get("detail") is not None:
+                item["detail"] = image["detail"]
+            parts.append(item)
+        elif kind == "file":
+            spec = part.get("file") or {}
+            item = {"type": "input_file"}
+            item.update({k: spec[k] for k in ("file_data", "filename", "file_id") if spec.get(k)})
+            parts.append(item)
+        else:  # input_audio: the same part in both APIs
+            parts.append(dict(part))
     return parts
 
 
