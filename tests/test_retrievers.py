@@ -277,3 +277,15 @@ def test_dotdict_reads_keys_as_attributes() -> None:
     with pytest.raises(AttributeError, match="no key 'missing'"):
         _ = d.missing
     assert copy.deepcopy(d) == d and isinstance(copy.deepcopy(d), dspex.programs.dotdict)
+
+
+def test_dspy_import_paths() -> None:
+    from dspex.clients import Embedder
+    from dspex.dsp.colbertv2 import ColBERTv2
+    from dspex.dsp.utils import dotdict
+
+    assert Embedder is dspex.Embedder and ColBERTv2 is dspex.ColBERTv2
+    assert dotdict is dspex.programs.dotdict and dspex.dsp.utils.dotdict is dotdict
+    assert dspex.clients.LM is dspex.LM
+    assert dspex.retrievers.Retrieve is dspex.Retrieve
+    assert dspex.Embeddings is dspex.retrievers.Embeddings
