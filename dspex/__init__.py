@@ -41,6 +41,7 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "adapters": "dspex.adapters",
     "evaluate": "dspex.evaluate",
+    "serve": "dspex.serve",
     "teleprompt": "dspex.teleprompt",
     "utils": "dspex.utils",
     "retrievers": "dspex.retrievers",
@@ -242,6 +243,7 @@ __all__ = [
     "make_signature",
     "normalize_text",
     "retrievers",
+    "serve",
     "settings",
     "start",
     "syncify",

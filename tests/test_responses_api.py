@@ -226,7 +226,11 @@ def test_json_adapter_structured_output_and_n(
 ) -> None:
     start_runtime()
     fake.reply = '{"answer": "four"}'
-    dspex.configure(lm=responses_lm(fake), adapter=dspex.JSONAdapter())
+    # A model DSPy knows takes response schemas: JSONAdapter asks for one.
+    schema_lm = dspex.LM(
+        "openai/gpt-4o-mini", model_type="responses", api_base=fake.url, api_key=SECRET
+    )
+    dspex.configure(lm=schema_lm, adapter=dspex.JSONAdapter())
     assert dspex.Predict("question -> answer")(question="2+2?").answer == "four"
     fmt = fake.requests[0].json["text"]["format"]
     assert fmt["type"] == "json_schema" and fmt["name"] and fmt["strict"] is True

@@ -150,7 +150,7 @@ class LMHandle:
                 if not hit.cache_hit:
                     hit = dataclasses.replace(hit, cache_hit=True)
                 if emit is not None:
-                    self._emit_stop(emit, request, hit, CallInfo(), started)
+                    self._emit_stop(emit, request, hit, CallInfo(), started, params=params)
                 return hit
         value, info = self._call(key, request, options)
         if isinstance(value, BaseException):
@@ -160,7 +160,7 @@ class LMHandle:
         if use_cache and self._cache_put is not None:
             self._cache_put(key, value)
         if emit is not None:
-            self._emit_stop(emit, request, value, info, started)
+            self._emit_stop(emit, request, value, info, started, params=params)
         return value
 
     def complete(
@@ -247,6 +247,8 @@ class LMHandle:
         response: LMResponse,
         info: CallInfo,
         started: float,
+        *,
+        params: Mapping[str, Any],
     ) -> None:
         usage = response.usage
         data: dict[str, Any] = {
@@ -264,6 +266,9 @@ class LMHandle:
         if request.params.get("model_type") != "embeddings":
             data["messages"] = request.messages
             data["outputs"] = response.texts
+            # The call's own parameters, not the LM's defaults (DSPy's history kwargs).
+            data["kwargs"] = params
+            data["response"] = response
         emit("lm.request.stop", data)
 
     def _emit_error(self, emit: Emit, exc: BaseException, info: CallInfo, started: float) -> None:
