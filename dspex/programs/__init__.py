@@ -39,9 +39,11 @@ from ._syncify import syncify
 from ._tool import Tool
 from ._usage import track_usage
 
-# pydantic models: loaded on first use
+# pydantic models (and numpy users): loaded on first use
 _LAZY: dict[str, str] = {
+    "Embedder": "_embedder",
     "History": "_history",
+    "KNN": "_knn",  # numpy: loaded on first use
     "Audio": "_types._media",
     "File": "_types._media",
     "Image": "_types._media",
@@ -59,6 +61,7 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "KNN",
     "Adapter",
     "Audio",
     "BaseModule",
@@ -69,6 +72,7 @@ __all__ = [
     "ColBERTv2",
     "CompleteAndGrounded",
     "Completions",
+    "Embedder",
     "Embeddings",
     "EmbeddingsWithScores",
     "Evaluate",

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from dspex.actors._callbacks import active_callbacks, ainvoke, end_call, invoke, start_call
 from dspex.actors._lm._types import LMProtocol
 from dspex.programs._lm_report import generate_reported, history_emitter
+from dspex.programs._module_history import record_lm_call
 from dspex.programs._usage import note_usage
 
 __all__ = ["CALLBACK_KIND", "call_lm", "hooked", "with_callbacks"]
@@ -152,19 +153,36 @@ def _observed(fn: F, kind_of: Callable[[Any], str | None], once: bool) -> F:
             return invoke(
                 callbacks, kind, self, bind(self, args, kwargs), fn, self, *args, **kwargs
             )
-        marker = (id(self), kind)
-        if _observing.get() == marker:
-            return fn(self, *args, **kwargs)
-        token = _observing.set(marker)
-        try:
-            return invoke(
-                callbacks, kind, self, bind(self, args, kwargs), fn, self, *args, **kwargs
-            )
-        finally:
-            _observing.reset(token)
+        return _invoke_once(callbacks, kind, bind, fn, self, args, kwargs)
 
     wrapper._dspex_observed = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+def _invoke_once(  # noqa: PLR0917  (the wrapper's call, spelled out)
+    callbacks: Sequence[Any],
+    kind: str,
+    bind: _Binder,
+    fn: Callable[..., Any],
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """``fn`` observed, unless the same instance's call of this kind is already observed.
+
+    A module-level function (not inlined in the wrapper) so wrappers hold no
+    ContextVar: cloudpickle can then ship a class with observed methods by value.
+    """
+    marker = (id(instance), kind)
+    if _observing.get() == marker:
+        return fn(instance, *args, **kwargs)
+    token = _observing.set(marker)
+    try:
+        return invoke(
+            callbacks, kind, instance, bind(instance, args, kwargs), fn, instance, *args, **kwargs
+        )
+    finally:
+        _observing.reset(token)
 
 
 def call_lm(lm: Any, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> Any:
@@ -183,6 +201,7 @@ def call_lm(lm: Any, messages: Sequence[Mapping[str, Any]], params: Mapping[str,
         else:
             response = generate_reported(emitter, lm, messages, params)
         note_usage(lm, response)
+        record_lm_call(lm, messages, params, response)
         return response
     inputs = {"prompt": None, "messages": messages, "kwargs": dict(params)}
     call = start_call(callbacks, "lm", lm, inputs)
@@ -194,6 +213,7 @@ def call_lm(lm: Any, messages: Sequence[Mapping[str, Any]], params: Mapping[str,
         else:
             response = generate_reported(emitter, lm, messages, params)
         note_usage(lm, response)
+        record_lm_call(lm, messages, params, response)
         texts = [completion.text for completion in response.completions]
         return response
     except BaseException as exc:

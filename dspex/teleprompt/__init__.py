@@ -5,8 +5,14 @@ optimizers from ``dspy.teleprompt``.
 """
 
 from dspex.programs._teleprompt import (
+    COPRO,
+    GEPA,
+    SIMBA,
     BootstrapFewShot,
+    BootstrapFewShotWithOptuna,
     BootstrapFewShotWithRandomSearch,
+    Ensemble,
+    KNNFewShot,
     LabeledFewShot,
     MIPROv2,
     Teleprompter,
@@ -16,9 +22,15 @@ BootstrapRS = BootstrapFewShotWithRandomSearch
 """DSPy's short name for :class:`BootstrapFewShotWithRandomSearch`."""
 
 __all__ = [
+    "COPRO",
+    "GEPA",
+    "SIMBA",
     "BootstrapFewShot",
+    "BootstrapFewShotWithOptuna",
     "BootstrapFewShotWithRandomSearch",
     "BootstrapRS",
+    "Ensemble",
+    "KNNFewShot",
     "LabeledFewShot",
     "MIPROv2",
     "Teleprompter",

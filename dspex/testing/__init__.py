@@ -6,13 +6,14 @@ replies, latency and fault injection, and a ColBERTv2 search server; see
 docs/testing.md.
 """
 
-from dspex.testing._dummy_lm import DummyLM
+from dspex.testing._dummy_lm import DummyLM, DummyVectorizer
 from dspex.testing._fake_colbert import FakeColBERTv2
 from dspex.testing._fake_providers import FakeAnthropic, FakeGemini, FakeOpenAI
 from dspex.testing._fake_servers import FakeProvider, Fault, FaultKind, RecordedRequest, Reply
 
 __all__ = [
     "DummyLM",
+    "DummyVectorizer",
     "FakeAnthropic",
     "FakeColBERTv2",
     "FakeGemini",
