@@ -78,7 +78,7 @@ LOCAL_EMBEDDINGS: Final[Mapping[str, Any]] = MappingProxyType({"max_inputs": 1, 
 """Embeddings provider options for the local server.
 
 ``Embedder("local/<name>")`` talks to a second server process, started with
-``--embedding True``, rather than the chat one: llama-cpp-python 0.3.16's
+``--embedding True``, rather than the chat one: llama-cpp-python's
 server loads one model per process and its chat context is left untouched.
 Its embeddings endpoint, for a chat model without a pooling layer (SmolLM2),
 answers one vector per token and fails on more than one input per request,

@@ -6,7 +6,7 @@ key, the rate limiter's token estimate and the history see the texts. The
 reply becomes an :class:`LMResponse` with no completions and one vector per
 input, in input order.
 
-llama.cpp's Python server (llama-cpp-python 0.3.16) answers a model without a
+llama.cpp's Python server (llama-cpp-python, seen with 0.3.16) answers a model without a
 pooling layer (a chat model such as SmolLM2) with one vector *per token*, and
 fails on more than one input per request; ``max_inputs=1`` and ``pool="mean"``
 adapt to that (the client fans a batch out and averages token vectors).
