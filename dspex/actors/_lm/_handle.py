@@ -262,24 +262,25 @@ class LMHandle:
         params: Mapping[str, Any],
     ) -> None:
         usage = response.usage
-        emit(
-            "lm.request.stop",
-            {
-                "model": self.label,
-                "duration_ms": (time.perf_counter() - started) * 1000.0,
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.total_tokens,
-                "cache_hit": response.cache_hit,
-                "retries": info.retries,
-                "shared": info.shared,
-                "messages": request.messages,
-                "outputs": response.texts,
-                # The call's own parameters, not the LM's defaults (DSPy's history kwargs).
-                "kwargs": params,
-                "response": response,
-            },
-        )
+        data: dict[str, Any] = {
+            "model": self.label,
+            "duration_ms": (time.perf_counter() - started) * 1000.0,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+            "cache_hit": response.cache_hit,
+            "retries": info.retries,
+            "shared": info.shared,
+        }
+        # An embeddings call is metered but not an LM call in the history
+        # (inspect_history, lm.history), as in DSPy: no messages, no entry.
+        if request.params.get("model_type") != "embeddings":
+            data["messages"] = request.messages
+            data["outputs"] = response.texts
+            # The call's own parameters, not the LM's defaults (DSPy's history kwargs).
+            data["kwargs"] = params
+            data["response"] = response
+        emit("lm.request.stop", data)
 
     def _emit_error(self, emit: Emit, exc: BaseException, info: CallInfo, started: float) -> None:
         emit(

@@ -33,6 +33,7 @@ __all__ = ["LM", "set_scoped_params"]
 # nor keyed, so one given per call is ignored rather than sent).
 _CLIENT_KWARGS = tuple(f.name for f in dataclasses.fields(LMClientConfig))
 _STATE_SKIP = {"api_key"}
+_MODEL_TYPES = ("chat", "responses")
 
 LM_CLASS_STATE_KEY = "_dspy_lm_class"
 """Key of a saved LM state naming its class (DSPy's, so state files interchange)."""
@@ -71,6 +72,9 @@ class LM:
     """A language model: ``LM("openai/gpt-4o-mini")``, ``LM("anthropic/...")``,
     ``LM("gemini/...")`` or ``LM("local/smollm2")`` (needs ``dspex[local]``).
 
+    ``model_type="responses"`` speaks OpenAI's Responses API (``/v1/responses``)
+    instead of chat completions, for ``openai/`` models.
+
     ``api_base`` points an ``openai/`` model at any OpenAI-compatible server
     (vLLM, Ollama, llama.cpp, OpenRouter, Together). ``api_key`` defaults to
     the provider's usual environment variable and never appears in a repr,
@@ -104,8 +108,16 @@ class LM:
             check_model_id(model, where="LM")
         # else: a subclass answering requests itself (DSPy's SpyLM("dummy_model"),
         # overriding __call__ or forward) may use any id, as in DSPy.
-        if model_type != "chat":
-            raise UsageError(f"LM(model_type={model_type!r}): only 'chat' models are supported")
+        if model_type not in _MODEL_TYPES:
+            raise UsageError(
+                f"LM(model_type={model_type!r}) is not supported; use 'chat' or 'responses' "
+                "(OpenAI's Responses API, for 'openai/' models)"
+            )
+        if model_type == "responses" and not str(model).startswith("openai/"):
+            raise UsageError(
+                f"LM({model!r}, model_type='responses'): the Responses API is OpenAI's; use "
+                "an 'openai/<model>' id (with api_base=... for a compatible server)"
+            )
         kwargs.pop(LM_CLASS_STATE_KEY, None)  # a saved state's class marker
         self.model = model
         self.model_type = model_type
@@ -196,12 +208,17 @@ class LM:
             with self._lock:
                 handle = self._handles.get(runtime)
                 if handle is None or handle.slot.closed:
+                    client, defaults = self.client_settings, self.kwargs
+                    if self.model_type != "chat":
+                        # Its own client (another wire format) and its own cache keys.
+                        client = {**client, "provider_options": (("api", self.model_type),)}
+                        defaults = {**defaults, "model_type": self.model_type}
                     handle = runtime.lm_handle(
                         self.model,
                         api_base=self.api_base,
                         api_key=self._api_key,
-                        client=self.client_settings,
-                        defaults=self.kwargs,
+                        client=client,
+                        defaults=defaults,
                         cache=self.cache,
                     )
                     self._handles[runtime] = handle
@@ -313,7 +330,6 @@ class LM:
     def copy(self, **kwargs: Any) -> LM:
         """A new LM with some settings changed (shares nothing mutable)."""
         state = {**self.dump_state(), **kwargs}
-        state.pop("model_type", None)
         for name in _DSPY_FINETUNE_DEFAULTS:  # written for DSPy's readers, not settings here
             if name not in self.kwargs and name not in kwargs:
                 state.pop(name, None)

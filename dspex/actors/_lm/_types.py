@@ -50,20 +50,27 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """One generated alternative: its text and why generation stopped."""
+    """One generated alternative: its text, why generation stopped and, when the
+    provider reports it (the Responses API's reasoning items), its reasoning."""
 
     text: str
     finish_reason: str | None = None
+    reasoning: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class LMResponse:
-    """What a model returned for one :class:`LMRequest`."""
+    """What a model returned for one :class:`LMRequest`.
+
+    An embeddings call (``model_type="embeddings"``) has no completions and one
+    vector per input in ``embeddings``, in input order.
+    """
 
     completions: tuple[Completion, ...]
     usage: Usage = field(default_factory=Usage)
     model: str = ""
     cache_hit: bool = False
+    embeddings: tuple[tuple[float, ...], ...] = ()
 
     @property
     def texts(self) -> list[str]:
