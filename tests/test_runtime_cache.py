@@ -100,3 +100,49 @@ def test_configure_cache_is_dspy_compatible(start_runtime: StartRuntime, fake: F
     assert bad.value.key == "cache.memory_max_entries"
     with pytest.raises(ConfigError):
         dspex.configure_cache(enable_litellm_cache=True)
+
+
+def test_a_top_level_cache_hit_is_answered_without_a_run_actor(
+    start_runtime: StartRuntime, fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = start_runtime()
+    actor_runs: list[str] = []
+    real_run = rt.run
+
+    def counting_run(fn: Any, **kwargs: Any) -> Any:
+        actor_runs.append(kwargs.get("label", ""))
+        return real_run(fn, **kwargs)
+
+    monkeypatch.setattr(rt, "run", counting_run)
+    qa = dspex.Predict("question -> answer")
+    qa.lm = make_lm(fake)
+    assert qa(question="twice").answer == "twice"  # a miss: a run actor calls upstream
+    assert actor_runs == ["Predict"]
+    assert qa(question="twice").answer == "twice"  # a hit: answered in this thread
+    assert actor_runs == ["Predict"] and fake.request_count == 1
+    runs = rt.metrics()["runs"]
+    # the answered probe still counts as a run; the miss's probe left no trace
+    assert (runs["started"], runs["succeeded"], runs["failed"]) == (2, 2, 0)
+
+
+def test_a_cache_probe_is_skipped_where_user_code_would_run_twice(
+    start_runtime: StartRuntime, fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = start_runtime()
+    actor_runs: list[str] = []
+    real_run = rt.run
+
+    def counting_run(fn: Any, **kwargs: Any) -> Any:
+        actor_runs.append(kwargs.get("label", ""))
+        return real_run(fn, **kwargs)
+
+    monkeypatch.setattr(rt, "run", counting_run)
+
+    class Mine(dspex.Predict):
+        pass
+
+    qa = Mine("question -> answer")
+    qa.lm = make_lm(fake)
+    for _ in range(2):
+        assert qa(question="again").answer == "again"
+    assert actor_runs == ["Mine", "Mine"] and fake.request_count == 1

@@ -19,6 +19,7 @@ from typing import Any
 import pykka
 
 from dspex.actors._lm._cache_key import request_key, request_params
+from dspex.actors._lm._cache_probe import CacheMiss, probing
 from dspex.actors._lm._resilience import (
     CallInfo,
     CallOptions,
@@ -141,21 +142,22 @@ class LMHandle:
         """Call the model (or the cache); blocks this thread only, up to the call timeout."""
         request, options, use_cache = self.build(messages, params)
         key = request_key(request, self.cache_scope)
-        emit = self.telemetry
         started = time.perf_counter()
+        hit = self._cache_get(key) if use_cache and self._cache_get is not None else None
+        if hit is None and probing():
+            raise CacheMiss  # before any telemetry: the real call follows in a run actor
+        emit = self.telemetry
         if emit is not None:
             emit("lm.request.start", {"model": self.label})
         sink = STREAM_TO.get()
-        if use_cache and self._cache_get is not None:
-            hit = self._cache_get(key)
-            if hit is not None:
-                if not hit.cache_hit:
-                    hit = dataclasses.replace(hit, cache_hit=True)
-                if sink is not None and hit.texts and hit.texts[0]:
-                    sink(hit.texts[0])  # a cached reply streams at once, whole
-                if emit is not None:
-                    self._emit_stop(emit, request, hit, CallInfo(), started, params=params)
-                return hit
+        if hit is not None:
+            if not hit.cache_hit:
+                hit = dataclasses.replace(hit, cache_hit=True)
+            if sink is not None and hit.texts and hit.texts[0]:
+                sink(hit.texts[0])  # a cached reply streams at once, whole
+            if emit is not None:
+                self._emit_stop(emit, request, hit, CallInfo(), started, params=params)
+            return hit
         value, info = self._call(key, request, options, sink)
         if isinstance(value, BaseException):
             if emit is not None:
