@@ -24,7 +24,6 @@ import types
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any, Union, get_args, get_origin
-from xml.sax.saxutils import quoteattr
 
 from dspex.errors import AdapterParseError
 from dspex.programs._adapters._base import STRUCTURE_INTRO, FieldPlan, field_placeholder
@@ -224,7 +223,12 @@ def _to_xml(data: Any, tag: str, key: str | None = None) -> str:
 
     A key that cannot be a tag name becomes ``<entry key="...">``.
     """
-    attrs = "" if key is None else f" key={quoteattr(key)}"
+    attrs = ""
+    if key is not None:
+        # Imported here: xml.sax.saxutils pulls in urllib.request (~7 ms at import).
+        from xml.sax.saxutils import quoteattr
+
+        attrs = f" key={quoteattr(key)}"
     if isinstance(data, list):
         inner = "".join(_to_xml(item, "item") for item in data)
     elif isinstance(data, dict):
