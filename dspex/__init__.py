@@ -30,6 +30,7 @@ from dspex.errors import (
     RegistryError,
     SignatureError,
     StartError,
+    StateKeyError,
     SupervisionError,
     UsageError,
 )
@@ -205,6 +206,7 @@ __all__ = [
     "SignatureError",
     "SignatureMeta",
     "StartError",
+    "StateKeyError",
     "Strategy",
     "SupervisionError",
     "Supervisor",

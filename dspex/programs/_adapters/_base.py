@@ -178,7 +178,7 @@ class Adapter:
             text = completion.text
             if not text or not text.strip():
                 raise AdapterParseError(
-                    f"{type(self).__name__}: the LM returned an empty reply "
+                    f"Adapter {type(self).__name__} failed to parse the LM response: an empty reply "
                     f"(finish_reason={completion.finish_reason!r}); nothing to parse.",
                     raw=text or "",
                     adapter=type(self).__name__,
@@ -360,7 +360,8 @@ class Adapter:
         except (ValueError, TypeError) as exc:
             name = type(self).__name__
             raise AdapterParseError(
-                f"{name} could not parse output field `{field.name}` as {field.type_name}: "
+                f"Adapter {name} failed to parse the LM response: could not parse output "
+                f"field `{field.name}` as {field.type_name}: "
                 f"{exc}. {_reply_excerpt(raw)}",
                 raw=raw,
                 adapter=name,
@@ -402,7 +403,8 @@ class Adapter:
         expected = ", ".join(f.name for f in plan.outputs)
         name = type(self).__name__
         return AdapterParseError(
-            f"{name}: the LM reply lacks output field(s) {listed}; expected [{expected}], "
+            f"Adapter {name} failed to parse the LM response: it lacks output field(s) "
+            f"{listed}; expected [{expected}], "
             f"found [{', '.join(found)}]. {how} {_reply_excerpt(raw)}",
             raw=raw,
             adapter=name,
