@@ -149,8 +149,8 @@ def test_positional_arguments_are_refused() -> None:
         qa("what?")
     # DSPy's exact wording
     assert str(info.value) == (
-        "Positional arguments are not allowed when calling `dspy.Predict`, must use keyword arguments "
-        "that match your signature input fields: 'question, context'. "
+        "Positional arguments are not allowed when calling `dspy.Predict`, "
+        "must use keyword arguments that match your signature input fields: 'question, context'. "
         "For example: `predict(question=input_value, ...)`."
     )
 

@@ -154,7 +154,8 @@ class Predict(Module, Predictor):
             names = list(self.signature.input_fields)
             example = f"predict({names[0]}=input_value, ...)" if names else "predict(...)"
             raise UsageError(
-                "Positional arguments are not allowed when calling `dspy.Predict`, must use keyword "
+                "Positional arguments are not allowed when calling `dspy.Predict`, "
+                "must use keyword "
                 f"arguments that match your signature input fields: '{', '.join(names)}'. "
                 f"For example: `{example}`."
             )

@@ -178,8 +178,8 @@ class Adapter:
             text = completion.text
             if not text or not text.strip():
                 raise AdapterParseError(
-                    f"Adapter {type(self).__name__} failed to parse the LM response: an empty reply "
-                    f"(finish_reason={completion.finish_reason!r}); nothing to parse.",
+                    f"Adapter {type(self).__name__} failed to parse the LM response: an empty "
+                    f"reply (finish_reason={completion.finish_reason!r}); nothing to parse.",
                     raw=text or "",
                     adapter=type(self).__name__,
                 )
