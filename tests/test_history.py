@@ -122,3 +122,19 @@ def test_predict_sends_history_as_earlier_turns() -> None:
     assert [m["role"] for m in messages] == ["system", *["user", "assistant"] * 2, "user"]
     assert messages[2]["content"].startswith("[[ ## answer ## ]]\nParis")
     assert "history" not in messages[-1]["content"]
+
+
+def test_an_adapter_may_lay_history_out_its_own_way() -> None:
+    class OneLineHistory(ChatAdapter):
+        def format_conversation_history(
+            self, signature: object, history_field_name: str, inputs: dict[str, object]
+        ) -> list[dict[str, object]]:
+            history = inputs.pop(history_field_name)
+            return [{"role": "user", "content": f"{len(history.messages)} earlier turn(s)"}]
+
+    inputs = {"question": "Q2", "history": History(messages=[{"question": "Q1"}])}
+    messages = OneLineHistory().format(QA, [], inputs)
+    assert messages[1] == {"role": "user", "content": "1 earlier turn(s)"}
+    assert [m["role"] for m in messages] == ["system", "user", "user"]
+    assert messages[2]["content"].startswith("[[ ## question ## ]]\nQ2")
+    assert "history" in inputs  # the caller's inputs are left alone

@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["find_history_field", "format_with_history"]
+__all__ = ["find_history_field", "format_with_history", "history_turns"]
 
 _HISTORY_MODULE = "dspex.programs._history"
 
@@ -57,19 +57,30 @@ def format_with_history(
     ]
     if demos:
         messages.extend(adapter.format_demos(signature, demos))
-    history = inputs.get(name)
-    for entry in getattr(history, "messages", None) or ():
-        has_inputs = any(field in entry for field in bare.input_fields)
-        user = adapter.format_user_message_content(bare, entry, main_request=has_inputs)
-        if user:
-            messages.append({"role": "user", "content": user})
-        reply = adapter.format_assistant_message_content(bare, entry)
-        if reply:
-            messages.append({"role": "assistant", "content": reply})
-    current = {k: v for k, v in inputs.items() if k != name}
+    # The adapter's hook (overridable, as in DSPy) writes the earlier turns; it may
+    # remove the history entry from this copy of the inputs.
+    remaining = dict(inputs)
+    messages.extend(adapter.format_conversation_history(bare, name, remaining))
+    current = {k: v for k, v in remaining.items() if k != name}
     content = adapter.format_user_message_content(bare, current, main_request=True)
     if content:
         messages.append({"role": "user", "content": content})
+    return messages
+
+
+def history_turns(adapter: Any, signature: Any, history: Any) -> list[dict[str, Any]]:
+    """One user turn (input fields) and one assistant turn (output fields) per entry
+    of ``history``, in ``adapter``'s format, for ``signature`` without its History field.
+    A turn with no content is left out."""
+    messages: list[dict[str, Any]] = []
+    for entry in getattr(history, "messages", None) or ():
+        has_inputs = any(field in entry for field in signature.input_fields)
+        user = adapter.format_user_message_content(signature, entry, main_request=has_inputs)
+        if user:
+            messages.append({"role": "user", "content": user})
+        reply = adapter.format_assistant_message_content(signature, entry)
+        if reply:
+            messages.append({"role": "assistant", "content": reply})
     return messages
 
 

@@ -34,7 +34,7 @@ from dspex.programs._adapters._parse import Parser, parser_for
 from dspex.programs._adapters._schema import prompt_schema
 from dspex.programs._adapters._values import annotation_name
 from dspex.programs._callbacks import call_lm, hooked
-from dspex.programs._history_format import format_with_history
+from dspex.programs._history_format import format_with_history, history_turns
 from dspex.programs._types._markers import custom_types_in, expand_content_parts
 
 __all__ = [
@@ -243,6 +243,18 @@ class Adapter:
         )
         # Images, audio and files in the inputs become content parts of their user message.
         return expand_content_parts(messages)
+
+    def format_conversation_history(
+        self, signature: Any, history_field_name: str, inputs: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """The earlier turns of a ``History`` input, as chat messages (DSPy's hook).
+
+        ``signature`` is the call's signature without its history field;
+        ``inputs`` is the adapter's own copy of the inputs, from which the
+        history entry is removed. Override it to lay history out another way.
+        """
+        history = inputs.pop(history_field_name, None)
+        return history_turns(self, signature, history)
 
     def format_system_message(self, signature: Any) -> str:
         """Field descriptions, the interaction structure, then the objective."""
