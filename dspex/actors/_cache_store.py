@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cachetools import LRUCache
 
@@ -46,18 +47,25 @@ CREATE INDEX IF NOT EXISTS entries_written ON entries (written);
 
 def encode_response(response: LMResponse) -> bytes:
     """Serialize a response as JSON (never pickle: a cache file must not run code)."""
-    payload = {
+    payload: dict[str, Any] = {
         "c": [[c.text, c.finish_reason] for c in response.completions],
         "u": [response.usage.prompt_tokens, response.usage.completion_tokens],
         "m": response.model,
     }
+    if any(c.tool_calls or c.reasoning_content for c in response.completions):
+        # native tool calls and reasoning, only when present (older entries lack them)
+        payload["x"] = [[list(c.tool_calls), c.reasoning_content] for c in response.completions]
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def decode_response(blob: bytes) -> LMResponse:
     payload = json.loads(blob)
+    extra = payload.get("x") or [[[], None]] * len(payload["c"])
     return LMResponse(
-        completions=tuple(Completion(text, reason) for text, reason in payload["c"]),
+        completions=tuple(
+            Completion(text, reason, tuple(calls), reasoning)
+            for (text, reason), (calls, reasoning) in zip(payload["c"], extra, strict=True)
+        ),
         usage=Usage(*payload["u"]),
         model=payload["m"],
         cache_hit=True,

@@ -26,10 +26,11 @@ import types
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Union, get_args, get_origin
 
 from dspex.actors._callbacks import check_callbacks
 from dspex.errors import AdapterParseError
+from dspex.programs._adapters._native import parse_native, plan_native_tools
 from dspex.programs._adapters._parse import Parser, parser_for
 from dspex.programs._adapters._schema import prompt_schema
 from dspex.programs._adapters._values import annotation_name
@@ -133,11 +134,19 @@ class Adapter:
         Raises ``AdapterParseError`` when a completion does not fit the
         signature; LM errors propagate unchanged.
         """
-        signature = _resolve(signature)
+        original = _resolve(signature)
+        native = plan_native_tools(self, lm, lm_kwargs, original, inputs)
+        signature = native.signature
         messages = self.format(signature, demos, inputs)
-        params = self.lm_params(signature, lm_kwargs, lm)
+        params = self.lm_params(signature, native.lm_kwargs, lm)
         response = self._generate(lm, messages, params)
-        return self._parse_completions(signature, response)
+        if native.tool_calls_field is None:
+            return self._parse_completions(signature, response)
+        return [
+            parse_native(self, native, original, completion)
+            or self._parse_completions(signature, _OneCompletion((completion,)))[0]
+            for completion in response.completions
+        ]
 
     async def acall(
         self,
@@ -422,6 +431,12 @@ class Adapter:
             adapter=name,
             field=missing[0].name if missing else None,
         )
+
+
+class _OneCompletion(NamedTuple):
+    """One completion of a response, to parse on its own."""
+
+    completions: tuple[Any, ...]
 
 
 def _resolve(signature: Any) -> Any:
