@@ -13,8 +13,16 @@ from dspex.actors._cache_store import decode_response, encode_response
 from dspex.actors._lm._openai_shape import response_to_lm_response
 from dspex.actors._lm._types import Completion, LMResponse
 from dspex.errors import UsageError
-from dspex.programs import ChatAdapter, JSONAdapter, Signature, Tool, ToolCalls, XMLAdapter
-from dspex.programs import InputField, OutputField
+from dspex.programs import (
+    ChatAdapter,
+    InputField,
+    JSONAdapter,
+    OutputField,
+    Signature,
+    Tool,
+    ToolCalls,
+    XMLAdapter,
+)
 from dspex.testing import FakeOpenAI
 
 
