@@ -160,3 +160,52 @@ def test_tool_calls_and_reasoning_survive_the_cache_and_openai_shaped_replies() 
     assert response_to_lm_response(shaped, "m").completions[0] == Completion(
         "", "tool_calls", (_CALL,), "r"
     )
+
+
+# -- native reasoning -------------------------------------------------------------------
+
+
+class Reasoned(Signature):
+    question: str = InputField()
+    reasoning: dspex.Reasoning = OutputField()
+    answer: str = OutputField()
+
+
+class ReasoningLM(CapturingLM):
+    supports_reasoning = True
+
+
+def test_a_reasoning_model_reasons_natively_and_the_field_leaves_the_prompt() -> None:
+    reply = "[[ ## answer ## ]]\n4\n\n[[ ## completed ## ]]"
+    lm = ReasoningLM(Completion(reply, "stop", (), "2 and 2 make 4"))
+    [values] = ChatAdapter()(lm, {}, Reasoned, [], {"question": "2+2?"})
+    messages, params = lm.calls[0]
+    assert params == {"reasoning_effort": "low"}  # DSPy's default effort
+    assert "[[ ## reasoning ## ]]" not in messages[0]["content"]
+    assert values == {"reasoning": "2 and 2 make 4", "answer": "4"}
+    assert isinstance(values["reasoning"], dspex.Reasoning)
+
+
+def test_native_reasoning_respects_an_explicit_effort_and_none_turns_it_off() -> None:
+    reply = "[[ ## answer ## ]]\n4\n\n[[ ## completed ## ]]"
+    lm = ReasoningLM(Completion(reply, "stop"))
+    [values] = ChatAdapter()(lm, {"reasoning_effort": "high"}, Reasoned, [], {"question": "q"})
+    assert lm.calls[0][1] == {"reasoning_effort": "high"}
+    assert values == {"reasoning": None, "answer": "4"}  # the reply carried no reasoning
+    text = "[[ ## reasoning ## ]]\nsteps\n\n" + reply
+    off = ReasoningLM(Completion(text, "stop"))
+    [values] = ChatAdapter()(off, {"reasoning_effort": None}, Reasoned, [], {"question": "q"})
+    assert "[[ ## reasoning ## ]]" in off.calls[0][0][0]["content"]
+    assert values == {"reasoning": "steps", "answer": "4"}
+
+
+def test_native_tool_calls_and_native_reasoning_together() -> None:
+    class Both(Native):
+        next_thought: dspex.Reasoning = OutputField()
+
+    lm = ReasoningLM(Completion("", "tool_calls", (_CALL,), "search first"))
+    adapter = ChatAdapter(use_native_function_calling=True)
+    [values] = adapter(lm, {}, Both, [], {"question": "Q", "tools": [Tool(search)]})
+    assert "tools" in lm.calls[0][1] and lm.calls[0][1]["reasoning_effort"] == "low"
+    assert values["next_thought"] == "search first"
+    assert values["tool_calls"].tool_calls[0].name == "search"

@@ -30,7 +30,7 @@ from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Union, get_arg
 
 from dspex.actors._callbacks import check_callbacks
 from dspex.errors import AdapterParseError
-from dspex.programs._adapters._native import parse_native, plan_native_tools
+from dspex.programs._adapters._native import complete_native, parse_native, plan_native_tools
 from dspex.programs._adapters._parse import Parser, parser_for
 from dspex.programs._adapters._schema import prompt_schema
 from dspex.programs._adapters._values import annotation_name
@@ -140,11 +140,17 @@ class Adapter:
         messages = self.format(signature, demos, inputs)
         params = self.lm_params(signature, native.lm_kwargs, lm)
         response = self._generate(lm, messages, params)
-        if native.tool_calls_field is None:
+        if signature is original:
             return self._parse_completions(signature, response)
         return [
-            parse_native(self, native, original, completion)
-            or self._parse_completions(signature, _OneCompletion((completion,)))[0]
+            complete_native(
+                self,
+                native,
+                original,
+                completion,
+                parse_native(self, native, original, completion)
+                or self._parse_completions(signature, _OneCompletion((completion,)))[0],
+            )
             for completion in response.completions
         ]
 

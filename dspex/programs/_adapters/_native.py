@@ -16,7 +16,13 @@ from typing import Any, NamedTuple, get_args, get_origin
 
 from dspex.errors import AdapterParseError, UsageError
 
-__all__ = ["NativePlan", "parse_native", "plan_native_tools", "tool_calls_output"]
+__all__ = [
+    "NativePlan",
+    "complete_native",
+    "parse_native",
+    "plan_native_tools",
+    "tool_calls_output",
+]
 
 _TOOL_PARAMS = ("tools", "tool_choice", "parallel_tool_calls")
 
@@ -27,6 +33,7 @@ class NativePlan(NamedTuple):
     signature: Any  # the signature the prompt is written and parsed for
     lm_kwargs: dict[str, Any]  # the caller's parameters, with tools added or removed
     tool_calls_field: str | None  # the output filled from native tool calls, if any
+    native_fields: tuple[str, ...] = ()  # outputs a native LM feature fills (reasoning)
 
 
 def tool_calls_output(signature: Any) -> str | None:
@@ -56,13 +63,42 @@ def plan_native_tools(
 ) -> NativePlan:
     """The signature and parameters for a call, by DSPy's native-tools rule."""
     params = dict(lm_kwargs)
+    original = signature
+    calls_field = None
     if not getattr(adapter, "use_native_function_calling", False):
         for key in _TOOL_PARAMS:
             params.pop(key, None)
-        return NativePlan(signature, params, None)
+    else:
+        signature, calls_field = _plan_tools(adapter, lm, params, signature, inputs)
+    # Output types with a native LM feature (Reasoning: the model's own reasoning)
+    # may take their field out of the prompt and set the request's parameters.
+    native_types = getattr(adapter, "native_response_types", None) or _default_native_types()
+    for name, field in list(signature.output_fields.items()):
+        annotation = field.annotation
+        adapt = getattr(annotation, "adapt_to_native_lm_feature", None)
+        if isinstance(annotation, type) and annotation in native_types and adapt is not None:
+            signature = adapt(signature, name, lm, params)
+    native = tuple(
+        name
+        for name in original.output_fields
+        if name not in signature.output_fields and name != calls_field
+    )
+    return NativePlan(signature, params, calls_field, native)
+
+
+def _default_native_types() -> tuple[type, ...]:
+    from dspex.programs._citations import Citations
+    from dspex.programs._types._text import Reasoning
+
+    return (Citations, Reasoning)
+
+
+def _plan_tools(
+    adapter: Any, lm: Any, params: dict[str, Any], signature: Any, inputs: Mapping[str, Any]
+) -> tuple[Any, str | None]:
     tools_field, calls_field = _tools_input(signature), tool_calls_output(signature)
     if calls_field is None or not getattr(lm, "supports_function_calling", False):
-        return NativePlan(signature, params, None)
+        return signature, None
     if tools_field is None:
         raise UsageError(
             f"{type(adapter).__name__}: the output field `{calls_field}` receives native tool "
@@ -78,18 +114,18 @@ def plan_native_tools(
     if params.get("parallel_tool_calls") is not None and params.get("tool_choice") is None:
         # OpenAI's default when tools are given, made explicit as DSPy's request does
         params["tool_choice"] = "auto"
-    signature = signature.delete(calls_field).delete(tools_field)
-    return NativePlan(signature, params, calls_field)
+    return signature.delete(calls_field).delete(tools_field), calls_field
 
 
 def parse_native(
     adapter: Any, plan: NativePlan, original: Any, completion: Any
 ) -> dict[str, Any] | None:
-    """The output values of a completion that carries native tool calls; None otherwise.
+    """The output values of a completion carrying native tool calls; None when it has
+    none (the caller then parses its text as usual).
 
     Text beside the calls is parsed for the other outputs when there are any
-    (a reply that does not parse leaves them unset); every output the reply
-    does not give is None, and the calls fill the ``ToolCalls`` field.
+    (a reply that does not parse leaves them unset), and the calls fill the
+    ``ToolCalls`` field.
     """
     calls = getattr(completion, "tool_calls", ())
     if not calls or plan.tool_calls_field is None:
@@ -103,8 +139,21 @@ def parse_native(
             values = adapter.parse(plan.signature, text)
         except AdapterParseError:
             values = {}
+    values[plan.tool_calls_field] = ToolCalls.from_dict_list([dict(c) for c in calls])
+    return values
+
+
+def complete_native(
+    adapter: Any, plan: NativePlan, original: Any, completion: Any, values: dict[str, Any]
+) -> dict[str, Any]:
+    """``values`` with every output of ``original``: the native features' values (the
+    model's reasoning), then defaults, then None for what the reply does not give."""
+    for name in plan.native_fields:
+        parse = getattr(original.output_fields[name].annotation, "parse_lm_response", None)
+        parsed = parse(completion) if parse is not None else None
+        if parsed is not None:
+            values[name] = parsed
     for field in adapter.plan(original).outputs:  # defaults first, as DSPy fills them
         if field.name not in values:
             values[field.name] = field.fallback() if field.fallback is not None else None
-    values[plan.tool_calls_field] = ToolCalls.from_dict_list([dict(c) for c in calls])
     return values
