@@ -117,27 +117,32 @@ class ReAct(Module):
                 run.check_deadline()
             try:
                 pred, trajectory = self._call_fitting(self.react, input_args, trajectory)
-            except ContextWindowError as err:
-                # As DSPy: a step that cannot be made to fit ends the loop; extraction still
-                # runs on the (truncated) trajectory.
-                logger.warning("ReAct: ending the trajectory at step %d: %s", idx, err)
+            except (ContextWindowError, AdapterParseError, ValueError) as err:
+                _log_end(idx, err)
                 break
-            except (AdapterParseError, ValueError) as err:  # DSPy's parse error is a ValueError
-                logger.warning(
-                    "ReAct: ending the trajectory at step %d: the LM did not choose a valid "
-                    "tool (%s)",
-                    idx,
-                    err,
-                )
-                break
-            name, args = pred.next_tool_name, pred.next_tool_args
-            trajectory[f"thought_{idx}"] = pred.next_thought
-            trajectory[f"tool_name_{idx}"] = name
-            trajectory[f"tool_args_{idx}"] = args
+            name, args = _record_step(trajectory, idx, pred)
             trajectory[f"observation_{idx}"] = self._observe(name, args)
             if name == FINISH:
                 break
         extract, trajectory = self._call_fitting(self.extract, input_args, trajectory)
+        return Prediction(trajectory=trajectory, **extract)
+
+    async def aforward(self, **input_args: Any) -> Prediction:
+        """The same loop, awaited: each step and the extraction through ``acall``, and
+        the tools through ``Tool.acall`` (async tools are awaited on the caller's loop)."""
+        max_iters = _check_max_iters(input_args.pop("max_iters", self.max_iters))
+        trajectory: dict[str, Any] = {}
+        for idx in range(max_iters):
+            try:
+                pred, trajectory = await self._acall_fitting(self.react, input_args, trajectory)
+            except (ContextWindowError, AdapterParseError, ValueError) as err:
+                _log_end(idx, err)
+                break
+            name, args = _record_step(trajectory, idx, pred)
+            trajectory[f"observation_{idx}"] = await self._aobserve(name, args)
+            if name == FINISH:
+                break
+        extract, trajectory = await self._acall_fitting(self.extract, input_args, trajectory)
         return Prediction(trajectory=trajectory, **extract)
 
     def _call_fitting(
@@ -157,40 +162,62 @@ class ReAct(Module):
                 return pred, trajectory
             except ContextWindowError as err:
                 last = err
-                logger.warning(
-                    "ReAct: the prompt exceeds the LM's context window; dropping the oldest "
-                    "trajectory step (%s)",
-                    err,
-                )
-                try:
-                    trajectory = self.truncate_trajectory(trajectory)
-                except ContextWindowError as cannot:
-                    cannot.model = cannot.model or err.model
-                    cannot.status = cannot.status or err.status
-                    raise cannot from err
-        assert last is not None
-        raise ContextWindowError(
-            f"the ReAct prompt still exceeds the LM's context window after {MAX_TRUNCATIONS} "
-            "tries, each with the oldest trajectory step dropped; shorten the inputs or the "
-            f"tool observations, or use a model with a larger context window ({last})",
-            model=last.model,
-            status=last.status,
-            prompt_tokens=last.prompt_tokens,
-            context_window=last.context_window,
-        ) from last
+                trajectory = self._shortened(trajectory, err)
+        raise _still_too_long(last)
+
+    async def _acall_fitting(
+        self, module: Any, input_args: Mapping[str, Any], trajectory: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any]]:
+        """:meth:`_call_fitting`, awaiting ``module.acall``."""
+        last: ContextWindowError | None = None
+        for _ in range(MAX_TRUNCATIONS):
+            try:
+                formatted = self._format_trajectory(trajectory)
+                pred = await module.acall(**input_args, trajectory=formatted)
+                return pred, trajectory
+            except ContextWindowError as err:
+                last = err
+                trajectory = self._shortened(trajectory, err)
+        raise _still_too_long(last)
+
+    def _shortened(self, trajectory: dict[str, Any], err: ContextWindowError) -> dict[str, Any]:
+        """The trajectory after ``err``, its oldest step dropped; raises when none can go."""
+        logger.warning(
+            "ReAct: the prompt exceeds the LM's context window; dropping the oldest "
+            "trajectory step (%s)",
+            err,
+        )
+        try:
+            return self.truncate_trajectory(trajectory)
+        except ContextWindowError as cannot:
+            cannot.model = cannot.model or err.model
+            cannot.status = cannot.status or err.status
+            raise cannot from err
+
+    async def _aobserve(self, name: Any, args: Any) -> Any:
+        """:meth:`_observe`, awaiting the tool's ``acall``."""
+        try:
+            tool = self._tool_for(name, args)
+            return await tool.acall(**args)
+        except Exception as err:
+            return f"Execution error in {name}: {_error_for_lm(err)}"
+
+    def _tool_for(self, name: Any, args: Any) -> Tool:
+        """The tool the LM chose, or a UsageError saying what is wrong with the choice."""
+        tool = self.tools.get(name) if isinstance(name, str) else None
+        if tool is None:
+            raise UsageError(f"no tool named {name!r}; choose one of {list(self.tools)}")
+        if not isinstance(args, Mapping):
+            raise UsageError(
+                f"next_tool_args must be a JSON object of argument names to values, "
+                f"got {type(args).__name__}: {args!r}"
+            )
+        return tool
 
     def _observe(self, name: Any, args: Any) -> Any:
         """Call the chosen tool; any Exception becomes the observation the LM reads next."""
         try:
-            tool = self.tools.get(name) if isinstance(name, str) else None
-            if tool is None:
-                raise UsageError(f"no tool named {name!r}; choose one of {list(self.tools)}")
-            if not isinstance(args, Mapping):
-                raise UsageError(
-                    f"next_tool_args must be a JSON object of argument names to values, "
-                    f"got {type(args).__name__}: {args!r}"
-                )
-            return tool(**args)
+            return self._tool_for(name, args)(**args)
         except Exception as err:  # BaseException (SystemExit...) ends the trajectory instead
             return f"Execution error in {name}: {_error_for_lm(err)}"
 
@@ -230,6 +257,44 @@ class ReAct(Module):
 
     def __repr__(self) -> str:
         return f"ReAct({self.signature!r}, tools={list(self.tools)}, max_iters={self.max_iters})"
+
+
+def _log_end(idx: int, err: BaseException) -> None:
+    if isinstance(err, ContextWindowError):
+        # As DSPy: a step that cannot be made to fit ends the loop; extraction still
+        # runs on the (truncated) trajectory.
+        logger.warning("ReAct: ending the trajectory at step %d: %s", idx, err)
+    else:  # DSPy's parse error is a ValueError
+        logger.warning(
+            "ReAct: ending the trajectory at step %d: the LM did not choose a valid tool (%s)",
+            idx,
+            err,
+        )
+
+
+def _record_step(trajectory: dict[str, Any], idx: int, pred: Any) -> tuple[Any, Any]:
+    """Write step ``idx``'s thought and tool choice; the chosen tool's name and args."""
+    name, args = pred.next_tool_name, pred.next_tool_args
+    trajectory[f"thought_{idx}"] = pred.next_thought
+    trajectory[f"tool_name_{idx}"] = name
+    trajectory[f"tool_args_{idx}"] = args
+    return name, args
+
+
+def _still_too_long(last: ContextWindowError | None) -> ContextWindowError:
+    assert last is not None
+    error = ContextWindowError(
+        f"the ReAct prompt still exceeds the LM's context window after {MAX_TRUNCATIONS} "
+        "tries, each with the oldest trajectory step dropped; shorten the inputs or the "
+        f"tool observations, or use a model with a larger context window ({last})",
+        model=last.model,
+        status=last.status,
+        prompt_tokens=last.prompt_tokens,
+        context_window=last.context_window,
+    )
+    error.__cause__ = last  # as `raise ... from last`
+    error.__suppress_context__ = True
+    return error
 
 
 def _error_for_lm(error: BaseException) -> str:
