@@ -10,20 +10,20 @@ read on their own.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import Future, InvalidStateError, wait
 from typing import TYPE_CHECKING, Any
 
 import pykka
 
 from dspex.actors._program_run import ProgramRun, RunContext, RunJob
 from dspex.errors import ActorStoppedError, MaxChildrenError, ProgramError
-from dspex.supervision import ChildSpec, Restart, start_child
+from dspex.supervision import ChildSpec, Restart, monitor, start_child
 
 if TYPE_CHECKING:
     from dspex.actors._telemetry_emitter import TelemetryEmitter
@@ -98,6 +98,8 @@ class ProgramRuns:
             try:
                 result = self._await_run(ref, run, reply)
             except BaseException as exc:
+                if isinstance(exc, KeyboardInterrupt):
+                    run.cancelled.set()  # Ctrl-C: the run stops at its next check
                 self.record_run(run, (time.perf_counter() - started) * 1000, exc)
                 raise
             # Emitted here, not in the run's thread, so metrics read after the
@@ -106,6 +108,54 @@ class ProgramRuns:
             return result
         finally:
             self._run_tokens.put(None)
+
+    def submit_run(
+        self,
+        fn: Callable[[], Any],
+        *,
+        label: str = "program",
+        timeout: float | None = None,
+    ) -> tuple[Future[Any], RunContext]:
+        """Start ``fn`` as a ProgramRun (as :meth:`run`) without waiting for it.
+
+        Returns the run's reply future and its context (set
+        ``run.cancelled`` to cancel it). The caller's contextvars travel
+        into the run. Waits only for a run slot, like :meth:`run`. Used by
+        ``streamify``, whose consumer awaits the future on its own loop.
+        """
+        programs = self._programs_ref()
+        self._admit()
+        try:
+            deadline = time.monotonic() + timeout if timeout is not None else None
+            run = RunContext(deadline=deadline, label=label, runtime=self)
+            reply: Future[Any] = Future()
+            ref = self._take_spare() or self._start_run(programs, run)
+            self.telemetry.emit_later("program.run.start", run_id=run.run_id, label=label)
+            started = time.perf_counter()
+            before = self._refill if self.settings.runtime.warm_runs else None
+            ref.tell(RunJob(fn, contextvars.copy_context(), run, reply, before))
+        except BaseException:
+            self._run_tokens.put(None)
+            raise
+
+        def finished(done: Future[Any]) -> None:
+            self._run_tokens.put(None)
+            error = None if done.cancelled() else done.exception()
+            self.record_run(run, (time.perf_counter() - started) * 1000, error)
+
+        def died(_down: Any) -> None:
+            if not reply.done():
+                with contextlib.suppress(InvalidStateError):
+                    reply.set_exception(
+                        ProgramError(
+                            f"program run {run.run_id} ({run.label}) died without replying; "
+                            "see the supervisor events in telemetry"
+                        )
+                    )
+
+        reply.add_done_callback(finished)
+        monitor(ref, died)
+        return reply, run
 
     def _admit(self) -> None:
         """Take one of the ``runtime.max_runs`` run slots, waiting while all are taken."""
@@ -176,16 +226,17 @@ class ProgramRuns:
                 pause = min(pause * 2, 0.05)
 
     def _await_run(self, ref: pykka.ActorRef[Any], run: RunContext, reply: Future[Any]) -> Any:
-        while True:
-            try:
-                return reply.result(timeout=_RUN_POLL)
-            except FutureTimeout:
-                self.telemetry.flush()  # a long run's start event is not held back further
-                if not ref.is_alive() and not reply.done():
-                    raise ProgramError(
-                        f"program run {run.run_id} ({run.label}) died without replying; "
-                        "see the supervisor events in telemetry"
-                    ) from None
+        # Wait for the future to be done, then read it: catching TimeoutError
+        # around result(timeout) would also catch a run that *failed* with a
+        # TimeoutError (LMTimeoutError...), and wait for it forever.
+        while not wait((reply,), timeout=_RUN_POLL).done:
+            self.telemetry.flush()  # a long run's start event is not held back further
+            if not ref.is_alive() and not reply.done():
+                raise ProgramError(
+                    f"program run {run.run_id} ({run.label}) died without replying; "
+                    "see the supervisor events in telemetry"
+                ) from None
+        return reply.result()
 
     def record_run(self, run: RunContext, duration_ms: float, error: BaseException | None) -> None:
         """Report a finished run to telemetry (also for runs executed inline, e.g. by Evaluate)."""

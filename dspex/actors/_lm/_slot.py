@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from dspex.actors._lm._resilience import CallInfo, CallOptions, LMClientConfig, UsageMeter
+from dspex.actors._lm._streaming import ChunkSink
 from dspex.actors._lm._types import LMRequest, LMResponse
 from dspex.errors import ActorStoppedError, LMTimeoutError, UsageError
 from dspex.supervision import Lease
@@ -154,9 +155,19 @@ class Attempt:
     start another example while this one only waits.
     """
 
-    __slots__ = ("_claim", "_signal", "cancelled", "info", "lease", "orphaned", "parked", "value")
+    __slots__ = (
+        "_claim",
+        "_signal",
+        "cancelled",
+        "info",
+        "lease",
+        "orphaned",
+        "parked",
+        "sink",
+        "value",
+    )
 
-    def __init__(self, lease: Lease | None = None) -> None:
+    def __init__(self, lease: Lease | None = None, sink: ChunkSink | None = None) -> None:
         self._claim = threading.Lock()
         self._signal = threading.Lock()
         self._signal.acquire()
@@ -166,6 +177,7 @@ class Attempt:
         self.cancelled = False
         self.lease = lease
         self.parked = False
+        self.sink = sink  # a streaming call's chunk sink (``_streaming``), run on the loop
 
     def park(self) -> None:
         lease = self.lease
