@@ -31,6 +31,7 @@ from dspex.errors import (
     RetrieverError,
     SignatureError,
     StartError,
+    StateKeyError,
     SupervisionError,
     UsageError,
 )
@@ -224,6 +225,7 @@ __all__ = [
     "SignatureError",
     "SignatureMeta",
     "StartError",
+    "StateKeyError",
     "Strategy",
     "SupervisionError",
     "Supervisor",
