@@ -123,6 +123,8 @@ def test_a_top_level_cache_hit_is_answered_without_a_run_actor(
     runs = rt.metrics()["runs"]
     # the answered probe still counts as a run; the miss's probe left no trace
     assert (runs["started"], runs["succeeded"], runs["failed"]) == (2, 2, 0)
+    cache = rt.metrics()["cache"]
+    assert (cache["hits"], cache["misses"]) == (1, 1)  # the miss's probe is not counted
 
 
 def test_a_cache_probe_is_skipped_where_user_code_would_run_twice(
