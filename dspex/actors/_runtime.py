@@ -35,7 +35,9 @@ import pykka
 from dspex.actors._cache import Cache, CacheClient
 from dspex.actors._cache_store import CacheStore
 from dspex.actors._config_server import ConfigServer, SettingsBox
+from dspex.actors._lm._budget import Budget
 from dspex.actors._lm._clients import LMClients
+from dspex.actors._lm._prices import Price, PriceTable, settings_prices
 from dspex.actors._runtime_registry import register, unregister
 from dspex.actors._runtime_runs import ProgramRuns
 from dspex.actors._telemetry import Telemetry, render_history
@@ -95,6 +97,14 @@ class Runtime(ProgramRuns):
             self._lms,
             telemetry=self.telemetry,
             clock=clock,
+        )
+        self._prices_memo: tuple[Any, dict[str, Price]] = (None, {})
+        self.prices = PriceTable(self._own_prices)
+        # The runtime-wide budget, from the settings at start (see docs/cost.md).
+        self.budget = Budget(
+            max_cost_usd=settings.budget.max_cost_usd,
+            max_tokens=settings.budget.max_tokens,
+            scope="runtime",
         )
         self._init_runs(settings)
         self._stopping = threading.Event()
@@ -310,6 +320,7 @@ class Runtime(ProgramRuns):
         stats = self.cache_store.stats()
         snapshot["cache"] = {**dataclasses.asdict(stats), "hit_rate": round(stats.hit_rate, 4)}
         snapshot["lm_clients"] = self.clients.snapshot()
+        snapshot["budget"] = self.budget.snapshot()
         snapshot["uptime_s"] = round(time.time() - self.started_at, 3) if self.started_at else 0.0
         return snapshot
 
@@ -404,7 +415,17 @@ class Runtime(ProgramRuns):
             cache_put=self.cache.put if use_cache else None,
             label=model,
             cache_scope=self.clients.cache_scope(model),
+            prices=self.prices,
+            budget=self.budget,
         )
+
+    def _own_prices(self) -> Mapping[str, Price]:
+        """The settings' per-model prices, re-read only when the settings change."""
+        settings = self.box.settings
+        memo = self._prices_memo
+        if memo[0] is not settings:
+            memo = self._prices_memo = (settings, settings_prices(settings))
+        return memo[1]
 
     def request_defaults(self, model: str) -> Mapping[str, Any]:
         """Request parameters the settings give every call to ``model`` (see LMClients)."""

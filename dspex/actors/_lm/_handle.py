@@ -18,7 +18,9 @@ from typing import Any
 
 import pykka
 
+from dspex.actors._lm._budget import Budget, active_budgets
 from dspex.actors._lm._cache_key import request_key, request_params
+from dspex.actors._lm._prices import PriceTable
 from dspex.actors._lm._resilience import (
     CallInfo,
     CallOptions,
@@ -56,6 +58,9 @@ class LMHandle:
     caller's thread, so it must be quick (a tell).
     ``label`` names the model in telemetry (default: the slot's model id);
     ``cache_scope`` stands for the endpoint in cache keys (default: its URL).
+    ``prices`` prices each answered call (``LMResponse.cost``; None: unknown);
+    ``budget`` is the runtime-wide budget, checked with those in scope
+    (``budget_scope``) before a call leaves for the provider.
     """
 
     def __init__(
@@ -69,6 +74,8 @@ class LMHandle:
         cache_put: CachePut | None = None,
         label: str | None = None,
         cache_scope: str | None = None,
+        prices: PriceTable | None = None,
+        budget: Budget | None = None,
     ) -> None:
         if not isinstance(slot, ClientSlot):
             raise UsageError(
@@ -91,6 +98,8 @@ class LMHandle:
         self.telemetry = telemetry
         self._cache_get = cache_get
         self._cache_put = cache_put
+        self.prices = prices
+        self.budget = budget if budget is not None and budget.limited else None
         self._lock = threading.Lock()
         self.resubmits = 0  # calls re-sent because their incarnation died
 
@@ -147,16 +156,25 @@ class LMHandle:
         if use_cache and self._cache_get is not None:
             hit = self._cache_get(key)
             if hit is not None:
-                if not hit.cache_hit:
-                    hit = dataclasses.replace(hit, cache_hit=True)
+                # A hit costs nothing; it is tagged with the model whose cache answered.
+                hit = dataclasses.replace(hit, cache_hit=True, cost=0.0, answered_by=self.label)
                 if emit is not None:
                     self._emit_stop(emit, request, hit, CallInfo(), started)
                 return hit
+        budgets = active_budgets()
+        if self.budget is not None:
+            budgets = (self.budget, *budgets)
+        if budgets:
+            self._admit(budgets, emit, started)
         value, info = self._call(key, request, options)
         if isinstance(value, BaseException):
             if emit is not None:
                 self._emit_error(emit, value, info, started)
             raise value
+        cost = self.prices.cost(self.label, value.usage) if self.prices is not None else None
+        value = dataclasses.replace(value, cost=cost, answered_by=self.label)
+        for budget in budgets:
+            budget.charge(cost, value.usage.total_tokens)
         if use_cache and self._cache_put is not None:
             self._cache_put(key, value)
         if emit is not None:
@@ -181,6 +199,18 @@ class LMHandle:
             messages = [{"role": "user", "content": prompt}]
         assert messages is not None
         return self.generate(messages, params).texts
+
+    def _admit(self, budgets: tuple[Budget, ...], emit: Emit | None, started: float) -> None:
+        """Refuse the call (raise) if any budget in force is spent."""
+        priced = self.prices is not None and self.prices.price(self.label) is not None
+        try:
+            for budget in budgets:
+                if budget.limited:
+                    budget.admit(self.label, priced)
+        except Exception as exc:
+            if emit is not None:
+                self._emit_error(emit, exc, CallInfo(), started)
+            raise
 
     # -- the call and its re-submission ----------------------------------------
 
@@ -258,6 +288,7 @@ class LMHandle:
                 "completion_tokens": usage.completion_tokens,
                 "total_tokens": usage.total_tokens,
                 "cache_hit": response.cache_hit,
+                "cost": response.cost,
                 "retries": info.retries,
                 "shared": info.shared,
                 "messages": request.messages,

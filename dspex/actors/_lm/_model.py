@@ -15,10 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dspex.actors._callbacks import active_callbacks, check_callbacks, invoke
+from dspex.actors._lm._fallback import check_fallbacks, falls_back
 from dspex.actors._lm._providers._registry import check_model_id
 from dspex.actors._lm._resilience._config import LMClientConfig, setting_fix
 from dspex.actors._lm._types import LMResponse, Message
-from dspex.errors import UsageError
+from dspex.errors import LMError, UsageError
 
 if TYPE_CHECKING:
     from dspex.actors._lm._handle import LMHandle
@@ -57,7 +58,9 @@ class LM:
     log, cache key or saved program. Call it directly like DSPy's LM:
     ``lm("prompt")`` or ``lm(messages=[...])`` returns a list of strings.
     ``callbacks`` observe this LM's calls (``on_lm_start``/``on_lm_end``),
-    after the globally registered ones.
+    after the globally registered ones. ``fallbacks`` (model ids or LMs) take
+    a call the primary cannot answer (breaker open, 429 or 5xx after its
+    retries, a timeout with ``fallback_on_timeout``); see docs/fallback.md.
     """
 
     def __init__(
@@ -75,9 +78,19 @@ class LM:
         rpm: int | None = None,
         tpm: int | None = None,
         callbacks: Sequence[Any] | None = None,
+        fallbacks: Sequence[str | LM] | None = None,
+        fallback_on_timeout: bool | None = None,
         **kwargs: Any,
     ) -> None:
         check_model_id(model, where="LM")
+        self.fallbacks: list[Any] = [
+            LM(item) if isinstance(item, str) else item for item in check_fallbacks(fallbacks, "LM")
+        ]
+        if fallback_on_timeout is not None and not isinstance(fallback_on_timeout, bool):
+            raise UsageError(f"LM(fallback_on_timeout={fallback_on_timeout!r}): use True or False")
+        self.fallback_on_timeout = fallback_on_timeout
+        # Fallbacks named in the settings (models."<id>".fallbacks), built once per list.
+        self._settings_chain: tuple[tuple[str, ...], list[LM]] = ((), [])
         if model_type != "chat":
             raise UsageError(f"LM(model_type={model_type!r}): only 'chat' models are supported")
         self.model = model
@@ -166,6 +179,47 @@ class LM:
         from dspex.actors._current import current_runtime
 
         runtime = current_runtime()
+        entry = runtime.settings.models.get(self.model) if not self.fallbacks else None
+        chain = self.fallbacks or (self._from_settings(entry.fallbacks) if entry else None)
+        if not chain:
+            return self._generate_in(runtime, messages, params)
+        on_timeout = self.fallback_on_timeout
+        if on_timeout is None:
+            on_timeout = bool(entry is not None and entry.fallback_on_timeout)
+        current: Any = self
+        for index, following in enumerate([*chain, None]):
+            try:
+                if isinstance(current, LM):  # its own call only: fallbacks do not chain
+                    return current._generate_in(runtime, messages, params)
+                response: LMResponse = current.generate(messages, params)
+                return response
+            except LMError as exc:
+                if following is None or not falls_back(exc, on_timeout=on_timeout):
+                    raise
+                runtime.telemetry.emit(
+                    "lm.fallback",
+                    model=str(getattr(current, "model", "?")),
+                    to=str(getattr(following, "model", "?")),
+                    error=type(exc).__name__,
+                    status=exc.status,
+                    step=index + 1,
+                )
+                current = following
+        raise AssertionError("unreachable: the last model's error is raised")
+
+    def _from_settings(self, models: Sequence[str]) -> list[LM]:
+        wanted = tuple(models)
+        if not wanted:
+            return []
+        with self._lock:
+            if self._settings_chain[0] != wanted:
+                self._settings_chain = (wanted, [LM(model) for model in wanted])
+            return self._settings_chain[1]
+
+    def _generate_in(
+        self, runtime: Runtime, messages: Sequence[Message], params: Mapping[str, Any]
+    ) -> LMResponse:
+        """This model's own call (no fallbacks) through ``runtime``."""
         handle = self._handles.get(runtime)
         if handle is None or handle.slot.closed:
             handle = self.handle(runtime)
@@ -217,6 +271,10 @@ class LM:
         state = {**self.dump_state(), **kwargs}
         state.pop("model_type", None)
         state.setdefault("callbacks", self.callbacks)
+        if "fallbacks" not in kwargs:
+            state["fallbacks"] = self.fallbacks  # the LM objects, not just their ids
+        if self.fallback_on_timeout is not None:
+            state.setdefault("fallback_on_timeout", self.fallback_on_timeout)
         return LM(
             state.pop("model"),
             state.pop("api_base", self.api_base),
@@ -235,6 +293,8 @@ class LM:
         }
         if self.api_base:
             state["api_base"] = self.api_base
+        if self.fallbacks:
+            state["fallbacks"] = [getattr(lm, "model", str(lm)) for lm in self.fallbacks]
         return {k: v for k, v in state.items() if k not in _STATE_SKIP}
 
     @property
@@ -242,8 +302,10 @@ class LM:
         """DSPy's ``lm.history``: this model's recent calls, oldest first.
 
         A view of the runtime's bounded history ring (``telemetry.history_size``
-        calls across all models), not an ever-growing list. ``cost`` is None:
-        dspex keeps no price table.
+        calls across all models), not an ever-growing list. ``cost`` is the
+        call's price in USD (0 for a cache hit, None when the price is
+        unknown; see docs/cost.md). Calls a fallback answered are in the
+        fallback's history, not this LM's.
         """
         from dspex.actors._current import current_runtime
 
@@ -255,7 +317,7 @@ class LM:
                 "messages": list(entry.messages),
                 "outputs": list(entry.outputs),
                 "usage": dict(entry.usage),
-                "cost": None,
+                "cost": entry.cost,
                 "cache_hit": entry.cache_hit,
                 "duration_ms": entry.duration_ms,
                 "timestamp": entry.time,
@@ -277,12 +339,16 @@ class LM:
         state = self.__dict__.copy()
         state.pop("_handles", None)
         state.pop("_lock", None)
+        state.pop("_settings_chain", None)
         state["_api_key"] = None  # a pickled program never carries the key
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("callbacks", [])
+        self.__dict__.setdefault("fallbacks", [])
+        self.__dict__.setdefault("fallback_on_timeout", None)
+        self._settings_chain = ((), [])
         self._handles = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 

@@ -58,12 +58,20 @@ class Completion:
 
 @dataclass(frozen=True, slots=True)
 class LMResponse:
-    """What a model returned for one :class:`LMRequest`."""
+    """What a model returned for one :class:`LMRequest`.
+
+    ``model`` is the provider's name for the model that answered;
+    ``answered_by`` the dspex model id whose client answered (with fallbacks,
+    possibly not the one called); ``cost`` the call's price in USD (0 for a
+    cache hit, None when the model's price is unknown).
+    """
 
     completions: tuple[Completion, ...]
     usage: Usage = field(default_factory=Usage)
     model: str = ""
     cache_hit: bool = False
+    cost: float | None = None
+    answered_by: str = ""
 
     @property
     def texts(self) -> list[str]:
