@@ -140,6 +140,11 @@ class Runtime(ProgramRuns):
                 raise UsageError("this Runtime was already started; create a new one")
             s = self.settings
             rt, tel = s.runtime, s.telemetry
+            if tel.otel:
+                from dspex.actors._otel import instrument, tracing
+
+                if tracing() is None:  # an explicit instrument_otel(...) keeps its providers
+                    instrument()
             reg, events, clock = self.registry, self.events, self.clock
             # A group stops its children one by one, so give it several children's time.
             group_shutdown = max(30.0, rt.shutdown_timeout * 4)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
+from dspex.actors import _otel
 from dspex.actors._telemetry_emitter import (
     LINGER,
     LMCall,
@@ -235,6 +236,10 @@ class Telemetry(Actor):
             if name == "supervisor.child_restarted":
                 # Supervisors name the restarted child's spec id as ``child``.
                 self._restarts[str(data.get("child", "?"))] += 1
+        otel = _otel._tracing
+        if otel is not None:
+            with contextlib.suppress(Exception):
+                otel.on_event(name, data)
         for subscriber in self._subscribers:
             with contextlib.suppress(Exception):
                 subscriber(event)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
+from dspex.actors import _otel
 from dspex.actors._callbacks import active_callbacks, ainvoke, end_call, invoke, start_call
 from dspex.actors._lm._types import LMProtocol
 from dspex.programs._lm_report import generate_reported, history_emitter
@@ -142,6 +143,22 @@ def _observed(fn: F, kind_of: Callable[[Any], str | None], once: bool) -> F:
 
     @functools.wraps(fn)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        otel = _otel._tracing
+        if otel is not None:
+            kind = kind_of(self)
+            name = _span_name(kind, self)
+            if name is not None:
+                marker = (id(self), f"span:{kind}")
+                if _observing.get() != marker:  # an override's super() call: one span
+                    token = _observing.set(marker)
+                    try:
+                        with otel.span(name, _span_attributes(kind, self)):
+                            return observed(self, *args, **kwargs)
+                    finally:
+                        _observing.reset(token)
+        return observed(self, *args, **kwargs)
+
+    def observed(self: Any, *args: Any, **kwargs: Any) -> Any:
         callbacks = active_callbacks(self)
         if not callbacks:
             return fn(self, *args, **kwargs)
@@ -165,6 +182,26 @@ def _observed(fn: F, kind_of: Callable[[Any], str | None], once: bool) -> F:
 
     wrapper._dspex_observed = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+def _span_name(kind: str | None, instance: Any) -> str | None:
+    """The OpenTelemetry span name of an observed call, or None for calls without one."""
+    if kind == "tool":
+        return f"execute_tool {getattr(instance, 'name', type(instance).__name__)}"
+    if kind == "evaluate":
+        return "evaluate"
+    if kind == "compile":
+        return f"compile {type(instance).__name__}"
+    return None
+
+
+def _span_attributes(kind: str | None, instance: Any) -> dict[str, Any]:
+    if kind == "tool":
+        return {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": str(getattr(instance, "name", type(instance).__name__)),
+        }
+    return {"dspex.operation": str(kind), "dspex.class": type(instance).__name__}
 
 
 def call_lm(lm: Any, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> Any:

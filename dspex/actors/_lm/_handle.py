@@ -18,6 +18,7 @@ from typing import Any
 
 import pykka
 
+from dspex.actors import _otel
 from dspex.actors._lm._budget import Budget, active_budgets
 from dspex.actors._lm._cache_key import request_key, request_params
 from dspex.actors._lm._prices import PriceTable
@@ -147,6 +148,24 @@ class LMHandle:
 
     def generate(self, messages: Sequence[Message], params: Mapping[str, Any]) -> LMResponse:
         """Call the model (or the cache); blocks this thread only, up to the call timeout."""
+        otel = _otel._tracing
+        if otel is None:
+            return self._generate(messages, params, None)
+        # A CLIENT span, child of the span current here (the module's, inside a run).
+        merged = {**self.kwargs, **params} if params else self.kwargs
+        span = otel.start_lm(self.label, self.api_base, merged, messages)
+        started = time.perf_counter()
+        try:
+            response = self._generate(messages, params, span)
+        except BaseException as exc:
+            otel.end_lm(span, self.label, None, exc, time.perf_counter() - started)
+            raise
+        otel.end_lm(span, self.label, response, None, time.perf_counter() - started)
+        return response
+
+    def _generate(
+        self, messages: Sequence[Message], params: Mapping[str, Any], span: Any
+    ) -> LMResponse:
         request, options, use_cache = self.build(messages, params)
         key = request_key(request, self.cache_scope)
         emit = self.telemetry
@@ -166,7 +185,10 @@ class LMHandle:
             budgets = (self.budget, *budgets)
         if budgets:
             self._admit(budgets, emit, started)
-        value, info = self._call(key, request, options)
+        value, info = self._call(key, request, options, span)
+        if span is not None and (info.retries or info.shared):
+            span.set_attribute("dspex.lm.retries", info.retries)
+            span.set_attribute("dspex.lm.single_flight_joined", info.shared)
         if isinstance(value, BaseException):
             if emit is not None:
                 self._emit_error(emit, value, info, started)
@@ -215,7 +237,7 @@ class LMHandle:
     # -- the call and its re-submission ----------------------------------------
 
     def _call(
-        self, key: str, request: LMRequest, options: CallOptions
+        self, key: str, request: LMRequest, options: CallOptions, span: Any = None
     ) -> tuple[LMResponse | BaseException, CallInfo]:
         """The call's outcome (an error is returned, for the caller to raise)."""
         budget = self.call_timeout or self.slot.config.call_timeout
@@ -230,7 +252,7 @@ class LMHandle:
             cancel = None
         while True:
             endpoint = self.slot.current(deadline - time.monotonic(), not_epoch=avoid)
-            attempt = Attempt(lease)
+            attempt = Attempt(lease, span)
             if not endpoint.submit(key, request, options, attempt):
                 avoid = endpoint.epoch  # closing: wait for its successor
                 continue
