@@ -107,6 +107,10 @@ class Tracing:
         self._observation = Observation
         self._client_kind = trace.SpanKind.CLIENT
         self._hosts: dict[str | None, tuple[str, int | None]] = {}
+        # Per (model, api_base): span name and attributes, built on first use.
+        self._models: dict[tuple[str, str | None], tuple[str, Mapping[str, Any]]] = {}
+        self._tokens: dict[int, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
+        self._metric_attrs: dict[str, Mapping[str, Any]] = {}
         self.token_usage = meter.create_histogram(
             "gen_ai.client.token.usage",
             unit="{token}",
@@ -143,69 +147,77 @@ class Tracing:
         messages: Sequence[Mapping[str, Any]],
     ) -> Any:
         """Start the CLIENT span of one call of ``model`` (a child of the current span)."""
-        provider, _, name = model.partition("/")
-        host, port = self._host(provider, api_base)
-        attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": _PROVIDERS.get(provider, provider),
-            "gen_ai.request.model": name,
-            "server.address": host,
-        }
-        if port is not None:
-            attributes["server.port"] = port
+        name, base = self._model_attributes(model, api_base)
+        attributes = dict(base)
         for key in ("temperature", "max_tokens", "top_p"):
             value = params.get(key)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 attributes[f"gen_ai.request.{key}"] = value
         if self.capture_content:
             attributes["gen_ai.input.messages"] = json.dumps(list(messages), default=str)
-        return self.tracer.start_span(f"chat {name}", kind=self._client_kind, attributes=attributes)
+        return self.tracer.start_span(name, kind=self._client_kind, attributes=attributes)
 
-    def end_lm(
-        self,
-        span: Any,
-        model: str,
-        response: Any,
-        error: BaseException | None,
-        seconds: float,
-    ) -> None:
-        """Finish an LM span with the outcome, and record the GenAI client metrics."""
-        provider, _, name = model.partition("/")
-        metric_attrs: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": _PROVIDERS.get(provider, provider),
-            "gen_ai.request.model": name,
-        }
-        span.set_attribute("dspex.lm.model", model)
+    def end_lm(self, span: Any, response: Any, error: BaseException | None) -> None:
+        """Finish an LM span with the outcome (the metrics come from telemetry events)."""
         if error is not None:
-            kind = type(error).__name__
-            span.set_attribute("error.type", kind)
+            span.set_attribute("error.type", type(error).__name__)
             span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(error)[:200]))
-            metric_attrs["error.type"] = kind
-        else:
-            usage = response.usage
-            if response.model:
-                span.set_attribute("gen_ai.response.model", response.model)
-                metric_attrs["gen_ai.response.model"] = response.model
-            reasons = [c.finish_reason for c in response.completions if c.finish_reason]
-            if reasons:
-                span.set_attribute("gen_ai.response.finish_reasons", reasons)
-            span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
-            span.set_attribute("dspex.lm.cache_hit", response.cache_hit)
-            if response.cost is not None:
-                span.set_attribute("dspex.lm.cost_usd", response.cost)
-            if self.capture_content:
-                span.set_attribute("gen_ai.output.messages", json.dumps(response.texts))
-            if not response.cache_hit:
-                self.token_usage.record(
-                    usage.prompt_tokens, {**metric_attrs, "gen_ai.token.type": "input"}
-                )
-                self.token_usage.record(
-                    usage.completion_tokens, {**metric_attrs, "gen_ai.token.type": "output"}
-                )
-        self.duration.record(seconds, metric_attrs)
+            span.end()
+            return
+        usage = response.usage
+        attributes: dict[str, Any] = {
+            "gen_ai.usage.input_tokens": usage.prompt_tokens,
+            "gen_ai.usage.output_tokens": usage.completion_tokens,
+        }
+        if response.cache_hit:
+            attributes["dspex.lm.cache_hit"] = True
+        if response.model:
+            attributes["gen_ai.response.model"] = response.model
+        reasons = [c.finish_reason for c in response.completions if c.finish_reason]
+        if reasons:
+            attributes["gen_ai.response.finish_reasons"] = reasons
+        if response.cost is not None:
+            attributes["dspex.lm.cost_usd"] = response.cost
+        if self.capture_content:
+            attributes["gen_ai.output.messages"] = json.dumps(response.texts)
+        span.set_attributes(attributes)
         span.end()
+
+    def _metric_attributes(self, model: str) -> Mapping[str, Any]:
+        found = self._metric_attrs.get(model)
+        if found is None:
+            provider, _, name = model.partition("/")
+            found = self._metric_attrs[model] = {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": _PROVIDERS.get(provider, provider),
+                "gen_ai.request.model": name,
+            }
+        return found
+
+    def _model_attributes(self, model: str, api_base: str | None) -> tuple[str, Mapping[str, Any]]:
+        """(span name, span attributes) of a model's calls, built once (any thread)."""
+        found = self._models.get((model, api_base))
+        if found is None:
+            provider, _, name = model.partition("/")
+            host, port = self._host(provider, api_base)
+            span_attrs: dict[str, Any] = {**self._metric_attributes(model), "server.address": host}
+            if port is not None:
+                span_attrs["server.port"] = port
+            found = (f"chat {name}", span_attrs)
+            self._models[(model, api_base)] = found
+        return found
+
+    def _token_attributes(
+        self, metric_attrs: Mapping[str, Any]
+    ) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+        found = self._tokens.get(id(metric_attrs))
+        if found is None:
+            found = (
+                {**metric_attrs, "gen_ai.token.type": "input"},
+                {**metric_attrs, "gen_ai.token.type": "output"},
+            )
+            self._tokens[id(metric_attrs)] = found
+        return found
 
     def _host(self, provider: str, api_base: str | None) -> tuple[str, int | None]:
         found = self._hosts.get(api_base)
@@ -241,7 +253,25 @@ class Tracing:
     # -- telemetry events (the Telemetry actor's thread) -----------------------
 
     def on_event(self, name: str, data: Mapping[str, Any]) -> None:
-        if name == "program.run.stop":
+        """Record metrics from a telemetry event (the Telemetry actor's thread).
+
+        The GenAI client metrics are recorded here rather than in the caller's
+        thread, off the call's path. A cache hit is not an operation on the
+        provider: it shows on its span (``dspex.lm.cache_hit``), not here.
+        """
+        if name == "lm.request.stop":
+            if data.get("cache_hit"):
+                return
+            attrs = self._metric_attributes(str(data.get("model", "?/?")))
+            input_attrs, output_attrs = self._token_attributes(attrs)
+            self.token_usage.record(int(data.get("prompt_tokens", 0)), input_attrs)
+            self.token_usage.record(int(data.get("completion_tokens", 0)), output_attrs)
+            self.duration.record(float(data.get("duration_ms", 0.0)) / 1000.0, attrs)
+        elif name == "lm.request.exception":
+            attrs = self._metric_attributes(str(data.get("model", "?/?")))
+            error = {**attrs, "error.type": str(data.get("error", "Exception"))}
+            self.duration.record(float(data.get("duration_ms", 0.0)) / 1000.0, error)
+        elif name == "program.run.stop":
             self.runs.add(1, {"dspex.run.outcome": "ok"})
         elif name == "program.run.exception":
             self.runs.add(1, {"dspex.run.outcome": "error"})

@@ -154,13 +154,12 @@ class LMHandle:
         # A CLIENT span, child of the span current here (the module's, inside a run).
         merged = {**self.kwargs, **params} if params else self.kwargs
         span = otel.start_lm(self.label, self.api_base, merged, messages)
-        started = time.perf_counter()
         try:
             response = self._generate(messages, params, span)
         except BaseException as exc:
-            otel.end_lm(span, self.label, None, exc, time.perf_counter() - started)
+            otel.end_lm(span, None, exc)
             raise
-        otel.end_lm(span, self.label, response, None, time.perf_counter() - started)
+        otel.end_lm(span, response, None)
         return response
 
     def _generate(
