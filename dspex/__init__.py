@@ -41,6 +41,7 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "adapters": "dspex.adapters",
     "evaluate": "dspex.evaluate",
+    "serve": "dspex.serve",
     "teleprompt": "dspex.teleprompt",
     "utils": "dspex.utils",
     "BootstrapFewShot": "dspex.teleprompt",
@@ -228,6 +229,7 @@ __all__ = [
     "majority",
     "make_signature",
     "normalize_text",
+    "serve",
     "settings",
     "start",
     "syncify",

@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any, Literal
 
 from dspex.actors import LM
@@ -65,6 +66,41 @@ class Sentiment(Signature):
 
     review: str = InputField(desc="a short customer review")
     sentiment: Literal["positive", "negative"] = OutputField()
+
+
+MODEL = "local/smollm2"
+STATE_FILE = "sentiment.json"  # under the cache directory's demo/ folder
+
+
+def demo_lm() -> LM:
+    """The demo's model: the embedded SmolLM2, deterministic and short answers."""
+    return LM(MODEL, temperature=0.0, max_tokens=32)
+
+
+def classifier() -> Predict:
+    """The demo's sentiment classifier on the local model (what ``dspex serve`` builds).
+
+    ``dspex demo`` prints ``dspex serve dspex._demo:classifier --state ...``:
+    this builds the program, ``--state`` loads the demos the demo chose.
+    """
+    program = Predict(Sentiment)
+    program.set_lm(demo_lm())
+    return program
+
+
+def serve_command(state: Path) -> str:
+    """The one-line ``dspex serve`` command that serves the saved classifier."""
+    return f"dspex serve dspex._demo:classifier --state {state} --name sentiment"
+
+
+def save_served(program: Any, cache_dir: Path) -> Path:
+    """Save ``program``'s state, bound to the demo's model, for ``dspex serve``; its path."""
+    path = Path(cache_dir).expanduser() / "demo" / STATE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saved = program.deepcopy()
+    saved.set_lm(demo_lm())  # so the served program uses the local model, whatever ran here
+    saved.save(str(path))
+    return path
 
 
 def load_reviews(name: str = DEV_FILE) -> list[Example]:
@@ -199,8 +235,7 @@ def run_demo(num_threads: int = 4) -> int:
 
     _section("dspex demo")
     print(f"model: SmolLM2-135M-Instruct ({model_path.name}), served by llama.cpp on loopback")
-    lm = LM("local/smollm2", temperature=0.0, max_tokens=32)
-    code = run_with(lm, num_threads=num_threads)
+    code = run_with(demo_lm(), num_threads=num_threads)
     if code == 0:
         print(f"\ndone in {time.perf_counter() - started:.1f} s")
     return code
@@ -265,6 +300,10 @@ def run_with(lm: Any, *, num_threads: int = 4) -> int:
                     "  (answers came from the on-disk cache of an earlier run; run with "
                     "DSPEX_CACHE__ENABLED=false to call the model again)"
                 )
+
+            state = save_served(served, rt.settings.cache.dir)
+            _section("serve it over HTTP (needs: pip install 'dspex[serve]')")
+            print(serve_command(state))
     except DSPexError as exc:
         print(f"dspex demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -152,6 +152,6 @@ def test_an_lm_loaded_from_a_dspy_file_sends_no_dspy_state_fields(
         qa.lm = qa.lm.copy(api_base=fake.url, api_key=SECRET)
         assert qa(sentence="great").sentiment == "positive"
         [sent] = fake.requests
-    assert sent.json["max_tokens"] == 4000 and sent.json["temperature"] == 0.0
+    assert sent.json["max_completion_tokens"] == 4000 and sent.json["temperature"] == 0.0
     for name in ("launch_kwargs", "train_kwargs", "finetuning_model", "num_retries", "cache"):
         assert name not in sent.json, name

@@ -256,6 +256,10 @@ def test_tool_calls_accept_provider_shapes_and_execute() -> None:
 
 def test_predict_returns_tool_calls_and_json_asks_for_a_json_object() -> None:
     lm = DummyLM([{"calls": {"tool_calls": [{"name": "search", "args": {"q": "x"}}]}}])
+    # DummyLM lists no supported_params (as DSPy's), so JSONAdapter would send it no
+    # response_format at all; this one says it takes one, as a real model does.
+    lm.supported_params = frozenset({"response_format"})
+    lm.supports_response_schema = True  # type: ignore[misc]
     program = dspex.Predict("question -> calls: dspex.ToolCalls")
     with dspex.context(lm=lm, adapter=dspex.JSONAdapter()):
         result = program(question="find x")

@@ -146,6 +146,23 @@ def test_demo_serves_the_compiled_classifier_when_the_demos_help(
     assert "server:sentiment (ProgramServer)" in out
     assert "expected" not in out  # every sample answered right
     assert all(len(messages) == 6 for messages in _served_calls(lm))  # system, 2 demos, input
+    _check_serve_command(out, demos=2)
+
+
+def _check_serve_command(out: str, *, demos: int) -> None:
+    """The demo's last line is a ``dspex serve`` command that loads the served classifier."""
+    from dspex.serve import load_programs
+
+    command = out.strip().splitlines()[-1]
+    found = re.fullmatch(r"dspex serve (\S+) --state (\S+) --name (\w+)", command)
+    assert found, command
+    target, state, name = found.groups()
+    programs = load_programs(target, state=state, name=name)
+    assert list(programs) == ["sentiment"]
+    program = programs["sentiment"]
+    assert len(program.demos) == demos
+    assert program.lm.model == "local/smollm2"  # served on the demo's model, not the test's
+    assert list(program.signature.output_fields) == ["sentiment"]
 
 
 def test_demo_keeps_the_zero_shot_classifier_when_the_demos_hurt(
@@ -158,6 +175,7 @@ def test_demo_keeps_the_zero_shot_classifier_when_the_demos_hurt(
     assert "compiled    50.0%  (24/48, 2 demos)" in out
     assert "serving the zero-shot classifier: the demos made this small model worse" in out
     assert all(len(messages) == 2 for messages in _served_calls(lm))  # no demos
+    _check_serve_command(out, demos=0)
 
 
 # -- the real command -------------------------------------------------------------------------

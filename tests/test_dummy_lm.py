@@ -99,7 +99,7 @@ def test_history_records_messages_params_and_outputs() -> None:
     entry = lm.history[-1]
     assert entry["messages"] == [_user("hello")]
     assert entry["params"] == {"temperature": 0.5, "max_tokens": 50}
-    assert entry["kwargs"] is entry["params"]
+    assert entry["kwargs"] == {"temperature": 0.5}  # the call's own, as DSPy's DummyLM
     assert entry["outputs"] == ["[[ ## answer ## ]]\nx\n\n[[ ## completed ## ]]"]
     messages, outputs = lm.get_convo(-1)
     assert messages == [_user("hello")]

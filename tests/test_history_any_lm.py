@@ -32,6 +32,8 @@ STOP_KEYS = {
     "shared",
     "messages",
     "outputs",
+    "kwargs",
+    "response",
 }
 ERROR_KEYS = {"model", "duration_ms", "error", "status", "retries"}
 
@@ -106,7 +108,7 @@ def test_dummy_lm_calls_show_in_inspect_history(
     capsys.readouterr()
     text = dspex.inspect_history(n=2)
     assert capsys.readouterr().out.strip() == text.strip()
-    assert text.count("] dummy (") == 2
+    assert text.count("Response:") == 2
     assert text.index("2+2") < text.index("3+3")  # oldest first
     entries = rt.history(2)
     for entry, call in zip(entries, dummy.history, strict=True):
@@ -116,9 +118,10 @@ def test_dummy_lm_calls_show_in_inspect_history(
         assert entry.usage == {
             "prompt_tokens": call["usage"].prompt_tokens,
             "completion_tokens": call["usage"].completion_tokens,
+            "total_tokens": call["usage"].prompt_tokens + call["usage"].completion_tokens,
         }
         assert entry.duration_ms >= 0.0 and not entry.cache_hit
-    assert dspex.inspect_history(n=1).count("] dummy (") == 1
+    assert dspex.inspect_history(n=1).count("Response:") == 1
     stats = rt.metrics()["models"]["dummy"]
     assert stats["requests"] == 2 and stats["errors"] == {}
 
@@ -130,7 +133,7 @@ def test_a_custom_lm_is_recorded_without_its_key(start_runtime: StartRuntime) ->
     [entry] = rt.history(1)
     assert entry.model == "custom/echo"
     assert entry.outputs == (chat_answer("echo"),)
-    assert entry.usage == {"prompt_tokens": 7, "completion_tokens": 3}
+    assert entry.usage == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
     stats = rt.metrics()["models"]["custom/echo"]
     assert (stats["requests"], stats["prompt_tokens"], stats["completion_tokens"]) == (1, 7, 3)
     shown = dspex.inspect_history(1) + repr(rt.history(5)) + json.dumps(rt.metrics())

@@ -2,7 +2,9 @@
 
 ``config <- supervision <- actors <- programs``: a layer imports only layers
 to its left. ``dspex.errors`` is a leaf every layer may import. ``testing/``,
-``cli.py`` and top-level private modules may import anything.
+``cli.py``, ``serve/`` and top-level private modules may import anything, and
+no layer imports ``dspex.serve``. Only ``serve/`` imports the ASGI stack (the
+optional ``serve`` extra).
 
 And no module imports itself back through others: the module import graph
 (every import, including those inside functions and under ``TYPE_CHECKING``)
@@ -101,6 +103,45 @@ def test_shared_leaves_import_nothing_from_dspex() -> None:
     for leaf in ("errors.py", "_lazy.py"):
         targets = [t for _, t in _imports(PACKAGE / leaf)]
         assert not [t for t in targets if t.startswith("dspex")], leaf
+
+
+SERVE_ONLY = ("starlette", "uvicorn", "prometheus_client")
+
+
+def serve_stack_imports(package: Path = PACKAGE) -> list[str]:
+    """Imports of the ASGI stack (the ``serve`` extra) outside ``dspex/serve/``."""
+    problems = []
+    for path in sorted(package.rglob("*.py")):
+        if path.relative_to(package).parts[0] == "serve":
+            continue
+        for lineno, target in _imports(path, package.parent):
+            if target.split(".")[0] in SERVE_ONLY:
+                problems.append(f"{path.relative_to(package.parent)}:{lineno} imports {target}")
+    return problems
+
+
+def test_only_dspex_serve_imports_the_asgi_stack() -> None:
+    # The serve extra is optional: the rest of dspex must work without it.
+    assert serve_stack_imports() == []
+
+
+def test_serve_stack_checker_catches_an_import(tmp_path: Path) -> None:
+    (tmp_path / "dspex" / "actors").mkdir(parents=True)
+    (tmp_path / "dspex" / "actors" / "_probe.py").write_text("import starlette.routing\n")
+    (tmp_path / "dspex" / "serve").mkdir()
+    (tmp_path / "dspex" / "serve" / "_ok.py").write_text("import uvicorn\n")
+    assert serve_stack_imports(tmp_path / "dspex") == [
+        "dspex/actors/_probe.py:1 imports starlette.routing"
+    ]
+
+
+def test_no_layer_imports_dspex_serve(tmp_path: Path) -> None:
+    # dspex.serve sits on top like cli.py: a layer importing it is a violation.
+    (tmp_path / "dspex" / "programs").mkdir(parents=True)
+    (tmp_path / "dspex" / "programs" / "_probe.py").write_text("from dspex.serve import app\n")
+    assert layer_violations(tmp_path / "dspex") == [
+        "dspex/programs/_probe.py:1 (programs) imports dspex.serve"
+    ]
 
 
 # -- no import cycles -------------------------------------------------------------------

@@ -117,7 +117,7 @@ def test_generate_and_complete_against_the_fake(start: Start, fake: FakeOpenAI) 
     assert handle.complete("hi there") == ["echo:hi there"]
     assert handle.complete(messages=[{"role": "user", "content": "m"}]) == ["echo:m"]
     sent = fake.requests[0]
-    assert sent.json["temperature"] == 0.5 and sent.json["max_tokens"] == 20
+    assert sent.json["temperature"] == 0.5 and sent.json["max_completion_tokens"] == 20
     assert sent.api_key_present and sent.model == "test-model"
 
 

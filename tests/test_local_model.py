@@ -425,3 +425,23 @@ def test_model_fingerprint_follows_content_not_path(tmp_path: Path) -> None:
     changed.parent.mkdir()
     changed.write_bytes(payload[:-1] + b"!")  # the tail differs
     assert model_fingerprint(changed) != model_fingerprint(first)
+
+
+@pytest.mark.local_model
+def test_server_entry_turns_off_llamas_extra_cpu_buffers_unless_asked() -> None:
+    # AMX/repack kernels give wrong answers (or segfault) for SmolLM2's Q4_1 weights.
+    probe = (
+        "import llama_cpp.llama_cpp as lib\n"
+        "from dspex.actors._lm import _llama_server as s\n"
+        "before = lib.llama_model_default_params().use_extra_bufts\n"
+        "s._without_extra_buffers()\n"
+        "print(before, lib.llama_model_default_params().use_extra_bufts)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["True", "False"]
+
+    config = local_model_config("smollm2", port=41999)
+    assert "--repack" not in config.server_args()
+    assert config.replace(repack=True).server_args()[0] == "--repack"

@@ -116,7 +116,7 @@ def test_openai_wire_format(wire: Wire) -> None:
         "model": "gpt-4o-mini",
         "messages": [dict(m) for m in MESSAGES],
         "temperature": 0.3,
-        "max_tokens": 50,
+        "max_completion_tokens": 50,  # DSPy 3.4.1 sends max_tokens so to openai/ models
         "n": 2,
         "stop": ["\n\n"],
         "response_format": JSON_SCHEMA_FORMAT,
@@ -554,11 +554,14 @@ def test_http_call_repr_hides_the_key() -> None:
     assert KEY not in repr(http) and "x-api-key" in repr(http)
 
 
-def test_openai_reasoning_models_take_max_completion_tokens() -> None:
-    provider = OpenAIProvider()
-    for model, key in [
-        ("openai/o3-mini", "max_completion_tokens"),
-        ("openai/gpt-4o", "max_tokens"),
+def test_openai_models_take_max_completion_tokens_like_dspy() -> None:
+    # DSPy 3.4.1 sends max_completion_tokens to every openai/ model (reasoning or not, a
+    # compatible server too); llama.cpp's server (local/ models) keeps max_tokens.
+    for provider, model, key in [
+        (OpenAIProvider(), "openai/o3-mini", "max_completion_tokens"),
+        (OpenAIProvider(), "openai/gpt-4o", "max_completion_tokens"),
+        (OpenAIProvider(), "openai/my-vllm-model", "max_completion_tokens"),
+        (OpenAIProvider(json_schema_style="llama_cpp"), "openai/smollm2", "max_tokens"),
     ]:
         request = LMRequest(model, MESSAGES, {"max_tokens": 99})
         body = provider.build(request, api_base="http://h", api_key=None).json

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from pydantic import BaseModel
 from wait_helpers import wait_past, wait_until
 
 import dspex
@@ -115,9 +116,11 @@ def test_tool_error_becomes_an_observation_and_the_loop_goes_on() -> None:
     lm = DummyLM([step("lookup", query="x"), step("finish"), final("unknown")])
     with context(lm=lm):
         pred = ReAct("question -> answer", tools=[lookup])(question="q")
-    assert (
-        pred.trajectory["observation_0"] == "Execution error in lookup: ValueError: no entry for x"
-    )
+    # DSPy's format: the error's traceback (at most 5 frames) after the tool's name.
+    observation = pred.trajectory["observation_0"]
+    assert observation.startswith("Execution error in lookup: \nTraceback (most recent call last):")
+    assert observation.endswith("ValueError: no entry for x")
+    assert 'in lookup\n    raise ValueError(f"no entry for {query}")' in observation
     assert pred.trajectory["tool_name_1"] == "finish"
     assert pred.answer == "unknown"
 
@@ -172,7 +175,9 @@ def test_a_tool_missing_from_the_table_is_an_observation_error() -> None:
     lm = DummyLM([step("search", query="x"), step("finish"), final("a")])
     with context(lm=lm):
         pred = react(question="q")
-    assert pred.trajectory["observation_0"].startswith("Execution error in search: UsageError")
+    observation = pred.trajectory["observation_0"]
+    assert observation.startswith("Execution error in search: \nTraceback")
+    assert "UsageError: no tool named 'search'" in observation
 
 
 def test_json_adapter_parses_tool_name_and_args() -> None:
@@ -182,7 +187,8 @@ def test_json_adapter_parses_tool_name_and_args() -> None:
         pred = ReAct("question -> answer", tools=[calls.search])(question="q")
     assert calls.calls == [("Lyon", 1)]
     assert pred.answer == "France"
-    assert lm.history[0]["params"]["response_format"] == {"type": "json_object"}
+    # DSPy's rule: DummyLM lists no supported_params, so no response_format is sent.
+    assert "response_format" not in lm.history[0]["params"]
 
 
 def test_tools_may_be_tool_objects_and_are_checked() -> None:
@@ -461,7 +467,9 @@ def test_nothing_left_to_drop_raises_context_window_error(
     with FakeOpenAI(reply=scripted_agent([]), context_window=50) as fake:
         with context(lm=fake_lm(fake)), pytest.raises(ContextWindowError) as info:
             react(question="Where is Paris?")
-        assert fake.outcomes == {"context_window": 1}  # not retried: it would fail again
+        # the first step cannot fit (it ends the loop, as in DSPy), then the extraction
+        # cannot either; neither is retried, nothing being left to drop
+        assert fake.outcomes == {"context_window": 2}
     # a top-level call wraps it as ProgramError[ContextWindowError]; .original is ours
     err = info.value.original if isinstance(info.value, ProgramError) else info.value
     assert isinstance(err, ContextWindowError)
@@ -485,12 +493,34 @@ def test_truncation_is_bounded_like_dspy(start_runtime: Callable[..., dspex.Runt
         with pytest.raises(ContextWindowError) as info:
             react(question="Where is Paris?")
         prompts = [trajectory_of(r) for r in fake.requests]
-    assert len(prompts) == 4 + 1 + MAX_TRUNCATIONS  # 4 steps, then 1 try + 3 shorter ones
+    # 4 steps; step 4 gets MAX_TRUNCATIONS tries, each after a drop, then ends the loop
+    # (DSPy 3.4.1's order); the extraction then has one step left, which is kept
+    assert len(prompts) == 4 + MAX_TRUNCATIONS + 1
     assert [p.count("[[ ## thought_") for p in prompts[4:]] == [4, 3, 2, 1]
     err = info.value.original if isinstance(info.value, ProgramError) else info.value
-    assert f"after dropping the {MAX_TRUNCATIONS} oldest trajectory steps" in str(err)
+    assert "no step left to drop" in str(err)
     assert isinstance(err, ContextWindowError) and err.model == "openai/agent"
     assert isinstance(err.__cause__, ContextWindowError) and err.__cause__.status == 400
+
+
+def test_a_call_gets_three_tries_then_says_so() -> None:
+    react = ReAct("question -> answer", tools=[Calls().search])
+    calls: list[int] = []
+
+    def always_too_long(**kwargs: Any) -> Any:
+        calls.append(kwargs["trajectory"].count("[[ ## thought_"))
+        raise ContextWindowError("too long", model="m")
+
+    trajectory = {
+        f"{k}_{i}": f"v{i}"
+        for i in range(4)
+        for k in ("thought", "tool_name", "tool_args", "observation")
+    }
+    with pytest.raises(ContextWindowError, match=f"after {MAX_TRUNCATIONS} tries") as info:
+        react._call_fitting(always_too_long, {"question": "q"}, trajectory)  # type: ignore[arg-type]
+    assert calls == [4, 3, 2]  # as DSPy: three tries, a step dropped after each
+    assert len(trajectory) == 4  # the third drop happened too (in place)
+    assert isinstance(info.value.__cause__, ContextWindowError) and info.value.model == "m"
 
 
 def test_an_overridden_truncate_trajectory_is_used(
@@ -527,7 +557,58 @@ def test_truncate_trajectory_drops_the_four_oldest_entries() -> None:
     }
     assert react.truncate_trajectory(trajectory) is trajectory
     assert list(trajectory) == ["thought_1", "tool_name_1", "tool_args_1", "observation_1"]
-    react.truncate_trajectory(trajectory)
-    assert trajectory == {}
     with pytest.raises(ContextWindowError, match="no step left to drop"):
-        react.truncate_trajectory(trajectory)
+        react.truncate_trajectory(trajectory)  # the last step is kept, as in DSPy
+    assert len(trajectory) == 4
+
+
+# -- DSPy's exact prompt --------------------------------------------------------------------
+
+
+class Point(BaseModel):  # its name is the schema title the golden prompt shows
+    x: int
+    y: int = 0
+
+
+def _search(query: str, k: int = 3) -> str:
+    """Search the web.
+
+    Returns one snippet per hit.
+    """
+    return f"{query} is in France"
+
+
+def _nearest(origin: Point, tags: list[str] = ["a"]) -> int:  # noqa: B006  (the prompt shows it)
+    return 1
+
+
+def _nodoc(n: int) -> int:
+    return n
+
+
+def _golden_agent_tools() -> list[Tool]:
+    return [Tool(f, name=f.__name__[1:]) for f in (_search, _nearest, _nodoc)]
+
+
+def test_agent_sends_dspys_exact_messages() -> None:
+    # tests/golden/react_*.txt are the messages DSPy 3.4.1 sends for this agent and script.
+    from adapter_helpers import assert_messages_equal, load_golden
+
+    lm = DummyLM(
+        [
+            step("search", "look", query="Paris"),
+            step("finish", "done"),
+            {"reasoning": "r", "answer": "France", "score": 3},
+        ]
+    )
+    react = ReAct("question, context -> answer, score: int", tools=_golden_agent_tools())
+    with context(lm=lm):
+        pred = react(question="Where is Paris?", context="geo")
+    assert pred.score == 3
+    for index, name in enumerate(["react_step_first", "react_step_second", "react_extract"]):
+        assert_messages_equal(lm.history[index]["messages"], load_golden(name))
+    finish = react.tools["finish"]
+    assert finish.desc == (
+        "Marks the task as complete. That is, signals that all information for producing the "
+        "outputs, i.e. `answer`, `score`, are now available to be extracted."
+    )

@@ -148,7 +148,7 @@ def test_configure_from_a_non_main_thread(start_runtime: StartRuntime, fake: Any
     prediction = dspex.Predict("question -> answer")(question="from main")
     assert prediction.answer == "from main"
     body = fake.requests[-1].json
-    assert body["temperature"] == 0.3 and body["max_tokens"] == 77
+    assert body["temperature"] == 0.3 and body["max_completion_tokens"] == 77
 
 
 def test_request_parameter_precedence(start_runtime: StartRuntime, fake: Any) -> None:
@@ -159,7 +159,7 @@ def test_request_parameter_precedence(start_runtime: StartRuntime, fake: Any) ->
     def call(lm: Any, prompt: str, **params: Any) -> None:
         lm(prompt, **params)
         body = fake.requests[-1].json
-        sent.append((body.get("temperature"), body.get("max_tokens")))
+        sent.append((body.get("temperature"), body.get("max_completion_tokens")))
 
     call(plain, "settings")  # the runtime's settings are the defaults
     call(own, "the LM's own")  # the LM's keyword arguments beat them

@@ -117,6 +117,21 @@ def test_a_model_configured_in_settings_needs_no_arguments(
     assert request.api_key_present and request.json["top_p"] == 0.5
 
 
+def test_start_with_a_model_id_gives_programs_that_lm(
+    start_runtime: StartRuntime, fake: FakeOpenAI
+) -> None:
+    # Regression: start(lm="<id>") used to set the programs' LM to the bare string.
+    rt = start_runtime(
+        lm="openai/test-model",
+        models={"openai/test-model": {"api_base": fake.url, "api_key": SECRET}},
+    )
+    assert rt.settings.lm == "openai/test-model"
+    answer = dspex.Predict("question -> answer")(question="by id")
+    assert answer.answer == "by id"
+    assert fake.request_count == 1
+    assert fake.requests[0].model == "test-model"
+
+
 # -- resilience through the runtime ---------------------------------------------------------
 
 

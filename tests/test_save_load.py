@@ -210,10 +210,8 @@ def test_loading_never_executes_code(tmp_path: Path) -> None:
     pkl = tmp_path / "state.pkl"
     pkl.write_bytes(pickle.dumps({"self": Payload()}))
     qa = Predict("question -> answer")
-    with pytest.raises(UsageError, match="never unpickles"):
-        qa.load(pkl)
-    with pytest.raises(UsageError, match="never unpickles"):
-        qa.load(pkl, allow_pickle=True)
+    with pytest.raises(UsageError, match="allow_pickle=True"):
+        qa.load(pkl)  # unpickling only when the caller vouches for the file, as in DSPy
     program_dir = tmp_path / "prog"
     program_dir.mkdir()
     (program_dir / "program.pkl").write_bytes(pickle.dumps(Payload()))
@@ -314,15 +312,61 @@ def test_a_damaged_program_directory_is_a_usage_error_naming_the_file(tmp_path: 
         load(target, allow_pickle=True)
 
 
-def test_paths_must_be_json(tmp_path: Path) -> None:
+def test_paths_must_be_json_or_pkl(tmp_path: Path) -> None:
     prog = RAG()
-    with pytest.raises(UsageError, match="refusing to save"):
-        prog.save(tmp_path / "state.pkl")
-    with pytest.raises(UsageError, match=r"must end in '\.json'"):
+    with pytest.raises(UsageError, match=r"must end in '\.json' or '\.pkl'"):
         prog.save(tmp_path / "state.txt")
-    with pytest.raises(UsageError, match=r"must end in '\.json'"):
+    with pytest.raises(UsageError, match=r"must end in '\.json' or '\.pkl'"):
         prog.load(tmp_path / "state.yaml")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pickled_state_saves_and_loads_only_with_allow_pickle(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    prog = _trained()
+    secret = "sk-PKL-STATE-SECRET"
+    prog.set_lm(DummyLM([], api_key=secret))
+    path = tmp_path / "state.pkl"
+    with caplog.at_level(logging.WARNING, logger="dspex.programs"):
+        prog.save(path)
+    assert "Loading untrusted .pkl files can run arbitrary code" in caplog.text
+    assert secret.encode() not in path.read_bytes()
+    fresh = RAG()
+    with pytest.raises(UsageError, match=r"arbitrary code.*allow_pickle=True"):
+        fresh.load(path)
+    assert fresh.rewrite.demos == []  # refused before anything was read
+    fresh.load(path, allow_pickle=True)
+    assert fresh.rewrite.demos == prog.rewrite.demos  # Examples stay Examples
+    damaged = tmp_path / "damaged.pkl"
+    damaged.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(UsageError, match=r"cannot unpickle .*damaged\.pkl"):
+        RAG().load(damaged, allow_pickle=True)
+    for name in ("rewrite", "generate_answer.predict"):  # values as DSPy serialises them
+        assert fresh.dump_state()[name]["demos"] == prog.dump_state()[name]["demos"]
+    assert (
+        fresh.generate_answer.predict.signature.instructions
+        == prog.generate_answer.predict.signature.instructions
+    )
+
+
+def test_metadata_records_installed_versions_only(tmp_path: Path) -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    RAG().save(tmp_path / "s.json")
+    metadata = json.loads((tmp_path / "s.json").read_text())["metadata"]
+    versions = metadata["dependency_versions"]
+    try:
+        dspy_version: str | None = version("dspy")
+    except PackageNotFoundError:
+        dspy_version = None
+    assert versions.get("dspy") == dspy_version  # never a DSPy version that is not here
+    assert "3.0.3" not in json.dumps(metadata)
+    try:
+        own = version("dspex")
+    except PackageNotFoundError:
+        own = "unknown"
+    assert metadata["dspex_version"] == own
 
 
 def test_unserializable_demo_values_give_a_clear_error(tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ class Counter:
 def test_name_desc_and_args_come_from_the_function() -> None:
     tool = Tool(search)
     assert tool.name == "search"
-    assert tool.desc == "Search the web.\n\nReturns one snippet per hit."
+    assert tool.desc == search.__doc__  # as written, not dedented (DSPy sends it so)
     assert tool.args == {"query": {"type": "string"}, "k": {"type": "integer", "default": 3}}
     assert tool.arg_types == {"query": str, "k": int}
     assert not tool.has_kwargs
@@ -100,16 +100,59 @@ def test_explicit_name_desc_args_and_arg_desc_win() -> None:
     assert custom.args == {"query": {"type": "string"}}
 
 
-def test_prompt_listing_shows_name_desc_and_schema() -> None:
-    text = str(Tool(search))
-    assert text.startswith("search")
-    assert "Search the web. Returns one snippet per hit." in text  # one line
-    assert "\n" not in text
-    assert '"query": {"type": "string"}' in text
-    assert Tool(search).format() == text
+def test_prompt_listing_is_dspys_text() -> None:
+    # DSPy 3.4.1's str(Tool(search)), byte for byte: each newline of the raw docstring
+    # becomes two spaces, and the arguments print as a Python dict.
+    assert str(Tool(search)) == (
+        "search, whose description is <desc>Search the web.        Returns one snippet per "
+        "hit.      </desc>. It takes arguments {'query': {'type': 'string'}, "
+        "'k': {'type': 'integer', 'default': 3}}."
+    )
+    assert Tool(search).format() == str(Tool(search))
+    assert str(Tool(nearest)).startswith("nearest. It takes arguments {'origin': {")
+
+
+def test_undocumented_function_has_no_description_like_dspy() -> None:
+    tool = Tool(nearest)
+    assert tool.desc is None
+    assert tool.format_as_litellm_function_call()["function"]["description"] is None
+    assert repr(Tool(Counter())) == (
+        "Tool(name=Counter, desc=Adds one to a number., args={'n': {'type': 'integer'}})"
+    )
+
+
+def test_function_call_format_leaves_defaulted_arguments_optional() -> None:
     call = Tool(search).format_as_litellm_function_call()
-    assert call["function"]["name"] == "search"
-    assert call["function"]["parameters"]["required"] == ["query", "k"]
+    assert call == {
+        "type": "function",
+        "function": {
+            "name": "search",
+            "description": search.__doc__,
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "query": {"type": "string"},
+                    "k": {"type": "integer", "default": 3},
+                },
+                "required": ["query"],
+            },
+        },
+    }
+
+
+def test_defaults_are_shown_as_json_values() -> None:
+    import decimal
+    import enum
+
+    class Colour(enum.Enum):
+        RED = "red"
+
+    def paint(colour: Colour = Colour.RED, amount: decimal.Decimal = decimal.Decimal("1.5")) -> str:
+        return "ok"
+
+    args = Tool(paint).args
+    assert args["colour"]["default"] == "red"
+    assert args["amount"]["default"] == 1.5
 
 
 def test_call_coerces_arguments_to_the_hints() -> None:
@@ -136,7 +179,7 @@ def test_invalid_value_names_argument_type_and_schema() -> None:
 def test_kwargs_tool_accepts_extra_arguments() -> None:
     tool = Tool(tag)
     assert tool.has_kwargs
-    assert list(tool.args) == ["label"]
+    assert tool.args == {"label": {"type": "string"}, "extra": {}}  # DSPy lists **extra too
     assert tool(label="a", colour="red") == {"label": "a", "colour": "red"}
 
 

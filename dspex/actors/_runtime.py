@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import pykka
 
@@ -334,10 +335,17 @@ class Runtime(ProgramRuns):
         result: list[Any] = call(self.whereis("telemetry"), "history", n, timeout=CALL_TIMEOUT)
         return result
 
-    def inspect_history(self, n: int = 1) -> str:
-        """Print and return the last ``n`` LM calls (bounded ring, not a global list)."""
-        text = render_history(self.history(n))
-        print(text)
+    def inspect_history(self, n: int = 1, file: TextIO | None = None) -> str:
+        """Print the last ``n`` LM calls in DSPy's layout and return them as plain text.
+
+        Printed to ``file``, or to stdout (in colour when it is a terminal, as DSPy
+        colours it). The calls come from a bounded ring, not a global list.
+        """
+        entries = self.history(n)
+        text = render_history(entries)
+        out = file if file is not None else sys.stdout
+        colors = file is None and _is_tty(out)
+        out.write(render_history(entries, colors=True) if colors else text)
         return text
 
     def flush(self, timeout: float = CALL_TIMEOUT) -> None:
@@ -473,3 +481,11 @@ def _make_store(settings: Settings) -> CacheStore:
         disk_dir=cache.dir if cache.enabled and cache.disk_enabled else None,
         disk_max_bytes=cache.disk_max_bytes,
     )
+
+
+def _is_tty(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except ValueError:  # a closed stream
+        return False

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import datetime
 import math
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
@@ -28,6 +30,7 @@ from dspex.actors._telemetry_emitter import (
     _Drain,
     _PollDue,
     _PollingInbox,
+    history_params,
 )
 from dspex.config._logging import LOGGING_STREAM
 from dspex.supervision import Actor, Event
@@ -68,7 +71,11 @@ def percentile(samples: collections.deque[float] | list[float], q: float) -> flo
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
-    """One LM call kept for ``inspect_history``."""
+    """One LM call kept for ``inspect_history`` and ``lm.history``.
+
+    ``kwargs`` are the call's request parameters (no ``api_*`` entry), ``response``
+    the LM's response object, ``uuid`` names the entry, as in DSPy's history.
+    """
 
     model: str
     messages: tuple[Mapping[str, Any], ...]
@@ -77,6 +84,21 @@ class HistoryEntry:
     duration_ms: float
     cache_hit: bool
     time: float
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    response: Any = None
+    uuid: str = ""
+
+    @property
+    def timestamp(self) -> str:
+        """When the call ended, as DSPy writes it (local ISO time)."""
+        return datetime.datetime.fromtimestamp(self.time).isoformat()
+
+    @property
+    def response_model(self) -> str:
+        """The model the response names (the requested one when it names none)."""
+        named = getattr(self.response, "model", None)
+        return named if isinstance(named, str) and named else self.model
+
     cost: float | None = None
 
 
@@ -266,19 +288,21 @@ class Telemetry(Actor):
             if "duration_ms" in data:
                 stats.latencies.append(float(data["duration_ms"]))
             if "messages" in data:
+                prompt = int(data.get("prompt_tokens", 0))
+                completion = int(data.get("completion_tokens", 0))
                 self._history.append(
                     HistoryEntry(
                         model=str(data.get("model", "?")),
                         messages=tuple(data["messages"]),
                         outputs=tuple(data.get("outputs", ())),
-                        usage={
-                            "prompt_tokens": int(data.get("prompt_tokens", 0)),
-                            "completion_tokens": int(data.get("completion_tokens", 0)),
-                        },
+                        usage=_usage(prompt, completion),
                         duration_ms=float(data.get("duration_ms", 0.0)),
                         cache_hit=bool(data.get("cache_hit")),
                         time=time.time(),
                         cost=data.get("cost"),
+                        kwargs=history_params(data.get("kwargs") or {}),
+                        response=data.get("response"),
+                        uuid=str(uuid.uuid4()),
                     )
                 )
         elif name == "lm.request.exception":
@@ -383,21 +407,35 @@ def _entry(item: HistoryEntry | LMCall) -> HistoryEntry:
         model=item.model,
         messages=item.messages,
         outputs=item.outputs,
-        usage={"prompt_tokens": prompt, "completion_tokens": completion},
+        usage=_usage(prompt, completion),
         duration_ms=item.duration_ms,
         cache_hit=item.cache_hit,
         time=item.time,
         cost=item.cost,
+        kwargs=item.params,
+        response=item.response,
+        uuid=item.uuid,
     )
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+_HISTORY_ONLY = frozenset({"messages", "outputs", "kwargs", "response"})
+
+
 def _loggable(data: Mapping[str, Any]) -> dict[str, Any]:
-    # Prompts and outputs are kept for history but are too big for a log line.
-    return {k: v for k, v in data.items() if k not in ("messages", "outputs")}
+    # Prompts, outputs and parameters are kept for history but do not go to a log line.
+    return {k: v for k, v in data.items() if k not in _HISTORY_ONLY}
 
 
 def _make_logger(fmt: str, level: str, stream: Any) -> Any:
@@ -423,19 +461,59 @@ def _make_logger(fmt: str, level: str, stream: Any) -> Any:
     )
 
 
-def render_history(entries: list[HistoryEntry]) -> str:
-    """Text for ``inspect_history``: each call's messages, then its outputs."""
-    blocks: list[str] = []
+def render_history(entries: list[HistoryEntry], *, colors: bool = False) -> str:
+    """Text for ``inspect_history`` in DSPy's layout (ANSI colours if ``colors``)."""
+    paint = _paint if colors else _plain_text
+    out: list[str] = []
     for entry in entries:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(entry.time))
-        head = f"[{stamp}] {entry.model} ({entry.duration_ms:.1f} ms"
-        head += ", cache hit)" if entry.cache_hit else ")"
-        lines = [head, ""]
+        out.append("\n\n\n\n")
+        out.append(paint(_BLUE, f"[{entry.timestamp}]") + "\n\n")
         for message in entry.messages:
-            lines += [f"{str(message.get('role', '?')).capitalize()} message:", ""]
-            lines += [str(message.get("content", "")), ""]
-        for i, output in enumerate(entry.outputs):
-            label = "Response:" if len(entry.outputs) == 1 else f"Response {i + 1}:"
-            lines += [label, "", output, ""]
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks)
+            out.append(paint(_RED, f"{str(message.get('role', '?')).capitalize()} message:"))
+            text = _content_text(message.get("content"), paint)
+            out.append("\n\n" + ("" if text is None else text + "\n") + "\n\n")
+        if entry.outputs:
+            out.append(paint(_RED, "Response:") + "\n\n")
+            out.append(paint(_GREEN, entry.outputs[0].strip()) + "\n\n")
+        if len(entry.outputs) > 1:
+            out.append(paint(_RED, f" \t (and {len(entry.outputs) - 1} other completions)") + "\n")
+    out.append("\n\n\n\n")
+    return "".join(out)
+
+
+_RED, _GREEN, _BLUE = "31", "32", "34"
+
+
+def _paint(colour: str, text: str) -> str:
+    return f"\x1b[{colour}m{text}\x1b[0m"
+
+
+def _plain_text(colour: str, text: str) -> str:
+    return text
+
+
+def _content_text(content: Any, paint: Callable[[str, str], str]) -> str | None:
+    """A message's content as DSPy prints it: text stripped, media as short placeholders."""
+    if isinstance(content, str):
+        return content.strip()
+    if not isinstance(content, list):
+        return str(content).strip()
+    lines = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind == "text":
+            lines.append(str(part.get("text", "")).strip())
+        elif kind == "image_url":
+            url = str((part.get("image_url") or {}).get("url", ""))
+            if "base64," in url:
+                head, data = url.split("base64,", 1)
+                shown = f"<{head}base64,<IMAGE BASE 64 ENCODED({len(data)})>"
+            else:
+                shown = f"<image_url: {url}>"
+            lines.append(paint(_BLUE, shown) + "\n")  # DSPy leaves a blank line after media
+        elif kind == "input_audio":
+            audio = part.get("input_audio") or {}
+            shown = f"<audio format='{audio.get('format')}' base64-encoded, "
+            length = len(str(audio.get("data", "")))
+            lines.append(paint(_BLUE, shown + f"length={length}>") + "\n")
+    return "\n".join(lines) if lines else None  # DSPy prints no line for such content

@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import queue
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ __all__ = [
     "TelemetryEvent",
     "begin_lm_report",
     "end_lm_report",
+    "history_params",
     "set_history_gate",
 ]
 
@@ -65,7 +67,7 @@ _reporting: ContextVar[list[bool] | None] = ContextVar("dspex_lm_reporting", def
 _STOP = "lm.request.stop"
 _EXCEPTION = "lm.request.exception"
 _LM_OUTCOMES = frozenset({_STOP, _EXCEPTION})
-_HISTORY_KEYS = ("messages", "outputs")
+_HISTORY_KEYS = ("messages", "outputs", "kwargs", "response")
 
 
 def set_history_gate(gate: HistoryGate | None) -> None:
@@ -102,6 +104,15 @@ def _lm_outcome(data: Mapping[str, Any]) -> Mapping[str, Any]:
     return data
 
 
+def history_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A call's parameters as history keeps them: never an ``api_*`` entry (as DSPy)."""
+    return {k: v for k, v in params.items() if not str(k).startswith("api_")}
+
+
+def _uuid() -> str:
+    return str(uuid.uuid4())
+
+
 class LMCall(NamedTuple):
     """A finished call of an LM that does not report itself, as queued by the caller.
 
@@ -118,6 +129,8 @@ class LMCall(NamedTuple):
     failure: tuple[str, Any] | None
     keep: bool
     time: float
+    params: Mapping[str, Any] = {}  # the call's request parameters (DSPy's history kwargs)
+    uuid: str = ""
 
     @property
     def usage(self) -> tuple[int, int]:
@@ -176,6 +189,8 @@ class LMCall(NamedTuple):
         if self.keep:
             data["messages"] = self.messages
             data["outputs"] = list(self.outputs)
+            data["kwargs"] = self.params
+            data["response"] = self.response
         return start, TelemetryEvent(_STOP, data, self.time)
 
 
@@ -287,12 +302,14 @@ class TelemetryEmitter:
         duration_ms: float,
         response: Any = None,
         error: BaseException | None = None,
+        *,
+        params: Mapping[str, Any] | None = None,
     ) -> None:
         """Report a finished call of an LM that does not report itself (caller's thread).
 
         Queues one :class:`LMCall`, which the actor expands into the events
         ``LMHandle`` sends. Only messages and completions are kept, never
-        request parameters (where keys live).
+        request parameters whose names start with ``api_`` (where keys live).
         """
         marks = _reporting.get()
         if marks is not None:
@@ -300,10 +317,11 @@ class TelemetryEmitter:
         gate = _history_off
         keep = error is None and not (gate is not None and gate())
         failure = None if error is None else (type(error).__name__, getattr(error, "status", None))
-        self._push(
-            LMCall(model, tuple(messages), duration_ms, response, failure, keep, time.time()),
-            nudge=True,
+        kept = history_params(params) if keep and params else {}
+        call = LMCall(
+            model, tuple(messages), duration_ms, response, failure, keep, time.time(), kept, _uuid()
         )
+        self._push(call, nudge=True)
 
     def sink(self, event: Event) -> None:
         """An EventBus sink: forwards supervision events."""

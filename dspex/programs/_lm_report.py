@@ -65,7 +65,7 @@ def generate_reported(
             emitter.report_lm_call(_label(lm), messages, _since(started), error=exc)
         raise
     if end_lm_report(scope):
-        emitter.report_lm_call(_label(lm), messages, _since(started), response)
+        emitter.report_lm_call(_label(lm), messages, _since(started), response, params=params)
     return response
 
 

@@ -200,10 +200,10 @@ class BaseModule:
         save_program: bool = False,
         modules_to_serialize: list[Any] | None = None,
     ) -> None:
-        """Save the state as JSON in DSPy's format (``path`` ends in ``.json``).
+        """Save the state in DSPy's format: ``.json`` (the safe default) or ``.pkl``.
 
         ``save_program=True`` pickles the whole program into the directory
-        ``path`` instead; only load such a directory from a trusted source.
+        ``path`` instead; only load a pickle from a trusted source.
         """
         save_module(
             self, path, save_program=save_program, modules_to_serialize=modules_to_serialize
@@ -215,9 +215,10 @@ class BaseModule:
         allow_pickle: bool = False,
         allow_unsafe_lm_state: bool = False,
     ) -> Any:
-        """Load a JSON state file written by :meth:`save` or by DSPy.
+        """Load a state file written by :meth:`save` or by DSPy.
 
-        Never unpickles: ``.pkl`` state files are refused.
+        A ``.pkl`` state is unpickled (which runs code from the file) only with
+        ``allow_pickle=True``, as in DSPy.
         """
         load_module_state(
             self, path, allow_pickle=allow_pickle, allow_unsafe_lm_state=allow_unsafe_lm_state

@@ -6,8 +6,10 @@ records the step in the trajectory dict as ``thought_i``, ``tool_name_i``,
 ``tool_args_i`` and ``observation_i``. After ``finish`` (or ``max_iters``
 steps) the ``extract`` ChainOfThought reads the inputs plus the trajectory and
 writes the signature's outputs. When the LM answers ``ContextWindowError``, the
-oldest step is dropped (:meth:`ReAct.truncate_trajectory`) and the call is
-retried, at most three times per call, as DSPy does.
+oldest step is dropped (:meth:`ReAct.truncate_trajectory`) and the call made
+again, three tries per call, as DSPy does; a step that still does not fit ends
+the loop (the outputs are extracted from what is left), as does a reply that
+names no valid tool.
 
 Inside a program run the loop executes as its own transient actor under the
 runtime's ``programs`` DynamicSupervisor (DESIGN.md section 2), carrying the
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -52,7 +55,7 @@ logger = logging.getLogger("dspex.programs")
 
 FINISH = "finish"
 MAX_TRUNCATIONS = 3
-"""How many times one step (or the extraction) drops a step and retries, as in DSPy."""
+"""How many tries one step (or the extraction) gets, each after dropping a step, as in DSPy."""
 _POLL = 1.0  # the wait for a trajectory actor is sliced to notice its death or a cancel
 
 
@@ -114,8 +117,12 @@ class ReAct(Module):
                 run.check_deadline()
             try:
                 pred, trajectory = self._call_fitting(self.react, input_args, trajectory)
-            except AdapterParseError as err:
-                # As DSPy: a reply naming no valid tool ends the loop; extraction still runs.
+            except ContextWindowError as err:
+                # As DSPy: a step that cannot be made to fit ends the loop; extraction still
+                # runs on the (truncated) trajectory.
+                logger.warning("ReAct: ending the trajectory at step %d: %s", idx, err)
+                break
+            except (AdapterParseError, ValueError) as err:  # DSPy's parse error is a ValueError
                 logger.warning(
                     "ReAct: ending the trajectory at step %d: the LM did not choose a valid "
                     "tool (%s)",
@@ -138,29 +145,21 @@ class ReAct(Module):
     ) -> tuple[Any, dict[str, Any]]:
         """``module``'s prediction and the trajectory it saw, shortened until the prompt fits.
 
-        On ``ContextWindowError`` the oldest step is dropped and the call made
-        again, at most :data:`MAX_TRUNCATIONS` times; then, or when nothing is
+        DSPy's rule: :data:`MAX_TRUNCATIONS` tries; after each ``ContextWindowError``
+        the oldest step is dropped (in place, by the default
+        :meth:`truncate_trajectory`). When the tries run out, or nothing is
         left to drop, a ``ContextWindowError`` saying so is raised.
         """
-        dropped = 0
-        while True:
+        last: ContextWindowError | None = None
+        for _ in range(MAX_TRUNCATIONS):
             try:
                 pred = module(**input_args, trajectory=self._format_trajectory(trajectory))
                 return pred, trajectory
             except ContextWindowError as err:
-                if dropped == MAX_TRUNCATIONS:
-                    raise ContextWindowError(
-                        f"the ReAct prompt still exceeds the LM's context window after dropping "
-                        f"the {dropped} oldest trajectory steps; shorten the inputs or the tool "
-                        f"observations, or use a model with a larger context window ({err})",
-                        model=err.model,
-                        status=err.status,
-                        prompt_tokens=err.prompt_tokens,
-                        context_window=err.context_window,
-                    ) from err
+                last = err
                 logger.warning(
                     "ReAct: the prompt exceeds the LM's context window; dropping the oldest "
-                    "trajectory step and retrying (%s)",
+                    "trajectory step (%s)",
                     err,
                 )
                 try:
@@ -169,7 +168,16 @@ class ReAct(Module):
                     cannot.model = cannot.model or err.model
                     cannot.status = cannot.status or err.status
                     raise cannot from err
-                dropped += 1
+        assert last is not None
+        raise ContextWindowError(
+            f"the ReAct prompt still exceeds the LM's context window after {MAX_TRUNCATIONS} "
+            "tries, each with the oldest trajectory step dropped; shorten the inputs or the "
+            f"tool observations, or use a model with a larger context window ({last})",
+            model=last.model,
+            status=last.status,
+            prompt_tokens=last.prompt_tokens,
+            context_window=last.context_window,
+        ) from last
 
     def _observe(self, name: Any, args: Any) -> Any:
         """Call the chosen tool; any Exception becomes the observation the LM reads next."""
@@ -184,7 +192,7 @@ class ReAct(Module):
                 )
             return tool(**args)
         except Exception as err:  # BaseException (SystemExit...) ends the trajectory instead
-            return f"Execution error in {name}: {type(err).__name__}: {err}"
+            return f"Execution error in {name}: {_error_for_lm(err)}"
 
     def _format_trajectory(self, trajectory: Mapping[str, Any]) -> str:
         """The trajectory as input-field blocks in the configured adapter's format."""
@@ -205,14 +213,16 @@ class ReAct(Module):
         Called when the LM answers ``ContextWindowError``; the remaining keys
         keep their numbers, as in DSPy. Override to shorten differently (e.g.
         clip long observations); return the trajectory to use. Raises
-        ``ContextWindowError`` when no whole step is left to drop.
+        ``ContextWindowError`` when at most one step is left (DSPy keeps the
+        last step rather than send an empty trajectory).
         """
         keys = list(trajectory)
-        if len(keys) < 4:
+        if len(keys) <= 4:
             raise ContextWindowError(
                 "the ReAct prompt exceeds the LM's context window and the trajectory has no "
-                f"step left to drop ({len(keys)} entries); shorten the inputs or the "
-                "signature's instructions, or use a model with a larger context window"
+                f"step left to drop ({len(keys) // 4} step(s), the last one is kept); shorten "
+                "the inputs or the signature's instructions, or use a model with a larger "
+                "context window"
             )
         for key in keys[:4]:
             del trajectory[key]
@@ -220,6 +230,12 @@ class ReAct(Module):
 
     def __repr__(self) -> str:
         return f"ReAct({self.signature!r}, tools={list(self.tools)}, max_iters={self.max_iters})"
+
+
+def _error_for_lm(error: BaseException) -> str:
+    """A tool's error as the LM reads it, as DSPy shows it: a traceback of up to 5 frames."""
+    lines = traceback.format_exception(type(error), error, error.__traceback__, limit=5)
+    return "\n" + "".join(lines).strip()
 
 
 # -- construction ---------------------------------------------------------------------------
@@ -261,9 +277,10 @@ def _tool_table(tools: Any, signature: type[Signature]) -> dict[str, Tool]:
     table[FINISH] = Tool(
         _finish,
         name=FINISH,
+        # DSPy's wording, byte for byte: it is part of the prompt.
         desc=(
-            f"Ends the task. Choose it once the trajectory holds everything needed to "
-            f"produce {outputs}."
+            "Marks the task as complete. That is, signals that all information for "
+            f"producing the outputs, i.e. {outputs}, are now available to be extracted."
         ),
         args={},
     )
@@ -275,19 +292,23 @@ def _step_signature(signature: type[Signature], tools: Mapping[str, Tool]) -> ty
     inputs = ", ".join(f"`{k}`" for k in signature.input_fields)
     outputs = ", ".join(f"`{k}`" for k in signature.output_fields)
     lines = [f"{signature.instructions}\n"] if signature.instructions else []
+    # The instructions are DSPy's text byte for byte, so an agent sends the same prompt.
     lines += [
-        f"You are an agent. Every turn you get the input fields {inputs} and the trajectory "
-        "of the steps you have taken so far.",
-        f"Use the tools below to gather what you need to produce {outputs}.\n",
-        "Each turn, write `next_thought` (your reasoning about where things stand and what "
-        "to do next), then pick `next_tool_name` and give its `next_tool_args`.",
-        "The tool's result is added to the trajectory as an observation before your next turn.\n",
-        "`next_tool_name` must be one of these tools:\n",
+        f"You are an Agent. In each episode, you will be given the fields {inputs} as input. "
+        "And you can see your past trajectory so far.",
+        "Your goal is to use one or more of the supplied tools to collect any necessary "
+        f"information for producing {outputs}.\n",
+        "To do this, you will interleave next_thought, next_tool_name, and next_tool_args in "
+        "each turn, and also when finishing the task.",
+        "After each tool call, you receive a resulting observation, which gets appended to "
+        "your trajectory.\n",
+        "When writing next_thought, you may reason about the current situation and plan for "
+        "future steps.",
+        "When selecting the next_tool_name and its next_tool_args, the tool must be one of:\n",
     ]
     lines += [f"({i}) {tool}" for i, tool in enumerate(tools.values(), 1)]
     lines.append(
-        "Write `next_tool_args` as a JSON object mapping the tool's argument names to values "
-        "(`{}` when it takes none)."
+        "When providing `next_tool_args`, the value inside the field must be in JSON format"
     )
     names: Any = Literal.__getitem__(tuple(tools))
     return (

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 # LM is light (the LM protocol types only); the Runtime and everything it
 # starts load on first use, keeping `dspex.Predict` cheap to import.
@@ -62,7 +62,11 @@ def start(
     if isinstance(lm, str):
         settings_kwargs["lm"] = lm
     adapter = settings_kwargs.pop("adapter", None)
-    program_keys = {k: settings_kwargs.pop(k) for k in list(settings_kwargs) if k in DEFAULTS}
+    # "lm" is a program setting too, but a model id goes to the runtime settings
+    # first and comes back below as an LM object (never as the bare string).
+    program_keys = {
+        k: settings_kwargs.pop(k) for k in list(settings_kwargs) if k in DEFAULTS and k != "lm"
+    }
     check_program_settings(program_keys, "dspex.start")  # before anything starts
     loaded = load_settings(Path(config) if config is not None else None, **settings_kwargs)
     install_caller_hooks()  # before its first call can run
@@ -115,7 +119,7 @@ def configure(**kwargs: Any) -> None:
         settings.configure(**kwargs)
 
 
-def inspect_history(n: int = 1) -> str:
+def inspect_history(n: int = 1, file: TextIO | None = None) -> str:
     """Print (and return) the last ``n`` LM calls from the runtime's bounded history.
 
     Every LM's calls are there (``dspex.LM``, ``DummyLM``, a custom LM), unless
@@ -125,7 +129,7 @@ def inspect_history(n: int = 1) -> str:
     runtime = running_runtime()
     if runtime is None:
         return ""
-    return runtime.inspect_history(n)
+    return runtime.inspect_history(n, file)
 
 
 def configure_cache(

@@ -28,6 +28,7 @@ __all__ = [
     "Program",
     "apply_module_state",
     "dependency_versions",
+    "installed_version",
     "is_secret_key",
     "lm_from_state",
     "lm_to_state",
@@ -39,8 +40,9 @@ __all__ = [
 logger = logging.getLogger("dspex.programs")
 
 
-# The DSPy release whose state layout we write; DSPy only warns on a mismatch.
-DSPY_FORMAT_VERSION = "3.0.3"
+# The DSPy release whose state layout dspex writes and reads (documentation only: it is
+# never written into a file, which records only versions actually installed here).
+DSPY_FORMAT_VERSION = "3.4.1"
 
 # LM settings that redirect traffic (and the key) elsewhere: a state file from
 # an untrusted source must not set them unless the caller allows it (as DSPy).
@@ -58,11 +60,29 @@ def _redact(value: Any) -> Any:
 
 
 def dependency_versions() -> dict[str, str]:
-    """The ``metadata.dependency_versions`` block, with only keys DSPy knows."""
-    return {
-        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-        "dspy": DSPY_FORMAT_VERSION,
-    }
+    """The ``metadata.dependency_versions`` block: only what is installed here.
+
+    Only keys DSPy knows (its loader fails on others), and no ``dspy`` entry
+    unless DSPy itself is installed: dspex wrote the file, not DSPy. dspex's own
+    version goes in ``metadata.dspex_version``.
+    """
+    versions = {"python": f"{sys.version_info.major}.{sys.version_info.minor}"}
+    for name in ("dspy", "cloudpickle"):
+        installed = installed_version(name)
+        if installed is not None:
+            # DSPy records cloudpickle as major.minor.
+            versions[name] = installed if name == "dspy" else ".".join(installed.split(".")[:2])
+    return versions
+
+
+def installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution`` (package metadata), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
 
 
 # -- LM state -------------------------------------------------------------------------
@@ -206,8 +226,11 @@ def prepare_predict_state(
             if not isinstance(items, list):
                 raise UsageError(f"'{key}' must be a list, got {type(items).__name__}: {items!r}")
             values[key] = list(items)
+    from dspex.programs._example import Example
+
     for i, demo in enumerate(values.get("demos", [])):
-        if not isinstance(demo, Mapping):
+        # Examples arrive from a pickled (.pkl) state, which keeps objects as they were.
+        if not isinstance(demo, Mapping | Example):
             raise UsageError(f"demos[{i}] must be an object of field values, got {demo!r}")
     if "extended_signature" in state:
         raise UsageError(

@@ -24,6 +24,7 @@ from dspex.programs._state import (
     Program,
     apply_module_state,
     dependency_versions,
+    installed_version,
     lm_from_state,
     lm_to_state,
     serialize_value,
@@ -32,6 +33,11 @@ from dspex.programs._state import (
 __all__ = ["load", "load_module_state", "read_json_file", "save_module"]
 
 logger = logging.getLogger("dspex.programs")
+
+_PICKLE_WARNING = (
+    "Loading untrusted .pkl files can run arbitrary code, which may be dangerous. To avoid "
+    'this, prefer saving using json format using module.save("module.json").'
+)
 
 
 def _json_default(value: Any) -> Any:
@@ -62,12 +68,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _metadata() -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        own = version("dspex")
-    except PackageNotFoundError:  # running from a source tree
-        own = "unknown"
+    own = installed_version("dspex") or "unknown"  # "unknown": run from a source tree
     return {"dependency_versions": dependency_versions(), "dspex_version": own}
 
 
@@ -78,20 +79,18 @@ def save_module(
     save_program: bool = False,
     modules_to_serialize: list[Any] | None = None,
 ) -> None:
-    """Write ``module``'s state to ``path`` (``.json``), or pickle the whole program."""
+    """Write ``module``'s state to ``path`` (``.json``, or ``.pkl`` pickled), or pickle
+    the whole program (``save_program=True``)."""
     path = Path(path)
     if save_program:
         _save_program_dir(module, path, modules_to_serialize)
         return
     if path.suffix == ".pkl":
-        raise UsageError(
-            f"refusing to save {path}: pickled state files can run code when loaded, so dspex "
-            "saves state as JSON only. Use a path ending in '.json', or "
-            "save(directory, save_program=True) to pickle the whole program on purpose."
-        )
+        _save_pickled_state(module, path)
+        return
     if path.suffix != ".json":
         raise UsageError(
-            f"save() path {str(path)!r} must end in '.json' (or be a directory with "
+            f"save() path {str(path)!r} must end in '.json' or '.pkl' (or be a directory with "
             "save_program=True)"
         )
     state = module.dump_state(json_mode=True)
@@ -113,17 +112,18 @@ def load_module_state(
     allow_pickle: bool = False,
     allow_unsafe_lm_state: bool = False,
 ) -> None:
-    """Read a JSON state file (dspex's or DSPy's) into ``module``. Never unpickles."""
+    """Read a state file (dspex's or DSPy's) into ``module``.
+
+    JSON is only data. A ``.pkl`` state is unpickled, which runs code from the
+    file, so it is refused unless ``allow_pickle=True`` (DSPy's rule).
+    """
     path = Path(path)
     if path.suffix == ".pkl":
-        raise UsageError(
-            f"refusing to load {path}: loading a pickle can run arbitrary code, and dspex never "
-            "unpickles state files (allow_pickle does not change this). Re-save the state "
-            "as '.json' from a trusted environment."
-        )
-    if path.suffix != ".json":
-        raise UsageError(f"load() path {str(path)!r} must end in '.json'")
-    state = read_json_file(path, "state file")
+        state = _load_pickled_state(path, allow_pickle)
+    elif path.suffix != ".json":
+        raise UsageError(f"load() path {str(path)!r} must end in '.json' or '.pkl'")
+    else:
+        state = read_json_file(path, "state file")
     if not isinstance(state, dict):
         raise UsageError(
             f"{path} must hold a JSON object of predictor states, got {type(state).__name__}"
@@ -164,9 +164,79 @@ def read_json_file(path: Path, what: str) -> Any:
         ) from exc
 
 
+def _save_pickled_state(module: Program, path: Path) -> None:
+    """DSPy's ``save("x.pkl")``: the state (objects kept as they are) pickled, with a warning.
+
+    LMs are in the state as their redacted settings, so no API key is written.
+    """
+    import io
+
+    logger.warning(_PICKLE_WARNING)
+    state = module.dump_state(json_mode=False)
+    state["metadata"] = _metadata()
+    buffer = io.BytesIO()
+    try:
+        _pickle_module().dump(state, buffer, protocol=4)
+    except Exception as exc:
+        raise UsageError(
+            f"cannot pickle the state of {type(module).__name__}: {exc}. Remove unpicklable "
+            "values from its demos, or save('program.json')."
+        ) from exc
+    _write_atomic_bytes(path, buffer.getvalue())
+
+
+def _load_pickled_state(path: Path, allow_pickle: bool) -> Any:
+    import pickle
+
+    if not allow_pickle:
+        raise UsageError(
+            f"refusing to load {path}: loading .pkl files can run arbitrary code, which may be "
+            "dangerous. Prefer saving with .json files if possible. Set allow_pickle=True if "
+            "you are sure about the source of the file and in a trusted environment."
+        )
+    with path.open("rb") as f:
+        try:
+            return pickle.load(f)  # the caller vouched for the file
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            RecursionError,
+            ImportError,
+            AttributeError,
+        ) as exc:
+            raise UsageError(
+                f"cannot unpickle {path}: {type(exc).__name__}: {exc}. The file is damaged, or "
+                "was saved where other modules or classes existed; save the state again in "
+                "this environment (or as '.json')."
+            ) from exc
+
+
+def _write_atomic_bytes(path: Path, data: bytes) -> None:
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _warn_version_mismatch(metadata: Any, where: str) -> None:
     if not isinstance(metadata, Mapping):
         return
+    saved_own = metadata.get("dspex_version")
+    here_own = installed_version("dspex")
+    if isinstance(saved_own, str) and saved_own != "unknown" and here_own not in (None, saved_own):
+        logger.warning(
+            "%s was saved with dspex %s but this is dspex %s; loaded state may differ.",
+            where,
+            saved_own,
+            here_own,
+        )
     saved = metadata.get("dependency_versions")
     if not isinstance(saved, Mapping):
         return

@@ -1,10 +1,11 @@
 """``Tool``: a Python callable described for an LM (name, description, JSON-schema args).
 
 A Tool reads what it can from the callable: the name from ``__name__``, the
-description from the docstring and one JSON schema per argument from the type
-hints (pydantic's, with ``$ref``s inlined). Calling the tool checks the
-arguments an LM chose against the hints, coerces them (``"3"`` -> ``3``, a
-dict -> a pydantic model) and calls the function. Bad arguments raise
+description from the docstring (as written, not dedented: DSPy sends it so)
+and one JSON schema per parameter from the type hints (pydantic's, with
+``$ref``s inlined; ``*args``/``**kwargs`` get an empty schema, as in DSPy).
+Calling the tool checks the arguments an LM chose against the hints, coerces
+them (``"3"`` -> ``3``, a dict -> a pydantic model) and calls the function. Bad arguments raise
 :class:`~dspex.errors.UsageError` (a ``ValueError``, as in DSPy) naming the
 argument and the fix, so ReAct can show the LM what went wrong.
 
@@ -39,7 +40,7 @@ class Tool:
 
     func: Callable[..., Any]
     name: str
-    desc: str
+    desc: str | None
     args: dict[str, Any]
     arg_types: dict[str, Any]
     arg_desc: dict[str, str] | None
@@ -75,19 +76,22 @@ class Tool:
             p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
         )
         named = {} if params is None else {k: p for k, p in params.items() if _named(p)}
+        described = {} if params is None else params  # DSPy lists *args/**kwargs too
         # Required arguments are checked before the call, so the LM gets a clear message.
         self._required = tuple(k for k, p in named.items() if p.default is inspect.Parameter.empty)
         self._positional = tuple(
             k for k, p in named.items() if p.kind is inspect.Parameter.POSITIONAL_ONLY
         )
-        inferred_types = {k: hints.get(k, Any) for k in named}
+        inferred_types = {k: hints.get(k, Any) for k in described}
         self.name = name if name is not None else _name_of(func)
         self.desc = desc if desc is not None else _doc_of(func)
         self.arg_types = dict(arg_types) if arg_types is not None else inferred_types
         if args is not None:
             self.args = {k: dict(v) if isinstance(v, Mapping) else v for k, v in args.items()}
         else:
-            self.args = {k: _arg_schema(k, p, self.arg_types.get(k, Any)) for k, p in named.items()}
+            self.args = {
+                k: _arg_schema(k, p, self.arg_types.get(k, Any)) for k, p in described.items()
+            }
         if self.arg_desc:
             unknown = [k for k in self.arg_desc if k not in self.args]
             if unknown:
@@ -185,20 +189,24 @@ class Tool:
                 "parameters": {
                     "type": "object",
                     "properties": self.args,
-                    "required": list(self.args),
+                    # An argument whose schema carries a default may be left out.
+                    "required": [k for k, v in self.args.items() if not _has_default(v)],
                 },
             },
         }
 
     def __str__(self) -> str:
-        text = self.name
-        desc = " ".join(self.desc.split()) if self.desc else ""
-        if desc:
-            text += f", described as <desc>{desc}</desc>"
-        return f"{text}. Arguments (JSON schema each): {json.dumps(self.args, default=repr)}"
+        # DSPy's wording byte for byte (ReAct's prompt lists tools with it): newlines in
+        # the description become two spaces and the arguments print as a Python dict.
+        head = (
+            f"{self.name}, whose description is <desc>{self.desc}</desc>."
+            if self.desc
+            else (f"{self.name}.")
+        )
+        return f"{head.replace(chr(10), '  ')} It takes arguments {self.args}."
 
     def __repr__(self) -> str:
-        return f"Tool(name={self.name!r}, desc={self.desc!r}, args={self.args!r})"
+        return f"Tool(name={self.name}, desc={self.desc}, args={self.args})"
 
     # Validators are caches: rebuilt on demand after a copy or an unpickle.
     def __getstate__(self) -> dict[str, Any]:
@@ -248,11 +256,16 @@ def _name_of(func: Callable[..., Any]) -> str:
     return name if isinstance(name, str) else type(func).__name__
 
 
-def _doc_of(func: Callable[..., Any]) -> str:
+def _doc_of(func: Callable[..., Any]) -> str | None:
+    """The docstring as written (None when there is none), as DSPy reads it."""
     doc = getattr(func, "__doc__", None)
     if not doc:
         doc = getattr(_target(func), "__doc__", None)
-    return inspect.cleandoc(doc) if isinstance(doc, str) else ""
+    return doc if isinstance(doc, str) else None
+
+
+def _has_default(schema: Any) -> bool:
+    return isinstance(schema, Mapping) and "default" in schema
 
 
 def _arg_schema(name: str, param: inspect.Parameter, annotation: Any) -> dict[str, Any]:
@@ -264,8 +277,22 @@ def _arg_schema(name: str, param: inspect.Parameter, annotation: Any) -> dict[st
     except Exception:  # pydantic cannot describe the type: say only what it is called
         schema = {"description": f"a {_type_name(annotation)} value"}
     if param.default is not inspect.Parameter.empty:
-        schema["default"] = param.default
+        schema["default"] = _json_default(param.default)
     return schema
+
+
+def _json_default(value: Any) -> Any:
+    """A parameter default as JSON shows it (an Enum member as its value), as DSPy does."""
+    from decimal import Decimal
+
+    from pydantic import TypeAdapter
+
+    if isinstance(value, Decimal):  # a JSON number suits float and Decimal arguments alike
+        return float(value)
+    try:
+        return TypeAdapter(Any).dump_python(value, mode="json")
+    except Exception:  # not JSON-representable: keep the object itself
+        return value
 
 
 def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,9 @@ DSPy's three modes:
 
 Answers are written as the adapters expect: ``[[ ## field ## ]]`` sections
 ending with ``[[ ## completed ## ]]``, or a JSON object when the request
-carries ``response_format``. Every call is recorded in ``history``. Calls may
+carries ``response_format`` or JSONAdapter's prompt asks for one. Like DSPy's
+DummyLM it lists no ``supported_params``, so JSONAdapter sends it no
+``response_format``. Every call is recorded in ``history``. Calls may
 come from several threads at once.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time
 from enum import Enum
@@ -80,6 +83,14 @@ def _content(message: Message) -> str:
     return "" if content is None else str(content)
 
 
+# JSONAdapter's system message says this; no other adapter's does.
+_JSON_PROMPT = "Outputs will be a JSON object with the following fields."
+
+
+def _asks_for_json(messages: Sequence[Message]) -> bool:
+    return bool(messages) and _JSON_PROMPT in _content(messages[0])
+
+
 def _input_blocks(text: str) -> list[str]:
     """The ``[[ ## field ## ]]`` sections of a user message (inputs only)."""
     return [b for b in text.split("\n\n") if b.startswith("[[ ## ")]
@@ -92,13 +103,18 @@ class DummyLM:
     markers); by default it follows the request's ``response_format``, or the
     ``adapter`` given, as DSPy's DummyLM does.
 
-    ``history`` holds one dict per call: ``messages``, ``params`` (the merged
-    parameters, also under ``kwargs`` as DSPy names it), ``outputs`` (the
-    completion texts) and ``model``.
+    ``history`` holds one dict per call with DSPy's keys (``prompt``,
+    ``messages``, ``kwargs``, ``response``, ``outputs``, ``usage``, ``cost``,
+    ``timestamp``, ``uuid``, ``model``, ``response_model``, ``model_type``):
+    ``kwargs`` are the call's own parameters, ``params`` those merged over
+    this LM's ``kwargs``.
     """
 
     model: str
     kwargs: Mapping[str, Any]
+    # DSPy's BaseLM defaults: no structured-output parameters.
+    supports_response_schema = False
+    supported_params: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -133,37 +149,52 @@ class DummyLM:
 
     def generate(self, messages: Sequence[Message], params: Mapping[str, Any]) -> LMResponse:
         """Answer one request with ``n`` scripted completions and record it."""
+        return self._generate(messages, params, None)
+
+    def _generate(
+        self, messages: Sequence[Message], params: Mapping[str, Any], prompt: str | None
+    ) -> LMResponse:
         merged = {**self.kwargs, **params}
         n = int(merged.get("n") or 1)
         as_json = (
             self.json_answers
             if self.json_answers is not None
-            else bool(merged.get("response_format"))
+            else bool(merged.get("response_format")) or _asks_for_json(messages)
         )
         with self._lock:
             texts = [self._answer(messages, as_json) for _ in range(n)]
             prompt_chars = sum(len(_content(m)) for m in messages)
             usage = Usage(prompt_chars // 4, sum(len(t) for t in texts) // 4)
+            response = LMResponse(
+                completions=tuple(Completion(t, "stop") for t in texts),
+                usage=usage,
+                model=self.model,
+            )
             self.history.append(
                 {
+                    "prompt": prompt,
                     "messages": list(messages),
+                    "kwargs": dict(params),  # the call's own, as DSPy records them
                     "params": merged,
-                    "kwargs": merged,
+                    "response": response,
                     "outputs": texts,
-                    "model": self.model,
                     "usage": usage,
+                    "cost": None,
+                    "timestamp": datetime.now().isoformat(),
+                    "uuid": str(uuid.uuid4()),
+                    "model": self.model,
+                    "response_model": self.model,
+                    "model_type": self.model_type,
                 }
             )
-        return LMResponse(
-            completions=tuple(Completion(t, "stop") for t in texts), usage=usage, model=self.model
-        )
+        return response
 
     def __call__(
         self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
     ) -> list[str]:
         """DSPy-style direct call: ``lm("hi")`` or ``lm(messages=[...])`` -> texts."""
         msgs = messages if messages is not None else [{"role": "user", "content": prompt or ""}]
-        return self.generate(msgs, kwargs).texts
+        return self._generate(msgs, kwargs, prompt if messages is None else None).texts
 
     # -- answering ---------------------------------------------------------------------
 

@@ -177,7 +177,7 @@ class LMHandle:
                 # A hit costs nothing; it is tagged with the model whose cache answered.
                 hit = dataclasses.replace(hit, cache_hit=True, cost=0.0, answered_by=self.label)
                 if emit is not None:
-                    self._emit_stop(emit, request, hit, CallInfo(), started)
+                    self._emit_stop(emit, request, hit, CallInfo(), started, params=params)
                 return hit
         budgets = active_budgets()
         if self.budget is not None:
@@ -199,7 +199,7 @@ class LMHandle:
         if use_cache and self._cache_put is not None:
             self._cache_put(key, value)
         if emit is not None:
-            self._emit_stop(emit, request, value, info, started)
+            self._emit_stop(emit, request, value, info, started, params=params)
         return value
 
     def complete(
@@ -298,6 +298,8 @@ class LMHandle:
         response: LMResponse,
         info: CallInfo,
         started: float,
+        *,
+        params: Mapping[str, Any],
     ) -> None:
         usage = response.usage
         emit(
@@ -314,6 +316,9 @@ class LMHandle:
                 "shared": info.shared,
                 "messages": request.messages,
                 "outputs": response.texts,
+                # The call's own parameters, not the LM's defaults (DSPy's history kwargs).
+                "kwargs": params,
+                "response": response,
             },
         )
 

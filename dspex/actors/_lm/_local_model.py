@@ -158,6 +158,7 @@ class LocalModelConfig:
     host: str = LOOPBACK
     n_ctx: int = 2048
     n_threads: int = 2
+    repack: bool = False
     ready_timeout: float = 60.0
     stop_timeout: float = 5.0
     extra_args: tuple[str, ...] = ()
@@ -211,6 +212,7 @@ class LocalModelConfig:
     def server_args(self) -> list[str]:
         """The command line for ``python -m llama_cpp.server``."""
         return [
+            *(["--repack"] if self.repack else []),
             "--model",
             str(self.model_path),
             "--model_alias",
@@ -343,7 +345,7 @@ class LocalModelServer(Actor):
                 "stop it, or let dspex pick a port (port=None)"
             )
         process = LocalProcess.spawn(
-            "llama_cpp.server",
+            "dspex.actors._lm._llama_server",
             c.server_args(),
             name=f"llama.cpp server for {c.model_path.name}",
             on_exit=self._process_exited,

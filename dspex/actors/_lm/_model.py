@@ -12,9 +12,10 @@ import dataclasses
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from dspex.actors._callbacks import active_callbacks, check_callbacks, invoke
+from dspex.actors._lm._capabilities import capabilities, is_openai_reasoning_model
 from dspex.actors._lm._fallback import check_fallbacks, falls_back
 from dspex.actors._lm._providers._registry import check_model_id
 from dspex.actors._lm._resilience._config import LMClientConfig, setting_fix
@@ -129,6 +130,11 @@ class LM:
             if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
                 raise UsageError(f"LM(max_tokens={max_tokens!r}) is invalid; use an int >= 1")
             defaults["max_tokens"] = max_tokens
+        if is_openai_reasoning_model(model):
+            _check_reasoning_defaults(model, temperature, max_tokens)
+            # As DSPy: the LM's own limit is kept (and sent) as max_completion_tokens.
+            if "max_tokens" in defaults:
+                defaults["max_completion_tokens"] = defaults.pop("max_tokens")
         defaults.update(kwargs)
         self.kwargs: dict[str, Any] = defaults
         self._handles: weakref.WeakKeyDictionary[Runtime, LMHandle] = weakref.WeakKeyDictionary()
@@ -137,6 +143,16 @@ class LM:
     @property
     def provider(self) -> str:
         return self.model.split("/", 1)[0]
+
+    @property
+    def supports_response_schema(self) -> bool:
+        """Whether the model takes a strict JSON-schema ``response_format`` (DSPy's rule)."""
+        return capabilities(self.model).response_schema
+
+    @property
+    def supported_params(self) -> set[str]:
+        """The OpenAI-style request parameters the model takes, as DSPy lists them."""
+        return set(capabilities(self.model).params)
 
     @property
     def default_adapter(self) -> str | None:
@@ -226,7 +242,10 @@ class LM:
         base = runtime.request_defaults(self.model)
         scoped = _scoped_params() if _scoped_params is not None else None
         if base or scoped:
-            merged = {k: v for k, v in base.items() if k not in self.kwargs}
+            own = self.kwargs
+            merged = {k: v for k, v in base.items() if k not in own}
+            if "max_completion_tokens" in own:  # the LM's own limit outranks the settings'
+                merged.pop("max_tokens", None)
             if scoped:
                 merged.update(scoped)
             merged.update(params)
@@ -295,17 +314,23 @@ class LM:
             state["api_base"] = self.api_base
         if self.fallbacks:
             state["fallbacks"] = [getattr(lm, "model", str(lm)) for lm in self.fallbacks]
+        if is_openai_reasoning_model(self.model) and "max_completion_tokens" in state:
+            state["max_tokens"] = state.pop("max_completion_tokens")  # DSPy saves it so
         return {k: v for k, v in state.items() if k not in _STATE_SKIP}
 
     @property
     def history(self) -> list[dict[str, Any]]:
         """DSPy's ``lm.history``: this model's recent calls, oldest first.
 
-        A view of the runtime's bounded history ring (``telemetry.history_size``
-        calls across all models), not an ever-growing list. ``cost`` is the
-        call's price in USD (0 for a cache hit, None when the price is
-        unknown; see docs/cost.md). Calls a fallback answered are in the
-        fallback's history, not this LM's.
+        Each entry has DSPy's keys (``prompt``, ``messages``, ``kwargs``,
+        ``response``, ``outputs``, ``usage``, ``cost``, ``timestamp``, ``uuid``,
+        ``model``, ``response_model``, ``model_type``) plus dspex's ``cache_hit``
+        and ``duration_ms``. A view of the runtime's bounded history ring
+        (``telemetry.history_size`` calls across all models), not an
+        ever-growing list. ``prompt`` is None (a prompt is sent as a user
+        message). ``cost`` is the call's price in USD (0 for a cache hit, None
+        when the price is unknown; see docs/cost.md). Calls a fallback
+        answered are in the fallback's history, not this LM's.
         """
         from dspex.actors._current import current_runtime
 
@@ -313,23 +338,29 @@ class LM:
         entries = runtime.history(runtime.settings.telemetry.history_size)
         return [
             {
-                "model": entry.model,
+                "prompt": None,
                 "messages": list(entry.messages),
+                "kwargs": dict(entry.kwargs),
+                "response": entry.response,
                 "outputs": list(entry.outputs),
                 "usage": dict(entry.usage),
                 "cost": entry.cost,
+                "timestamp": entry.timestamp,
+                "uuid": entry.uuid,
+                "model": entry.model,
+                "response_model": entry.response_model,
+                "model_type": self.model_type,
                 "cache_hit": entry.cache_hit,
                 "duration_ms": entry.duration_ms,
-                "timestamp": entry.time,
             }
             for entry in entries
             if entry.model == self.model
         ]
 
-    def inspect_history(self, n: int = 1) -> str:
+    def inspect_history(self, n: int = 1, file: TextIO | None = None) -> str:
         from dspex.actors._current import current_runtime
 
-        return current_runtime().inspect_history(n)
+        return current_runtime().inspect_history(n, file)
 
     def __repr__(self) -> str:
         extra = f", api_base={self.api_base!r}" if self.api_base else ""
@@ -354,6 +385,17 @@ class LM:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> LM:
         return self  # an LM is shared, like DSPy's: copies of a program use the same client
+
+
+def _check_reasoning_defaults(model: str, temperature: Any, max_tokens: Any) -> None:
+    """DSPy's rule for OpenAI reasoning models: temperature 1.0 (or unset), max_tokens >= 16000."""
+    # Written as DSPy tests it: a falsy value (0, None) passes.
+    if (temperature and temperature != 1.0) or (max_tokens and max_tokens < 16000):
+        raise UsageError(
+            f"LM({model!r}, temperature={temperature!r}, max_tokens={max_tokens!r}): OpenAI's "
+            "reasoning models need temperature=1.0 or None and max_tokens >= 16000 or None, "
+            f"e.g. dspex.LM({model!r}, temperature=1.0, max_tokens=16000)"
+        )
 
 
 def _is_number(value: Any) -> bool:

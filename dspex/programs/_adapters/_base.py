@@ -22,10 +22,11 @@ import enum
 import inspect
 import json
 import textwrap
+import types
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 from dspex.actors._callbacks import check_callbacks
 from dspex.errors import AdapterParseError
@@ -58,12 +59,18 @@ MISSING_IN_COMPLETE_DEMO = "Not supplied for this conversation history message. 
 
 @dataclass(frozen=True, slots=True)
 class FieldPlan:
-    """One field, pre-digested: its name, type, type name and reply parser."""
+    """One field, pre-digested: its name, type, type name and reply parser.
+
+    ``fallback`` gives the value of an output the reply may leave out (DSPy's
+    rule: the field's ``default`` or ``default_factory``, else None when its
+    type admits None); None when the field is required.
+    """
 
     name: str
     annotation: Any
     type_name: str
     parse: Parser
+    fallback: Callable[[], Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,19 +135,25 @@ class Adapter:
         """
         signature = _resolve(signature)
         messages = self.format(signature, demos, inputs)
-        params = self.lm_params(signature, lm_kwargs)
+        params = self.lm_params(signature, lm_kwargs, lm)
         response = self._generate(lm, messages, params)
         return self._parse_completions(signature, response)
 
-    def lm_params(self, signature: Any, lm_kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        """The LM parameters for a call: the caller's, plus this adapter's defaults."""
+    def lm_params(
+        self, signature: Any, lm_kwargs: Mapping[str, Any], lm: Any = None
+    ) -> dict[str, Any]:
+        """The LM parameters for a call: the caller's, plus this adapter's defaults for ``lm``."""
         params = dict(lm_kwargs)
         # A DSPy-style custom adapter may define only format() and parse(): then
         # there are no defaults, and no plan (which needs the format_* methods).
         if type(self)._default_lm_params is not Adapter._default_lm_params:
-            for key, value in self.plan(signature).lm_params.items():
+            for key, value in self._fit_lm_params(self.plan(signature).lm_params, lm).items():
                 params.setdefault(key, value)
         return params
+
+    def _fit_lm_params(self, defaults: Mapping[str, Any], lm: Any) -> Mapping[str, Any]:
+        """This adapter's default parameters, trimmed to what ``lm`` takes."""
+        return defaults
 
     def _generate(self, lm: Any, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
         return call_lm(lm, messages, params)
@@ -340,11 +353,37 @@ class Adapter:
                 field=field.name,
             ) from exc
 
+    def complete_outputs(
+        self,
+        plan: SignaturePlan,
+        found: Mapping[str, Any],
+        raw: str,
+        how: str,
+        convert: Callable[[FieldPlan, Any, str], Any] | None = None,
+    ) -> dict[str, Any]:
+        """The output values, in field order, from what the reply holds (``found``).
+
+        A missing required output raises first (``how`` says the fix); each found
+        value is converted (``convert_field`` by default); a missing optional
+        output takes its fallback, as DSPy fills it.
+        """
+        missing = [f for f in plan.outputs if f.name not in found and f.fallback is None]
+        if missing:
+            raise self.missing_fields_error(plan, list(found), raw, how)
+        convert = convert or self.convert_field
+        values: dict[str, Any] = {}
+        for f in plan.outputs:
+            if f.name in found:
+                values[f.name] = convert(f, found[f.name], raw)
+            elif f.fallback is not None:
+                values[f.name] = f.fallback()
+        return values
+
     def missing_fields_error(
         self, plan: SignaturePlan, found: Sequence[str], raw: str, how: str
     ) -> AdapterParseError:
         """The error for a reply lacking some output fields; ``how`` says the fix."""
-        missing = [f for f in plan.outputs if f.name not in found]
+        missing = [f for f in plan.outputs if f.name not in found and f.fallback is None]
         listed = ", ".join(f"`{f.name}` ({f.type_name})" for f in missing)
         expected = ", ".join(f.name for f in plan.outputs)
         name = type(self).__name__
@@ -376,7 +415,40 @@ def _forget(cache: dict[int, Any], key: int) -> Any:
 
 def _field_plan(name: str, info: Any) -> FieldPlan:
     annotation = getattr(info, "annotation", str)
-    return FieldPlan(name, annotation, annotation_name(annotation), parser_for(annotation))
+    return FieldPlan(
+        name, annotation, annotation_name(annotation), parser_for(annotation), _fallback(info)
+    )
+
+
+def _fallback(info: Any) -> Callable[[], Any] | None:
+    """How to fill an output field missing from a reply, if it may be missing (as DSPy)."""
+    extra = getattr(info, "extra", None) or {}
+    if "default" in extra:
+        default = extra["default"]
+        return lambda: default
+    factory = extra.get("default_factory")
+    if callable(factory):
+        made: Callable[[], Any] = factory
+        return made
+    if _allows_none(getattr(info, "annotation", str)):
+        return _none
+    return None
+
+
+def _none() -> None:
+    return None
+
+
+def _allows_none(annotation: Any) -> bool:
+    if annotation is None or annotation is type(None):
+        return True
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin is Annotated:
+        return bool(args) and _allows_none(args[0])
+    if origin is Union or origin is types.UnionType:
+        return any(_allows_none(arg) for arg in args)
+    return False
 
 
 def _reply_excerpt(raw: str, limit: int = 300) -> str:

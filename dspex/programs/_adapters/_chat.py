@@ -118,16 +118,13 @@ class ChatAdapter(Adapter):
             if name in plan.output_names and name not in sections:  # first one wins
                 end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
                 sections[name] = text[match.end() : end].strip()
-        if len(sections) != len(plan.outputs):
-            raise self.missing_fields_error(
-                plan,
-                list(sections),
-                completion,
-                "Each output field must start on its own line with its marker, "
-                "e.g. `[[ ## name ## ]]`.",
-            )
-        convert = self.convert_field
-        return {f.name: convert(f, sections[f.name], completion) for f in plan.outputs}
+        return self.complete_outputs(
+            plan,
+            sections,
+            completion,
+            "Each output field must start on its own line with its marker, "
+            "e.g. `[[ ## name ## ]]`.",
+        )
 
 
 def _specificity(error: AdapterParseError) -> int:
@@ -153,9 +150,13 @@ def _leading_with(first: AdapterParseError, second: AdapterParseError) -> Adapte
 class JSONAdapter(JSONFormat, ChatAdapter):
     """Asks for a JSON object with the output fields and parses it tolerantly.
 
-    Sends OpenAI's strict ``json_schema`` ``response_format`` built from the
-    output types (``{"type": "json_object"}`` when a type has no strict
-    schema, e.g. an open ``dict``). A ``response_format`` the caller passes in
+    Requests structured output as DSPy 3.4.1 does, by what the LM says it
+    takes (``lm.supported_params``, ``lm.supports_response_schema``): OpenAI's
+    strict ``json_schema`` ``response_format`` built from the output types
+    where the model supports it (and for ``local/`` models), ``{"type":
+    "json_object"}`` where it supports only JSON mode or a type has no strict
+    schema (an open ``dict``), and none for an LM that does not list
+    ``response_format``. A ``response_format`` the caller passes in
     ``lm_kwargs`` wins. If the provider rejects the schema (HTTP 400/422), the
     call is retried once with ``json_object``. Replies may wrap the object in
     a code fence or prose and may use Python literal syntax.

@@ -40,6 +40,18 @@ class JSONFormat(Adapter):
             return {"response_format": dict(JSON_OBJECT)}  # DSPy asks no schema for tool calls
         return {"response_format": response_format(fields)}
 
+    def _fit_lm_params(self, defaults: Mapping[str, Any], lm: Any) -> Mapping[str, Any]:
+        # DSPy's rule: no response_format for an LM that does not list it among its
+        # supported_params (DSPy's DummyLM, a self-hosted openai/ model), JSON mode for one
+        # without response-schema support. An LM object that says nothing either way (a
+        # plain LMProtocol object) gets the schema, as before.
+        params = getattr(lm, "supported_params", None)
+        if params is not None and "response_format" not in params:
+            return {k: v for k, v in defaults.items() if k != "response_format"}
+        if getattr(lm, "supports_response_schema", True) is False:
+            return {**defaults, "response_format": dict(JSON_OBJECT)}
+        return defaults
+
     def _generate(self, lm: Any, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
         try:
             return call_lm(lm, messages, params)
@@ -94,13 +106,10 @@ class JSONFormat(Adapter):
                 adapter="JSONAdapter",
                 field=plan.outputs[0].name if plan.outputs else None,
             )
-        found = [f.name for f in plan.outputs if f.name in data]
-        if len(found) != len(plan.outputs):
-            raise self.missing_fields_error(
-                plan, found, completion, "Reply with one JSON object holding every output field."
-            )
-        convert = self.convert_field
-        return {f.name: convert(f, data[f.name], completion) for f in plan.outputs}
+        found = {f.name: data[f.name] for f in plan.outputs if f.name in data}
+        return self.complete_outputs(
+            plan, found, completion, "Reply with one JSON object holding every output field."
+        )
 
 
 def find_json_object(text: str) -> dict[str, Any] | None:

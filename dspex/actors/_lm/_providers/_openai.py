@@ -28,7 +28,6 @@ __all__ = ["OpenAIProvider", "as_openai_format"]
 
 JsonSchemaStyle = Literal["openai", "llama_cpp"]
 _STYLES = ("openai", "llama_cpp")
-_REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error"})
 
 
@@ -73,8 +72,9 @@ class OpenAIProvider(Provider):
         if "response_format" in params:
             params["response_format"] = self._response_format(params["response_format"])
         name = self.model_name(request.model)
-        if "max_tokens" in params and _REASONING_MODEL.match(name):
-            # OpenAI's reasoning models reject max_tokens and take this instead.
+        if "max_tokens" in params and self.json_schema_style == "openai":
+            # As DSPy 3.4.1 sends it to every openai/ model: max_tokens is deprecated in
+            # OpenAI's API and refused by its reasoning models. (llama.cpp keeps max_tokens.)
             params["max_completion_tokens"] = params.pop("max_tokens")
         body: dict[str, Any] = {"model": name, "messages": messages}
         body.update(params)

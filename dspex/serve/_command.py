@@ -1,0 +1,172 @@
+"""``dspex serve``: a runtime, its program servers and uvicorn, shut down in order.
+
+The main thread owns the signals (``rt.run_forever``); uvicorn runs its event
+loop on one thread of its own and installs no handlers there. On SIGTERM or
+SIGINT: the app starts refusing program calls (503) and ``/readyz`` goes
+not-ready, uvicorn closes its listening socket and waits for the requests it
+holds, the program servers drain what they admitted (up to the deadline),
+the runtime stops, and once uvicorn has written the last answer the process
+exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from dspex.errors import UsageError
+
+__all__ = ["ServeOptions", "serve_command"]
+
+_STARTUP_WAIT = 30.0  # seconds for uvicorn to start listening
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """The options of ``dspex serve`` (see ``dspex serve --help``)."""
+
+    target: str
+    name: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    config: str | None = None
+    lm: str | None = None
+    state: str | None = None
+    max_concurrency: int = 8
+    queue_limit: int = 128
+    allow_reload: bool = False
+    allow_pickle: bool = False
+    drain_timeout: float = 30.0
+    log_level: str = "warning"
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UsageError(
+            f"dspex serve: cannot listen on {host}:{port} ({exc.strerror}); pick another "
+            "--port (0 picks a free one)"
+        ) from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _http_server(application: Any, options: ServeOptions) -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, telling the main thread when it listens."""
+
+        listening = threading.Event()
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            type(self).listening.set()
+
+    config = uvicorn.Config(
+        application,
+        lifespan="off",
+        log_level=options.log_level,
+        access_log=False,
+        # Answers still in flight at the drain deadline get a few more seconds to be written.
+        timeout_graceful_shutdown=int(options.drain_timeout) + 5,
+    )
+    return Server(config)
+
+
+def serve_command(options: ServeOptions) -> int:
+    """Run ``dspex serve`` until SIGTERM/SIGINT; returns the exit code."""
+    from dspex.programs import start
+    from dspex.serve._app import app
+    from dspex.serve._target import load_programs
+
+    sock = _listen(options.host, options.port)
+    runtime = start(lm=options.lm, config=options.config)
+    try:
+        # Imported after start(), so a module that calls dspex.configure(...)
+        # configures this runtime instead of starting a default one.
+        programs = load_programs(
+            options.target,
+            name=options.name,
+            state=options.state,
+            allow_pickle=options.allow_pickle,
+        )
+        for name, program in programs.items():
+            runtime.serve(
+                name,
+                program,
+                max_concurrency=options.max_concurrency,
+                queue_limit=options.queue_limit,
+            )
+        application = app(runtime, allow_reload=options.allow_reload)
+        server = _http_server(application, options)
+    except BaseException:
+        sock.close()
+        runtime.stop()
+        raise
+
+    http_ended = threading.Event()  # uvicorn returned: after a signal, or on its own
+
+    def run_http() -> None:
+        try:
+            server.run(sockets=[sock])
+        finally:
+            http_ended.set()
+            type(server).listening.set()  # wake the main thread if startup failed
+
+    http = threading.Thread(target=run_http, name="dspex-serve-http", daemon=True)
+    http.start()
+    type(server).listening.wait(_STARTUP_WAIT)
+    if not server.started:
+        print("dspex serve: the HTTP server did not start", file=sys.stderr, flush=True)
+        server.should_exit = True
+        http.join(5.0)
+        sock.close()
+        runtime.stop()
+        return 1
+    host, port = sock.getsockname()[:2]
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+
+    def ready() -> None:
+        names = ", ".join(sorted(programs))
+        print(f"dspex serve: serving {names} on {url} (pid {os.getpid()})", flush=True)
+
+    crashed: list[bool] = []
+
+    def stop_intake(signum: int) -> None:
+        # signum 0: http_ended was set, uvicorn stopped without a signal (it crashed).
+        if not signum:
+            crashed.append(True)
+        cause = signal.Signals(signum).name if signum else "the HTTP server's exit"
+        print(
+            f"dspex serve: {cause} received; draining for up to {options.drain_timeout:g}s",
+            flush=True,
+        )
+        application.state.dspex.start_draining()
+        server.should_exit = True  # close the listener; uvicorn waits for requests in flight
+
+    code = runtime.run_forever(
+        drain_timeout=options.drain_timeout,
+        on_ready=ready,
+        on_signal=stop_intake,
+        stop_event=http_ended,  # no HTTP server, no point serving: shut down (exit 1)
+    )
+    if crashed:  # uvicorn ended by itself, not because we asked
+        code = 1
+    http.join(options.drain_timeout + 10.0)
+    if http.is_alive():
+        print("dspex serve: the HTTP server did not finish in time", file=sys.stderr, flush=True)
+        code = code or 1
+    print(f"dspex serve: stopped (exit code {code})", flush=True)
+    return int(code)
