@@ -146,3 +146,19 @@ def test_budget_arguments_are_checked() -> None:
         Budget(max_cost_usd=-1)
     with pytest.raises(UsageError, match="max_tokens=0"):
         Budget(max_tokens=0)
+
+
+def test_cost_reaches_the_prometheus_endpoint(
+    start_runtime: StartRuntime, fake: FakeOpenAI
+) -> None:
+    pytest.importorskip("prometheus_client")
+    from dspex.serve._metrics import RuntimeCollector
+
+    rt = start_runtime(budget={"max_tokens": 10**9})
+    _lm(fake)("priced")
+    _lm(fake, UNKNOWN)("unpriced")
+    families = {f.name: f for f in RuntimeCollector(rt).collect()}
+    cost = {s.labels["model"]: s.value for s in families["dspex_lm_cost_usd"].samples}
+    assert cost == {KNOWN: pytest.approx(_expected(KNOWN, 1000, 500))}  # no sample: unknown
+    spent = {s.labels["unit"]: s.value for s in families["dspex_budget_spent"].samples}
+    assert spent["tokens"] == 3000
