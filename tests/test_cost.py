@@ -162,3 +162,29 @@ def test_cost_reaches_the_prometheus_endpoint(
     assert cost == {KNOWN: pytest.approx(_expected(KNOWN, 1000, 500))}  # no sample: unknown
     spent = {s.labels["unit"]: s.value for s in families["dspex_budget_spent"].samples}
     assert spent["tokens"] == 3000
+
+
+def test_a_compile_budget_stops_new_calls_and_reports_the_spend(
+    start_runtime: StartRuntime, fake: FakeOpenAI
+) -> None:
+    start_runtime()
+    fake.reply = lambda body: Reply(
+        text=chat_answer("ok"), prompt_tokens=1000, completion_tokens=500
+    )
+    dspex.configure(lm=_lm(fake, UNKNOWN))
+    trainset = [
+        dspex.Example(question=f"q{i}", answer="ok").with_inputs("question") for i in range(20)
+    ]
+    optimizer = dspex.BootstrapFewShot(
+        metric=lambda ex, pred, trace=None: True, max_bootstrapped_demos=20, max_rounds=1
+    )
+    compiled = optimizer.compile(
+        dspex.Predict("question -> answer"), trainset=trainset, max_tokens=3 * 1500
+    )
+    assert compiled is not None
+    report = optimizer.compile_cost
+    assert report is not None and report["stopped_by"] == "max_tokens"
+    assert 3 <= fake.request_count < 20
+    assert report["tokens"] == fake.request_count * 1500
+    with pytest.raises(UsageError, match="max_cost_usd"):
+        optimizer.compile(dspex.Predict("question -> answer"), trainset=trainset, max_cost_usd=-1)

@@ -20,7 +20,7 @@ from contextvars import ContextVar
 
 from dspex.errors import BudgetExceededError, UsageError
 
-__all__ = ["Budget", "active_budgets", "budget_scope"]
+__all__ = ["Budget", "active_budgets", "budget_error", "budget_scope"]
 
 _active: ContextVar[tuple[Budget, ...]] = ContextVar("dspex_budgets", default=())
 
@@ -122,6 +122,17 @@ class Budget:
             f"Budget({self.scope}, cost_usd={self.cost_usd:g}/{self.max_cost_usd}, "
             f"tokens={self.tokens}/{self.max_tokens})"
         )
+
+
+def budget_error(error: BaseException | None) -> BudgetExceededError | None:
+    """The ``BudgetExceededError`` behind ``error`` (itself, a cause, a wrapped original)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, BudgetExceededError):
+            return error
+        seen.add(id(error))
+        error = getattr(error, "original", None) or error.__cause__ or error.__context__
+    return None
 
 
 def active_budgets() -> tuple[Budget, ...]:
