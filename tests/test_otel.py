@@ -3,6 +3,7 @@ exporters (fake providers on 127.0.0.1; no collector)."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -185,7 +186,9 @@ def test_tool_evaluate_and_compile_spans(
         return a + b
 
     assert Tool(add)(a=1, b=2) == 3
-    [tool] = otel.named("execute_tool add")
+    assert asyncio.run(Tool(add).acall(a=2, b=2)) == 4
+    tool, async_tool = otel.named("execute_tool add")
+    assert (async_tool.attributes or {})["gen_ai.tool.name"] == "add"
     assert (tool.attributes or {})["gen_ai.tool.name"] == "add"
     assert (tool.attributes or {})["gen_ai.operation.name"] == "execute_tool"
 

@@ -131,6 +131,15 @@ def _observed(fn: F, kind_of: Callable[[Any], str | None], once: bool) -> F:
 
         @functools.wraps(fn)
         async def async_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            otel = _otel._tracing
+            if otel is not None:
+                name = _span_name(kind_of(self), self)
+                if name is not None:
+                    with otel.span(name, _span_attributes(kind_of(self), self)):
+                        return await async_observed(self, *args, **kwargs)
+            return await async_observed(self, *args, **kwargs)
+
+        async def async_observed(self: Any, *args: Any, **kwargs: Any) -> Any:
             callbacks = active_callbacks(self)
             kind = kind_of(self) if callbacks else None
             if kind is None:
