@@ -37,6 +37,8 @@ instances: ``"adapter"`` (Adapter) or ``"evaluate"`` (Evaluate). A marker, not
 # The (instance id, kind) of the innermost call observed with once_per_instance:
 # an override calling super().format() is one format call, not two.
 _observing: ContextVar[tuple[int, str] | None] = ContextVar("dspex_observing", default=None)
+# The same for the OpenTelemetry span of an observed call (kept apart: both may be on).
+_spanning: ContextVar[tuple[int, str] | None] = ContextVar("dspex_spanning", default=None)
 
 
 class _Binder:
@@ -133,13 +135,16 @@ def _observed(fn: F, kind_of: Callable[[Any], str | None], once: bool) -> F:
         async def async_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
             otel = _otel._tracing
             if otel is not None:
-                name = _span_name(kind_of(self), self)
-                if name is not None:
-                    with otel.span(name, _span_attributes(kind_of(self), self)):
-                        return await async_observed(self, *args, **kwargs)
-            return await async_observed(self, *args, **kwargs)
-
-        async def async_observed(self: Any, *args: Any, **kwargs: Any) -> Any:
+                kind = kind_of(self)
+                name = _span_name(kind, self)
+                marker = (id(self), str(kind))
+                if name is not None and _spanning.get() != marker:
+                    token = _spanning.set(marker)
+                    try:
+                        with otel.span(name, _span_attributes(kind, self)):
+                            return await async_wrapper(self, *args, **kwargs)
+                    finally:
+                        _spanning.reset(token)
             callbacks = active_callbacks(self)
             kind = kind_of(self) if callbacks else None
             if kind is None:
@@ -156,18 +161,15 @@ def _observed(fn: F, kind_of: Callable[[Any], str | None], once: bool) -> F:
         if otel is not None:
             kind = kind_of(self)
             name = _span_name(kind, self)
-            if name is not None:
-                marker = (id(self), f"span:{kind}")
-                if _observing.get() != marker:  # an override's super() call: one span
-                    token = _observing.set(marker)
-                    try:
-                        with otel.span(name, _span_attributes(kind, self)):
-                            return observed(self, *args, **kwargs)
-                    finally:
-                        _observing.reset(token)
-        return observed(self, *args, **kwargs)
-
-    def observed(self: Any, *args: Any, **kwargs: Any) -> Any:
+            marker = (id(self), str(kind))
+            # Not again for an override's super() call, nor for the re-entry below.
+            if name is not None and _spanning.get() != marker:
+                token = _spanning.set(marker)
+                try:
+                    with otel.span(name, _span_attributes(kind, self)):
+                        return wrapper(self, *args, **kwargs)
+                finally:
+                    _spanning.reset(token)
         callbacks = active_callbacks(self)
         if not callbacks:
             return fn(self, *args, **kwargs)

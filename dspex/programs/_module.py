@@ -290,7 +290,12 @@ class Module(BaseModule, metaclass=ProgramMeta):
             attributes = {"dspex.module": name, "dspex.module.role": role}
             with otel.span(f"{role} {name}", attributes):
                 return self._forward_observed(args, kwargs)
-        return self._forward_observed(args, kwargs)
+        # Inline, not a call of _forward_observed: a traceback keeps the frames it had.
+        callbacks = active_callbacks(self)
+        if not callbacks:
+            return self.forward(*args, **kwargs)
+        inputs = {"args": args, "kwargs": kwargs}
+        return invoke(callbacks, "module", self, inputs, self.forward, *args, **kwargs)
 
     def _forward_observed(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         callbacks = active_callbacks(self)
