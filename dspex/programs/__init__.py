@@ -41,6 +41,7 @@ from ._usage import track_usage
 # pydantic models: loaded on first use
 _LAZY: dict[str, str] = {
     "History": "_history",
+    "KNN": "_knn",  # numpy: loaded on first use
     "Audio": "_types._media",
     "File": "_types._media",
     "Image": "_types._media",
@@ -52,6 +53,7 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "KNN",
     "Adapter",
     "Audio",
     "BaseModule",

@@ -5,8 +5,12 @@ optimizers from ``dspy.teleprompt``.
 """
 
 from dspex.programs._teleprompt import (
+    COPRO,
     BootstrapFewShot,
+    BootstrapFewShotWithOptuna,
     BootstrapFewShotWithRandomSearch,
+    Ensemble,
+    KNNFewShot,
     LabeledFewShot,
     MIPROv2,
     Teleprompter,
@@ -16,9 +20,13 @@ BootstrapRS = BootstrapFewShotWithRandomSearch
 """DSPy's short name for :class:`BootstrapFewShotWithRandomSearch`."""
 
 __all__ = [
+    "COPRO",
     "BootstrapFewShot",
+    "BootstrapFewShotWithOptuna",
     "BootstrapFewShotWithRandomSearch",
     "BootstrapRS",
+    "Ensemble",
+    "KNNFewShot",
     "LabeledFewShot",
     "MIPROv2",
     "Teleprompter",
