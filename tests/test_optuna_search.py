@@ -46,6 +46,7 @@ def test_missing_optuna_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_the_search_finds_the_demo_that_helps(start_runtime: Any) -> None:
     import optuna  # noqa: F401  (the [dev] extra installs it)
+
     rt = start_runtime()
     dspex.configure(lm=MagicDemoLM())
     trees: list[list[str]] = []
@@ -86,6 +87,7 @@ def test_arguments_are_checked() -> None:
     with pytest.raises(dspex.UsageError, match="num_candidate_programs"):
         BootstrapFewShotWithOptuna(metric=exact, num_candidate_programs=0)
     import optuna  # noqa: F401  (the [dev] extra installs it)
+
     with pytest.raises(dspex.UsageError, match="max_demos"):
         BootstrapFewShotWithOptuna(metric=exact).compile(
             dspex.Predict("question -> answer"), max_demos=0, trainset=examples("first?")
