@@ -83,8 +83,11 @@ class ConfigError(UsageError):
         self.value = value
 
 
-class SignatureError(UsageError):
+class SignatureError(UsageError, TypeError):
     """A signature could not be parsed or built.
+
+    Also a ``TypeError`` (DSPy raises one for a malformed signature class), as
+    well as a ``ValueError`` through UsageError.
 
     ``position`` is the 0-based character offset in the signature string, when
     the signature came from a string.
@@ -200,13 +203,14 @@ class ContextWindowError(LMError):
 
     def __init__(
         self,
-        message: str,
+        message: str = "the prompt exceeds the model's context window",
         *,
         model: str | None = None,
         status: int | None = None,
         prompt_tokens: int | None = None,
         context_window: int | None = None,
     ) -> None:
+        # A message default: DSPy code raises ContextWindowExceededError() bare.
         super().__init__(message, model=model, status=status)
         self.prompt_tokens = prompt_tokens
         self.context_window = context_window
@@ -236,23 +240,60 @@ class AdapterParseError(DSPexError):
     def __init__(
         self,
         message: str,
+        signature: Any = None,
+        lm_response: str | None = None,
+        dspy_message: str | None = None,
+        parsed_result: Any = None,
         *,
-        raw: str,
+        raw: str | None = None,
         adapter: str | None = None,
         field: str | None = None,
     ) -> None:
+        if raw is None and lm_response is not None:
+            # DSPy's form, used by custom adapters written for DSPy:
+            # AdapterParseError(adapter_name, signature, lm_response, message, parsed_result).
+            adapter, raw = message, lm_response
+            expected = ", ".join(getattr(signature, "output_fields", {}) or {})
+            message = (
+                (f"{dspy_message}\n\n" if dspy_message else "")
+                + f"Adapter {adapter} failed to parse the LM response. \n\n"
+                f"LM Response: {lm_response} \n\n"
+                f"Expected to find output fields in the LM response: [{expected}] \n\n"
+            )
+            if parsed_result is not None:
+                message += (
+                    "Actual output fields parsed from the LM response: "
+                    f"[{', '.join(parsed_result)}] \n\n"
+                )
         super().__init__(message)
-        self.raw = raw
+        self.raw = raw if raw is not None else ""
         self.adapter = adapter
         self.field = field
+        self.signature = signature
+        self.parsed_result = parsed_result
+
+    # DSPy's attribute names for the same facts (``dspy.utils.exceptions.AdapterParseError``).
+    @property
+    def adapter_name(self) -> str | None:
+        return self.adapter
+
+    @property
+    def lm_response(self) -> str:
+        return self.raw
 
 
 class ProgramError(DSPexError):
     """User code in a program run raised.
 
     The original exception is ``__cause__`` (and ``original``), so its type and
-    traceback survive the trip back from the run's actor thread.
+    traceback survive the trip back from the run's actor thread. A wrapped user
+    exception keeps its message (``str(e)`` is the original's); the run is in
+    ``run_id`` / ``run_label`` and a note.
     """
+
+    run_id: int | None = None
+    """The program run the error came from (also named in the exception's notes)."""
+    run_label: str | None = None
 
     def __init__(self, message: str, *, original: BaseException | None = None) -> None:
         super().__init__(message)

@@ -258,13 +258,31 @@ def test_keyboard_interrupt_returns_the_partial_result(tmp_path: Path) -> None:
         return True
 
     journal = tmp_path / "eval.jsonl"
-    result = Evaluate(devset=make_devset(10), metric=metric, num_threads=1, journal=journal)(
-        Program()
-    )
+    evaluate = Evaluate(devset=make_devset(10), metric=metric, num_threads=1, journal=journal)
+    result = evaluate(Program(), on_interrupt="return")
     assert result.interrupted
     assert [ex.question for ex, _, _ in result.results] == ["q0", "q1", "q2"]
     lines = [json.loads(line) for line in journal.read_text().splitlines()]
     assert [line["index"] for line in lines] == [0, 1, 2]
+
+
+def test_keyboard_interrupt_raises_by_default_after_the_journal(tmp_path: Path) -> None:
+    calls = 0
+
+    def metric(example: Any, prediction: Any) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise KeyboardInterrupt
+        return True
+
+    journal = tmp_path / "eval.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        Evaluate(devset=make_devset(10), metric=metric, num_threads=1, journal=journal)(Program())
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [line["index"] for line in lines] == [0, 1]
+    with pytest.raises(UsageError, match="on_interrupt='later'"):
+        Evaluate(devset=make_devset(1), metric=metric, on_interrupt="later")  # type: ignore[arg-type]
 
 
 def test_sigint_cancels_running_examples_and_returns_what_finished(tmp_path: Path) -> None:
@@ -281,9 +299,10 @@ def test_sigint_cancels_running_examples_and_returns_what_finished(tmp_path: Pat
             run.check_deadline()
 
     journal = tmp_path / "eval.jsonl"
-    result = Evaluate(devset=make_devset(50), metric=exact, num_threads=2, journal=journal)(
-        Program(behave)
+    evaluate = Evaluate(
+        devset=make_devset(50), metric=exact, num_threads=2, journal=journal, on_interrupt="return"
     )
+    result = evaluate(Program(behave))
     assert result.interrupted
     assert 4 <= len(result.results) < 50  # example 5 starts once 4 of 0..4 are done
     assert 5 not in {int(ex.question[1:]) for ex, _, _ in result.results}

@@ -261,13 +261,14 @@ def test_calls_with_callbacks_are_recorded_too(start_runtime: StartRuntime) -> N
 
 
 def test_no_running_runtime_means_no_recording(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dspex.actors import default_runtime
+    from dspex.actors import _current, default_runtime
     from dspex.programs._callbacks import call_lm
 
     shared = default_runtime()  # running, but hidden from the lookup below
-    monkeypatch.setattr(lm_report, "active_runtimes", list)
+    monkeypatch.setattr(_current, "active_runtimes", list)
     dummy = DummyLM([{"answer": "4"}])
-    assert lm_report.running_runtime() is None and lm_report.history_emitter(dummy) is None
+    assert _current.current_runtime(start=False) is None
+    assert lm_report.history_emitter(dummy) is None
     marker = [{"role": "user", "content": "no-runtime-marker-31"}]
     assert call_lm(dummy, marker, {}).texts  # outside any run: answered, not recorded
     assert dspex.inspect_history(3) == ""

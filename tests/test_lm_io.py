@@ -55,6 +55,19 @@ def test_io_loop_runs_coroutines_and_callbacks(io: IOLoop) -> None:
     assert io.running
 
 
+def test_io_loop_run_reraises_a_timeout_error_of_the_coroutine(io: IOLoop) -> None:
+    # A coroutine that *failed* with a TimeoutError once read as the wait for
+    # it timing out, and came back as a CallTimeoutError "did not finish".
+    class Slow(TimeoutError):
+        pass
+
+    async def fails() -> None:
+        raise Slow("upstream too slow")
+
+    with pytest.raises(Slow, match="upstream too slow"):
+        io.run(fails(), 5)
+
+
 def test_io_loop_stop_cancels_tasks_runs_cleanup_and_joins() -> None:
     io = IOLoop("test-io-stop")
     io.start()

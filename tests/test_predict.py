@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -13,9 +13,12 @@ from dspex.errors import UsageError
 from dspex.programs import (
     ChainOfThought,
     Example,
+    InputField,
     Module,
+    OutputField,
     Predict,
     Prediction,
+    Signature,
     configure,
     context,
 )
@@ -268,3 +271,45 @@ def _output() -> Any:
     from dspex.programs import OutputField
 
     return OutputField()
+
+
+# -- input type checks (DSPy's warn_on_type_mismatch) -------------------------------
+
+
+def test_a_typed_input_of_the_wrong_type_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    class Typed(Signature):
+        count: int = InputField()
+        names: list[str] = InputField()
+        mode: Literal["a", "b"] | None = InputField()
+        pair: tuple[str, int] = InputField()
+        answer: str = OutputField()
+
+    lm = DummyLM([{"answer": "x"}] * 3)
+    with context(lm=lm), caplog.at_level(logging.WARNING, logger="dspex.programs"):
+        Predict(Typed)(count="3", names=["a", 1], mode="c", pair=("a", "b"))
+    for text in (
+        "Type mismatch for field 'count': expected int",
+        "Type mismatch for field 'names': expected list[str]",
+        "Type mismatch for field 'mode': expected Union",
+        "Type mismatch for field 'pair': expected tuple[str, int]",
+    ):
+        assert text in caplog.text
+    caplog.clear()
+    with context(lm=lm), caplog.at_level(logging.WARNING, logger="dspex.programs"):
+        Predict(Typed)(count=3, names=["a"], mode=None, pair=("a", 1))
+        with context(warn_on_type_mismatch=False):
+            Predict(Typed)(count="3", names=["a"], mode="a", pair=("a", 1))
+    assert "Type mismatch" not in caplog.text
+
+
+def test_untyped_inputs_are_not_type_checked(caplog: pytest.LogCaptureFixture) -> None:
+    class Loose(Signature):
+        name: str = InputField()
+        count = InputField()
+        answer = OutputField()
+
+    lm = DummyLM([{"answer": "x"}] * 2)
+    with context(lm=lm), caplog.at_level(logging.WARNING, logger="dspex.programs"):
+        Predict(Loose)(name=["a", "b"], count=3)  # a list of str fits str, as in DSPy
+        Predict("question -> answer")(question=42)
+    assert "Type mismatch" not in caplog.text

@@ -86,7 +86,24 @@ def test_errors_with_required_keywords_keep_their_type() -> None:
     assert isinstance(err, AdapterParseError) and isinstance(err, ProgramError)
     assert (err.raw, err.adapter, err.field) == ("???", "chat", "answer")
     assert err.original is original and err.__cause__ is original
-    assert "AdapterParseError: no answer field" in str(err)
+    assert str(err) == "no answer field"  # the user's message, as DSPy re-raises it
+    assert err.run_label == "x" and any("raised in program run" in n for n in err.__notes__)
+
+
+def test_a_wrapped_user_error_keeps_its_message_and_names_the_run_elsewhere() -> None:
+    def job() -> None:
+        raise ValueError("empty question")
+
+    with pytest.raises(ValueError) as info:
+        _run(job).result(timeout=5)
+    err = info.value
+    assert str(err) == "empty question"
+    assert isinstance(err, ProgramError) and err.run_id is not None
+    assert err.__notes__ == [f"raised in program run {err.run_id} ({err.run_label}): ValueError"]
+    key = wrap_program_error(KeyError("answer"), RunContext(label="x"))
+    assert str(key) == str(KeyError("answer")) and isinstance(key, KeyError)
+    plain = wrap_program_error(FileNotFoundError(2, "nope"), RunContext(label="x"))
+    assert str(plain) == str(FileNotFoundError(2, "nope"))
 
 
 def test_deadline_and_cancel_checks() -> None:

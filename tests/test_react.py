@@ -319,6 +319,41 @@ def test_ordinary_errors_keep_their_type_across_the_actor() -> None:
     assert isinstance(error, AdapterParseError) and error.field == "reasoning"
 
 
+class TimesOutLM(DummyLM):
+    """An LM whose call fails with a TimeoutError (as a provider timeout does)."""
+
+    def generate(self, messages: Any, params: Any) -> Any:
+        raise TimeoutError("the model took too long")
+
+
+def test_a_timeout_error_in_the_trajectory_reaches_the_caller() -> None:
+    # A trajectory that failed with a TimeoutError once read as a wait that
+    # timed out: the parent waited for it forever. A daemon thread bounds it.
+    class Catcher(Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.react = ReAct("question -> answer", tools=[Calls().search])
+
+        def forward(self, question: str) -> Prediction:
+            try:
+                self.react(question=question)
+            except TimeoutError as exc:  # raised in the trajectory actor's thread
+                return Prediction(error=exc)
+            return Prediction(error=None)
+
+    box: list[Any] = []
+
+    def call() -> None:
+        with context(lm=TimesOutLM([])):
+            box.append(Catcher()(question="q").error)
+
+    thread = threading.Thread(target=call, name="react-timeout", daemon=True)
+    thread.start()
+    thread.join(30)
+    assert box, "the run never returned"
+    assert isinstance(box[0], TimeoutError) and "took too long" in str(box[0])
+
+
 def slow_search(query: str) -> str:
     run = current_run()
     assert run is not None and run.deadline is not None

@@ -22,6 +22,7 @@ import dspex
 from dspex.errors import (
     ActorStoppedError,
     ConfigError,
+    LMTimeoutError,
     MaxChildrenError,
     ProgramError,
     RegistryError,
@@ -82,8 +83,8 @@ fake.stop()
 
 def test_a_plain_script_starts_the_default_runtime_and_exits(tmp_path: Path) -> None:
     env = {**os.environ, "DSPEX_CACHE__DIR": str(tmp_path)}
-    # Actor threads are non-daemon: without the exit hook stopping the default
-    # runtime, the interpreter would wait for them forever (the timeout fails it).
+    # The exit hook stops the default runtime (flushing it) as the main thread
+    # ends; the script must exit cleanly and in time.
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT],
         env=env,
@@ -231,6 +232,70 @@ def test_a_failing_forward_fails_only_that_call(start_runtime: StartRuntime) -> 
     runs = rt.metrics()["runs"]
     assert runs["started"] == 6 and runs["succeeded"] == 4 and runs["failed"] == 2
     assert runs["errors"] == {"KeyError": 2}
+
+
+class TimesOut(Module):
+    def forward(self, question: str) -> Any:
+        raise TimeoutError(f"gave up on {question}")
+
+
+class OwnTimeout(TimeoutError):
+    """A user's TimeoutError subclass."""
+
+
+def outcome_within(fn: Any, seconds: float = 30.0) -> BaseException | None:
+    """What ``fn()`` raised (None: it returned), failing the test if it never finishes.
+
+    It runs in a daemon thread: a call that spins forever fails this test
+    without hanging the rest of the suite.
+    """
+    box: list[BaseException | None] = []
+
+    def call() -> None:
+        try:
+            fn()
+            box.append(None)
+        except BaseException as exc:
+            box.append(exc)
+
+    thread = threading.Thread(target=call, name="bounded-call", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not box:
+        pytest.fail(f"the call did not return within {seconds}s")
+    return box[0]
+
+
+# A run that failed with a TimeoutError once looked like a reply wait that
+# timed out, and the caller waited for it forever.
+
+
+def test_a_forward_raising_timeout_error_returns_it(start_runtime: StartRuntime) -> None:
+    rt = start_runtime()
+    error = outcome_within(lambda: TimesOut()(question="q1"))
+    assert isinstance(error, TimeoutError) and "gave up on q1" in str(error)
+
+    def job() -> None:
+        raise OwnTimeout("own")
+
+    error = outcome_within(lambda: rt.run(job))
+    assert isinstance(error, OwnTimeout)
+    assert rt.metrics()["runs"]["errors"] == {"TimeoutError": 1, "OwnTimeout": 1}
+
+
+def test_an_lm_timeout_in_a_top_level_predict_returns(
+    start_runtime: StartRuntime, fake: Any
+) -> None:
+    rt = start_runtime()
+    fake.latency = 1.0
+    lm = make_lm(fake, timeout=0.2, num_retries=0, cache=False)
+
+    def predict() -> None:
+        with dspex.context(lm=lm):
+            dspex.Predict("question -> answer")(question="slow")
+
+    assert isinstance(outcome_within(predict), LMTimeoutError)
+    assert rt.running
 
 
 class Gate(Module):

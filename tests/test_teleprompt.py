@@ -15,6 +15,7 @@ from wait_helpers import wait_past
 import dspex
 from dspex.actors import current_run
 from dspex.errors import UsageError
+from dspex.programs import _fanout
 from dspex.programs._teleprompt import _coordinator
 from dspex.supervision import which_children
 from dspex.teleprompt import (
@@ -379,11 +380,11 @@ def test_a_crashed_worker_is_restarted_and_its_example_retried(start_runtime: An
 
 
 def test_without_a_runtime_the_pool_runs_unsupervised(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_coordinator, "_runtime_or_none", lambda: None)
+    monkeypatch.setattr(_coordinator, "fan_out_runtime", lambda: None)
     inside: list[Any] = []
 
     def metric(example: Any, prediction: Any, trace: Any = None) -> bool:
-        inside.append(_coordinator._active.get())
+        inside.append(_fanout.coordination.get())
         return exact(example, prediction)
 
     with dspex.context(lm=oracle(2)):

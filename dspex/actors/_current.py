@@ -3,15 +3,20 @@
 The default runtime starts lazily (from ``DSPEX_*`` settings and a
 ``DSPEX_CONFIG`` file, if any) the first time something needs a runtime and
 none was started, so a plain DSPy-style script works; it stops at exit.
+This module imports no Runtime until one must start, so the light corners of
+the programs layer (history, settings) may ask it on every call.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING, Literal, overload
 
 from dspex.actors._program_run import current_run
-from dspex.actors._runtime import Runtime
 from dspex.actors._runtime_registry import active_runtimes
+
+if TYPE_CHECKING:
+    from dspex.actors._runtime import Runtime
 
 __all__ = ["current_runtime", "default_runtime", "stop_default_runtime"]
 
@@ -19,16 +24,25 @@ _lock = threading.Lock()
 _default: Runtime | None = None
 
 
-def current_runtime() -> Runtime:
-    """The runtime for a call made here (starting the default one if none runs)."""
+@overload
+def current_runtime(start: Literal[True] = ...) -> Runtime: ...
+@overload
+def current_runtime(start: bool) -> Runtime | None: ...
+def current_runtime(start: bool = True) -> Runtime | None:
+    """The runtime for a call made here: the run's, else the newest running one.
+
+    With none running, ``start=True`` (the default) starts the default runtime;
+    ``start=False`` returns None instead (for what only reports to a runtime).
+    """
     run = current_run()
-    if run is not None and isinstance(run.runtime, Runtime) and run.runtime.running:
-        return run.runtime
+    runtime = run.runtime if run is not None else None
+    if runtime is not None and getattr(runtime, "running", False) is True:  # a stand-in: no
+        return runtime  # type: ignore[no-any-return]
     active = active_runtimes()
     if active:
         newest: Runtime = active[-1]
         return newest
-    return default_runtime()
+    return default_runtime() if start else None
 
 
 def default_runtime() -> Runtime:
@@ -36,6 +50,7 @@ def default_runtime() -> Runtime:
     global _default
     with _lock:
         if _default is None or not _default.running:
+            from dspex.actors._runtime import Runtime
             from dspex.config import load_settings
 
             _default = Runtime(load_settings()).start()

@@ -209,24 +209,34 @@ def _hybrid_type(original: type[BaseException]) -> type[ProgramError] | None:
 
 
 def wrap_program_error(exc: Exception, run: RunContext) -> ProgramError:
-    """Wrap a user exception so both its type and ``ProgramError`` match."""
+    """Wrap a user exception so both its type and ``ProgramError`` match.
+
+    ``str()`` of the result is the original's (DSPy re-raises the user's own
+    exception, and callers compare messages); the run is named in a note
+    (shown under the traceback) and in ``run_id`` / ``run_label``.
+    """
     if isinstance(exc, ProgramError):
         return exc
-    message = f"program run {run.run_id} ({run.label}) failed: {type(exc).__name__}: {exc}"
     hybrid = _hybrid_type(type(exc))
     wrapped: ProgramError
     if hybrid is not None:
         try:
-            wrapped = hybrid.__new__(hybrid, message)
+            wrapped = hybrid.__new__(hybrid, *exc.args)
             # Not ProgramError.__init__: its super() call would reach the
             # original type's __init__, which may require other arguments
-            # (AdapterParseError's raw=). The attributes are copied instead.
-            BaseException.__init__(wrapped, message)
+            # (AdapterParseError's raw=). The same args give the same str();
+            # the attributes are copied.
+            BaseException.__init__(wrapped, *exc.args)
             wrapped.__dict__.update(getattr(exc, "__dict__", {}))
             wrapped.original = exc
+            if str(wrapped) != str(exc):  # e.g. OSError reads its args in __init__
+                raise TypeError("the hybrid does not render as the original")
         except Exception:
-            wrapped = ProgramError(message, original=exc)
+            wrapped = ProgramError(str(exc), original=exc)
     else:
-        wrapped = ProgramError(message, original=exc)
+        wrapped = ProgramError(str(exc), original=exc)
+    wrapped.run_id = run.run_id
+    wrapped.run_label = run.label
+    wrapped.add_note(f"raised in program run {run.run_id} ({run.label}): {type(exc).__name__}")
     wrapped.__cause__ = exc
     return wrapped

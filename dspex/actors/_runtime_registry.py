@@ -52,9 +52,10 @@ def _stop_all_at_exit() -> None:
 
 
 def _install_exit_hook() -> None:
-    # Actor threads are non-daemon and Python joins those *before* atexit
-    # handlers run, so a plain atexit hook would never get to stop them.
-    # threading._register_atexit runs first (concurrent.futures relies on it).
+    # Stop the tree while the interpreter is whole: threading._register_atexit
+    # hooks run when the main thread ends, before non-daemon threads (the IO
+    # loop) are joined and long before atexit handlers (concurrent.futures
+    # relies on it). Actor threads are daemons, so nothing left hangs exit.
     hook = getattr(threading, "_register_atexit", None)
     if hook is not None:
         hook(_stop_all_at_exit)

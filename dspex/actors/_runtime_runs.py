@@ -15,8 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import Future, wait
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -98,6 +97,8 @@ class ProgramRuns:
             try:
                 result = self._await_run(ref, run, reply)
             except BaseException as exc:
+                if isinstance(exc, KeyboardInterrupt):
+                    run.cancelled.set()  # Ctrl-C: the run stops at its next check
                 self.record_run(run, (time.perf_counter() - started) * 1000, exc)
                 raise
             # Emitted here, not in the run's thread, so metrics read after the
@@ -176,16 +177,17 @@ class ProgramRuns:
                 pause = min(pause * 2, 0.05)
 
     def _await_run(self, ref: pykka.ActorRef[Any], run: RunContext, reply: Future[Any]) -> Any:
-        while True:
-            try:
-                return reply.result(timeout=_RUN_POLL)
-            except FutureTimeout:
-                self.telemetry.flush()  # a long run's start event is not held back further
-                if not ref.is_alive() and not reply.done():
-                    raise ProgramError(
-                        f"program run {run.run_id} ({run.label}) died without replying; "
-                        "see the supervisor events in telemetry"
-                    ) from None
+        # Wait for the future to be done, then read it: catching TimeoutError
+        # around result(timeout) would also catch a run that *failed* with a
+        # TimeoutError (LMTimeoutError...), and wait for it forever.
+        while not wait((reply,), timeout=_RUN_POLL).done:
+            self.telemetry.flush()  # a long run's start event is not held back further
+            if not ref.is_alive() and not reply.done():
+                raise ProgramError(
+                    f"program run {run.run_id} ({run.label}) died without replying; "
+                    "see the supervisor events in telemetry"
+                ) from None
+        return reply.result()
 
     def record_run(self, run: RunContext, duration_ms: float, error: BaseException | None) -> None:
         """Report a finished run to telemetry (also for runs executed inline, e.g. by Evaluate)."""

@@ -40,6 +40,7 @@ __all__ = [
     "TelemetryEvent",
     "begin_lm_report",
     "end_lm_report",
+    "history_disabled",
     "history_params",
     "set_history_gate",
 ]
@@ -78,6 +79,12 @@ def set_history_gate(gate: HistoryGate | None) -> None:
     """
     global _history_off
     _history_off = gate
+
+
+def history_disabled() -> bool:
+    """Whether ``disable_history`` is in effect in the calling thread (False with no gate)."""
+    gate = _history_off
+    return bool(gate()) if gate is not None else False
 
 
 def begin_lm_report() -> tuple[list[bool], Token[list[bool] | None]]:

@@ -38,8 +38,9 @@ from ._syncify import syncify
 from ._tool import Tool
 from ._usage import track_usage
 
-# pydantic models: loaded on first use
+# pydantic models (and numpy users): loaded on first use
 _LAZY: dict[str, str] = {
+    "Embedder": "_embedder",
     "History": "_history",
     "KNN": "_knn",  # numpy: loaded on first use
     "Audio": "_types._media",
@@ -63,6 +64,7 @@ __all__ = [
     "Code",
     "CompleteAndGrounded",
     "Completions",
+    "Embedder",
     "Evaluate",
     "EvaluationResult",
     "Example",

@@ -10,10 +10,11 @@ any object serving the LM protocol. Module calls are observed in
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ from dspex.actors import _otel
 from dspex.actors._callbacks import active_callbacks, ainvoke, end_call, invoke, start_call
 from dspex.actors._lm._types import LMProtocol
 from dspex.programs._lm_report import generate_reported, history_emitter
+from dspex.programs._module_history import record_lm_call
 from dspex.programs._usage import note_usage
 
 __all__ = ["CALLBACK_KIND", "call_lm", "hooked", "with_callbacks"]
@@ -135,16 +137,10 @@ def _observed(fn: F, kind_of: Callable[[Any], str | None], once: bool) -> F:
         async def async_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
             otel = _otel._tracing
             if otel is not None:
-                kind = kind_of(self)
-                name = _span_name(kind, self)
-                marker = (id(self), str(kind))
-                if name is not None and _spanning.get() != marker:
-                    token = _spanning.set(marker)
-                    try:
-                        with otel.span(name, _span_attributes(kind, self)):
-                            return await async_wrapper(self, *args, **kwargs)
-                    finally:
-                        _spanning.reset(token)
+                span = _span_for(otel, kind_of(self), self)
+                if span is not None:
+                    with span:
+                        return await async_wrapper(self, *args, **kwargs)
             callbacks = active_callbacks(self)
             kind = kind_of(self) if callbacks else None
             if kind is None:
@@ -159,17 +155,10 @@ def _observed(fn: F, kind_of: Callable[[Any], str | None], once: bool) -> F:
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         otel = _otel._tracing
         if otel is not None:
-            kind = kind_of(self)
-            name = _span_name(kind, self)
-            marker = (id(self), str(kind))
-            # Not again for an override's super() call, nor for the re-entry below.
-            if name is not None and _spanning.get() != marker:
-                token = _spanning.set(marker)
-                try:
-                    with otel.span(name, _span_attributes(kind, self)):
-                        return wrapper(self, *args, **kwargs)
-                finally:
-                    _spanning.reset(token)
+            span = _span_for(otel, kind_of(self), self)
+            if span is not None:  # the call again, inside its span (which it does not reopen)
+                with span:
+                    return wrapper(self, *args, **kwargs)
         callbacks = active_callbacks(self)
         if not callbacks:
             return fn(self, *args, **kwargs)
@@ -180,19 +169,36 @@ def _observed(fn: F, kind_of: Callable[[Any], str | None], once: bool) -> F:
             return invoke(
                 callbacks, kind, self, bind(self, args, kwargs), fn, self, *args, **kwargs
             )
-        marker = (id(self), kind)
-        if _observing.get() == marker:
-            return fn(self, *args, **kwargs)
-        token = _observing.set(marker)
-        try:
-            return invoke(
-                callbacks, kind, self, bind(self, args, kwargs), fn, self, *args, **kwargs
-            )
-        finally:
-            _observing.reset(token)
+        return _invoke_once(callbacks, kind, bind, fn, self, args, kwargs)
 
     wrapper._dspex_observed = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+def _span_for(otel: Any, kind: str | None, instance: Any) -> Any:
+    """The OpenTelemetry span of an observed call (a context manager), or None for none.
+
+    None too for an override's ``super()`` call and for the wrapper's own
+    re-entry inside the span. Module-level, like :func:`_invoke_once`, so
+    wrappers hold no ContextVar.
+    """
+    name = _span_name(kind, instance)
+    marker = (id(instance), str(kind))
+    if name is None or _spanning.get() == marker:
+        return None
+    return _spanning_span(otel, name, _span_attributes(kind, instance), marker)
+
+
+@contextlib.contextmanager
+def _spanning_span(
+    otel: Any, name: str, attributes: dict[str, Any], marker: tuple[int, str]
+) -> Iterator[None]:
+    token = _spanning.set(marker)
+    try:
+        with otel.span(name, attributes):
+            yield
+    finally:
+        _spanning.reset(token)
 
 
 def _span_name(kind: str | None, instance: Any) -> str | None:
@@ -215,6 +221,32 @@ def _span_attributes(kind: str | None, instance: Any) -> dict[str, Any]:
     return {"dspex.operation": str(kind), "dspex.class": type(instance).__name__}
 
 
+def _invoke_once(  # noqa: PLR0917  (the wrapper's call, spelled out)
+    callbacks: Sequence[Any],
+    kind: str,
+    bind: _Binder,
+    fn: Callable[..., Any],
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """``fn`` observed, unless the same instance's call of this kind is already observed.
+
+    A module-level function (not inlined in the wrapper) so wrappers hold no
+    ContextVar: cloudpickle can then ship a class with observed methods by value.
+    """
+    marker = (id(instance), kind)
+    if _observing.get() == marker:
+        return fn(instance, *args, **kwargs)
+    token = _observing.set(marker)
+    try:
+        return invoke(
+            callbacks, kind, instance, bind(instance, args, kwargs), fn, instance, *args, **kwargs
+        )
+    finally:
+        _observing.reset(token)
+
+
 def call_lm(lm: Any, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> Any:
     """``lm.generate(messages, params)``, observed as an LM call.
 
@@ -231,6 +263,7 @@ def call_lm(lm: Any, messages: Sequence[Mapping[str, Any]], params: Mapping[str,
         else:
             response = generate_reported(emitter, lm, messages, params)
         note_usage(lm, response)
+        record_lm_call(lm, messages, params, response)
         return response
     inputs = {"prompt": None, "messages": messages, "kwargs": dict(params)}
     call = start_call(callbacks, "lm", lm, inputs)
@@ -242,6 +275,7 @@ def call_lm(lm: Any, messages: Sequence[Mapping[str, Any]], params: Mapping[str,
         else:
             response = generate_reported(emitter, lm, messages, params)
         note_usage(lm, response)
+        record_lm_call(lm, messages, params, response)
         texts = [completion.text for completion in response.completions]
         return response
     except BaseException as exc:

@@ -4,9 +4,10 @@
 and ``metric(example, prediction)`` for every example, ``num_threads`` at a
 time, and returns an :class:`EvaluationResult` whose ``score`` is a percent.
 Differences from DSPy (see docs/evaluate.md): a failing example is kept with
-its error; ``max_errors`` and Ctrl-C return the partial result instead of
-raising; ``timeout`` is a per-example limit; ``journal=`` makes a run
-resumable after a crash.
+its error; ``max_errors`` returns the partial result instead of raising
+(Ctrl-C raises, as in DSPy, or returns it with ``on_interrupt="return"``);
+``timeout`` is a per-example limit; ``journal=`` makes a run resumable after
+a crash.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 from dspex.errors import UsageError
 from dspex.programs._callbacks import hooked
@@ -34,6 +35,9 @@ logger = logging.getLogger("dspex.programs")
 _UNSET: Final[Any] = object()
 _DEPRECATED = ("return_all_scores", "return_outputs")
 _IGNORED = ("straggler_limit", "callback_metadata")
+_ON_INTERRUPT = ("raise", "return")
+
+OnInterrupt = Literal["raise", "return"]
 
 
 class EvaluationResult(Prediction):
@@ -81,7 +85,9 @@ class EvaluationResult(Prediction):
         return int(self._flags[2])
 
     def __repr__(self) -> str:
-        extra = "".join(
+        # DSPy's repr, plus what dspex knows beyond it, shown only when it happened
+        extra = f", errors={len(self.errors)}" if self.errors else ""
+        extra += "".join(
             f", {name}=True"
             for name, flag in (
                 ("stopped_early", self.stopped_early),
@@ -91,7 +97,7 @@ class EvaluationResult(Prediction):
         )
         return (
             f"EvaluationResult(score={self.score}, results=<list of {len(self.results)} "
-            f"results>, errors={len(self.errors)}{extra})"
+            f"results>{extra})"
         )
 
     __str__ = __repr__
@@ -110,7 +116,10 @@ class Evaluate:
     ``timeout`` (seconds) limits each example; ``failure_score`` is what a
     failed example scores; ``max_errors`` (default: the ``max_errors`` setting)
     stops the run once that many examples failed and returns what finished.
-    Every argument but ``devset`` may be overridden per call.
+    Ctrl-C cancels the running examples, keeps what finished in the journal
+    and raises ``KeyboardInterrupt``; ``on_interrupt="return"`` returns the
+    partial result (``interrupted=True``) instead. Every argument but
+    ``devset`` may be overridden per call.
     """
 
     _dspex_callback_kind: ClassVar[str] = "evaluate"  # see _callbacks.CALLBACK_KIND
@@ -130,6 +139,7 @@ class Evaluate:
         provide_traceback: bool | None = None,
         save_as_csv: str | None = None,
         save_as_json: str | None = None,
+        on_interrupt: OnInterrupt = "raise",
         **kwargs: Any,
     ) -> None:
         _check_kwargs("Evaluate", kwargs)
@@ -147,6 +157,7 @@ class Evaluate:
         self.provide_traceback = provide_traceback
         self.save_as_csv = save_as_csv
         self.save_as_json = save_as_json
+        self.on_interrupt = _check_on_interrupt(on_interrupt)
 
     @hooked("evaluate")  # on_evaluate_start/end, as DSPy's Evaluate fires them
     def __call__(  # noqa: PLR0917  (DSPy's positional signature)
@@ -166,6 +177,7 @@ class Evaluate:
         failure_score: float | None = None,
         journal: Any = _UNSET,
         provide_traceback: bool | None = None,
+        on_interrupt: OnInterrupt | None = None,
         **kwargs: Any,
     ) -> EvaluationResult:
         """Evaluate ``program``; arguments given here override the constructor's."""
@@ -187,6 +199,7 @@ class Evaluate:
         traceback = _traceback_flag(provide_traceback, self.provide_traceback, settings)
         show = display_progress if display_progress is not None else self.display_progress
         table = display_table if display_table is not None else self.display_table
+        interrupt = self.on_interrupt if on_interrupt is None else _check_on_interrupt(on_interrupt)
         if callback_metadata:
             logger.debug("Evaluate called with callback metadata %r", callback_metadata)
         if not callable(program):
@@ -213,6 +226,9 @@ class Evaluate:
             provide_traceback=traceback,
             show_progress=progress_enabled(show),
         )
+        if outcome.interrupted and interrupt == "raise":
+            # The journal is closed and flushed by now: a rerun resumes from it.
+            raise KeyboardInterrupt
         results = outcome.results
         if table or save_as_csv or self.save_as_csv or save_as_json or self.save_as_json:
             from dspex.programs._evaluate_output import display_results, save_results
@@ -376,54 +392,24 @@ def run_batch(
     early and returns what finished; Ctrl-C stops and re-raises.
     """
     _check_kwargs("batch", kwargs)
-    from dspex.programs._evaluate_engine import (
-        Outcome,
-        execute,
-        resolve_max_errors,
-        resolve_num_threads,
-    )
+    from dspex.programs._evaluate_engine import call_each, resolve_max_errors, resolve_num_threads
 
     settings = current_settings()
-    threads = resolve_num_threads(num_threads, settings)
-    limit = resolve_max_errors(max_errors, settings)
-    per_example = _check_timeout(timeout)
-    traceback = _traceback_flag(provide_traceback, None, settings)
     items = _check_devset(examples, "examples", allow_dicts=True)
-    results: list[Any] = [None] * len(items)
-    failed: dict[int, BaseException] = {}
-    progress = Progress(
-        len(items), enabled=progress_enabled(False if disable_progress_bar else None), scored=False
+
+    def call(item: Any) -> Any:
+        return program(**(item if isinstance(item, Mapping) else item.inputs()))
+
+    results, failed = call_each(
+        call,
+        items,
+        num_threads=resolve_num_threads(num_threads, settings),
+        max_errors=resolve_max_errors(max_errors, settings),
+        timeout=_check_timeout(timeout),
+        provide_traceback=_traceback_flag(provide_traceback, None, settings),
+        show_progress=progress_enabled(False if disable_progress_bar else None),
+        label="batch",
     )
-
-    def body(item: Any) -> Outcome:
-        inputs = item if isinstance(item, Mapping) else item.inputs()
-        try:
-            return Outcome(program(**inputs), None, 0.0, None)
-        except Exception as exc:
-            return Outcome(None, None, 0.0, exc)
-
-    def record(index: int, item: Any, outcome: Outcome) -> None:
-        if outcome.error is None:
-            results[index] = outcome.prediction
-        else:
-            failed[index] = outcome.error
-        progress.add()
-
-    try:
-        summary = execute(
-            body,
-            list(enumerate(items)),
-            num_threads=threads,
-            timeout=per_example,
-            max_errors=limit,
-            on_outcome=record,
-            provide_traceback=traceback,
-            label="batch",
-        )
-    finally:
-        progress.close()
-    if summary.interrupted:
-        raise KeyboardInterrupt
     if return_failed_examples:
         order = sorted(failed)
         return results, [items[i] for i in order], [failed[i] for i in order]
@@ -448,6 +434,15 @@ def _check_kwargs(where: str, kwargs: Mapping[str, Any]) -> None:
                 UserWarning,
                 stacklevel=3,
             )
+
+
+def _check_on_interrupt(value: Any) -> OnInterrupt:
+    if value not in _ON_INTERRUPT:
+        raise UsageError(
+            f"on_interrupt={value!r}: must be 'raise' (Ctrl-C raises KeyboardInterrupt, as "
+            "in DSPy) or 'return' (return the partial result with interrupted=True)"
+        )
+    return value  # type: ignore[no-any-return]
 
 
 def _check_timeout(timeout: Any) -> float | None:

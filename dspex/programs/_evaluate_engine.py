@@ -1,56 +1,31 @@
-"""The engine under ``Evaluate`` and ``Module.batch``: one pool task per example.
+"""The engine under ``Evaluate``, ``Module.batch`` and ``Parallel``: one run per example.
 
-Each example runs in a :class:`~dspex.supervision.WorkerPool` worker as its
-own program run: a :class:`~dspex.actors.RunContext` with the example's
-deadline and the evaluation's shared ``cancelled`` event is made current in
-the worker, so the program executes inline in that (isolated, supervised)
-worker thread and checks the deadline between LM calls. Going through
-``Runtime.run`` instead would start a ProgramRun actor per example, measured
-at ~0.45 ms of CPU each: over half the per-example budget. The
-caller's ``contextvars`` (``dspex.context`` overrides) are copied into every
-task. Nothing is deep-copied per example: runs share the program read-only.
-
-Outcomes are consumed in the calling thread, in completion order, which is
-where the journal and progress bar are fed. Stopping (``max_errors``, Ctrl-C)
-sets the shared cancel event, stops feeding the pool and closes it.
+:func:`execute` runs the examples with the shared fan-out engine
+(``_fanout``) on a pool of its own and consumes the outcomes in the calling
+thread, in completion order, which is where the journal and progress bar are
+fed. Stopping (``max_errors``, Ctrl-C) cancels the running examples, stops
+feeding the pool and closes it; Ctrl-C does not wait for the running ones.
 """
 
 from __future__ import annotations
 
-import contextvars
-import itertools
 import logging
-import signal
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Any, NamedTuple
 
-from dspex.actors._program_run import CancelEvent, RunContext, activate_run, current_run
-from dspex.supervision import ChildSpec, Restart, WorkerPool, current_lease, start_child
+from dspex.programs._fanout import fan_out, fan_out_runtime, open_pool, spare_threads
 
 __all__ = [
     "Outcome",
     "RunSummary",
+    "call_each",
     "execute",
-    "pools_under",
     "resolve_max_errors",
     "resolve_num_threads",
 ]
 
 logger = logging.getLogger("dspex.programs")
-
-_SHUTDOWN_SECONDS: Final = 1.0
-"""How long closing the pool waits for a worker stuck in user code before abandoning it."""
-
-_DEFAULT_SPARE_THREADS: Final = 256
-"""Burst workers when no runtime is running (the ``runtime.spare_threads`` default)."""
-
-_pool_owner: contextvars.ContextVar[Any] = contextvars.ContextVar("dspex_pool_owner", default=None)
-"""The supervisor (an actor ref) that evaluation pools start under; None: coordinators."""
-_pool_ids = itertools.count(1)
 
 
 class Outcome(NamedTuple):
@@ -60,13 +35,6 @@ class Outcome(NamedTuple):
     score: Any
     value: float
     error: BaseException | None
-
-
-class _Interrupted:
-    """Returned by a task whose user code raised KeyboardInterrupt."""
-
-
-_INTERRUPTED: Final = _Interrupted()
 
 
 @dataclass(slots=True)
@@ -122,160 +90,117 @@ def execute(
 ) -> RunSummary:
     """Run ``body(example)`` for each ``(index, example)``; feed ``on_outcome`` as they finish.
 
-    ``body`` catches its own exceptions into ``Outcome.error``. ``timeout`` is
-    each example's run deadline (cooperative); the pool's per-task timeout, a
-    little later, is the backstop for code that never checks. ``on_outcome``
-    runs in the calling thread. Returns how the run ended; never raises for
-    a failing example, ``max_errors`` or Ctrl-C.
+    ``body`` catches its own exceptions into ``Outcome.error`` (a
+    ``SystemExit`` & co escaping it is that example's failure too).
+    ``timeout`` is each example's run deadline. ``on_outcome`` runs in the
+    calling thread; Ctrl-C never cuts it in half. Returns how the run ended;
+    never raises for a failing example, ``max_errors`` or Ctrl-C.
     """
     summary = RunSummary()
     if not items:
         return summary
-    cancel = CancelEvent()  # setting it also ends the LM calls the examples wait for
-    context = contextvars.copy_context()
-    outer = current_run()
-    outer_deadline = outer.deadline if outer is not None else None
-    runtime = outer.runtime if outer is not None else _runtime_or_none()
-    monotonic = time.monotonic
-
-    def task(item: tuple[int, Any]) -> Any:
-        index, example = item
-        deadline = None if timeout is None else monotonic() + timeout
-        if outer_deadline is not None:
-            deadline = outer_deadline if deadline is None else min(deadline, outer_deadline)
-        run = RunContext(
-            deadline=deadline,
-            cancelled=cancel,
-            label=f"{label}[{index}]",
-            runtime=runtime,
-            lease=current_lease(),
-        )
-        if runtime is not None:
-            runtime.telemetry.emit("program.run.start", run_id=run.run_id, label=run.label)
-        started = time.perf_counter()
-        try:
-            outcome: Outcome = context.copy().run(_run_inline, run, body, example)
-        except KeyboardInterrupt:
-            return _INTERRUPTED
-        except BaseException as exc:  # SystemExit & co: this example's failure only
-            outcome = Outcome(None, None, 0.0, exc)
-        if runtime is not None:  # each example is a program run in the metrics too
-            runtime.record_run(run, (time.perf_counter() - started) * 1000, outcome.error)
-        return outcome
-
-    backstop = None if timeout is None else timeout * 1.25 + 1.0
+    runtime = fan_out_runtime()
     size = max(1, min(num_threads, len(items)))
-    burst = min(_spare_threads(runtime), len(items) - size)
-    with _sigint_cancels(cancel):
-        pool = _open_pool(runtime, size, burst, label)
-        try:
-            stream = pool.map(task, items, ordered=False, timeout=backstop)
-            try:
-                for result in stream:
-                    if result.ok:
-                        outcome = result.value
-                        if outcome is _INTERRUPTED:
-                            summary.interrupted = True
-                            break
-                    else:
-                        outcome = Outcome(None, None, 0.0, result.error)
-                    index, example = result.item
+    burst = min(spare_threads(runtime), len(items) - size)
+    try:
+        with fan_out(
+            body,
+            items,
+            pool=lambda: open_pool(runtime, size, burst, label),
+            num_threads=size,
+            label=label,
+            runtime=runtime,
+            timeout=timeout,
+            error_of=_error_of,
+            contain=_contained,
+        ) as flow:
+            for result in flow:
+                outcome = result.value if result.ok else Outcome(None, None, 0.0, result.error)
+                index, example = result.item
+                with flow.critical():
                     summary.finished += 1
                     on_outcome(index, example, outcome)
-                    if outcome.error is not None:
-                        summary.errors += 1
-                        _log_failure(label, index, outcome.error, provide_traceback)
-                        if summary.errors >= max_errors and summary.finished < len(items):
-                            summary.stopped_early = True
-                            logger.warning(
-                                "%s: stopping after %d failed examples (max_errors=%s); "
-                                "returning the %d finished so far",
-                                label,
-                                summary.errors,
-                                max_errors,
-                                summary.finished,
-                            )
-                            break
-            except KeyboardInterrupt:
-                summary.interrupted = True
-            finally:
-                cancel.set()  # running examples stop at their next check
-                if summary.interrupted:
-                    logger.warning(
-                        "%s interrupted: returning the %d examples finished so far",
-                        label,
-                        summary.finished,
-                    )
-                stream.close()
-        finally:
-            pool.stop()
+                if outcome.error is not None:
+                    summary.errors += 1
+                    _log_failure(label, index, outcome.error, provide_traceback)
+                    if summary.errors >= max_errors and summary.finished < len(items):
+                        summary.stopped_early = True
+                        logger.warning(
+                            "%s: stopping after %d failed examples (max_errors=%s); "
+                            "returning the %d finished so far",
+                            label,
+                            summary.errors,
+                            max_errors,
+                            summary.finished,
+                        )
+                        break
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        logger.warning(
+            "%s interrupted: %d examples finished before Ctrl-C", label, summary.finished
+        )
     return summary
 
 
-def _runtime_or_none() -> Any:
-    """The runtime these examples belong to (starting the default one if none runs)."""
-    from dspex.programs._runtime_access import current_runtime
+def call_each(
+    call: Callable[[Any], Any],
+    items: Sequence[Any],
+    *,
+    num_threads: int,
+    max_errors: float,
+    timeout: float | None,
+    provide_traceback: bool,
+    show_progress: bool,
+    label: str,
+) -> tuple[list[Any], dict[int, BaseException]]:
+    """``call(item)`` for each item (``batch``, ``Parallel``): values in input order, failures.
 
-    try:
-        return current_runtime()
-    except Exception:  # no runtime can start: run the pool unsupervised
-        logger.warning("no dspex runtime available; the evaluation pool runs unsupervised")
-        return None
-
-
-def _spare_threads(runtime: Any) -> int:
-    """``runtime.spare_threads``: burst workers for examples parked in a retry wait."""
-    if runtime is None:
-        return _DEFAULT_SPARE_THREADS
-    spare: int = runtime.settings.runtime.spare_threads
-    return spare
-
-
-@contextmanager
-def pools_under(owner: Any) -> Iterator[None]:
-    """Evaluations started in this block put their pool under ``owner`` (a supervisor).
-
-    An optimizer's coordinator uses it, so the pools of the evaluations it
-    runs show (and stop) inside its own subtree. None: the default place.
+    A failed or unrun item's value is None; the failures map index to error.
+    Reaching ``max_errors`` stops early; Ctrl-C raises ``KeyboardInterrupt``.
     """
-    token = _pool_owner.set(owner)
+    from dspex.programs._evaluate_progress import Progress
+
+    results: list[Any] = [None] * len(items)
+    failed: dict[int, BaseException] = {}
+    progress = Progress(len(items), enabled=show_progress, scored=False)
+
+    def body(item: Any) -> Outcome:
+        try:
+            return Outcome(call(item), None, 0.0, None)
+        except Exception as exc:
+            return Outcome(None, None, 0.0, exc)
+
+    def record(index: int, item: Any, outcome: Outcome) -> None:
+        if outcome.error is None:
+            results[index] = outcome.prediction
+        else:
+            failed[index] = outcome.error
+        progress.add()
+
     try:
-        yield
+        summary = execute(
+            body,
+            list(enumerate(items)),
+            num_threads=num_threads,
+            timeout=timeout,
+            max_errors=max_errors,
+            on_outcome=record,
+            provide_traceback=provide_traceback,
+            label=label,
+        )
     finally:
-        _pool_owner.reset(token)
+        progress.close()
+    if summary.interrupted:
+        raise KeyboardInterrupt
+    return results, failed
 
 
-def _open_pool(runtime: Any, size: int, burst: int, label: str) -> WorkerPool:
-    """The evaluation's WorkerPool, a temporary child of the runtime's coordinators.
-
-    Under the tree it shows in ``rt.tree()`` while it runs and is stopped with
-    the runtime; ``pool.stop()`` ends it (a temporary child is then dropped).
-    Inside :func:`pools_under` it goes under that owner instead. ``burst``
-    workers start only while examples are parked in a retry wait (see
-    ``dspex.supervision.Lease``): ``size`` examples keep working meanwhile.
-    """
-    options: dict[str, Any] = {
-        "size": size,
-        "burst": burst,
-        "name": label,
-        "shutdown_timeout": _SHUTDOWN_SECONDS,
-    }
-    if runtime is None:
-        return WorkerPool(**options)
-    owner = _pool_owner.get()
-    if owner is not None and owner.is_alive():
-        parent, child_id = owner, f"{label}-{next(_pool_ids)}"  # ids are unique in a supervisor
-    else:
-        parent, child_id = runtime.whereis("coordinators"), label
-    spec: ChildSpec = WorkerPool.child_spec(id=child_id, restart=Restart.TEMPORARY, **options)
-    ref = start_child(parent, spec, timeout=spec.start_timeout)
-    return WorkerPool.of(ref)
+def _error_of(outcome: Outcome) -> BaseException | None:
+    return outcome.error
 
 
-def _run_inline(run: RunContext, body: Callable[[Any], Outcome], example: Any) -> Outcome:
-    # Runs inside a fresh copy of the caller's context, so nothing to reset.
-    activate_run(run)
-    return body(example)
+def _contained(error: BaseException) -> Outcome:
+    return Outcome(None, None, 0.0, error)
 
 
 def _log_failure(label: str, index: int, error: BaseException, traceback: bool) -> None:
@@ -289,32 +214,3 @@ def _log_failure(label: str, index: int, error: BaseException, traceback: bool) 
             type(error).__name__,
             error,
         )
-
-
-@contextmanager
-def _sigint_cancels(cancel: threading.Event) -> Iterator[None]:
-    """While active, Ctrl-C first cancels running examples, then raises as usual.
-
-    Only in the main thread and only over Python's default handler: a program
-    that installed its own SIGINT handler keeps it untouched.
-    """
-    installed = False
-    previous: Any = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.getsignal(signal.SIGINT)
-        if previous is signal.default_int_handler:
-
-            def handler(signum: int, frame: Any) -> None:
-                cancel.set()
-                signal.default_int_handler(signum, frame)
-
-            try:
-                signal.signal(signal.SIGINT, handler)
-                installed = True
-            except ValueError:  # not the main interpreter
-                installed = False
-    try:
-        yield
-    finally:
-        if installed:
-            signal.signal(signal.SIGINT, previous)

@@ -163,6 +163,19 @@ _REPLACEABLE = frozenset(
 )
 
 
+# pydantic's field constraints, worded as DSPy words them in the prompt.
+_CONSTRAINT_LABELS = {
+    "gt": "greater than: ",
+    "ge": "greater than or equal to: ",
+    "lt": "less than: ",
+    "le": "less than or equal to: ",
+    "min_length": "minimum length: ",
+    "max_length": "maximum length: ",
+    "multiple_of": "a multiple of the given number: ",
+    "allow_inf_nan": "allow 'inf', '-inf', 'nan' values: ",
+}
+
+
 def _make(
     kind: FieldKind,
     desc: str | None,
@@ -171,6 +184,11 @@ def _make(
     extra: dict[str, Any],
 ) -> FieldInfo:
     annotation = extra.pop("annotation", None)
+    constraints = ", ".join(
+        f"{label}{extra[key]}" for key, label in _CONSTRAINT_LABELS.items() if key in extra
+    )
+    if constraints and "constraints" not in extra:
+        extra["constraints"] = constraints  # shown to the LM under the field, as in DSPy
     if desc is not None and not isinstance(desc, str):
         from dspex.errors import SignatureError
 

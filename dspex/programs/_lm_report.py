@@ -11,26 +11,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dspex.actors._current import current_runtime
 from dspex.actors._lm._model import LM
-from dspex.actors._program_run import current_run
-from dspex.actors._runtime_registry import active_runtimes
 from dspex.actors._telemetry_emitter import begin_lm_report, end_lm_report
 
 if TYPE_CHECKING:
-    from dspex.actors._runtime import Runtime
     from dspex.actors._telemetry_emitter import TelemetryEmitter
 
-__all__ = ["generate_reported", "history_emitter", "running_runtime"]
-
-
-def running_runtime() -> Runtime | None:
-    """The runtime a call made here belongs to, or None when none runs (never starts one)."""
-    run = current_run()
-    runtime = run.runtime if run is not None else None
-    if runtime is not None and getattr(runtime, "running", False):  # a stand-in has none
-        return runtime  # type: ignore[no-any-return]
-    active = active_runtimes()
-    return active[-1] if active else None
+__all__ = ["generate_reported", "history_emitter"]
 
 
 def history_emitter(lm: Any) -> TelemetryEmitter | None:
@@ -41,7 +29,7 @@ def history_emitter(lm: Any) -> TelemetryEmitter | None:
     """
     if isinstance(lm, LM):
         return None
-    runtime = running_runtime()
+    runtime = current_runtime(start=False)  # history lives in a runtime: none is started
     return runtime.telemetry if runtime is not None else None
 
 

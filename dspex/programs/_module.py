@@ -18,6 +18,7 @@ from dspex.actors import _otel
 from dspex.actors._callbacks import active_callbacks, ainvoke, check_callbacks, invoke
 from dspex.actors._program_run import current_run
 from dspex.errors import UsageError
+from dspex.programs._module_history import calling
 from dspex.programs._runtime_access import current_runtime
 from dspex.programs._settings import settings
 from dspex.programs._signature import Signature
@@ -28,7 +29,14 @@ from dspex.programs._usage import call_tracked, current_usage_tracker
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["BaseModule", "Module", "Parameter", "Predictor", "ProgramMeta"]
+__all__ = [
+    "BaseModule",
+    "Module",
+    "Parameter",
+    "Predictor",
+    "ProgramMeta",
+    "set_attribute_by_name",
+]
 
 logger = logging.getLogger("dspex.programs")
 
@@ -291,18 +299,20 @@ class Module(BaseModule, metaclass=ProgramMeta):
             with otel.span(f"{role} {name}", attributes):
                 return self._forward_observed(args, kwargs)
         # Inline, not a call of _forward_observed: a traceback keeps the frames it had.
-        callbacks = active_callbacks(self)
-        if not callbacks:
-            return self.forward(*args, **kwargs)
-        inputs = {"args": args, "kwargs": kwargs}
-        return invoke(callbacks, "module", self, inputs, self.forward, *args, **kwargs)
+        with calling(self):  # LM calls made under this module go to its history
+            callbacks = active_callbacks(self)
+            if not callbacks:
+                return self.forward(*args, **kwargs)
+            inputs = {"args": args, "kwargs": kwargs}
+            return invoke(callbacks, "module", self, inputs, self.forward, *args, **kwargs)
 
     def _forward_observed(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        callbacks = active_callbacks(self)
-        if not callbacks:
-            return self.forward(*args, **kwargs)
-        inputs = {"args": args, "kwargs": kwargs}
-        return invoke(callbacks, "module", self, inputs, self.forward, *args, **kwargs)
+        with calling(self):  # LM calls made under this module go to its history
+            callbacks = active_callbacks(self)
+            if not callbacks:
+                return self.forward(*args, **kwargs)
+            inputs = {"args": args, "kwargs": kwargs}
+            return invoke(callbacks, "module", self, inputs, self.forward, *args, **kwargs)
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """Async call: ``aforward`` if the module defines one, else ``forward`` in a
@@ -424,3 +434,41 @@ def _set_by_path(root: Any, path: str, value: Any) -> None:
     for part in parts[:-1]:
         target = resolve(target, part)
     resolve(target, parts[-1], value, last=True)
+
+
+_PATH_STEP = r"\.?([A-Za-z_]\w*)|\[\s*(-?\d+|'[^']*'|\"[^\"]*\")\s*\]"
+
+
+def set_attribute_by_name(obj: Any, name: str, value: Any) -> None:
+    """Assign ``value`` at a dotted path with indexing, e.g. ``"a.b[0]['k'].c"``.
+
+    The paths are those ``named_parameters`` returns (DSPy's
+    ``set_attribute_by_name``); the last step is set as an attribute or item.
+    """
+    import re
+
+    steps: list[tuple[str, Any]] = []
+    pos = 0
+    for match in re.finditer(_PATH_STEP, name):
+        if match.start() != pos:
+            break
+        pos = match.end()
+        attr, index = match.group(1), match.group(2)
+        if attr is not None:
+            steps.append(("attr", attr))
+        else:
+            key: Any = index[1:-1] if index[0] in "'\"" else int(index)
+            steps.append(("item", key))
+    if pos != len(name) or not steps or (steps[0][0] != "attr"):
+        raise UsageError(
+            f"set_attribute_by_name: cannot parse the path {name!r}; use dotted attributes "
+            "with [index] or ['key'] steps, e.g. 'sub.items[0].predict'"
+        )
+    target = obj
+    for kind, key in steps[:-1]:
+        target = getattr(target, key) if kind == "attr" else target[key]
+    kind, key = steps[-1]
+    if kind == "attr":
+        setattr(target, key, value)
+    else:
+        target[key] = value

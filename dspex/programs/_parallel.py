@@ -1,9 +1,10 @@
 """``Parallel``: run many ``(module, example)`` pairs at once (DSPy's ``dspy.Parallel``).
 
-Each pair runs in the Evaluate engine's supervised WorkerPool as its own
-program run (see ``_evaluate_engine``): the caller's ``dspex.context``
-overrides travel into every pair, a failing pair fails only itself, and
-Ctrl-C or ``max_errors`` stops the rest. Results come back in input order.
+Each pair runs on a supervised WorkerPool as its own program run, through
+the fan-out engine that Evaluate and ``Module.batch`` use (``_fanout``): the
+caller's ``dspex.context`` overrides travel into every pair, a failing pair
+fails only itself, and Ctrl-C or ``max_errors`` stops the rest. Results come
+back in input order.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class Parallel:
     ``return_failed_examples=True`` a call returns ``(results,
     failed_examples, exceptions)``. Reaching ``max_errors`` stops early and
     returns what finished (as ``Module.batch`` does). ``timeout`` is each
-    pair's cooperative deadline in seconds (None: no limit).
+    pair's cooperative deadline in seconds (DSPy's default, 120; None: no limit).
     """
 
     def __init__(  # noqa: PLR0917  (DSPy's positional signature)
@@ -40,7 +41,7 @@ class Parallel:
         return_failed_examples: bool = False,
         provide_traceback: bool | None = None,
         disable_progress_bar: bool = False,
-        timeout: float | None = None,
+        timeout: float | None = 120,
         straggler_limit: int = 3,
     ) -> None:
         self.num_threads = num_threads
@@ -61,61 +62,31 @@ class Parallel:
     def forward(self, exec_pairs: Sequence[Any], num_threads: int | None = None) -> Any:
         """Run every pair; the results (None for a failure) in the order of ``exec_pairs``."""
         from dspex.programs._evaluate_engine import (
-            Outcome,
-            execute,
+            call_each,
             resolve_max_errors,
             resolve_num_threads,
         )
-        from dspex.programs._evaluate_progress import Progress, progress_enabled
+        from dspex.programs._evaluate_progress import progress_enabled
 
         pairs = _check_pairs(exec_pairs, self.access_examples)
         settings = current_settings()
-        threads = resolve_num_threads(
-            num_threads if num_threads is not None else self.num_threads, settings
-        )
-        limit = resolve_max_errors(self.max_errors, settings)
-        traceback = (
-            self.provide_traceback
-            if self.provide_traceback is not None
-            else bool(settings.get("provide_traceback"))
-        )
-        results: list[Any] = [None] * len(pairs)
-        failed: dict[int, BaseException] = {}
-        progress = Progress(
-            len(pairs),
-            enabled=progress_enabled(False if self.disable_progress_bar else None),
-            scored=False,
-        )
         access = self.access_examples
-
-        def body(pair: tuple[Any, Any]) -> Outcome:
-            try:
-                return Outcome(_call_pair(pair, access), None, 0.0, None)
-            except Exception as exc:
-                return Outcome(None, None, 0.0, exc)
-
-        def record(index: int, pair: Any, outcome: Outcome) -> None:
-            if outcome.error is None:
-                results[index] = outcome.prediction
-            else:
-                failed[index] = outcome.error
-            progress.add()
-
-        try:
-            summary = execute(
-                body,
-                list(enumerate(pairs)),
-                num_threads=threads,
-                timeout=self.timeout,
-                max_errors=limit,
-                on_outcome=record,
-                provide_traceback=traceback,
-                label="parallel",
-            )
-        finally:
-            progress.close()
-        if summary.interrupted:
-            raise KeyboardInterrupt
+        results, failed = call_each(
+            lambda pair: _call_pair(pair, access),
+            pairs,
+            num_threads=resolve_num_threads(
+                num_threads if num_threads is not None else self.num_threads, settings
+            ),
+            max_errors=resolve_max_errors(self.max_errors, settings),
+            timeout=self.timeout,
+            provide_traceback=(
+                self.provide_traceback
+                if self.provide_traceback is not None
+                else bool(settings.get("provide_traceback"))
+            ),
+            show_progress=progress_enabled(False if self.disable_progress_bar else None),
+            label="parallel",
+        )
         order = sorted(failed)
         self.failed_examples = [pairs[i][1] for i in order]
         self.exceptions = [failed[i] for i in order]

@@ -60,7 +60,7 @@ def _adapter_default() -> Any:
 class _SignatureFacts:
     """What a call needs to know about a signature, computed once per signature."""
 
-    __slots__ = ("config_keywords", "defaults", "input_names", "input_set", "signature")
+    __slots__ = ("config_keywords", "defaults", "input_names", "input_set", "signature", "typed")
 
     def __init__(self, signature: type[Signature]) -> None:
         self.signature = signature
@@ -78,6 +78,14 @@ class _SignatureFacts:
             if value is not _MISSING:
                 defaults[name] = value
         self.defaults = defaults
+        # Inputs declared with a type (not DSPy's untyped-string marker) and not Any:
+        # their values are checked against it when warn_on_type_mismatch is on.
+        self.typed = tuple(
+            (name, field.annotation)
+            for name, field in inputs.items()
+            if field.annotation is not Any
+            and not getattr(field, "json_schema_extra", {}).get("IS_TYPE_UNDEFINED", False)
+        )
 
 
 def _allows_none(annotation: Any) -> bool:
@@ -193,6 +201,8 @@ class Predict(Module, Predictor):
                 kwargs.setdefault(key, value)
         if len(kwargs) != len(facts.input_names) or any(k not in facts.input_set for k in kwargs):
             _warn_inputs(signature, facts, kwargs)
+        if facts.typed and settings.get("warn_on_type_mismatch", True):
+            _warn_type_mismatches(facts, kwargs)
 
         adapter = (
             self.__dict__.get("adapter")
@@ -293,3 +303,83 @@ def _warn_inputs(
             present,
             missing,
         )
+
+
+def _warn_type_mismatches(facts: _SignatureFacts, kwargs: Mapping[str, Any]) -> None:
+    """Log a warning for each input value that does not fit its field's declared type."""
+    for name, annotation in facts.typed:
+        value = kwargs.get(name)
+        if value is None or value_fits_type(value, annotation):
+            continue
+        logger.warning(
+            "Type mismatch for field '%s': expected %s based on given Signature, "
+            "but the provided value is incompatible: %s.",
+            name,
+            type_name(annotation),
+            value,
+        )
+
+
+def value_fits_type(value: Any, expected: Any) -> bool:
+    """Whether ``value`` fits the type hint ``expected`` (containers checked item by item).
+
+    A list of strings fits ``str`` (DSPy formats it into the prompt). Types the
+    check cannot judge (type variables, callables, forward references) fit.
+    """
+    import types
+    import typing
+
+    if expected is Any or expected is None:
+        return expected is Any or value is None
+    if expected is str and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return True
+    origin = typing.get_origin(expected)
+    args = typing.get_args(expected)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(value_fits_type(value, arg) for arg in args)
+    if origin is typing.Literal:
+        return value in args
+    if origin in (list, set, frozenset):
+        if not isinstance(value, origin):
+            return False
+        return not args or all(value_fits_type(item, args[0]) for item in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            return False
+        if not args:
+            return True
+        key_type, value_type = args
+        return all(
+            value_fits_type(k, key_type) and value_fits_type(v, value_type)
+            for k, v in value.items()
+        )
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(value_fits_type(item, args[0]) for item in value)
+        return not args or (
+            len(value) == len(args)
+            and all(value_fits_type(v, a) for v, a in zip(value, args, strict=True))
+        )
+    if isinstance(expected, type):
+        return isinstance(value, expected)
+    if origin is not None and isinstance(origin, type):
+        return isinstance(value, origin)  # another generic: check the container only
+    return True
+
+
+def type_name(annotation: Any) -> str:
+    """A type hint written as in source: ``list[int]``, ``Literal['a', 'b']``, ``Query``."""
+    import typing
+
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is None:
+        return str(getattr(annotation, "__name__", annotation))
+    if origin is typing.Literal:
+        return f"Literal[{', '.join(repr(a) for a in args)}]"
+    name = str(getattr(origin, "__name__", origin))
+    if args:
+        return f"{name}[{', '.join('...' if a is Ellipsis else type_name(a) for a in args)}]"
+    return name

@@ -27,7 +27,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as futures_wait
 from typing import Any, Literal
 
 from dspex.actors._program_run import ProgramRun, RunContext, RunJob, current_run
@@ -367,15 +367,18 @@ def _await_trajectory(ref: Any, parent: RunContext, run: RunContext, reply: Futu
         wait = _POLL
         if parent.deadline is not None:
             wait = min(wait, max(parent.deadline - time.monotonic(), 0.001))
-        try:
-            return reply.result(timeout=wait)
-        except FutureTimeout:
+        # Done-or-not first: a trajectory that failed with a TimeoutError must
+        # not read as a wait that timed out (it would be waited for forever).
+        if not futures_wait((reply,), timeout=wait).done:
             parent.check_deadline()  # deadline passed or cancelled: stop waiting
             if not ref.is_alive() and not reply.done():
                 raise ProgramError(
                     f"the ReAct trajectory of run {parent.run_id} ({parent.label}) died "
                     "without replying; see the supervisor events in telemetry"
                 ) from None
+            continue
+        try:
+            return reply.result()
         except ProgramError as exc:
             failure = exc
             break

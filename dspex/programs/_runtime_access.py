@@ -8,7 +8,7 @@ the first call runs, even on a default runtime the actors layer starts lazily.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 from dspex.programs._settings import install_caller_hooks
 
@@ -18,11 +18,18 @@ if TYPE_CHECKING:
 __all__ = ["current_runtime"]
 
 
-def current_runtime() -> Runtime:
-    """The runtime for a call made here: the run's, the newest started, or the default one."""
+@overload
+def current_runtime(start: Literal[True] = ...) -> Runtime: ...
+@overload
+def current_runtime(start: bool) -> Runtime | None: ...
+def current_runtime(start: bool = True) -> Runtime | None:
+    """The runtime for a call made here: the run's, the newest started, or the default one.
+
+    ``start=False``: None when none runs, instead of starting the default one.
+    """
     install_caller_hooks()
     # Imported here: the Runtime and all it starts load on first use, which
     # keeps `import dspex` cheap.
     from dspex.actors._current import current_runtime as runtime_for_call
 
-    return runtime_for_call()
+    return runtime_for_call(start)

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 # starts load on first use, keeping `dspex.Predict` cheap to import.
 from dspex.actors._lm._model import LM
 from dspex.programs._adapters import ChatAdapter, JSONAdapter, XMLAdapter
-from dspex.programs._lm_report import running_runtime
 from dspex.programs._runtime_access import current_runtime
 from dspex.programs._settings import (
     DEFAULTS,
@@ -126,7 +125,7 @@ def inspect_history(n: int = 1, file: TextIO | None = None) -> str:
     made with ``disable_history=True``. With no runtime running there is no
     history: nothing is printed and "" returned.
     """
-    runtime = running_runtime()
+    runtime = current_runtime(start=False)
     if runtime is None:
         return ""
     return runtime.inspect_history(n, file)

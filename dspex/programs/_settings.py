@@ -147,6 +147,13 @@ class Settings:
             return _live(key, current[key])
         return default
 
+    def copy(self) -> dict[str, Any]:
+        """A plain-dict snapshot of the settings in effect (DSPy's ``settings.copy()``).
+
+        ``dspex.configure(**snapshot)`` later restores them.
+        """
+        return dict(self.current())
+
     @property
     def config(self) -> dict[str, Any]:
         """A plain-dict snapshot of the settings in effect."""

@@ -106,7 +106,11 @@ class SignatureMeta(type):
                     f"Write a type, like `{attr}: int = {_ctor(field)}(...)`."
                 )
             fields.pop(attr, None)  # a redeclared field moves to its new kind's list
-            fields[attr] = field.replace(annotation=annotation).bind(attr)
+            changes: dict[str, Any] = {"annotation": annotation}
+            if attr not in annotations and "IS_TYPE_UNDEFINED" not in field.extra:
+                # DSPy's marker of a field declared without a type: str, unchecked
+                changes["extra"] = {**field.extra, "IS_TYPE_UNDEFINED": True}
+            fields[attr] = field.replace(**changes).bind(attr)
         doc = namespace.get("__doc__")
         explicit = doc is not None
         if doc is None:
@@ -124,7 +128,9 @@ class SignatureMeta(type):
         return super().__call__(*args, **kwargs)
 
     def __setattr__(cls, name: str, value: Any) -> None:
-        if name in _PROTECTED:
+        # Re-assigning the value already there is no change (cloudpickle does it when
+        # it rebuilds a class by value); anything else would mutate a shared value.
+        if name in _PROTECTED and not (name in cls.__dict__ and cls.__dict__[name] == value):
             raise SignatureError(
                 f"{cls.__name__}.{name} cannot be assigned: signatures are immutable values. "
                 f"Build a new one instead, e.g. `sig = sig.with_instructions(...)` or "
@@ -264,6 +270,16 @@ class Signature(metaclass=SignatureMeta):
                 f"({instructions!r})."
             )
         return new_signature(cls.__name__, cls.fields, instructions, cls.__module__)
+
+    @classmethod
+    def append_instructions(cls, instructions: str) -> type[Signature]:
+        """A copy whose instructions are this one's, a blank line, then ``instructions``."""
+        if not isinstance(instructions, str):
+            raise SignatureError(
+                f"append_instructions() needs a str, got {type(instructions).__name__} "
+                f"({instructions!r})."
+            )
+        return cls.with_instructions(f"{cls.instructions}\n\n{instructions}")
 
     @classmethod
     def with_updated_fields(cls, name: str, type_: Any = None, **kwargs: Any) -> type[Signature]:

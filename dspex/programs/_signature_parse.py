@@ -30,6 +30,7 @@ __all__ = [
 RESERVED_NAMES = frozenset(
     {
         "append",
+        "append_instructions",
         "delete",
         "dump_state",
         "equals",
@@ -209,7 +210,7 @@ def parse_signature_text(text: str) -> tuple[ParsedField, ...]:
                         text,
                         parsed.position,
                         f"field `{parsed.name}` is on both sides of '->'",
-                        f"A field is either an input or an output; rename the output, "
+                        "Inputs and outputs need distinct names; rename the output, "
                         f"e.g. `{parsed.name}_out`.",
                     )
                 raise signature_error(

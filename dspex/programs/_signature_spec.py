@@ -95,7 +95,10 @@ def from_string(
                     f"{exc.problem} in field `{pf.name}`",
                     exc.fix,
                 ) from None
-        fields[pf.name] = FieldInfo(kind=pf.kind, annotation=annotation).bind(pf.name)
+        # DSPy's marker of a field written without a type (str by default): Predict
+        # does not type-check values given for it.
+        extra = {"IS_TYPE_UNDEFINED": True} if pf.type_tree is None else {}
+        fields[pf.name] = FieldInfo(kind=pf.kind, annotation=annotation, extra=extra).bind(pf.name)
     cls = build(name, fields, instructions)
     if key is not None:
         if len(_STRING_CACHE) >= _STRING_CACHE_MAX:

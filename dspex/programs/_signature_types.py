@@ -183,7 +183,8 @@ class _Evaluator:
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
             left, right = self.type_(node.left), self.type_(node.right)
             try:
-                return left | right
+                # typing.Union, as DSPy's string signatures give (equal to `left | right`)
+                return typing.Union[left, right]  # noqa: UP007
             except TypeError:
                 raise self.fail(
                     node, f"cannot combine `{ast.unparse(node)}` with |", "Use Union[...]."

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from dspex.actors._lm._base_lm import BUILTIN_LM_CLASS_PATHS, LM_CLASS_STATE_KEY, import_lm_class
 from dspex.config import is_secret_key
 from dspex.errors import DSPexError, UsageError
 
@@ -114,6 +115,9 @@ def lm_from_state(state: Mapping[str, Any], *, allow_unsafe_lm_state: bool = Fal
             "fix the file's 'lm' entry or set it to null"
         )
     values = dict(state)
+    marker = values.pop(LM_CLASS_STATE_KEY, None)
+    if marker is not None and marker not in BUILTIN_LM_CLASS_PATHS:
+        return _custom_lm_from_state(marker, state, allow_unsafe_lm_state=allow_unsafe_lm_state)
     unsafe = sorted(UNSAFE_LM_STATE_KEYS & values.keys())
     if unsafe and not allow_unsafe_lm_state:
         logger.warning(
@@ -152,6 +156,26 @@ def lm_from_state(state: Mapping[str, Any], *, allow_unsafe_lm_state: bool = Fal
         )
         return None
     return factory(**values)
+
+
+def _custom_lm_from_state(
+    marker: Any, state: Mapping[str, Any], *, allow_unsafe_lm_state: bool
+) -> Any:
+    """A saved LM of a user's class: imported only for a state the caller trusts."""
+    if not allow_unsafe_lm_state:
+        raise UsageError(
+            f"Refusing to import custom serialized LM class {marker!r} from saved state: "
+            "importing a class named in a file can run its code. Pass "
+            "allow_unsafe_lm_state=True to load a file you trust, or attach the LM in code."
+        )
+    if not isinstance(marker, str):
+        raise UsageError(f"saved LM class {marker!r} must be a 'module.ClassName' string")
+    cls = import_lm_class(marker)
+    load: Any = getattr(cls, "load_state", None)
+    if callable(load) and getattr(load, "__self__", None) is cls:  # a classmethod, as DSPy's
+        return load(dict(state))
+    values = {k: v for k, v in state.items() if k != LM_CLASS_STATE_KEY}
+    return cls(**values)
 
 
 def _lm_factory() -> Any:

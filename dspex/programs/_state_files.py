@@ -264,7 +264,7 @@ def _is_lm(obj: Any) -> bool:
 
 def _pickle_module() -> Any:
     try:
-        import cloudpickle  # type: ignore[import-not-found, unused-ignore]
+        import cloudpickle  # type: ignore[import-not-found, import-untyped, unused-ignore]
     except ImportError:
         import pickle
 

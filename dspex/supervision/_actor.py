@@ -218,6 +218,11 @@ class Actor(pykka.ThreadingActor):
     _dspex_life: _Life
     _dspex_monitors: dict[int, MonitorRef]
 
+    # Daemon threads: an actor never holds interpreter exit. A runtime stops
+    # its tree at exit (see _runtime_registry); what is left (a worker stuck
+    # in user code after Ctrl-C, a pool nobody stopped) must not hang Python.
+    use_daemon_thread = True
+
     @classmethod
     def start_link(
         cls, *args: Any, start_timeout: float = 5.0, **kwargs: Any

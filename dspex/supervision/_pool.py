@@ -168,7 +168,9 @@ class WorkerPool:
 
         The generator runs in the caller's thread. Leaving it early (``break``,
         an exception, ``close()``) cancels queued tasks and waits for running
-        ones (up to ``timeout``, else the pool's ``shutdown_timeout``).
+        ones (up to ``timeout``, else the pool's ``shutdown_timeout``), except
+        on ``KeyboardInterrupt`` (raised in it, or thrown in with
+        ``throw(KeyboardInterrupt())``): then running tasks are not awaited.
         Raises :class:`SupervisionError` (or :class:`ActorStoppedError`) if
         the pool fails (or is stopped) meanwhile.
         """
@@ -229,12 +231,17 @@ class WorkerPool:
 
     # -- lifecycle ----------------------------------------------------------------
 
-    def stop(self, timeout: float | None = None) -> bool:
+    def stop(self, timeout: float | None = None, *, abandon: bool = False) -> bool:
         """Stop every worker (newest first) and the pool; False if some were abandoned.
 
         Waits for running tasks up to the pool's ``shutdown_timeout``; tasks
         still queued are reported to their owners as the pool stopping.
+        ``abandon=True`` (after Ctrl-C) does not wait for busy workers: their
+        threads (daemons) end when their task returns. ``timeout`` bounds
+        this call's wait for the pool actor (default: the shutdown timeout + 1s).
         """
+        if abandon:
+            self._core.abandon_at_stop = True
         limit = self._core.shutdown_timeout + 1.0 if timeout is None else timeout
         dead = shutdown(self._ref, limit)
         return dead and self._core.stuck_at_stop == 0

@@ -183,8 +183,16 @@ class PoolActor(Actor):
             core.down = error  # from now on dispatch raises it
             core.slots.clear()
         slots = list(self._watched.values())
-        stuck = self._stop_workers(slots, core.shutdown_timeout)
-        if stuck:
+        abandon = core.abandon_at_stop
+        stuck = self._stop_workers(slots, 0.0 if abandon else core.shutdown_timeout)
+        if stuck and abandon:
+            with core.lock:
+                core.workers_abandoned += len(stuck)
+                core.stuck_at_stop = len(stuck)
+            log.debug(
+                "worker pool %r: %d busy worker(s) abandoned on request", core.name, len(stuck)
+            )
+        elif stuck:
             with core.lock:
                 core.workers_abandoned += len(stuck)
                 core.stuck_at_stop = len(stuck)

@@ -83,6 +83,7 @@ class Stream(Generic[T, R]):
         head = 0  # ordered mode: the next index to yield
         next_index = 0
         exhausted = False
+        linger = True
         try:
             while True:
                 # A parked task wanting its slot back goes before any new input.
@@ -137,8 +138,11 @@ class Stream(Generic[T, R]):
                         while head in buffer:
                             yield buffer.pop(head)
                             head += 1
+        except KeyboardInterrupt:
+            linger = False  # Ctrl-C: the consumer is leaving; running tasks are not awaited
+            raise
         finally:
-            self._close()
+            self._close(linger)
 
     def _wait_seconds(self) -> float:
         if not self._deadlines:
@@ -256,13 +260,15 @@ class Stream(Generic[T, R]):
             produced.append(Failed(error, task.seq, task.args[0], task.attempt + 1))
         return produced
 
-    def _close(self) -> None:
+    def _close(self, linger: bool = True) -> None:
         """Cancel queued tasks, wait for running ones, abandon those that overrun.
 
         Runs when the stream ends, raises, or its consumer stops iterating
         (``GeneratorExit``). Clearing the table makes workers skip our queued
         tasks; tasks already running get until their timeout (or the pool's
         ``shutdown_timeout``) to finish before their workers are replaced.
+        Without ``linger`` (Ctrl-C) running tasks are left to finish on their
+        own, their results dropped.
         """
         self._inflight.clear()
         self._deadlines.clear()
@@ -270,7 +276,7 @@ class Stream(Generic[T, R]):
         for index in list(self._parked):
             self._forget(index)
         core = self._core
-        if core.down is not None:
+        if core.down is not None or not linger:
             return
         running = core.running(self._inflight)
         if not running:

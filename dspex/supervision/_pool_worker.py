@@ -113,6 +113,7 @@ class Core:
         self.worker_restarts = 0
         self.workers_abandoned = 0
         self.stuck_at_stop = 0  # workers still busy when the pool stopped
+        self.abandon_at_stop = False  # stop(abandon=True): busy workers are not waited for
 
     # -- any thread -------------------------------------------------------------
 

@@ -5,12 +5,13 @@ and Gemini wire formats, with scripted replies, latency and fault injection;
 see docs/testing.md.
 """
 
-from dspex.testing._dummy_lm import DummyLM
+from dspex.testing._dummy_lm import DummyLM, DummyVectorizer
 from dspex.testing._fake_providers import FakeAnthropic, FakeGemini, FakeOpenAI
 from dspex.testing._fake_servers import FakeProvider, Fault, FaultKind, RecordedRequest, Reply
 
 __all__ = [
     "DummyLM",
+    "DummyVectorizer",
     "FakeAnthropic",
     "FakeGemini",
     "FakeOpenAI",

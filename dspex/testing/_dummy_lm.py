@@ -29,7 +29,7 @@ from typing import Any
 
 from dspex.actors._lm._types import Completion, LMResponse, Message, Usage
 
-__all__ = ["DummyLM"]
+__all__ = ["DummyLM", "DummyVectorizer"]
 
 NO_MORE = "No more responses"
 _COMPLETED = "[[ ## completed ## ]]"
@@ -133,6 +133,7 @@ class DummyLM:
             )
         self.model = "dummy"
         self.model_type = "chat"
+        self.cache = True  # DSPy's DummyLM attribute; replies are scripted, never cached
         self.kwargs = {"temperature": 0.0, "max_tokens": 1000, **kwargs}
         self.follow_examples = follow_examples
         self.reasoning = reasoning  # DSPy's flag for reasoning_content; kept for compatibility
@@ -144,6 +145,16 @@ class DummyLM:
         self._answers = answers if answers is not None else []
         self._next = 0
         self._lock = threading.Lock()
+
+    # -- capabilities, as DSPy's BaseLM reports them (none: it is a script) -----------
+
+    @property
+    def supports_function_calling(self) -> bool:
+        return False
+
+    @property
+    def supports_reasoning(self) -> bool:
+        return False
 
     # -- the LM protocol ---------------------------------------------------------------
 
@@ -264,3 +275,50 @@ class DummyLM:
 
     def __repr__(self) -> str:
         return f"DummyLM(calls={len(self.history)}, follow_examples={self.follow_examples})"
+
+
+def _register() -> None:
+    # DSPy's DummyLM is an LM subclass: isinstance(DummyLM(), BaseLM) holds there too.
+    from dspex.actors._lm._base_lm import BaseLM
+
+    BaseLM.register(DummyLM)
+
+
+_register()
+
+
+class DummyVectorizer:
+    """A deterministic character n-gram embedder for tests (DSPy's ``DummyVectorizer``).
+
+    Each text becomes a ``max_length`` vector of hashed n-gram counts, centred
+    and scaled to unit length, so similar strings have a high dot product.
+    """
+
+    def __init__(self, max_length: int = 100, n_gram: int = 2) -> None:
+        import random
+
+        self.max_length = max_length
+        self.n_gram = n_gram
+        self._prime = 10**9 + 7
+        rng = random.Random(123)  # fixed: the same vectors in every run
+        self._coeffs = [rng.randrange(1, self._prime) for _ in range(n_gram)]
+
+    def _bucket(self, gram: str) -> int:
+        h = 1
+        for coeff, ch in zip(self._coeffs, gram, strict=False):
+            h = (h * coeff + ord(ch)) % self._prime
+        return h % self.max_length
+
+    def __call__(self, texts: Sequence[str]) -> Any:
+        import numpy as np
+
+        rows = []
+        for text in texts:
+            row = [0.0] * self.max_length
+            for i in range(len(text) - self.n_gram + 1):
+                row[self._bucket(text[i : i + self.n_gram])] += 1
+            rows.append(row)
+        vectors = np.array(rows, dtype=np.float32).reshape(len(rows), self.max_length)
+        vectors -= vectors.mean(axis=1, keepdims=True)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-10
+        return vectors

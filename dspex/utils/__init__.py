@@ -13,7 +13,7 @@ from dspex._lazy import lazy_face
 if TYPE_CHECKING:
     from dspex.programs._syncify import syncify
     from dspex.testing import DummyLM
-    from dspex.utils import callback, dummies, logging_utils
+    from dspex.utils import callback, callback_context, dummies, exceptions, logging_utils
     from dspex.utils.callback import ACTIVE_CALL_ID, BaseCallback, with_callbacks
 
 _LAZY: dict[str, str] = {
@@ -21,6 +21,8 @@ _LAZY: dict[str, str] = {
     "BaseCallback": "dspex.utils.callback",
     "DummyLM": "dspex.testing",
     "callback": "dspex.utils.callback",
+    "callback_context": "dspex.utils.callback_context",
+    "exceptions": "dspex.utils.exceptions",
     "dummies": "dspex.utils.dummies",
     "logging_utils": "dspex.utils.logging_utils",
     "syncify": "dspex.programs._syncify",
@@ -32,7 +34,9 @@ __all__ = [
     "BaseCallback",
     "DummyLM",
     "callback",
+    "callback_context",
     "dummies",
+    "exceptions",
     "logging_utils",
     "syncify",
     "with_callbacks",

@@ -1,5 +1,5 @@
 """DSPy's ``dspy.utils.dummies`` path: ``from dspex.utils.dummies import DummyLM``."""
 
-from dspex.testing import DummyLM
+from dspex.testing import DummyLM, DummyVectorizer
 
-__all__ = ["DummyLM"]
+__all__ = ["DummyLM", "DummyVectorizer"]

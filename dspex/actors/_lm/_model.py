@@ -12,6 +12,7 @@ import dataclasses
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dspex.actors._callbacks import active_callbacks, check_callbacks, invoke
@@ -33,6 +34,24 @@ __all__ = ["LM", "set_scoped_params"]
 # nor keyed, so one given per call is ignored rather than sent).
 _CLIENT_KWARGS = tuple(f.name for f in dataclasses.fields(LMClientConfig))
 _STATE_SKIP = {"api_key"}
+
+LM_CLASS_STATE_KEY = "_dspy_lm_class"
+"""Key of a saved LM state naming its class (DSPy's, so state files interchange)."""
+
+BUILTIN_LM_CLASS_PATH = "dspy.clients.lm.LM"
+"""The class marker of the built-in LM: DSPy's path, which loads as ``dspex.LM``."""
+
+# DSPy's LM saves these fine-tuning fields (dspex does not fine-tune); they are
+# written as DSPy writes them. Loaded back they are keyed but never sent
+# (see _cache_key.PARAMS).
+_DSPY_FINETUNE_DEFAULTS: dict[str, Any] = {
+    "finetuning_model": None,
+    "launch_kwargs": dict,
+    "train_kwargs": dict,
+}
+
+# The LM subclass whose overridden __call__/forward is running in this context.
+_in_override: ContextVar[Any] = ContextVar("dspex_lm_override", default=None)
 
 ScopedParams = Callable[[], Mapping[str, Any] | None]
 _scoped_params: ScopedParams | None = None
@@ -83,7 +102,13 @@ class LM:
         fallback_on_timeout: bool | None = None,
         **kwargs: Any,
     ) -> None:
-        check_model_id(model, where="LM")
+        cls = type(self)
+        if not isinstance(model, str) or (
+            cls.__call__ is LM.__call__ and cls.forward is LM.forward
+        ):
+            check_model_id(model, where="LM")
+        # else: a subclass answering requests itself (DSPy's SpyLM("dummy_model"),
+        # overriding __call__ or forward) may use any id, as in DSPy.
         self.fallbacks: list[Any] = [
             LM(item) if isinstance(item, str) else item for item in check_fallbacks(fallbacks, "LM")
         ]
@@ -94,6 +119,7 @@ class LM:
         self._settings_chain: tuple[tuple[str, ...], list[LM]] = ((), [])
         if model_type != "chat":
             raise UsageError(f"LM(model_type={model_type!r}): only 'chat' models are supported")
+        kwargs.pop(LM_CLASS_STATE_KEY, None)  # a saved state's class marker
         self.model = model
         self.model_type = model_type
         self.api_base = api_base or kwargs.pop("base_url", None)
@@ -159,6 +185,16 @@ class LM:
         """Local models answer reliably only under JSON-schema decoding."""
         return "json" if self.provider == "local" else None
 
+    # -- DSPy's other BaseLM capability properties ----------------------------------
+
+    @property
+    def supports_function_calling(self) -> bool:
+        return False  # native tool calls are not parsed back yet
+
+    @property
+    def supports_reasoning(self) -> bool:
+        return False
+
     # -- the LM protocol -----------------------------------------------------------
 
     def handle(self, runtime: Runtime | None = None) -> LMHandle:
@@ -192,6 +228,11 @@ class LM:
         own keyword arguments, ``dspex.context(temperature=..., max_tokens=...)``
         overrides in effect here, then ``params``.
         """
+        cls = type(self)
+        if (
+            cls.__call__ is not LM.__call__ or cls.forward is not LM.forward
+        ) and _in_override.get() is not self:
+            return _subclass_generate(self, messages, params)
         from dspex.actors._current import current_runtime
 
         runtime = current_runtime()
@@ -289,6 +330,9 @@ class LM:
         """A new LM with some settings changed (shares nothing mutable)."""
         state = {**self.dump_state(), **kwargs}
         state.pop("model_type", None)
+        for name in _DSPY_FINETUNE_DEFAULTS:  # written for DSPy's readers, not settings here
+            if name not in self.kwargs and name not in kwargs:
+                state.pop(name, None)
         state.setdefault("callbacks", self.callbacks)
         if "fallbacks" not in kwargs:
             state["fallbacks"] = self.fallbacks  # the LM objects, not just their ids
@@ -303,7 +347,13 @@ class LM:
 
     def dump_state(self) -> dict[str, Any]:
         """DSPy's saved-LM fields; never the API key."""
+        marker = (
+            BUILTIN_LM_CLASS_PATH
+            if type(self) is LM
+            else f"{type(self).__module__}.{type(self).__qualname__}"
+        )
         state: dict[str, Any] = {
+            LM_CLASS_STATE_KEY: marker,
             "model": self.model,
             "model_type": self.model_type,
             "cache": self.cache,
@@ -316,6 +366,8 @@ class LM:
             state["fallbacks"] = [getattr(lm, "model", str(lm)) for lm in self.fallbacks]
         if is_openai_reasoning_model(self.model) and "max_completion_tokens" in state:
             state["max_tokens"] = state.pop("max_completion_tokens")  # DSPy saves it so
+        for name, empty in _DSPY_FINETUNE_DEFAULTS.items():  # as DSPy writes them
+            state.setdefault(name, empty() if callable(empty) else empty)
         return {k: v for k, v in state.items() if k not in _STATE_SKIP}
 
     @property
@@ -400,3 +452,25 @@ def _check_reasoning_defaults(model: str, temperature: Any, max_tokens: Any) -> 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _subclass_generate(
+    lm: LM, messages: Sequence[Message], params: Mapping[str, Any]
+) -> LMResponse:
+    """A request to an LM subclass written for DSPy, through what it overrides.
+
+    DSPy's adapters call ``lm(messages=..., **params)`` (texts back), and its
+    ``__call__`` calls ``forward`` (an OpenAI-shaped response back): an
+    overridden ``__call__`` wins, else the overridden ``forward`` is used.
+    """
+    from dspex.actors._lm._openai_shape import outputs_to_lm_response, response_to_lm_response
+
+    msgs = list(messages)
+    # An override calling super() reaches generate() again: that call goes to the provider.
+    token = _in_override.set(lm)
+    try:
+        if type(lm).__call__ is not LM.__call__:
+            return outputs_to_lm_response(lm(messages=msgs, **params), lm.model)
+        return response_to_lm_response(lm.forward(messages=msgs, **params), lm.model)
+    finally:
+        _in_override.reset(token)

@@ -139,6 +139,20 @@ class Adapter:
         response = self._generate(lm, messages, params)
         return self._parse_completions(signature, response)
 
+    async def acall(
+        self,
+        lm: Any,
+        lm_kwargs: Mapping[str, Any],
+        signature: Any,
+        demos: Sequence[Any],
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        """The same call, awaited: it runs in a worker thread with the caller's context
+        (the LM protocol is synchronous)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.__call__, lm, lm_kwargs, signature, demos, inputs)
+
     def lm_params(
         self, signature: Any, lm_kwargs: Mapping[str, Any], lm: Any = None
     ) -> dict[str, Any]:

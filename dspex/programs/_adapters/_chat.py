@@ -45,10 +45,14 @@ class ChatAdapter(Adapter):
         use_native_function_calling: bool = False,
         native_response_types: Sequence[Any] | None = None,
         use_json_adapter_fallback: bool = True,
+        parallel_tool_calls: bool | None = None,
     ) -> None:
         super().__init__(callbacks, use_native_function_calling)
         self.native_response_types = native_response_types
         self.use_json_adapter_fallback = use_json_adapter_fallback
+        # DSPy's request for provider-side parallel tool calls; kept for native
+        # function calling, which dspex's adapters do not do yet.
+        self.parallel_tool_calls = parallel_tool_calls
 
     def __call__(
         self,

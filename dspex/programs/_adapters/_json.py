@@ -122,15 +122,30 @@ def find_json_object(text: str) -> dict[str, Any] | None:
     if whole is not None:
         return whole
     start = text.find("{")
+    first = start
     while start != -1:
         end = _matching_brace(text, start)
         if end == -1:
-            return None
+            break
         found = _as_object(text[start : end + 1])
         if found is not None:
             return found
         start = text.find("{", start + 1)
-    return None
+    if first == -1:
+        return None
+    return _repaired(strip_fences(text[first:]))
+
+
+def _repaired(text: str) -> dict[str, Any] | None:
+    """The object ``json_repair`` makes of malformed JSON (a missing brace or quote,
+    a trailing comma, an unescaped newline), as DSPy reads LM replies."""
+    import json_repair
+
+    try:
+        value = json_repair.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) and value else None
 
 
 def _as_object(text: str) -> dict[str, Any] | None:

@@ -13,36 +13,39 @@ and both are gone once it returns (or when the runtime stops). A compile
 nested in another (the BootstrapFewShot runs of a random search) shares the
 outer coordinator and its pool. Without a runtime the pool runs unsupervised.
 
-Each item runs as its own program run inline in a pool worker, like
-Evaluate's engine does (a :class:`~dspex.actors.RunContext` with the deadline
-and a shared cancel event, the caller's ``contextvars`` copied in). One
+Items run through the shared fan-out engine (``dspex.programs._fanout``),
+each as its own program run inline in a pool worker, like Evaluate's. One
 difference: a ``BaseException`` (``SystemExit``...) is not contained. It
 kills the worker; the pool starts a new one and retries the item once.
 Results come back in input order, so callers can accept them in a
-deterministic order whatever the thread timing.
+deterministic order whatever the thread timing. On Ctrl-C the coordinator is
+stopped without waiting for items stuck in user code.
 """
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import logging
-import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 
 import pykka
 
-from dspex.actors._program_run import CancelEvent, RunContext, activate_run, current_run
-from dspex.programs._evaluate_engine import pools_under
+from dspex.programs._fanout import (
+    SHUTDOWN_SECONDS,
+    Flow,
+    coordination,
+    fan_out,
+    fan_out_runtime,
+    pools_under,
+    spare_threads,
+)
 from dspex.supervision import (
     ChildSpec,
     Restart,
-    Result,
     Supervisor,
     WorkerPool,
-    current_lease,
     shutdown,
     start_child,
     terminate_child,
@@ -55,18 +58,8 @@ logger = logging.getLogger("dspex.programs")
 
 R = TypeVar("R")
 
-_SHUTDOWN_SECONDS: Final = 1.0
-"""How long stopping the pool waits for a worker stuck in user code before abandoning it."""
-
 _CALL_TIMEOUT: Final = 10.0
 """Bound for the asks that find the pool of a freshly started coordinator."""
-
-_DEFAULT_SPARE_THREADS: Final = 256
-"""Burst workers when no runtime is running (the ``runtime.spare_threads`` default)."""
-
-_active: contextvars.ContextVar[Coordination | None] = contextvars.ContextVar(
-    "dspex_coordination", default=None
-)
 
 
 class Coordinator(Supervisor):
@@ -100,65 +93,39 @@ class Coordination:
         num_threads: int,
         timeout: float | None = None,
         error_of: Callable[[R], BaseException | None] | None = None,
-    ) -> Iterator[Iterator[Result[R]]]:
+    ) -> Iterator[Flow[R]]:
         """Run ``body(item)`` for each item on the pool; yields results in input order.
 
         Each result's ``index`` is the item's position. At most ``num_threads``
-        items are in flight or waiting to be read, and input is pulled only as
-        slots free up, so a consumer that stops reading stops the dispatching.
-        ``timeout`` is each item's run deadline (cooperative; a pool timeout a
-        little later is the backstop). ``error_of(value)`` names the failure
-        a returned value stands for, for the runtime's run metrics. Leaving the
-        ``with`` block cancels the items still running (at their next
-        deadline check) and waits for them, up to the pool's shutdown timeout.
+        items are in flight or waiting to be read (see :func:`fan_out`);
+        ``timeout`` is each item's run deadline; ``error_of(value)`` names the
+        failure a returned value stands for, for the runtime's run metrics.
+        Leaving the ``with`` block cancels the items still running.
         """
-        cancel = CancelEvent()  # setting it also ends the LM calls the items wait for
-        context = contextvars.copy_context()
-        outer = current_run()
-        outer_deadline = outer.deadline if outer is not None else None
-        runtime, label = self.runtime, self.label
-
-        def task(item: tuple[int, Any]) -> R:
-            index, value = item
-            deadline = None if timeout is None else time.monotonic() + timeout
-            if outer_deadline is not None:
-                deadline = outer_deadline if deadline is None else min(deadline, outer_deadline)
-            run = RunContext(
-                deadline=deadline,
-                cancelled=cancel,
-                label=f"{label}[{index}]",
-                runtime=runtime,
-                lease=current_lease(),
-            )
-            if runtime is None:
-                return context.copy().run(_run_inline, run, body, value)
-            runtime.telemetry.emit("program.run.start", run_id=run.run_id, label=run.label)
-            started = time.perf_counter()
-            try:
-                result = context.copy().run(_run_inline, run, body, value)
-            except BaseException as exc:  # a crash: recorded, then the pool retries the item
-                runtime.record_run(run, (time.perf_counter() - started) * 1000, exc)
-                raise
-            error = error_of(result) if error_of is not None else None
-            runtime.record_run(run, (time.perf_counter() - started) * 1000, error)
-            return result
-
-        backstop = None if timeout is None else timeout * 1.25 + 1.0
-        results: Generator[Result[R], None, None] = self.pool.map(
-            task,
+        with fan_out(
+            body,
             list(enumerate(items)),
-            max_concurrency=max(1, min(num_threads, self.pool.size)),
+            pool=self.pool,
+            num_threads=num_threads,
+            label=self.label,
+            runtime=self.runtime,
+            timeout=timeout,
             ordered=True,
-            timeout=backstop,
-        )
-        try:
-            yield results
-        finally:
-            cancel.set()  # running items stop at their next check
-            results.close()
+            error_of=error_of,
+        ) as flow:
+            yield flow
 
-    def close(self) -> None:
-        """Stop the coordinator and its pool (the pool alone when unsupervised)."""
+    def close(self, wait: bool = True) -> None:
+        """Stop the coordinator and its pool (the pool alone when unsupervised).
+
+        ``wait=False`` (after Ctrl-C) only asks them to stop: items stuck in
+        user code are not waited for.
+        """
+        if not wait:
+            self.pool.stop(timeout=0.0, abandon=True)
+            if self.ref is not None:  # its supervisor drops the temporary child once down
+                shutdown(self.ref, 0.0)
+            return
         if self.ref is None:
             self.pool.stop()
             return
@@ -178,24 +145,24 @@ def coordinate(label: str, *, num_threads: int, work: int) -> Iterator[Coordinat
     ``num_threads`` sizes a new pool (capped by ``work``, the number of items
     the compile may run at most). Stopped when the outermost ``with`` ends.
     """
-    active = _active.get()
+    active = coordination.get()
     if active is not None:
         yield active
         return
-    outer = current_run()
-    runtime = outer.runtime if outer is not None else _runtime_or_none()
+    runtime = fan_out_runtime()
     size = max(1, min(num_threads, work))
-    spare = (
-        _DEFAULT_SPARE_THREADS if runtime is None else int(runtime.settings.runtime.spare_threads)
-    )
-    crew = _open(runtime, label, size, max(0, min(spare, work - size)))
-    token = _active.set(crew)
+    crew = _open(runtime, label, size, max(0, min(spare_threads(runtime), work - size)))
+    token = coordination.set(crew)
+    interrupted = False
     try:
         with pools_under(crew.ref):  # its evaluations' pools join its subtree
             yield crew
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
-        _active.reset(token)
-        crew.close()
+        coordination.reset(token)
+        crew.close(wait=not interrupted)
 
 
 def _open(runtime: Any, label: str, size: int, burst: int) -> Coordination:
@@ -203,10 +170,10 @@ def _open(runtime: Any, label: str, size: int, burst: int) -> Coordination:
         "size": size,
         "burst": burst,
         "name": f"{label}.workers",
-        "shutdown_timeout": _SHUTDOWN_SECONDS,
+        "shutdown_timeout": SHUTDOWN_SECONDS,
     }
     if runtime is None:
-        return Coordination(label, WorkerPool(**options), None, None, _SHUTDOWN_SECONDS)
+        return Coordination(label, WorkerPool(**options), None, None, SHUTDOWN_SECONDS)
     options["events"] = runtime.events
     pool_spec = WorkerPool.child_spec(id="workers", restart=Restart.TEMPORARY, **options)
     spec = ChildSpec(
@@ -227,23 +194,3 @@ def _open(runtime: Any, label: str, size: int, burst: int) -> Coordination:
     finally:
         if crew is None:
             shutdown(ref, spec.shutdown)
-
-
-def _runtime_or_none() -> Any:
-    """The runtime the compile belongs to (starting the default one if none runs)."""
-    from dspex.programs._runtime_access import current_runtime
-
-    try:
-        return current_runtime()
-    except Exception:  # no runtime can start: run the pool unsupervised
-        logger.warning("no dspex runtime available; the optimizer's pool runs unsupervised")
-        return None
-
-
-def _run_inline(run: RunContext, body: Callable[[Any], R], item: Any) -> R:
-    # Runs inside a fresh copy of the caller's context, so nothing to reset.
-    # A compile started from inside an item gets its own pool: sharing ours
-    # from one of its workers could wait forever for a free slot.
-    _active.set(None)
-    activate_run(run)
-    return body(item)

@@ -1,0 +1,112 @@
+"""``Document`` and ``Citations``: DSPy's experimental source-and-citation types.
+
+Both are pydantic models, so a signature may use them as any typed field:
+a ``Document`` input is formatted as its JSON, and a ``Citations`` output is
+parsed from a JSON list of citation objects (or ``{"citations": [...]}``).
+dspex does not use a provider's native citation API (Anthropic's): the LM
+writes the citations as the prompt asks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pydantic
+
+__all__ = ["Citation", "Citations", "Document"]
+
+
+class Document(pydantic.BaseModel):
+    """A source document for the LM to read and cite: its text plus an optional title."""
+
+    # A custom type for the adapters (its description() goes under the field), written
+    # into prompts as its JSON: dspex has no native document content part.
+    __dspex_custom_type__: ClassVar[bool] = True
+
+    data: str
+    title: str | None = None
+    media_type: str = "text/plain"
+    context: str | None = None
+
+    @classmethod
+    def description(cls) -> str:
+        """How the type is described in prompts."""
+        return (
+            "A document containing text content that can be referenced and cited. "
+            "Include the full text content and optionally a title for proper referencing."
+        )
+
+    def format(self) -> dict[str, Any]:
+        """The document as Anthropic's document content block (``type: document``)."""
+        block: dict[str, Any] = {
+            "type": "document",
+            "source": {"type": "text", "media_type": self.media_type, "data": self.data},
+            "citations": {"enabled": True},
+        }
+        if self.title:
+            block["title"] = self.title
+        if self.context:
+            block["context"] = self.context
+        return block
+
+
+class Citation(pydantic.BaseModel):
+    """One quoted span: the text, which document it came from, and where in it."""
+
+    type: str = "char_location"
+    cited_text: str
+    document_index: int
+    document_title: str | None = None
+    start_char_index: int
+    end_char_index: int
+    supported_text: str | None = None
+
+    def format(self) -> dict[str, Any]:
+        """The citation as a dict, optional keys only when set."""
+        out = self.model_dump(exclude={"document_title", "supported_text"})
+        if self.document_title:
+            out["document_title"] = self.document_title
+        if self.supported_text:
+            out["supported_text"] = self.supported_text
+        return out
+
+
+class Citations(pydantic.BaseModel):
+    """The citations an answer rests on (``result.citations.citations``)."""
+
+    __dspex_custom_type__: ClassVar[bool] = True  # see Document
+
+    citations: list[Citation]
+
+    @classmethod
+    def from_dict_list(cls, items: list[dict[str, Any]]) -> Citations:
+        """Citations from a list of citation dicts (``cited_text``, ``document_index``...)."""
+        return cls(citations=[Citation(**item) for item in items])
+
+    @classmethod
+    def description(cls) -> str:
+        """How the type is described in prompts."""
+        return (
+            "Citations with quoted text and source references. "
+            "Include the exact text being cited and information about its source."
+        )
+
+    def format(self) -> list[dict[str, Any]]:
+        return [citation.format() for citation in self.citations]
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _accept_a_bare_list(cls, data: Any) -> Any:
+        # The LM may answer with the list itself rather than {"citations": [...]}.
+        if isinstance(data, list):
+            return {"citations": data}
+        return data
+
+    def __len__(self) -> int:
+        return len(self.citations)
+
+    def __getitem__(self, index: int) -> Citation:
+        return self.citations[index]
+
+
+Citations.Citation = Citation  # type: ignore[attr-defined]  # DSPy's nested name

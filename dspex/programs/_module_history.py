@@ -1,0 +1,73 @@
+"""Per-module LM history: ``module.history`` lists the LM calls made under each module.
+
+DSPy's model: every module whose ``forward`` is running when an LM call is
+made gets the call's entry appended to its ``history`` (the same dict object
+for all of them, to save memory), bounded by the ``max_history_size``
+setting and skipped under ``disable_history``. The running modules are a
+context variable, so they follow a run into its actor thread.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from dspex.programs._settings import current_settings
+
+__all__ = ["calling", "record_lm_call"]
+
+_callers: ContextVar[tuple[Any, ...]] = ContextVar("dspex_caller_modules", default=())
+
+
+@contextmanager
+def calling(module: Any) -> Iterator[None]:
+    """Mark ``module`` as running for the body (its LM calls go to its history)."""
+    token = _callers.set((*_callers.get(), module))
+    try:
+        yield
+    finally:
+        _callers.reset(token)
+
+
+def record_lm_call(
+    lm: Any, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any], response: Any
+) -> None:
+    """Append one LM call's entry to the history of every module running here."""
+    callers = _callers.get()
+    if not callers:
+        return
+    settings = current_settings()
+    limit = settings.get("max_history_size", 10_000)
+    if settings.get("disable_history") or not limit:
+        return
+    usage = getattr(response, "usage", None)
+    entry = {
+        "prompt": None,
+        "messages": list(messages),
+        "kwargs": {k: v for k, v in params.items() if not str(k).startswith("api_")},
+        "response": response,
+        "outputs": [c.text for c in getattr(response, "completions", ())],
+        "usage": {
+            "prompt_tokens": getattr(usage, "prompt_tokens", 0),
+            "completion_tokens": getattr(usage, "completion_tokens", 0),
+        },
+        "cost": None,
+        "timestamp": datetime.datetime.now().isoformat(),
+        "uuid": str(uuid.uuid4()),
+        "model": getattr(lm, "model", None),
+        "response_model": getattr(response, "model", None),
+        "model_type": getattr(lm, "model_type", "chat"),
+    }
+    seen: set[int] = set()
+    for module in callers:
+        if id(module) in seen:  # a module calling itself recursively: one entry
+            continue
+        seen.add(id(module))
+        history = module.__dict__.setdefault("history", [])
+        while len(history) >= limit:
+            del history[0]
+        history.append(entry)
