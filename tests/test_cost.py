@@ -188,3 +188,59 @@ def test_a_compile_budget_stops_new_calls_and_reports_the_spend(
     assert report["tokens"] == fake.request_count * 1500
     with pytest.raises(UsageError, match="max_cost_usd"):
         optimizer.compile(dspex.Predict("question -> answer"), trainset=trainset, max_cost_usd=-1)
+
+
+def _devset(n: int) -> list[Any]:
+    return [dspex.Example(question=f"q{i}", answer="ok").with_inputs("question") for i in range(n)]
+
+
+def _answer_ok(fake: FakeOpenAI) -> None:
+    fake.reply = lambda body: Reply(
+        text=chat_answer("ok"), prompt_tokens=1000, completion_tokens=500
+    )
+
+
+def test_evaluate_reports_its_cost_and_a_budget_stops_it_cleanly(
+    start_runtime: StartRuntime, fake: FakeOpenAI
+) -> None:
+    start_runtime()
+    _answer_ok(fake)
+    dspex.configure(lm=_lm(fake, cache=False))
+    metric = lambda ex, pred, trace=None: ex.answer == pred.answer  # noqa: E731
+    qa = dspex.Predict("question -> answer")
+    one_call = _expected(KNOWN, 1000, 500)
+    full = dspex.Evaluate(devset=_devset(4), metric=metric, num_threads=2)(qa)
+    assert full.cost_usd == pytest.approx(4 * one_call) and full.stopped_by is None
+    threads = 3
+    stopped = dspex.Evaluate(
+        devset=_devset(30), metric=metric, num_threads=threads, max_cost_usd=5 * one_call
+    )(qa)
+    assert stopped.stopped_early and stopped.stopped_by == "Evaluate.max_cost_usd"
+    assert stopped.errors == []  # the refused examples are not failures: they did not run
+    calls = fake.request_count - 4
+    # At most the calls in flight when the budget was reached go past it. A call
+    # still in flight when the run stops is cancelled: no answer, so no usage to charge.
+    assert 5 <= calls <= 5 + threads - 1
+    # Examples still running when it stops are dropped, as with max_errors.
+    assert 5 - threads < len(stopped.results) <= calls
+    assert all(score for _, _, score in stopped.results)
+    assert 5 * one_call - 1e-12 <= stopped.cost_usd <= calls * one_call + 1e-12
+    tokens = dspex.Evaluate(devset=_devset(30), metric=metric, num_threads=1)(
+        qa, max_tokens=2 * 1500
+    )
+    assert tokens.stopped_by == "Evaluate.max_tokens" and len(tokens.results) == 2
+    with pytest.raises(UsageError, match="max_tokens=0"):
+        dspex.Evaluate(devset=_devset(1), metric=metric, max_tokens=0)
+
+
+def test_a_runtime_budget_stops_evaluate_and_says_so(
+    start_runtime: StartRuntime, fake: FakeOpenAI
+) -> None:
+    start_runtime(budget={"max_tokens": 3 * 1500})
+    _answer_ok(fake)
+    dspex.configure(lm=_lm(fake, UNKNOWN, cache=False))
+    result = dspex.Evaluate(
+        devset=_devset(10), metric=lambda ex, pred, trace=None: True, num_threads=1
+    )(dspex.Predict("question -> answer"))
+    assert result.stopped_by == "runtime.max_tokens" and len(result.results) == 3
+    assert result.cost_usd is None  # the model has no known price: unknown, not 0
