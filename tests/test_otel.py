@@ -225,6 +225,9 @@ def test_genai_client_metrics_and_dspex_gauges(
     [breaker] = metrics["dspex.lm.breaker.state"]
     assert breaker.value == 0 and breaker.attributes["dspex.lm.model"] == MODEL
     assert [p.value for p in metrics["dspex.lm.in_flight"]] == [0]
+    rt.serve("qa", dspex.Predict("question -> answer"))
+    [queue] = otel.metrics()["dspex.server.queue_depth"]
+    assert queue.value == 0 and queue.attributes["dspex.server"] == "qa"
 
 
 def test_nothing_is_recorded_once_uninstrumented(

@@ -131,6 +131,12 @@ class Tracing:
             description="Circuit breaker per LM client: 0 closed, 1 half-open, 2 open",
         )
         meter.create_observable_gauge(
+            "dspex.server.queue_depth",
+            callbacks=[self._queue_depths],
+            unit="{request}",
+            description="Requests waiting in each named program server's queue",
+        )
+        meter.create_observable_gauge(
             "dspex.lm.in_flight",
             callbacks=[self._in_flight],
             unit="{request}",
@@ -292,6 +298,18 @@ class Tracing:
             state = getattr(endpoint, "breaker_state", None)
             if state in _BREAKER_CODES:
                 out.append(self._observation(_BREAKER_CODES[state], {"dspex.lm.model": model}))
+        return out
+
+    def _queue_depths(self, options: Any) -> list[Any]:
+        out = []
+        for runtime in active_runtimes():
+            servers = runtime.servers
+            for name in servers.names():
+                try:
+                    queued = servers.stats(name).queued
+                except Exception:  # stopped between names() and stats()
+                    continue
+                out.append(self._observation(queued, {"dspex.server": name}))
         return out
 
     def _in_flight(self, options: Any) -> list[Any]:
