@@ -131,6 +131,24 @@ def test_json_adapter_with_two_typed_outputs(local: Local) -> None:
     assert list(json.loads(reply)) == ["sentiment", "confident"]
 
 
+def test_the_local_llama_cpp_server_streams_a_field(local: Local) -> None:
+    # The embedded llama.cpp server speaks OpenAI's SSE: a field streams in pieces.
+    program = dspex.streamify(
+        dspex.Predict("question -> answer"),
+        stream_listeners=[dspex.streaming.StreamListener("answer")],
+        async_streaming=False,
+    )
+
+    values = list(program(question="Name a primary colour, in one short sentence."))
+
+    pieces = [v for v in values if isinstance(v, dspex.streaming.StreamResponse)]
+    final = values[-1]
+    assert isinstance(final, dspex.Prediction)
+    assert len(pieces) > 1 and pieces[-1].is_last_chunk
+    # JSONAdapter (the local default) streams the value's JSON text.
+    assert json.loads("".join(p.chunk for p in pieces)) == final.answer
+
+
 def test_local_model_defaults_to_json_schema_decoding(local: Local) -> None:
     # No adapter configured: the local LM asks for JSONAdapter, not ChatAdapter.
     assert dspex.settings.adapter is None

@@ -339,3 +339,60 @@ def test_a_port_in_use_exits_2_naming_it() -> None:
         )
     assert out.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
+
+
+def test_sse_streams_chunks_and_a_stream_in_flight_at_sigterm_finishes(fake: FakeOpenAI) -> None:
+    fake.configure(stream_delay=0.05)  # the reply trickles in, word by word
+    served = serve(fake, f"{APP}:qa")
+    first_chunk = threading.Event()
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+
+            def stream() -> tuple[int, list[str]]:
+                lines: list[str] = []
+                with httpx.stream(
+                    "POST",
+                    f"{served.url}/v1/programs/qa",
+                    json={"question": "Capital of France?"},
+                    headers={"accept": "text/event-stream"},
+                    timeout=WAIT,
+                ) as reply:
+                    for line in reply.iter_lines():
+                        lines.append(line)
+                        if line == "event: chunk":
+                            first_chunk.set()
+                    return reply.status_code, lines
+
+            streaming = pool.submit(stream)
+            assert first_chunk.wait(WAIT), "no chunk event arrived"
+            served.proc.send_signal(signal.SIGTERM)
+            served.expect("draining")
+            status, lines = streaming.result(WAIT)
+        assert status == 200
+        events = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
+        assert events[0] == "chunk" and events[-1] == "prediction"
+        assert lines[lines.index("event: prediction") + 1] == 'data: {"answer":"Paris"}'
+        assert fake.requests[0].json["stream"] is True
+        assert served.proc.wait(WAIT) == 0
+    finally:
+        served.stop()
+
+
+def test_an_sse_client_hanging_up_cancels_the_upstream_request(fake: FakeOpenAI) -> None:
+    fake.configure(stream_delay=0.3)
+    served = serve(fake, f"{APP}:qa")
+    try:
+        with httpx.stream(
+            "POST",
+            f"{served.url}/v1/programs/qa",
+            json={"question": "Capital of France?"},
+            headers={"accept": "text/event-stream"},
+            timeout=WAIT,
+        ) as reply:
+            for line in reply.iter_lines():
+                if line == "event: chunk":
+                    break  # leave mid-stream: the connection closes
+        assert fake.wait_disconnect(WAIT), "the provider's stream went on after the client left"
+        assert fake.stream_disconnects == 1
+    finally:
+        assert served.stop() == 0

@@ -249,17 +249,50 @@ def test_a_drained_program_server_is_503(rt: Any) -> None:
     assert any("'qa'" in reason for reason in ready.json()["reasons"])
 
 
-def test_streaming_is_refused_with_406_naming_the_missing_feature(rt: Any) -> None:
+def sse(text: str) -> list[tuple[str, Any]]:
+    """``(event, data)`` pairs of a server-sent-event body."""
+    events = []
+    for block in text.split("\n\n"):
+        if not block.strip():
+            continue
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+def post_stream(c: httpx.AsyncClient, **inputs: Any) -> Awaitable[httpx.Response]:
+    return c.post("/v1/programs/qa", json=inputs, headers={"accept": "text/event-stream"})
+
+
+def test_sse_streams_field_chunks_then_the_prediction(rt: Any) -> None:
     rt.serve("qa", dspex.Predict(QA))
-    reply = run(
-        rt,
-        lambda c: c.post(
-            "/v1/programs/qa", json={"question": "q"}, headers={"accept": "text/event-stream"}
-        ),
-    )
-    assert reply.status_code == 406
-    assert reply.json()["error"]["type"] == "StreamingNotAvailable"
-    assert "streamify" in reply.json()["error"]["message"]
+    reply = run(rt, lambda c: post_stream(c, question="q"))
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    events = sse(reply.text)
+    chunks = [data for kind, data in events if kind == "chunk"]
+    assert chunks and {c["field"] for c in chunks} == {"answer"}
+    assert "".join(c["text"] for c in chunks).strip() == "Paris"
+    assert chunks[-1]["last"] is True
+    assert events[-1] == ("prediction", {"answer": "Paris"})
+
+
+def test_sse_ends_with_an_error_event_when_the_program_fails(rt: Any) -> None:
+    rt.serve("qa", Raises(ValueError("no such city")))
+    reply = run(rt, lambda c: post_stream(c, question="q"))
+    assert reply.status_code == 200  # the stream had begun; the error is its last event
+    kind, data = sse(reply.text)[-1]
+    assert kind == "error"
+    assert data["error"]["type"] == "ValueError"
+    assert "no such city" in data["error"]["message"]
+    assert "Traceback" not in reply.text
+
+
+def test_sse_bad_input_is_refused_before_the_stream(rt: Any) -> None:
+    rt.serve("qa", dspex.Predict(QA))
+    reply = run(rt, lambda c: post_stream(c, nope="q"))
+    assert reply.status_code == 422
+    assert reply.json()["error"]["type"] == "InputError"
 
 
 def test_openapi_schemas_come_from_the_signatures(rt: Any) -> None:

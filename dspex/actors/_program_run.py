@@ -13,12 +13,13 @@ original, and its traceback from the run thread, as ``__cause__``.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "RunJob",
     "activate_run",
     "current_run",
+    "scoped_run",
     "wrap_program_error",
 ]
 
@@ -117,6 +119,16 @@ _current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
 def current_run() -> RunContext | None:
     """The run this thread is executing inside, if any."""
     return _current.get()
+
+
+@contextlib.contextmanager
+def scoped_run(run: RunContext) -> Iterator[None]:
+    """Make ``run`` current for the body of a ``with`` block (then the previous one again)."""
+    token = _current.set(run)
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 def activate_run(run: RunContext) -> None:

@@ -41,6 +41,7 @@ from dspex.actors._lm._clients import LMClients
 from dspex.actors._lm._prices import Price, PriceTable, settings_prices
 from dspex.actors._runtime_registry import register, unregister
 from dspex.actors._runtime_runs import ProgramRuns
+from dspex.actors._server_stream import open_stream
 from dspex.actors._telemetry import Telemetry, render_history
 from dspex.actors._telemetry_emitter import TelemetryEmitter
 from dspex.errors import ActorStoppedError, RegistryError, UsageError
@@ -379,6 +380,17 @@ class Runtime(ProgramRuns):
     def ask(self, name: str, /, **inputs: Any) -> ServerFuture:
         """Send a request to a served program; a future of its Prediction."""
         return self.servers.ask(name, **inputs)
+
+    def stream(self, name: str, /, **inputs: Any) -> Any:
+        """Send a request to a served program and iterate its output as it is generated.
+
+        Call it from async code: the request is admitted at once (raising
+        ``OverloadedError`` as ``ask`` would), and the async iterator yields
+        ``StreamResponse`` pieces of every output field of the program's
+        predictors, then the ``Prediction`` (or raises the program's error).
+        See docs/streaming.md.
+        """
+        return open_stream(self, name, inputs)
 
     def tell(self, name: str, /, **inputs: Any) -> Any:
         """Fire and forget; the result or error goes to telemetry. Returns the request id."""

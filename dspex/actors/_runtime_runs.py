@@ -10,19 +10,20 @@ read on their own.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, wait
+from concurrent.futures import Future, InvalidStateError, wait
 from typing import TYPE_CHECKING, Any
 
 import pykka
 
 from dspex.actors._program_run import ProgramRun, RunContext, RunJob
 from dspex.errors import ActorStoppedError, MaxChildrenError, ProgramError
-from dspex.supervision import ChildSpec, Restart, start_child
+from dspex.supervision import ChildSpec, Restart, monitor, start_child
 
 if TYPE_CHECKING:
     from dspex.actors._telemetry_emitter import TelemetryEmitter
@@ -107,6 +108,54 @@ class ProgramRuns:
             return result
         finally:
             self._run_tokens.put(None)
+
+    def submit_run(
+        self,
+        fn: Callable[[], Any],
+        *,
+        label: str = "program",
+        timeout: float | None = None,
+    ) -> tuple[Future[Any], RunContext]:
+        """Start ``fn`` as a ProgramRun (as :meth:`run`) without waiting for it.
+
+        Returns the run's reply future and its context (set
+        ``run.cancelled`` to cancel it). The caller's contextvars travel
+        into the run. Waits only for a run slot, like :meth:`run`. Used by
+        ``streamify``, whose consumer awaits the future on its own loop.
+        """
+        programs = self._programs_ref()
+        self._admit()
+        try:
+            deadline = time.monotonic() + timeout if timeout is not None else None
+            run = RunContext(deadline=deadline, label=label, runtime=self)
+            reply: Future[Any] = Future()
+            ref = self._take_spare() or self._start_run(programs, run)
+            self.telemetry.emit_later("program.run.start", run_id=run.run_id, label=label)
+            started = time.perf_counter()
+            before = self._refill if self.settings.runtime.warm_runs else None
+            ref.tell(RunJob(fn, contextvars.copy_context(), run, reply, before))
+        except BaseException:
+            self._run_tokens.put(None)
+            raise
+
+        def finished(done: Future[Any]) -> None:
+            self._run_tokens.put(None)
+            error = None if done.cancelled() else done.exception()
+            self.record_run(run, (time.perf_counter() - started) * 1000, error)
+
+        def died(_down: Any) -> None:
+            if not reply.done():
+                with contextlib.suppress(InvalidStateError):
+                    reply.set_exception(
+                        ProgramError(
+                            f"program run {run.run_id} ({run.label}) died without replying; "
+                            "see the supervisor events in telemetry"
+                        )
+                    )
+
+        reply.add_done_callback(finished)
+        monitor(ref, died)
+        return reply, run
 
     def _admit(self) -> None:
         """Take one of the ``runtime.max_runs`` run slots, waiting while all are taken."""

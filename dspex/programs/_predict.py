@@ -19,6 +19,7 @@ from dspex.programs._prediction import Prediction
 from dspex.programs._settings import current_settings
 from dspex.programs._signature import Signature, ensure_signature
 from dspex.programs._state import lm_to_state, prepare_predict_state, serialize_demo
+from dspex.programs._stream_route import streaming_call
 
 __all__ = ["Predict"]
 
@@ -210,7 +211,10 @@ class Predict(Module, Predictor):
             or _adapter_for_lm(lm)
             or _adapter_default()
         )
-        completions = adapter(lm, lm_kwargs=config, signature=signature, demos=demos, inputs=kwargs)
+        with streaming_call(self, adapter, lm):  # a no-op unless inside dspex.streamify
+            completions = adapter(
+                lm, lm_kwargs=config, signature=signature, demos=demos, inputs=kwargs
+            )
         pred = Prediction.from_completions(completions, signature=signature)
 
         trace = settings.get("trace")

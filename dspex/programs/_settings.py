@@ -32,8 +32,10 @@ from dspex.actors._callbacks import (
     set_global_callbacks,
 )
 from dspex.actors._lm._model import set_scoped_params
+from dspex.actors._server_stream import set_stream_opener
 from dspex.actors._telemetry_emitter import set_history_gate
 from dspex.errors import UsageError
+from dspex.programs._stream_serve import stream_served
 from dspex.programs._usage import current_usage_tracker
 
 __all__ = [
@@ -249,14 +251,16 @@ def history_disabled() -> bool:
 
 
 def install_caller_hooks() -> None:
-    """Install :func:`scoped_request_params` and :func:`history_disabled` in the
-    actors layer (idempotent, any thread). They stay for the process's life."""
+    """Install :func:`scoped_request_params`, :func:`history_disabled` and the
+    served-program stream opener in the actors layer (idempotent, any thread).
+    They stay for the process's life."""
     global _hooks_installed
     with _hooks_lock:
         if _hooks_installed:
             return
         set_scoped_params(scoped_request_params)
         set_history_gate(history_disabled)
+        set_stream_opener(stream_served)
         _hooks_installed = True
 
 

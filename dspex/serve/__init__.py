@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING
 from dspex._lazy import lazy_face
 
 if TYPE_CHECKING:
-    from dspex.serve._app import STREAMING_MISSING, ServeState, app
+    from dspex.serve._app import ServeState, app
     from dspex.serve._command import ServeOptions, serve_command
     from dspex.serve._endpoints import endpoint_for
     from dspex.serve._target import load_programs
 
 _LAZY: dict[str, str] = {
-    "STREAMING_MISSING": "dspex.serve._app",
     "ServeOptions": "dspex.serve._command",
     "ServeState": "dspex.serve._app",
     "app": "dspex.serve._app",
@@ -29,7 +28,6 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
-    "STREAMING_MISSING",
     "ServeOptions",
     "ServeState",
     "app",

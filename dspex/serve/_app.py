@@ -21,23 +21,18 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from dspex.errors import ActorStoppedError, RegistryError
 from dspex.serve._endpoints import Endpoint, InputError, endpoint_for, result_fields, to_json_bytes
 from dspex.serve._errors import ErrorReply, error_reply
 from dspex.serve._openapi import openapi_document
+from dspex.serve._sse import sse_events
 
 __all__ = ["ServeState", "app"]
 
 log = logging.getLogger("dspex.serve")
-
-STREAMING_MISSING = (
-    "streaming replies (Accept: text/event-stream) are not available yet: dspex.streamify "
-    "and rt.stream are still to come (issue 12). Send Accept: application/json for the "
-    "whole prediction at once."
-)
 
 
 class ServeState:
@@ -101,8 +96,6 @@ def _wants_stream(request: Request) -> bool:
 async def _call_program(request: Request) -> Response:
     state: ServeState = request.app.state.dspex
     name = request.path_params["name"]
-    if _wants_stream(request):
-        return _error_response(ErrorReply(406, "StreamingNotAvailable", STREAMING_MISSING))
     if state.draining:
         return _error_response(
             ErrorReply(503, "Draining", "the server is shutting down; send the request elsewhere")
@@ -110,6 +103,14 @@ async def _call_program(request: Request) -> Response:
     try:
         endpoint = state.endpoint(name)
         inputs = endpoint.parse(await request.body())
+        if _wants_stream(request):
+            # Admitted (or refused with its status) here, before the stream starts.
+            stream = state.runtime.stream(name, **inputs)
+            return StreamingResponse(
+                sse_events(stream),
+                media_type="text/event-stream",
+                headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+            )
         future = state.runtime.ask(name, **inputs)  # admits or raises at once: never blocks long
     except InputError as exc:
         return _error_response(

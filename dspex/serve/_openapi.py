@@ -79,11 +79,15 @@ def _program_path(endpoint: Endpoint, components: dict[str, Any]) -> dict[str, A
             },
             "responses": {
                 "200": {
-                    "description": "the prediction's fields",
-                    "content": {"application/json": {"schema": response}},
+                    "description": "the prediction's fields; with Accept: text/event-stream, "
+                    "server-sent events: chunk (a piece of an output field), then prediction "
+                    "(the fields) or error",
+                    "content": {
+                        "application/json": {"schema": response},
+                        "text/event-stream": {"schema": {"type": "string"}},
+                    },
                 },
                 "404": _error("no program of that name is served"),
-                "406": _error("Accept: text/event-stream: streaming is not available yet"),
                 "422": _error("a missing, unknown or mistyped input field"),
                 "429": _error("the program's queue is full; retry after Retry-After seconds"),
                 "500": _error("the program raised: its error type and message"),

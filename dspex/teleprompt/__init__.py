@@ -6,6 +6,8 @@ optimizers from ``dspy.teleprompt``.
 
 from dspex.programs._teleprompt import (
     COPRO,
+    GEPA,
+    SIMBA,
     BootstrapFewShot,
     BootstrapFewShotWithOptuna,
     BootstrapFewShotWithRandomSearch,
@@ -21,6 +23,8 @@ BootstrapRS = BootstrapFewShotWithRandomSearch
 
 __all__ = [
     "COPRO",
+    "GEPA",
+    "SIMBA",
     "BootstrapFewShot",
     "BootstrapFewShotWithOptuna",
     "BootstrapFewShotWithRandomSearch",

@@ -20,6 +20,7 @@ come from several threads at once.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,7 @@ from datetime import date, datetime, time
 from enum import Enum
 from typing import Any
 
+from dspex.actors._lm._streaming import STREAM_TO
 from dspex.actors._lm._types import Completion, LMResponse, Message, Usage
 
 __all__ = ["DummyLM", "DummyVectorizer"]
@@ -198,6 +200,11 @@ class DummyLM:
                     "model_type": self.model_type,
                 }
             )
+        sink = STREAM_TO.get()
+        if sink is not None and texts and texts[0]:
+            # Inside dspex.streamify: the first answer streams word by word, as a provider would.
+            for piece in re.findall(r"\S+\s*|\s+", texts[0]):
+                sink(piece)
         return response
 
     def __call__(

@@ -13,15 +13,22 @@ import asyncio
 import contextlib
 import enum
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import h11
 
 from dspex.errors import CallTimeoutError, StartError, UsageError
 
-__all__ = ["ConnectionAction", "HTTPRequest", "HTTPResponse", "HTTPServerThread"]
+__all__ = [
+    "ConnectionAction",
+    "HTTPRequest",
+    "HTTPResponse",
+    "HTTPServerThread",
+    "StreamedResponse",
+]
 
 _READ_CHUNK = 65536
 # asyncio's default backlog (100) makes a burst of 500 connects wait for SYN
@@ -59,7 +66,24 @@ class ConnectionAction(enum.Enum):
     """Send nothing; wait until the client closes the socket or the server stops."""
 
 
-Handler = Callable[[HTTPRequest], Awaitable[HTTPResponse | ConnectionAction]]
+@dataclass(frozen=True, slots=True)
+class StreamedResponse:
+    """A response whose body the server writes piece by piece (chunked encoding).
+
+    ``chunks`` yields body pieces as they should go out; yielding
+    ``ConnectionAction.DROP`` aborts the connection there (a failure
+    mid-stream). ``on_disconnect`` is called (server thread) if the client
+    closes the connection before the body is complete.
+    """
+
+    chunks: AsyncIterator[bytes | ConnectionAction]
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
+    content_type: str = "text/event-stream"
+    on_disconnect: Callable[[], None] | None = None
+
+
+Handler = Callable[[HTTPRequest], Awaitable[HTTPResponse | StreamedResponse | ConnectionAction]]
 
 
 class HTTPServerThread:
@@ -194,6 +218,11 @@ class HTTPServerThread:
                     while await reader.read(_READ_CHUNK):
                         pass
                     return
+                if isinstance(result, StreamedResponse):
+                    if not await _stream(conn, reader, writer, result):
+                        return
+                    conn.start_next_cycle()
+                    continue
                 writer.write(_encode(conn, result))
                 await writer.drain()
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
@@ -243,6 +272,67 @@ def _to_request(head: h11.Request, body: bytes) -> HTTPRequest:
         headers=headers,
         body=body,
     )
+
+
+async def _stream(
+    conn: h11.Connection,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    response: StreamedResponse,
+) -> bool:
+    """Write a streamed response; False when the connection cannot be reused."""
+    headers = [
+        ("content-type", response.content_type),
+        ("cache-control", "no-cache"),
+        ("server", "dspex-fake"),
+        *response.headers,
+    ]
+    writer.write(conn.send(h11.Response(status_code=response.status, headers=headers)) or b"")
+    # The client may hang up mid-stream: watch the socket so a disconnect is
+    # seen even while the next chunk is still being produced.
+    closed: asyncio.Future[bytes] = asyncio.ensure_future(reader.read(1))
+    early = b""  # bytes of a next request that arrived early (kept for h11)
+    produce = response.chunks.__aiter__()
+    try:
+        while True:
+            step = asyncio.ensure_future(produce.__anext__())
+            watched: set[asyncio.Future[Any]] = {step, closed}
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            if closed.done() and not closed.cancelled() and closed.result():
+                early += closed.result()
+                closed = asyncio.get_running_loop().create_future()  # watch no more
+            if closed.done() and not step.done():
+                step.cancel()
+                if response.on_disconnect is not None:
+                    response.on_disconnect()
+                writer.transport.abort()
+                return False
+            try:
+                piece = step.result()
+            except StopAsyncIteration:
+                break
+            if piece is ConnectionAction.DROP:
+                writer.transport.abort()
+                return False
+            assert isinstance(piece, bytes)
+            writer.write(conn.send(h11.Data(data=piece)) or b"")
+            await writer.drain()
+        writer.write(conn.send(h11.EndOfMessage()) or b"")
+        await writer.drain()
+    except ConnectionError:
+        if response.on_disconnect is not None:
+            response.on_disconnect()
+        writer.transport.abort()
+        return False
+    finally:
+        if not closed.done():
+            closed.cancel()
+            # Let the read finish cancelling: a second reader on the stream is an error.
+            with contextlib.suppress(asyncio.CancelledError):
+                early += await closed
+    if early:
+        conn.receive_data(early)
+    return conn.our_state is h11.DONE and conn.their_state is h11.DONE
 
 
 def _encode(conn: h11.Connection, response: HTTPResponse) -> bytes:

@@ -8,6 +8,7 @@ production), and renders replies and errors in that API's JSON shapes.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -52,6 +53,17 @@ def _usage(reply: Reply, prompt: str, texts: Sequence[str]) -> tuple[int, int]:
 
 def _texts(reply: Reply, n: int) -> tuple[str, ...]:
     return reply.texts if reply.texts is not None else (reply.text,) * n
+
+
+def _pieces(text: str) -> list[str]:
+    """``text`` cut into word-sized stream deltas that join back to it exactly."""
+    return re.findall(r"\S+\s*|\s+", text)
+
+
+def _sse(data: Any, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    text = data if isinstance(data, str) else json.dumps(data)
+    return f"{head}data: {text}\n\n".encode()
 
 
 # -- OpenAI ---------------------------------------------------------------
@@ -127,8 +139,6 @@ class FakeOpenAI(FakeProvider):
         n = body.get("n", 1)
         if not isinstance(n, int) or not 1 <= n <= 128:
             return self.error_response(400, f"n={n!r} must be an integer in [1, 128]")
-        if body.get("stream"):
-            return self.error_response(400, "stream=true is not supported by the fake server")
         fmt = body.get("response_format")
         if self.reject_json_schema and isinstance(fmt, dict) and fmt.get("type") == "json_schema":
             return self.error_response(500, "Unsupported response_format type: json_schema")
@@ -158,6 +168,23 @@ class FakeOpenAI(FakeProvider):
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+
+    def stream_events(self, body: Any, model: str, reply: Reply) -> list[tuple[bytes, bool]]:
+        whole = self.render(body, model, reply)
+        head = {k: whole[k] for k in ("id", "created", "model")}
+        head["object"] = "chat.completion.chunk"
+        frames: list[tuple[bytes, bool]] = []
+        for choice in whole["choices"]:
+            index = choice["index"]
+            for piece in _pieces(choice["message"]["content"]):
+                delta = {"index": index, "delta": {"content": piece}, "finish_reason": None}
+                frames.append((_sse({**head, "choices": [delta]}), True))
+            end = {"index": index, "delta": {}, "finish_reason": choice["finish_reason"]}
+            frames.append((_sse({**head, "choices": [end]}), False))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            frames.append((_sse({**head, "choices": [], "usage": whole["usage"]}), False))
+        frames.append((_sse("[DONE]"), False))
+        return frames
 
     def error_response(self, status: int, message: str, headers: _Headers = ()) -> HTTPResponse:
         kind = _OPENAI_ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid")
@@ -288,6 +315,41 @@ class FakeAnthropic(FakeProvider):
             "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
         }
 
+    def stream_events(self, body: Any, model: str, reply: Reply) -> list[tuple[bytes, bool]]:
+        whole = self.render(body, model, reply)
+        usage = whole["usage"]
+        start = {k: v for k, v in whole.items() if k not in ("content", "stop_reason")}
+        start.update(content=[], stop_reason=None, usage={**usage, "output_tokens": 1})
+        frames = [
+            (_sse({"type": "message_start", "message": start}, "message_start"), False),
+            (
+                _sse(
+                    {
+                        "type": "content_block_start",
+                        "index": 0,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                    "content_block_start",
+                ),
+                False,
+            ),
+            (_sse({"type": "ping"}, "ping"), False),
+        ]
+        for piece in _pieces(whole["content"][0]["text"]):
+            delta = {"type": "content_block_delta", "index": 0}
+            delta["delta"] = {"type": "text_delta", "text": piece}
+            frames.append((_sse(delta, "content_block_delta"), True))
+        stop = {"type": "content_block_stop", "index": 0}
+        frames.append((_sse(stop, "content_block_stop"), False))
+        end = {
+            "type": "message_delta",
+            "delta": {"stop_reason": whole["stop_reason"], "stop_sequence": None},
+            "usage": {"output_tokens": usage["output_tokens"]},
+        }
+        frames.append((_sse(end, "message_delta"), False))
+        frames.append((_sse({"type": "message_stop"}, "message_stop"), False))
+        return frames
+
     def error_response(self, status: int, message: str, headers: _Headers = ()) -> HTTPResponse:
         kind = _ANTHROPIC_ERROR_TYPES.get(status, "api_error")
         payload = {"type": "error", "error": {"type": kind, "message": message}}
@@ -346,6 +408,7 @@ _GEMINI_STATUS = {
 }
 _GEMINI_FINISH = {"stop": "STOP", "length": "MAX_TOKENS"}
 _GENERATE = ":generateContent"
+_STREAM = ":streamGenerateContent"
 _MODELS = "/v1beta/models/"
 
 
@@ -371,9 +434,12 @@ class FakeGemini(FakeProvider):
 
     def route(self, request: HTTPRequest, body: Any) -> str | None:
         path = request.path
-        if request.method != "POST" or not path.startswith(_MODELS) or not path.endswith(_GENERATE):
+        if request.method != "POST" or not path.startswith(_MODELS):
             return None
-        return path[len(_MODELS) : -len(_GENERATE)] or None
+        for action in (_GENERATE, _STREAM):
+            if path.endswith(action):
+                return path[len(_MODELS) : -len(action)] or None
+        return None
 
     def api_key_of(self, request: HTTPRequest) -> str | None:
         return request.headers.get("x-goog-api-key") or request.query.get("key") or None
@@ -439,6 +505,24 @@ class FakeGemini(FakeProvider):
             },
             "modelVersion": model,
         }
+
+    def is_stream(self, request: HTTPRequest, body: Any) -> bool:
+        return request.path.endswith(_STREAM) and request.query.get("alt") == "sse"
+
+    def stream_events(self, body: Any, model: str, reply: Reply) -> list[tuple[bytes, bool]]:
+        whole = self.render(body, model, reply)
+        frames: list[tuple[bytes, bool]] = []
+        for candidate in whole["candidates"]:
+            pieces = _pieces(candidate["content"]["parts"][0]["text"]) or [""]
+            for j, piece in enumerate(pieces):
+                part = {"content": {"parts": [{"text": piece}], "role": "model"}}
+                part["index"] = candidate["index"]
+                chunk: dict[str, Any] = {"candidates": [part], "modelVersion": model}
+                if j == len(pieces) - 1:
+                    part["finishReason"] = candidate["finishReason"]
+                    chunk["usageMetadata"] = whole["usageMetadata"]
+                frames.append((_sse(chunk), bool(piece)))
+        return frames
 
     def error_response(
         self,

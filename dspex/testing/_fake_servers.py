@@ -22,7 +22,7 @@ import json
 import random
 import threading
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -33,6 +33,7 @@ from dspex.testing._fake_http import (
     HTTPRequest,
     HTTPResponse,
     HTTPServerThread,
+    StreamedResponse,
 )
 from dspex.testing._fake_script import Fault, FaultKind, Reply, ReplyFn, Schedule
 
@@ -67,6 +68,8 @@ class _Script:
     faults: tuple[Fault, ...]
     schedule: Schedule | None
     context_window: int | None = None
+    stream_delay: float = 0.0
+    stream_fail_after: int | None = None
 
 
 class FakeProvider:
@@ -78,6 +81,12 @@ class FakeProvider:
     entry for a request index takes precedence. With ``context_window=N``, a
     valid request whose prompt has more than N words gets the provider's
     "prompt too long" answer (one word counts as one token here).
+
+    A streaming request (each dialect's own way of asking) is answered with
+    server-sent events in that dialect, one word of the reply per event,
+    ``stream_delay`` seconds apart; ``stream_fail_after=N`` drops the
+    connection after N text events (a failure mid-stream). A client that
+    hangs up mid-stream is counted in :attr:`stream_disconnects`.
     """
 
     name: ClassVar[str] = "fake"
@@ -113,6 +122,8 @@ class FakeProvider:
         self._count = 0
         self._in_flight = 0
         self._max_in_flight = 0
+        self._stream_disconnects = 0
+        self._disconnected = threading.Event()
         self._server = HTTPServerThread(self._handle, name=f"dspex-{self.name}", port=port)
 
     # -- lifecycle ---------------------------------------------------------
@@ -270,6 +281,15 @@ class FakeProvider:
         return self._in_flight
 
     @property
+    def stream_disconnects(self) -> int:
+        """Streamed replies the client hung up on before their end."""
+        return self._stream_disconnects
+
+    def wait_disconnect(self, timeout: float) -> bool:
+        """Wait until a client hangs up mid-stream; False if none did within ``timeout``."""
+        return self._disconnected.wait(timeout)
+
+    @property
     def max_in_flight(self) -> int:
         """The most requests that were in flight at once."""
         return self._max_in_flight
@@ -280,6 +300,8 @@ class FakeProvider:
             self._records.clear()
             self._outcomes.clear()
             self._count = 0
+            self._stream_disconnects = 0
+            self._disconnected.clear()
             self._max_in_flight = self._in_flight
             self._rng = random.Random(self._seed)
 
@@ -295,6 +317,17 @@ class FakeProvider:
 
     def check_request(self, request: HTTPRequest, body: Any) -> HTTPResponse | None:
         """Reject the request as the real API would (auth, payload); None: accepted."""
+        raise NotImplementedError
+
+    def is_stream(self, request: HTTPRequest, body: Any) -> bool:
+        """Whether the request asks for a streamed (SSE) reply."""
+        return isinstance(body, dict) and body.get("stream") is True
+
+    def stream_events(self, body: Any, model: str, reply: Reply) -> list[tuple[bytes, bool]]:
+        """The reply as SSE frames in this dialect, one word of text per frame.
+
+        Each frame comes with whether it carries text (``stream_fail_after`` counts those).
+        """
         raise NotImplementedError
 
     def render(self, body: Any, model: str, reply: Reply) -> dict[str, Any]:
@@ -329,7 +362,9 @@ class FakeProvider:
 
     # -- request flow (server loop thread) -----------------------------------
 
-    async def _handle(self, request: HTTPRequest) -> HTTPResponse | ConnectionAction:
+    async def _handle(
+        self, request: HTTPRequest
+    ) -> HTTPResponse | StreamedResponse | ConnectionAction:
         body, body_error = _parse_json(request.body)
         model = self.route(request, body)
         with self._lock:
@@ -374,12 +409,35 @@ class FakeProvider:
                 return self.error_response(500, f"fake reply raised {type(exc).__name__}: {exc}")
             if reply.body is not None:
                 return HTTPResponse(200, json.dumps(dict(reply.body)).encode())
+            if self.is_stream(request, body):
+                outcome = "stream"
+                return self._streamed(self.stream_events(body, model, reply), script)
             payload = self.render(body, model, reply)
             return HTTPResponse(200, json.dumps(payload).encode())
         finally:
             with self._lock:
                 self._in_flight -= 1
                 self._outcomes[outcome] += 1
+
+    def _streamed(self, frames: list[tuple[bytes, bool]], script: _Script) -> StreamedResponse:
+        async def chunks() -> AsyncIterator[bytes | ConnectionAction]:
+            texts = 0
+            for i, (frame, has_text) in enumerate(frames):
+                if i and script.stream_delay > 0:
+                    await asyncio.sleep(script.stream_delay)
+                if has_text:
+                    if script.stream_fail_after is not None and texts >= script.stream_fail_after:
+                        yield ConnectionAction.DROP
+                        return
+                    texts += 1
+                yield frame
+
+        return StreamedResponse(chunks(), on_disconnect=self._on_disconnect)
+
+    def _on_disconnect(self) -> None:
+        with self._lock:
+            self._stream_disconnects += 1
+        self._disconnected.set()
 
     def _fault_response(self, fault: Fault, body: Any) -> HTTPResponse | ConnectionAction:
         if fault.kind is FaultKind.CONTEXT_WINDOW:

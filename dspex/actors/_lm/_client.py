@@ -47,13 +47,14 @@ from dspex.actors._lm._resilience import (
     sleeper_for,
 )
 from dspex.actors._lm._slot import ClientSlot, Waiter
+from dspex.actors._lm._streaming import STREAM_TO, ChunkSink
 from dspex.actors._lm._transport import Transport, TransportName, choose_transport, env_proxies
 from dspex.actors._lm._types import LMRequest, LMResponse
 from dspex.errors import ActorStoppedError, UsageError
 from dspex.supervision import Actor, ChildSpec, Clock, Restart, SystemClock, monitor
 
 if TYPE_CHECKING:
-    from dspex.actors._lm._providers import Provider
+    from dspex.actors._lm._providers import HTTPCall, Provider
 
 
 # ClientSlot is re-exported: the slot is what callers pass to LMClient.child_spec.
@@ -236,7 +237,17 @@ class _Engine:
         inbox, pipeline = self._inbox, self._pipeline
         assert pipeline is not None
         while inbox:
-            pipeline.start(*inbox.popleft())
+            key, request, options, waiter = inbox.popleft()
+            sink = getattr(waiter, "sink", None)
+            if sink is None:
+                pipeline.start(key, request, options, waiter)
+                continue
+            # The call's task copies this context: its send finds the sink there.
+            token = STREAM_TO.set(sink)
+            try:
+                pipeline.start(key, request, options, waiter)
+            finally:
+                STREAM_TO.reset(token)
 
     def cancel(self, waiter: Waiter) -> None:
         with self._lock:
@@ -264,8 +275,18 @@ class _Engine:
         from dspex.actors._lm._providers import merge_responses, split_n
 
         if not self._provider.native_n and int(request.params.get("n") or 1) > 1:
-            parts = await asyncio.gather(*(self._send_one(r, timeout) for r in split_n(request)))
-            return merge_responses(parts, model=request.model)
+            sink = STREAM_TO.get()
+            token = STREAM_TO.set(None)  # fanned-out parts do not stream; the first is sent whole
+            try:
+                parts = await asyncio.gather(
+                    *(self._send_one(r, timeout) for r in split_n(request))
+                )
+            finally:
+                STREAM_TO.reset(token)
+            merged = merge_responses(parts, model=request.model)
+            if sink is not None and merged.texts and merged.texts[0]:
+                sink(merged.texts[0])
+            return merged
         return await self._send_one(request, timeout)
 
     async def _send_one(self, request: LMRequest, timeout: float) -> LMResponse:
@@ -274,6 +295,9 @@ class _Engine:
         provider = self._provider
         key = provider.resolve_api_key(self._api_key.reveal())
         call = provider.build(request, api_base=self.api_base, api_key=key)
+        sink = STREAM_TO.get()
+        if sink is not None:
+            return await self._send_streaming(provider, call, request, timeout, sink)
         return await send(
             self._transport_for(call.url),
             provider,
@@ -282,6 +306,42 @@ class _Engine:
             timeout=timeout,
             max_response_bytes=self.config.max_response_bytes,
         )
+
+    async def _send_streaming(
+        self,
+        provider: Provider,
+        call: HTTPCall,
+        request: LMRequest,
+        timeout: float,
+        sink: ChunkSink,
+    ) -> LMResponse:
+        from dspex.actors._lm._providers import send
+        from dspex.actors._lm._providers._stream import send_stream, streams
+
+        transport = self._transport_for(call.url)
+        limit = self.config.max_response_bytes
+        if streams(provider):
+            return await send_stream(
+                transport,
+                provider,
+                call,
+                sink,
+                model=request.model,
+                timeout=timeout,
+                max_response_bytes=limit,
+            )
+        # A dialect dspex cannot stream: the whole text is one chunk.
+        response = await send(
+            transport,
+            provider,
+            call,
+            model=request.model,
+            timeout=timeout,
+            max_response_bytes=limit,
+        )
+        if response.texts and response.texts[0]:
+            sink(response.texts[0])
+        return response
 
     @property
     def transports(self) -> tuple[str, ...]:

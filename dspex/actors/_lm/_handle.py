@@ -29,9 +29,10 @@ from dspex.actors._lm._resilience import (
     LMClientStats,
 )
 from dspex.actors._lm._slot import Attempt, ClientSlot, Endpoint, Waiter
+from dspex.actors._lm._streaming import STREAM_TO, ChunkSink
 from dspex.actors._lm._types import LMRequest, LMResponse, Message
 from dspex.actors._program_run import CancelEvent, RunContext, current_run
-from dspex.errors import ActorStoppedError, LMTimeoutError, ProgramError, UsageError
+from dspex.errors import ActorStoppedError, LMError, LMTimeoutError, ProgramError, UsageError
 from dspex.supervision import current_lease
 
 __all__ = [
@@ -171,11 +172,14 @@ class LMHandle:
         started = time.perf_counter()
         if emit is not None:
             emit("lm.request.start", {"model": self.label})
+        sink = STREAM_TO.get()
         if use_cache and self._cache_get is not None:
             hit = self._cache_get(key)
             if hit is not None:
                 # A hit costs nothing; it is tagged with the model whose cache answered.
                 hit = dataclasses.replace(hit, cache_hit=True, cost=0.0, answered_by=self.label)
+                if sink is not None and hit.texts and hit.texts[0]:
+                    sink(hit.texts[0])  # a cached reply streams at once, whole
                 if emit is not None:
                     self._emit_stop(emit, request, hit, CallInfo(), started, params=params)
                 return hit
@@ -184,7 +188,7 @@ class LMHandle:
             budgets = (self.budget, *budgets)
         if budgets:
             self._admit(budgets, emit, started)
-        value, info = self._call(key, request, options, span)
+        value, info = self._call(key, request, options, sink, span)
         if span is not None and (info.retries or info.shared):
             span.set_attribute("dspex.lm.retries", info.retries)
             span.set_attribute("dspex.lm.single_flight_joined", info.shared)
@@ -236,9 +240,19 @@ class LMHandle:
     # -- the call and its re-submission ----------------------------------------
 
     def _call(
-        self, key: str, request: LMRequest, options: CallOptions, span: Any = None
+        self,
+        key: str,
+        request: LMRequest,
+        options: CallOptions,
+        sink: ChunkSink | None = None,
+        span: Any = None,
     ) -> tuple[LMResponse | BaseException, CallInfo]:
         """The call's outcome (an error is returned, for the caller to raise)."""
+        tap: _Tap | None = None
+        if sink is not None:
+            tap = _Tap(sink)
+            # A streaming call shares no flight: its chunks belong to this caller.
+            key = f"{key}#stream-{id(tap)}"
         budget = self.call_timeout or self.slot.config.call_timeout
         deadline = time.monotonic() + budget
         avoid: int | None = None
@@ -251,7 +265,7 @@ class LMHandle:
             cancel = None
         while True:
             endpoint = self.slot.current(deadline - time.monotonic(), not_epoch=avoid)
-            attempt = Attempt(lease, span)
+            attempt = Attempt(lease, tap, span)
             if not endpoint.submit(key, request, options, attempt):
                 avoid = endpoint.epoch  # closing: wait for its successor
                 continue
@@ -282,6 +296,8 @@ class LMHandle:
                     return timed_out, CallInfo()
                 attempt.wait(budget)  # an answer won the race: it is already signalled
             if attempt.orphaned:
+                if tap is not None and tap.sent:
+                    return _replay_refused(self.model), CallInfo()
                 with self._lock:
                     self.resubmits += 1
                 avoid = endpoint.epoch
@@ -340,6 +356,29 @@ class LMHandle:
         return (
             f"LMHandle({self.model!r}, api_base={self.api_base!r}, kwargs={redact(self.kwargs)!r})"
         )
+
+
+class _Tap:
+    """A streaming call's sink that remembers whether text went out (loop thread)."""
+
+    __slots__ = ("sent", "sink")
+
+    def __init__(self, sink: ChunkSink) -> None:
+        self.sink = sink
+        self.sent = False
+
+    def __call__(self, text: str) -> None:
+        self.sent = True
+        self.sink(text)
+
+
+def _replay_refused(model: str) -> LMError:
+    return LMError(
+        f"model {model!r}: the LM client restarted after part of the reply was streamed; "
+        "the call is not re-sent because the consumer already received that part",
+        model=model,
+        retryable=False,
+    )
 
 
 def _cancelled_error(run: RunContext) -> ProgramError:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from dspex.actors._lm._resilience import CallInfo, CallOptions, LMClientConfig, UsageMeter
+from dspex.actors._lm._streaming import ChunkSink
 from dspex.actors._lm._types import LMRequest, LMResponse
 from dspex.errors import ActorStoppedError, LMTimeoutError, UsageError
 from dspex.supervision import Lease
@@ -164,11 +165,14 @@ class Attempt:
         "lease",
         "orphaned",
         "parked",
+        "sink",
         "trace",
         "value",
     )
 
-    def __init__(self, lease: Lease | None = None, trace: Any = None) -> None:
+    def __init__(
+        self, lease: Lease | None = None, sink: ChunkSink | None = None, trace: Any = None
+    ) -> None:
         self._claim = threading.Lock()
         self._signal = threading.Lock()
         self._signal.acquire()
@@ -178,6 +182,7 @@ class Attempt:
         self.cancelled = False
         self.lease = lease
         self.parked = False
+        self.sink = sink  # a streaming call's chunk sink (``_streaming``), run on the loop
         self.trace = trace
 
     def park(self) -> None:

@@ -22,7 +22,7 @@ Both transports share what must behave the same whichever is used:
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
@@ -40,6 +40,7 @@ __all__ = [
     "ConnectFailed",
     "ConnectionDropped",
     "HTTPReply",
+    "HTTPStream",
     "Transport",
     "TransportError",
     "TransportName",
@@ -93,7 +94,58 @@ class Transport(Protocol):
         max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> HTTPReply: ...
 
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes = b"",
+        *,
+        timeout: float | None = None,
+        max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> HTTPStream:
+        """Send one request and return once the response head is in; the body streams.
+
+        ``timeout`` bounds connecting, the head, and each wait for the next
+        chunk; ``max_bytes`` bounds the decoded body as a whole.
+        """
+        ...
+
     async def aclose(self) -> None: ...
+
+
+class HTTPStream:
+    """A response whose decoded body arrives in pieces (loop thread only).
+
+    Iterate it for the chunks as they come (raising a :class:`TransportError`
+    if the exchange breaks); always ``aclose`` it, which gives a completed
+    connection back to the pool and aborts an unfinished one (that is how a
+    cancelled consumer reaches the server).
+    """
+
+    __slots__ = ("_chunks", "_close", "headers", "status")
+
+    def __init__(
+        self,
+        status: int,
+        headers: dict[str, str],
+        chunks: AsyncIterator[bytes],
+        close: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self._chunks = chunks
+        self._close = close
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks
+
+    async def read(self) -> bytes:
+        """The rest of the body, whole (for error replies)."""
+        return b"".join([chunk async for chunk in self._chunks])
+
+    async def aclose(self) -> None:
+        await self._close()
 
 
 # -- failures, the same whichever transport ran ----------------------------------------
@@ -229,8 +281,14 @@ class BodyReader:
         else:
             self._inflate(data)
 
+    def take(self) -> bytes:
+        """Decoded bytes since the last ``take`` (streaming); the size bound counts them all."""
+        out = b"".join(self._chunks)
+        self._chunks.clear()
+        return out
+
     def finish(self) -> bytes:
-        """The whole decoded body; raises if a compressed stream ended early."""
+        """The decoded body not yet taken; raises if a compressed stream ended early."""
         inflater = self._inflater
         if self._deflate_head or (inflater is not None and self._fed and not inflater.eof):
             raise self._bad("the compressed stream is truncated")

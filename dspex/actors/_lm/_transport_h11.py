@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -30,6 +30,7 @@ from dspex.actors._lm._transport import (
     ConnectFailed,
     ConnectionDropped,
     HTTPReply,
+    HTTPStream,
     TransportError,
     TransportTimeout,
     header_dict,
@@ -57,6 +58,10 @@ class _Conn(asyncio.Protocol):
         self._status = 0
         self._headers: dict[str, str] = {}
         self._reader: BodyReader | None = None
+        # Streaming exchanges: the head, then decoded chunks, None at the end,
+        # or the TransportError that broke it.
+        self._head: asyncio.Future[None] | None = None
+        self._chunks: asyncio.Queue[bytes | TransportError | None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -121,6 +126,40 @@ class _Conn(asyncio.Protocol):
         async with asyncio.timeout(read_timeout):
             return await self._reply
 
+    async def open_stream(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        *,
+        read_timeout: float | None,
+        max_bytes: int,
+    ) -> asyncio.Queue[bytes | TransportError | None]:
+        """Send the request; return (once the head is in) the queue its body streams into."""
+        assert self.transport is not None
+        self._head = asyncio.get_running_loop().create_future()
+        # Kept here: a short reply may complete (and clear ``_chunks``) with its head.
+        chunks: asyncio.Queue[bytes | TransportError | None] = asyncio.Queue()
+        self._chunks = chunks
+        self._max_bytes = max_bytes
+        self._status, self._headers, self._reader = 0, {}, None
+        wire = self.h11.send(h11.Request(method=method, target=target, headers=headers))
+        if body:
+            wire = (wire or b"") + (self.h11.send(h11.Data(data=body)) or b"")
+        self.transport.write((wire or b"") + (self.h11.send(h11.EndOfMessage()) or b""))
+        async with asyncio.timeout(read_timeout):
+            await self._head
+        return chunks
+
+    @property
+    def status(self) -> int:
+        return self._status
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self._headers
+
     def finish_cycle(self) -> None:
         """After a complete exchange: make the connection ready for the next one."""
         if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
@@ -154,12 +193,25 @@ class _Conn(asyncio.Protocol):
                 status=self._status,
                 length=self._headers.get("content-length"),
             )
+            head, self._head = self._head, None
+            if head is not None and not head.done():
+                head.set_result(None)
         elif isinstance(event, h11.Data):
             assert self._reader is not None
             self._reader.feed(bytes(event.data))
+            if self._chunks is not None:
+                out = self._reader.take()
+                if out:
+                    self._chunks.put_nowait(out)
         elif isinstance(event, h11.EndOfMessage):
             assert self._reader is not None
             body = self._reader.finish()  # may raise: the reply is still pending then
+            chunks, self._chunks = self._chunks, None
+            if chunks is not None:
+                if body:
+                    chunks.put_nowait(body)
+                chunks.put_nowait(None)
+                return True
             reply, self._reply = self._reply, None
             if reply is not None and not reply.done():
                 reply.set_result(HTTPReply(self._status, self._headers, body))
@@ -170,6 +222,12 @@ class _Conn(asyncio.Protocol):
         return False
 
     def _fail(self, error: TransportError) -> None:
+        head, self._head = self._head, None
+        if head is not None and not head.done():
+            head.set_exception(error)
+        chunks, self._chunks = self._chunks, None
+        if chunks is not None:
+            chunks.put_nowait(error)
         reply, self._reply = self._reply, None
         if reply is not None and not reply.done():
             reply.set_exception(error)
@@ -229,26 +287,8 @@ class H11Transport:
         max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> HTTPReply:
         """Send one request and read the whole response, each step within ``timeout``."""
-        try:
-            origin, target, host = _split(url)
-        except ValueError as exc:
-            raise BadURL(str(exc)) from exc
-        wire = [(b"host", host.encode())]
-        wire += [(k.encode(), v.encode()) for k, v in headers.items()]
-        wire.append((b"content-length", str(len(body)).encode()))
-        lowered = {k.lower() for k in headers}
-        if "user-agent" not in lowered:
-            wire.append((b"user-agent", USER_AGENT.encode()))
-        if "accept-encoding" not in lowered:
-            wire.append((b"accept-encoding", ACCEPT_ENCODING.encode()))
-        if self._slots.locked():
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._slots.acquire()
-            except TimeoutError as exc:
-                raise TransportTimeout(f"no free connection to {host} in time") from exc
-        else:
-            await self._slots.acquire()
+        origin, target, host, wire = self._prepare(url, headers, body)
+        await self._acquire(host, timeout)
         try:
             conn = self._checkout(origin) or await self._connect(origin, timeout)
             try:
@@ -266,6 +306,95 @@ class H11Transport:
         finally:
             self._slots.release()
         return reply
+
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes = b"",
+        *,
+        timeout: float | None = None,
+        max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> HTTPStream:
+        """Send one request; return at the response head with the body still streaming."""
+        origin, target, host, wire = self._prepare(url, headers, body)
+        await self._acquire(host, timeout)
+        conn: _Conn | None = None
+        try:
+            conn = self._checkout(origin) or await self._connect(origin, timeout)
+            chunks = await conn.open_stream(
+                method.encode(), target, wire, body, read_timeout=timeout, max_bytes=max_bytes
+            )
+        except BaseException as exc:
+            if conn is not None:
+                conn.abort()
+            self._slots.release()
+            if isinstance(exc, TimeoutError):
+                raise TransportTimeout(f"no response from {host} in time") from exc
+            raise
+        held = conn
+        done = False
+
+        async def body_chunks() -> AsyncIterator[bytes]:
+            nonlocal done
+            while True:
+                try:
+                    async with asyncio.timeout(timeout):
+                        item = await chunks.get()
+                except TimeoutError as exc:
+                    raise TransportTimeout(f"{host} stopped sending mid-stream") from exc
+                if item is None:
+                    done = True
+                    return
+                if isinstance(item, TransportError):
+                    raise item
+                yield item
+
+        closed = False
+
+        async def close() -> None:
+            nonlocal closed
+            if closed:
+                return
+            closed = True
+            try:
+                if done:
+                    held.finish_cycle()
+                    self._checkin(held)
+                else:
+                    held.abort()  # unfinished (cancelled, failed): the connection is unusable
+            finally:
+                self._slots.release()
+
+        return HTTPStream(conn.status, conn.headers, body_chunks(), close)
+
+    def _prepare(
+        self, url: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[Origin, bytes, str, list[tuple[bytes, bytes]]]:
+        try:
+            origin, target, host = _split(url)
+        except ValueError as exc:
+            raise BadURL(str(exc)) from exc
+        wire = [(b"host", host.encode())]
+        wire += [(k.encode(), v.encode()) for k, v in headers.items()]
+        wire.append((b"content-length", str(len(body)).encode()))
+        lowered = {k.lower() for k in headers}
+        if "user-agent" not in lowered:
+            wire.append((b"user-agent", USER_AGENT.encode()))
+        if "accept-encoding" not in lowered:
+            wire.append((b"accept-encoding", ACCEPT_ENCODING.encode()))
+        return origin, target, host, wire
+
+    async def _acquire(self, host: str, timeout: float | None) -> None:
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._slots.acquire()
+            except TimeoutError as exc:
+                raise TransportTimeout(f"no free connection to {host} in time") from exc
+        else:
+            await self._slots.acquire()
 
     def _checkout(self, origin: Origin) -> _Conn | None:
         conns = self._idle.get(origin)

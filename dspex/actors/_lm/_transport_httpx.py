@@ -16,7 +16,7 @@ here. Runs on the loop thread.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -31,6 +31,7 @@ from dspex.actors._lm._transport import (
     ConnectFailed,
     ConnectionDropped,
     HTTPReply,
+    HTTPStream,
     TransportError,
     TransportTimeout,
     header_dict,
@@ -103,6 +104,59 @@ class HttpxTransport:
             raise BadURL(f"{type(exc).__name__}: {exc}") from exc
         except httpx.HTTPError as exc:
             raise _translated(exc) from exc
+
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes = b"",
+        *,
+        timeout: float | None = None,
+        max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> HTTPStream:
+        """Send one request; return at the response head with the body still streaming."""
+        request = self._client.build_request(
+            method, url, headers=dict(headers), content=body, timeout=timeout
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                response = await self._client.send(request, stream=True)
+        except TimeoutError as exc:
+            raise TransportTimeout(f"no response from {_host(url)} in time") from exc
+        except httpx.InvalidURL as exc:
+            raise BadURL(f"{type(exc).__name__}: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise _translated(exc) from exc
+        head = header_dict(response.headers.items())
+        try:
+            reader = BodyReader(
+                head.get("content-encoding"),
+                max_bytes,
+                status=response.status_code,
+                length=head.get("content-length"),
+            )
+        except TransportError:
+            await response.aclose()
+            raise
+
+        async def body_chunks() -> AsyncIterator[bytes]:
+            # httpx's read timeout bounds each wait for the next chunk.
+            try:
+                async for raw in response.aiter_raw():
+                    reader.feed(raw)
+                    out = reader.take()
+                    if out:
+                        yield out
+                rest = reader.finish()
+            except TransportError:
+                raise
+            except httpx.HTTPError as exc:
+                raise _translated(exc) from exc
+            if rest:
+                yield rest
+
+        return HTTPStream(response.status_code, head, body_chunks(), response.aclose)
 
     def __repr__(self) -> str:
         return "<HttpxTransport>"

@@ -1,0 +1,86 @@
+"""``Runtime.stream(name, **inputs)``: stream a served program's output.
+
+Installed as the actors layer's stream opener (``install_caller_hooks``).
+The request goes through the server's admission as ``rt.ask`` does, with
+the stream's session in the request's context: the server's worker runs
+the program, its predictors' LM calls stream to this consumer's queue
+straight from the LM client's loop, and the answer ends the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import Future
+from typing import Any
+
+from dspex.actors._program_run import CancelEvent
+from dspex.errors import UsageError
+from dspex.programs._stream_listener import StreamListener
+from dspex.programs._stream_messages import STREAM_SESSION
+from dspex.programs._stream_route import Finished, Router, Session
+
+__all__ = ["field_listeners", "stream_served"]
+
+
+def field_listeners(program: Any) -> tuple[dict[int, list[StreamListener]], dict[int, str]]:
+    """A reusable listener on every output field of every predictor of ``program``."""
+    by_predictor: dict[int, list[StreamListener]] = {}
+    names: dict[int, str] = {}
+    named = getattr(program, "named_predictors", None)
+    for name, predictor in named() if callable(named) else ():
+        names[id(predictor)] = name
+        by_predictor[id(predictor)] = [
+            StreamListener(field, predict=predictor, predict_name=name, allow_reuse=True)
+            for field in predictor.signature.output_fields
+        ]
+    return by_predictor, names
+
+
+def stream_served(runtime: Any, name: str, inputs: Mapping[str, Any]) -> AsyncIterator[Any]:
+    """Field pieces of served program ``name`` as they come, then its Prediction.
+
+    Admits the request at once (so ``OverloadedError`` and friends raise
+    here, as from ``rt.ask``); call it with an event loop running, which
+    the returned async iterator must be consumed on.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        raise UsageError(
+            f"rt.stream({name!r}, ...) returns an async iterator: call it from async code "
+            "(inside a running event loop), or use dspex.streamify(...) with "
+            "async_streaming=False for sync iteration"
+        ) from None
+    by_predictor, names = field_listeners(runtime.servers.program(name))
+    listeners = [lst for group in by_predictor.values() for lst in group]
+    route = Router(by_predictor, listeners, names, include_final=True)
+    items: asyncio.Queue[Any] = asyncio.Queue()
+
+    def put(item: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the consumer's loop closed
+            loop.call_soon_threadsafe(items.put_nowait, item)
+
+    session = Session(put, CancelEvent())
+    token = STREAM_SESSION.set(session)
+    try:
+        reply = runtime.ask(name, **inputs)  # the request's context carries the session
+    finally:
+        STREAM_SESSION.reset(token)
+    reply.add_done_callback(lambda done: put(Finished(done)))
+    return _pump(route, items, reply, session)
+
+
+async def _pump(
+    route: Router, items: asyncio.Queue[Any], reply: Future[Any], session: Session
+) -> AsyncIterator[Any]:
+    try:
+        while not route.done:
+            for out in route.handle(await items.get()):
+                yield out
+    finally:
+        if not reply.done():
+            reply.cancel()  # a queued request is dropped
+            assert session.cancelled is not None
+            session.cancelled.set()  # a running one: its LM call in flight is cancelled

@@ -1,0 +1,5 @@
+"""DSPy's ``dspy.teleprompt.simba`` path: ``SIMBA``."""
+
+from dspex.programs._teleprompt import SIMBA
+
+__all__ = ["SIMBA"]
