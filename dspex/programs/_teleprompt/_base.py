@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -28,7 +29,14 @@ class Teleprompter:
     is in ``optimizer.compile_cost``.
     """
 
-    compile_cost: dict[str, Any] | None = None
+    @property
+    def compile_cost(self) -> dict[str, Any] | None:
+        """What the last ``compile`` spent (see :class:`Budget`), None before one.
+
+        Kept outside the instance's attributes, which describe its settings
+        (``get_params``, checkpoint fingerprints).
+        """
+        return _compile_costs.get(id(self))
 
     _dspex_callback_kind: ClassVar[str] = "compile"  # see _callbacks.CALLBACK_KIND
 
@@ -81,7 +89,7 @@ def _budgeted(compile: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 return compile(self, *args, **kwargs)
             finally:
-                self.compile_cost = budget.snapshot()
+                _remember_cost(self, budget.snapshot())
                 if budget.stopped_by is not None:
                     logger.warning(
                         "%s.compile: the %s budget ran out; no LM call was started after it",
@@ -90,6 +98,20 @@ def _budgeted(compile: Callable[..., Any]) -> Callable[..., Any]:
                     )
 
     return run
+
+
+# id(optimizer) -> its last compile's spend; an entry goes when the optimizer does.
+_compile_costs: dict[int, dict[str, Any]] = {}
+
+
+def _remember_cost(optimizer: Any, spend: dict[str, Any]) -> None:
+    key = id(optimizer)
+    if key not in _compile_costs:
+        try:
+            weakref.finalize(optimizer, _compile_costs.pop, key, None)
+        except TypeError:  # not weak-referenceable (__slots__): nothing to remember it by
+            return
+    _compile_costs[key] = spend
 
 
 def _in_compile(optimizer: Any) -> bool:
