@@ -1,4 +1,4 @@
-"""DSPy 3.4.1's GEPA on bench/gepa.py's task (run by it, in DSPy's own venv).
+"""DSPy 3.4.1's GEPA on bench/gepa_compile.py's task (run by it, in DSPy's own venv).
 
     /tmp/dspy-venv/bin/python bench/gepa_dspy.py --url http://127.0.0.1:PORT/v1
 
@@ -12,8 +12,8 @@ import os
 import sys
 import tempfile
 
-# This script's folder holds gepa.py and comes first on sys.path, which
-# would shadow the gepa package: put the folder last (for _gepa_task only).
+# bench/ comes first on sys.path: put it last, so no script here can ever
+# shadow a package DSPy or gepa imports (only _gepa_task is needed from it).
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
 

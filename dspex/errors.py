@@ -26,7 +26,8 @@ Every error dspex raises derives from :class:`DSPexError`. A user's misuse
     ├── ProgramError                user code in a program run raised
     ├── OverloadedError             a program server's queue is full
     ├── BudgetExceededError         a cost or token budget is spent; no new LM call starts
-    └── LocalModelError             the embedded local model is missing or broken
+    ├── LocalModelError             the embedded local model is missing or broken
+    └── RetrieverError              a retrieval server (ColBERTv2) failed or answered wrongly
 
 This module imports nothing from dspex, so every layer may import it.
 """
@@ -55,6 +56,7 @@ __all__ = [
     "ProviderError",
     "RateLimitError",
     "RegistryError",
+    "RetrieverError",
     "SignatureError",
     "StartError",
     "SupervisionError",
@@ -324,3 +326,16 @@ class BudgetExceededError(DSPexError):
 
 class LocalModelError(DSPexError):
     """The embedded local model is not installed or failed to start."""
+
+
+class RetrieverError(DSPexError, ValueError):
+    """A retrieval server (``ColBERTv2``) failed, timed out or answered wrongly.
+
+    A ``ValueError`` too, as DSPy raises for a server's error answer. ``url``
+    is the server's, ``status`` the HTTP status when there was one.
+    """
+
+    def __init__(self, message: str, *, url: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status

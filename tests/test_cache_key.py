@@ -103,6 +103,7 @@ def test_every_parameter_has_one_category() -> None:
         "finetuning_model",
         "launch_kwargs",
         "train_kwargs",
+        "model_type",  # the API (responses, embeddings): keyed, the client speaks it
     }
     # Every client setting an LM takes is a call option: never sent, never keyed.
     for field in dataclasses.fields(LMClientConfig):

@@ -3,6 +3,7 @@ fake providers on 127.0.0.1, the primary failing on command."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -204,3 +205,18 @@ def test_copy_and_state_keep_the_fallbacks() -> None:
     assert lm.dump_state()["fallbacks"] == [BACKUP]
     copy = lm.copy(temperature=0.5)
     assert [f.model for f in copy.fallbacks] == [BACKUP] and copy.fallback_on_timeout is True
+
+
+def test_an_awaited_call_falls_back_and_is_priced_and_tagged(
+    start_runtime: StartRuntime, servers: tuple[FakeOpenAI, FakeAnthropic]
+) -> None:
+    primary, backup = servers
+    start_runtime(lm_client={"num_retries": 0})
+    lm = _lms(servers, cache=False)
+    next_fails(primary, Fault.error(503))
+    messages = [{"role": "user", "content": "awaited"}]
+    response = asyncio.run(lm.agenerate(messages, {}))
+    assert response.answered_by == BACKUP and response.texts == [chat_answer("B:awaited")]
+    again = asyncio.run(lm.agenerate(messages, {}))
+    assert again.answered_by == PRIMARY and again.texts == [chat_answer("P:awaited")]
+    assert backup.request_count == 1 and primary.request_count == 2

@@ -64,3 +64,16 @@ def test_completions_without_reasoning_are_refused() -> None:
         MultiChainComparison("question -> answer", M=1)([{"answer": "a"}], question="?")
     with pytest.raises(UsageError, match="M=0"):
         MultiChainComparison(Predict("q -> a").signature, M=0)
+
+
+def test_acall_compares_the_same_way() -> None:
+    import asyncio
+
+    lm = DummyLM([{"rationale": "both say 4", "answer": "4"}])
+    mcc = MultiChainComparison("question -> answer", M=2)
+    attempts = [{"reasoning": "sum", "answer": "4"}, {"reasoning": "count", "answer": "4"}]
+    with context(lm=lm):
+        final = asyncio.run(mcc.acall(attempts, question="2+2?"))
+    assert (final.answer, final.rationale) == ("4", "both say 4")
+    prompt = lm.history[-1]["messages"][-1]["content"]
+    assert "«Reasoning: count Answer: 4»" in prompt

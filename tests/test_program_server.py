@@ -277,6 +277,38 @@ def test_a_cancelled_queued_request_frees_its_slot_and_never_runs(setup: Setup) 
     assert setup.directory.stats("gate").admitted == 0
 
 
+def test_ask_is_awaitable_and_cancelling_the_task_drops_a_queued_request(
+    setup: Setup,
+) -> None:
+    import asyncio
+
+    gate = Gate()
+    setup.directory.serve("gate", gate, max_concurrency=1, queue_limit=2)
+    handle = setup.directory.serve("echo", Echo())
+
+    async def main() -> tuple[Any, Any, Any]:
+        echoed = await handle.ask(x=1)  # a ServerFuture is awaitable
+        failed: Any = None
+        try:
+            await setup.directory.ask("echo", x="bad")
+        except ValueError as exc:  # the wrapped error keeps its type
+            failed = exc
+        first = asyncio.ensure_future(setup.directory.ask("gate", x="first"))
+        await asyncio.to_thread(gate.wait_entered, 1)
+        queued = asyncio.ensure_future(setup.directory.ask("gate", x="queued"))
+        await asyncio.sleep(0)  # let the task start awaiting
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        gate.release.set()
+        return echoed, failed, (await first)
+
+    echoed, failed, first = asyncio.run(main())
+    assert echoed.answer == "echo:1" and isinstance(failed, ProgramError)
+    assert first.answer == "v1:first"
+    assert "queued" not in gate.calls  # cancelling the awaiting task cancelled the request
+
+
 # -- hot reload --------------------------------------------------------------------------------
 
 

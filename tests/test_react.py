@@ -410,6 +410,26 @@ def test_acall_runs_async_tools() -> None:
     assert pred.answer == "done"
 
 
+def test_acall_awaits_async_tools_on_the_callers_loop() -> None:
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def fetch(url: str) -> str:
+        """Fetch a page."""
+        loops.append(asyncio.get_running_loop())
+        return f"page {url}"
+
+    lm = DummyLM([step("fetch", url="a"), step("finish"), final("done")])
+    react = ReAct("question -> answer", tools=[fetch])
+
+    async def main() -> tuple[Any, asyncio.AbstractEventLoop]:
+        with context(lm=lm):
+            return await react.acall(question="q"), asyncio.get_running_loop()
+
+    pred, caller_loop = asyncio.run(main())
+    assert pred.answer == "done" and pred.trajectory["observation_0"] == "page a"
+    assert loops == [caller_loop]  # not a private loop in a worker thread
+
+
 # -- the context window ----------------------------------------------------------------------
 
 LONG = "word " * 1000  # an observation of 1000 prompt tokens as the fakes count them

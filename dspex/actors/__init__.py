@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from dspex.actors._current import current_runtime, default_runtime, stop_default_runtime
     from dspex.actors._daemon import run_forever
     from dspex.actors._lm._client import ClientSlot, LMClient
+    from dspex.actors._lm._embedder import Embedder
     from dspex.actors._lm._handle import LMHandle, request_key
     from dspex.actors._lm._model import LM
     from dspex.actors._lm._resilience import (
@@ -58,6 +59,7 @@ _LAZY: dict[str, str] = {
     "ClientSlot": "_lm",
     "ConfigServer": "_config_server",
     "DrainReport": "_program_server",
+    "Embedder": "_lm",
     "LM": "_lm",
     "LMClient": "_lm",
     "LMClientConfig": "_lm",
@@ -98,6 +100,7 @@ __all__ = [
     "Completion",
     "ConfigServer",
     "DrainReport",
+    "Embedder",
     "LMClient",
     "LMClientConfig",
     "LMClientStats",

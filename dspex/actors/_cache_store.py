@@ -14,6 +14,7 @@ least recently written rows are evicted. A directory that cannot be written
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cachetools import LRUCache
 
@@ -46,21 +48,29 @@ CREATE INDEX IF NOT EXISTS entries_written ON entries (written);
 
 def encode_response(response: LMResponse) -> bytes:
     """Serialize a response as JSON (never pickle: a cache file must not run code)."""
-    payload = {
-        "c": [[c.text, c.finish_reason] for c in response.completions],
+    payload: dict[str, Any] = {
+        "c": [
+            [c.text, c.finish_reason]
+            if c.reasoning is None
+            else [c.text, c.finish_reason, c.reasoning]
+            for c in response.completions
+        ],
         "u": [response.usage.prompt_tokens, response.usage.completion_tokens],
         "m": response.model,
     }
+    if response.embeddings:  # only when present: chat entries keep their old bytes
+        payload["e"] = [list(v) for v in response.embeddings]
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def decode_response(blob: bytes) -> LMResponse:
     payload = json.loads(blob)
     return LMResponse(
-        completions=tuple(Completion(text, reason) for text, reason in payload["c"]),
+        completions=tuple(Completion(*fields) for fields in payload["c"]),
         usage=Usage(*payload["u"]),
         model=payload["m"],
         cache_hit=True,
+        embeddings=tuple(tuple(v) for v in payload.get("e", ())),
     )
 
 
@@ -269,4 +279,4 @@ class CacheStore:
 
 
 def _as_hit(response: LMResponse) -> LMResponse:
-    return LMResponse(response.completions, response.usage, response.model, cache_hit=True)
+    return dataclasses.replace(response, cache_hit=True)

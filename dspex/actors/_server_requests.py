@@ -8,9 +8,10 @@ by default: in a server worker thread, as a program run.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -50,7 +51,10 @@ class Silent:
 class ServerFuture(Future[Any]):
     """The reply to ``ask``: a ``concurrent.futures.Future`` that knows its request.
 
-    ``get(timeout)`` is ``result(timeout)``, spelled like a pykka future.
+    ``get(timeout)`` is ``result(timeout)``, spelled like a pykka future. It is
+    also awaitable: ``await rt.ask(name, **inputs)`` on an event loop waits with
+    no thread (the server's worker wakes the loop when it answers), and
+    cancelling the awaiting task cancels a request that has not started yet.
     """
 
     def __init__(self, server: str, request_id: int = 0) -> None:
@@ -61,6 +65,10 @@ class ServerFuture(Future[Any]):
     def get(self, timeout: float | None = None) -> Any:
         """The prediction, or raise the request's (wrapped) error."""
         return self.result(timeout)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """Await the prediction on the running event loop (``asyncio.wrap_future``)."""
+        return asyncio.wrap_future(self).__await__()
 
     def __repr__(self) -> str:
         state = "done" if self.done() else "pending"

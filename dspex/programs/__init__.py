@@ -2,7 +2,8 @@
 
 ``History`` and the custom field types (``Image``, ``Audio``, ``File``,
 ``Code``, ``Reasoning``, ``ToolCalls``, ``Type``) load on first use (they are
-pydantic models; pydantic stays unimported until a program needs it).
+pydantic models; pydantic stays unimported until a program needs it), and so
+do the retrieval names (numpy, httpx).
 """
 
 from dspex._lazy import lazy_face
@@ -51,6 +52,12 @@ _LAZY: dict[str, str] = {
     "ToolCalls": "_types._tool_calls",
     "ToolCallResults": "_types._tool_calls",
     "Type": "_types._base",
+    # retrieval: numpy and httpx, loaded on first use
+    "ColBERTv2": "_colbertv2",
+    "Embeddings": "_retrievers",
+    "EmbeddingsWithScores": "_retrievers",
+    "Retrieve": "_retrieve",
+    "dotdict": "_colbertv2",
 }
 
 __all__ = [
@@ -62,9 +69,12 @@ __all__ = [
     "ChainOfThought",
     "ChatAdapter",
     "Code",
+    "ColBERTv2",
     "CompleteAndGrounded",
     "Completions",
     "Embedder",
+    "Embeddings",
+    "EmbeddingsWithScores",
     "Evaluate",
     "EvaluationResult",
     "Example",
@@ -84,6 +94,7 @@ __all__ = [
     "ReAct",
     "Reasoning",
     "Refine",
+    "Retrieve",
     "SemanticF1",
     "Signature",
     "SignatureMeta",
@@ -100,6 +111,7 @@ __all__ = [
     "configure_cache",
     "context",
     "current_settings",
+    "dotdict",
     "ensure_signature",
     "exact_match",
     "f1_score",

@@ -1,7 +1,7 @@
 """``asyncify``: call a program from async code (DSPy's ``dspy.asyncify``).
 
 ``asyncify(program)`` returns an async function; awaiting it runs
-``program(*args, **kwargs)`` in a worker thread as one program run, so the
+``program(*args, **kwargs)`` in one of dspex's async pool threads as one program run, so the
 event loop stays free. The caller's ``dspex.context`` overrides travel into
 the call. At most ``async_max_workers`` (a setting, default 8) such calls
 run at once per event loop; the others wait their turn without a thread.
@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dspex.errors import UsageError
+from dspex.programs._async_pool import in_thread
 from dspex.programs._settings import current_settings
 
 __all__ = ["asyncify"]
@@ -68,7 +69,7 @@ async def _run_in_thread(program: Callable[..., Any], args: tuple[Any, ...], kwa
     from dspex.actors._program_run import RunContext, current_run
 
     if current_run() is not None:  # already inside a run: execute inline in the worker
-        return await asyncio.to_thread(program, *args, **kwargs)
+        return await in_thread(program, *args, **kwargs)
 
     from dspex.programs._runtime_access import current_runtime
 
@@ -78,9 +79,9 @@ async def _run_in_thread(program: Callable[..., Any], args: tuple[Any, ...], kwa
     def call() -> Any:
         return program(*args, **kwargs)
 
-    # to_thread copies the caller's contextvars (settings overrides) into the thread,
+    # in_thread copies the caller's contextvars (settings overrides) into the thread,
     # and runtime.run copies them on into the run actor.
-    work = asyncio.ensure_future(asyncio.to_thread(runtime.run, call, label=run.label, run=run))
+    work = asyncio.ensure_future(in_thread(runtime.run, call, label=run.label, run=run))
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:

@@ -315,8 +315,8 @@ class Module(BaseModule, metaclass=ProgramMeta):
             return invoke(callbacks, "module", self, inputs, self.forward, *args, **kwargs)
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
-        """Async call: ``aforward`` if the module defines one, else ``forward`` in a
-        worker thread (settings overrides carry over)."""
+        """Async call: ``aforward`` if the module defines one, else ``forward`` in one
+        of dspex's ``async_max_workers`` threads (settings overrides carry over)."""
         aforward = getattr(self, "aforward", None)
         if aforward is not None:
             callbacks = active_callbacks(self)
@@ -324,9 +324,9 @@ class Module(BaseModule, metaclass=ProgramMeta):
                 inputs = {"args": args, "kwargs": kwargs}
                 return await ainvoke(callbacks, "module", self, inputs, aforward, *args, **kwargs)
             return await aforward(*args, **kwargs)
-        import asyncio
+        from dspex.programs._async_pool import in_thread
 
-        return await asyncio.to_thread(self.__call__, *args, **kwargs)
+        return await in_thread(self.__call__, *args, **kwargs)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

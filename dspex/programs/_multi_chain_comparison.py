@@ -62,6 +62,15 @@ class MultiChainComparison(Module):
         self.predict = Predict(extended, temperature=temperature, **config)
 
     def forward(self, completions: Iterable[Any], **kwargs: Any) -> Prediction:
+        result: Prediction = self.predict(**self._inputs(completions, kwargs))
+        return result
+
+    async def aforward(self, completions: Iterable[Any], **kwargs: Any) -> Prediction:
+        result: Prediction = await self.predict.acall(**self._inputs(completions, kwargs))
+        return result
+
+    def _inputs(self, completions: Iterable[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The comparison's inputs: ``kwargs`` plus one line per attempt."""
         attempts = [self._attempt(i, c) for i, c in enumerate(completions)]
         if len(attempts) != self.M:
             raise UsageError(
@@ -70,8 +79,7 @@ class MultiChainComparison(Module):
             )
         for i, attempt in enumerate(attempts, 1):
             kwargs.setdefault(f"reasoning_attempt_{i}", attempt)
-        result: Prediction = self.predict(**kwargs)
-        return result
+        return kwargs
 
     def _attempt(self, index: int, completion: Any) -> str:
         """One attempt as a single line: its first reasoning line and its first answer line."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from dspex.actors._program_run import current_run
 from dspex.errors import UsageError
@@ -56,6 +56,18 @@ def _adapter_default() -> Any:
 
         _default_adapter = ChatAdapter()
     return _default_adapter
+
+
+class _Call(NamedTuple):
+    """One Predict call, prepared: what the adapter is called with."""
+
+    adapter: Any
+    lm: Any
+    config: dict[str, Any]
+    signature: type[Signature]
+    demos: Any
+    inputs: dict[str, Any]
+    record_trace: bool
 
 
 class _SignatureFacts:
@@ -168,6 +180,31 @@ class Predict(Module, Predictor):
         return facts
 
     def forward(self, **kwargs: Any) -> Prediction:
+        call = self._prepare(kwargs)
+        adapter, lm, config, signature, demos, inputs, _ = call
+        with streaming_call(self, adapter, lm):  # a no-op unless inside dspex.streamify
+            completions = adapter(
+                lm, lm_kwargs=config, signature=signature, demos=demos, inputs=inputs
+            )
+        return self._finish(call, completions)
+
+    async def aforward(self, **kwargs: Any) -> Prediction:
+        """``forward`` awaited: with a ``dspex.LM`` the LM call is awaited on this loop
+        (no thread); other LMs and custom adapters run in dspex's async pool."""
+        call = self._prepare(kwargs)
+        adapter, lm, config, signature, demos, inputs, _ = call
+        acall = getattr(adapter, "acall", None)
+        with streaming_call(self, adapter, lm):  # a no-op unless inside dspex.streamify
+            if acall is None:  # a DSPy-style adapter object without acall
+                from dspex.programs._async_pool import in_thread
+
+                completions = await in_thread(adapter, lm, config, signature, demos, inputs)
+            else:
+                completions = await acall(lm, config, signature, demos, inputs)
+        return self._finish(call, completions)
+
+    def _prepare(self, kwargs: dict[str, Any]) -> _Call:
+        """Everything before the adapter call (runs in the calling thread)."""
         settings = current_settings()
         signature = kwargs.pop("signature", None)
         signature = self.signature if signature is None else ensure_signature(signature)
@@ -211,12 +248,13 @@ class Predict(Module, Predictor):
             or _adapter_for_lm(lm)
             or _adapter_default()
         )
-        with streaming_call(self, adapter, lm):  # a no-op unless inside dspex.streamify
-            completions = adapter(
-                lm, lm_kwargs=config, signature=signature, demos=demos, inputs=kwargs
-            )
-        pred = Prediction.from_completions(completions, signature=signature)
+        return _Call(adapter, lm, config, signature, demos, kwargs, record_trace)
 
+    def _finish(self, call: _Call, completions: Any) -> Prediction:
+        """The Prediction of ``completions``, recorded in the trace."""
+        pred = Prediction.from_completions(completions, signature=call.signature)
+        record_trace, kwargs = call.record_trace, call.inputs
+        settings = current_settings()
         trace = settings.get("trace")
         if record_trace and trace is not None:
             limit = settings.get("max_trace_size", 10_000)
@@ -225,12 +263,6 @@ class Predict(Module, Predictor):
                     del trace[0]
                 trace.append((self, dict(kwargs), pred))
         return pred
-
-    async def aforward(self, **kwargs: Any) -> Prediction:
-        """Run the call in a worker thread (the LM protocol is synchronous)."""
-        import asyncio
-
-        return await asyncio.to_thread(self.forward, **kwargs)
 
     # -- state -------------------------------------------------------------------------
 

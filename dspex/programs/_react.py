@@ -140,6 +140,61 @@ class ReAct(Module):
         extract, trajectory = self._call_fitting(self.extract, input_args, trajectory)
         return Prediction(trajectory=trajectory, **extract)
 
+    async def aforward(self, **input_args: Any) -> Prediction:
+        """``forward`` awaited on the caller's loop: each step's LM call and each async
+        tool are awaited there (no trajectory actor); a sync tool runs inline, as in DSPy."""
+        max_iters = _check_max_iters(input_args.pop("max_iters", self.max_iters))
+        run = current_run()
+        trajectory: dict[str, Any] = {}
+        for idx in range(max_iters):
+            if run is not None:
+                run.check_deadline()
+            try:
+                pred, trajectory = await self._acall_fitting(self.react, input_args, trajectory)
+            except ContextWindowError as err:
+                logger.warning("ReAct: ending the trajectory at step %d: %s", idx, err)
+                break
+            except (AdapterParseError, ValueError) as err:
+                logger.warning(
+                    "ReAct: ending the trajectory at step %d: the LM did not choose a valid "
+                    "tool (%s)",
+                    idx,
+                    err,
+                )
+                break
+            name, args = pred.next_tool_name, pred.next_tool_args
+            trajectory[f"thought_{idx}"] = pred.next_thought
+            trajectory[f"tool_name_{idx}"] = name
+            trajectory[f"tool_args_{idx}"] = args
+            trajectory[f"observation_{idx}"] = await self._aobserve(name, args)
+            if name == FINISH:
+                break
+        extract, trajectory = await self._acall_fitting(self.extract, input_args, trajectory)
+        return Prediction(trajectory=trajectory, **extract)
+
+    async def _acall_fitting(
+        self, module: Module, input_args: Mapping[str, Any], trajectory: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any]]:
+        """:meth:`_call_fitting` awaited (the same truncation rule)."""
+        last: ContextWindowError | None = None
+        for _ in range(MAX_TRUNCATIONS):
+            try:
+                formatted = self._format_trajectory(trajectory)
+                pred = await module.acall(**input_args, trajectory=formatted)
+                return pred, trajectory
+            except ContextWindowError as err:
+                last = err
+                trajectory = self._shorten(trajectory, err)
+        assert last is not None
+        raise _still_too_long(last) from last
+
+    async def _aobserve(self, name: Any, args: Any) -> Any:
+        """:meth:`_observe` awaited: an async tool runs on the caller's loop."""
+        try:
+            return await self._tool_for(name, args).acall(**args)
+        except Exception as err:
+            return f"Execution error in {name}: {_error_for_lm(err)}"
+
     def _call_fitting(
         self, module: Module, input_args: Mapping[str, Any], trajectory: dict[str, Any]
     ) -> tuple[Any, dict[str, Any]]:
@@ -157,42 +212,42 @@ class ReAct(Module):
                 return pred, trajectory
             except ContextWindowError as err:
                 last = err
-                logger.warning(
-                    "ReAct: the prompt exceeds the LM's context window; dropping the oldest "
-                    "trajectory step (%s)",
-                    err,
-                )
-                try:
-                    trajectory = self.truncate_trajectory(trajectory)
-                except ContextWindowError as cannot:
-                    cannot.model = cannot.model or err.model
-                    cannot.status = cannot.status or err.status
-                    raise cannot from err
+                trajectory = self._shorten(trajectory, err)
         assert last is not None
-        raise ContextWindowError(
-            f"the ReAct prompt still exceeds the LM's context window after {MAX_TRUNCATIONS} "
-            "tries, each with the oldest trajectory step dropped; shorten the inputs or the "
-            f"tool observations, or use a model with a larger context window ({last})",
-            model=last.model,
-            status=last.status,
-            prompt_tokens=last.prompt_tokens,
-            context_window=last.context_window,
-        ) from last
+        raise _still_too_long(last) from last
+
+    def _shorten(self, trajectory: dict[str, Any], err: ContextWindowError) -> dict[str, Any]:
+        """The trajectory with its oldest step dropped after ``err``, or raise if none can go."""
+        logger.warning(
+            "ReAct: the prompt exceeds the LM's context window; dropping the oldest "
+            "trajectory step (%s)",
+            err,
+        )
+        try:
+            return self.truncate_trajectory(trajectory)
+        except ContextWindowError as cannot:
+            cannot.model = cannot.model or err.model
+            cannot.status = cannot.status or err.status
+            raise cannot from err
 
     def _observe(self, name: Any, args: Any) -> Any:
         """Call the chosen tool; any Exception becomes the observation the LM reads next."""
         try:
-            tool = self.tools.get(name) if isinstance(name, str) else None
-            if tool is None:
-                raise UsageError(f"no tool named {name!r}; choose one of {list(self.tools)}")
-            if not isinstance(args, Mapping):
-                raise UsageError(
-                    f"next_tool_args must be a JSON object of argument names to values, "
-                    f"got {type(args).__name__}: {args!r}"
-                )
-            return tool(**args)
+            return self._tool_for(name, args)(**args)
         except Exception as err:  # BaseException (SystemExit...) ends the trajectory instead
             return f"Execution error in {name}: {_error_for_lm(err)}"
+
+    def _tool_for(self, name: Any, args: Any) -> Tool:
+        """The tool the LM chose, or a UsageError the LM reads as the observation."""
+        tool = self.tools.get(name) if isinstance(name, str) else None
+        if tool is None:
+            raise UsageError(f"no tool named {name!r}; choose one of {list(self.tools)}")
+        if not isinstance(args, Mapping):
+            raise UsageError(
+                f"next_tool_args must be a JSON object of argument names to values, "
+                f"got {type(args).__name__}: {args!r}"
+            )
+        return tool
 
     def _format_trajectory(self, trajectory: Mapping[str, Any]) -> str:
         """The trajectory as input-field blocks in the configured adapter's format."""
@@ -230,6 +285,19 @@ class ReAct(Module):
 
     def __repr__(self) -> str:
         return f"ReAct({self.signature!r}, tools={list(self.tools)}, max_iters={self.max_iters})"
+
+
+def _still_too_long(last: ContextWindowError) -> ContextWindowError:
+    """The error when every truncation try still overflowed the context window."""
+    return ContextWindowError(
+        f"the ReAct prompt still exceeds the LM's context window after {MAX_TRUNCATIONS} "
+        "tries, each with the oldest trajectory step dropped; shorten the inputs or the "
+        f"tool observations, or use a model with a larger context window ({last})",
+        model=last.model,
+        status=last.status,
+        prompt_tokens=last.prompt_tokens,
+        context_window=last.context_window,
+    )
 
 
 def _error_for_lm(error: BaseException) -> str:

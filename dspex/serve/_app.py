@@ -3,7 +3,7 @@
 ``app(runtime)`` returns a Starlette app; mount it in your own service or run
 it with uvicorn (``dspex serve`` does). Program calls never block the event
 loop: ``rt.ask`` only admits the request (a lock and a message), and its
-``concurrent.futures.Future`` is awaited with :func:`asyncio.wrap_future`,
+``ServerFuture`` is awaited directly (it wraps itself in :func:`asyncio.wrap_future`),
 which resolves it on the loop when a worker thread of the program server
 sets it. No thread per request. If the handler is cancelled (its server shuts
 down, or the app is mounted under a framework that cancels on disconnect),
@@ -119,7 +119,7 @@ async def _call_program(request: Request) -> Response:
     except Exception as exc:
         return _error_response(error_reply(exc))
     try:
-        result = await asyncio.wrap_future(future)
+        result = await future  # a ServerFuture is awaitable: no thread waits on it
     except asyncio.CancelledError:
         future.cancel()  # the client went away: a queued request never runs
         raise

@@ -1,5 +1,8 @@
 """The three fake provider dialects: OpenAI-compatible, Anthropic, Gemini.
 
+The OpenAI-compatible fake also answers ``/v1/embeddings`` and the Responses
+API's ``/v1/responses`` (see ``_fake_openai_routes``).
+
 Each one answers its real API's route, checks auth and payload the way that
 API does (so a client that sends the wrong shape fails here as it would in
 production), and renders replies and errors in that API's JSON shapes.
@@ -15,6 +18,18 @@ from typing import Any, Literal
 
 from dspex.errors import UsageError
 from dspex.testing._fake_http import HTTPRequest, HTTPResponse
+from dspex.testing._fake_openai_routes import (
+    EMBEDDINGS_PATH,
+    RESPONSES_PATH,
+    EmbeddingsStyle,
+    EmbedFn,
+    check_embeddings,
+    check_responses,
+    embeddings_messages,
+    render_embeddings,
+    render_responses,
+    responses_messages,
+)
 from dspex.testing._fake_servers import FakeProvider, Reply
 
 __all__ = ["FakeAnthropic", "FakeGemini", "FakeOpenAI"]
@@ -87,6 +102,13 @@ class FakeOpenAI(FakeProvider):
     answers an over-long prompt as llama.cpp's server does
     (``exceed_context_size_error``) instead of as OpenAI does
     (``context_length_exceeded``).
+
+    It also serves ``POST /v1/embeddings`` (vectors from ``embed(text)``,
+    default: a hashed bag of words, so texts sharing words are close;
+    ``embeddings_style="llama_cpp"`` answers as llama-cpp-python's server does
+    for a model without pooling: one vector per word, and HTTP 500 for more
+    than one input) and ``POST /v1/responses`` (OpenAI's Responses API,
+    refusing chat-only parameters as the real one does).
     """
 
     name = "openai"
@@ -98,6 +120,8 @@ class FakeOpenAI(FakeProvider):
         *,
         reject_json_schema: bool = False,
         context_error: Literal["openai", "llama_cpp"] = "openai",
+        embed: EmbedFn | None = None,
+        embeddings_style: EmbeddingsStyle = "openai",
         **kwargs: Any,
     ) -> None:
         if context_error not in ("openai", "llama_cpp"):
@@ -105,13 +129,30 @@ class FakeOpenAI(FakeProvider):
                 f"context_error={context_error!r} is not a known style; use 'openai' or 'llama_cpp'"
             )
         super().__init__(**kwargs)
+        if embeddings_style not in ("openai", "llama_cpp"):
+            raise UsageError(
+                f"embeddings_style={embeddings_style!r} is not a known style; use 'openai' "
+                "or 'llama_cpp'"
+            )
         self.reject_json_schema = reject_json_schema
         self.context_error = context_error
+        self.embed = embed
+        self.embeddings_style = embeddings_style
 
     def route(self, request: HTTPRequest, body: Any) -> str | None:
-        if request.method != "POST" or request.path != "/v1/chat/completions":
+        paths = ("/v1/chat/completions", EMBEDDINGS_PATH, RESPONSES_PATH)
+        if request.method != "POST" or request.path not in paths:
             return None
         return _body_model(body)
+
+    def render_for(
+        self, request: HTTPRequest, body: Any, model: str, reply: Reply
+    ) -> dict[str, Any]:
+        if request.path == EMBEDDINGS_PATH:
+            return render_embeddings(body, self.embed, self.embeddings_style)
+        if request.path == RESPONSES_PATH:
+            return render_responses(body, reply, self.request_count)
+        return self.render(body, model, reply)
 
     def api_key_of(self, request: HTTPRequest) -> str | None:
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
@@ -130,6 +171,12 @@ class FakeOpenAI(FakeProvider):
             return self.error_response(400, "the request body must be a JSON object")
         if not isinstance(body.get("model"), str):
             return self.error_response(400, "you must provide a model parameter")
+        if request.path == EMBEDDINGS_PATH:
+            problem = check_embeddings(body, self.embeddings_style)
+            return None if problem is None else self.error_response(*problem)
+        if request.path == RESPONSES_PATH:
+            problem = check_responses(body)
+            return None if problem is None else self.error_response(*problem)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return self.error_response(400, "'messages' must be a non-empty array")
@@ -214,10 +261,18 @@ class FakeOpenAI(FakeProvider):
         return _json(status, {"error": error})
 
     def messages_of(self, body: Any) -> list[dict[str, str]]:
+        if "messages" not in body and "input" in body:
+            if "instructions" in body or not _all_strings(body["input"]):
+                return responses_messages(body)
+            return embeddings_messages(body)
         return [
             {"role": str(m.get("role")), "content": _text_of(m.get("content"))}
             for m in body.get("messages", [])
         ]
+
+
+def _all_strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 # -- Anthropic ------------------------------------------------------------

@@ -334,6 +334,12 @@ class FakeProvider:
         """The dialect's success body for ``reply``."""
         raise NotImplementedError
 
+    def render_for(
+        self, request: HTTPRequest, body: Any, model: str, reply: Reply
+    ) -> dict[str, Any]:
+        """The success body for ``request`` (a dialect with several routes picks one)."""
+        return self.render(body, model, reply)
+
     def error_response(
         self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()
     ) -> HTTPResponse:
@@ -412,7 +418,7 @@ class FakeProvider:
             if self.is_stream(request, body):
                 outcome = "stream"
                 return self._streamed(self.stream_events(body, model, reply), script)
-            payload = self.render(body, model, reply)
+            payload = self.render_for(request, body, model, reply)
             return HTTPResponse(200, json.dumps(payload).encode())
         finally:
             with self._lock:

@@ -16,7 +16,10 @@ Read it top down, in the order a call takes:
   reader (decoding, size bound), transport errors, and which transport a URL
   takes; ``_transport_h11`` (default, direct) and ``_transport_httpx``
   (proxies, or on request) implement it.
-- ``_providers/``: wire formats (OpenAI-compatible, Anthropic, Gemini).
+- ``_providers/``: wire formats (OpenAI-compatible chat and embeddings,
+  OpenAI's Responses API, Anthropic, Gemini).
+- ``_embedder``: :class:`Embedder` (DSPy's ``dspy.Embedder``), embeddings
+  through the same clients.
 - ``_resilience/``: the pipeline a call passes on the loop (retries, breaker,
   rate limits, single-flight, usage).
 - ``_local_model`` / ``_local_process``: the embedded llama.cpp server.
@@ -42,6 +45,7 @@ from dspex.actors._lm._types import (
 if TYPE_CHECKING:
     from dspex.actors._lm._cache_key import request_key
     from dspex.actors._lm._client import ClientSlot, LMClient
+    from dspex.actors._lm._embedder import Embedder
     from dspex.actors._lm._handle import LMHandle
     from dspex.actors._lm._model import LM
     from dspex.actors._lm._resilience import (
@@ -56,6 +60,7 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     "CircuitBreaker": "_resilience",
     "ClientSlot": "_client",
+    "Embedder": "_embedder",
     "LM": "_model",
     "LMClient": "_client",
     "LMClientConfig": "_resilience",
@@ -72,6 +77,7 @@ __all__ = [
     "CircuitBreaker",
     "ClientSlot",
     "Completion",
+    "Embedder",
     "LMClient",
     "LMClientConfig",
     "LMClientStats",

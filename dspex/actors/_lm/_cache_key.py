@@ -70,6 +70,10 @@ PARAMS: Mapping[str, ParamUse] = {
     "finetuning_model": _KEYED,
     "launch_kwargs": _KEYED,
     "train_kwargs": _KEYED,
+    # Which API the call is for ("responses", "embeddings"; absent for chat, so
+    # chat keys keep their bytes): the same messages to the same model under
+    # another API are another answer. The client's provider already speaks it.
+    "model_type": _KEYED,
     # -- neither: how the call is made, never what is asked --
     "api_key": _NEITHER,  # a secret: sent only as the client's auth header, never keyed
     "api_base": _NEITHER,  # the endpoint: in the key as its scope, not as a parameter

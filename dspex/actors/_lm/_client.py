@@ -272,22 +272,22 @@ class _Engine:
         waiter.resume(ready)
 
     async def _send(self, request: LMRequest, timeout: float) -> LMResponse:
-        from dspex.actors._lm._providers import merge_responses, split_n
-
-        if not self._provider.native_n and int(request.params.get("n") or 1) > 1:
-            sink = STREAM_TO.get()
-            token = STREAM_TO.set(None)  # fanned-out parts do not stream; the first is sent whole
-            try:
-                parts = await asyncio.gather(
-                    *(self._send_one(r, timeout) for r in split_n(request))
-                )
-            finally:
-                STREAM_TO.reset(token)
-            merged = merge_responses(parts, model=request.model)
-            if sink is not None and merged.texts and merged.texts[0]:
-                sink(merged.texts[0])
-            return merged
-        return await self._send_one(request, timeout)
+        # A provider may cut one request into several (n without native support,
+        # embeddings inputs past a server's per-request limit); one attempt
+        # sends them all, so a retry repeats the whole call.
+        parts = self._provider.split(request)
+        if len(parts) == 1:
+            return await self._send_one(parts[0], timeout)
+        sink = STREAM_TO.get()
+        token = STREAM_TO.set(None)  # fanned-out parts do not stream; the first is sent whole
+        try:
+            replies = await asyncio.gather(*(self._send_one(r, timeout) for r in parts))
+        finally:
+            STREAM_TO.reset(token)
+        merged = self._provider.merge(list(replies), model=request.model)
+        if sink is not None and merged.texts and merged.texts[0]:
+            sink(merged.texts[0])
+        return merged
 
     async def _send_one(self, request: LMRequest, timeout: float) -> LMResponse:
         from dspex.actors._lm._providers import send

@@ -161,12 +161,17 @@ class LMClients:
         client_model, base = model, api_base
         local_overrides: dict[str, Any] = {}
         if provider == "local":
-            from dspex.actors._lm._local_model import LOCAL_CLIENT_SETTINGS
+            from dspex.actors._lm._local_model import LOCAL_CLIENT_SETTINGS, LOCAL_EMBEDDINGS
 
-            local = self._local_server(name, dict(client.pop("local", {}) or {}))
+            embedding = provider_options.get("api") == "embeddings"
+            local = self._local_server(
+                name, dict(client.pop("local", {}) or {}), embedding=embedding
+            )
             client_model, base = local.client_model, local.api_base
             options = local.client_options()
             provider_options = {**options.pop("provider_options", {}), **provider_options}
+            if embedding:
+                provider_options.update(LOCAL_EMBEDDINGS)
             spec_options.update(options)
             local_overrides = dict(LOCAL_CLIENT_SETTINGS)
         if provider_options:
@@ -362,31 +367,47 @@ class LMClients:
         if provider != "local":
             return None
         with self._lock:
-            config = self._local_servers.get(name)
+            config = self._local_servers.get(name) or self._local_servers.get(
+                _embedding_server(name)
+            )
         if config is None:
             return None
         return f"local:{model_fingerprint(config.model_path)}"
 
-    def _local_server(self, name: str, options: dict[str, Any]) -> Any:
-        """Start (once) the supervised llama.cpp server for ``local/<name>``; its config."""
+    def _local_server(self, name: str, options: dict[str, Any], *, embedding: bool = False) -> Any:
+        """Start (once) the supervised llama.cpp server for ``local/<name>``; its config.
+
+        ``embedding``: the server that answers embeddings, a second process
+        started with ``--embedding True`` (see ``_local_model.LOCAL_EMBEDDINGS``).
+        """
         from dspex.actors._lm._local_model import local_model_config, local_model_spec
 
+        key = _embedding_server(name) if embedding else name
         with self._lock:
-            config = self._local_servers.get(name)
+            config = self._local_servers.get(key)
         if config is not None:
             return config
         with self._starting:
             with self._lock:
-                config = self._local_servers.get(name)
+                config = self._local_servers.get(key)
             if config is not None:
                 return config
             config = local_model_config(name, **options)
-            spec = local_model_spec(config)
+            child_id = None
+            if embedding:
+                config = config.replace(extra_args=(*config.extra_args, "--embedding", "True"))
+                child_id = f"local:{config.alias}:embedding"
+            spec = local_model_spec(config, id=child_id)
             with self._lock:
-                self._local_servers[name] = config
+                self._local_servers[key] = config
             # Started before any client of it, under the same LMSupervisor.
-            self._start(_Wanted(spec, spec.start_timeout + CALL_TIMEOUT, local=name))
+            self._start(_Wanted(spec, spec.start_timeout + CALL_TIMEOUT, local=key))
         return config
+
+
+def _embedding_server(name: str) -> str:
+    """The table key of ``local/<name>``'s embeddings server."""
+    return f"{name}#embedding"
 
 
 _FINGERPRINT_SPAN = 1 << 20

@@ -183,11 +183,7 @@ class LMHandle:
                 if emit is not None:
                     self._emit_stop(emit, request, hit, CallInfo(), started, params=params)
                 return hit
-        budgets = active_budgets()
-        if self.budget is not None:
-            budgets = (self.budget, *budgets)
-        if budgets:
-            self._admit(budgets, emit, started)
+        budgets = self._budgets(emit, started)
         value, info = self._call(key, request, options, sink, span)
         if span is not None and (info.retries or info.shared):
             span.set_attribute("dspex.lm.retries", info.retries)
@@ -196,10 +192,7 @@ class LMHandle:
             if emit is not None:
                 self._emit_error(emit, value, info, started)
             raise value
-        cost = self.prices.cost(self.label, value.usage) if self.prices is not None else None
-        value = dataclasses.replace(value, cost=cost, answered_by=self.label)
-        for budget in budgets:
-            budget.charge(cost, value.usage.total_tokens)
+        value = self._settle(value, budgets)
         if use_cache and self._cache_put is not None:
             self._cache_put(key, value)
         if emit is not None:
@@ -224,6 +217,23 @@ class LMHandle:
             messages = [{"role": "user", "content": prompt}]
         assert messages is not None
         return self.generate(messages, params).texts
+
+    def _budgets(self, emit: Emit | None, started: float) -> tuple[Budget, ...]:
+        """The budgets in force for a call about to start, each of which lets it (or raises)."""
+        budgets = active_budgets()
+        if self.budget is not None:
+            budgets = (self.budget, *budgets)
+        if budgets:
+            self._admit(budgets, emit, started)
+        return budgets
+
+    def _settle(self, value: LMResponse, budgets: tuple[Budget, ...]) -> LMResponse:
+        """``value`` priced and tagged with this model; the budgets charged for it."""
+        cost = self.prices.cost(self.label, value.usage) if self.prices is not None else None
+        value = dataclasses.replace(value, cost=cost, answered_by=self.label)
+        for budget in budgets:
+            budget.charge(cost, value.usage.total_tokens)
+        return value
 
     def _admit(self, budgets: tuple[Budget, ...], emit: Emit | None, started: float) -> None:
         """Refuse the call (raise) if any budget in force is spent."""
@@ -318,25 +328,26 @@ class LMHandle:
         params: Mapping[str, Any],
     ) -> None:
         usage = response.usage
-        emit(
-            "lm.request.stop",
-            {
-                "model": self.label,
-                "duration_ms": (time.perf_counter() - started) * 1000.0,
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.total_tokens,
-                "cache_hit": response.cache_hit,
-                "cost": response.cost,
-                "retries": info.retries,
-                "shared": info.shared,
-                "messages": request.messages,
-                "outputs": response.texts,
-                # The call's own parameters, not the LM's defaults (DSPy's history kwargs).
-                "kwargs": params,
-                "response": response,
-            },
-        )
+        data: dict[str, Any] = {
+            "model": self.label,
+            "duration_ms": (time.perf_counter() - started) * 1000.0,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+            "cache_hit": response.cache_hit,
+            "cost": response.cost,
+            "retries": info.retries,
+            "shared": info.shared,
+        }
+        # An embeddings call is metered but not an LM call in the history
+        # (inspect_history, lm.history), as in DSPy: no messages, no entry.
+        if request.params.get("model_type") != "embeddings":
+            data["messages"] = request.messages
+            data["outputs"] = response.texts
+            # The call's own parameters, not the LM's defaults (DSPy's history kwargs).
+            data["kwargs"] = params
+            data["response"] = response
+        emit("lm.request.stop", data)
 
     def _emit_error(self, emit: Emit, exc: BaseException, info: CallInfo, started: float) -> None:
         emit(

@@ -31,6 +31,7 @@ __all__ = [
     "INSTALL_HINT",
     "LOCAL_API_KEY",
     "LOCAL_CLIENT_SETTINGS",
+    "LOCAL_EMBEDDINGS",
     "LOCAL_PREFIX",
     "LocalModelConfig",
     "LocalModelInfo",
@@ -72,6 +73,17 @@ LOCAL_CLIENT_SETTINGS: Final[Mapping[str, Any]] = MappingProxyType(
     }
 )
 """``LMClientConfig`` overrides for a client talking to a :class:`LocalModelServer`."""
+
+LOCAL_EMBEDDINGS: Final[Mapping[str, Any]] = MappingProxyType({"max_inputs": 1, "pool": "mean"})
+"""Embeddings provider options for the local server.
+
+``Embedder("local/<name>")`` talks to a second server process, started with
+``--embedding True``, rather than the chat one: llama-cpp-python's
+server loads one model per process and its chat context is left untouched.
+Its embeddings endpoint, for a chat model without a pooling layer (SmolLM2),
+answers one vector per token and fails on more than one input per request,
+so the client sends one input per request and averages the token vectors.
+"""
 
 
 def _installed(module: str) -> bool:

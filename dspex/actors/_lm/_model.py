@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TextIO
 
-from dspex.actors._callbacks import active_callbacks, check_callbacks, invoke
+from dspex.actors._callbacks import active_callbacks, ainvoke, check_callbacks, invoke
 from dspex.actors._lm._capabilities import capabilities, is_openai_reasoning_model
 from dspex.actors._lm._fallback import check_fallbacks, falls_back
 from dspex.actors._lm._providers._registry import check_model_id
@@ -34,6 +34,7 @@ __all__ = ["LM", "set_scoped_params"]
 # nor keyed, so one given per call is ignored rather than sent).
 _CLIENT_KWARGS = tuple(f.name for f in dataclasses.fields(LMClientConfig))
 _STATE_SKIP = {"api_key"}
+_MODEL_TYPES = ("chat", "responses")
 
 LM_CLASS_STATE_KEY = "_dspy_lm_class"
 """Key of a saved LM state naming its class (DSPy's, so state files interchange)."""
@@ -71,6 +72,9 @@ def set_scoped_params(source: ScopedParams | None) -> None:
 class LM:
     """A language model: ``LM("openai/gpt-4o-mini")``, ``LM("anthropic/...")``,
     ``LM("gemini/...")`` or ``LM("local/smollm2")`` (needs ``dspex[local]``).
+
+    ``model_type="responses"`` speaks OpenAI's Responses API (``/v1/responses``)
+    instead of chat completions, for ``openai/`` models.
 
     ``api_base`` points an ``openai/`` model at any OpenAI-compatible server
     (vLLM, Ollama, llama.cpp, OpenRouter, Together). ``api_key`` defaults to
@@ -117,8 +121,16 @@ class LM:
         self.fallback_on_timeout = fallback_on_timeout
         # Fallbacks named in the settings (models."<id>".fallbacks), built once per list.
         self._settings_chain: tuple[tuple[str, ...], list[LM]] = ((), [])
-        if model_type != "chat":
-            raise UsageError(f"LM(model_type={model_type!r}): only 'chat' models are supported")
+        if model_type not in _MODEL_TYPES:
+            raise UsageError(
+                f"LM(model_type={model_type!r}) is not supported; use 'chat' or 'responses' "
+                "(OpenAI's Responses API, for 'openai/' models)"
+            )
+        if model_type == "responses" and not str(model).startswith("openai/"):
+            raise UsageError(
+                f"LM({model!r}, model_type='responses'): the Responses API is OpenAI's; use "
+                "an 'openai/<model>' id (with api_base=... for a compatible server)"
+            )
         kwargs.pop(LM_CLASS_STATE_KEY, None)  # a saved state's class marker
         self.model = model
         self.model_type = model_type
@@ -209,12 +221,17 @@ class LM:
             with self._lock:
                 handle = self._handles.get(runtime)
                 if handle is None or handle.slot.closed:
+                    client, defaults = self.client_settings, self.kwargs
+                    if self.model_type != "chat":
+                        # Its own client (another wire format) and its own cache keys.
+                        client = {**client, "provider_options": (("api", self.model_type),)}
+                        defaults = {**defaults, "model_type": self.model_type}
                     handle = runtime.lm_handle(
                         self.model,
                         api_base=self.api_base,
                         api_key=self._api_key,
-                        client=self.client_settings,
-                        defaults=self.kwargs,
+                        client=client,
+                        defaults=defaults,
                         cache=self.cache,
                     )
                     self._handles[runtime] = handle
@@ -236,33 +253,63 @@ class LM:
         from dspex.actors._current import current_runtime
 
         runtime = current_runtime()
-        entry = runtime.settings.models.get(self.model) if not self.fallbacks else None
-        chain = self.fallbacks or (self._from_settings(entry.fallbacks) if entry else None)
+        chain, on_timeout = self._chain(runtime)
         if not chain:
-            return self._generate_in(runtime, messages, params)
-        on_timeout = self.fallback_on_timeout
-        if on_timeout is None:
-            on_timeout = bool(entry is not None and entry.fallback_on_timeout)
+            handle, params = self._route_in(runtime, params)
+            return handle.generate(messages, params)
         current: Any = self
         for index, following in enumerate([*chain, None]):
             try:
                 if isinstance(current, LM):  # its own call only: fallbacks do not chain
-                    return current._generate_in(runtime, messages, params)
+                    handle, routed = current._route_in(runtime, params)
+                    return handle.generate(messages, routed)
                 response: LMResponse = current.generate(messages, params)
                 return response
             except LMError as exc:
                 if following is None or not falls_back(exc, on_timeout=on_timeout):
                     raise
-                runtime.telemetry.emit(
-                    "lm.fallback",
-                    model=str(getattr(current, "model", "?")),
-                    to=str(getattr(following, "model", "?")),
-                    error=type(exc).__name__,
-                    status=exc.status,
-                    step=index + 1,
-                )
+                _note_fallback(runtime, current, following, exc, index)
                 current = following
         raise AssertionError("unreachable: the last model's error is raised")
+
+    @property
+    def awaits_natively(self) -> bool:
+        """Whether :meth:`agenerate` answers on the caller's event loop (not a subclass
+        that answers requests itself)."""
+        cls = type(self)
+        return cls.__call__ is LM.__call__ and cls.forward is LM.forward
+
+    async def agenerate(self, messages: Sequence[Message], params: Mapping[str, Any]) -> LMResponse:
+        """:meth:`generate` awaited on the running event loop, with no thread per call
+        (only when :attr:`awaits_natively`; the programs layer runs others in its pool)."""
+        from dspex.actors._current import current_runtime
+        from dspex.actors._lm._async_call import agenerate
+
+        runtime = current_runtime()
+        chain, on_timeout = self._chain(runtime)
+        current: Any = self
+        for index, following in enumerate([*chain, None]):
+            try:
+                if isinstance(current, LM) and current.awaits_natively:
+                    handle, routed = current._route_in(runtime, params)
+                    return await agenerate(handle, messages, routed)
+                response: LMResponse = current.generate(messages, params)
+                return response
+            except LMError as exc:
+                if following is None or not falls_back(exc, on_timeout=on_timeout):
+                    raise
+                _note_fallback(runtime, current, following, exc, index)
+                current = following
+        raise AssertionError("unreachable: the last model's error is raised")
+
+    def _chain(self, runtime: Runtime) -> tuple[list[Any], bool]:
+        """The fallbacks of a call (its own, else the settings'), and whether timeouts count."""
+        entry = runtime.settings.models.get(self.model) if not self.fallbacks else None
+        chain = self.fallbacks or (self._from_settings(entry.fallbacks) if entry else [])
+        on_timeout = self.fallback_on_timeout
+        if on_timeout is None:
+            on_timeout = bool(entry is not None and entry.fallback_on_timeout)
+        return chain, on_timeout
 
     def _from_settings(self, models: Sequence[str]) -> list[LM]:
         wanted = tuple(models)
@@ -273,10 +320,10 @@ class LM:
                 self._settings_chain = (wanted, [LM(model) for model in wanted])
             return self._settings_chain[1]
 
-    def _generate_in(
-        self, runtime: Runtime, messages: Sequence[Message], params: Mapping[str, Any]
-    ) -> LMResponse:
-        """This model's own call (no fallbacks) through ``runtime``."""
+    def _route_in(
+        self, runtime: Runtime, params: Mapping[str, Any]
+    ) -> tuple[LMHandle, Mapping[str, Any]]:
+        """This runtime's handle and the call's parameters merged over the scoped ones."""
         handle = self._handles.get(runtime)
         if handle is None or handle.slot.closed:
             handle = self.handle(runtime)
@@ -291,7 +338,7 @@ class LM:
                 merged.update(scoped)
             merged.update(params)
             params = merged
-        return handle.generate(messages, params)
+        return handle, params
 
     def __call__(
         self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
@@ -314,22 +361,39 @@ class LM:
         self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
     ) -> LMResponse:
         """The full response (texts, usage, cache flag) rather than just the texts."""
-        if (prompt is None) == (messages is None):
-            raise UsageError(
-                f"pass exactly one of prompt= or messages= (got prompt={prompt!r}, "
-                f"messages={'None' if messages is None else '[...]'})"
-            )
-        if prompt is not None and not isinstance(prompt, str):
-            raise UsageError(f"prompt={prompt!r} must be a string; use messages=[...] for chat")
-        msgs = [{"role": "user", "content": prompt}] if prompt is not None else list(messages or [])
-        return self.generate(msgs, kwargs)
+        return self.generate(_messages_of(prompt, messages), kwargs)
+
+    async def acall(
+        self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
+    ) -> list[str]:
+        """``await lm.acall("prompt")``: the completion texts, awaited (as ``__call__``)."""
+        callbacks = active_callbacks(self)
+        if not callbacks:
+            return (await self.aforward(prompt, messages, **kwargs)).texts
+        inputs = {"prompt": prompt, "messages": messages, "kwargs": kwargs}
+
+        async def texts() -> list[str]:
+            return (await self.aforward(prompt, messages, **kwargs)).texts
+
+        result: list[str] = await ainvoke(callbacks, "lm", self, inputs, texts)
+        return result
+
+    async def aforward(
+        self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
+    ) -> LMResponse:
+        """:meth:`forward` awaited on the running loop (no thread per call). A subclass
+        that answers requests itself runs its ``forward`` in a worker thread."""
+        if not self.awaits_natively:
+            import asyncio
+
+            return await asyncio.to_thread(self.forward, prompt, messages, **kwargs)
+        return await self.agenerate(_messages_of(prompt, messages), kwargs)
 
     # -- DSPy compatibility ----------------------------------------------------------
 
     def copy(self, **kwargs: Any) -> LM:
         """A new LM with some settings changed (shares nothing mutable)."""
         state = {**self.dump_state(), **kwargs}
-        state.pop("model_type", None)
         for name in _DSPY_FINETUNE_DEFAULTS:  # written for DSPy's readers, not settings here
             if name not in self.kwargs and name not in kwargs:
                 state.pop(name, None)
@@ -439,6 +503,18 @@ class LM:
         return self  # an LM is shared, like DSPy's: copies of a program use the same client
 
 
+def _messages_of(prompt: str | None, messages: Sequence[Message] | None) -> list[Message]:
+    """The chat messages of ``lm(prompt)`` / ``lm(messages=[...])``; exactly one is given."""
+    if (prompt is None) == (messages is None):
+        raise UsageError(
+            f"pass exactly one of prompt= or messages= (got prompt={prompt!r}, "
+            f"messages={'None' if messages is None else '[...]'})"
+        )
+    if prompt is not None and not isinstance(prompt, str):
+        raise UsageError(f"prompt={prompt!r} must be a string; use messages=[...] for chat")
+    return [{"role": "user", "content": prompt}] if prompt is not None else list(messages or [])
+
+
 def _check_reasoning_defaults(model: str, temperature: Any, max_tokens: Any) -> None:
     """DSPy's rule for OpenAI reasoning models: temperature 1.0 (or unset), max_tokens >= 16000."""
     # Written as DSPy tests it: a falsy value (0, None) passes.
@@ -448,6 +524,18 @@ def _check_reasoning_defaults(model: str, temperature: Any, max_tokens: Any) -> 
             "reasoning models need temperature=1.0 or None and max_tokens >= 16000 or None, "
             f"e.g. dspex.LM({model!r}, temperature=1.0, max_tokens=16000)"
         )
+
+
+def _note_fallback(runtime: Any, current: Any, following: Any, exc: LMError, index: int) -> None:
+    """Tell telemetry that ``current`` passed a call on to ``following`` (caller's thread)."""
+    runtime.telemetry.emit(
+        "lm.fallback",
+        model=str(getattr(current, "model", "?")),
+        to=str(getattr(following, "model", "?")),
+        error=type(exc).__name__,
+        status=exc.status,
+        step=index + 1,
+    )
 
 
 def _is_number(value: Any) -> bool:

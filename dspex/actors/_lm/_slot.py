@@ -78,6 +78,8 @@ class ClientSlot:
         self._endpoint: Endpoint | None = None
         self._closed = False
         self._close_reason: str | None = None
+        # Async callers waiting out a restart: woken (any thread) on publish/close.
+        self._watchers: set[Callable[[], None]] = set()
 
     @property
     def closed(self) -> bool:
@@ -97,6 +99,9 @@ class ClientSlot:
             self.config = config
             self.incarnations += 1
             self._cond.notify_all()
+            watchers = list(self._watchers)
+        for wake in watchers:
+            wake()
 
     def retract(self, endpoint: Endpoint) -> None:
         """``endpoint`` is going away; callers will wait for the next one."""
@@ -114,6 +119,31 @@ class ClientSlot:
             self._close_reason = reason
             self._endpoint = None
             self._cond.notify_all()
+            watchers = list(self._watchers)
+        for wake in watchers:
+            wake()
+
+    def watch(self, wake: Callable[[], None]) -> None:
+        """Call ``wake()`` (from the publishing thread) whenever an endpoint is published
+        or the slot closes, until :meth:`unwatch`; for callers that cannot block."""
+        with self._cond:
+            self._watchers.add(wake)
+
+    def unwatch(self, wake: Callable[[], None]) -> None:
+        with self._cond:
+            self._watchers.discard(wake)
+
+    def current_or_none(self, *, not_epoch: int | None = None) -> Endpoint | None:
+        """The running endpoint (other than ``not_epoch``) now, without waiting.
+
+        Raises ``ActorStoppedError`` if the slot is closed.
+        """
+        endpoint = self._endpoint
+        if endpoint is not None and endpoint.epoch != not_epoch:
+            return endpoint
+        if self._closed:
+            self.current(0.0, not_epoch=not_epoch)  # raises the closed error, worded once
+        return None
 
     def current(self, timeout: float, *, not_epoch: int | None = None) -> Endpoint:
         """The running endpoint (other than ``not_epoch``), waiting up to ``timeout`` s."""

@@ -50,10 +50,12 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """One generated alternative: its text and why generation stopped."""
+    """One generated alternative: its text, why generation stopped and, when the
+    provider reports it (the Responses API's reasoning items), its reasoning."""
 
     text: str
     finish_reason: str | None = None
+    reasoning: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,9 @@ class LMResponse:
     ``answered_by`` the dspex model id whose client answered (with fallbacks,
     possibly not the one called); ``cost`` the call's price in USD (0 for a
     cache hit, None when the model's price is unknown).
+
+    An embeddings call (``model_type="embeddings"``) has no completions and one
+    vector per input in ``embeddings``, in input order.
     """
 
     completions: tuple[Completion, ...]
@@ -72,6 +77,7 @@ class LMResponse:
     cache_hit: bool = False
     cost: float | None = None
     answered_by: str = ""
+    embeddings: tuple[tuple[float, ...], ...] = ()
 
     @property
     def texts(self) -> list[str]:

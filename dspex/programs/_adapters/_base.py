@@ -147,11 +147,41 @@ class Adapter:
         demos: Sequence[Any],
         inputs: Mapping[str, Any],
     ) -> list[dict[str, Any]]:
-        """The same call, awaited: it runs in a worker thread with the caller's context
-        (the LM protocol is synchronous)."""
-        import asyncio
+        """The same call, awaited. With a ``dspex.LM`` the LM call is awaited on this
+        loop (no thread); an adapter that overrides ``__call__`` or an LM without an
+        awaitable path runs in dspex's async pool with the caller's context."""
+        from dspex.programs._async_lm import awaits_natively
+        from dspex.programs._async_pool import in_thread
 
-        return await asyncio.to_thread(self.__call__, lm, lm_kwargs, signature, demos, inputs)
+        if type(self).__call__ is not type(self)._native_call or not awaits_natively(lm):
+            return await in_thread(self.__call__, lm, lm_kwargs, signature, demos, inputs)
+        return await self._acall(lm, lm_kwargs, signature, demos, inputs)
+
+    async def _acall(
+        self,
+        lm: Any,
+        lm_kwargs: Mapping[str, Any],
+        signature: Any,
+        demos: Sequence[Any],
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        """``__call__``'s steps with the LM call awaited (format and parse run here)."""
+        signature = _resolve(signature)
+        messages = self.format(signature, demos, inputs)
+        params = self.lm_params(signature, lm_kwargs, lm)
+        response = await self._agenerate(lm, messages, params)
+        return self._parse_completions(signature, response)
+
+    async def _agenerate(
+        self, lm: Any, messages: list[dict[str, Any]], params: dict[str, Any]
+    ) -> Any:
+        if type(self)._generate is not type(self)._native_generate:
+            from dspex.programs._async_pool import in_thread
+
+            return await in_thread(self._generate, lm, messages, params)  # a custom _generate
+        from dspex.programs._async_lm import acall_lm
+
+        return await acall_lm(lm, messages, params)
 
     def lm_params(
         self, signature: Any, lm_kwargs: Mapping[str, Any], lm: Any = None
@@ -171,6 +201,11 @@ class Adapter:
 
     def _generate(self, lm: Any, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
         return call_lm(lm, messages, params)
+
+    # What acall may replace with its awaited steps: a subclass overriding either
+    # runs its own code, in the async pool.
+    _native_call = __call__
+    _native_generate = _generate
 
     def _parse_completions(self, signature: Any, response: Any) -> list[dict[str, Any]]:
         values = []

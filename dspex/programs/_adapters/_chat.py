@@ -77,6 +77,32 @@ class ChatAdapter(Adapter):
                 raise second from first
             return values
 
+    async def _acall(
+        self,
+        lm: Any,
+        lm_kwargs: Mapping[str, Any],
+        signature: Any,
+        demos: Sequence[Any],
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        """``__call__`` awaited: the same JSON fallback on a parse error."""
+        try:
+            return await super()._acall(lm, lm_kwargs, signature, demos, inputs)
+        except AdapterParseError as first:
+            if isinstance(self, JSONAdapter) or not self.use_json_adapter_fallback:
+                raise
+            try:
+                values: list[dict[str, Any]] = await _json_fallback()._acall(
+                    lm, lm_kwargs, signature, demos, inputs
+                )
+            except AdapterParseError as second:
+                if _specificity(first) > _specificity(second):
+                    raise _leading_with(first, second) from first
+                raise second from first
+            return values
+
+    _native_call = __call__
+
     def format_field_structure(self, signature: Any) -> str:
         parts = [
             STRUCTURE_INTRO,

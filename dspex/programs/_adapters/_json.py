@@ -65,6 +65,28 @@ class JSONFormat(Adapter):
                 raise
         return call_lm(lm, messages, {**params, "response_format": dict(JSON_OBJECT)})
 
+    async def _agenerate(
+        self, lm: Any, messages: list[dict[str, Any]], params: dict[str, Any]
+    ) -> Any:
+        """``_generate`` awaited: the same retry without a JSON schema when it is refused."""
+        if type(self)._generate is not type(self)._native_generate:
+            return await super()._agenerate(lm, messages, params)  # a custom _generate
+        from dspex.programs._async_lm import acall_lm
+
+        try:
+            return await acall_lm(lm, messages, params)
+        except LMError as exc:
+            fmt = params.get("response_format")
+            if isinstance(exc, ContextWindowError) or not (
+                isinstance(fmt, Mapping)
+                and fmt.get("type") == "json_schema"
+                and exc.status in _SCHEMA_REJECTED
+            ):
+                raise
+        return await acall_lm(lm, messages, {**params, "response_format": dict(JSON_OBJECT)})
+
+    _native_generate = _generate
+
     def format_field_structure(self, signature: Any) -> str:
         outputs = {
             name: field_placeholder(name, info.annotation, is_input=False)

@@ -16,19 +16,24 @@ from dspex.actors._lm._providers._base import (
     send,
     split_n,
 )
+from dspex.actors._lm._providers._embeddings import EmbeddingsProvider
 from dspex.actors._lm._providers._gemini import GeminiProvider, gemini_schema
 from dspex.actors._lm._providers._openai import OpenAIProvider
-from dspex.actors._lm._providers._registry import PROVIDERS, resolve_provider
+from dspex.actors._lm._providers._registry import APIS, PROVIDERS, resolve_provider
+from dspex.actors._lm._providers._responses import ResponsesProvider
 
 __all__ = [
+    "APIS",
     "DEFAULT_MAX_TOKENS",
     "PROVIDERS",
     "AnthropicProvider",
     "ContextOverflow",
+    "EmbeddingsProvider",
     "GeminiProvider",
     "HTTPCall",
     "OpenAIProvider",
     "Provider",
+    "ResponsesProvider",
     "gemini_schema",
     "merge_responses",
     "parse_retry_after",

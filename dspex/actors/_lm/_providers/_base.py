@@ -163,6 +163,16 @@ class Provider(ABC):
                 )
         return list(request.messages)
 
+    def split(self, request: LMRequest) -> tuple[LMRequest, ...]:
+        """The requests to send for ``request`` (its ``n`` fanned out if not native)."""
+        if not self.native_n and int(request.params.get("n") or 1) > 1:
+            return split_n(request)
+        return (request,)
+
+    def merge(self, responses: list[LMResponse], *, model: str) -> LMResponse:
+        """One response from the replies to :meth:`split`'s requests, in order."""
+        return merge_responses(responses, model=model)
+
     # -- parsing ---------------------------------------------------------------
 
     def parse(

@@ -6,17 +6,25 @@ from typing import Any
 
 from dspex.actors._lm._providers._anthropic import AnthropicProvider
 from dspex.actors._lm._providers._base import Provider
+from dspex.actors._lm._providers._embeddings import EmbeddingsProvider
 from dspex.actors._lm._providers._gemini import GeminiProvider
 from dspex.actors._lm._providers._openai import OpenAIProvider
+from dspex.actors._lm._providers._responses import ResponsesProvider
 from dspex.errors import UsageError
 
-__all__ = ["ACCEPTED_FORMS", "PROVIDERS", "check_model_id", "resolve_provider"]
+__all__ = ["ACCEPTED_FORMS", "APIS", "PROVIDERS", "check_model_id", "resolve_provider"]
 
 PROVIDERS: dict[str, type[Provider]] = {
     "anthropic": AnthropicProvider,
     "gemini": GeminiProvider,
     "openai": OpenAIProvider,
 }
+
+APIS: dict[str, dict[str, type[Provider]]] = {
+    "responses": {"openai": ResponsesProvider},
+    "embeddings": {"openai": EmbeddingsProvider},
+}
+"""Wire formats other than chat (``provider_options={"api": ...}``), by provider prefix."""
 
 
 ACCEPTED_FORMS = (
@@ -62,8 +70,21 @@ def resolve_provider(model: str, **options: Any) -> tuple[Provider, str]:
         )
     if not name:
         raise UsageError(f"model={model!r} names no model after '{prefix}/'")
+    api = options.pop("api", "chat")
+    cls = PROVIDERS[prefix]
+    if api != "chat":
+        cls_for_api = APIS.get(api, {}).get(prefix) if isinstance(api, str) else None
+        if cls_for_api is None:
+            speakers = sorted(APIS.get(api, {})) if isinstance(api, str) else []
+            hint = (
+                f"only {', '.join(repr(p + '/') for p in speakers)} models speak it"
+                if speakers
+                else f"use one of {['chat', *APIS]}"
+            )
+            raise UsageError(f"model={model!r}: the {api!r} API is not available; {hint}")
+        cls = cls_for_api
     try:
-        provider = PROVIDERS[prefix](**options)
+        provider = cls(**options)
     except TypeError as exc:
         raise UsageError(
             f"provider {prefix!r} does not take options {sorted(options)}: {exc}"

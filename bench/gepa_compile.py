@@ -1,6 +1,6 @@
 """GEPA ``auto="light"``: dspex against DSPy 3.4.1, same task, seed and fake provider.
 
-    python bench/gepa.py [--dspy-python /tmp/dspy-venv/bin/python] [--latency 0.05]
+    python bench/gepa_compile.py [--dspy-python /tmp/dspy-venv/bin/python] [--latency 0.05]
 
 Each side compiles ``Predict("question -> answer")`` on the task of
 ``_gepa_task.py`` (20 train, 10 val, seed 0, 8 threads) against its own fresh
@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-# This script is named gepa.py and its folder comes first on sys.path, which
-# would shadow the gepa package: put the folder last (for _gepa_task only).
+# bench/ comes first on sys.path: put it last, so no script here can ever
+# shadow a package DSPy or gepa imports (only _gepa_task is needed from it).
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
 
