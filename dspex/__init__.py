@@ -32,6 +32,7 @@ from dspex.errors import (
     RetrieverError,
     SignatureError,
     StartError,
+    StateKeyError,
     SupervisionError,
     UsageError,
 )
@@ -227,6 +228,7 @@ __all__ = [
     "SignatureError",
     "SignatureMeta",
     "StartError",
+    "StateKeyError",
     "Strategy",
     "SupervisionError",
     "Supervisor",

@@ -8,7 +8,8 @@ Every error dspex raises derives from :class:`DSPexError`. A user's misuse
     DSPexError
     ├── UsageError                  misuse of the API; the message names the fix
     │   ├── ConfigError             a setting with a bad key or value
-    │   └── SignatureError          a signature that cannot be parsed or built
+    │   ├── SignatureError          a signature that cannot be parsed or built
+    │   └── StateKeyError           a saved state lacks a predictor's entry (a KeyError)
     ├── SupervisionError            the actor runtime itself
     │   ├── StartError              a child failed to start or to acknowledge init
     │   ├── MaxChildrenError        a dynamic supervisor is full
@@ -59,6 +60,7 @@ __all__ = [
     "RetrieverError",
     "SignatureError",
     "StartError",
+    "StateKeyError",
     "SupervisionError",
     "UsageError",
 ]
@@ -101,6 +103,16 @@ class SignatureError(UsageError, TypeError):
         super().__init__(message)
         self.signature = signature
         self.position = position
+
+
+class StateKeyError(UsageError, KeyError):
+    """A saved state has no entry for one of the program's predictors.
+
+    A ``KeyError`` too, as DSPy raises one for a missing key when loading.
+    """
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0]) if self.args else ""
 
 
 class SupervisionError(DSPexError):

@@ -201,7 +201,9 @@ class LM:
 
     @property
     def supports_function_calling(self) -> bool:
-        return False  # native tool calls are not parsed back yet
+        """Native tool calls are sent and read back on the OpenAI-compatible wire format;
+        the Anthropic and Gemini providers do not translate ``tools`` yet."""
+        return self.provider == "openai"
 
     @property
     def supports_reasoning(self) -> bool:

@@ -50,12 +50,18 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """One generated alternative: its text, why generation stopped and, when the
-    provider reports it (the Responses API's reasoning items), its reasoning."""
+    """One generated alternative: its text and why generation stopped.
+
+    ``tool_calls`` holds the provider's native tool calls, each in OpenAI's
+    shape (``{"id", "type": "function", "function": {"name", "arguments"}}``);
+    ``reasoning_content`` a reasoning model's separate reasoning text (or the
+    Responses API's reasoning summary).
+    """
 
     text: str
     finish_reason: str | None = None
-    reasoning: str | None = None
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    reasoning_content: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
