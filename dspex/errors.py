@@ -26,6 +26,7 @@ Every error dspex raises derives from :class:`DSPexError`. A user's misuse
     ├── AdapterParseError           an LM reply did not match the signature
     ├── ProgramError                user code in a program run raised
     ├── OverloadedError             a program server's queue is full
+    ├── BudgetExceededError         a cost or token budget is spent; no new LM call starts
     ├── LocalModelError             the embedded local model is missing or broken
     └── RetrieverError              a retrieval server (ColBERTv2) failed or answered wrongly
 
@@ -41,6 +42,7 @@ __all__ = [
     "ActorStoppedError",
     "AdapterParseError",
     "AuthenticationError",
+    "BudgetExceededError",
     "CallTimeoutError",
     "CircuitOpenError",
     "ConfigError",
@@ -314,6 +316,24 @@ class ProgramError(DSPexError):
 
 class OverloadedError(DSPexError):
     """A program server's queue is full; the request was not accepted."""
+
+
+class BudgetExceededError(DSPexError):
+    """A cost or token budget is spent, so no new LM call starts.
+
+    ``budget`` names the limit (``"max_cost_usd"`` or ``"max_tokens"``),
+    ``scope`` whose it is (``"Evaluate"``, ``"compile"``, ``"runtime"``...),
+    ``limit`` its value and ``spent`` what was spent when the call was refused.
+    """
+
+    def __init__(
+        self, message: str, *, budget: str, scope: str, limit: float, spent: float
+    ) -> None:
+        super().__init__(message)
+        self.budget = budget
+        self.scope = scope
+        self.limit = limit
+        self.spent = spent
 
 
 class LocalModelError(DSPexError):

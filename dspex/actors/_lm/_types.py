@@ -68,6 +68,11 @@ class Completion:
 class LMResponse:
     """What a model returned for one :class:`LMRequest`.
 
+    ``model`` is the provider's name for the model that answered;
+    ``answered_by`` the dspex model id whose client answered (with fallbacks,
+    possibly not the one called); ``cost`` the call's price in USD (0 for a
+    cache hit, None when the model's price is unknown).
+
     An embeddings call (``model_type="embeddings"``) has no completions and one
     vector per input in ``embeddings``, in input order.
     """
@@ -76,6 +81,8 @@ class LMResponse:
     usage: Usage = field(default_factory=Usage)
     model: str = ""
     cache_hit: bool = False
+    cost: float | None = None
+    answered_by: str = ""
     embeddings: tuple[tuple[float, ...], ...] = ()
 
     @property

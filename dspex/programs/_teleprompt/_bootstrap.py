@@ -23,6 +23,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from dspex.actors._lm._budget import budget_error
 from dspex.errors import UsageError
 from dspex.programs._evaluate_engine import resolve_max_errors, resolve_num_threads
 from dspex.programs._evaluate_progress import Progress, progress_enabled
@@ -182,6 +183,8 @@ class BootstrapFewShot(Teleprompter):
                         examined += 1
                         progress.add()
                         tried = result.value if result.ok else [Attempt(0, None, result.error)]
+                        if any(budget_error(a.error) for a in tried):
+                            break  # a budget ran out: keep what was bootstrapped (docs/cost.md)
                         for attempt in tried:
                             attempts += 1
                             if attempt.error is not None:
