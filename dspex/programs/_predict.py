@@ -12,6 +12,7 @@ import random
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from dspex.actors import _otel
 from dspex.actors._callbacks import active_callbacks
 from dspex.actors._lm._cache_probe import NOT_CACHED
 from dspex.actors._lm._model import LM
@@ -197,8 +198,8 @@ class Predict(Module, Predictor):
         the LM call, and the inputs match the signature exactly, so nothing warns
         twice when a miss repeats the call in a run actor.
         """
-        if type(self) is not Predict or self.callbacks:
-            return False
+        if type(self) is not Predict or self.callbacks or _otel._tracing is not None:
+            return False  # (a probe's spans would record a run that a miss abandons)
         lm: Any = self.lm or current_settings().get("lm")
         if type(lm) is not LM or lm.cache is not True or active_callbacks(lm):
             return False
