@@ -72,11 +72,17 @@ def plan_native_tools(
         signature, calls_field = _plan_tools(adapter, lm, params, signature, inputs)
     # Output types with a native LM feature (Reasoning: the model's own reasoning)
     # may take their field out of the prompt and set the request's parameters.
-    native_types = getattr(adapter, "native_response_types", None) or _default_native_types()
+    native_types: tuple[type, ...] | None = None
     for name, field in list(signature.output_fields.items()):
         annotation = field.annotation
         adapt = getattr(annotation, "adapt_to_native_lm_feature", None)
-        if isinstance(annotation, type) and annotation in native_types and adapt is not None:
+        if adapt is None or not isinstance(annotation, type):
+            continue
+        if native_types is None:  # only now: the defaults are pydantic models (slow to import)
+            native_types = (
+                getattr(adapter, "native_response_types", None) or _default_native_types()
+            )
+        if annotation in native_types:
             signature = adapt(signature, name, lm, params)
     native = tuple(
         name
