@@ -1,0 +1,62 @@
+"""Checkpoints of the few-shot optimizers: killed half-way, resumed to the same program."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from checkpoint_child import bootstrap_metric, rows, whole_then_cut
+
+import dspex
+from dspex.testing import DummyLM
+
+
+@pytest.mark.parametrize("which", ["bootstrap", "random_search"])
+def test_a_killed_fewshot_compile_resumes_to_the_same_program(which: str, tmp_path: Path) -> None:
+    run = whole_then_cut(which, tmp_path)
+    assert run["whole"] >= 20  # big enough for "half-way" to mean something
+    # The finished units came from the journal (a random search's finished
+    # candidates stand for their bootstraps' traces, so fewer units are touched).
+    assert 0 < run["replayed"] and run["recorded"] < run["units"]
+    # With 2 threads, each bootstrap (1 here, 3 in the search) may finish one
+    # speculative run past its last accepted example in one run and cancel it in the other.
+    slack = 1 if which == "bootstrap" else 3
+    assert run["replayed"] + run["recorded"] <= run["units"] + slack
+    assert run["result"] == run["expected"]
+    assert run["total"] <= run["whole"] * 1.1, (run["total"], run["whole"])
+
+
+def examples(n: int) -> list[dspex.Example]:
+    return [dspex.Example(question=q, answer=a).with_inputs("question") for q, a in rows(n)]
+
+
+def test_labeled_fewshot_replays_its_choice_and_refuses_other_settings(tmp_path: Path) -> None:
+    program = dspex.Predict("question -> answer")
+    first = dspex.LabeledFewShot(k=3).compile(program, trainset=examples(10), checkpoint=tmp_path)
+    assert (tmp_path / "journal.jsonl").read_text().count("\n") == 1
+    again = dspex.LabeledFewShot(k=3).compile(program, trainset=examples(10), checkpoint=tmp_path)
+    assert again.dump_state() == first.dump_state()
+    assert (
+        first.dump_state()
+        == dspex.LabeledFewShot(k=3).compile(program, trainset=examples(10)).dump_state()
+    )  # the same demos as without a checkpoint
+    with pytest.raises(dspex.UsageError, match="settings differs"):
+        dspex.LabeledFewShot(k=2).compile(program, trainset=examples(10), checkpoint=tmp_path)
+
+
+def test_bootstrap_refuses_a_checkpoint_of_another_trainset(tmp_path: Path) -> None:
+    lm = DummyLM([{"answer": q.lower()} for q, _ in rows(7)])
+    with dspex.context(lm=lm):
+        optimizer = dspex.BootstrapFewShot(metric=bootstrap_metric, max_bootstrapped_demos=1)
+        compiled = optimizer.compile(
+            dspex.Predict("question -> answer"), trainset=examples(7), checkpoint=tmp_path
+        )
+    assert [d["question"] for d in compiled.demos[:1]] == ["apple6"]
+    with pytest.raises(dspex.UsageError, match="trainset differs"):
+        optimizer.compile(
+            dspex.Predict("question -> answer"), trainset=examples(8), checkpoint=tmp_path
+        )
+    with pytest.raises(dspex.UsageError, match="another optimizer"):
+        dspex.LabeledFewShot().compile(
+            dspex.Predict("question -> answer"), trainset=examples(7), checkpoint=tmp_path
+        )
