@@ -2,7 +2,7 @@
 
     python tests/checkpoint_child.py WHICH URL CACHE_DIR CHECKPOINT_DIR OUT_FILE
 
-WHICH is gepa, simba, bootstrap, random_search or labeled.
+WHICH is gepa, simba, bootstrap, random_search, copro or labeled.
 
 Writes the compiled program's state as JSON to OUT_FILE. The task and its
 fake model's reply live here so the tests and this process share them.
@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,12 @@ def reply(body: dict[str, Any]) -> str:
     if "new_instruction" in system:
         rules = sorted(set(_RULE.findall(prompt)))
         return json.dumps({"new_instruction": " ".join(["Answer in capitals.", *rules])})
+    if "proposed_instruction" in system:  # COPRO: a rule chosen by the prompt's contents
+        topic = TOPICS[zlib.crc32(prompt.encode()) % len(TOPICS)]
+        return (
+            f"[[ ## proposed_instruction ## ]]\nAnswer in capitals. rule:{topic}\n\n"
+            "[[ ## proposed_prefix_for_output_field ## ]]\nAnswer:\n\n[[ ## completed ## ]]"
+        )
     if "module_advice" in system:
         rules = sorted(set(_RULE.findall(prompt)))
         advice = json.dumps({"self": " ".join(rules) or "Be brief."})
@@ -184,6 +191,20 @@ def main() -> None:
                     valset=examples(rows(6, start=16)),
                     checkpoint=checkpoint,
                 )  # fmt: skip
+            elif which == "copro":
+                # One thread: concurrent candidates with the same prompts would make the
+                # request count depend on timing (the cache's single-flight).
+                with dspex.context(num_threads=1):
+                    compiled = dspex.COPRO(
+                        metric=lambda g, p, t=None: judge(g.answer, getattr(p, "answer", ""))[0],
+                        breadth=4,
+                        depth=3,
+                    ).compile(
+                        dspex.Predict("question -> answer"),
+                        trainset=examples(rows(12)),
+                        eval_kwargs={"num_threads": 1},
+                        checkpoint=checkpoint,
+                    )
             elif which == "labeled":
                 compiled = dspex.LabeledFewShot(k=3).compile(
                     dspex.Predict("question -> answer"),
