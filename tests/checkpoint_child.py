@@ -2,7 +2,7 @@
 
     python tests/checkpoint_child.py WHICH URL CACHE_DIR CHECKPOINT_DIR OUT_FILE
 
-WHICH is gepa, simba, bootstrap, random_search, copro or labeled.
+WHICH is gepa, simba, bootstrap, random_search, copro, mipro or labeled.
 
 Writes the compiled program's state as JSON to OUT_FILE. The task and its
 fake model's reply live here so the tests and this process share them.
@@ -205,6 +205,21 @@ def main() -> None:
                         eval_kwargs={"num_threads": 1},
                         checkpoint=checkpoint,
                     )
+            elif which == "mipro":
+                with dspex.context(num_threads=1):  # see copro
+                    compiled = dspex.MIPROv2(
+                        metric=lambda g, p, t=None: judge(g.answer, getattr(p, "answer", ""))[0],
+                        auto=None, num_candidates=3, max_bootstrapped_demos=1,
+                        max_labeled_demos=1, num_threads=1, seed=3,
+                    ).compile(
+                        dspex.Predict("question -> answer"),
+                        trainset=examples(rows(8)),
+                        valset=examples(rows(8, start=8)),
+                        num_trials=5, minibatch_size=4, minibatch_full_eval_steps=2,
+                        program_aware_proposer=False, data_aware_proposer=False,
+                        tip_aware_proposer=False, fewshot_aware_proposer=False,
+                        requires_permission_to_run=False, checkpoint=checkpoint,
+                    )  # fmt: skip
             elif which == "labeled":
                 compiled = dspex.LabeledFewShot(k=3).compile(
                     dspex.Predict("question -> answer"),
