@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,20 @@ def test_bootstrap_refuses_a_checkpoint_of_another_trainset(tmp_path: Path) -> N
         dspex.LabeledFewShot().compile(
             dspex.Predict("question -> answer"), trainset=examples(7), checkpoint=tmp_path
         )
+
+
+def test_the_compile_bar_counts_units_and_shows_the_best_score() -> None:
+    from dspex.programs._teleprompt._progress import CompileBar
+
+    out = io.StringIO()
+    with CompileBar(3, "trials", enabled=True, file=out) as bar:
+        bar.step(0.5)
+        bar.step(0.25)  # lower: the best stays
+        bar.step()
+    text = out.getvalue()
+    assert "trials" in text and "3/3" in text and "best=0.500" in text
+    assert "best=0.250" not in text
+    silent = io.StringIO()
+    with CompileBar(3, "trials", file=silent) as bar:  # not a terminal: no bar
+        bar.step(1.0)
+    assert silent.getvalue() == "" and bar.best == 1.0

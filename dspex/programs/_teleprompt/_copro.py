@@ -47,6 +47,7 @@ from dspex.programs._teleprompt._checkpoint import (
     open_journal,
 )
 from dspex.programs._teleprompt._coordinator import Coordination, coordinate
+from dspex.programs._teleprompt._progress import CompileBar
 
 __all__ = ["COPRO"]
 
@@ -293,13 +294,24 @@ class _Search:
             ]
         latest = {name: list(c) for name, c in all_candidates.items()}
         clone = self.module.deepcopy()
+        with CompileBar(opt.depth * len(self.names), "COPRO rounds x predictors") as bar:
+            return self._rounds(clone, all_candidates, latest, bar)
+
+    def _rounds(
+        self,
+        clone: Any,
+        all_candidates: dict[str, list[Proposal]],
+        latest: dict[str, list[Proposal]],
+        bar: CompileBar,
+    ) -> Any:
+        opt = self.opt
         depth = 0
         for depth in range(opt.depth):
             logger.info("COPRO round %d/%d", depth + 1, opt.depth)
             for index, name in enumerate(self.names):
                 # With several predictors every candidate is rescored: the others changed.
                 candidates = all_candidates[name] if len(self.names) > 1 else latest[name]
-                self._round(clone, index, name, candidates, depth)
+                bar.step(self._round(clone, index, name, candidates, depth))
             if depth == opt.depth - 1:
                 break
             requests = [
@@ -314,8 +326,9 @@ class _Search:
 
     def _round(
         self, clone: Any, index: int, name: str, candidates: list[Proposal], depth: int
-    ) -> None:
-        """Score ``candidates`` for predictor ``index`` of ``clone``; it keeps the best."""
+    ) -> float:
+        """Score ``candidates`` for predictor ``index`` of ``clone``; it keeps the best
+        (whose score is returned)."""
         cleaned = [(str(i).strip('"').strip(), str(p).strip('"').strip()) for i, p in candidates]
         programs = []
         for instruction, prefix in cleaned:
@@ -347,6 +360,7 @@ class _Search:
             _add_stats(self.results_latest[name], depth, scores[-self.opt.breadth :])
         best = max(seen.values(), key=lambda c: c["score"])  # the first, on ties
         _set_instruction(clone.predictors()[index], best["instruction"], best["prefix"])
+        return float(best["score"])
 
     def _attempts(self, name: str, depth: int) -> dict[str, Any]:
         """The next proposal's input: the best attempts so far, worst first, with scores."""

@@ -27,6 +27,7 @@ from typing import Any, Final, NamedTuple
 
 from dspex.errors import UsageError
 from dspex.programs._teleprompt._checkpoint import Journal, digest, fingerprint_program
+from dspex.programs._teleprompt._progress import CompileBar
 
 __all__ = ["CategoricalTPE", "PromptSearch", "SearchOutcome", "adjusted_num_trials"]
 
@@ -218,12 +219,20 @@ class PromptSearch:
         )
         self._sampler.tell(self._defaults, default_score)
         number = 1  # optuna-style trial numbers: the default program's trial was number 0
-        for _ in range(num_trials):
-            trial_num = number + 1
-            number += 1
-            self._trial(trial_num, num_trials, total)
-            if self._minibatch and (trial_num % (self._steps + 1) == 0 or trial_num == total - 1):
-                number += self._full_evaluation(trial_num, total)
+        with CompileBar(total, "MIPROv2 trials") as bar:
+            bar.step(self.best_score)
+            for _ in range(num_trials):
+                trial_num = number + 1
+                number += 1
+                self._trial(trial_num, num_trials, total)
+                bar.step(self.best_score)
+                if self._minibatch and (
+                    trial_num % (self._steps + 1) == 0 or trial_num == total - 1
+                ):
+                    ran = self._full_evaluation(trial_num, total)
+                    number += ran
+                    if ran:
+                        bar.step(self.best_score)
         logger.info("Returning best identified program with score %s!", self.best_score)
         return SearchOutcome(
             self.best_program,

@@ -34,6 +34,7 @@ from dspex.programs._teleprompt._checkpoint import (
 )
 from dspex.programs._teleprompt._coordinator import coordinate
 from dspex.programs._teleprompt._labeled import LabeledFewShot
+from dspex.programs._teleprompt._progress import CompileBar
 
 __all__ = ["BootstrapFewShotWithRandomSearch"]
 
@@ -180,13 +181,20 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
         score_data: list[dict[str, Any]] = []
         best: Any = None
         label = type(self).__name__
-        with coordinate(label, num_threads=threads, work=max(1, len(self.trainset))):
-            for seed in range(-3, self.num_candidate_sets):
-                if restrict is not None and seed not in restrict:
-                    continue
+        seeds = [
+            seed
+            for seed in range(-3, self.num_candidate_sets)
+            if restrict is None or seed in restrict
+        ]
+        with (
+            coordinate(label, num_threads=threads, work=max(1, len(self.trainset))),
+            CompileBar(len(seeds), f"{label} candidates") as bar,
+        ):
+            for seed in seeds:
                 program, score, subscores = self._scored_candidate(
                     seed, student, teacher, labeled_sample, max_errors
                 )
+                bar.step(score)
                 if not scores or score > max(scores):
                     logger.info("New best score: %s for seed %d", score, seed)
                     best = program
