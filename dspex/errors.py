@@ -8,7 +8,8 @@ Every error dspex raises derives from :class:`DSPexError`. A user's misuse
     DSPexError
     ├── UsageError                  misuse of the API; the message names the fix
     │   ├── ConfigError             a setting with a bad key or value
-    │   └── SignatureError          a signature that cannot be parsed or built
+    │   ├── SignatureError          a signature that cannot be parsed or built
+    │   └── StateKeyError           a saved state lacks a predictor's entry (a KeyError)
     ├── SupervisionError            the actor runtime itself
     │   ├── StartError              a child failed to start or to acknowledge init
     │   ├── MaxChildrenError        a dynamic supervisor is full
@@ -25,6 +26,7 @@ Every error dspex raises derives from :class:`DSPexError`. A user's misuse
     ├── AdapterParseError           an LM reply did not match the signature
     ├── ProgramError                user code in a program run raised
     ├── OverloadedError             a program server's queue is full
+    ├── BudgetExceededError         a cost or token budget is spent; no new LM call starts
     ├── LocalModelError             the embedded local model is missing or broken
     └── RetrieverError              a retrieval server (ColBERTv2) failed or answered wrongly
 
@@ -40,6 +42,7 @@ __all__ = [
     "ActorStoppedError",
     "AdapterParseError",
     "AuthenticationError",
+    "BudgetExceededError",
     "CallTimeoutError",
     "CircuitOpenError",
     "ConfigError",
@@ -57,6 +60,7 @@ __all__ = [
     "RetrieverError",
     "SignatureError",
     "StartError",
+    "StateKeyError",
     "SupervisionError",
     "UsageError",
 ]
@@ -99,6 +103,16 @@ class SignatureError(UsageError, TypeError):
         super().__init__(message)
         self.signature = signature
         self.position = position
+
+
+class StateKeyError(UsageError, KeyError):
+    """A saved state has no entry for one of the program's predictors.
+
+    A ``KeyError`` too, as DSPy raises one for a missing key when loading.
+    """
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0]) if self.args else ""
 
 
 class SupervisionError(DSPexError):
@@ -302,6 +316,24 @@ class ProgramError(DSPexError):
 
 class OverloadedError(DSPexError):
     """A program server's queue is full; the request was not accepted."""
+
+
+class BudgetExceededError(DSPexError):
+    """A cost or token budget is spent, so no new LM call starts.
+
+    ``budget`` names the limit (``"max_cost_usd"`` or ``"max_tokens"``),
+    ``scope`` whose it is (``"Evaluate"``, ``"compile"``, ``"runtime"``...),
+    ``limit`` its value and ``spent`` what was spent when the call was refused.
+    """
+
+    def __init__(
+        self, message: str, *, budget: str, scope: str, limit: float, spent: float
+    ) -> None:
+        super().__init__(message)
+        self.budget = budget
+        self.scope = scope
+        self.limit = limit
+        self.spent = spent
 
 
 class LocalModelError(DSPexError):

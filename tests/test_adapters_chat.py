@@ -382,7 +382,9 @@ def test_when_both_fail_the_message_leads_with_the_most_specific_cause() -> None
     with pytest.raises(AdapterParseError) as info:
         ChatAdapter()(lm, {}, Who, [], {"question": "who?"})
     message = str(info.value)
-    assert message.startswith("ChatAdapter could not parse output field `person`"), message
+    assert message.startswith(
+        "Adapter ChatAdapter failed to parse the LM response: could not parse output field `person`"
+    ), message
     assert "about seven" in message.split("JSONAdapter fallback", maxsplit=1)[0]
     assert "The JSONAdapter fallback failed too" in message and "lacks output field" in message
     assert (info.value.adapter, info.value.field) == ("ChatAdapter", "person")

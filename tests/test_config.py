@@ -633,7 +633,7 @@ def test_import_dspex_config_does_not_import_pydantic() -> None:
 
 def _setting_paths() -> list[tuple[str, ...]]:
     paths: list[tuple[str, ...]] = []
-    groups = {"lm_client", "cache", "telemetry", "runtime"}
+    groups = {"lm_client", "cache", "telemetry", "runtime", "budget"}
     for name, info in Settings.model_fields.items():
         if name in groups:
             sub = info.annotation

@@ -90,3 +90,24 @@ def test_citations_get_dspys_type_description_line() -> None:
     system = dspex.ChatAdapter().format(Sig, [], {"question": "q"})[0]["content"]
     described = "\n    Type description of Citations: " + Citations.description()
     assert "1. `citations` (Citations): " + described in system
+
+
+def test_a_citations_demo_is_written_as_dspy_writes_it_and_still_parses() -> None:
+    class Sig(dspex.Signature):
+        question: str = dspex.InputField()
+        citations: Citations = dspex.OutputField()
+
+    item = {"cited_text": "alpha", "document_index": 0, "start_char_index": 0, "end_char_index": 5}
+    demo = {"question": "Q1", "citations": Citations.from_dict_list([item])}
+    messages = dspex.ChatAdapter().format(Sig, [demo], {"question": "Q2"})
+    # DSPy's custom-type serialisation: the format() list between the markers, no None keys
+    assert messages[2]["content"] == (
+        "[[ ## citations ## ]]\n<<CUSTOM-TYPE-START-IDENTIFIER>>"
+        '[{"type": "char_location", "cited_text": "alpha", "document_index": 0, '
+        '"start_char_index": 0, "end_char_index": 5}]<<CUSTOM-TYPE-END-IDENTIFIER>>\n\n'
+        "[[ ## completed ## ]]\n"
+    )
+    reply = '[[ ## citations ## ]]\n[{"cited_text": "alpha", "document_index": 0, '
+    reply += '"start_char_index": 0, "end_char_index": 5}]\n\n[[ ## completed ## ]]'
+    parsed = dspex.ChatAdapter().parse(Sig, reply)["citations"]
+    assert parsed == Citations.from_dict_list([item])

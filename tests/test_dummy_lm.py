@@ -6,9 +6,11 @@ import json
 import threading
 from datetime import date
 from enum import Enum
+from typing import Any
 
 import pydantic
 
+import dspex
 from dspex.actors._lm._types import LMProtocol, LMResponse
 from dspex.testing import DummyLM
 
@@ -157,3 +159,18 @@ def test_reply_format_can_be_forced() -> None:
     text = forced.generate([_user("q")], {"response_format": {"type": "json_object"}}).texts[0]
     assert text.startswith("[[ ## answer ## ]]")
     assert "adapter" not in as_json.kwargs  # not passed on as an LM parameter
+
+
+def test_a_subclass_overriding_call_is_called_as_dspys_adapters_call_it() -> None:
+    # DSPy's tests and users wrap DummyLM.__call__ (a slow or counting LM): it must run.
+    seen: list[dict[str, Any]] = []
+
+    class Counting(DummyLM):
+        def __call__(self, *args: Any, **kwargs: Any) -> list[str]:
+            seen.append(kwargs)
+            return super().__call__(*args, **kwargs)
+
+    lm = Counting([{"answer": "4"}])
+    with dspex.context(lm=lm):
+        assert dspex.Predict("question -> answer")(question="2+2?").answer == "4"
+    assert len(seen) == 1 and seen[0]["messages"][-1]["role"] == "user"

@@ -125,8 +125,10 @@ def test_cached_vectors_survive_the_disk_encoding() -> None:
     chat = LMResponse((Completion("hi", "stop"),), Usage(1, 1), "m")
     assert b'"e"' not in encode_response(chat)  # chat entries keep their old bytes
     assert decode_response(encode_response(chat)).completions == chat.completions
-    reasoned = LMResponse((Completion("hi", "stop", "because"),), Usage(1, 1), "m")
-    assert decode_response(encode_response(reasoned)).completions[0].reasoning == "because"
+    reasoned = LMResponse(
+        (Completion("hi", "stop", reasoning_content="because"),), Usage(1, 1), "m"
+    )
+    assert decode_response(encode_response(reasoned)).completions[0].reasoning_content == "because"
 
 
 # -- resilience and errors --------------------------------------------------------------

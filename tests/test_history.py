@@ -122,3 +122,74 @@ def test_predict_sends_history_as_earlier_turns() -> None:
     assert [m["role"] for m in messages] == ["system", *["user", "assistant"] * 2, "user"]
     assert messages[2]["content"].startswith("[[ ## answer ## ]]\nParis")
     assert "history" not in messages[-1]["content"]
+
+
+def test_an_adapter_may_lay_history_out_its_own_way() -> None:
+    class OneLineHistory(ChatAdapter):
+        def format_conversation_history(
+            self, signature: object, history_field_name: str, inputs: dict[str, object]
+        ) -> list[dict[str, object]]:
+            history = inputs.pop(history_field_name)
+            return [{"role": "user", "content": f"{len(history.messages)} earlier turn(s)"}]
+
+    inputs = {"question": "Q2", "history": History(messages=[{"question": "Q1"}])}
+    messages = OneLineHistory().format(QA, [], inputs)
+    assert messages[1] == {"role": "user", "content": "1 earlier turn(s)"}
+    assert [m["role"] for m in messages] == ["system", "user", "user"]
+    assert messages[2]["content"].startswith("[[ ## question ## ]]\nQ2")
+    assert "history" in inputs  # the caller's inputs are left alone
+
+
+def _tool_history_case() -> tuple[type, dict[str, object]]:
+    from dspex.programs import Tool, ToolCallResults, ToolCalls
+
+    def search(query: str) -> str:
+        return query
+
+    class ToolHistory(Signature):
+        question: str = InputField()
+        history: History = InputField()
+        tools: list[Tool] = InputField()
+        next_thought: str = OutputField()
+        tool_calls: ToolCalls = OutputField()
+
+    call = ToolCalls.ToolCall(id="call_1", name="search", args={"query": "cats"})
+    results = ToolCallResults.from_tool_calls_and_values([call], ["cat"])
+    entry = {
+        "question": "Q1",
+        "next_thought": "I should search.",
+        "tool_calls": ToolCalls(tool_calls=[call], tool_call_results=results),
+    }
+    inputs = {"question": "Q2", "history": History(messages=[entry]), "tools": [Tool(search)]}
+    return ToolHistory, inputs
+
+
+@pytest.mark.parametrize("adapter", [ChatAdapter(), JSONAdapter()], ids=["chat", "json"])
+def test_tool_results_in_history_are_replayed_as_a_user_turn_without_native_calling(
+    adapter: ChatAdapter,
+) -> None:
+    sig, inputs = _tool_history_case()
+    messages = adapter.format(sig, [], inputs)
+    assert [m["role"] for m in messages[1:]] == ["user", "assistant", "user", "user"]
+    assert "tool_call_results" not in messages[2]["content"]  # not inside the calls
+    assert messages[3]["content"] == (
+        "[[ ## tool_call_results ## ]]\n"
+        '{"tool_call_results": [{"call_id": "call_1", "name": "search", "value": "cat", '
+        '"is_error": false}]}'
+    )
+    assert messages[4]["content"].startswith("[[ ## question ## ]]\nQ2")
+
+
+def test_tool_results_in_history_are_replayed_natively_as_tool_messages() -> None:
+    sig, inputs = _tool_history_case()
+    messages = ChatAdapter(use_native_function_calling=True).format(sig, [], inputs)
+    assistant, tool = messages[2], messages[3]
+    assert assistant["role"] == "assistant" and "I should search." in assistant["content"]
+    assert assistant["tool_calls"] == [
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "search", "arguments": '{"query": "cats"}'},
+        }
+    ]
+    assert tool == {"role": "tool", "tool_call_id": "call_1", "name": "search", "content": "cat"}

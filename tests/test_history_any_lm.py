@@ -27,6 +27,7 @@ STOP_KEYS = {
     "completion_tokens",
     "total_tokens",
     "cache_hit",
+    "cost",
     "retries",
     "shared",
     "messages",

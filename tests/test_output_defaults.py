@@ -46,8 +46,13 @@ def test_missing_optional_outputs_take_their_fallbacks(adapter: object, reply: s
     ids=lambda v: type(v).__name__,
 )
 def test_a_missing_required_output_is_still_an_error(adapter: object, reply: str) -> None:
-    with pytest.raises(AdapterParseError, match=r"lacks output field\(s\) `answer` \(str\);"):
+    with pytest.raises(
+        AdapterParseError, match=r"lacks output field\(s\) `answer` \(str\);"
+    ) as info:
         adapter.parse(Noted, reply)  # type: ignore[attr-defined]
+    # DSPy's leading words, which programs match on
+    name = type(adapter).__name__
+    assert str(info.value).startswith(f"Adapter {name} failed to parse the LM response: ")
 
 
 def test_given_values_win_over_fallbacks() -> None:

@@ -145,8 +145,14 @@ def test_per_call_demos_override() -> None:
 
 def test_positional_arguments_are_refused() -> None:
     qa = Predict("question, context -> answer")
-    with pytest.raises(UsageError, match=r"Positional arguments.*\['question', 'context'\]"):
+    with pytest.raises(UsageError) as info:
         qa("what?")
+    # DSPy's exact wording
+    assert str(info.value) == (
+        "Positional arguments are not allowed when calling `dspy.Predict`, "
+        "must use keyword arguments that match your signature input fields: 'question, context'. "
+        "For example: `predict(question=input_value, ...)`."
+    )
 
 
 def test_missing_and_extra_inputs_warn_without_crashing(caplog: pytest.LogCaptureFixture) -> None:

@@ -410,7 +410,7 @@ def test_acall_runs_async_tools() -> None:
     assert pred.answer == "done"
 
 
-def test_acall_awaits_async_tools_on_the_callers_loop() -> None:
+def test_aforward_awaits_async_tools_on_the_callers_event_loop() -> None:
     loops: list[asyncio.AbstractEventLoop] = []
 
     async def fetch(url: str) -> str:
@@ -418,16 +418,35 @@ def test_acall_awaits_async_tools_on_the_callers_loop() -> None:
         loops.append(asyncio.get_running_loop())
         return f"page {url}"
 
+    async def main() -> tuple[Prediction, asyncio.AbstractEventLoop]:
+        return await react.acall(question="q"), asyncio.get_running_loop()
+
     lm = DummyLM([step("fetch", url="a"), step("finish"), final("done")])
     react = ReAct("question -> answer", tools=[fetch])
+    with context(lm=lm):
+        pred, loop = asyncio.run(main())
+    assert loops == [loop]  # not a loop of its own in a worker thread
+    assert pred.trajectory["tool_name_1"] == "finish" and pred.answer == "done"
 
-    async def main() -> tuple[Any, asyncio.AbstractEventLoop]:
-        with context(lm=lm):
-            return await react.acall(question="q"), asyncio.get_running_loop()
 
-    pred, caller_loop = asyncio.run(main())
-    assert pred.answer == "done" and pred.trajectory["observation_0"] == "page a"
-    assert loops == [caller_loop]  # not a private loop in a worker thread
+def test_aforward_ends_an_overflowing_trajectory_and_still_extracts() -> None:
+    extracted: list[dict[str, Any]] = []
+
+    class Overflowing:
+        async def acall(self, **kwargs: Any) -> Any:
+            raise ContextWindowError("the prompt is too long")
+
+    class Extract:
+        async def acall(self, **kwargs: Any) -> Prediction:
+            extracted.append(kwargs)
+            return Prediction(answer="fallback")
+
+    react = ReAct("question -> answer", tools=[Calls().search])
+    react.react = Overflowing()  # type: ignore[assignment]
+    react.extract = Extract()  # type: ignore[assignment]
+    pred = asyncio.run(react.acall(question="q"))
+    assert pred.trajectory == {} and pred.answer == "fallback"
+    assert extracted == [{"question": "q", "trajectory": ""}]
 
 
 # -- the context window ----------------------------------------------------------------------

@@ -159,7 +159,7 @@ def test_output_items_become_text_reasoning_and_usage() -> None:
     }
     response = ResponsesProvider().parse(200, {}, json.dumps(body).encode(), model="openai/m")
     [completion] = response.completions
-    assert completion.text == "Hello, world" and completion.reasoning == "thinking"
+    assert completion.text == "Hello, world" and completion.reasoning_content == "thinking"
     assert completion.finish_reason == "stop"
     assert (response.usage.prompt_tokens, response.usage.completion_tokens) == (12, 5)
     cut = {**body, "status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}}

@@ -12,7 +12,7 @@ import pydantic
 import pytest
 
 import dspex.programs._state as state_mod
-from dspex.errors import UsageError
+from dspex.errors import StateKeyError, UsageError
 from dspex.programs import (
     ChainOfThought,
     Example,
@@ -260,8 +260,11 @@ def test_a_bad_state_leaves_the_program_untouched(tmp_path: Path) -> None:
     bad.write_text(json.dumps(state))
     with pytest.raises(
         UsageError, match=r"no entry for predictor\(s\) \['generate_answer.predict'\]"
-    ):
+    ) as info:
         prog.load(bad)
+    # a KeyError too, as in DSPy, with the message unquoted
+    assert isinstance(info.value, KeyError) and isinstance(info.value, StateKeyError)
+    assert str(info.value).startswith("the state has no entry")
     bad.write_text("[1, 2]")
     with pytest.raises(UsageError, match="JSON object"):
         prog.load(bad)
@@ -435,3 +438,37 @@ def test_a_lone_predict_loads_its_own_flat_save(tmp_path: Path) -> None:
     fresh = Predict("question -> answer")
     fresh.load(target)
     assert [dict(d) for d in fresh.demos] == [{"question": "q", "answer": "a"}]
+
+
+def test_a_program_whose_module_is_gone_raises_module_not_found_unless_stored_by_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+    import sys
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "gone_module_xyz.py").write_text(
+        "import dspex\n\n"
+        "class Mine(dspex.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.cot = dspex.ChainOfThought('q -> a')\n\n"
+        "    def forward(self, q):\n"
+        "        return self.cot(q=q)\n"
+    )
+    monkeypatch.syspath_prepend(str(src))
+    mod = importlib.import_module("gone_module_xyz")
+    prog = mod.Mine()
+    by_ref, by_value = tmp_path / "by_ref", tmp_path / "by_value"
+    prog.save(by_ref, save_program=True)
+    prog.save(by_value, save_program=True, modules_to_serialize=[mod])
+    monkeypatch.delitem(sys.modules, "gone_module_xyz")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(src)])
+    importlib.invalidate_caches()
+    # DSPy's type, so `except ModuleNotFoundError` works; the note says the fix
+    with pytest.raises(ModuleNotFoundError) as info:
+        load(by_ref, allow_pickle=True)
+    assert any("modules_to_serialize" in note for note in info.value.__notes__)
+    loaded = load(by_value, allow_pickle=True)
+    assert loaded.cot.predict.signature == prog.cot.predict.signature

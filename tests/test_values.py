@@ -105,6 +105,23 @@ def test_unserialisable_objects_fall_back_to_str() -> None:
     assert format_input_value(str, [Opaque()]) == "«<opaque>»"
 
 
+def test_a_list_of_tools_shows_each_tool_as_its_prompt_line() -> None:
+    from dspex.programs import Tool
+
+    def search(query: str, k: int = 3) -> str:
+        """Search for documents."""
+        return query
+
+    tool = Tool(search)
+    line = (
+        "search, whose description is <desc>Search for documents.</desc>. It takes "
+        "arguments {'query': {'type': 'string'}, 'k': {'type': 'integer', 'default': 3}}."
+    )
+    # DSPy's Tool serialises to this line, so a list of tools is a JSON list of lines
+    assert format_input_value(list[Tool], [tool]) == '["' + line + '"]'
+    assert to_jsonable({"tools": (tool,)}) == {"tools": [line]}
+
+
 # --- parsing every supported type ------------------------------------------------
 
 

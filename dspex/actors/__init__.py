@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         RetryPolicy,
         VirtualSleeper,
     )
+    from dspex.actors._otel import instrument_otel
     from dspex.actors._program_run import ProgramRun, RunContext, current_run
     from dspex.actors._program_server import (
         DrainReport,
@@ -81,6 +82,7 @@ _LAZY: dict[str, str] = {
     "active_runtimes": "_runtime_registry",
     "current_run": "_program_run",
     "current_runtime": "_current",
+    "instrument_otel": "_otel",
     "default_runtime": "_current",
     "request_key": "_lm",
     "run_forever": "_daemon",
@@ -126,6 +128,7 @@ __all__ = [
     "current_run",
     "current_runtime",
     "default_runtime",
+    "instrument_otel",
     "request_key",
     "run_forever",
     "stop_default_runtime",

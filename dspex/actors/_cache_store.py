@@ -49,15 +49,13 @@ CREATE INDEX IF NOT EXISTS entries_written ON entries (written);
 def encode_response(response: LMResponse) -> bytes:
     """Serialize a response as JSON (never pickle: a cache file must not run code)."""
     payload: dict[str, Any] = {
-        "c": [
-            [c.text, c.finish_reason]
-            if c.reasoning is None
-            else [c.text, c.finish_reason, c.reasoning]
-            for c in response.completions
-        ],
+        "c": [[c.text, c.finish_reason] for c in response.completions],
         "u": [response.usage.prompt_tokens, response.usage.completion_tokens],
         "m": response.model,
     }
+    if any(c.tool_calls or c.reasoning_content for c in response.completions):
+        # native tool calls and reasoning, only when present (older entries lack them)
+        payload["x"] = [[list(c.tool_calls), c.reasoning_content] for c in response.completions]
     if response.embeddings:  # only when present: chat entries keep their old bytes
         payload["e"] = [list(v) for v in response.embeddings]
     return json.dumps(payload, separators=(",", ":")).encode()
@@ -65,8 +63,12 @@ def encode_response(response: LMResponse) -> bytes:
 
 def decode_response(blob: bytes) -> LMResponse:
     payload = json.loads(blob)
+    extra = payload.get("x") or [[[], None]] * len(payload["c"])
     return LMResponse(
-        completions=tuple(Completion(*fields) for fields in payload["c"]),
+        completions=tuple(
+            Completion(text, reason, tuple(calls), reasoning)
+            for (text, reason), (calls, reasoning) in zip(payload["c"], extra, strict=True)
+        ),
         usage=Usage(*payload["u"]),
         model=payload["m"],
         cache_hit=True,

@@ -36,7 +36,9 @@ import pykka
 from dspex.actors._cache import Cache, CacheClient
 from dspex.actors._cache_store import CacheStore
 from dspex.actors._config_server import ConfigServer, SettingsBox
+from dspex.actors._lm._budget import Budget
 from dspex.actors._lm._clients import LMClients
+from dspex.actors._lm._prices import Price, PriceTable, settings_prices
 from dspex.actors._runtime_registry import register, unregister
 from dspex.actors._runtime_runs import ProgramRuns
 from dspex.actors._server_stream import open_stream
@@ -98,6 +100,14 @@ class Runtime(ProgramRuns):
             telemetry=self.telemetry,
             clock=clock,
         )
+        self._prices_memo: tuple[Any, dict[str, Price]] = (None, {})
+        self.prices = PriceTable(self._own_prices)
+        # The runtime-wide budget, from the settings at start (see docs/cost.md).
+        self.budget = Budget(
+            max_cost_usd=settings.budget.max_cost_usd,
+            max_tokens=settings.budget.max_tokens,
+            scope="runtime",
+        )
         self._init_runs(settings)
         self._stopping = threading.Event()
         self.started_at: float | None = None
@@ -132,6 +142,11 @@ class Runtime(ProgramRuns):
                 raise UsageError("this Runtime was already started; create a new one")
             s = self.settings
             rt, tel = s.runtime, s.telemetry
+            if tel.otel:
+                from dspex.actors._otel import instrument, tracing
+
+                if tracing() is None:  # an explicit instrument_otel(...) keeps its providers
+                    instrument()
             reg, events, clock = self.registry, self.events, self.clock
             # A group stops its children one by one, so give it several children's time.
             group_shutdown = max(30.0, rt.shutdown_timeout * 4)
@@ -312,6 +327,7 @@ class Runtime(ProgramRuns):
         stats = self.cache_store.stats()
         snapshot["cache"] = {**dataclasses.asdict(stats), "hit_rate": round(stats.hit_rate, 4)}
         snapshot["lm_clients"] = self.clients.snapshot()
+        snapshot["budget"] = self.budget.snapshot()
         snapshot["uptime_s"] = round(time.time() - self.started_at, 3) if self.started_at else 0.0
         return snapshot
 
@@ -424,7 +440,17 @@ class Runtime(ProgramRuns):
             cache_put=self.cache.put if use_cache else None,
             label=model,
             cache_scope=self.clients.cache_scope(model),
+            prices=self.prices,
+            budget=self.budget,
         )
+
+    def _own_prices(self) -> Mapping[str, Price]:
+        """The settings' per-model prices, re-read only when the settings change."""
+        settings = self.box.settings
+        memo = self._prices_memo
+        if memo[0] is not settings:
+            memo = self._prices_memo = (settings, settings_prices(settings))
+        return memo[1]
 
     def request_defaults(self, model: str) -> Mapping[str, Any]:
         """Request parameters the settings give every call to ``model`` (see LMClients)."""

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
+from dspex.actors import _otel
 from dspex.actors._telemetry_emitter import (
     LINGER,
     LMCall,
@@ -98,6 +99,8 @@ class HistoryEntry:
         named = getattr(self.response, "model", None)
         return named if isinstance(named, str) and named else self.model
 
+    cost: float | None = None
+
 
 @dataclass
 class _ModelStats:
@@ -107,7 +110,16 @@ class _ModelStats:
     retries: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced: int = 0  # answered calls whose cost is unknown
+    fallbacks: int = 0  # calls this model passed on to a fallback
     latencies: collections.deque[float] = field(default_factory=collections.deque)
+
+    def add_cost(self, cost: Any) -> None:
+        if cost is None:
+            self.unpriced += 1
+        else:
+            self.cost_usd += float(cost)
 
 
 @dataclass
@@ -239,11 +251,17 @@ class Telemetry(Actor):
             self._on_lm(name, data)
         elif name.startswith("program.run."):
             self._on_run(name, data)
+        elif name == "lm.fallback":
+            self._model(str(data.get("model", "?"))).fallbacks += 1
         elif name.startswith("supervisor."):
             self._supervisor_events[name] += 1
             if name == "supervisor.child_restarted":
                 # Supervisors name the restarted child's spec id as ``child``.
                 self._restarts[str(data.get("child", "?"))] += 1
+        otel = _otel._tracing
+        if otel is not None:
+            with contextlib.suppress(Exception):
+                otel.on_event(name, data)
         for subscriber in self._subscribers:
             with contextlib.suppress(Exception):
                 subscriber(event)
@@ -266,6 +284,7 @@ class Telemetry(Actor):
             stats.retries += int(data.get("retries", 0))
             stats.prompt_tokens += int(data.get("prompt_tokens", 0))
             stats.completion_tokens += int(data.get("completion_tokens", 0))
+            stats.add_cost(data.get("cost"))
             if "duration_ms" in data:
                 stats.latencies.append(float(data["duration_ms"]))
             if "messages" in data:
@@ -280,6 +299,7 @@ class Telemetry(Actor):
                         duration_ms=float(data.get("duration_ms", 0.0)),
                         cache_hit=bool(data.get("cache_hit")),
                         time=time.time(),
+                        cost=data.get("cost"),
                         kwargs=history_params(data.get("kwargs") or {}),
                         response=data.get("response"),
                         uuid=str(uuid.uuid4()),
@@ -307,6 +327,7 @@ class Telemetry(Actor):
         stats.cache_hits += call.cache_hit
         stats.prompt_tokens += prompt
         stats.completion_tokens += completion
+        stats.add_cost(call.cost)
         stats.latencies.append(call.duration_ms)
         if call.keep:
             self._history.append(call)
@@ -342,6 +363,10 @@ class Telemetry(Actor):
                 "prompt_tokens": s.prompt_tokens,
                 "completion_tokens": s.completion_tokens,
                 "total_tokens": s.prompt_tokens + s.completion_tokens,
+                # Unknown, never zero, while any answered call could not be priced.
+                "cost_usd": None if s.unpriced else round(s.cost_usd, 8),
+                "unpriced_calls": s.unpriced,
+                "fallbacks": s.fallbacks,
             }
         runs = self._runs
         return {
@@ -386,6 +411,7 @@ def _entry(item: HistoryEntry | LMCall) -> HistoryEntry:
         duration_ms=item.duration_ms,
         cache_hit=item.cache_hit,
         time=item.time,
+        cost=item.cost,
         kwargs=item.params,
         response=item.response,
         uuid=item.uuid,

@@ -160,6 +160,12 @@ class LMCall(NamedTuple):
     def cache_hit(self) -> bool:
         return bool(getattr(self.response, "cache_hit", False))
 
+    @property
+    def cost(self) -> float | None:
+        """The response's cost in USD (None: unknown, e.g. a DummyLM's)."""
+        cost = getattr(self.response, "cost", None)
+        return float(cost) if isinstance(cost, int | float) else None
+
     def events(self) -> tuple[TelemetryEvent, TelemetryEvent]:
         """The start and stop (or exception) events ``LMHandle`` would have sent."""
         start = TelemetryEvent(
@@ -183,6 +189,7 @@ class LMCall(NamedTuple):
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
             "cache_hit": self.cache_hit,
+            "cost": self.cost,
             "retries": 0,
             "shared": False,
         }

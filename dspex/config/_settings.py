@@ -244,6 +244,15 @@ class LMClientSettings(_Section):
         return value
 
 
+class ModelPrice(_Section):
+    """A model's price in USD per million tokens (overrides the genai-prices table)."""
+
+    _path = ("models", "<model>", "price")
+
+    input: Annotated[float, Field(ge=0)] = Field(description="USD per million prompt tokens")
+    output: Annotated[float, Field(ge=0)] = Field(description="USD per million completion tokens")
+
+
 class ModelSettings(_Section):
     """Per-model overrides of ``lm_client`` plus the model's key and extra request params."""
 
@@ -259,6 +268,16 @@ class ModelSettings(_Section):
     timeout: PositiveFloat | None = Field(default=None, description="overrides lm_client, seconds")
     params: Annotated[dict[str, Any], AfterValidator(_check_params)] = Field(
         default_factory=dict, description="extra request parameters sent with every call"
+    )
+    fallbacks: list[ModelId] = Field(
+        default_factory=list,
+        description="models an LM of this id falls back to, in order (see docs/fallback.md)",
+    )
+    fallback_on_timeout: bool = Field(
+        default=False, description="also fall back when a call times out"
+    )
+    price: ModelPrice | None = Field(
+        default=None, description="USD per million tokens; None = genai-prices' table"
     )
 
 
@@ -296,6 +315,22 @@ class TelemetrySettings(_Section):
     history_size: PositiveInt = Field(default=200, description="LM calls kept for inspect_history")
     latency_window: PositiveInt = Field(
         default=1024, description="latency samples kept for p50/p95"
+    )
+    otel: bool = Field(
+        default=False, description="export OpenTelemetry spans and metrics (dspex[otel])"
+    )
+
+
+class BudgetSettings(_Section):
+    """A runtime-wide spending limit: once spent, no new LM call starts."""
+
+    _path = ("budget",)
+
+    max_cost_usd: PositiveFloat | None = Field(
+        default=None, description="USD all LM calls of the runtime may spend; None = no limit"
+    )
+    max_tokens: PositiveInt | None = Field(
+        default=None, description="tokens all LM calls of the runtime may use; None = no limit"
     )
 
 
@@ -354,6 +389,7 @@ class Settings(_Section):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
 
     def merged(self, **overrides: Any) -> Settings:
         """A new Settings with ``overrides`` deep-merged over these, re-validated.

@@ -10,13 +10,15 @@ any object serving the LM protocol. Module calls are observed in
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
+from dspex.actors import _otel
 from dspex.actors._callbacks import active_callbacks, ainvoke, end_call, invoke, start_call
 from dspex.actors._lm._types import LMProtocol
 from dspex.programs._lm_report import generate_reported, history_emitter
@@ -37,6 +39,8 @@ instances: ``"adapter"`` (Adapter) or ``"evaluate"`` (Evaluate). A marker, not
 # The (instance id, kind) of the innermost call observed with once_per_instance:
 # an override calling super().format() is one format call, not two.
 _observing: ContextVar[tuple[int, str] | None] = ContextVar("dspex_observing", default=None)
+# The same for the OpenTelemetry span of an observed call (kept apart: both may be on).
+_spanning: ContextVar[tuple[int, str] | None] = ContextVar("dspex_spanning", default=None)
 
 
 class _Binder:
@@ -131,6 +135,12 @@ def _observed(fn: F, kind_of: Callable[[Any], str | None], once: bool) -> F:
 
         @functools.wraps(fn)
         async def async_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            otel = _otel._tracing
+            if otel is not None:
+                span = _span_for(otel, kind_of(self), self)
+                if span is not None:
+                    with span:
+                        return await async_wrapper(self, *args, **kwargs)
             callbacks = active_callbacks(self)
             kind = kind_of(self) if callbacks else None
             if kind is None:
@@ -143,6 +153,12 @@ def _observed(fn: F, kind_of: Callable[[Any], str | None], once: bool) -> F:
 
     @functools.wraps(fn)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        otel = _otel._tracing
+        if otel is not None:
+            span = _span_for(otel, kind_of(self), self)
+            if span is not None:  # the call again, inside its span (which it does not reopen)
+                with span:
+                    return wrapper(self, *args, **kwargs)
         callbacks = active_callbacks(self)
         if not callbacks:
             return fn(self, *args, **kwargs)
@@ -157,6 +173,52 @@ def _observed(fn: F, kind_of: Callable[[Any], str | None], once: bool) -> F:
 
     wrapper._dspex_observed = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+def _span_for(otel: Any, kind: str | None, instance: Any) -> Any:
+    """The OpenTelemetry span of an observed call (a context manager), or None for none.
+
+    None too for an override's ``super()`` call and for the wrapper's own
+    re-entry inside the span. Module-level, like :func:`_invoke_once`, so
+    wrappers hold no ContextVar.
+    """
+    name = _span_name(kind, instance)
+    marker = (id(instance), str(kind))
+    if name is None or _spanning.get() == marker:
+        return None
+    return _spanning_span(otel, name, _span_attributes(kind, instance), marker)
+
+
+@contextlib.contextmanager
+def _spanning_span(
+    otel: Any, name: str, attributes: dict[str, Any], marker: tuple[int, str]
+) -> Iterator[None]:
+    token = _spanning.set(marker)
+    try:
+        with otel.span(name, attributes):
+            yield
+    finally:
+        _spanning.reset(token)
+
+
+def _span_name(kind: str | None, instance: Any) -> str | None:
+    """The OpenTelemetry span name of an observed call, or None for calls without one."""
+    if kind == "tool":
+        return f"execute_tool {getattr(instance, 'name', type(instance).__name__)}"
+    if kind == "evaluate":
+        return "evaluate"
+    if kind == "compile":
+        return f"compile {type(instance).__name__}"
+    return None
+
+
+def _span_attributes(kind: str | None, instance: Any) -> dict[str, Any]:
+    if kind == "tool":
+        return {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": str(getattr(instance, "name", type(instance).__name__)),
+        }
+    return {"dspex.operation": str(kind), "dspex.class": type(instance).__name__}
 
 
 def _invoke_once(  # noqa: PLR0917  (the wrapper's call, spelled out)

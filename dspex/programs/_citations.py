@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 import pydantic
 
+from dspex.programs._types._base import Type
+
 __all__ = ["Citation", "Citations", "Document"]
 
 
@@ -71,10 +73,12 @@ class Citation(pydantic.BaseModel):
         return out
 
 
-class Citations(pydantic.BaseModel):
-    """The citations an answer rests on (``result.citations.citations``)."""
+class Citations(Type):
+    """The citations an answer rests on (``result.citations.citations``).
 
-    __dspex_custom_type__: ClassVar[bool] = True  # see Document
+    A custom type, as in DSPy: it serialises as its ``format()`` list between the
+    custom-type markers, so a demo's citations read as DSPy writes them.
+    """
 
     citations: list[Citation]
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
+from dspex.actors._lm._budget import Budget, budget_scope
 from dspex.errors import UsageError
 from dspex.programs._callbacks import hooked
 from dspex.programs._evaluate_journal import Journal, JournalEntry
@@ -48,6 +49,9 @@ class EvaluationResult(Prediction):
     examples, ``stopped_early`` says ``max_errors`` was reached, ``interrupted``
     that Ctrl-C stopped the run (both mean ``results`` holds only the examples
     that finished), and ``resumed`` counts results read back from a journal.
+    ``stopped_by`` names the budget that stopped the run (``stopped_early``
+    is then True too) and ``cost_usd`` is what its LM calls cost (None when
+    a model's price is unknown; see docs/cost.md).
     """
 
     def __init__(
@@ -59,10 +63,23 @@ class EvaluationResult(Prediction):
         stopped_early: bool = False,
         interrupted: bool = False,
         resumed: int = 0,
+        stopped_by: str | None = None,
+        cost_usd: float | None = None,
     ) -> None:
         super().__init__(score=score, results=results)
         object.__setattr__(self, "_errors", list(errors or []))
         object.__setattr__(self, "_flags", (stopped_early, interrupted, resumed))
+        object.__setattr__(self, "_spend", (stopped_by, cost_usd))
+
+    @property
+    def stopped_by(self) -> str | None:
+        """The budget that stopped the run, e.g. ``"Evaluate.max_cost_usd"``; None if none."""
+        return self._spend[0]  # type: ignore[no-any-return]
+
+    @property
+    def cost_usd(self) -> float | None:
+        """USD the evaluation's LM calls cost (cache hits are free); None when unknown."""
+        return self._spend[1]  # type: ignore[no-any-return]
 
     @property
     def errors(self) -> list[tuple[int, BaseException]]:
@@ -95,6 +112,8 @@ class EvaluationResult(Prediction):
             )
             if flag
         )
+        if self.stopped_by is not None:
+            extra += f", stopped_by={self.stopped_by!r}"
         return (
             f"EvaluationResult(score={self.score}, results=<list of {len(self.results)} "
             f"results>{extra})"
@@ -140,9 +159,14 @@ class Evaluate:
         save_as_csv: str | None = None,
         save_as_json: str | None = None,
         on_interrupt: OnInterrupt = "raise",
+        max_cost_usd: float | None = None,
+        max_tokens: int | None = None,
         **kwargs: Any,
     ) -> None:
         _check_kwargs("Evaluate", kwargs)
+        Budget(max_cost_usd=max_cost_usd, max_tokens=max_tokens, scope="Evaluate")  # checks
+        self.max_cost_usd = max_cost_usd
+        self.max_tokens = max_tokens
         if num_threads is not None:
             check_num_threads(num_threads, "Evaluate")
         self.devset = devset
@@ -178,6 +202,8 @@ class Evaluate:
         journal: Any = _UNSET,
         provide_traceback: bool | None = None,
         on_interrupt: OnInterrupt | None = None,
+        max_cost_usd: float | None = None,
+        max_tokens: int | None = None,
         **kwargs: Any,
     ) -> EvaluationResult:
         """Evaluate ``program``; arguments given here override the constructor's."""
@@ -214,18 +240,27 @@ class Evaluate:
             )
         examples = _check_devset(devset, "devset")
 
-        outcome = _evaluate(
-            program,
-            metric,
-            examples,
-            threads=threads,
-            max_errors=limit,
-            failure_score=fail_score,
-            timeout=per_example,
-            journal_path=journal_path,
-            provide_traceback=traceback,
-            show_progress=progress_enabled(show),
+        # Every call of this evaluation is counted (and, with limits, refused once spent).
+        budget = Budget(
+            max_cost_usd=max_cost_usd if max_cost_usd is not None else self.max_cost_usd,
+            max_tokens=max_tokens if max_tokens is not None else self.max_tokens,
+            scope="Evaluate",
         )
+        with budget_scope(budget):
+            outcome = _evaluate(
+                program,
+                metric,
+                examples,
+                threads=threads,
+                max_errors=limit,
+                failure_score=fail_score,
+                timeout=per_example,
+                journal_path=journal_path,
+                provide_traceback=traceback,
+                show_progress=progress_enabled(show),
+            )
+        spend = budget.snapshot()
+        object.__setattr__(outcome, "_spend", (outcome.stopped_by, spend["cost_usd"]))
         if outcome.interrupted and interrupt == "raise":
             # The journal is closed and flushed by now: a rerun resumes from it.
             raise KeyboardInterrupt
@@ -346,6 +381,7 @@ def _evaluate(
         stopped_early=summary.stopped_early,
         interrupted=summary.interrupted,
         resumed=restored,
+        stopped_by=summary.stopped_by,
     )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from dspex.actors._lm._budget import budget_error
 from dspex.programs._fanout import fan_out, fan_out_runtime, open_pool, spare_threads
 
 __all__ = [
@@ -47,6 +48,8 @@ class RunSummary:
     """``max_errors`` was reached before every example ran."""
     interrupted: bool = False
     """Ctrl-C (KeyboardInterrupt) stopped the run."""
+    stopped_by: str | None = None
+    """The budget that stopped the run (``"<scope>.<limit>"``), if one did."""
 
 
 def resolve_num_threads(num_threads: int | None, settings: Any) -> int:
@@ -117,6 +120,14 @@ def execute(
             for result in flow:
                 outcome = result.value if result.ok else Outcome(None, None, 0.0, result.error)
                 index, example = result.item
+                spent = budget_error(outcome.error)
+                if spent is not None:  # not this example's failure: it never ran
+                    summary.stopped_early = True
+                    summary.stopped_by = f"{spent.scope}.{spent.budget}"
+                    logger.warning(
+                        "%s: %s; returning the %d finished so far", label, spent, summary.finished
+                    )
+                    break
                 with flow.critical():
                     summary.finished += 1
                     on_outcome(index, example, outcome)

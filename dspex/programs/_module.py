@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
+from dspex.actors import _otel
 from dspex.actors._callbacks import active_callbacks, ainvoke, check_callbacks, invoke
 from dspex.actors._program_run import current_run
 from dspex.errors import UsageError
@@ -287,6 +288,25 @@ class Module(BaseModule, metaclass=ProgramMeta):
         Runs in the thread executing the program (the run actor's at top
         level), so hooks see the run's context and nest under its calls.
         """
+        otel = _otel._tracing
+        if otel is not None:
+            # The outermost module call is the program run's span; the rest nest in it.
+            name = type(self).__name__
+            role = "predict" if isinstance(self, Predictor) else "module"
+            if not otel.in_span():
+                role = "run"
+            attributes = {"dspex.module": name, "dspex.module.role": role}
+            with otel.span(f"{role} {name}", attributes):
+                return self._forward_observed(args, kwargs)
+        # Inline, not a call of _forward_observed: a traceback keeps the frames it had.
+        with calling(self):  # LM calls made under this module go to its history
+            callbacks = active_callbacks(self)
+            if not callbacks:
+                return self.forward(*args, **kwargs)
+            inputs = {"args": args, "kwargs": kwargs}
+            return invoke(callbacks, "module", self, inputs, self.forward, *args, **kwargs)
+
+    def _forward_observed(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with calling(self):  # LM calls made under this module go to its history
             callbacks = active_callbacks(self)
             if not callbacks:

@@ -163,11 +163,14 @@ class Predict(Module, Predictor):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if args:
+            # DSPy's wording, word for word: programs and tests match on it.
             names = list(self.signature.input_fields)
-            example = f"predict({names[0]}=...)" if names else "predict(...)"
+            example = f"predict({names[0]}=input_value, ...)" if names else "predict(...)"
             raise UsageError(
-                "Positional arguments are not allowed when calling `Predict`; pass keyword "
-                f"arguments that match the signature's input fields {names}, e.g. `{example}`."
+                "Positional arguments are not allowed when calling `dspy.Predict`, "
+                "must use keyword "
+                f"arguments that match your signature input fields: '{', '.join(names)}'. "
+                f"For example: `{example}`."
             )
         return self._dspex_call(**kwargs)
 

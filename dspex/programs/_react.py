@@ -117,23 +117,10 @@ class ReAct(Module):
                 run.check_deadline()
             try:
                 pred, trajectory = self._call_fitting(self.react, input_args, trajectory)
-            except ContextWindowError as err:
-                # As DSPy: a step that cannot be made to fit ends the loop; extraction still
-                # runs on the (truncated) trajectory.
-                logger.warning("ReAct: ending the trajectory at step %d: %s", idx, err)
+            except (ContextWindowError, AdapterParseError, ValueError) as err:
+                _log_end(idx, err)
                 break
-            except (AdapterParseError, ValueError) as err:  # DSPy's parse error is a ValueError
-                logger.warning(
-                    "ReAct: ending the trajectory at step %d: the LM did not choose a valid "
-                    "tool (%s)",
-                    idx,
-                    err,
-                )
-                break
-            name, args = pred.next_tool_name, pred.next_tool_args
-            trajectory[f"thought_{idx}"] = pred.next_thought
-            trajectory[f"tool_name_{idx}"] = name
-            trajectory[f"tool_args_{idx}"] = args
+            name, args = _record_step(trajectory, idx, pred)
             trajectory[f"observation_{idx}"] = self._observe(name, args)
             if name == FINISH:
                 break
@@ -141,59 +128,22 @@ class ReAct(Module):
         return Prediction(trajectory=trajectory, **extract)
 
     async def aforward(self, **input_args: Any) -> Prediction:
-        """``forward`` awaited on the caller's loop: each step's LM call and each async
-        tool are awaited there (no trajectory actor); a sync tool runs inline, as in DSPy."""
+        """The same loop, awaited: each step and the extraction through ``acall``, and
+        the tools through ``Tool.acall`` (async tools are awaited on the caller's loop)."""
         max_iters = _check_max_iters(input_args.pop("max_iters", self.max_iters))
-        run = current_run()
         trajectory: dict[str, Any] = {}
         for idx in range(max_iters):
-            if run is not None:
-                run.check_deadline()
             try:
                 pred, trajectory = await self._acall_fitting(self.react, input_args, trajectory)
-            except ContextWindowError as err:
-                logger.warning("ReAct: ending the trajectory at step %d: %s", idx, err)
+            except (ContextWindowError, AdapterParseError, ValueError) as err:
+                _log_end(idx, err)
                 break
-            except (AdapterParseError, ValueError) as err:
-                logger.warning(
-                    "ReAct: ending the trajectory at step %d: the LM did not choose a valid "
-                    "tool (%s)",
-                    idx,
-                    err,
-                )
-                break
-            name, args = pred.next_tool_name, pred.next_tool_args
-            trajectory[f"thought_{idx}"] = pred.next_thought
-            trajectory[f"tool_name_{idx}"] = name
-            trajectory[f"tool_args_{idx}"] = args
+            name, args = _record_step(trajectory, idx, pred)
             trajectory[f"observation_{idx}"] = await self._aobserve(name, args)
             if name == FINISH:
                 break
         extract, trajectory = await self._acall_fitting(self.extract, input_args, trajectory)
         return Prediction(trajectory=trajectory, **extract)
-
-    async def _acall_fitting(
-        self, module: Module, input_args: Mapping[str, Any], trajectory: dict[str, Any]
-    ) -> tuple[Any, dict[str, Any]]:
-        """:meth:`_call_fitting` awaited (the same truncation rule)."""
-        last: ContextWindowError | None = None
-        for _ in range(MAX_TRUNCATIONS):
-            try:
-                formatted = self._format_trajectory(trajectory)
-                pred = await module.acall(**input_args, trajectory=formatted)
-                return pred, trajectory
-            except ContextWindowError as err:
-                last = err
-                trajectory = self._shorten(trajectory, err)
-        assert last is not None
-        raise _still_too_long(last) from last
-
-    async def _aobserve(self, name: Any, args: Any) -> Any:
-        """:meth:`_observe` awaited: an async tool runs on the caller's loop."""
-        try:
-            return await self._tool_for(name, args).acall(**args)
-        except Exception as err:
-            return f"Execution error in {name}: {_error_for_lm(err)}"
 
     def _call_fitting(
         self, module: Module, input_args: Mapping[str, Any], trajectory: dict[str, Any]
@@ -212,12 +162,26 @@ class ReAct(Module):
                 return pred, trajectory
             except ContextWindowError as err:
                 last = err
-                trajectory = self._shorten(trajectory, err)
-        assert last is not None
-        raise _still_too_long(last) from last
+                trajectory = self._shortened(trajectory, err)
+        raise _still_too_long(last)
 
-    def _shorten(self, trajectory: dict[str, Any], err: ContextWindowError) -> dict[str, Any]:
-        """The trajectory with its oldest step dropped after ``err``, or raise if none can go."""
+    async def _acall_fitting(
+        self, module: Any, input_args: Mapping[str, Any], trajectory: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any]]:
+        """:meth:`_call_fitting`, awaiting ``module.acall``."""
+        last: ContextWindowError | None = None
+        for _ in range(MAX_TRUNCATIONS):
+            try:
+                formatted = self._format_trajectory(trajectory)
+                pred = await module.acall(**input_args, trajectory=formatted)
+                return pred, trajectory
+            except ContextWindowError as err:
+                last = err
+                trajectory = self._shortened(trajectory, err)
+        raise _still_too_long(last)
+
+    def _shortened(self, trajectory: dict[str, Any], err: ContextWindowError) -> dict[str, Any]:
+        """The trajectory after ``err``, its oldest step dropped; raises when none can go."""
         logger.warning(
             "ReAct: the prompt exceeds the LM's context window; dropping the oldest "
             "trajectory step (%s)",
@@ -229,6 +193,14 @@ class ReAct(Module):
             cannot.model = cannot.model or err.model
             cannot.status = cannot.status or err.status
             raise cannot from err
+
+    async def _aobserve(self, name: Any, args: Any) -> Any:
+        """:meth:`_observe`, awaiting the tool's ``acall``."""
+        try:
+            tool = self._tool_for(name, args)
+            return await tool.acall(**args)
+        except Exception as err:
+            return f"Execution error in {name}: {_error_for_lm(err)}"
 
     def _observe(self, name: Any, args: Any) -> Any:
         """Call the chosen tool; any Exception becomes the observation the LM reads next."""
@@ -287,9 +259,31 @@ class ReAct(Module):
         return f"ReAct({self.signature!r}, tools={list(self.tools)}, max_iters={self.max_iters})"
 
 
-def _still_too_long(last: ContextWindowError) -> ContextWindowError:
-    """The error when every truncation try still overflowed the context window."""
-    return ContextWindowError(
+def _log_end(idx: int, err: BaseException) -> None:
+    if isinstance(err, ContextWindowError):
+        # As DSPy: a step that cannot be made to fit ends the loop; extraction still
+        # runs on the (truncated) trajectory.
+        logger.warning("ReAct: ending the trajectory at step %d: %s", idx, err)
+    else:  # DSPy's parse error is a ValueError
+        logger.warning(
+            "ReAct: ending the trajectory at step %d: the LM did not choose a valid tool (%s)",
+            idx,
+            err,
+        )
+
+
+def _record_step(trajectory: dict[str, Any], idx: int, pred: Any) -> tuple[Any, Any]:
+    """Write step ``idx``'s thought and tool choice; the chosen tool's name and args."""
+    name, args = pred.next_tool_name, pred.next_tool_args
+    trajectory[f"thought_{idx}"] = pred.next_thought
+    trajectory[f"tool_name_{idx}"] = name
+    trajectory[f"tool_args_{idx}"] = args
+    return name, args
+
+
+def _still_too_long(last: ContextWindowError | None) -> ContextWindowError:
+    assert last is not None
+    error = ContextWindowError(
         f"the ReAct prompt still exceeds the LM's context window after {MAX_TRUNCATIONS} "
         "tries, each with the oldest trajectory step dropped; shorten the inputs or the "
         f"tool observations, or use a model with a larger context window ({last})",
@@ -298,6 +292,9 @@ def _still_too_long(last: ContextWindowError) -> ContextWindowError:
         prompt_tokens=last.prompt_tokens,
         context_window=last.context_window,
     )
+    error.__cause__ = last  # as `raise ... from last`
+    error.__suppress_context__ = True
+    return error
 
 
 def _error_for_lm(error: BaseException) -> str:

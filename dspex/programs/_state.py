@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from dspex.actors._lm._base_lm import BUILTIN_LM_CLASS_PATHS, LM_CLASS_STATE_KEY, import_lm_class
 from dspex.config import is_secret_key
-from dspex.errors import DSPexError, UsageError
+from dspex.errors import DSPexError, StateKeyError, UsageError
 
 if TYPE_CHECKING:
     from dspex.programs._signature import Signature
@@ -292,7 +292,7 @@ def apply_module_state(
     missing = [name for name, _ in params if name not in state]
     if missing:
         held = sorted(k for k in state if k != "metadata")
-        raise UsageError(
+        raise StateKeyError(
             f"the state has no entry for predictor(s) {missing} of {type(module).__name__}; "
             f"it holds {held}. Load a state saved from a program with the same structure."
         )

@@ -197,6 +197,8 @@ def _load_pickled_state(path: Path, allow_pickle: bool) -> Any:
     with path.open("rb") as f:
         try:
             return pickle.load(f)  # the caller vouched for the file
+        except ModuleNotFoundError as exc:
+            raise _missing_module(exc, path) from None
         except (
             pickle.UnpicklingError,
             EOFError,
@@ -209,6 +211,19 @@ def _load_pickled_state(path: Path, allow_pickle: bool) -> Any:
                 "was saved where other modules or classes existed; save the state again in "
                 "this environment (or as '.json')."
             ) from exc
+
+
+def _missing_module(exc: ModuleNotFoundError, path: Path) -> ModuleNotFoundError:
+    """``exc`` with a note naming the file and the fix.
+
+    It stays a ModuleNotFoundError, as DSPy raises it: callers catch that type.
+    """
+    exc.add_note(
+        f"{path} refers to module {exc.name!r}, which this environment cannot import. Make it "
+        "importable, or save the program with modules_to_serialize=[that module] so its code "
+        "is stored in the file."
+    )
+    return exc
 
 
 def _write_atomic_bytes(path: Path, data: bytes) -> None:
@@ -356,6 +371,8 @@ def load(path: str | Path, allow_pickle: bool = False) -> Any:
     with pickled.open("rb") as f:
         try:
             return ProgramUnpickler(f).load()
+        except ModuleNotFoundError as exc:
+            raise _missing_module(exc, pickled) from None
         except (
             pickle.UnpicklingError,
             EOFError,

@@ -117,7 +117,10 @@ def note_usage(lm: Any, response: Any) -> None:
     """Hook for the LM-call path: add ``response``'s usage to the active tracker.
 
     Cache hits cost nothing and are not counted (as in DSPy). Keys are the
-    LM's ``model``; the entry holds prompt, completion and total tokens.
+    model that answered (a fallback's when one did), else the LM's ``model``;
+    the entry holds prompt, completion and total tokens, and ``cost`` (USD)
+    when the response has a known price. A model whose entries lack ``cost``
+    has an unknown cost, never zero.
     """
     tracker = _active.get()
     if tracker is None or getattr(response, "cache_hit", False):
@@ -129,15 +132,21 @@ def note_usage(lm: Any, response: Any) -> None:
     completion = int(getattr(usage, "completion_tokens", 0) or 0)
     if not prompt and not completion:
         return
-    model = str(getattr(lm, "model", None) or getattr(response, "model", "") or "unknown")
-    tracker.add_usage(
-        model,
-        {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        },
+    model = str(
+        getattr(response, "answered_by", "")
+        or getattr(lm, "model", None)
+        or getattr(response, "model", "")
+        or "unknown"
     )
+    entry: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    cost = getattr(response, "cost", None)
+    if isinstance(cost, int | float) and not isinstance(cost, bool):
+        entry["cost"] = float(cost)
+    tracker.add_usage(model, entry)
 
 
 def call_tracked(call: Callable[[], Any]) -> Any:

@@ -22,6 +22,7 @@ _MODEL_COUNTERS = {
     "cache_hits": "LM responses served from the cache",
     "prompt_tokens": "prompt tokens used",
     "completion_tokens": "completion tokens used",
+    "fallbacks": "LM calls passed on to a fallback model",
 }
 _SERVER_COUNTERS = {
     "completed": "requests a program answered",
@@ -57,6 +58,7 @@ class RuntimeCollector(Collector):
         yield from self._runs(snapshot.get("runs", {}))
         yield from self._cache(snapshot.get("cache", {}))
         yield from self._lm_clients(snapshot.get("lm_clients", {}))
+        yield from self._budget(snapshot.get("budget", {}))
         yield from self._servers()
         restarts = CounterMetricFamily(
             "dspex_supervision_restarts", "actor restarts by their supervisors"
@@ -90,6 +92,22 @@ class RuntimeCollector(Collector):
                     latency.add_metric([model, quantile], value)
         yield errors
         yield latency
+        # A model whose cost is unknown (None) has no sample: unknown is not zero.
+        cost = CounterMetricFamily(
+            "dspex_lm_cost_usd", "USD spent on LM calls (priced models only)", labels=["model"]
+        )
+        for model, m in models.items():
+            if m.get("cost_usd") is not None:
+                cost.add_metric([model], float(m["cost_usd"]))
+        yield cost
+
+    def _budget(self, budget: Mapping[str, Any]) -> Iterator[Metric]:
+        spent = GaugeMetricFamily(
+            "dspex_budget_spent", "what the runtime-wide budget counted", labels=["unit"]
+        )
+        spent.add_metric(["usd"], float(budget.get("priced_cost_usd", 0.0)))
+        spent.add_metric(["tokens"], float(budget.get("tokens", 0)))
+        yield spent
 
     def _runs(self, runs: Mapping[str, Any]) -> Iterator[Metric]:
         family = CounterMetricFamily(

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dspex.actors import _otel
 from dspex.actors._lm._resilience import CallInfo, CallOptions
 from dspex.actors._lm._slot import ClientSlot, Endpoint
 from dspex.actors._lm._streaming import STREAM_TO, ChunkSink
@@ -95,6 +96,23 @@ async def agenerate(
     handle: LMHandle, messages: Sequence[Message], params: Mapping[str, Any]
 ) -> LMResponse:
     """``handle.generate(messages, params)`` awaited on the running loop (telemetry alike)."""
+    otel = _otel._tracing
+    if otel is None:
+        return await _agenerate(handle, messages, params)
+    merged = {**handle.kwargs, **params} if params else handle.kwargs
+    span = otel.start_lm(handle.label, handle.api_base, merged, messages)
+    try:
+        response = await _agenerate(handle, messages, params)
+    except BaseException as exc:
+        otel.end_lm(span, None, exc)
+        raise
+    otel.end_lm(span, response, None)
+    return response
+
+
+async def _agenerate(
+    handle: LMHandle, messages: Sequence[Message], params: Mapping[str, Any]
+) -> LMResponse:
     request, options, use_cache = handle.build(messages, params)
     key = handle.request_key(request)
     emit = handle.telemetry
@@ -106,13 +124,14 @@ async def agenerate(
     if use_cache and cache_get is not None:
         hit = cache_get(key)
         if hit is not None:
-            if not hit.cache_hit:
-                hit = dataclasses.replace(hit, cache_hit=True)
+            # A hit costs nothing; it is tagged with the model whose cache answered.
+            hit = dataclasses.replace(hit, cache_hit=True, cost=0.0, answered_by=handle.label)
             if sink is not None and hit.texts and hit.texts[0]:
                 sink(hit.texts[0])  # a cached reply streams at once, whole
             if emit is not None:
                 handle._emit_stop(emit, request, hit, CallInfo(), started, params=params)
             return hit
+    budgets = handle._budgets(emit, started)
     try:
         value, info = await _call(handle, key, request, options, sink)
     except asyncio.CancelledError:
@@ -123,6 +142,7 @@ async def agenerate(
         if emit is not None:
             handle._emit_error(emit, value, info, started)
         raise value
+    value = handle._settle(value, budgets)
     cache_put = handle._cache_put
     if use_cache and cache_put is not None:
         cache_put(key, value)

@@ -207,6 +207,11 @@ class _Engine:
     def in_flight(self) -> int:
         return 0 if self._pipeline is None else self._pipeline.in_flight
 
+    @property
+    def breaker_state(self) -> str | None:
+        """The circuit breaker's state (``closed``, ``half_open``, ``open``); None before start."""
+        return None if self._pipeline is None else self._pipeline.breaker.state.value
+
     def submit(self, key: str, request: LMRequest, options: CallOptions, waiter: Waiter) -> bool:
         with self._lock:
             if self._closed:

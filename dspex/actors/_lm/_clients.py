@@ -278,6 +278,12 @@ class LMClients:
             for key, slot in slots
         }
 
+    def endpoints(self) -> list[tuple[str, Any]]:
+        """``(model, running endpoint)`` of every client that has one (for gauges)."""
+        with self._lock:
+            slots = list(self._slots.values())
+        return [(slot.model, e) for slot in slots if (e := slot.endpoint) is not None]
+
     def close(self) -> None:
         """Close every slot: callers still waiting fail fast (the runtime stopped)."""
         with self._lock:

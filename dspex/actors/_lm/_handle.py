@@ -18,7 +18,10 @@ from typing import Any
 
 import pykka
 
+from dspex.actors import _otel
+from dspex.actors._lm._budget import Budget, active_budgets
 from dspex.actors._lm._cache_key import request_key, request_params
+from dspex.actors._lm._prices import PriceTable
 from dspex.actors._lm._resilience import (
     CallInfo,
     CallOptions,
@@ -57,6 +60,9 @@ class LMHandle:
     caller's thread, so it must be quick (a tell).
     ``label`` names the model in telemetry (default: the slot's model id);
     ``cache_scope`` stands for the endpoint in cache keys (default: its URL).
+    ``prices`` prices each answered call (``LMResponse.cost``; None: unknown);
+    ``budget`` is the runtime-wide budget, checked with those in scope
+    (``budget_scope``) before a call leaves for the provider.
     """
 
     def __init__(
@@ -70,6 +76,8 @@ class LMHandle:
         cache_put: CachePut | None = None,
         label: str | None = None,
         cache_scope: str | None = None,
+        prices: PriceTable | None = None,
+        budget: Budget | None = None,
     ) -> None:
         if not isinstance(slot, ClientSlot):
             raise UsageError(
@@ -92,6 +100,8 @@ class LMHandle:
         self.telemetry = telemetry
         self._cache_get = cache_get
         self._cache_put = cache_put
+        self.prices = prices
+        self.budget = budget if budget is not None and budget.limited else None
         self._lock = threading.Lock()
         self.resubmits = 0  # calls re-sent because their incarnation died
 
@@ -139,6 +149,23 @@ class LMHandle:
 
     def generate(self, messages: Sequence[Message], params: Mapping[str, Any]) -> LMResponse:
         """Call the model (or the cache); blocks this thread only, up to the call timeout."""
+        otel = _otel._tracing
+        if otel is None:
+            return self._generate(messages, params, None)
+        # A CLIENT span, child of the span current here (the module's, inside a run).
+        merged = {**self.kwargs, **params} if params else self.kwargs
+        span = otel.start_lm(self.label, self.api_base, merged, messages)
+        try:
+            response = self._generate(messages, params, span)
+        except BaseException as exc:
+            otel.end_lm(span, None, exc)
+            raise
+        otel.end_lm(span, response, None)
+        return response
+
+    def _generate(
+        self, messages: Sequence[Message], params: Mapping[str, Any], span: Any
+    ) -> LMResponse:
         request, options, use_cache = self.build(messages, params)
         key = request_key(request, self.cache_scope)
         emit = self.telemetry
@@ -149,18 +176,23 @@ class LMHandle:
         if use_cache and self._cache_get is not None:
             hit = self._cache_get(key)
             if hit is not None:
-                if not hit.cache_hit:
-                    hit = dataclasses.replace(hit, cache_hit=True)
+                # A hit costs nothing; it is tagged with the model whose cache answered.
+                hit = dataclasses.replace(hit, cache_hit=True, cost=0.0, answered_by=self.label)
                 if sink is not None and hit.texts and hit.texts[0]:
                     sink(hit.texts[0])  # a cached reply streams at once, whole
                 if emit is not None:
                     self._emit_stop(emit, request, hit, CallInfo(), started, params=params)
                 return hit
-        value, info = self._call(key, request, options, sink)
+        budgets = self._budgets(emit, started)
+        value, info = self._call(key, request, options, sink, span)
+        if span is not None and (info.retries or info.shared):
+            span.set_attribute("dspex.lm.retries", info.retries)
+            span.set_attribute("dspex.lm.single_flight_joined", info.shared)
         if isinstance(value, BaseException):
             if emit is not None:
                 self._emit_error(emit, value, info, started)
             raise value
+        value = self._settle(value, budgets)
         if use_cache and self._cache_put is not None:
             self._cache_put(key, value)
         if emit is not None:
@@ -186,10 +218,44 @@ class LMHandle:
         assert messages is not None
         return self.generate(messages, params).texts
 
+    def _budgets(self, emit: Emit | None, started: float) -> tuple[Budget, ...]:
+        """The budgets in force for a call about to start, each of which lets it (or raises)."""
+        budgets = active_budgets()
+        if self.budget is not None:
+            budgets = (self.budget, *budgets)
+        if budgets:
+            self._admit(budgets, emit, started)
+        return budgets
+
+    def _settle(self, value: LMResponse, budgets: tuple[Budget, ...]) -> LMResponse:
+        """``value`` priced and tagged with this model; the budgets charged for it."""
+        cost = self.prices.cost(self.label, value.usage) if self.prices is not None else None
+        value = dataclasses.replace(value, cost=cost, answered_by=self.label)
+        for budget in budgets:
+            budget.charge(cost, value.usage.total_tokens)
+        return value
+
+    def _admit(self, budgets: tuple[Budget, ...], emit: Emit | None, started: float) -> None:
+        """Refuse the call (raise) if any budget in force is spent."""
+        priced = self.prices is not None and self.prices.price(self.label) is not None
+        try:
+            for budget in budgets:
+                if budget.limited:
+                    budget.admit(self.label, priced)
+        except Exception as exc:
+            if emit is not None:
+                self._emit_error(emit, exc, CallInfo(), started)
+            raise
+
     # -- the call and its re-submission ----------------------------------------
 
     def _call(
-        self, key: str, request: LMRequest, options: CallOptions, sink: ChunkSink | None = None
+        self,
+        key: str,
+        request: LMRequest,
+        options: CallOptions,
+        sink: ChunkSink | None = None,
+        span: Any = None,
     ) -> tuple[LMResponse | BaseException, CallInfo]:
         """The call's outcome (an error is returned, for the caller to raise)."""
         tap: _Tap | None = None
@@ -209,7 +275,7 @@ class LMHandle:
             cancel = None
         while True:
             endpoint = self.slot.current(deadline - time.monotonic(), not_epoch=avoid)
-            attempt = Attempt(lease, tap)
+            attempt = Attempt(lease, tap, span)
             if not endpoint.submit(key, request, options, attempt):
                 avoid = endpoint.epoch  # closing: wait for its successor
                 continue
@@ -269,6 +335,7 @@ class LMHandle:
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,
             "cache_hit": response.cache_hit,
+            "cost": response.cost,
             "retries": info.retries,
             "shared": info.shared,
         }

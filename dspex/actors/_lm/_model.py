@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from dspex.actors._callbacks import active_callbacks, ainvoke, check_callbacks, invoke
 from dspex.actors._lm._capabilities import capabilities, is_openai_reasoning_model
+from dspex.actors._lm._fallback import check_fallbacks, falls_back
 from dspex.actors._lm._providers._registry import check_model_id
 from dspex.actors._lm._resilience._config import LMClientConfig, setting_fix
 from dspex.actors._lm._types import LMResponse, Message
-from dspex.errors import UsageError
+from dspex.errors import LMError, UsageError
 
 if TYPE_CHECKING:
     from dspex.actors._lm._handle import LMHandle
@@ -81,7 +82,9 @@ class LM:
     log, cache key or saved program. Call it directly like DSPy's LM:
     ``lm("prompt")`` or ``lm(messages=[...])`` returns a list of strings.
     ``callbacks`` observe this LM's calls (``on_lm_start``/``on_lm_end``),
-    after the globally registered ones.
+    after the globally registered ones. ``fallbacks`` (model ids or LMs) take
+    a call the primary cannot answer (breaker open, 429 or 5xx after its
+    retries, a timeout with ``fallback_on_timeout``); see docs/fallback.md.
     """
 
     def __init__(
@@ -99,6 +102,8 @@ class LM:
         rpm: int | None = None,
         tpm: int | None = None,
         callbacks: Sequence[Any] | None = None,
+        fallbacks: Sequence[str | LM] | None = None,
+        fallback_on_timeout: bool | None = None,
         **kwargs: Any,
     ) -> None:
         cls = type(self)
@@ -108,6 +113,14 @@ class LM:
             check_model_id(model, where="LM")
         # else: a subclass answering requests itself (DSPy's SpyLM("dummy_model"),
         # overriding __call__ or forward) may use any id, as in DSPy.
+        self.fallbacks: list[Any] = [
+            LM(item) if isinstance(item, str) else item for item in check_fallbacks(fallbacks, "LM")
+        ]
+        if fallback_on_timeout is not None and not isinstance(fallback_on_timeout, bool):
+            raise UsageError(f"LM(fallback_on_timeout={fallback_on_timeout!r}): use True or False")
+        self.fallback_on_timeout = fallback_on_timeout
+        # Fallbacks named in the settings (models."<id>".fallbacks), built once per list.
+        self._settings_chain: tuple[tuple[str, ...], list[LM]] = ((), [])
         if model_type not in _MODEL_TYPES:
             raise UsageError(
                 f"LM(model_type={model_type!r}) is not supported; use 'chat' or 'responses' "
@@ -188,7 +201,9 @@ class LM:
 
     @property
     def supports_function_calling(self) -> bool:
-        return False  # native tool calls are not parsed back yet
+        """Native tool calls are sent and read back on the OpenAI-compatible wire format;
+        the Anthropic and Gemini providers do not translate ``tools`` yet."""
+        return self.provider == "openai"
 
     @property
     def supports_reasoning(self) -> bool:
@@ -237,8 +252,27 @@ class LM:
             cls.__call__ is not LM.__call__ or cls.forward is not LM.forward
         ) and _in_override.get() is not self:
             return _subclass_generate(self, messages, params)
-        handle, params = self._route(params)
-        return handle.generate(messages, params)
+        from dspex.actors._current import current_runtime
+
+        runtime = current_runtime()
+        chain, on_timeout = self._chain(runtime)
+        if not chain:
+            handle, params = self._route_in(runtime, params)
+            return handle.generate(messages, params)
+        current: Any = self
+        for index, following in enumerate([*chain, None]):
+            try:
+                if isinstance(current, LM):  # its own call only: fallbacks do not chain
+                    handle, routed = current._route_in(runtime, params)
+                    return handle.generate(messages, routed)
+                response: LMResponse = current.generate(messages, params)
+                return response
+            except LMError as exc:
+                if following is None or not falls_back(exc, on_timeout=on_timeout):
+                    raise
+                _note_fallback(runtime, current, following, exc, index)
+                current = following
+        raise AssertionError("unreachable: the last model's error is raised")
 
     @property
     def awaits_natively(self) -> bool:
@@ -250,16 +284,48 @@ class LM:
     async def agenerate(self, messages: Sequence[Message], params: Mapping[str, Any]) -> LMResponse:
         """:meth:`generate` awaited on the running event loop, with no thread per call
         (only when :attr:`awaits_natively`; the programs layer runs others in its pool)."""
+        from dspex.actors._current import current_runtime
         from dspex.actors._lm._async_call import agenerate
 
-        handle, params = self._route(params)
-        return await agenerate(handle, messages, params)
-
-    def _route(self, params: Mapping[str, Any]) -> tuple[LMHandle, Mapping[str, Any]]:
-        """This runtime's handle and the call's parameters merged over the scoped ones."""
-        from dspex.actors._current import current_runtime
-
         runtime = current_runtime()
+        chain, on_timeout = self._chain(runtime)
+        current: Any = self
+        for index, following in enumerate([*chain, None]):
+            try:
+                if isinstance(current, LM) and current.awaits_natively:
+                    handle, routed = current._route_in(runtime, params)
+                    return await agenerate(handle, messages, routed)
+                response: LMResponse = current.generate(messages, params)
+                return response
+            except LMError as exc:
+                if following is None or not falls_back(exc, on_timeout=on_timeout):
+                    raise
+                _note_fallback(runtime, current, following, exc, index)
+                current = following
+        raise AssertionError("unreachable: the last model's error is raised")
+
+    def _chain(self, runtime: Runtime) -> tuple[list[Any], bool]:
+        """The fallbacks of a call (its own, else the settings'), and whether timeouts count."""
+        entry = runtime.settings.models.get(self.model) if not self.fallbacks else None
+        chain = self.fallbacks or (self._from_settings(entry.fallbacks) if entry else [])
+        on_timeout = self.fallback_on_timeout
+        if on_timeout is None:
+            on_timeout = bool(entry is not None and entry.fallback_on_timeout)
+        return chain, on_timeout
+
+    def _from_settings(self, models: Sequence[str]) -> list[LM]:
+        wanted = tuple(models)
+        if not wanted:
+            return []
+        with self._lock:
+            if self._settings_chain[0] != wanted:
+                self._settings_chain = (wanted, [LM(model) for model in wanted])
+            return self._settings_chain[1]
+
+    def _route_in(
+        self, runtime: Runtime, params: Mapping[str, Any]
+    ) -> tuple[LMHandle, Mapping[str, Any]]:
+        """This runtime's handle and the call's parameters merged over the scoped ones."""
         handle = self._handles.get(runtime)
         if handle is None or handle.slot.closed:
             handle = self.handle(runtime)
@@ -334,6 +400,10 @@ class LM:
             if name not in self.kwargs and name not in kwargs:
                 state.pop(name, None)
         state.setdefault("callbacks", self.callbacks)
+        if "fallbacks" not in kwargs:
+            state["fallbacks"] = self.fallbacks  # the LM objects, not just their ids
+        if self.fallback_on_timeout is not None:
+            state.setdefault("fallback_on_timeout", self.fallback_on_timeout)
         return LM(
             state.pop("model"),
             state.pop("api_base", self.api_base),
@@ -358,6 +428,8 @@ class LM:
         }
         if self.api_base:
             state["api_base"] = self.api_base
+        if self.fallbacks:
+            state["fallbacks"] = [getattr(lm, "model", str(lm)) for lm in self.fallbacks]
         if is_openai_reasoning_model(self.model) and "max_completion_tokens" in state:
             state["max_tokens"] = state.pop("max_completion_tokens")  # DSPy saves it so
         for name, empty in _DSPY_FINETUNE_DEFAULTS.items():  # as DSPy writes them
@@ -374,7 +446,9 @@ class LM:
         and ``duration_ms``. A view of the runtime's bounded history ring
         (``telemetry.history_size`` calls across all models), not an
         ever-growing list. ``prompt`` is None (a prompt is sent as a user
-        message) and ``cost`` is None: dspex keeps no price table.
+        message). ``cost`` is the call's price in USD (0 for a cache hit, None
+        when the price is unknown; see docs/cost.md). Calls a fallback
+        answered are in the fallback's history, not this LM's.
         """
         from dspex.actors._current import current_runtime
 
@@ -388,7 +462,7 @@ class LM:
                 "response": entry.response,
                 "outputs": list(entry.outputs),
                 "usage": dict(entry.usage),
-                "cost": None,
+                "cost": entry.cost,
                 "timestamp": entry.timestamp,
                 "uuid": entry.uuid,
                 "model": entry.model,
@@ -414,12 +488,16 @@ class LM:
         state = self.__dict__.copy()
         state.pop("_handles", None)
         state.pop("_lock", None)
+        state.pop("_settings_chain", None)
         state["_api_key"] = None  # a pickled program never carries the key
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("callbacks", [])
+        self.__dict__.setdefault("fallbacks", [])
+        self.__dict__.setdefault("fallback_on_timeout", None)
+        self._settings_chain = ((), [])
         self._handles = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
@@ -448,6 +526,18 @@ def _check_reasoning_defaults(model: str, temperature: Any, max_tokens: Any) -> 
             "reasoning models need temperature=1.0 or None and max_tokens >= 16000 or None, "
             f"e.g. dspex.LM({model!r}, temperature=1.0, max_tokens=16000)"
         )
+
+
+def _note_fallback(runtime: Any, current: Any, following: Any, exc: LMError, index: int) -> None:
+    """Tell telemetry that ``current`` passed a call on to ``following`` (caller's thread)."""
+    runtime.telemetry.emit(
+        "lm.fallback",
+        model=str(getattr(current, "model", "?")),
+        to=str(getattr(following, "model", "?")),
+        error=type(exc).__name__,
+        status=exc.status,
+        step=index + 1,
+    )
 
 
 def _is_number(value: Any) -> bool:

@@ -59,13 +59,37 @@ def response_to_lm_response(response: Any, model: str) -> LMResponse:
         content = (
             get_field(message, "content") if message is not None else get_field(choice, "text")
         )
-        completions.append(Completion(content or "", get_field(choice, "finish_reason")))
+        calls = get_field(message, "tool_calls") if message is not None else None
+        reasoning = get_field(message, "reasoning_content") if message is not None else None
+        completions.append(
+            Completion(
+                content or "",
+                get_field(choice, "finish_reason"),
+                tuple(_call_dict(c) for c in calls or ()),
+                reasoning if isinstance(reasoning, str) and reasoning else None,
+            )
+        )
     return LMResponse(
         completions=tuple(completions),
         usage=_usage_of(response),
         model=str(get_field(response, "model") or model),
         cache_hit=bool(get_field(response, "cache_hit", False)),
     )
+
+
+def _call_dict(call: Any) -> dict[str, Any]:
+    """A provider tool call (an SDK object or a dict) in OpenAI's dict shape."""
+    if isinstance(call, Mapping):
+        return dict(call)
+    function = get_field(call, "function")
+    return {
+        "id": get_field(call, "id"),
+        "type": get_field(call, "type", "function"),
+        "function": {
+            "name": get_field(function, "name"),
+            "arguments": get_field(function, "arguments"),
+        },
+    }
 
 
 def outputs_to_lm_response(outputs: Any, model: str) -> LMResponse:

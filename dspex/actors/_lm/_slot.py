@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from dspex.actors._lm._resilience import CallInfo, CallOptions, LMClientConfig, UsageMeter
 from dspex.actors._lm._streaming import ChunkSink
@@ -182,7 +182,9 @@ class Attempt:
 
     ``lease`` is the caller's pool-task lease, if it runs in a WorkerPool task
     (an Evaluate or batch example): a retry wait parks it, so the pool can
-    start another example while this one only waits.
+    start another example while this one only waits. ``trace`` is the call's
+    OpenTelemetry span when export is on: the client's loop adds retry events
+    to it (the trace context travels in the message, not in contextvars).
     """
 
     __slots__ = (
@@ -194,10 +196,13 @@ class Attempt:
         "orphaned",
         "parked",
         "sink",
+        "trace",
         "value",
     )
 
-    def __init__(self, lease: Lease | None = None, sink: ChunkSink | None = None) -> None:
+    def __init__(
+        self, lease: Lease | None = None, sink: ChunkSink | None = None, trace: Any = None
+    ) -> None:
         self._claim = threading.Lock()
         self._signal = threading.Lock()
         self._signal.acquire()
@@ -208,6 +213,7 @@ class Attempt:
         self.lease = lease
         self.parked = False
         self.sink = sink  # a streaming call's chunk sink (``_streaming``), run on the loop
+        self.trace = trace
 
     def park(self) -> None:
         lease = self.lease

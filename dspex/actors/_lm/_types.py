@@ -50,17 +50,28 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """One generated alternative: its text, why generation stopped and, when the
-    provider reports it (the Responses API's reasoning items), its reasoning."""
+    """One generated alternative: its text and why generation stopped.
+
+    ``tool_calls`` holds the provider's native tool calls, each in OpenAI's
+    shape (``{"id", "type": "function", "function": {"name", "arguments"}}``);
+    ``reasoning_content`` a reasoning model's separate reasoning text (or the
+    Responses API's reasoning summary).
+    """
 
     text: str
     finish_reason: str | None = None
-    reasoning: str | None = None
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    reasoning_content: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class LMResponse:
     """What a model returned for one :class:`LMRequest`.
+
+    ``model`` is the provider's name for the model that answered;
+    ``answered_by`` the dspex model id whose client answered (with fallbacks,
+    possibly not the one called); ``cost`` the call's price in USD (0 for a
+    cache hit, None when the model's price is unknown).
 
     An embeddings call (``model_type="embeddings"``) has no completions and one
     vector per input in ``embeddings``, in input order.
@@ -70,6 +81,8 @@ class LMResponse:
     usage: Usage = field(default_factory=Usage)
     model: str = ""
     cache_hit: bool = False
+    cost: float | None = None
+    answered_by: str = ""
     embeddings: tuple[tuple[float, ...], ...] = ()
 
     @property

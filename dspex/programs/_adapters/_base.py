@@ -26,15 +26,16 @@ import types
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Union, get_args, get_origin
 
 from dspex.actors._callbacks import check_callbacks
 from dspex.errors import AdapterParseError
+from dspex.programs._adapters._native import complete_native, parse_native, plan_native_tools
 from dspex.programs._adapters._parse import Parser, parser_for
 from dspex.programs._adapters._schema import prompt_schema
 from dspex.programs._adapters._values import annotation_name
 from dspex.programs._callbacks import call_lm, hooked
-from dspex.programs._history_format import format_with_history
+from dspex.programs._history_format import format_with_history, history_turns
 from dspex.programs._types._markers import custom_types_in, expand_content_parts
 
 __all__ = [
@@ -133,11 +134,25 @@ class Adapter:
         Raises ``AdapterParseError`` when a completion does not fit the
         signature; LM errors propagate unchanged.
         """
-        signature = _resolve(signature)
+        original = _resolve(signature)
+        native = plan_native_tools(self, lm, lm_kwargs, original, inputs)
+        signature = native.signature
         messages = self.format(signature, demos, inputs)
-        params = self.lm_params(signature, lm_kwargs, lm)
+        params = self.lm_params(signature, native.lm_kwargs, lm)
         response = self._generate(lm, messages, params)
-        return self._parse_completions(signature, response)
+        if signature is original:
+            return self._parse_completions(signature, response)
+        return [
+            complete_native(
+                self,
+                native,
+                original,
+                completion,
+                parse_native(self, native, original, completion)
+                or self._parse_completions(signature, _OneCompletion((completion,)))[0],
+            )
+            for completion in response.completions
+        ]
 
     async def acall(
         self,
@@ -213,8 +228,8 @@ class Adapter:
             text = completion.text
             if not text or not text.strip():
                 raise AdapterParseError(
-                    f"{type(self).__name__}: the LM returned an empty reply "
-                    f"(finish_reason={completion.finish_reason!r}); nothing to parse.",
+                    f"Adapter {type(self).__name__} failed to parse the LM response: an empty "
+                    f"reply (finish_reason={completion.finish_reason!r}); nothing to parse.",
                     raw=text or "",
                     adapter=type(self).__name__,
                 )
@@ -278,6 +293,18 @@ class Adapter:
         )
         # Images, audio and files in the inputs become content parts of their user message.
         return expand_content_parts(messages)
+
+    def format_conversation_history(
+        self, signature: Any, history_field_name: str, inputs: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """The earlier turns of a ``History`` input, as chat messages (DSPy's hook).
+
+        ``signature`` is the call's signature without its history field;
+        ``inputs`` is the adapter's own copy of the inputs, from which the
+        history entry is removed. Override it to lay history out another way.
+        """
+        history = inputs.pop(history_field_name, None)
+        return history_turns(self, signature, history)
 
     def format_system_message(self, signature: Any) -> str:
         """Field descriptions, the interaction structure, then the objective."""
@@ -395,7 +422,8 @@ class Adapter:
         except (ValueError, TypeError) as exc:
             name = type(self).__name__
             raise AdapterParseError(
-                f"{name} could not parse output field `{field.name}` as {field.type_name}: "
+                f"Adapter {name} failed to parse the LM response: could not parse output "
+                f"field `{field.name}` as {field.type_name}: "
                 f"{exc}. {_reply_excerpt(raw)}",
                 raw=raw,
                 adapter=name,
@@ -437,12 +465,19 @@ class Adapter:
         expected = ", ".join(f.name for f in plan.outputs)
         name = type(self).__name__
         return AdapterParseError(
-            f"{name}: the LM reply lacks output field(s) {listed}; expected [{expected}], "
+            f"Adapter {name} failed to parse the LM response: it lacks output field(s) "
+            f"{listed}; expected [{expected}], "
             f"found [{', '.join(found)}]. {how} {_reply_excerpt(raw)}",
             raw=raw,
             adapter=name,
             field=missing[0].name if missing else None,
         )
+
+
+class _OneCompletion(NamedTuple):
+    """One completion of a response, to parse on its own."""
+
+    completions: tuple[Any, ...]
 
 
 def _resolve(signature: Any) -> Any:

@@ -121,7 +121,8 @@ class JSONFormat(Adapter):
         data = find_json_object(completion)
         if data is None:
             raise AdapterParseError(
-                "JSONAdapter found no JSON object in the LM reply; expected an object with "
+                "Adapter JSONAdapter failed to parse the LM response: it holds no JSON object; "
+                "expected an object with "
                 f"keys [{', '.join(f.name for f in plan.outputs)}]. LM reply (also in .raw): "
                 f"{completion[:300]!r}",
                 raw=completion,

@@ -88,7 +88,15 @@ def to_jsonable(value: Any) -> Any:
     try:
         return _plain(value)
     except _NotPlain:
-        return _pydantic_dump(value)
+        pass
+    # Walk containers item by item, so an item with its own prompt form (a Tool, whose
+    # str() DSPy's pydantic-based Tool serialises to) keeps it inside a list or dict.
+    kind = type(value)
+    if kind is list or kind is tuple:
+        return [to_jsonable(item) for item in value]
+    if kind is dict and all(type(key) is str for key in value):
+        return {key: to_jsonable(item) for key, item in value.items()}
+    return _pydantic_dump(value)
 
 
 def _plain(value: Any) -> Any:

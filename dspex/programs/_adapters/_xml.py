@@ -91,7 +91,8 @@ class XMLAdapter(ChatAdapter):
         except ET.ParseError as exc:
             name = type(self).__name__
             raise AdapterParseError(
-                f"{name}: Failed to parse XML: {exc}. Write each output field as "
+                f"Adapter {name} failed to parse the LM response: Failed to parse XML: {exc}. "
+                "Write each output field as "
                 f"`<name>...</name>` with '&' and '<' in values escaped. "
                 f"LM reply (also in .raw): {completion[:300]!r}",
                 raw=completion,

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Sequence
+import logging
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+from dspex.actors._lm._budget import Budget, active_budgets, budget_scope
 from dspex.errors import UsageError
 from dspex.programs._callbacks import hooked
+
+logger = logging.getLogger("dspex.programs")
 
 __all__ = ["Teleprompter", "check_count", "check_trainset"]
 
@@ -17,8 +23,20 @@ class Teleprompter:
 
     Subclass it and define ``compile``: each call then fires the callbacks'
     ``on_compile_start`` / ``on_compile_end`` (in the calling thread), once
-    per call even when an override calls ``super().compile``.
+    per call even when an override calls ``super().compile``. Every
+    ``compile`` also takes ``max_cost_usd=`` and ``max_tokens=``: a budget
+    for the LM calls it makes (see docs/cost.md); what the last compile spent
+    is in ``optimizer.compile_cost``.
     """
+
+    @property
+    def compile_cost(self) -> dict[str, Any] | None:
+        """What the last ``compile`` spent (see :class:`Budget`), None before one.
+
+        Kept outside the instance's attributes, which describe its settings
+        (``get_params``, checkpoint fingerprints).
+        """
+        return _compile_costs.get(id(self))
 
     _dspex_callback_kind: ClassVar[str] = "compile"  # see _callbacks.CALLBACK_KIND
 
@@ -30,7 +48,8 @@ class Teleprompter:
         # Only a compile defined in this class body: an inherited one is already observed.
         method = cls.__dict__.get("compile")
         if inspect.isfunction(method):
-            cls.compile = hooked("compile", once_per_instance=True)(method)  # type: ignore[method-assign]
+            observed = hooked("compile", once_per_instance=True)(_budgeted(method))
+            cls.compile = observed  # type: ignore[method-assign]
 
     def compile(
         self,
@@ -46,6 +65,59 @@ class Teleprompter:
     def get_params(self) -> dict[str, Any]:
         """The optimizer's settings and state (its attributes), as DSPy reports them."""
         return self.__dict__
+
+
+def _budgeted(compile: Callable[..., Any]) -> Callable[..., Any]:
+    """``compile`` taking ``max_cost_usd=`` / ``max_tokens=``: its LM calls run under a Budget.
+
+    An override calling ``super().compile`` runs inside the outer budget (the
+    keywords are taken off before the call, so the inner call has none).
+    """
+
+    @functools.wraps(compile)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        max_cost_usd = kwargs.pop("max_cost_usd", None)
+        max_tokens = kwargs.pop("max_tokens", None)
+        if max_cost_usd is None and max_tokens is None and _in_compile(self):
+            return compile(self, *args, **kwargs)
+        budget = Budget(
+            max_cost_usd=max_cost_usd,
+            max_tokens=max_tokens,
+            scope=f"{type(self).__name__}.compile",
+        )
+        with budget_scope(budget):
+            try:
+                return compile(self, *args, **kwargs)
+            finally:
+                _remember_cost(self, budget.snapshot())
+                if budget.stopped_by is not None:
+                    logger.warning(
+                        "%s.compile: the %s budget ran out; no LM call was started after it",
+                        type(self).__name__,
+                        budget.stopped_by,
+                    )
+
+    return run
+
+
+# id(optimizer) -> its last compile's spend; an entry goes when the optimizer does.
+_compile_costs: dict[int, dict[str, Any]] = {}
+
+
+def _remember_cost(optimizer: Any, spend: dict[str, Any]) -> None:
+    key = id(optimizer)
+    if key not in _compile_costs:
+        try:
+            weakref.finalize(optimizer, _compile_costs.pop, key, None)
+        except TypeError:  # not weak-referenceable (__slots__): nothing to remember it by
+            return
+    _compile_costs[key] = spend
+
+
+def _in_compile(optimizer: Any) -> bool:
+    """Whether a compile of ``optimizer`` is already running here (a ``super()`` call)."""
+    name = f"{type(optimizer).__name__}.compile"
+    return any(b.scope == name for b in active_budgets())
 
 
 def check_trainset(trainset: Any, where: str, *, need_inputs: bool) -> list[Any]:

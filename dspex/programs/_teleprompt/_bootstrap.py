@@ -24,6 +24,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from dspex.actors._lm._budget import budget_error
 from dspex.actors._program_run import current_run
 from dspex.errors import UsageError
 from dspex.programs._evaluate_engine import resolve_max_errors, resolve_num_threads
@@ -239,6 +240,8 @@ class BootstrapFewShot(Teleprompter):
                         if not result.ok and isinstance(result.error, UsageError):
                             raise result.error  # a checkpoint that diverged
                         tried = result.value if result.ok else [Attempt(0, None, result.error)]
+                        if any(budget_error(a.error) for a in tried):
+                            break  # a budget ran out: keep what was bootstrapped (docs/cost.md)
                         for attempt in tried:
                             attempts += 1
                             if attempt.error is not None:

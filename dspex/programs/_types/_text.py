@@ -104,10 +104,35 @@ class Reasoning(Type):
         raise ValueError(f"cannot make dspex.Reasoning from {type(data).__name__}: {data!r}")
 
     @classmethod
+    def adapt_to_native_lm_feature(
+        cls, signature: Any, field_name: str, lm: Any, lm_kwargs: dict[str, Any]
+    ) -> Any:
+        """Use the model's own reasoning for ``field_name`` when it ``supports_reasoning``.
+
+        DSPy's rule: the effort comes from the call's parameters, else the LM's,
+        else ``"low"``; an explicit None turns it off. The field then leaves the
+        prompt and is filled from the reply's ``reasoning_content``.
+        """
+        if "reasoning_effort" in lm_kwargs:
+            effort = lm_kwargs["reasoning_effort"]
+        else:
+            effort = (getattr(lm, "kwargs", None) or {}).get("reasoning_effort", "low")
+        if effort is None or not getattr(lm, "supports_reasoning", False):
+            return signature
+        if "gpt-5" in str(getattr(lm, "model", "")) and getattr(lm, "model_type", "chat") == "chat":
+            # OpenAI's chat completions API returns no reasoning text for GPT-5 models.
+            return signature
+        lm_kwargs["reasoning_effort"] = effort
+        return signature.delete(field_name)
+
+    @classmethod
     def parse_lm_response(cls, response: Any) -> Reasoning | None:
-        if isinstance(response, dict) and "reasoning_content" in response:
-            return cls(content=response["reasoning_content"])
-        return None
+        """The reasoning a reply carries natively (a completion's ``reasoning_content``)."""
+        if isinstance(response, dict):
+            content = response.get("reasoning_content")
+        else:
+            content = getattr(response, "reasoning_content", None)
+        return cls(content=content) if isinstance(content, str) else None
 
     def __str__(self) -> str:
         return self.content

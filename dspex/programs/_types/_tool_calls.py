@@ -45,7 +45,13 @@ def _json_arguments(text: str) -> dict[str, Any]:
     try:
         decoded = decode_data(text)
     except ValueError:
-        return {}
+        # Providers sometimes send cut-off or sloppy argument JSON; DSPy repairs it.
+        import json_repair
+
+        try:
+            decoded = json_repair.loads(text)
+        except (ValueError, RecursionError):
+            return {}
     return decoded if isinstance(decoded, dict) else {}
 
 

@@ -118,16 +118,25 @@ class OpenAIProvider(Provider):
             status = code if isinstance(code, int) and code >= 400 else 500
             raise self.error_for_status(status, {}, json.dumps(data).encode(), model=model)
         choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
-        completions = tuple(
-            Completion(_content_text(c["message"].get("content")), c.get("finish_reason"))
-            for c in choices
-        )
+        completions = tuple(_completion(c) for c in choices)
         usage = data.get("usage") or {}
         return LMResponse(
             completions,
             Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
             model,
         )
+
+
+def _completion(choice: Mapping[str, Any]) -> Completion:
+    message = choice.get("message") or {}
+    calls = message.get("tool_calls")
+    reasoning = message.get("reasoning_content")
+    return Completion(
+        _content_text(message.get("content")),
+        choice.get("finish_reason"),
+        tuple(c for c in calls if isinstance(c, Mapping)) if isinstance(calls, list) else (),
+        reasoning if isinstance(reasoning, str) and reasoning else None,
+    )
 
 
 def as_openai_format(value: Any) -> Any:

@@ -101,7 +101,7 @@ class ResponsesProvider(OpenAIProvider):
             finish = "length" if reason == "max_output_tokens" else str(reason or "incomplete")
         usage = data.get("usage") or {}
         return LMResponse(
-            (Completion("".join(texts), finish, "\n\n".join(reasoning) or None),),
+            (Completion("".join(texts), finish, reasoning_content="\n\n".join(reasoning) or None),),
             Usage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)),
             model,
         )

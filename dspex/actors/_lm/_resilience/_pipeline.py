@@ -207,6 +207,7 @@ class Pipeline(Generic[W]):
             self.meter.count("retries")
             if self.emit is not None:
                 self._emit_retry(retries, delay, error)
+            self._trace_retry(key, retries, delay, error)
             if delay >= PARK_MIN_SECONDS and self._park is not None:
                 await self._wait_parked(key, delay)
             else:
@@ -232,6 +233,20 @@ class Pipeline(Generic[W]):
             self._resume(waiter, functools.partial(_settle_from_any_thread, loop, ready))
         if pending:
             await asyncio.gather(*pending)
+
+    def _trace_retry(self, key: str, retry: int, delay: float, error: LMError) -> None:
+        """Add a retry event to the span each waiter carries (OpenTelemetry export on)."""
+        for waiter in self._flights.waiters(key):
+            span = getattr(waiter, "trace", None)
+            if span is not None:
+                span.add_event(
+                    "gen_ai.retry",
+                    {
+                        "dspex.retry": retry,
+                        "dspex.retry.delay_s": delay,
+                        "error.type": type(error).__name__,
+                    },
+                )
 
     def _emit_retry(self, retry: int, delay: float, error: LMError) -> None:
         assert self.emit is not None

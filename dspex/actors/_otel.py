@@ -1,0 +1,319 @@
+"""OpenTelemetry export (the ``dspex[otel]`` extra): spans and metrics.
+
+Off by default, and then free: every hook reads the module global
+``_tracing`` once and finds None; ``opentelemetry`` is imported only by
+:func:`instrument` (``dspex.instrument_otel()`` or ``telemetry.otel = true``).
+
+Spans follow the OpenTelemetry GenAI semantic conventions:
+
+- an LM call is a CLIENT span ``chat {model}``, started and ended by
+  ``LMHandle`` in the calling thread (so it is a child of whatever span is
+  current there: the module's, inside a run). The span rides in the call's
+  :class:`~dspex.actors._lm._slot.Attempt` to the client's event loop, where
+  retries are added to it as ``gen_ai.retry`` events;
+- a program run, its modules and predictors, a tool call (``execute_tool
+  {name}``), an ``Evaluate`` and an optimizer's ``compile`` are INTERNAL
+  spans started by the programs layer through :meth:`Tracing.span`.
+
+Contextvars travel with a run's job and with Evaluate's workers, so the
+current span crosses actors and threads with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from dspex.actors._runtime_registry import active_runtimes
+from dspex.errors import UsageError
+
+__all__ = ["Tracing", "instrument", "instrument_otel", "tracing", "uninstrument"]
+
+_tracing: Tracing | None = None
+
+# dspex provider prefix -> gen_ai.provider.name (the conventions' well-known values).
+_PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini"}
+_DEFAULT_HOSTS = {
+    "openai": "api.openai.com",
+    "anthropic": "api.anthropic.com",
+    "gemini": "generativelanguage.googleapis.com",
+}
+_CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+_BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def tracing() -> Tracing | None:
+    """The active instrumentation, or None when OpenTelemetry export is off."""
+    return _tracing
+
+
+def instrument(
+    tracer_provider: Any = None,
+    meter_provider: Any = None,
+    *,
+    capture_content: bool | None = None,
+) -> Tracing:
+    """Turn OpenTelemetry export on (the global providers unless given); idempotent.
+
+    ``capture_content`` records prompts and completions on LM spans (off by
+    default, as the conventions ask; the env var
+    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`` turns it on too).
+    """
+    global _tracing
+    try:
+        from opentelemetry import metrics, trace
+    except ImportError as exc:
+        raise UsageError(
+            "OpenTelemetry export needs the otel extra: pip install 'dspex[otel]'"
+        ) from exc
+    if capture_content is None:
+        capture_content = os.environ.get(_CAPTURE_ENV, "").lower() in ("1", "true", "yes")
+    tracer = trace.get_tracer("dspex", "0.1.0", tracer_provider=tracer_provider)
+    meter = metrics.get_meter("dspex", "0.1.0", meter_provider=meter_provider)
+    _tracing = Tracing(tracer, meter, capture_content=capture_content)
+    return _tracing
+
+
+def instrument_otel(tracer_provider: Any = None, meter_provider: Any = None) -> None:
+    """Export dspex's spans and metrics to OpenTelemetry (needs ``dspex[otel]``).
+
+    Uses the global tracer and meter providers unless given. Message content
+    is recorded only with ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``.
+    See docs/otel.md.
+    """
+    instrument(tracer_provider, meter_provider)
+
+
+def uninstrument() -> None:
+    """Turn export off again (spans already started still end)."""
+    global _tracing
+    _tracing = None
+
+
+class Tracing:
+    """The tracer, the meter and their instruments; used from any thread."""
+
+    def __init__(self, tracer: Any, meter: Any, *, capture_content: bool = False) -> None:
+        from opentelemetry import trace
+        from opentelemetry.metrics import Observation
+
+        self.tracer = tracer
+        self.capture_content = capture_content
+        self._trace = trace
+        self._observation = Observation
+        self._client_kind = trace.SpanKind.CLIENT
+        self._hosts: dict[str | None, tuple[str, int | None]] = {}
+        # Per (model, api_base): span name and attributes, built on first use.
+        self._models: dict[tuple[str, str | None], tuple[str, Mapping[str, Any]]] = {}
+        self._tokens: dict[int, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
+        self._metric_attrs: dict[str, Mapping[str, Any]] = {}
+        self.token_usage = meter.create_histogram(
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Number of input and output tokens used",
+        )
+        self.duration = meter.create_histogram(
+            "gen_ai.client.operation.duration", unit="s", description="GenAI operation duration"
+        )
+        self.runs = meter.create_counter(
+            "dspex.runs", unit="{run}", description="Program runs finished, by outcome"
+        )
+        self.restarts = meter.create_counter(
+            "dspex.restarts", unit="{restart}", description="Children restarted by a supervisor"
+        )
+        meter.create_observable_gauge(
+            "dspex.lm.breaker.state",
+            callbacks=[self._breaker_states],
+            description="Circuit breaker per LM client: 0 closed, 1 half-open, 2 open",
+        )
+        meter.create_observable_gauge(
+            "dspex.server.queue_depth",
+            callbacks=[self._queue_depths],
+            unit="{request}",
+            description="Requests waiting in each named program server's queue",
+        )
+        meter.create_observable_gauge(
+            "dspex.lm.in_flight",
+            callbacks=[self._in_flight],
+            unit="{request}",
+            description="Distinct requests an LM client is working on (its queue depth)",
+        )
+
+    # -- LM calls (LMHandle, the caller's thread) ------------------------------
+
+    def start_lm(
+        self,
+        model: str,
+        api_base: str | None,
+        params: Mapping[str, Any],
+        messages: Sequence[Mapping[str, Any]],
+    ) -> Any:
+        """Start the CLIENT span of one call of ``model`` (a child of the current span)."""
+        name, base = self._model_attributes(model, api_base)
+        attributes = dict(base)
+        for key in ("temperature", "max_tokens", "top_p"):
+            value = params.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                attributes[f"gen_ai.request.{key}"] = value
+        if self.capture_content:
+            attributes["gen_ai.input.messages"] = json.dumps(list(messages), default=str)
+        return self.tracer.start_span(name, kind=self._client_kind, attributes=attributes)
+
+    def end_lm(self, span: Any, response: Any, error: BaseException | None) -> None:
+        """Finish an LM span with the outcome (the metrics come from telemetry events)."""
+        if error is not None:
+            span.set_attribute("error.type", type(error).__name__)
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(error)[:200]))
+            span.end()
+            return
+        usage = response.usage
+        attributes: dict[str, Any] = {
+            "gen_ai.usage.input_tokens": usage.prompt_tokens,
+            "gen_ai.usage.output_tokens": usage.completion_tokens,
+        }
+        if response.cache_hit:
+            attributes["dspex.lm.cache_hit"] = True
+        if response.model:
+            attributes["gen_ai.response.model"] = response.model
+        reasons = [c.finish_reason for c in response.completions if c.finish_reason]
+        if reasons:
+            attributes["gen_ai.response.finish_reasons"] = reasons
+        if response.cost is not None:
+            attributes["dspex.lm.cost_usd"] = response.cost
+        if self.capture_content:
+            attributes["gen_ai.output.messages"] = json.dumps(response.texts)
+        span.set_attributes(attributes)
+        span.end()
+
+    def _metric_attributes(self, model: str) -> Mapping[str, Any]:
+        found = self._metric_attrs.get(model)
+        if found is None:
+            provider, _, name = model.partition("/")
+            found = self._metric_attrs[model] = {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": _PROVIDERS.get(provider, provider),
+                "gen_ai.request.model": name,
+            }
+        return found
+
+    def _model_attributes(self, model: str, api_base: str | None) -> tuple[str, Mapping[str, Any]]:
+        """(span name, span attributes) of a model's calls, built once (any thread)."""
+        found = self._models.get((model, api_base))
+        if found is None:
+            provider, _, name = model.partition("/")
+            host, port = self._host(provider, api_base)
+            span_attrs: dict[str, Any] = {**self._metric_attributes(model), "server.address": host}
+            if port is not None:
+                span_attrs["server.port"] = port
+            found = (f"chat {name}", span_attrs)
+            self._models[(model, api_base)] = found
+        return found
+
+    def _token_attributes(
+        self, metric_attrs: Mapping[str, Any]
+    ) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+        found = self._tokens.get(id(metric_attrs))
+        if found is None:
+            found = (
+                {**metric_attrs, "gen_ai.token.type": "input"},
+                {**metric_attrs, "gen_ai.token.type": "output"},
+            )
+            self._tokens[id(metric_attrs)] = found
+        return found
+
+    def _host(self, provider: str, api_base: str | None) -> tuple[str, int | None]:
+        found = self._hosts.get(api_base)
+        if found is None:
+            if api_base:
+                parts = urlsplit(api_base)
+                found = (parts.hostname or api_base, parts.port)
+            else:
+                found = (_DEFAULT_HOSTS.get(provider, provider), None)
+            self._hosts[api_base] = found
+        return found
+
+    # -- program spans (programs layer, the thread running the call) -----------
+
+    @contextlib.contextmanager
+    def span(self, name: str, attributes: Mapping[str, Any] | None = None) -> Iterator[Any]:
+        """An INTERNAL span made current for the block; an error marks it and is re-raised."""
+        with self.tracer.start_as_current_span(
+            name, attributes=attributes, record_exception=True, set_status_on_exception=True
+        ) as span:
+            try:
+                yield span
+            except BaseException as exc:
+                span.set_attribute("error.type", type(exc).__name__)
+                raise
+
+    def in_span(self) -> bool:
+        """Whether a dspex program span is current here (so a module call is nested)."""
+        span = self._trace.get_current_span()
+        attributes = getattr(span, "attributes", None)
+        return bool(attributes and "dspex.module" in attributes)
+
+    # -- telemetry events (the Telemetry actor's thread) -----------------------
+
+    def on_event(self, name: str, data: Mapping[str, Any]) -> None:
+        """Record metrics from a telemetry event (the Telemetry actor's thread).
+
+        The GenAI client metrics are recorded here rather than in the caller's
+        thread, off the call's path. A cache hit is not an operation on the
+        provider: it shows on its span (``dspex.lm.cache_hit``), not here.
+        """
+        if name == "lm.request.stop":
+            if data.get("cache_hit"):
+                return
+            attrs = self._metric_attributes(str(data.get("model", "?/?")))
+            input_attrs, output_attrs = self._token_attributes(attrs)
+            self.token_usage.record(int(data.get("prompt_tokens", 0)), input_attrs)
+            self.token_usage.record(int(data.get("completion_tokens", 0)), output_attrs)
+            self.duration.record(float(data.get("duration_ms", 0.0)) / 1000.0, attrs)
+        elif name == "lm.request.exception":
+            attrs = self._metric_attributes(str(data.get("model", "?/?")))
+            error = {**attrs, "error.type": str(data.get("error", "Exception"))}
+            self.duration.record(float(data.get("duration_ms", 0.0)) / 1000.0, error)
+        elif name == "program.run.stop":
+            self.runs.add(1, {"dspex.run.outcome": "ok"})
+        elif name == "program.run.exception":
+            self.runs.add(1, {"dspex.run.outcome": "error"})
+        elif name == "supervisor.child_restarted":
+            self.restarts.add(1, {"dspex.child": str(data.get("child", "?"))})
+
+    # -- observable gauges (the metric reader's thread) ------------------------
+
+    def _clients(self) -> list[tuple[str, Any]]:
+        found: list[tuple[str, Any]] = []
+        for runtime in active_runtimes():
+            found.extend(runtime.clients.endpoints())
+        return found
+
+    def _breaker_states(self, options: Any) -> list[Any]:
+        out = []
+        for model, endpoint in self._clients():
+            state = getattr(endpoint, "breaker_state", None)
+            if state in _BREAKER_CODES:
+                out.append(self._observation(_BREAKER_CODES[state], {"dspex.lm.model": model}))
+        return out
+
+    def _queue_depths(self, options: Any) -> list[Any]:
+        out = []
+        for runtime in active_runtimes():
+            servers = runtime.servers
+            for name in servers.names():
+                try:
+                    queued = servers.stats(name).queued
+                except Exception:  # stopped between names() and stats()
+                    continue
+                out.append(self._observation(queued, {"dspex.server": name}))
+        return out
+
+    def _in_flight(self, options: Any) -> list[Any]:
+        return [
+            self._observation(endpoint.in_flight, {"dspex.lm.model": model})
+            for model, endpoint in self._clients()
+        ]
