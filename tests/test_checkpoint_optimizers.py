@@ -78,3 +78,30 @@ def test_the_compile_bar_counts_units_and_shows_the_best_score() -> None:
     with CompileBar(3, "trials", file=silent) as bar:  # not a terminal: no bar
         bar.step(1.0)
     assert silent.getvalue() == "" and bar.best == 1.0
+
+
+@pytest.mark.parametrize("which", ["BootstrapFewShotWithRandomSearch", "COPRO", "MIPROv2"])
+def test_each_optimizer_checks_its_checkpoint_before_any_work(which: str, tmp_path: Path) -> None:
+    from dspex.programs._teleprompt._checkpoint import Journal
+
+    # A checkpoint of another compile of this optimizer: every fingerprint differs.
+    Journal(tmp_path, optimizer=which, fingerprint={"program": "x", "trainset": "x"}).close()
+    metric = bootstrap_metric
+    lm = DummyLM([{"answer": "never asked"}])
+    student = dspex.Predict("question -> answer")
+    data = examples(8)
+    with dspex.context(lm=lm), pytest.raises(dspex.UsageError, match=r"program, .*trainset"):
+        if which == "COPRO":
+            dspex.COPRO(metric=metric, breadth=2, depth=1).compile(
+                student, trainset=data, checkpoint=tmp_path
+            )
+        elif which == "MIPROv2":
+            dspex.MIPROv2(metric=metric, auto=None, num_candidates=2).compile(
+                student, trainset=data, valset=data, num_trials=2, minibatch=False,
+                requires_permission_to_run=False, checkpoint=tmp_path,
+            )  # fmt: skip
+        else:
+            dspex.BootstrapFewShotWithRandomSearch(metric=metric).compile(
+                student, trainset=data, checkpoint=tmp_path
+            )
+    assert lm.history == []  # refused before any LM call
