@@ -57,6 +57,11 @@ __all__ = ["MIPROv2"]
 
 logger = logging.getLogger("dspex.programs")
 
+_NOT_SETTINGS = frozenset(
+    {"self", "student", "trainset", "teacher", "valset", "checkpoint", "provide_traceback",
+     "requires_permission_to_run"}
+)  # fmt: skip
+
 
 class MIPROv2(Teleprompter):
     """Optimizes every predictor's instruction and demos together (``dspy.MIPROv2``).
@@ -181,10 +186,8 @@ class MIPROv2(Teleprompter):
         proposals and each trial's score are journaled there; rerunning the
         same compile resumes.
         """
-        settings_seen = {
-            k: v for k, v in locals().items() if k not in {"self", "student", "trainset",
-                                                           "teacher", "valset", "checkpoint"}
-        }  # fmt: skip
+        # compile's arguments that shape the result (the data is fingerprinted apart).
+        settings_seen = {k: v for k, v in locals().items() if k not in _NOT_SETTINGS}
         where = f"{type(self).__name__}.compile"
         check_permission(where, requires_permission_to_run)
         bootstrapped = (
