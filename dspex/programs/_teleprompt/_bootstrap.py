@@ -19,17 +19,26 @@ next LM call once enough are accepted.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dspex.actors._lm._budget import budget_error
+from dspex.actors._program_run import current_run
 from dspex.errors import UsageError
 from dspex.programs._evaluate_engine import resolve_max_errors, resolve_num_threads
 from dspex.programs._evaluate_progress import Progress, progress_enabled
 from dspex.programs._settings import context, current_settings
 from dspex.programs._teleprompt._attempt import Attempt, TeacherRuns, rollout_lm
 from dspex.programs._teleprompt._base import Teleprompter, check_count, check_trainset
+from dspex.programs._teleprompt._checkpoint import (
+    Journal,
+    digest,
+    fingerprint_examples,
+    fingerprint_program,
+    open_journal,
+)
 from dspex.programs._teleprompt._coordinator import coordinate
 from dspex.programs._teleprompt._labeled import LabeledFewShot
 
@@ -87,19 +96,65 @@ class BootstrapFewShot(Teleprompter):
         self.num_threads = num_threads
         self.timeout = timeout
         self.error_count = 0
+        # Set by BootstrapFewShotWithRandomSearch to journal its candidates' traces.
+        self._journal: Journal | None = None
+        self._unit_prefix = ""
 
     def compile(  # type: ignore[override]  # DSPy's signature: no valset
-        self, student: Any, *, teacher: Any = None, trainset: Sequence[Any]
+        self,
+        student: Any,
+        *,
+        teacher: Any = None,
+        trainset: Sequence[Any],
+        checkpoint: str | os.PathLike[str] | None = None,
     ) -> Any:
-        """A compiled copy of ``student`` (``_compiled = True``) holding the demos."""
+        """A compiled copy of ``student`` (``_compiled = True``) holding the demos.
+
+        With ``checkpoint`` (a directory), each training example's finished
+        teacher runs are journaled there; rerunning the same compile resumes.
+        """
         self.trainset = check_trainset(trainset, f"{type(self).__name__}.compile", need_inputs=True)
         self.error_count = 0
-        self._prepare_student_and_teacher(student, teacher)
-        self._prepare_predictor_mappings()
-        self._bootstrap()
+        journal = open_journal(
+            checkpoint,
+            optimizer=type(self).__name__,
+            fingerprint={
+                "program": fingerprint_program(student),
+                "teacher": "none" if teacher is None else fingerprint_program(teacher),
+                "trainset": fingerprint_examples(self.trainset),
+                "settings": digest(self.checkpoint_settings()),
+            },
+        )
+        if journal is not None:
+            self._journal, self._unit_prefix = journal, ""
+        try:
+            self._prepare_student_and_teacher(student, teacher)
+            self._prepare_predictor_mappings()
+            self._bootstrap()
+        finally:
+            if journal is not None:
+                self._journal = None
+                journal.close()
+                logger.info(
+                    "%s checkpoint: %d units replayed, %d recorded",
+                    type(self).__name__,
+                    journal.replayed,
+                    journal.recorded,
+                )
         self.student = self._train()
         self.student._compiled = True
         return self.student
+
+    def checkpoint_settings(self) -> dict[str, Any]:
+        """What a checkpoint must agree on (functions and LMs by name)."""
+        return {
+            "metric": _name_of(self.metric),
+            "metric_threshold": self.metric_threshold,
+            "max_bootstrapped_demos": self.max_bootstrapped_demos,
+            "max_labeled_demos": self.max_labeled_demos,
+            "max_rounds": self.max_rounds,
+            "teacher_settings": {k: _name_of(v) for k, v in self.teacher_settings.items()},
+        }
 
     # -- preparation ------------------------------------------------------------------
 
@@ -172,8 +227,8 @@ class BootstrapFewShot(Teleprompter):
                 with (
                     coordinate(label, num_threads=threads, work=len(self.trainset)) as crew,
                     crew.stream(
-                        runs,
-                        self.trainset,
+                        self._journaled(runs),
+                        list(enumerate(self.trainset)),
                         num_threads=threads,
                         timeout=self.timeout,
                         error_of=TeacherRuns.failure,
@@ -182,6 +237,8 @@ class BootstrapFewShot(Teleprompter):
                     for result in results:
                         examined += 1
                         progress.add()
+                        if not result.ok and isinstance(result.error, UsageError):
+                            raise result.error  # a checkpoint that diverged
                         tried = result.value if result.ok else [Attempt(0, None, result.error)]
                         if any(budget_error(a.error) for a in tried):
                             break  # a budget ran out: keep what was bootstrapped (docs/cost.md)
@@ -209,6 +266,31 @@ class BootstrapFewShot(Teleprompter):
         # The examples not bootstrapped, in a fixed shuffle: the labeled demo pool.
         self.validation = [x for i, x in enumerate(self.trainset) if i not in bootstrapped]
         random.Random(0).shuffle(self.validation)
+
+    def _journaled(self, runs: TeacherRuns) -> Callable[[tuple[int, Any]], list[Attempt]]:
+        """``runs`` on ``(index, example)``, answered from the journal when it holds the unit.
+
+        Runs in pool workers. A run that failed or was cancelled is not
+        recorded: a resume runs it again (its finished LM calls cached).
+        """
+        journal, prefix = self._journal, self._unit_prefix
+
+        def body(item: tuple[int, Any]) -> list[Attempt]:
+            index, example = item
+            if journal is None:
+                return runs(example)
+            unit, ask = f"{prefix}trace:{index}", digest(sorted(dict(example).items()))
+            found, saved = journal.replay(unit, ask)
+            if found:
+                return [Attempt(round_idx, demos, None) for round_idx, demos in saved]
+            attempts = runs(example)
+            run = current_run()
+            cancelled = run is not None and run.cancelled.is_set()
+            if not cancelled and all(a.error is None for a in attempts):
+                journal.record(unit, ask, [(a.round, a.demos) for a in attempts])
+            return attempts
+
+        return body
 
     def _rollout_lms(self) -> dict[int, Any]:
         """The LM of each retry round (from the settings the teacher runs under)."""
@@ -251,6 +333,16 @@ class BootstrapFewShot(Teleprompter):
             raw_demos = rng.sample(raw_demos, size)
             predictor.demos = augmented + raw_demos
         return self.student
+
+
+def _name_of(value: Any) -> Any:
+    """A function, LM or plain value as a checkpoint fingerprint can show it."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    model = getattr(value, "model", None)
+    if isinstance(model, str):
+        return model
+    return getattr(value, "__qualname__", type(value).__qualname__)
 
 
 def check_options(

@@ -26,6 +26,7 @@ for the predictors of a round run on the pool too.
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -38,7 +39,15 @@ from dspex.programs._predict import Predict
 from dspex.programs._settings import context, current_settings
 from dspex.programs._signature import Signature
 from dspex.programs._teleprompt._base import Teleprompter, check_count, check_trainset
+from dspex.programs._teleprompt._checkpoint import (
+    Journal,
+    digest,
+    fingerprint_examples,
+    fingerprint_program,
+    open_journal,
+)
 from dspex.programs._teleprompt._coordinator import Coordination, coordinate
+from dspex.programs._teleprompt._progress import CompileBar
 
 __all__ = ["COPRO"]
 
@@ -118,8 +127,13 @@ class COPRO(Teleprompter):
         *,
         trainset: Sequence[Any],
         eval_kwargs: Mapping[str, Any] | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
     ) -> Any:
-        """The best program found; ``student`` itself is left unchanged."""
+        """The best program found; ``student`` itself is left unchanged.
+
+        With ``checkpoint`` (a directory), each proposal and each candidate's
+        score is journaled there; rerunning the same compile resumes.
+        """
         where = f"{type(self).__name__}.compile"
         examples = check_trainset(trainset, where, need_inputs=True)
         if self.metric is None:
@@ -143,11 +157,42 @@ class COPRO(Teleprompter):
         # Candidates at once x threads per evaluation stays near the num_threads setting.
         at_once = max(1, threads // max(1, per_eval))
         work = self.breadth * self.depth * len(module.predictors())
-        with coordinate(type(self).__name__, num_threads=at_once, work=work) as crew:
-            search = _Search(
-                self, module, trainset=examples, eval_kwargs=options, crew=crew, at_once=at_once
-            )
-            return search.run()
+        journal = open_journal(
+            checkpoint,
+            optimizer=type(self).__name__,
+            fingerprint={
+                "program": fingerprint_program(student),
+                "trainset": fingerprint_examples(examples),
+                "settings": digest(self._checkpoint_settings(options)),
+            },
+        )
+        try:
+            with coordinate(type(self).__name__, num_threads=at_once, work=work) as crew:
+                search = _Search(
+                    self, module, trainset=examples, eval_kwargs=options, crew=crew,
+                    at_once=at_once, journal=journal,
+                )  # fmt: skip
+                return search.run()
+        finally:
+            if journal is not None:
+                journal.close()
+                logger.info(
+                    "COPRO checkpoint: %d units replayed, %d recorded",
+                    journal.replayed,
+                    journal.recorded,
+                )
+
+    def _checkpoint_settings(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """What a checkpoint must agree on (functions and LMs by name)."""
+        metric = self.metric
+        return {
+            "metric": getattr(metric, "__qualname__", type(metric).__qualname__),
+            "breadth": self.breadth,
+            "depth": self.depth,
+            "init_temperature": self.init_temperature,
+            "prompt_model": getattr(self.prompt_model, "model", None),
+            "eval_kwargs": {k: repr(v) for k, v in options.items() if k != "display_progress"},
+        }
 
 
 class _Search:
@@ -162,8 +207,11 @@ class _Search:
         eval_kwargs: dict[str, Any],
         crew: Coordination,
         at_once: int,
+        journal: Journal | None = None,
     ) -> None:
         self.opt = optimizer
+        self.journal = journal
+        self.batches = 0
         self.module = module
         self.trainset = trainset
         self.eval_kwargs = eval_kwargs
@@ -175,13 +223,31 @@ class _Search:
         self.evaluated: dict[str, dict[Proposal, dict[str, Any]]] = {n: {} for n in self.names}
         self.total_calls = 0
 
-    def _fan_out(self, body: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
-        """``body(item)`` for every item on the pool; the values in item order."""
-        values: list[T] = []
-        with self.crew.stream(body, items, num_threads=self.at_once) as results:
+    def _fan_out(
+        self, body: Callable[[Any], T], items: Sequence[Any], asks: Sequence[str]
+    ) -> list[T]:
+        """``body(item)`` for every item on the pool; the values in item order.
+
+        With a journal, each item is a unit (``<batch>:<position>``, asked
+        ``asks[i]``): the journaled ones are answered from it, the others run
+        and are recorded as they are read back.
+        """
+        self.batches += 1
+        units = [f"{self.batches}:{i}" for i in range(len(items))]
+        values: dict[int, T] = {}
+        if self.journal is not None:
+            for i, (unit, ask) in enumerate(zip(units, asks, strict=True)):
+                found, value = self.journal.replay(unit, ask)
+                if found:
+                    values[i] = value
+        todo = [i for i in range(len(items)) if i not in values]
+        with self.crew.stream(body, [items[i] for i in todo], num_threads=self.at_once) as results:
             for result in results:
-                values.append(result.unwrap())  # the first failure ends the compile
-        return values
+                index = todo[result.index]
+                values[index] = result.unwrap()  # the first failure ends the compile
+                if self.journal is not None:
+                    self.journal.record(units[index], asks[index], values[index])
+        return [values[i] for i in range(len(items))]
 
     def _propose(self, request: tuple[type[Signature], int, dict[str, Any]]) -> list[Proposal]:
         """``n`` (instruction, prefix) proposals from the prompt model (a pool worker)."""
@@ -214,7 +280,10 @@ class _Search:
             first.append((ProposeInstruction, opt.breadth - 1, inputs))
         all_candidates: dict[str, list[Proposal]] = {}
         for name, predictor, proposals in zip(
-            self.names, self.module.predictors(), self._fan_out(self._propose, first), strict=True
+            self.names,
+            self.module.predictors(),
+            self._fan_out(self._propose, first, _asks(first)),
+            strict=True,
         ):
             signature = predictor.signature
             last = list(signature.fields)[-1]
@@ -225,20 +294,31 @@ class _Search:
             ]
         latest = {name: list(c) for name, c in all_candidates.items()}
         clone = self.module.deepcopy()
+        with CompileBar(opt.depth * len(self.names), "COPRO rounds x predictors") as bar:
+            return self._rounds(clone, all_candidates, latest, bar)
+
+    def _rounds(
+        self,
+        clone: Any,
+        all_candidates: dict[str, list[Proposal]],
+        latest: dict[str, list[Proposal]],
+        bar: CompileBar,
+    ) -> Any:
+        opt = self.opt
         depth = 0
         for depth in range(opt.depth):
             logger.info("COPRO round %d/%d", depth + 1, opt.depth)
             for index, name in enumerate(self.names):
                 # With several predictors every candidate is rescored: the others changed.
                 candidates = all_candidates[name] if len(self.names) > 1 else latest[name]
-                self._round(clone, index, name, candidates, depth)
+                bar.step(self._round(clone, index, name, candidates, depth))
             if depth == opt.depth - 1:
                 break
             requests = [
                 (ProposeFromAttempts, opt.breadth, self._attempts(n, depth)) for n in self.names
             ]
             for name, proposals in zip(
-                self.names, self._fan_out(self._propose, requests), strict=True
+                self.names, self._fan_out(self._propose, requests, _asks(requests)), strict=True
             ):
                 latest[name] = proposals
                 all_candidates[name].extend(proposals)
@@ -246,8 +326,9 @@ class _Search:
 
     def _round(
         self, clone: Any, index: int, name: str, candidates: list[Proposal], depth: int
-    ) -> None:
-        """Score ``candidates`` for predictor ``index`` of ``clone``; it keeps the best."""
+    ) -> float:
+        """Score ``candidates`` for predictor ``index`` of ``clone``; it keeps the best
+        (whose score is returned)."""
         cleaned = [(str(i).strip('"').strip(), str(p).strip('"').strip()) for i, p in candidates]
         programs = []
         for instruction, prefix in cleaned:
@@ -262,7 +343,7 @@ class _Search:
             len(self.names),
             name,
         )
-        scores = self._fan_out(self._score, programs)
+        scores = self._fan_out(self._score, programs, [fingerprint_program(p) for p in programs])
         self.total_calls += len(scores)
         seen = self.evaluated[name]
         for (instruction, prefix), program, score in zip(cleaned, programs, scores, strict=True):
@@ -279,6 +360,7 @@ class _Search:
             _add_stats(self.results_latest[name], depth, scores[-self.opt.breadth :])
         best = max(seen.values(), key=lambda c: c["score"])  # the first, on ties
         _set_instruction(clone.predictors()[index], best["instruction"], best["prefix"])
+        return float(best["score"])
 
     def _attempts(self, name: str, depth: int) -> dict[str, Any]:
         """The next proposal's input: the best attempts so far, worst first, with scores."""
@@ -308,6 +390,11 @@ class _Search:
             best_program.results_best = self.results_best
             best_program.results_latest = self.results_latest
         return best_program
+
+
+def _asks(requests: Sequence[tuple[type[Signature], int, dict[str, Any]]]) -> list[str]:
+    """Proposal requests as a journal can compare them."""
+    return [digest([signature.__name__, n, inputs]) for signature, n, inputs in requests]
 
 
 def _set_instruction(predictor: Any, instruction: str, prefix: str) -> None:

@@ -19,6 +19,7 @@ and the proposals run on its pool, and every evaluation's pool is its child.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -29,6 +30,13 @@ from dspex.programs._evaluate_engine import resolve_num_threads
 from dspex.programs._settings import context, current_settings
 from dspex.programs._teleprompt._base import Teleprompter, check_count
 from dspex.programs._teleprompt._bootstrap import check_options
+from dspex.programs._teleprompt._checkpoint import (
+    Journal,
+    digest,
+    fingerprint_examples,
+    fingerprint_program,
+    open_journal,
+)
 from dspex.programs._teleprompt._coordinator import coordinate
 from dspex.programs._teleprompt._mipro_plan import (
     AUTO_RUN_SETTINGS,
@@ -48,6 +56,11 @@ from dspex.programs._teleprompt._random_search import BootstrapFewShotWithRandom
 __all__ = ["MIPROv2"]
 
 logger = logging.getLogger("dspex.programs")
+
+_NOT_SETTINGS = frozenset(
+    {"self", "student", "trainset", "teacher", "valset", "checkpoint", "provide_traceback",
+     "requires_permission_to_run"}
+)  # fmt: skip
 
 
 class MIPROv2(Teleprompter):
@@ -165,8 +178,16 @@ class MIPROv2(Teleprompter):
         fewshot_aware_proposer: bool = True,
         requires_permission_to_run: bool | None = None,
         provide_traceback: bool | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
     ) -> Any:
-        """The best program found: a copy of ``student`` with new instructions and demos."""
+        """The best program found: a copy of ``student`` with new instructions and demos.
+
+        With ``checkpoint`` (a directory), the bootstraps' teacher runs, the
+        proposals and each trial's score are journaled there; rerunning the
+        same compile resumes.
+        """
+        # compile's arguments that shape the result (the data is fingerprinted apart).
+        settings_seen = {k: v for k, v in locals().items() if k not in _NOT_SETTINGS}
         where = f"{type(self).__name__}.compile"
         check_permission(where, requires_permission_to_run)
         bootstrapped = (
@@ -239,37 +260,116 @@ class MIPROv2(Teleprompter):
             provide_traceback=provide_traceback,
         )
         work = max(1, len(trainset), num_predictors * plan.num_instruct_candidates)
-        with coordinate(type(self).__name__, num_threads=threads, work=work) as crew:
-            logger.info("==> STEP 1: BOOTSTRAP FEWSHOT EXAMPLES <==")
-            with context(lm=task_lm):
-                demo_candidates = self._demo_sets(
-                    program,
-                    trainset,
-                    teacher=teacher,
-                    plan=plan,
-                    bootstrapped=bootstrapped,
-                    labeled=labeled,
-                    max_errors=max_errors,
-                    rng=rng,
+        journal = open_journal(
+            checkpoint,
+            optimizer=type(self).__name__,
+            fingerprint={
+                "program": fingerprint_program(student),
+                "teacher": "none" if teacher is None else fingerprint_program(teacher),
+                "trainset": fingerprint_examples(trainset),
+                "valset": fingerprint_examples(full_valset),
+                "settings": digest(
+                    {**settings_seen, **self._checkpoint_settings(task_lm, prompt_lm), "seed": seed}
+                ),
+            },
+        )
+        try:
+            best, outcome = self._run(
+                program, trainset, teacher, plan, journal, crew_args=(threads, work),
+                task_lm=task_lm, prompt_lm=prompt_lm, evaluate=evaluate, rng=rng, seed=seed,
+                bootstrapped=bootstrapped, labeled=labeled, max_errors=max_errors,
+                zeroshot=zeroshot, minibatch_size=minibatch_size,
+                minibatch_full_eval_steps=minibatch_full_eval_steps,
+                proposer_options={
+                    "view_data_batch_size": view_data_batch_size,
+                    "data_aware": data_aware_proposer,
+                    "program_aware": program_aware_proposer,
+                    "tip_aware": tip_aware_proposer,
+                    "fewshot_aware": fewshot_aware_proposer,
+                },
+            )  # fmt: skip
+        finally:
+            if journal is not None:
+                journal.close()
+                logger.info(
+                    "MIPROv2 checkpoint: %d units replayed, %d recorded",
+                    journal.replayed,
+                    journal.recorded,
                 )
-            logger.info("==> STEP 2: PROPOSE INSTRUCTION CANDIDATES <==")
-            proposer = GroundedProposer(
-                program=program,
-                trainset=trainset,
-                prompt_model=prompt_lm,
-                crew=crew,
-                num_threads=threads,
-                rng=rng,
-                init_temperature=self.init_temperature,
-                view_data_batch_size=view_data_batch_size,
-                data_aware=data_aware_proposer,
-                program_aware=program_aware_proposer,
-                tip_aware=tip_aware_proposer,
-                fewshot_aware=fewshot_aware_proposer,
-                verbose=self.verbose,
-            )
-            instructions = proposer.propose(demo_candidates, plan.num_instruct_candidates)
-            self.prompt_model_total_calls = proposer.calls
+        self.total_calls = outcome.total_eval_calls
+        if self.track_stats:
+            best.trial_logs = outcome.trial_logs
+            best.score = outcome.best_score
+            best.prompt_model_total_calls = self.prompt_model_total_calls
+            best.total_calls = self.total_calls
+            ranked = sorted(outcome.score_data, key=lambda entry: entry["score"], reverse=True)
+            best.mb_candidate_programs = [entry for entry in ranked if not entry["full_eval"]]
+            best.candidate_programs = [entry for entry in ranked if entry["full_eval"]]
+        return best
+
+    def _checkpoint_settings(self, task_lm: Any, prompt_lm: Any) -> dict[str, Any]:
+        """What a checkpoint must agree on besides compile's arguments (functions and LMs
+        by name)."""
+        metric = self.metric
+        return {
+            "metric": getattr(metric, "__qualname__", type(metric).__qualname__),
+            "metric_threshold": self.metric_threshold,
+            "auto": self.auto,
+            "num_candidates": self.num_candidates,
+            "init_temperature": self.init_temperature,
+            "max_bootstrapped_demos": self.max_bootstrapped_demos,
+            "max_labeled_demos": self.max_labeled_demos,
+            "task_model": getattr(task_lm, "model", repr(type(task_lm))),
+            "prompt_model": getattr(prompt_lm, "model", repr(type(prompt_lm))),
+            "teacher_settings": sorted(self.teacher_settings or {}),
+        }
+
+    def _run(
+        self,
+        program: Any,
+        trainset: list[Any],
+        teacher: Any,
+        plan: Plan,
+        journal: Journal | None,
+        *,
+        crew_args: tuple[int, int],
+        task_lm: Any,
+        prompt_lm: Any,
+        evaluate: Any,
+        rng: random.Random,
+        seed: int,
+        bootstrapped: int,
+        labeled: int,
+        max_errors: Any,
+        zeroshot: bool,
+        minibatch_size: int,
+        minibatch_full_eval_steps: int,
+        proposer_options: dict[str, Any],
+    ) -> tuple[Any, Any]:
+        """Steps 1 to 3 under the compile's coordinator: the best program and the outcome."""
+        threads, work = crew_args
+        with coordinate(type(self).__name__, num_threads=threads, work=work) as crew:
+            # Steps 1 and 2 are one journal unit (their bootstraps' teacher runs are
+            # units too): their result and the generator's state after them.
+            found = False
+            saved: Any = None
+            if journal is not None:
+                found, saved = journal.replay("proposals", "")
+            if found:
+                demo_candidates, instructions, calls, state = saved
+                rng.setstate(state)
+            else:
+                demo_candidates, instructions, calls = self._propose_all(
+                    program, trainset, teacher=teacher, plan=plan, journal=journal, crew=crew,
+                    threads=threads, task_lm=task_lm, prompt_lm=prompt_lm, rng=rng,
+                    bootstrapped=bootstrapped, labeled=labeled, max_errors=max_errors,
+                    proposer_options=proposer_options,
+                )  # fmt: skip
+                if journal is not None:
+                    journal.record(
+                        "proposals", "", (demo_candidates, instructions, calls, rng.getstate())
+                    )
+            self.prompt_model_total_calls = calls
             for index, candidates in instructions.items():
                 for number, instruction in enumerate(candidates):
                     logger.info("Predictor %d, instruction %d: %s", index, number, instruction)
@@ -289,20 +389,58 @@ class MIPROv2(Teleprompter):
                 full_eval_steps=minibatch_full_eval_steps,
                 log_dir=self.log_dir,
                 verbose=self.verbose,
+                journal=journal,
             )
             with context(lm=task_lm):
                 outcome = search.run(plan.num_trials)
-        self.total_calls = outcome.total_eval_calls
-        best = outcome.best_program
-        if self.track_stats:
-            best.trial_logs = outcome.trial_logs
-            best.score = outcome.best_score
-            best.prompt_model_total_calls = self.prompt_model_total_calls
-            best.total_calls = self.total_calls
-            ranked = sorted(outcome.score_data, key=lambda entry: entry["score"], reverse=True)
-            best.mb_candidate_programs = [entry for entry in ranked if not entry["full_eval"]]
-            best.candidate_programs = [entry for entry in ranked if entry["full_eval"]]
-        return best
+        return outcome.best_program, outcome
+
+    def _propose_all(
+        self,
+        program: Any,
+        trainset: list[Any],
+        *,
+        teacher: Any,
+        plan: Plan,
+        journal: Journal | None,
+        crew: Any,
+        threads: int,
+        task_lm: Any,
+        prompt_lm: Any,
+        rng: random.Random,
+        bootstrapped: int,
+        labeled: int,
+        max_errors: Any,
+        proposer_options: dict[str, Any],
+    ) -> tuple[dict[int, list[list[Any]]], dict[int, list[str]], int]:
+        """Steps 1 and 2: the demo sets, the instruction candidates, the proposer's calls."""
+        logger.info("==> STEP 1: BOOTSTRAP FEWSHOT EXAMPLES <==")
+        with context(lm=task_lm):
+            demo_candidates = self._demo_sets(
+                program,
+                trainset,
+                teacher=teacher,
+                plan=plan,
+                bootstrapped=bootstrapped,
+                labeled=labeled,
+                max_errors=max_errors,
+                rng=rng,
+                journal=journal,
+            )
+        logger.info("==> STEP 2: PROPOSE INSTRUCTION CANDIDATES <==")
+        proposer = GroundedProposer(
+            program=program,
+            trainset=trainset,
+            prompt_model=prompt_lm,
+            crew=crew,
+            num_threads=threads,
+            rng=rng,
+            init_temperature=self.init_temperature,
+            verbose=self.verbose,
+            **proposer_options,
+        )
+        instructions = proposer.propose(demo_candidates, plan.num_instruct_candidates)
+        return demo_candidates, instructions, proposer.calls
 
     # -- step 1 ------------------------------------------------------------------------------
 
@@ -317,6 +455,7 @@ class MIPROv2(Teleprompter):
         labeled: int,
         max_errors: Any,
         rng: random.Random,
+        journal: Journal | None = None,
     ) -> dict[int, list[list[Any]]]:
         """``num_fewshot_candidates`` demo sets per predictor index (seeds -3, -2, -1, 0...)."""
         zeroshot = bootstrapped == 0 and labeled == 0
@@ -336,6 +475,7 @@ class MIPROv2(Teleprompter):
             metric_threshold=self.metric_threshold,
         )
         search.trainset = list(trainset)
+        search._journal = journal  # each set's teacher runs are journal units
         sets: dict[int, list[list[Any]]] = {i: [] for i in range(len(program.predictors()))}
         for seed in range(-3, count - 3):
             logger.info("Bootstrapping set %d/%d", seed + 4, count)

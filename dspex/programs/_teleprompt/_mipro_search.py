@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 from dspex.errors import UsageError
+from dspex.programs._teleprompt._checkpoint import Journal, digest, fingerprint_program
+from dspex.programs._teleprompt._progress import CompileBar
 
 __all__ = ["CategoricalTPE", "PromptSearch", "SearchOutcome", "adjusted_num_trials"]
 
@@ -173,8 +175,11 @@ class PromptSearch:
         full_eval_steps: int,
         log_dir: str | None = None,
         verbose: bool = False,
+        journal: Journal | None = None,
     ) -> None:
         self._program = program
+        self._journal = journal
+        self._scored = 0
         self._instructions = instructions
         self._demos = demos or None
         self._evaluate = evaluate
@@ -214,12 +219,20 @@ class PromptSearch:
         )
         self._sampler.tell(self._defaults, default_score)
         number = 1  # optuna-style trial numbers: the default program's trial was number 0
-        for _ in range(num_trials):
-            trial_num = number + 1
-            number += 1
-            self._trial(trial_num, num_trials, total)
-            if self._minibatch and (trial_num % (self._steps + 1) == 0 or trial_num == total - 1):
-                number += self._full_evaluation(trial_num, total)
+        with CompileBar(total, "MIPROv2 trials") as bar:
+            bar.step(self.best_score)
+            for _ in range(num_trials):
+                trial_num = number + 1
+                number += 1
+                self._trial(trial_num, num_trials, total)
+                bar.step(self.best_score)
+                if self._minibatch and (
+                    trial_num % (self._steps + 1) == 0 or trial_num == total - 1
+                ):
+                    ran = self._full_evaluation(trial_num, total)
+                    number += ran
+                    if ran:
+                        bar.step(self.best_score)
         logger.info("Returning best identified program with score %s!", self.best_score)
         return SearchOutcome(
             self.best_program,
@@ -323,18 +336,31 @@ class PromptSearch:
     def _score(self, program: Any, *, full: bool) -> float:
         """The program's score on the valset or a fresh minibatch of it (0.0 if it fails)."""
         size = len(self._valset) if full else self._batch
+        # The minibatch is drawn before the journal is asked: a replay must move the
+        # generator as the first run did.
+        picked = (
+            list(range(len(self._valset)))
+            if size >= len(self._valset)
+            else self._rng.sample(range(len(self._valset)), size)
+        )
+        self._scored += 1
+        unit, ask = f"score:{self._scored}", ""
+        if self._journal is not None:
+            ask = digest([fingerprint_program(program), picked])
+            found, saved = self._journal.replay(unit, ask)
+            if found:
+                return float(saved)
         try:
-            if size >= len(self._valset):
-                result = self._evaluate(program, devset=self._valset)
-            else:
-                picked = self._rng.sample(range(len(self._valset)), size)
-                result = self._evaluate(program, devset=[self._valset[i] for i in picked])
+            result = self._evaluate(program, devset=[self._valset[i] for i in picked])
         except UsageError:
             raise  # a misuse (bad metric, bad program) must not read as a bad score
         except Exception:
             logger.error("An exception occurred during evaluation", exc_info=True)
-            return 0.0
-        return float(result.score)
+            return 0.0  # not journaled: a resume tries it again
+        score = float(result.score)
+        if self._journal is not None:
+            self._journal.record(unit, ask, score)
+        return score
 
     def _full_log(
         self, program: Any, score: float, file_num: int, note: str | None

@@ -14,6 +14,7 @@ share its worker pool; each evaluation runs on Evaluate's own pool.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections.abc import Callable, Container, Mapping, Sequence
 from typing import Any
@@ -24,8 +25,16 @@ from dspex.programs._evaluate_engine import resolve_num_threads
 from dspex.programs._settings import current_settings
 from dspex.programs._teleprompt._base import Teleprompter, check_count, check_trainset
 from dspex.programs._teleprompt._bootstrap import BootstrapFewShot, check_options
+from dspex.programs._teleprompt._checkpoint import (
+    Journal,
+    digest,
+    fingerprint_examples,
+    fingerprint_program,
+    open_journal,
+)
 from dspex.programs._teleprompt._coordinator import coordinate
 from dspex.programs._teleprompt._labeled import LabeledFewShot
+from dspex.programs._teleprompt._progress import CompileBar
 
 __all__ = ["BootstrapFewShotWithRandomSearch"]
 
@@ -41,6 +50,9 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
     teacher runs and to each evaluation. ``timeout`` (dspex) limits each
     teacher run and each evaluated example, in seconds.
     """
+
+    _journal: Journal | None = None
+    """The compile's checkpoint journal, while a checkpointed compile runs."""
 
     def __init__(  # noqa: PLR0917  (DSPy's positional signature)
         self,
@@ -104,13 +116,64 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
         valset: Sequence[Any] | None = None,
         restrict: Container[int] | None = None,
         labeled_sample: bool = True,
+        checkpoint: str | os.PathLike[str] | None = None,
     ) -> Any:
-        """The best candidate program, with ``candidate_programs`` attached."""
+        """The best candidate program, with ``candidate_programs`` attached.
+
+        With ``checkpoint`` (a directory), each candidate's score and demos,
+        and its bootstrap's teacher runs, are journaled there; rerunning the
+        same compile resumes.
+        """
         where = f"{type(self).__name__}.compile"
         self.trainset = check_trainset(trainset, where, need_inputs=True)
         self.valset = (
             check_trainset(valset, where, need_inputs=True) if valset else list(self.trainset)
         )
+        journal = open_journal(
+            checkpoint,
+            optimizer=type(self).__name__,
+            fingerprint={
+                "program": fingerprint_program(student),
+                "teacher": "none" if teacher is None else fingerprint_program(teacher),
+                "trainset": fingerprint_examples(self.trainset),
+                "valset": fingerprint_examples(self.valset),
+                "settings": digest(self._checkpoint_settings(restrict, labeled_sample)),
+            },
+        )
+        self._journal = journal
+        try:
+            return self._search(student, teacher, restrict, labeled_sample)
+        finally:
+            if journal is not None:
+                self._journal = None
+                journal.close()
+                logger.info(
+                    "%s checkpoint: %d units replayed, %d recorded",
+                    type(self).__name__,
+                    journal.replayed,
+                    journal.recorded,
+                )
+
+    def _checkpoint_settings(self, restrict: Any, labeled_sample: bool) -> dict[str, Any]:
+        """What a checkpoint must agree on (functions and LMs by name)."""
+        bootstrap = BootstrapFewShot(
+            metric=self.metric,
+            metric_threshold=self.metric_threshold,
+            teacher_settings=self.teacher_settings,
+            max_bootstrapped_demos=self.max_num_samples,
+            max_labeled_demos=self.max_labeled_demos,
+            max_rounds=self.max_rounds,
+        ).checkpoint_settings()
+        return {
+            **bootstrap,
+            "num_candidate_programs": self.num_candidate_sets,
+            "stop_at_score": self.stop_at_score,
+            "restrict": None if restrict is None else sorted(restrict),
+            "labeled_sample": labeled_sample,
+        }
+
+    def _search(self, student: Any, teacher: Any, restrict: Any, labeled_sample: bool) -> Any:
+        where = f"{type(self).__name__}.compile"
         settings = current_settings()
         max_errors = self.max_errors if self.max_errors is not None else settings.get("max_errors")
         threads = resolve_num_threads(self.num_threads, settings)
@@ -118,22 +181,20 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
         score_data: list[dict[str, Any]] = []
         best: Any = None
         label = type(self).__name__
-        with coordinate(label, num_threads=threads, work=max(1, len(self.trainset))):
-            for seed in range(-3, self.num_candidate_sets):
-                if restrict is not None and seed not in restrict:
-                    continue
-                program = self._candidate(seed, student, teacher, labeled_sample, max_errors)
-                evaluate = Evaluate(
-                    devset=self.valset,
-                    metric=self.metric,
-                    num_threads=self.num_threads,
-                    max_errors=max_errors,
-                    display_table=False,
-                    timeout=self.timeout,
+        seeds = [
+            seed
+            for seed in range(-3, self.num_candidate_sets)
+            if restrict is None or seed in restrict
+        ]
+        with (
+            coordinate(label, num_threads=threads, work=max(1, len(self.trainset))),
+            CompileBar(len(seeds), f"{label} candidates") as bar,
+        ):
+            for seed in seeds:
+                program, score, subscores = self._scored_candidate(
+                    seed, student, teacher, labeled_sample, max_errors
                 )
-                result = evaluate(program)
-                score = result.score
-                subscores = [row[2] for row in result.results]
+                bar.step(score)
                 if not scores or score > max(scores):
                     logger.info("New best score: %s for seed %d", score, seed)
                     best = program
@@ -155,6 +216,44 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
         best.candidate_programs = sorted(score_data, key=lambda entry: entry["score"], reverse=True)
         logger.info("%d candidate programs found.", len(best.candidate_programs))
         return best
+
+    def _scored_candidate(
+        self, seed: int, student: Any, teacher: Any, labeled_sample: bool, max_errors: Any
+    ) -> tuple[Any, float, list[Any]]:
+        """The candidate of ``seed``, its valset score and per-example scores (journaled)."""
+        unit, ask = f"candidate:{seed}", digest(seed)
+        if self._journal is not None:
+            found, saved = self._journal.replay(unit, ask)
+            if found:
+                program = student.reset_copy()
+                for name, predictor in program.named_predictors():
+                    predictor.demos = list(saved["demos"][name])
+                if saved["compiled"]:
+                    program._compiled = True
+                return program, saved["score"], list(saved["subscores"])
+        program = self._candidate(seed, student, teacher, labeled_sample, max_errors)
+        evaluate = Evaluate(
+            devset=self.valset,
+            metric=self.metric,
+            num_threads=self.num_threads,
+            max_errors=max_errors,
+            display_table=False,
+            timeout=self.timeout,
+        )
+        result = evaluate(program)
+        subscores = [row[2] for row in result.results]
+        if self._journal is not None:
+            self._journal.record(
+                unit,
+                ask,
+                {
+                    "demos": {n: list(p.demos) for n, p in program.named_predictors()},
+                    "compiled": bool(getattr(program, "_compiled", False)),
+                    "score": result.score,
+                    "subscores": subscores,
+                },
+            )
+        return program, result.score, subscores
 
     def _candidate(
         self,
@@ -196,4 +295,6 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
             num_threads=self.num_threads,
             timeout=self.timeout,
         )
+        # The candidate's teacher runs go to the search's journal, under its seed.
+        optimizer._journal, optimizer._unit_prefix = self._journal, f"seed{seed}:"
         return optimizer.compile(student, teacher=teacher, trainset=trainset)
