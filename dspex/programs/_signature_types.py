@@ -299,7 +299,10 @@ def type_to_text(annotation: Any) -> str:
     if annotation is typing.Any:
         return "Any"
     if isinstance(annotation, types.UnionType):
-        return " | ".join(type_to_text(a) for a in annotation.__args__)
+        # ``a | b`` equals ``Union[a, b]`` and typing's caches hand back either one
+        # for the other (``tuple[date | None, ...]`` may come back holding
+        # ``Optional[date]``): render both the same way so the text is stable.
+        annotation = typing.Union[annotation.__args__]  # noqa: UP007
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is typing.Union:
