@@ -8,6 +8,7 @@ one leak does not cascade into every later test.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,12 @@ except ImportError:  # pragma: no cover
     pass
 
 LEAK_GRACE_SECONDS = 5.0
+
+# Ray (tests/test_ray_*.py) reads these when it is imported: no usage stats, and
+# a local cluster bound to loopback (by default Ray binds to the address the
+# route to a public DNS server would use).
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def _new_threads(before: set[threading.Thread]) -> list[threading.Thread]:

@@ -39,6 +39,7 @@ from dspex.actors._config_server import ConfigServer, SettingsBox
 from dspex.actors._lm._budget import Budget
 from dspex.actors._lm._clients import LMClients
 from dspex.actors._lm._prices import Price, PriceTable, settings_prices
+from dspex.actors._remote import RemoteServers, remote_branches, serve_backend
 from dspex.actors._runtime_registry import register, unregister
 from dspex.actors._runtime_runs import ProgramRuns
 from dspex.actors._server_stream import open_stream
@@ -122,6 +123,8 @@ class Runtime(ProgramRuns):
             runtime=self,
             restores=lambda: self.running,
         )
+        # Servers on other backends (serve(..., backend="ray")), made on first use.
+        self.remote_servers: dict[str, RemoteServers] = {}
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -232,6 +235,11 @@ class Runtime(ProgramRuns):
                 return True
             self._stopping.set()
         unregister(self)
+        for remote in list(self.remote_servers.values()):
+            try:
+                remote.close_all()
+            except Exception:  # stopping the local tree must not depend on a cluster
+                log.exception("dspex runtime: stopping remote program servers failed")
         self.telemetry.flush()  # events queued without a nudge still reach the logs
         budget = (
             timeout
@@ -318,7 +326,16 @@ class Runtime(ProgramRuns):
         root = self._root
         if root is None:
             raise ActorStoppedError("the dspex runtime is not running")
-        return tree(root, timeout=timeout)
+        local = tree(root, timeout=timeout)
+        remote = [
+            branch
+            for directory in list(self.remote_servers.values())
+            if (branch := directory.tree(timeout)) is not None
+        ]
+        remote.extend(remote_branches(timeout))
+        if not remote:
+            return local
+        return dataclasses.replace(local, children=local.children + tuple(remote))
 
     def metrics(self, timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
         """A snapshot: per-model requests/errors/latency/tokens, runs, restarts, cache."""
@@ -368,17 +385,44 @@ class Runtime(ProgramRuns):
     # -- named program servers (DESIGN.md section 4) -------------------------------
     # ``name`` is positional-only so a program input called ``name`` still works.
 
-    def serve(self, name: str, program: Any, /, **options: Any) -> ServerHandle:
+    def serve(
+        self, name: str, program: Any, /, *, backend: str = "local", **options: Any
+    ) -> ServerHandle:
         """Start a long-lived named actor serving ``program`` under ProgramServers.
 
         Options: ``max_concurrency`` (requests executing at once),
         ``queue_limit`` (waiting beyond those; past it callers get
         ``OverloadedError`` at once), ``restart`` (TRANSIENT or TEMPORARY).
+        ``backend="ray"`` serves ``replicas=N`` copies as Ray actors instead
+        (see docs/distributed.md).
         """
-        return self.servers.serve(name, program, **options)
+        if backend == "local":
+            return self.servers.serve(name, program, **options)
+        if name in self.servers.names():
+            raise UsageError(
+                f"serve({name!r}, backend={backend!r}): a local program server named {name!r} "
+                "already runs; stop it first or pick another name"
+            )
+        return self._remote(backend).serve(name, program, **options)  # type: ignore[no-any-return]
+
+    def _remote(self, backend: str) -> RemoteServers:
+        with self._lock:
+            directory = self.remote_servers.get(backend)
+            if directory is None:
+                directory = self.remote_servers[backend] = serve_backend(backend)(self)
+            return directory
+
+    def _remote_for(self, name: str) -> RemoteServers | None:
+        for directory in list(self.remote_servers.values()):
+            if name in directory.names():
+                return directory
+        return None
 
     def ask(self, name: str, /, **inputs: Any) -> ServerFuture:
         """Send a request to a served program; a future of its Prediction."""
+        remote = self._remote_for(name) if self.remote_servers else None
+        if remote is not None:
+            return remote.ask(name, **inputs)  # type: ignore[no-any-return]
         return self.servers.ask(name, **inputs)
 
     def stream(self, name: str, /, **inputs: Any) -> Any:
@@ -394,6 +438,9 @@ class Runtime(ProgramRuns):
 
     def tell(self, name: str, /, **inputs: Any) -> Any:
         """Fire and forget; the result or error goes to telemetry. Returns the request id."""
+        remote = self._remote_for(name) if self.remote_servers else None
+        if remote is not None:
+            return remote.tell(name, **inputs)
         return self.servers.tell(name, **inputs)
 
     def reload(self, name: str, program_or_path: Any, /) -> Any:

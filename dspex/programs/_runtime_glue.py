@@ -38,6 +38,17 @@ _RUNTIME_KEYS = frozenset(
 )
 
 
+def install_backends() -> None:
+    """Register the programs layer's serve backends with the actors layer (idempotent).
+
+    ``ray`` only names a factory here: ray itself loads when a server is served on it.
+    """
+    from dspex.actors._remote import register_serve_backend
+    from dspex.programs._ray._serve import ray_servers
+
+    register_serve_backend("ray", ray_servers)
+
+
 def _as_lm(value: Any) -> Any:
     return LM(value) if isinstance(value, str) else value
 
@@ -69,6 +80,7 @@ def start(
     check_program_settings(program_keys, "dspex.start")  # before anything starts
     loaded = load_settings(Path(config) if config is not None else None, **settings_kwargs)
     install_caller_hooks()  # before its first call can run
+    install_backends()
     runtime = Runtime(loaded, clock=clock).start()
     lm_obj = lm if lm is not None and not isinstance(lm, str) else None
     if lm_obj is None and loaded.lm:
@@ -111,6 +123,7 @@ def configure(**kwargs: Any) -> None:
         kwargs["lm"] = _as_lm(kwargs["lm"])
     if "adapter" in kwargs and kwargs["adapter"] is not None:
         kwargs["adapter"] = _adapter(kwargs["adapter"])
+    install_backends()
     runtime = current_runtime()
     if runtime_keys:
         runtime.configure(**runtime_keys)

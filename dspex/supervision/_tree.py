@@ -22,7 +22,8 @@ class TreeNode:
     ``status`` is ``"alive"``, ``"dead"`` (terminated, not coming back by
     itself) or ``"restarting"``; ``restart`` is None for the root, ``restarts``
     counts this child's restarts by its current supervisor, and ``strategy`` is
-    set for supervisors. ``str(node)`` renders the subtree as text.
+    set for supervisors. ``location`` is set for actors in other processes
+    (remote replicas and workers). ``str(node)`` renders the subtree as text.
     """
 
     id: str
@@ -33,6 +34,8 @@ class TreeNode:
     restarts: int = 0
     strategy: str | None = None
     children: tuple[TreeNode, ...] = ()
+    location: str | None = None
+    """Where an actor outside this process runs (e.g. a Ray node id and address)."""
 
     def __str__(self) -> str:
         return render_tree(self)
@@ -105,6 +108,8 @@ def _label(node: TreeNode, *, root: bool) -> str:
         text += f" [{node.restart.value}]"
     if node.restarts:
         text += f" restarts={node.restarts}"
+    if node.location:
+        text += f" @ {node.location}"
     return text
 
 

@@ -41,9 +41,9 @@ from dspex.actors._lm._resilience import (
     LMClientConfig,
     LMClientStats,
     Pipeline,
-    RateLimiter,
     RetryPolicy,
     Sleeper,
+    make_limiter,
     sleeper_for,
 )
 from dspex.actors._lm._slot import ClientSlot, Waiter
@@ -135,7 +135,7 @@ class _Engine:
             model=self.model,
             policy=self._policy(cfg),
             breaker=self._breaker(cfg),
-            limiter=RateLimiter(cfg.rpm, cfg.tpm, clock=self._clock),
+            limiter=self._limiter(cfg),
             sleeper=self._sleeper,
             meter=self._slot.meter,
             timeout=cfg.timeout,
@@ -148,6 +148,12 @@ class _Engine:
     @staticmethod
     def _policy(cfg: LMClientConfig) -> RetryPolicy:
         return RetryPolicy(cfg.num_retries, cfg.backoff_base, cfg.backoff_max)
+
+    def _limiter(self, cfg: LMClientConfig) -> Any:
+        # Per process, or a cluster-wide budget when a backend installed one.
+        return make_limiter(
+            self.model, self.api_base, self._api_key.reveal(), cfg.rpm, cfg.tpm, clock=self._clock
+        )
 
     def _breaker(self, cfg: LMClientConfig) -> CircuitBreaker:
         return CircuitBreaker(
@@ -199,7 +205,7 @@ class _Engine:
         if any(getattr(old, k) != getattr(config, k) for k in breaker_keys):
             pipeline.breaker = self._breaker(config)
         if (old.rpm, old.tpm) != (config.rpm, config.tpm):
-            pipeline.limiter = RateLimiter(config.rpm, config.tpm, clock=self._clock)
+            pipeline.limiter = self._limiter(config)
 
     # -- calls (any thread in; loop thread out) ------------------------------------
 

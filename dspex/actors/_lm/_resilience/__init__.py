@@ -18,6 +18,12 @@ from dspex.actors._lm._resilience._pipeline import (
     Send,
 )
 from dspex.actors._lm._resilience._ratelimit import RateLimiter, TokenBucket, estimate_tokens
+from dspex.actors._lm._resilience._shared import (
+    LeaseSource,
+    SharedRateLimiter,
+    install_shared_limits,
+    make_limiter,
+)
 from dspex.actors._lm._resilience._singleflight import SingleFlight
 from dspex.actors._lm._resilience._usage import LMClientStats, UsageMeter
 
@@ -30,11 +36,13 @@ __all__ = [
     "Emit",
     "LMClientConfig",
     "LMClientStats",
+    "LeaseSource",
     "Permit",
     "Pipeline",
     "RateLimiter",
     "RetryPolicy",
     "Send",
+    "SharedRateLimiter",
     "SingleFlight",
     "Sleeper",
     "TokenBucket",
@@ -42,5 +50,7 @@ __all__ = [
     "VirtualSleeper",
     "counts_as_failure",
     "estimate_tokens",
+    "install_shared_limits",
+    "make_limiter",
     "sleeper_for",
 ]

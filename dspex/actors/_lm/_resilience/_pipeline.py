@@ -22,6 +22,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from dspex.actors._lm._resilience._backoff import RetryPolicy, Sleeper
 from dspex.actors._lm._resilience._breaker import CircuitBreaker
 from dspex.actors._lm._resilience._ratelimit import RateLimiter, estimate_tokens
+from dspex.actors._lm._resilience._shared import SharedRateLimiter
 from dspex.actors._lm._resilience._singleflight import SingleFlight
 from dspex.actors._lm._resilience._usage import UsageMeter
 from dspex.actors._lm._types import LMRequest, LMResponse
@@ -105,7 +106,7 @@ class Pipeline(Generic[W]):
         model: str,
         policy: RetryPolicy,
         breaker: CircuitBreaker,
-        limiter: RateLimiter,
+        limiter: RateLimiter | SharedRateLimiter,
         sleeper: Sleeper,
         meter: UsageMeter,
         timeout: float,
@@ -178,7 +179,11 @@ class Pipeline(Generic[W]):
                 return _Outcome(exc, retries)
             error: LMError | None = None
             try:
-                wait = self.limiter.reserve(estimate)
+                limiter = self.limiter
+                if isinstance(limiter, RateLimiter):
+                    wait = limiter.reserve(estimate)
+                else:  # a cluster-wide budget: may take a lease (one remote call)
+                    wait = await limiter.acquire(estimate)
                 if wait > 0:
                     await self.sleeper(wait)
                 async with self._slots:

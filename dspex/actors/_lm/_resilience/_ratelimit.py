@@ -142,14 +142,14 @@ class RateLimiter:
     def current_tpm(self) -> float | None:
         return None if self._tokens is None else self._tokens.per_minute
 
-    def reserve(self, tokens: int) -> float:
-        """Reserve one request and ``tokens`` tokens; returns seconds to wait first."""
+    def reserve(self, tokens: int, requests: int = 1) -> float:
+        """Reserve ``requests`` requests and ``tokens`` tokens; returns seconds to wait first."""
         if not self.enabled:
             return 0.0
         with self._lock:
             wait = 0.0
-            if self._requests is not None:
-                wait = self._requests.reserve(1)
+            if self._requests is not None and requests:
+                wait = self._requests.reserve(requests)
             if self._tokens is not None:
                 wait = max(wait, self._tokens.reserve(tokens))
             return wait
