@@ -20,13 +20,13 @@ import ray
 
 import dspex
 from dspex.actors._lm._resilience import SharedRateLimiter
-from dspex.actors._lm._resilience._shared import budget_key
 from dspex.errors import ActorStoppedError, OverloadedError
 from dspex.testing import FakeOpenAI
 
 MODEL = "openai/test-model"
 QA = "question -> answer"
 API_BASE_ENV = "FAKE_PROVIDER_URL_FOR_RAY_TESTS"
+API_KEY = "sk-ray-test"
 WAIT = 60.0  # bound of every wait on a condition
 
 
@@ -39,9 +39,7 @@ def chat_reply(body: dict[str, Any]) -> str:
 
 def _lm(rpm: int | None = None) -> dspex.LM:
     # The fake provider's URL reaches the Ray workers through their environment.
-    return dspex.LM(
-        MODEL, api_base=os.environ[API_BASE_ENV], api_key="sk-test", rpm=rpm, cache=False
-    )
+    return dspex.LM(MODEL, api_base=os.environ[API_BASE_ENV], rpm=rpm, cache=False)
 
 
 class RayQA(dspex.Module):
@@ -80,11 +78,13 @@ def fake() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture(scope="module")
 def cluster(fake: FakeOpenAI) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in (API_BASE_ENV, "PYTHONPATH", "RAY_USAGE_STATS_ENABLED")}
+    names = (API_BASE_ENV, "PYTHONPATH", "OPENAI_API_KEY")
+    saved = {k: os.environ.get(k) for k in names}
     tests = str(Path(__file__).parent)
     os.environ[API_BASE_ENV] = fake.url
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (saved["PYTHONPATH"], tests) if p)
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    # Keys never travel to workers: they read them from their own environment.
+    os.environ["OPENAI_API_KEY"] = API_KEY
     ray.init(
         num_cpus=2,
         include_dashboard=False,
@@ -193,7 +193,12 @@ def test_tree_shows_replicas_with_their_node(rt: Any, qa: Any) -> None:
 def test_rate_limit_is_global_across_replicas(rt: Any, fake: FakeOpenAI) -> None:
     from dspex.programs._ray._limits import budget_stats, kill_budgets
 
-    key = budget_key(MODEL, fake.url, "sk-test")
+    def budget() -> dict[str, Any]:
+        """The one budget of the model (its key also digests endpoint and API key)."""
+        found = [v for k, v in budget_stats().items() if k.startswith(f"{MODEL}#")]
+        assert len(found) <= 1
+        return found[0] if found else {}
+
     sent_before = fake.request_count
     limited = rt.serve(
         "limited", LimitedQA(), backend="ray", replicas=2, max_concurrency=2, queue_limit=0
@@ -202,8 +207,8 @@ def test_rate_limit_is_global_across_replicas(rt: Any, fake: FakeOpenAI) -> None
         futures = [rt.ask("limited", question=f"limited {i}") for i in range(4)]
         assert sorted(f.replica for f in futures) == [0, 0, 1, 1]
         # Every request leases one unit of the model's one budget (rpm=2: a lease is 1).
-        until(lambda: budget_stats().get(key, {}).get("leases") == 4, "four leases granted")
-        stats = budget_stats()[key]
+        until(lambda: budget().get("leases") == 4, "four leases granted")
+        stats = budget()
         assert (stats["rpm"], stats["immediate"], stats["delayed"]) == (2, 2, 2)
         until(lambda: fake.request_count - sent_before == 2, "two requests sent")
         # The other two wait for the minute's allowance (30 s and 60 s): not sent.

@@ -151,9 +151,8 @@ class _Engine:
 
     def _limiter(self, cfg: LMClientConfig) -> Any:
         # Per process, or a cluster-wide budget when a backend installed one.
-        return make_limiter(
-            self.model, self.api_base, self._api_key.reveal(), cfg.rpm, cfg.tpm, clock=self._clock
-        )
+        key = self._provider.resolve_api_key(self._api_key.reveal())  # a key from the env too
+        return make_limiter(self.model, self.api_base, key, cfg.rpm, cfg.tpm, clock=self._clock)
 
     def _breaker(self, cfg: LMClientConfig) -> CircuitBreaker:
         return CircuitBreaker(

@@ -25,6 +25,8 @@ from typing import Any
 from dspex.errors import ProgramError
 from dspex.programs._prediction import Completions, Prediction
 from dspex.programs._ray._limits import install_ray_limits
+from dspex.programs._ray._node import node_runtime
+from dspex.programs._ray._shipping import ShippedProgram
 
 __all__ = ["ReplicaInfo", "portable_error", "portable_result", "replica_class"]
 
@@ -52,19 +54,19 @@ class _Replica:
         self,
         server: str,
         index: int,
-        shipped: Any,
+        shipped: ShippedProgram,
+        *,
+        settings: Mapping[str, Any],
         max_concurrency: int,
         queue_limit: int,
     ) -> None:
         import ray
 
-        from dspex.programs._ray._node import node_runtime
-
         install_ray_limits()  # before the runtime starts any LM client
         self.server = server
         self.index = index
         self.local = f"{server}#{index}"
-        self.runtime = node_runtime()
+        self.runtime = node_runtime(settings)  # one per worker process, shared with pools
         self.runtime.serve(
             self.local,
             shipped.build(),

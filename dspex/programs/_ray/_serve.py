@@ -26,7 +26,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,8 +34,11 @@ from typing import Any
 from dspex.actors._server_handle import DrainReport
 from dspex.actors._server_requests import ServerFuture
 from dspex.errors import ActorStoppedError, OverloadedError, RegistryError, UsageError
+from dspex.programs._ray._cluster import ensure_ray
 from dspex.programs._ray._limits import NAMESPACE, kill_budgets
+from dspex.programs._ray._node import shippable_settings
 from dspex.programs._ray._replica import ReplicaInfo, replica_class
+from dspex.programs._ray._shipping import ship
 from dspex.supervision import Restart, TreeNode
 
 __all__ = ["POLICY", "RayServerFuture", "RayServerHandle", "RayServers", "ray_servers"]
@@ -143,8 +146,6 @@ class RayServers:
     """A runtime's program servers on Ray; every method callable from any thread."""
 
     def __init__(self, runtime: Any = None, *, address: str | None = None) -> None:
-        from dspex.programs._ray._cluster import ensure_ray
-
         ensure_ray(address)
         self.runtime = runtime
         self._lock = threading.Lock()
@@ -164,17 +165,17 @@ class RayServers:
         queue_limit: int = 128,
         max_restarts: int = 5,
         start_timeout: float = START_TIMEOUT,
+        factory: str | Callable[[], Any] | None = None,
         ray_options: Mapping[str, Any] | None = None,
     ) -> RayServerHandle:
         """Start ``replicas`` Ray actors serving ``program``; returns once each answers.
 
         ``max_concurrency``/``queue_limit`` are per replica, as for a local
-        server; ``max_restarts`` is Ray's (-1: without limit); ``ray_options``
-        go to ``.options(...)`` of each actor (``num_cpus``, ``resources``...).
+        server; ``max_restarts`` is Ray's (-1: without limit); ``factory``
+        builds the program on the workers (see docs/distributed.md, shipping);
+        ``ray_options`` go to ``.options(...)`` of each actor (``num_cpus``...).
         """
         import ray
-
-        from dspex.programs._ray._shipping import ship
 
         _check_int(name, "replicas", replicas, 1)
         _check_int(name, "max_concurrency", max_concurrency, 1)
@@ -187,7 +188,9 @@ class RayServers:
                 raise UsageError(
                     f"a program server named {name!r} already runs on ray; stop it first"
                 )
-        shipped = ship(program)  # refuses an unshippable program before any actor starts
+        # Refuses an unshippable program before any actor starts.
+        shipped = ship(program, factory=factory)
+        settings = shippable_settings(self.runtime.settings) if self.runtime is not None else {}
         actor = replica_class()
         options = {"max_restarts": max_restarts, **dict(ray_options or {})}
         handles = []
@@ -196,7 +199,14 @@ class RayServers:
                 handles.append(
                     actor.options(
                         name=f"{ACTOR_PREFIX}{name}#{index}", namespace=NAMESPACE, **options
-                    ).remote(name, index, shipped, max_concurrency, queue_limit)
+                    ).remote(
+                        name,
+                        index,
+                        shipped,
+                        settings=settings,
+                        max_concurrency=max_concurrency,
+                        queue_limit=queue_limit,
+                    )
                 )
             infos = ray.get([h.describe.remote() for h in handles], timeout=start_timeout)
         except BaseException as exc:
