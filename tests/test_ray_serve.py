@@ -20,7 +20,7 @@ import ray
 
 import dspex
 from dspex.actors._lm._resilience import SharedRateLimiter
-from dspex.errors import ActorStoppedError, OverloadedError
+from dspex.errors import ActorStoppedError, OverloadedError, RegistryError
 from dspex.testing import FakeOpenAI
 
 MODEL = "openai/test-model"
@@ -221,6 +221,21 @@ def test_rate_limit_is_global_across_replicas(rt: Any, fake: FakeOpenAI) -> None
         if not future.done() or future.exception(timeout=WAIT) is not None:
             with pytest.raises(ActorStoppedError, match="was stopped"):
                 future.result(timeout=WAIT)
+
+
+def test_drain_finishes_in_flight_then_stops(rt: Any, fake: FakeOpenAI) -> None:
+    handle = rt.serve("drained", RayQA(), backend="ray", replicas=1)
+    fake.latency = 1.0
+    try:
+        pending = rt.ask("drained", question="last one")
+        report = handle.drain(timeout=WAIT)
+    finally:
+        fake.latency = 0.0
+    assert pending.result(timeout=WAIT).answer == "re: last one"
+    assert report.expired == 0 and report.servers == ("drained",)
+    assert "drained" not in rt.remote_servers["ray"].names()
+    with pytest.raises(RegistryError, match="no program server named 'drained'"):
+        rt.ask("drained", question="too late")
 
 
 class _Source:
