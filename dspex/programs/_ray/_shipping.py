@@ -149,8 +149,20 @@ class ShippedSettings:
         return out
 
 
-def ship_settings(values: Mapping[str, Any]) -> ShippedSettings:
-    """The shippable part of the driver's settings (``current_settings()``)."""
+def ship_settings(values: Mapping[str, Any], where: str | None = None) -> ShippedSettings:
+    """The shippable part of ``values``: ``lm`` and ``adapter``.
+
+    From the driver's ``current_settings()`` (``where=None``) the other
+    settings stay in the driver (callbacks, trace). From settings named by
+    ``where`` (an optimizer's ``teacher_settings``) any other key is refused.
+    """
+    if where is not None:
+        other = sorted(set(values) - {"lm", "adapter"})
+        if other:
+            raise UsageError(
+                f"{where}={dict(values)!r}: only 'lm' and 'adapter' can be shipped to Ray "
+                f"workers, not {other}; use backend='local' for those"
+            )
     lm = values.get("lm")
     adapter = values.get("adapter")
     lm_state = None
