@@ -82,12 +82,14 @@ def node_runtime(shipped: Mapping[str, Any]) -> Runtime:
             return _runtime
         from dspex.actors import Runtime
         from dspex.config import load_settings
+        from dspex.programs._ray._limits import install_ray_limits
         from dspex.programs._settings import install_caller_hooks
 
         # Precedence: the driver's values over the worker's defaults; the
         # secrets missing from them come from this process's DSPEX_* env.
         settings = load_settings(**dict(shipped))
         install_caller_hooks()
+        install_ray_limits()  # rpm/tpm hold cluster-wide: LM clients lease from shared budgets
         _runtime = Runtime(settings).start()
         _shipped = shipped
         atexit.register(stop_node_runtime)

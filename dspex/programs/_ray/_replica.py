@@ -24,7 +24,6 @@ from typing import Any
 
 from dspex.errors import ProgramError
 from dspex.programs._prediction import Completions, Prediction
-from dspex.programs._ray._limits import install_ray_limits
 from dspex.programs._ray._node import node_runtime
 from dspex.programs._ray._shipping import ShippedProgram
 
@@ -62,11 +61,12 @@ class _Replica:
     ) -> None:
         import ray
 
-        install_ray_limits()  # before the runtime starts any LM client
         self.server = server
         self.index = index
         self.local = f"{server}#{index}"
-        self.runtime = node_runtime(settings)  # one per worker process, shared with pools
+        # One per worker process, shared with pools; its LM clients draw from the
+        # cluster-wide rate budgets (node_runtime installs them).
+        self.runtime = node_runtime(settings)
         self.runtime.serve(
             self.local,
             shipped.build(),
