@@ -20,7 +20,7 @@ import ray
 
 import dspex
 from dspex.actors._lm._resilience import SharedRateLimiter
-from dspex.errors import ActorStoppedError, OverloadedError, RegistryError
+from dspex.errors import ActorStoppedError, OverloadedError, RegistryError, UsageError
 from dspex.testing import FakeOpenAI
 
 MODEL = "openai/test-model"
@@ -236,6 +236,11 @@ def test_drain_finishes_in_flight_then_stops(rt: Any, fake: FakeOpenAI) -> None:
     assert "drained" not in rt.remote_servers["ray"].names()
     with pytest.raises(RegistryError, match="no program server named 'drained'"):
         rt.ask("drained", question="too late")
+
+
+def test_unknown_backend_is_a_clear_error(rt: Any) -> None:
+    with pytest.raises(UsageError, match=r"serve\(backend='nope'\) is not available.*'ray'"):
+        rt.serve("x", RayQA(), backend="nope")
 
 
 class _Source:

@@ -18,6 +18,7 @@ import asyncio
 import os
 import pickle
 import threading
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -74,11 +75,14 @@ class _Replica:
             queue_limit=queue_limit,
         )
         context = ray.get_runtime_context()
+        with warnings.catch_warnings():  # Ray's own property reads a deprecated id
+            warnings.simplefilter("ignore", DeprecationWarning)
+            reconstructed = bool(context.was_current_actor_reconstructed)
         self._where = (
             context.get_node_id(),
             ray.util.get_node_ip_address(),  # type: ignore[no-untyped-call]
             os.getpid(),
-            bool(context.was_current_actor_reconstructed),
+            reconstructed,
         )
 
     async def ask(self, inputs: dict[str, Any]) -> Any:
