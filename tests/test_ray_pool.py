@@ -256,7 +256,7 @@ def test_a_program_that_cannot_be_shipped_fails_before_any_work(
 
     with pytest.raises(UsageError, match="inside a function"):
         evaluate(Local())
-    with pytest.raises(UsageError, match="metric .*lambda"):
+    with pytest.raises(UsageError, match=r"metric .*lambda"):
         evaluate(QA(), metric=lambda example, prediction, trace=None: 1.0)
     with pytest.raises(UsageError, match="state differs"):
         evaluate(Sized(steps=2))  # Sized() alone builds one step, not two
@@ -309,5 +309,5 @@ def test_bootstrap_fewshot_compiles_on_ray_as_locally(crew: Any, fake: FakeOpenA
 
 def test_compile_backend_is_checked() -> None:
     optimizer = dspex.BootstrapFewShot(metric=exact)
-    with pytest.raises(UsageError, match="backend='spark'.*'local'.*'ray'"):
+    with pytest.raises(UsageError, match=r"backend='spark'.*'local'.*'ray'"):
         optimizer.compile(QA(), trainset=devset(2), backend="spark")
