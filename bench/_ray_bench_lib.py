@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import dspex
 from _fake_server import expected_answer
+
+import dspex
 
 # Iterations of the CPU metric's loop; the bench calibrates it to ~20 ms and
 # sets it in the environment before Ray starts, so the workers read the same.

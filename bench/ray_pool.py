@@ -66,8 +66,9 @@ def main() -> None:
         log_to_driver=False,
         job_config=ray.job_config.JobConfig(code_search_path=[str(BENCH), str(BENCH.parent)]),
     )
-    import dspex
     from _ray_bench_lib import Answer, answer_of, cpu_heavy, exact
+
+    import dspex
     from dspex.programs._ray._dispatch import crew, shutdown_crew
 
     rt = dspex.start(runtime={"ray": {"workers": 2}}, telemetry={"format": "off"})
