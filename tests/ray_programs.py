@@ -39,10 +39,6 @@ def exact(example: Any, prediction: Any, trace: Any = None) -> bool:
     return bool(example.answer == prediction.answer)
 
 
-def exact_with_pid(example: Any, prediction: Any, trace: Any = None) -> float:
-    """Scores like ``exact``, and records which process scored (for the spread check)."""
-    exact_with_pid.pids.add(os.getpid())  # type: ignore[attr-defined]
-    return float(example.answer == prediction.answer)
-
-
-exact_with_pid.pids = set()  # type: ignore[attr-defined]
+def scoring_pid(example: Any, prediction: Any, trace: Any = None) -> float:
+    """The id of the process that scored: shows where the metric ran."""
+    return float(os.getpid())

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -128,7 +127,7 @@ class IOLoop:
             asyncio.get_running_loop().stop()
 
     def _main(self) -> None:
-        loop = _asyncio_loop()
+        loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self._loop = loop
         loop.call_soon(self._ready.set)
@@ -157,15 +156,3 @@ def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
     for task in tasks:
         task.cancel()
     loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-
-
-def _asyncio_loop() -> asyncio.AbstractEventLoop:
-    """asyncio's own loop, whatever loop policy the process installed.
-
-    Ray's worker processes install uvloop's policy; the transports are built
-    and tested on asyncio's loop (under uvloop a new connection's protocol
-    was not yet told of its transport when ``create_connection`` returned).
-    """
-    if sys.platform == "win32":  # pragma: no cover - asyncio's default there
-        return asyncio.ProactorEventLoop()
-    return asyncio.SelectorEventLoop()

@@ -3,17 +3,21 @@
 The fan-out engine is unchanged: the driver's :class:`WorkerPool` still
 runs one task per unit (ordering, ``max_errors``, journal, progress,
 cancellation and parking all stay in the driver), but the task's body is a
-:class:`RemoteBody`, which sends the unit to one of the :class:`RayCrew`'s
-worker actors and waits for its result. A driver thread waiting on a Ray
-object costs nothing but its stack, as it would waiting on an LM.
+:class:`RemoteBody`, which hands the unit to one of the :class:`RayCrew`'s
+worker actors and waits for its outcome. Units travel in batches: per worker
+a *sender* thread sends what queued up since its last send in one
+``submit`` call, and a *collector* thread long-polls ``collect`` for the
+outcomes and lease signals (see ``_worker``). A Ray call per unit cost more
+CPU than the unit's own work.
 
 **A worker that dies** (``ray.kill``, a crashed process, a lost node) is
-restarted by Ray (``runtime.ray.max_restarts``); every unit it held fails in
-its driver thread with a ``RayActorError`` and is sent again (to the least
-busy live worker) up to :data:`REDISPATCH` times. The driver records a unit
-when its result arrives, exactly once, so a re-sent unit is neither lost nor
-counted twice (an LM call it had made may be made again; the disk cache, if
-shared, answers it).
+restarted by Ray (``runtime.ray.max_restarts``). The collector's poll fails;
+every unit the worker held is marked lost and its driver thread sends it
+again (as a new unit id, to the least busy worker) up to :data:`REDISPATCH`
+times. The driver records a unit when its outcome arrives, once: a late
+outcome of a lost attempt is dropped, so a re-sent unit is neither lost nor
+counted twice (an LM call it had made may be made again; a shared disk
+cache answers it).
 
 The crew is per driver process and outlives fan-outs: its workers keep their
 runtimes (LM clients, connection pools, memory caches) warm between
@@ -28,16 +32,15 @@ import itertools
 import logging
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from typing import Any, Final
 
-from dspex.actors._program_run import current_run
-from dspex.errors import UsageError
+from dspex.actors._program_run import CancelEvent, current_run
+from dspex.errors import ActorStoppedError, UsageError
 from dspex.programs._ray._cluster import ensure_ray, import_ray
 from dspex.programs._ray._jobs import Job
 from dspex.programs._ray._node import shippable_settings
-from dspex.programs._ray._worker import PARK, RESUME, UNPARK, UnitWorker
+from dspex.programs._ray._worker import DONE, PARK, RAISED, RESUME, UNPARK, UnitWorker
 from dspex.programs._runtime_access import current_runtime
 from dspex.supervision import current_lease
 
@@ -48,89 +51,171 @@ logger = logging.getLogger("dspex.programs")
 REDISPATCH: Final = 3
 """Times a unit is sent again after the worker holding it died."""
 
-WORKER_CONCURRENCY: Final = 512
-"""Units one worker actor runs at once (its thread pool); more wait in its queue."""
+_ACTOR_THREADS: Final = 16
+"""Ray threads of a worker actor: for the mailbox calls only (units run in its own pool)."""
 
-_RELAY_POLL: Final = 0.25
-"""Seconds the relay thread's fetch waits, which bounds how long stopping it takes."""
+_POLL: Final = 0.25
+"""Seconds a ``collect`` long-poll waits, which bounds how long stopping the crew takes."""
+
+_SUBMIT_TIMEOUT: Final = 60.0
 
 _JOBS_KEPT: Final = 32
 
 _units = itertools.count(1)
 
+# How a waiting unit ended, besides DONE and RAISED from the worker.
+_LOST: Final = "lost"  # its worker died: send it again
+_STOPPED: Final = "stopped"  # the crew stopped
 
-class _Relay:
-    """Ray actor: lease signals from workers, fetched in batches by the driver's relay thread."""
 
-    def __init__(self) -> None:
-        import asyncio
+class _Pending:
+    """A unit sent to a worker, waited for by the driver pool thread that sent it."""
 
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+    __slots__ = ("done", "kind", "lease", "payload", "unit")
 
-    async def put(self, signal: Any) -> None:
-        self._queue.put_nowait(signal)
+    def __init__(self, unit: int, lease: Any) -> None:
+        self.unit = unit
+        self.lease = lease
+        self.done = threading.Event()
+        self.kind = ""
+        self.payload: Any = None
 
-    async def take(self, timeout: float) -> list[Any]:
-        import asyncio
-
-        try:
-            first = await asyncio.wait_for(self._queue.get(), timeout)
-        except TimeoutError:
-            return []
-        out = [first]
-        while not self._queue.empty():
-            out.append(self._queue.get_nowait())
-        return out
+    def finish(self, kind: str, payload: Any) -> None:
+        if not self.done.is_set():  # the first outcome counts; a late one is dropped
+            self.kind, self.payload = kind, payload
+            self.done.set()
 
 
 class _Worker:
-    """A worker actor as the driver tracks it."""
+    """A worker actor as the driver sees it: its outbox, its pending units, two threads.
 
-    __slots__ = ("busy", "handle", "index")
+    The *sender* sends what queued up since its last send in one ``submit``;
+    the *collector* long-polls ``collect`` and hands each outcome to its
+    pending unit and each lease signal to that unit's lease.
+    """
 
-    def __init__(self, index: int, handle: Any) -> None:
+    def __init__(self, crew: RayCrew, index: int, handle: Any) -> None:
+        self.crew = crew
         self.index = index
         self.handle = handle
         self.busy = 0
+        self.lock = threading.Lock()
+        self.wake = threading.Condition(self.lock)
+        self.outbox: list[tuple[Any, ...]] = []
+        self.pending: dict[int, _Pending] = {}
+        self.threads = [
+            threading.Thread(target=self._send_loop, name=f"dspex-ray-send-{index}", daemon=True),
+            threading.Thread(
+                target=self._collect_loop, name=f"dspex-ray-collect-{index}", daemon=True
+            ),
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def send(self, pending: _Pending, unit: tuple[Any, ...]) -> None:
+        with self.wake:
+            self.pending[pending.unit] = pending
+            self.outbox.append(unit)
+            self.wake.notify()
+
+    def forget(self, unit: int) -> None:
+        with self.lock:
+            self.pending.pop(unit, None)
+
+    def _send_loop(self) -> None:
+        ray, stopping = self.crew.ray, self.crew.stopping
+        while True:
+            with self.wake:
+                while not self.outbox and not stopping.is_set():
+                    self.wake.wait()
+                if stopping.is_set():
+                    return
+                batch, self.outbox = self.outbox, []
+            try:
+                # Waiting for the ack batches what queues up meanwhile, and shows a dead worker.
+                ray.get(self.handle.submit.remote(batch), timeout=_SUBMIT_TIMEOUT)
+            except Exception as exc:
+                self._lose([unit[0] for unit in batch], exc)
+
+    def _collect_loop(self) -> None:
+        ray, stopping = self.crew.ray, self.crew.stopping
+        while not stopping.is_set():
+            try:
+                messages = ray.get(self.handle.collect.remote(_POLL), timeout=_POLL + 30.0)
+            except Exception as exc:
+                if stopping.is_set():
+                    return
+                with self.lock:
+                    held = list(self.pending)
+                self._lose(held, exc)  # the units it held died with it; Ray restarts it
+                stopping.wait(_POLL)
+                continue
+            for unit, kind, payload in messages:
+                with self.lock:
+                    pending = self.pending.get(unit)
+                if pending is None:
+                    continue  # finished, cancelled or re-sent meanwhile
+                if kind in (DONE, RAISED):
+                    pending.finish(kind, payload)
+                elif pending.lease is not None:
+                    _signal(pending.lease, kind, _Granter(self.handle, unit))
+
+    def _lose(self, units: list[int], error: BaseException) -> None:
+        for unit in units:
+            with self.lock:
+                pending = self.pending.get(unit)
+            if pending is not None:
+                pending.finish(_LOST, error)
+
+    def stop(self) -> None:
+        with self.wake:
+            self.wake.notify_all()
+            pending, self.pending = list(self.pending.values()), {}
+        for item in pending:
+            item.finish(_STOPPED, None)
+        for thread in self.threads:
+            thread.join(timeout=_POLL + 5.0)
+
+
+def _signal(lease: Any, kind: str, granter: _Granter) -> None:
+    """A lease signal from a worker, applied to the driver-side lease (collector thread)."""
+    if kind == PARK:
+        lease.park()
+    elif kind == RESUME:
+        lease.resume(granter)
+    elif kind == UNPARK:
+        lease.unpark()
 
 
 class RayCrew:
-    """This driver's Ray worker actors, the relay for their lease signals, and the jobs put."""
+    """This driver's Ray worker actors and the jobs put in Ray's object store."""
 
     def __init__(self, size: int, settings: Any, max_restarts: int) -> None:
         ray = import_ray()
-        self._ray = ray
+        self.ray = ray
         self._lock = threading.Lock()
-        strategy = "SPREAD"  # one per node first: spread over the cluster
-        # Workers find the relay by name: an actor handle as a constructor
-        # argument would live in the object store, and a restart could lose it.
-        relay_name = f"dspex-relay-{uuid.uuid4().hex}"
-        self._relay = ray.remote(num_cpus=0)(_Relay).options(name=relay_name).remote()
+        self.stopping = threading.Event()
         remote = ray.remote(
             num_cpus=0,
             max_restarts=max_restarts,
             max_task_retries=0,  # the driver re-sends a lost unit itself, knowing it once
-            max_concurrency=WORKER_CONCURRENCY,
-            scheduling_strategy=strategy,
+            max_concurrency=_ACTOR_THREADS,
+            scheduling_strategy="SPREAD",  # one per node first: spread over the cluster
         )(UnitWorker)
         shipped = shippable_settings(settings)
-        self.workers = [_Worker(i, remote.remote(shipped, relay_name)) for i in range(size)]
+        handles = [remote.remote(shipped) for _ in range(size)]
         # Started before any unit is sent: a worker that cannot start fails here, clearly.
         try:
-            ray.get([w.handle.ping.remote() for w in self.workers], timeout=120)
+            ray.get([h.ping.remote() for h in handles], timeout=120)
         except Exception as exc:
-            self._kill()
+            for handle in handles:
+                ray.kill(handle, no_restart=True)
             raise UsageError(
                 f"the Ray backend's worker actors did not start ({type(exc).__name__}: {exc}); "
                 "check that dspex is installed on every node"
             ) from exc
+        self.workers = [_Worker(self, i, h) for i, h in enumerate(handles)]
         self._jobs: OrderedDict[str, Any] = OrderedDict()
-        self._leases: dict[int, Any] = {}
-        self._stopping = threading.Event()
-        self._relay_thread = threading.Thread(
-            target=self._relay_loop, name="dspex-ray-relay", daemon=True
-        )
-        self._relay_thread.start()
 
     # -- dispatch (driver pool threads) --------------------------------------------
 
@@ -141,7 +226,7 @@ class RayCrew:
             if ref is not None:
                 self._jobs.move_to_end(job.digest)
                 return ref
-        ref = self._ray.put(job)
+        ref = self.ray.put(job)
         with self._lock:
             self._jobs[job.digest] = ref
             while len(self._jobs) > _JOBS_KEPT:
@@ -160,104 +245,68 @@ class RayCrew:
 
     def run(self, job: Job, item: Any, label: str) -> Any:
         """Run one unit on a worker; its result (re-sent if its worker died)."""
-        ray = self._ray
-        errors = ray.exceptions
-        lost = (errors.RayActorError, errors.ActorUnavailableError)
         run = current_run()
         if run is not None:
             run.check_deadline()  # cancelled while queued: do not send it
         lease = current_lease()
         box = [self.job_ref(job)]  # in a list: Ray hands the worker the ref, not the job
-        unit = next(_units)
+        cancelled = run.cancelled if run is not None else None
         last: BaseException | None = None
         for attempt in range(REDISPATCH + 1):
+            if self.stopping.is_set():
+                break
             worker = self._pick()
+            unit = next(_units)  # a new id per attempt: a late outcome of a lost one is dropped
+            pending = _Pending(unit, lease)
             left = None
             if run is not None and run.deadline is not None:
                 left = max(0.0, run.deadline - time.monotonic())
-            if lease is not None:
-                with self._lock:
-                    self._leases[unit] = (lease, worker)
             waker = _Canceller(worker.handle, unit)
-            cancelled = getattr(run, "cancelled", None) if run is not None else None
-            add = getattr(cancelled, "add_waker", None)
-            if add is not None:
-                add(waker)
+            if isinstance(cancelled, CancelEvent):
+                cancelled.add_waker(waker)
             try:
-                ref = worker.handle.run.remote(
-                    unit, job.digest, box, item, left=left, label=label, parkable=lease is not None
-                )
-                return ray.get(ref)
-            except lost as exc:
-                last = exc
-                logger.warning(
-                    "%s: Ray worker %d died holding unit %d (attempt %d); sending it again",
-                    label,
-                    worker.index,
-                    unit,
-                    attempt + 1,
-                )
-            except errors.RayTaskError as exc:
-                raise _cause(exc) from None
+                worker.send(pending, (unit, job.digest, box, item, left, label, lease is not None))
+                pending.done.wait()
             finally:
-                discard = getattr(cancelled, "discard_waker", None)
-                if discard is not None:
-                    discard(waker)
-                with self._lock:
-                    self._leases.pop(unit, None)
+                if isinstance(cancelled, CancelEvent):
+                    cancelled.discard_waker(waker)
+                worker.forget(unit)
                 if lease is not None and lease.parked:
                     lease.unpark()
                 self._done(worker)
-        assert last is not None
-        raise last
-
-    # -- lease signals (the relay thread) ------------------------------------------
-
-    def _relay_loop(self) -> None:
-        ray = self._ray
-        while not self._stopping.is_set():
-            try:
-                signals = ray.get(self._relay.take.remote(_RELAY_POLL), timeout=30)
-            except Exception:
-                if self._stopping.is_set():
-                    return
-                logger.debug("Ray relay fetch failed; retrying", exc_info=True)
-                self._stopping.wait(_RELAY_POLL)
-                continue
-            for unit, kind in signals:
-                with self._lock:
-                    entry = self._leases.get(unit)
-                if entry is None:
-                    continue  # the unit finished (or was re-sent) before its signal came
-                lease, worker = entry
-                if kind == PARK:
-                    lease.park()
-                elif kind == RESUME:
-                    lease.resume(_Granter(worker.handle, unit))
-                elif kind == UNPARK:
-                    lease.unpark()
+            if pending.kind == DONE:
+                return pending.payload
+            if pending.kind == RAISED:
+                raise pending.payload
+            if pending.kind == _STOPPED:
+                break
+            last = pending.payload
+            logger.warning(
+                "%s: Ray worker %d died holding unit %d (attempt %d); sending it again",
+                label,
+                worker.index,
+                unit,
+                attempt + 1,
+            )
+        if last is not None and not self.stopping.is_set():
+            raise last
+        raise ActorStoppedError(f"{label}: the Ray backend stopped while this unit waited")
 
     # -- lifecycle --------------------------------------------------------------------
 
     def where(self) -> list[dict[str, Any]]:
         """Node id and pid of each worker actor (asks them; for ``rt.tree()`` and tests)."""
-        return list(self._ray.get([w.handle.where.remote() for w in self.workers], timeout=30))
+        return list(self.ray.get([w.handle.where.remote() for w in self.workers], timeout=30))
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._relay_thread.join(timeout=_RELAY_POLL + 5.0)
-        self._kill()
-
-    def _kill(self) -> None:
-        for worker in getattr(self, "workers", []):
+        self.stopping.set()
+        for worker in self.workers:
+            worker.stop()
+        for worker in self.workers:
             try:
-                self._ray.kill(worker.handle, no_restart=True)
+                self.ray.kill(worker.handle, no_restart=True)
             except Exception:
                 logger.debug("killing a Ray worker failed", exc_info=True)
-        try:
-            self._ray.kill(self._relay, no_restart=True)
-        except Exception:
-            logger.debug("killing the Ray relay failed", exc_info=True)
 
 
 class _Canceller:
@@ -287,12 +336,6 @@ class _Granter:
 
     def __call__(self) -> None:
         self.handle.grant.remote(self.unit)
-
-
-def _cause(exc: Any) -> BaseException:
-    """The user's exception a ``RayTaskError`` carries (re-raised as in the local pool)."""
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, BaseException) else exc
 
 
 _crew: RayCrew | None = None

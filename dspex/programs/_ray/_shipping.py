@@ -54,6 +54,9 @@ __all__ = [
     "ship_settings",
 ]
 
+_PREDICT = "dspex.programs._predict:Predict"
+_CHAIN_OF_THOUGHT = "dspex.programs._chain_of_thought:ChainOfThought"
+
 _FIX = (
     "define it at the top level of a module the Ray workers can import (not in __main__ "
     "or inside a function); see docs/distributed.md"
@@ -218,12 +221,11 @@ def _json_checked(value: Any, what: str) -> Any:
 
 def _signature_of(program: Any) -> tuple[str | None, str | None]:
     """The signature a bare dspex Predict/ChainOfThought is built from: (text, import path)."""
-    from dspex.programs._chain_of_thought import ChainOfThought
-    from dspex.programs._predict import Predict
-
-    if type(program) is Predict:
+    # Known by import path, not imported: they import (through Module.batch) this module.
+    kind = f"{type(program).__module__}:{type(program).__qualname__}"
+    if kind == _PREDICT:
         sig = program.signature
-    elif type(program) is ChainOfThought:
+    elif kind == _CHAIN_OF_THOUGHT:
         sig = program.predict.signature.delete("reasoning")
     else:
         return None, None
@@ -233,9 +235,7 @@ def _signature_of(program: Any) -> tuple[str | None, str | None]:
         pass  # a string signature: send its typed text if that rebuilds the same fields
     text: str = sig.to_string()
     rebuilt = type(program)(text)
-    again = rebuilt.signature if type(program) is Predict else rebuilt.predict.signature
-    if type(program) is ChainOfThought:
-        again = again.delete("reasoning")
+    again = rebuilt.signature if kind == _PREDICT else rebuilt.predict.signature.delete("reasoning")
     if [(n, f.annotation) for n, f in again.fields.items()] != [
         (n, f.annotation) for n, f in sig.fields.items()
     ]:

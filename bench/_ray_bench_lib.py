@@ -1,0 +1,48 @@
+"""The program and metrics ``bench/ray_pool.py`` ships to Ray workers.
+
+A module of its own, at top level, so the workers import it (the bench puts
+``bench/`` on their code search path): what any shippable program needs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from _fake_server import expected_answer
+
+import dspex
+
+# Iterations of the CPU metric's loop; the bench calibrates it to ~20 ms and
+# sets it in the environment before Ray starts, so the workers read the same.
+BURN = int(os.environ.get("RAY_POOL_BENCH_BURN", "300000"))
+
+
+class Answer(dspex.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = dspex.Predict("question -> answer")
+
+    def forward(self, question: str) -> Any:
+        return self.answer(question=question)
+
+
+def exact(example: Any, prediction: Any, trace: Any = None) -> bool:
+    return bool(prediction.answer == example.answer)
+
+
+def burn(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+def cpu_heavy(example: Any, prediction: Any, trace: Any = None) -> bool:
+    """``exact`` after ~20 ms of pure-Python work (code execution, parsing...)."""
+    burn(BURN)
+    return exact(example, prediction)
+
+
+def answer_of(i: int) -> str:
+    return expected_answer(i)
