@@ -238,6 +238,26 @@ def test_drain_finishes_in_flight_then_stops(rt: Any, fake: FakeOpenAI) -> None:
         rt.ask("drained", question="too late")
 
 
+def test_tree_shows_the_ray_pool_workers_with_their_node(rt: Any) -> None:
+    from dspex.programs._ray._dispatch import crew, shutdown_crew
+
+    assert rt.tree().find("ray-pool") is None  # no crew yet: no branch
+    workers = crew()
+    try:
+        where = workers.where()
+        branch = rt.tree().find("ray-pool")
+        assert branch is not None
+        assert [node.id for node in branch.children] == [
+            f"ray-worker#{i}" for i in range(len(where))
+        ]
+        for node, place in zip(branch.children, where, strict=True):
+            assert node.status == "alive"
+            assert node.location == f"node {place['node_id'][:12]} 127.0.0.1 pid {place['pid']}"
+    finally:
+        shutdown_crew()
+    assert rt.tree().find("ray-pool") is None
+
+
 def test_unknown_backend_is_a_clear_error(rt: Any) -> None:
     with pytest.raises(UsageError, match=r"serve\(backend='nope'\) is not available.*'ray'"):
         rt.serve("x", RayQA(), backend="nope")

@@ -39,14 +39,15 @@ _RUNTIME_KEYS = frozenset(
 
 
 def install_backends() -> None:
-    """Register the programs layer's serve backends with the actors layer (idempotent).
+    """Register the programs layer's serve backends and tree sources (idempotent).
 
     ``ray`` only names a factory here: ray itself loads when a server is served on it.
     """
-    from dspex.actors._remote import register_serve_backend
-    from dspex.programs._ray._serve import ray_servers
+    from dspex.actors._remote import register_serve_backend, register_tree_source
+    from dspex.programs._ray._hooks import POOL_BRANCH, pool_branch, ray_servers
 
     register_serve_backend("ray", ray_servers)
+    register_tree_source(POOL_BRANCH, pool_branch)  # the Ray pool's workers, while running
 
 
 def _as_lm(value: Any) -> Any:
