@@ -21,7 +21,8 @@ def node_addresses() -> dict[str, str]:
     """Ray node id -> the address its raylet listens on (from the cluster's table)."""
     import ray
 
-    return {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes()}
+    nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+    return {node["NodeID"]: node["NodeManagerAddress"] for node in nodes}
 
 
 def pool_branch(timeout: float) -> TreeNode | None:
