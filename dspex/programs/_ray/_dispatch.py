@@ -39,6 +39,7 @@ from dspex.actors._program_run import CancelEvent, current_run
 from dspex.errors import ActorStoppedError, UsageError
 from dspex.programs._ray._cluster import ensure_ray, import_ray
 from dspex.programs._ray._jobs import Job
+from dspex.programs._ray._limits import kill_budgets
 from dspex.programs._ray._node import shippable_settings
 from dspex.programs._ray._worker import DONE, PARK, RAISED, RESUME, UNPARK, UnitWorker
 from dspex.programs._runtime_access import current_runtime
@@ -365,6 +366,7 @@ def shutdown_crew() -> None:
         running, _crew = _crew, None
     if running is not None:
         running.stop()
+        kill_budgets()  # the workers' rate budgets (detached actors) go with them
 
 
 class RemoteBody:

@@ -10,9 +10,11 @@ their runtime starts any client.
 
 The budgets are *detached* named actors in the ``dspex`` namespace: a
 budget created by a replica must outlive that replica (a non-detached actor
-dies with the worker that created it). :func:`kill_budgets` removes them;
-the driver's ray servers do so when they close. The first client to create
-a budget sets its rpm/tpm; later clients with other values share it as is.
+dies with the worker that created it). Their names carry the Ray job id, so
+the processes of one driver share them and a later job starts afresh.
+:func:`kill_budgets` removes them; the driver's ray servers and pool do so
+when they stop. The first client to create a budget sets its rpm/tpm; later
+clients with other values share it as is.
 """
 
 from __future__ import annotations
@@ -112,12 +114,19 @@ class _RaySource:
         self.handle.throttle.remote()
 
 
+def _prefix() -> str:
+    """Budget names of this Ray job: a later job never inherits an old job's rpm/tpm."""
+    import ray
+
+    return f"{BUDGET_PREFIX}{ray.get_runtime_context().get_job_id()}:"
+
+
 def budget(key: str, rpm: int | None, tpm: int | None) -> LeaseSource:
     """The lease source of budget ``key``, creating the actor on first use."""
     handle = (
         _remote_class()
         .options(
-            name=BUDGET_PREFIX + key,
+            name=_prefix() + key,
             namespace=NAMESPACE,
             lifetime="detached",
             get_if_exists=True,
@@ -135,27 +144,31 @@ def install_ray_limits() -> None:
 def _budget_names() -> list[str]:
     import ray
 
+    prefix = _prefix()
     return sorted(
         entry["name"]
         for entry in ray.util.list_named_actors(all_namespaces=True)
-        if entry.get("namespace") == NAMESPACE and entry["name"].startswith(BUDGET_PREFIX)
+        if entry.get("namespace") == NAMESPACE and entry["name"].startswith(prefix)
     )
 
 
 def budget_stats(timeout: float = 10.0) -> dict[str, dict[str, Any]]:
-    """Counters of every budget on the cluster, by model key (leases, grants, 429s)."""
+    """Counters of this job's budgets, by model key (leases, grants, 429s)."""
     import ray
 
     names = _budget_names()
     handles = [ray.get_actor(name, namespace=NAMESPACE) for name in names]
     values: list[dict[str, Any]] = ray.get([h.stats.remote() for h in handles], timeout=timeout)
-    return {name[len(BUDGET_PREFIX) :]: value for name, value in zip(names, values, strict=True)}
+    start = len(_prefix())
+    return {name[start:]: value for name, value in zip(names, values, strict=True)}
 
 
 def kill_budgets() -> int:
-    """Remove every budget actor (a fresh allowance next time); returns how many."""
+    """Remove this job's budget actors (a fresh allowance next time); returns how many."""
     import ray
 
+    if not ray.is_initialized():  # the cluster (and its budgets) is already gone
+        return 0
     names = _budget_names()
     for name in names:
         with contextlib.suppress(ValueError):  # gone meanwhile
