@@ -20,7 +20,13 @@ import ray
 
 import dspex
 from dspex.actors._lm._resilience import SharedRateLimiter
-from dspex.errors import ActorStoppedError, OverloadedError, RegistryError, UsageError
+from dspex.errors import (
+    ActorStoppedError,
+    OverloadedError,
+    ProgramError,
+    RegistryError,
+    UsageError,
+)
 from dspex.testing import FakeOpenAI
 
 MODEL = "openai/test-model"
@@ -51,6 +57,8 @@ class RayQA(dspex.Module):
         self.qa.lm = _lm()
 
     def forward(self, question: str) -> Any:
+        if question == "boom":
+            raise ValueError(f"cannot answer {question!r}")
         return self.qa(question=question)
 
 
@@ -130,6 +138,15 @@ def test_served_replicas_answer_sync_and_awaited(rt: Any, qa: Any) -> None:
         return await rt.ask("qa", question="three")
 
     assert asyncio.run(awaited()).answer == "re: three"
+
+
+def test_program_error_arrives_as_a_local_server_raises_it(rt: Any, qa: Any) -> None:
+    future = rt.ask("qa", question="boom")
+    with pytest.raises(ValueError, match="cannot answer 'boom'") as caught:
+        future.result(timeout=WAIT)
+    assert isinstance(caught.value, ProgramError)
+    assert caught.value.run_label == f"server:qa#{future.replica}"
+    assert f"on ray replica qa#{future.replica}" in caught.value.__notes__
 
 
 def test_backpressure_across_replicas_is_overloaded_error(

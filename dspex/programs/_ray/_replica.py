@@ -146,7 +146,8 @@ def portable_error(exc: BaseException, where: str) -> BaseException:
     A program's error is a ProgramError of a type made at run time (it is
     also the user's exception type, so ``except ValueError`` works); that
     type cannot be imported elsewhere, so a plain ProgramError carries the
-    message, the original exception (when it pickles) and the run's names.
+    message, the original exception (when it pickles) and the run's names,
+    and the driver wraps the original again (``_serve._as_local``).
     """
     if not isinstance(exc, ProgramError) or type(exc) is ProgramError:
         return exc

@@ -31,9 +31,16 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
+from dspex.actors._program_run import RunContext, wrap_program_error
 from dspex.actors._server_handle import DrainReport
 from dspex.actors._server_requests import ServerFuture
-from dspex.errors import ActorStoppedError, OverloadedError, RegistryError, UsageError
+from dspex.errors import (
+    ActorStoppedError,
+    OverloadedError,
+    ProgramError,
+    RegistryError,
+    UsageError,
+)
 from dspex.programs._ray._cluster import ensure_ray
 from dspex.programs._ray._limits import NAMESPACE, kill_budgets
 from dspex.programs._ray._node import shippable_settings
@@ -279,7 +286,9 @@ class RayServers:
 
         if isinstance(error, rx.RayTaskError):
             cause = getattr(error, "cause", None)
-            return cause if isinstance(cause, BaseException) else error
+            if not isinstance(cause, BaseException):
+                return error
+            return _as_local(cause, f"{server.name}#{replica.index}")
         if isinstance(error, rx.RayActorError):
             if server.stopped:
                 return ActorStoppedError(
@@ -510,6 +519,21 @@ def _replica_node(server: _Server, replica: _Replica, info: ReplicaInfo | None) 
         restarts=replica.restarts,
         location=location,
     )
+
+
+def _as_local(error: BaseException, where: str) -> BaseException:
+    """A program's error as a local server raises it: ProgramError and the user's type.
+
+    The replica sends a plain ProgramError carrying the original exception
+    (see ``_replica.portable_error``); wrapped again here, ``except
+    ValueError`` catches a remote ValueError as it catches a local one.
+    """
+    if type(error) is not ProgramError or not isinstance(error.original, Exception):
+        return error
+    run = RunContext(run_id=error.run_id or 0, label=error.run_label or "")
+    wrapped = wrap_program_error(error.original, run)
+    wrapped.add_note(f"on ray replica {where}")
+    return wrapped
 
 
 def _cancel_remote(ref: Any, future: Future[Any]) -> None:
