@@ -149,6 +149,16 @@ def test_program_error_arrives_as_a_local_server_raises_it(rt: Any, qa: Any) -> 
     assert f"on ray replica qa#{future.replica}" in caught.value.__notes__
 
 
+def test_tell_is_answered_by_a_replica(rt: Any, qa: Any) -> None:
+    def completed() -> int:
+        return sum(info.stats["completed"] for info in qa.replicas(timeout=WAIT) if info)
+
+    before = completed()
+    request_id = rt.tell("qa", question="told")
+    assert isinstance(request_id, int) and request_id > 0
+    until(lambda: completed() == before + 1, "the told request answered")
+
+
 def test_backpressure_across_replicas_is_overloaded_error(
     rt: Any, qa: Any, fake: FakeOpenAI
 ) -> None:
