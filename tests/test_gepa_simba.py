@@ -205,6 +205,9 @@ def test_gepa_speculate_is_checked() -> None:
             metric=feedback_metric, auto="light", reflection_lm=reflection, speculate=level
         )
         assert optimizer.speculate == expected
+        # A checkpoint does not depend on it: speculation never changes the results.
+        plain = dspex.GEPA(metric=feedback_metric, auto="light", reflection_lm=reflection)
+        assert optimizer._settings() == plain._settings()
     with pytest.raises(UsageError, match="speculate='sometimes'"):
         dspex.GEPA(
             metric=feedback_metric,
