@@ -303,3 +303,46 @@ def test_an_optimizer_stopped_before_any_result_returns_the_student_and_says_why
     # Any other error still propagates.
     with pytest.raises(UsageError, match="trainset"):
         optimizer.compile(student, trainset=None, eval_kwargs={})
+
+
+_OPTIMIZERS: dict[str, Any] = {
+    "BootstrapFewShot": lambda metric, lm: dspex.BootstrapFewShot(
+        metric=metric, max_bootstrapped_demos=20, max_labeled_demos=0
+    ),
+    "BootstrapFewShotWithRandomSearch": lambda metric, lm: dspex.BootstrapFewShotWithRandomSearch(
+        metric=metric, num_candidate_programs=3, max_bootstrapped_demos=2, num_threads=4
+    ),
+    "MIPROv2": lambda metric, lm: dspex.MIPROv2(metric=metric, auto="light", num_threads=4),
+    "COPRO": lambda metric, lm: dspex.COPRO(metric=metric, breadth=3, depth=2),
+    "SIMBA": lambda metric, lm: dspex.SIMBA(
+        metric=metric, bsize=4, num_candidates=2, max_steps=3, num_threads=4
+    ),
+    "GEPA": lambda metric, lm: dspex.GEPA(
+        metric=lambda gold, pred, trace=None, name=None, sub=None: metric(gold, pred),
+        max_metric_calls=80,
+        reflection_lm=lm,
+        num_threads=4,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_OPTIMIZERS))
+def test_every_optimizer_stops_cleanly_on_its_compile_budget(
+    start_runtime: StartRuntime, fake: FakeOpenAI, name: str
+) -> None:
+    start_runtime()
+    _answer_every_field(fake)
+    lm = _lm(fake, UNKNOWN, cache=False)
+    dspex.configure(lm=lm)
+    optimizer = _OPTIMIZERS[name](lambda ex, pred, trace=None: pred.answer == "ok", lm)
+    extra = {"eval_kwargs": {"num_threads": 4}} if name == "COPRO" else {}
+    compiled = optimizer.compile(
+        dspex.Predict("question -> answer"), trainset=_devset(20), max_tokens=6 * 1500, **extra
+    )
+    assert isinstance(compiled, dspex.Predict)
+    report = optimizer.compile_cost
+    assert report is not None and report["stopped_by"] == "max_tokens"
+    # No call starts once the limit is reached: only those already in flight (at
+    # most 16, the widest fan-out here) go past it.
+    assert report["tokens"] >= 6 * 1500
+    assert fake.request_count <= 6 + 16
