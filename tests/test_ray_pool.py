@@ -264,13 +264,16 @@ def test_a_program_that_cannot_be_shipped_fails_before_any_work(
 
 
 def test_no_api_key_is_shipped(fake: FakeOpenAI) -> None:
+    from dspex.programs._ray._node import shippable_settings
     from dspex.programs._ray._shipping import ship, ship_settings
 
     lm = dspex.LM("openai/test-model", api_base=fake.url, api_key=SECRET)
     program = QA()
     program.answer.lm = lm
-    shipped = (ship(program), ship_settings({"lm": lm}))
+    settings = dspex.config.Settings(models={"openai/test-model": {"api_key": SECRET}})
+    shipped = (ship(program), ship_settings({"lm": lm}), shippable_settings(settings))
     assert SECRET.encode() not in pickle.dumps(shipped)
+    assert "api_key" not in shipped[2]["models"]["openai/test-model"]
     assert shipped[0].build().answer.lm.model == "openai/test-model"
 
 
