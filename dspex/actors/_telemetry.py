@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
 from dspex.actors import _otel
+from dspex.actors._lm._prices import LaterCost
 from dspex.actors._telemetry_emitter import (
     LINGER,
     LMCall,
@@ -247,6 +248,9 @@ class Telemetry(Actor):
     def _handle(self, event: TelemetryEvent) -> None:
         self._events += 1
         name, data = event.name, event.data
+        if isinstance(data.get("cost"), LaterCost):  # a first answer, priced here
+            data = {**data, "cost": data["cost"]()}
+            event = TelemetryEvent(name, data, event.time)
         if name.startswith("lm.request."):
             self._on_lm(name, data)
         elif name.startswith("program.run."):
