@@ -452,8 +452,9 @@ def build_settings(data: Mapping[str, Any]) -> Settings:
     """``Settings(**data)``; when ``data`` only sets sections, only those are validated.
 
     The rest keep their defaults, built as validation builds them (pydantic
-    validates a default only when its field says ``validate_default``), so pydantic never builds the whole schema for, say,
-    ``DSPEX_CACHE__DIR`` alone: a first runtime starts tens of ms sooner.
+    validates a default only when its field says ``validate_default``), so
+    pydantic never builds the whole schema for, say, ``DSPEX_CACHE__DIR``
+    alone: a first runtime starts tens of ms sooner.
     """
     sections = _sections()
     if not all(key in sections and isinstance(value, Mapping) for key, value in data.items()):
