@@ -245,7 +245,14 @@ def test_parallel_acall_timeout_fails_only_the_slow_pair(caplog: pytest.LogCaptu
 
 def chat_reply(body: dict[str, Any]) -> str:
     """ChatAdapter's format with every output field these modules ask for (extras are ignored)."""
-    fields = {"reasoning": "r", "rationale": "r", "answer": "word"}
+    fields = {
+        "reasoning": "r",
+        "rationale": "r",
+        "next_thought": "done",
+        "next_tool_name": "finish",
+        "next_tool_args": "{}",
+        "answer": "word",
+    }
     return "".join(f"[[ ## {k} ## ]]\n{v}\n\n" for k, v in fields.items()) + "[[ ## completed ## ]]"
 
 
@@ -281,6 +288,9 @@ def _call_of(kind: str) -> tuple[Callable[[int], Any], int]:
     if kind == "ChainOfThought":
         cot = ChainOfThought("question -> answer")
         return (lambda i: cot.acall(question=f"q{i}")), 1
+    if kind == "ReAct":
+        react = dspex.ReAct("question -> answer", tools=[])
+        return (lambda i: react.acall(question=f"q{i}")), 1
     assert kind == "MultiChainComparison"
     mcc = MultiChainComparison("question -> answer", M=2)
     done = [Prediction(reasoning="r", answer="a"), Prediction(reasoning="s", answer="b")]
@@ -288,7 +298,7 @@ def _call_of(kind: str) -> tuple[Callable[[int], Any], int]:
 
 
 @pytest.mark.parametrize(
-    "kind", ["BestOfN", "Refine", "Parallel", "ChainOfThought", "MultiChainComparison"]
+    "kind", ["BestOfN", "Refine", "Parallel", "ChainOfThought", "MultiChainComparison", "ReAct"]
 )
 def test_200_awaited_calls_hold_their_requests_in_flight_with_no_thread_per_call(
     kind: str, start_runtime: StartRuntime, fake: FakeOpenAI
@@ -315,7 +325,7 @@ def test_200_awaited_calls_hold_their_requests_in_flight_with_no_thread_per_call
     assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)
 
 
-@pytest.mark.parametrize("kind", ["BestOfN", "Refine", "Parallel"])
+@pytest.mark.parametrize("kind", ["BestOfN", "Refine", "Parallel", "ReAct"])
 def test_200_awaited_calls_complete_with_the_right_answers(
     kind: str, start_runtime: StartRuntime, fake: FakeOpenAI
 ) -> None:
@@ -341,4 +351,4 @@ def test_200_awaited_calls_complete_with_the_right_answers(
         assert all([r.answer for r in pair] == ["word", "word"] for pair in results)
     else:
         assert all(r.answer == "word" for r in results)
-    assert len(fake.requests) >= 1 + CALLS * per_call
+    assert len(fake.requests) >= 1 + CALLS * per_call * (2 if kind == "ReAct" else 1)
