@@ -61,6 +61,7 @@ NOT_ON_FIRST_CALL = (
     "numpy",
     "httpx",
     "xml.etree.ElementTree",
+    "difflib",
     "dspex.programs._evaluate",
     "dspex.programs._react",
     "dspex.programs._stream_serve",

@@ -8,7 +8,6 @@ goes through :meth:`_Section.__init__`, which turns pydantic's
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -90,6 +89,8 @@ def _model_id_hint(provider: str, name: str, has_slash: bool) -> str:
             f"; '{provider}' serves OpenAI's wire format: use 'openai/{name}' "
             "and set api_base to the server's URL"
         )
+    import difflib  # only a refused value needs a guess
+
     close = difflib.get_close_matches(provider.lower(), PROVIDERS, n=1, cutoff=0.6)
     guess = _PROVIDER_ALIASES.get(provider) or (close[0] if close else None)
     return f"; did you mean '{guess}/{name}'?" if guess else ""
