@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -181,3 +182,29 @@ def test_a_bad_section_value_names_its_full_key() -> None:
         Settings(cache={"memory_max_entries": "lots"})
     assert str(fast.value) == str(full.value)
     assert "cache.memory_max_entries" in str(fast.value)
+
+
+def test_a_first_answer_is_priced_by_telemetry_which_survives_a_broken_table(
+    start_runtime: Any,
+) -> None:
+    import dspex
+    from dspex.actors._lm._prices import PriceTable
+
+    lookups: list[str] = []
+
+    def broken(model: str) -> Any:
+        lookups.append(model)
+        raise RuntimeError("the price table is broken")
+
+    rt = start_runtime()
+    rt.prices = PriceTable(rt._own_prices, lookup=broken)  # before any handle exists
+    with FakeOpenAI(reply=reply, api_key="sk-test") as server:
+        lm = dspex.LM("openai/test-model", api_base=server.url, api_key="sk-test", cache=False)
+        qa = dspex.Predict("question -> answer")
+        assert qa(question="one?", lm=lm).answer == "warm"
+        metrics = rt.metrics()  # flushes telemetry: the actor priced the answer (and failed)
+        assert lookups == ["openai/test-model"]
+        model = metrics["models"]["openai/test-model"]
+        assert model["requests"] == 1 and model["cost_usd"] is None
+        assert qa(question="two?", lm=lm).answer == "warm"  # telemetry still counts
+        assert rt.metrics()["models"]["openai/test-model"]["requests"] == 2

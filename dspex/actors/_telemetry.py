@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime
+import logging
 import math
 import time
 import uuid
@@ -43,6 +44,8 @@ __all__ = [
     "redact",
     "render_history",
 ]
+
+logger = logging.getLogger("dspex.telemetry")
 
 _SECRET_MARKERS = ("api_key", "apikey", "authorization", "token", "secret", "password")
 
@@ -248,8 +251,14 @@ class Telemetry(Actor):
     def _handle(self, event: TelemetryEvent) -> None:
         self._events += 1
         name, data = event.name, event.data
-        if isinstance(data.get("cost"), LaterCost):  # a first answer, priced here
-            data = {**data, "cost": data["cost"]()}
+        later = data.get("cost")
+        if isinstance(later, LaterCost):  # a model's first answer, priced here
+            try:
+                cost = later()
+            except Exception:  # a broken price table must not stop telemetry: unknown
+                logger.warning("could not price %s's answer", data.get("model"), exc_info=True)
+                cost = None
+            data = {**data, "cost": cost}
             event = TelemetryEvent(name, data, event.time)
         if name.startswith("lm.request."):
             self._on_lm(name, data)

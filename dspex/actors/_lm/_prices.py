@@ -112,9 +112,9 @@ class PriceTable:
 
     def known(self, model: str) -> bool:
         """Whether ``model``'s price is at hand without loading the package's table."""
-        if self._overrides is not None and model in self._overrides():
+        if model in self._known or model.startswith("local/"):
             return True
-        return model.startswith("local/") or model in self._known
+        return self._overrides is not None and model in self._overrides()
 
     def cost(self, model: str, usage: Usage) -> float | None:
         """What ``usage`` of ``model`` costs in USD; None when its price is unknown."""
