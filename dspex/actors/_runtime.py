@@ -113,6 +113,8 @@ class Runtime(ProgramRuns):
         self._init_runs(settings)
         self._stopping = threading.Event()
         self.started_at: float | None = None
+        # Servers on other backends (serve(..., backend="ray")), made on first use.
+        self.remote_servers: dict[str, RemoteServers] = {}
 
     @functools.cached_property
     def servers(self) -> ServerDirectory:
@@ -128,8 +130,6 @@ class Runtime(ProgramRuns):
             runtime=self,
             restores=lambda: self.running,
         )
-        # Servers on other backends (serve(..., backend="ray")), made on first use.
-        self.remote_servers: dict[str, RemoteServers] = {}
 
     def _restore_servers(self, supervisor: pykka.ActorRef[Any]) -> tuple[str, ...]:
         """Serve again what was served; nothing if no server was ever asked for."""
@@ -409,7 +409,7 @@ class Runtime(ProgramRuns):
         """
         if backend == "local":
             return self.servers.serve(name, program, **options)
-        if name in self.servers.names():
+        if "servers" in self.__dict__ and name in self.servers.names():
             raise UsageError(
                 f"serve({name!r}, backend={backend!r}): a local program server named {name!r} "
                 "already runs; stop it first or pick another name"
