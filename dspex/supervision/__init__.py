@@ -11,7 +11,9 @@ from dspex.supervision._actor import (
     ActorAbortError,
     Down,
     ExitReason,
+    LightProcess,
     MonitorRef,
+    ProcessRef,
     Watcher,
     await_started,
     demonitor,
@@ -23,6 +25,7 @@ from dspex.supervision._actor import (
 from dspex.supervision._base import SupervisorStats
 from dspex.supervision._child import ChildCounts, ChildInfo
 from dspex.supervision._client import (
+    adopt_child,
     call,
     count_children,
     delete_child,
@@ -87,10 +90,12 @@ __all__ = [
     "ExitReason",
     "Failed",
     "Lease",
+    "LightProcess",
     "MonitorRef",
     "NamedRef",
     "Ok",
     "PoolStats",
+    "ProcessRef",
     "Registry",
     "Restart",
     "Result",
@@ -102,6 +107,7 @@ __all__ = [
     "VirtualClock",
     "Watcher",
     "WorkerPool",
+    "adopt_child",
     "await_started",
     "call",
     "count_children",
