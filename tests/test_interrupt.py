@@ -201,9 +201,10 @@ say("MAIN DONE")
 def test_ctrl_c_during_a_top_level_run_cancels_it_and_its_evaluation(tmp_path: Path) -> None:
     import threading
 
+    from wait_helpers import wait_until
+
     import dspex
     from dspex.actors import current_run
-    from wait_helpers import wait_until
 
     main = threading.main_thread().ident
     assert threading.current_thread() is threading.main_thread() and main is not None

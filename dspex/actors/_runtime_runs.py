@@ -21,13 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from dspex.actors._lm._cache_probe import NOT_CACHED, CacheMiss, cache_only
 from dspex.actors._program_run import (
     ProgramRun,
     RunContext,
     RunJob,
     activate_run,
-    scoped_run,
     wrap_program_error,
 )
 from dspex.errors import ActorStoppedError, MaxChildrenError, ProgramError
@@ -179,40 +177,6 @@ class ProgramRuns:
             return result
         finally:
             self._run_tokens.put(None)
-
-    def run_if_cached(self, fn: Callable[[], Any], *, label: str = "program") -> Any:
-        """Execute ``fn`` in the calling thread if the cache answers all its LM calls.
-
-        Returns :data:`NOT_CACHED` as soon as an LM call would leave the cache
-        (the caller then uses :meth:`run`, which repeats ``fn`` from the start,
-        so ``fn`` must do nothing before its LM calls that cannot happen
-        twice). A hit never blocks, so it takes no run slot and no actor; it is
-        still a run: it has a RunContext, its failure is wrapped as the run
-        actor would wrap it, and telemetry records it.
-        """
-        run = RunContext(label=label, runtime=self)
-        started = time.perf_counter()
-        try:
-            with scoped_run(run), cache_only():
-                result = fn()
-        except CacheMiss:
-            return NOT_CACHED
-        except Exception as exc:  # user code: fail this run only, as ProgramRun does
-            self.telemetry.emit_later("program.run.start", run_id=run.run_id, label=label)
-            wrapped = wrap_program_error(exc, run)
-            self.record_run(run, (time.perf_counter() - started) * 1000, wrapped)
-            raise wrapped from exc
-        except BaseException as exc:
-            self.telemetry.emit_later("program.run.start", run_id=run.run_id, label=label)
-            self.record_run(run, (time.perf_counter() - started) * 1000, exc)
-            if isinstance(exc, KeyboardInterrupt):
-                raise  # Ctrl-C in this thread: the caller's, as in run()
-            error = ProgramError(f"program run {run.run_id} ({label}) raised {exc!r}", original=exc)
-            raise error from exc
-        # Only an answered probe is a run: a miss leaves no trace (run() follows).
-        self.telemetry.emit_later("program.run.start", run_id=run.run_id, label=label)
-        self.record_run(run, (time.perf_counter() - started) * 1000, None)
-        return result
 
     def submit_run(
         self,

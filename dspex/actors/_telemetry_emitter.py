@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import queue
+import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +43,7 @@ __all__ = [
     "end_lm_report",
     "history_disabled",
     "history_params",
+    "new_uuid",
     "set_history_gate",
 ]
 
@@ -116,8 +118,13 @@ def history_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if not str(k).startswith("api_")}
 
 
-def _uuid() -> str:
-    return str(uuid.uuid4())
+def new_uuid() -> str:
+    """A random (version 4) UUID string for a history entry.
+
+    From ``random``, not ``os.urandom``: it names an entry, it guards nothing,
+    and the system call behind ``uuid4()`` cost more than a cache hit's lookup.
+    """
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
 class LMCall(NamedTuple):
@@ -326,7 +333,15 @@ class TelemetryEmitter:
         failure = None if error is None else (type(error).__name__, getattr(error, "status", None))
         kept = history_params(params) if keep and params else {}
         call = LMCall(
-            model, tuple(messages), duration_ms, response, failure, keep, time.time(), kept, _uuid()
+            model,
+            tuple(messages),
+            duration_ms,
+            response,
+            failure,
+            keep,
+            time.time(),
+            kept,
+            new_uuid(),
         )
         self._push(call, nudge=True)
 

@@ -136,12 +136,14 @@ class LightProcess:
     interrupted. ``actor_class`` names it in ``rt.tree()``.
     """
 
-    __slots__ = ("_dspex_life", "_on_stop", "actor_class", "actor_urn")
+    __slots__ = ("_dspex_life", "_on_stop", "actor_class", "actor_urn", "on_exit")
 
     def __init__(self, actor_class: type[Any], on_stop: Callable[[], None] | None = None) -> None:
         self.actor_urn = f"urn:dspex:light:{next(_light_ids)}"
         self.actor_class = actor_class
         self._on_stop = on_stop
+        # Set by the supervisor that adopts it: books the exit (exiting thread).
+        self.on_exit: Callable[[ExitReason], None] | None = None
         life = _Life(started=_STARTED)
         self._dspex_life = life
         with _lock:
@@ -168,6 +170,9 @@ class LightProcess:
         life.dead.set()
         for mref, watcher in watchers:
             _deliver(Down(mref, self, life.reason), watcher)
+        on_exit = self.on_exit
+        if on_exit is not None:
+            on_exit(life.reason)
 
     @property
     def exit_reason(self) -> ExitReason | None:

@@ -278,10 +278,23 @@ class DynamicSupervisor(SupervisorBase):
                 )
             self._children[child.key] = child
             self._by_urn[process.actor_urn] = child
-        # Outside the lock (a dead process's Down is delivered at once, and
-        # booking it takes the lock). The adopting thread is the one that
+        # The exit is booked by a direct call rather than a monitor: the same
+        # booking, without a Down per run. The adopting thread is the one that
         # executes the process and reports its exit, so it is alive here.
-        child.mref = self._watch(child, process)
+        process.on_exit = functools.partial(self._light_exit, child)
+
+    def _light_exit(self, child: Child, reason: ExitReason) -> None:
+        """Book a light child's exit (its executing thread); never restarted."""
+        with self._lock:
+            if self._children.get(child.key) is not child:
+                return  # terminated on purpose (its termination booked it)
+            del self._children[child.key]
+            if child.ref is not None:
+                self._by_urn.pop(child.ref.actor_urn, None)
+            child.ref = None
+            child.status = DEAD
+        if is_crash(reason):
+            self._note_failure()
 
     def terminate_child(self, ref: ProcessRef) -> bool:
         """Stop a child (reason ``shutdown``, no restart); False if it is not a current child."""
