@@ -257,7 +257,8 @@ def await_started(ref: pykka.ActorRef[Any], timeout: float) -> None:
 def wait_dead(ref: ProcessRef, timeout: float) -> bool:
     """Wait until the actor has reported its death; False on timeout."""
     life = _life_of(ref)
-    if life is None:
+    if life is None:  # not a dspex Actor (a light process always has a life)
+        assert isinstance(ref, pykka.ActorRef)
         return ref.actor_stopped.wait(timeout)
     return life.dead.wait(timeout)
 
@@ -308,7 +309,7 @@ class Actor(pykka.ThreadingActor):
     def on_down(self, down: Down) -> None:
         """Handle the death of an actor this actor monitors (actor thread)."""
 
-    def monitor(self, target: pykka.ActorRef[Any]) -> MonitorRef:
+    def monitor(self, target: ProcessRef) -> MonitorRef:
         """Monitor ``target``; its ``Down`` reaches :meth:`on_down`. Call from the actor thread."""
         mref = monitor(target, self.actor_ref)
         self._dspex_monitors[mref.id] = mref
