@@ -24,7 +24,6 @@ import collections
 import queue
 import random
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
@@ -124,7 +123,13 @@ def new_uuid() -> str:
     From ``random``, not ``os.urandom``: it names an entry, it guards nothing,
     and the system call behind ``uuid4()`` cost more than a cache hit's lookup.
     """
-    return str(uuid.UUID(int=random.getrandbits(128), version=4))
+    bits = random.getrandbits(128) & _UUID_FREE | _UUID_V4
+    h = f"{bits:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_UUID_FREE = ~((0xF000 << 64) | (0xC000 << 48))  # all but the version and variant bits
+_UUID_V4 = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
 
 
 class LMCall(NamedTuple):
