@@ -106,12 +106,42 @@ class MonitorRef:
     target_urn: str
 
 
+class _Latch:
+    """A flag set once that threads can wait for: an Event without its Python Condition.
+
+    A light process lives for microseconds and is seldom waited for; its lock
+    is held from birth and released by :meth:`set`, so a wait is one acquire.
+    """
+
+    __slots__ = ("_flag", "_lock")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        if not self._flag:  # set once, by the one thread that reports the death
+            self._flag = True
+            self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._flag:
+            return True
+        if self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            self._lock.release()  # let the next waiter through too
+        return self._flag
+
+
 @dataclass(slots=True)
 class _Life:
     """Book-keeping for one live actor incarnation, shared across threads."""
 
     started: threading.Event = field(default_factory=threading.Event)
-    dead: threading.Event = field(default_factory=threading.Event)
+    dead: threading.Event | _Latch = field(default_factory=threading.Event)
     start_error: BaseException | None = None
     reason: ExitReason | None = None
     stop_reason: str = NORMAL
@@ -144,7 +174,7 @@ class LightProcess:
         self._on_stop = on_stop
         # Set by the supervisor that adopts it: books the exit (exiting thread).
         self.on_exit: Callable[[ExitReason], None] | None = None
-        life = _Life(started=_STARTED)
+        life = _Life(started=_STARTED, dead=_Latch())
         self._dspex_life = life
         with _lock:
             _lives[self.actor_urn] = life
