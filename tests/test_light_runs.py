@@ -24,8 +24,10 @@ from dspex.actors import current_run
 from dspex.errors import ProgramError
 from dspex.supervision import (
     NORMAL,
+    ChildSpec,
     Down,
     LightProcess,
+    adopt_child,
     count_children,
     monitor,
     terminate_child,
@@ -248,3 +250,36 @@ def _outcome(fn: Any) -> BaseException | None:
     except BaseException as exc:
         return exc
     return None
+
+
+def test_a_full_programs_supervisor_still_adopts_a_light_process(
+    start_runtime: StartRuntime,
+) -> None:
+    # max_children bounds the threads children take; a light process takes none
+    # (the runtime's admission gate, max_runs, bounds how many runs go on).
+    rt = start_runtime(runtime={"max_runs": 1, "warm_runs": 0})
+    programs = rt.whereis("programs")
+    release = threading.Event()
+    started = threading.Event()
+
+    def hold() -> str:
+        started.set()
+        release.wait(WAIT)
+        return "held"
+
+    with ThreadPoolExecutor(1) as pool:
+        actor_run = pool.submit(rt.run, hold, timeout=WAIT)  # its run actor fills programs
+        assert started.wait(WAIT)
+        try:
+            process = LightProcess(Gate)
+            adopt_child(programs, process, ChildSpec("light", _never_started))
+            assert [c.ref for c in which_children(programs)][-1] is process
+            process.exit()
+            assert all(c.ref is not process for c in which_children(programs))
+        finally:
+            release.set()
+        assert actor_run.result(WAIT) == "held"
+
+
+def _never_started() -> Any:
+    raise AssertionError("a light child is adopted, never started")

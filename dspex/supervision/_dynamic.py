@@ -255,9 +255,11 @@ class DynamicSupervisor(SupervisorBase):
         """Supervise a running light process as a temporary child (any thread).
 
         Its death is booked when it reports it (:meth:`LightProcess.exit`);
-        stopping this supervisor stops it like any child. Raises
-        :class:`MaxChildrenError` when full and :class:`ActorStoppedError` once
-        the supervisor stops; the caller then owns the process alone.
+        stopping this supervisor stops it like any child. ``max_children``
+        does not refuse it (that limit bounds the threads children take, and
+        a light process takes none; its owner bounds how many run), but it
+        counts against later :meth:`start_child` calls while it lives.
+        Raises :class:`ActorStoppedError` once the supervisor stops.
         """
         child = Child(
             spec,
@@ -270,12 +272,6 @@ class DynamicSupervisor(SupervisorBase):
         with self._lock:
             if self._closed:
                 raise self._stopped_error()
-            limit = self.max_children
-            if limit is not None and len(self._children) + len(self._starting) >= limit:
-                raise MaxChildrenError(
-                    f"dynamic supervisor {self.name!r} already runs max_children={limit} "
-                    f"children; wait for some to finish, terminate one, or raise max_children"
-                )
             self._children[child.key] = child
             self._by_urn[process.actor_urn] = child
         # The exit is booked by a direct call rather than a monitor: the same
