@@ -1,11 +1,13 @@
-"""Program runs: how the Runtime executes a top-level call as a ProgramRun actor.
+"""Program runs: how the Runtime executes a top-level call as a supervised process.
 
-A run takes one of ``runtime.max_runs`` slots (waiting while all are taken),
-then a pre-started spare run actor if one is warm, or starts a fresh one
-under the ``programs`` supervisor; it hands the actor the job and awaits the
-reply, checking the actor is still alive. Kept apart from the Runtime class,
-which mixes :class:`ProgramRuns` in, so the tree's lifecycle and services
-read on their own.
+A run takes one of ``runtime.max_runs`` slots (waiting while all are taken).
+Without a deadline it is a light process executed in the calling thread and
+adopted by the ``programs`` supervisor (docs/architecture.md, departure 22).
+With one, it takes a pre-started spare run actor if one is warm, or starts a
+fresh one under ``programs``, hands it the job and awaits the reply up to the
+deadline, checking the actor is still alive. Kept apart from the Runtime
+class, which mixes :class:`ProgramRuns` in, so the tree's lifecycle and
+services read on their own.
 """
 
 from __future__ import annotations
