@@ -150,7 +150,10 @@ def test_a_caller_deadline_returns_while_the_forward_still_blocks(
     release = threading.Event()
     finished = threading.Event()
 
+    runs: list[Any] = []
+
     def forward() -> str:
+        runs.append(current_run())
         blocked.set()
         try:
             release.wait(WAIT)  # user code that ignores its deadline
@@ -163,6 +166,7 @@ def test_a_caller_deadline_returns_while_the_forward_still_blocks(
             rt.run(forward, timeout=0.2)
         assert blocked.is_set()
         assert not finished.is_set()  # the caller came back; the forward is still blocked
+        assert runs[0] is not None and runs[0].cancelled.is_set()  # told to stop
     finally:
         release.set()
     assert finished.wait(WAIT)

@@ -120,7 +120,8 @@ class ProgramRuns:
             try:
                 result = self._await_run(ref, run, reply)
             except BaseException as exc:
-                run.cancelled.set()  # deadline or Ctrl-C: the run stops at its next check
+                if isinstance(exc, KeyboardInterrupt):
+                    run.cancelled.set()  # Ctrl-C: the run stops at its next check
                 self.record_run(run, (time.perf_counter() - started) * 1000, exc)
                 raise
             # Emitted here, not in the run's thread, so metrics read after the
@@ -307,6 +308,7 @@ class ProgramRuns:
             if run.deadline is not None:
                 slice_ = min(slice_, run.deadline - time.monotonic())
                 if slice_ <= 0 and not reply.done():
+                    run.cancelled.set()  # given up on: it stops at its next check
                     raise ProgramError(
                         f"program run {run.run_id} ({run.label}) passed its deadline; "
                         "raise the timeout or make the program faster"
