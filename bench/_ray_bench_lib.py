@@ -6,6 +6,7 @@ A module of its own, at top level, so the workers import it (the bench puts
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -13,9 +14,13 @@ from _fake_server import expected_answer
 
 import dspex
 
-# Iterations of the CPU metric's loop; the bench calibrates it to ~20 ms and
-# sets it in the environment before Ray starts, so the workers read the same.
-BURN = int(os.environ.get("RAY_POOL_BENCH_BURN", "300000"))
+
+@functools.cache
+def burn_count() -> int:
+    """Iterations of the CPU metric's loop, read on first use (not at import): the
+    bench calibrates it to ~20 ms and sets it before the metric first runs, in the
+    driver and (through the environment Ray starts them with) in the workers."""
+    return int(os.environ["RAY_POOL_BENCH_BURN"])
 
 
 class Answer(dspex.Module):
@@ -40,7 +45,7 @@ def burn(n: int) -> int:
 
 def cpu_heavy(example: Any, prediction: Any, trace: Any = None) -> bool:
     """``exact`` after ~20 ms of pure-Python work (code execution, parsing...)."""
-    burn(BURN)
+    burn(burn_count())
     return exact(example, prediction)
 
 

@@ -42,3 +42,12 @@ def exact(example: Any, prediction: Any, trace: Any = None) -> bool:
 def scoring_pid(example: Any, prediction: Any, trace: Any = None) -> float:
     """The id of the process that scored: shows where the metric ran."""
     return float(os.getpid())
+
+
+class FailsOnQ0(QA):
+    """Raises at once for question ``q0``; the others call the LM."""
+
+    def forward(self, question: str) -> Any:
+        if question == "q0":
+            raise ValueError("q0 always fails")
+        return super().forward(question)

@@ -171,6 +171,26 @@ def test_max_errors_stops_the_ray_run_early(crew: Any, fake: FakeOpenAI) -> None
     assert fake.request_count < 200  # the rest were never sent
 
 
+def test_stopping_early_cancels_the_units_running_on_workers(crew: Any, fake: FakeOpenAI) -> None:
+    from ray_programs import FailsOnQ0
+
+    fake.latency = 60.0  # only a cancel ends these calls before the test's timeout
+    dspex.configure(lm=remote_lm(fake))
+    result = dspex.Evaluate(devset=devset(40), metric=exact, num_threads=4, max_errors=1)(
+        FailsOnQ0(), backend="ray"
+    )
+    assert result.stopped_early
+    assert [type(e).__name__ for _, e in result.errors] == ["ValueError"]
+    assert fake.request_count <= 3  # the 3 started with q0; none after the stop
+    # The units on the workers were cancelled: their 60 s LM calls ended, and with
+    # them every unit the driver was waiting for.
+    wait_until(
+        lambda: all(not w.pending for w in crew.workers),
+        timeout=15,
+        what="the cancelled units to come back from the workers",
+    )
+
+
 # -- a killed worker -------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import h11
@@ -64,9 +64,8 @@ class _Conn(asyncio.Protocol):
         self._chunks: asyncio.Queue[bytes | TransportError | None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # A stream transport, though not always an asyncio.Transport subclass:
-        # uvloop's (the loop policy in Ray workers and under uvicorn) is not.
-        self.transport = cast(asyncio.Transport, transport)
+        # asyncio's or uvloop's TCP transport (uvloop's does not subclass asyncio.Transport).
+        self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         self._feed(data)
