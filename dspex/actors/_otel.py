@@ -21,10 +21,9 @@ current span crosses actors and threads with them.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,6 +43,10 @@ _DEFAULT_HOSTS = {
 }
 _CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2}
+_REQUEST_PARAMS = ("temperature", "max_tokens", "top_p")  # -> gen_ai.request.{name}
+_MAX_CACHED = 1024  # prebuilt attribute sets kept, per kind
+_RUN_OK = {"dspex.run.outcome": "ok"}
+_RUN_ERROR = {"dspex.run.outcome": "error"}
 
 
 def tracing() -> Tracing | None:
@@ -98,7 +101,7 @@ class Tracing:
     """The tracer, the meter and their instruments; used from any thread."""
 
     def __init__(self, tracer: Any, meter: Any, *, capture_content: bool = False) -> None:
-        from opentelemetry import trace
+        from opentelemetry import context, trace
         from opentelemetry.metrics import Observation
 
         self.tracer = tracer
@@ -106,11 +109,17 @@ class Tracing:
         self._trace = trace
         self._observation = Observation
         self._client_kind = trace.SpanKind.CLIENT
+        # What a current span needs: no generator-based context managers per span.
+        self._attach, self._detach = context.attach, context.detach
+        self._set_span = trace.set_span_in_context
         self._hosts: dict[str | None, tuple[str, int | None]] = {}
         # Per (model, api_base): span name and attributes, built on first use.
         self._models: dict[tuple[str, str | None], tuple[str, Mapping[str, Any]]] = {}
+        # Per (model, api_base, temperature, max_tokens, top_p): the LM span's start.
+        self._starts: dict[tuple[Any, ...], tuple[str, Mapping[str, Any]]] = {}
         self._tokens: dict[int, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
         self._metric_attrs: dict[str, Mapping[str, Any]] = {}
+        self._error_attrs: dict[tuple[str, str], Mapping[str, Any]] = {}
         self.token_usage = meter.create_histogram(
             "gen_ai.client.token.usage",
             unit="{token}",
@@ -153,14 +162,20 @@ class Tracing:
         messages: Sequence[Mapping[str, Any]],
     ) -> Any:
         """Start the CLIENT span of one call of ``model`` (a child of the current span)."""
-        name, base = self._model_attributes(model, api_base)
-        attributes = dict(base)
-        for key in ("temperature", "max_tokens", "top_p"):
-            value = params.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                attributes[f"gen_ai.request.{key}"] = value
+        # One prebuilt attribute dict per (model, endpoint, sampling parameters):
+        # the SDK copies and checks it; building it per call would be ours to pay.
+        key = (model, api_base, *map(params.get, _REQUEST_PARAMS))
+        try:
+            name, attributes = self._starts[key]
+        except KeyError:
+            name, attributes = self._start_attributes(key)
+        except TypeError:  # an unhashable parameter value: built for this call only
+            name, attributes = self._start_attributes(key, keep=False)
         if self.capture_content:
-            attributes["gen_ai.input.messages"] = json.dumps(list(messages), default=str)
+            attributes = {
+                **attributes,
+                "gen_ai.input.messages": json.dumps(list(messages), default=str),
+            }
         return self.tracer.start_span(name, kind=self._client_kind, attributes=attributes)
 
     def end_lm(self, span: Any, response: Any, error: BaseException | None) -> None:
@@ -179,15 +194,38 @@ class Tracing:
             attributes["dspex.lm.cache_hit"] = True
         if response.model:
             attributes["gen_ai.response.model"] = response.model
-        reasons = [c.finish_reason for c in response.completions if c.finish_reason]
-        if reasons:
-            attributes["gen_ai.response.finish_reasons"] = reasons
+        completions = response.completions
+        if len(completions) == 1:  # the usual case, without a list comprehension
+            reason = completions[0].finish_reason
+            if reason:
+                attributes["gen_ai.response.finish_reasons"] = (reason,)
+        elif completions:
+            reasons = tuple(c.finish_reason for c in completions if c.finish_reason)
+            if reasons:
+                attributes["gen_ai.response.finish_reasons"] = reasons
         if response.cost is not None:
             attributes["dspex.lm.cost_usd"] = response.cost
         if self.capture_content:
             attributes["gen_ai.output.messages"] = json.dumps(response.texts)
         span.set_attributes(attributes)
         span.end()
+
+    def _start_attributes(
+        self, key: tuple[Any, ...], *, keep: bool = True
+    ) -> tuple[str, Mapping[str, Any]]:
+        """(span name, attributes) of calls with this (model, api_base, *params) key."""
+        model, api_base, *values = key
+        name, base = self._model_attributes(model, api_base)
+        attributes = dict(base)
+        for param, value in zip(_REQUEST_PARAMS, values, strict=True):
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                attributes[f"gen_ai.request.{param}"] = value
+        found = (name, attributes)
+        if keep:
+            if len(self._starts) >= _MAX_CACHED:  # parameters varied per call: start over
+                self._starts.clear()
+            self._starts[key] = found
+        return found
 
     def _metric_attributes(self, model: str) -> Mapping[str, Any]:
         found = self._metric_attrs.get(model)
@@ -238,17 +276,10 @@ class Tracing:
 
     # -- program spans (programs layer, the thread running the call) -----------
 
-    @contextlib.contextmanager
-    def span(self, name: str, attributes: Mapping[str, Any] | None = None) -> Iterator[Any]:
-        """An INTERNAL span made current for the block; an error marks it and is re-raised."""
-        with self.tracer.start_as_current_span(
-            name, attributes=attributes, record_exception=True, set_status_on_exception=True
-        ) as span:
-            try:
-                yield span
-            except BaseException as exc:
-                span.set_attribute("error.type", type(exc).__name__)
-                raise
+    def span(self, name: str, attributes: Mapping[str, Any] | None = None) -> _CurrentSpan:
+        """An INTERNAL span, started now and made current for a ``with`` block; an
+        error marks it (``error.type``, an exception event, ERROR status) and is re-raised."""
+        return _CurrentSpan(self, self.tracer.start_span(name, attributes=attributes))
 
     def in_span(self) -> bool:
         """Whether a dspex program span is current here (so a module call is nested)."""
@@ -274,13 +305,17 @@ class Tracing:
             self.token_usage.record(int(data.get("completion_tokens", 0)), output_attrs)
             self.duration.record(float(data.get("duration_ms", 0.0)) / 1000.0, attrs)
         elif name == "lm.request.exception":
-            attrs = self._metric_attributes(str(data.get("model", "?/?")))
-            error = {**attrs, "error.type": str(data.get("error", "Exception"))}
+            key = (str(data.get("model", "?/?")), str(data.get("error", "Exception")))
+            error = self._error_attrs.get(key)
+            if error is None:
+                error = {**self._metric_attributes(key[0]), "error.type": key[1]}
+                if len(self._error_attrs) < _MAX_CACHED:
+                    self._error_attrs[key] = error
             self.duration.record(float(data.get("duration_ms", 0.0)) / 1000.0, error)
         elif name == "program.run.stop":
-            self.runs.add(1, {"dspex.run.outcome": "ok"})
+            self.runs.add(1, _RUN_OK)
         elif name == "program.run.exception":
-            self.runs.add(1, {"dspex.run.outcome": "error"})
+            self.runs.add(1, _RUN_ERROR)
         elif name == "supervisor.child_restarted":
             self.restarts.add(1, {"dspex.child": str(data.get("child", "?"))})
 
@@ -317,3 +352,40 @@ class Tracing:
             self._observation(endpoint.in_flight, {"dspex.lm.model": model})
             for model, endpoint in self._clients()
         ]
+
+
+class _CurrentSpan:
+    """``with``: a started span made current in this thread's context, ended on exit.
+
+    A class rather than ``start_as_current_span``: that stacks generator-based
+    context managers for every module, predictor and tool call.
+    """
+
+    __slots__ = ("_span", "_token", "_tracing")
+
+    def __init__(self, tracing: Tracing, span: Any) -> None:
+        self._tracing = tracing
+        self._span = span
+        self._token: Any = None
+
+    def __enter__(self) -> Any:
+        self._token = self._tracing._attach(self._tracing._set_span(self._span))
+        return self._span
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _: Any
+    ) -> None:
+        span = self._span
+        try:
+            if kind is not None:
+                span.set_attribute("error.type", kind.__name__)
+                # As the SDK's use_span: an Exception is an error, GeneratorExit is not.
+                if isinstance(error, Exception):
+                    trace = self._tracing._trace
+                    span.record_exception(error)
+                    span.set_status(
+                        trace.Status(trace.StatusCode.ERROR, f"{kind.__name__}: {error}")
+                    )
+        finally:
+            self._tracing._detach(self._token)
+            span.end()
