@@ -18,8 +18,9 @@ Each round runs three modes, in an order that rotates between rounds:
   ``chat`` span is, and two histogram points recorded where dspex records
   its GenAI metrics (the Telemetry actor, for each answer from upstream);
 - ``same``: the SDK doing what dspex asks of it, with no dspex code: a
-  ``chat`` CLIENT span with prebuilt attributes like dspex's (five at start,
-  five or six at the end), three histogram points per upstream answer;
+  ``chat`` CLIENT span with the attributes dspex gives it (ten or eleven,
+  prebuilt), created at the end of the call with the start time taken at
+  its start, and three histogram points per upstream answer;
 - ``on``: dspex's instrumentation: the GenAI ``chat`` CLIENT span with its
   attributes, three histogram points per upstream answer.
 
@@ -88,14 +89,12 @@ class Floor:
 class Same(Floor):
     """The SDK's work for dspex's span and points, from prebuilt attributes."""
 
-    START = {
+    END = {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "openai",
         "gen_ai.request.model": "gpt-4o-mini",
         "server.address": "127.0.0.1",
         "server.port": 8000,
-    }
-    END = {
         "gen_ai.usage.input_tokens": 10,
         "gen_ai.usage.output_tokens": 1,
         "gen_ai.response.model": "gpt-4o-mini",
@@ -111,11 +110,13 @@ class Same(Floor):
         self.kind = SpanKind.CLIENT
 
     def start_lm(self, *args: Any, **kwargs: Any) -> Any:
-        return self.tracer.start_span("chat gpt-4o-mini", kind=self.kind, attributes=self.START)
+        return time.time_ns()
 
-    def end_lm(self, span: Any, response: Any, error: BaseException | None) -> None:
-        span.set_attributes(self.HIT if response.cache_hit else self.END)
-        span.end()
+    def end_lm(self, started: Any, response: Any, error: BaseException | None) -> None:
+        attributes = self.HIT if response.cache_hit else self.END
+        self.tracer.start_span(
+            "chat gpt-4o-mini", kind=self.kind, attributes=attributes, start_time=started
+        ).end()
 
     def on_event(self, name: str, data: Mapping[str, Any]) -> None:
         if name == "lm.request.stop" and not data.get("cache_hit"):

@@ -332,7 +332,9 @@ def test_lm_span_start_attributes_are_cached_within_a_bound(otel: Exported) -> N
     tracing = _otel.tracing()
     assert tracing is not None
     for i in range(_otel._MAX_CACHED + 10):
-        tracing.start_lm(MODEL, None, {"temperature": i / 10_000}, []).end()
+        tracing.end_lm(
+            tracing.start_lm(MODEL, None, {"temperature": i / 10_000}, []), None, Exception()
+        )
     assert 0 < len(tracing._starts) <= _otel._MAX_CACHED
     last = otel.spans()[-1]
     assert (last.attributes or {})["gen_ai.request.temperature"] == (

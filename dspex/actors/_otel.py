@@ -6,11 +6,13 @@ Off by default, and then free: every hook reads the module global
 
 Spans follow the OpenTelemetry GenAI semantic conventions:
 
-- an LM call is a CLIENT span ``chat {model}``, started and ended by
+- an LM call is a CLIENT span ``chat {model}``, begun and ended by
   ``LMHandle`` in the calling thread (so it is a child of whatever span is
-  current there: the module's, inside a run). The span rides in the call's
+  current there: the module's, inside a run). While the call runs it is an
+  :class:`LMSpan` record, riding in the call's
   :class:`~dspex.actors._lm._slot.Attempt` to the client's event loop, where
-  retries are added to it as ``gen_ai.retry`` events;
+  retries are added to it as ``gen_ai.retry`` events; the SDK span is
+  created, with its recorded start time, when the call ends;
 - a program run, its modules and predictors, a tool call (``execute_tool
   {name}``), an ``Evaluate`` and an optimizer's ``compile`` are INTERNAL
   spans started by the programs layer through :meth:`Tracing.span`.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,7 +33,7 @@ from urllib.parse import urlsplit
 from dspex.actors._runtime_registry import active_runtimes
 from dspex.errors import UsageError
 
-__all__ = ["Tracing", "instrument", "instrument_otel", "tracing", "uninstrument"]
+__all__ = ["LMSpan", "Tracing", "instrument", "instrument_otel", "tracing", "uninstrument"]
 
 _tracing: Tracing | None = None
 
@@ -109,6 +112,8 @@ class Tracing:
         self._trace = trace
         self._observation = Observation
         self._client_kind = trace.SpanKind.CLIENT
+        self._current = context.get_current
+        self._time_ns = time.time_ns  # the SDK's clock for span and event times
         # What a current span needs: no generator-based context managers per span.
         self._attach, self._detach = context.attach, context.detach
         self._set_span = trace.set_span_in_context
@@ -160,10 +165,10 @@ class Tracing:
         api_base: str | None,
         params: Mapping[str, Any],
         messages: Sequence[Mapping[str, Any]],
-    ) -> Any:
-        """Start the CLIENT span of one call of ``model`` (a child of the current span)."""
-        # One prebuilt attribute dict per (model, endpoint, sampling parameters):
-        # the SDK copies and checks it; building it per call would be ours to pay.
+    ) -> LMSpan:
+        """Begin the CLIENT span of one call of ``model`` (a child of the current span)."""
+        # One prebuilt attribute dict per (model, endpoint, sampling parameters),
+        # rather than one built per call.
         key = (model, api_base, *map(params.get, _REQUEST_PARAMS))
         try:
             name, attributes = self._starts[key]
@@ -176,39 +181,51 @@ class Tracing:
                 **attributes,
                 "gen_ai.input.messages": json.dumps(list(messages), default=str),
             }
-        return self.tracer.start_span(name, kind=self._client_kind, attributes=attributes)
+        return LMSpan(name, attributes, self._current(), self._time_ns())
 
-    def end_lm(self, span: Any, response: Any, error: BaseException | None) -> None:
-        """Finish an LM span with the outcome (the metrics come from telemetry events)."""
+    def end_lm(self, span: LMSpan, response: Any, error: BaseException | None) -> None:
+        """Create the call's span, as it was, in the SDK and end it (the caller's thread).
+
+        The metrics come from telemetry events, on the Telemetry actor's thread.
+        """
+        attributes = dict(span.attributes)
         if error is not None:
-            span.set_attribute("error.type", type(error).__name__)
-            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(error)[:200]))
-            span.end()
-            return
-        usage = response.usage
-        attributes: dict[str, Any] = {
-            "gen_ai.usage.input_tokens": usage.prompt_tokens,
-            "gen_ai.usage.output_tokens": usage.completion_tokens,
-        }
-        if response.cache_hit:
-            attributes["dspex.lm.cache_hit"] = True
-        if response.model:
-            attributes["gen_ai.response.model"] = response.model
-        completions = response.completions
-        if len(completions) == 1:  # the usual case, without a list comprehension
-            reason = completions[0].finish_reason
-            if reason:
-                attributes["gen_ai.response.finish_reasons"] = (reason,)
-        elif completions:
-            reasons = tuple(c.finish_reason for c in completions if c.finish_reason)
-            if reasons:
-                attributes["gen_ai.response.finish_reasons"] = reasons
-        if response.cost is not None:
-            attributes["dspex.lm.cost_usd"] = response.cost
-        if self.capture_content:
-            attributes["gen_ai.output.messages"] = json.dumps(response.texts)
-        span.set_attributes(attributes)
-        span.end()
+            attributes["error.type"] = type(error).__name__
+        else:
+            usage = response.usage
+            attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+            attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
+            if response.cache_hit:
+                attributes["dspex.lm.cache_hit"] = True
+            if response.model:
+                attributes["gen_ai.response.model"] = response.model
+            completions = response.completions
+            if len(completions) == 1:  # the usual case, without a generator
+                reason = completions[0].finish_reason
+                if reason:
+                    attributes["gen_ai.response.finish_reasons"] = (reason,)
+            elif completions:
+                reasons = tuple(c.finish_reason for c in completions if c.finish_reason)
+                if reasons:
+                    attributes["gen_ai.response.finish_reasons"] = reasons
+            if response.cost is not None:
+                attributes["dspex.lm.cost_usd"] = response.cost
+            if self.capture_content:
+                attributes["gen_ai.output.messages"] = json.dumps(response.texts)
+        if span.extra:
+            attributes.update(span.extra)
+        created = self.tracer.start_span(
+            span.name,
+            span.context,
+            kind=self._client_kind,
+            attributes=attributes,
+            start_time=span.start,
+        )
+        for name, event, at in span.events:
+            created.add_event(name, event, at)
+        if error is not None:
+            created.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(error)[:200]))
+        created.end()
 
     def _start_attributes(
         self, key: tuple[Any, ...], *, keep: bool = True
@@ -389,3 +406,36 @@ class _CurrentSpan:
         finally:
             self._tracing._detach(self._token)
             span.end()
+
+
+class LMSpan:
+    """An LM call's CLIENT span while the call runs: what the SDK's span will hold.
+
+    :meth:`Tracing.end_lm` creates the SDK span when the call ends, with its
+    recorded start time, the parent context current at the start, and every
+    attribute and event at once: one pass of the SDK's attribute checks
+    rather than a start, a second pass at the end and an end. Span
+    processors therefore see it start when it ends. The client's loop adds
+    retry events to it (:meth:`add_event`, from the loop's thread while the
+    caller waits), the handle single-flight and retry attributes.
+    """
+
+    __slots__ = ("attributes", "context", "events", "extra", "name", "start")
+
+    def __init__(self, name: str, attributes: Mapping[str, Any], context: Any, start: int) -> None:
+        self.name = name
+        self.attributes = attributes  # shared and prebuilt: never changed here
+        self.context = context
+        self.start = start
+        self.events: list[tuple[str, Mapping[str, Any] | None, int]] = []
+        self.extra: dict[str, Any] | None = None
+
+    def add_event(self, name: str, attributes: Mapping[str, Any] | None = None) -> None:
+        """Record an event now (any thread; the SDK span gets it with this time)."""
+        self.events.append((name, attributes, time.time_ns()))
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Set one more attribute of the span."""
+        if self.extra is None:
+            self.extra = {}
+        self.extra[key] = value
