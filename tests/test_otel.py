@@ -381,3 +381,35 @@ def _response(*completions: Any) -> Any:
         Usage(prompt_tokens=3, completion_tokens=1),
         model="gpt-4o-mini-2024-07-18",
     )
+
+
+def test_lm_span_keeps_its_start_time_and_the_parent_current_at_its_start(
+    otel: Exported,
+) -> None:
+    tracing = _otel.tracing()
+    assert tracing is not None
+    tracer = otel.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("caller") as caller:
+        begun = tracing.start_lm(MODEL, None, {}, [])
+    begun.add_event("gen_ai.retry", {"dspex.retry": 1})
+    with tracer.start_as_current_span("elsewhere"):  # current at the end, not the parent
+        tracing.end_lm(begun, _response(), None)
+    [chat] = otel.named("chat gpt-4o-mini")
+    [event] = chat.events
+    assert _parent(chat) == caller.get_span_context().span_id
+    assert chat.start_time is not None and chat.end_time is not None
+    # The SDK span was created at the end, but starts when the call began.
+    assert chat.start_time <= (caller.end_time or 0) <= event.timestamp <= chat.end_time
+
+
+def test_retry_events_fall_inside_the_lm_span(
+    start_runtime: StartRuntime, otel: Exported, fake: FakeOpenAI
+) -> None:
+    start_runtime(lm_client={"num_retries": 1, "backoff_base": 0.001, "backoff_max": 0.001})
+    fake.schedule = [Fault.error(503), None]
+    _lm(fake, cache=False)("retried")
+    [chat] = otel.named("chat gpt-4o-mini")
+    [retry] = chat.events
+    assert chat.start_time is not None and chat.end_time is not None
+    assert chat.start_time <= retry.timestamp <= chat.end_time
+    assert (chat.attributes or {})["dspex.lm.retries"] == 1
