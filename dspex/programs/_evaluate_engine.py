@@ -22,6 +22,7 @@ __all__ = [
     "RunSummary",
     "call_each",
     "execute",
+    "log_failure",
     "resolve_max_errors",
     "resolve_num_threads",
 ]
@@ -133,7 +134,7 @@ def execute(
                     on_outcome(index, example, outcome)
                 if outcome.error is not None:
                     summary.errors += 1
-                    _log_failure(label, index, outcome.error, provide_traceback)
+                    log_failure(label, index, outcome.error, provide_traceback)
                     if summary.errors >= max_errors and summary.finished < len(items):
                         summary.stopped_early = True
                         logger.warning(
@@ -214,7 +215,7 @@ def _contained(error: BaseException) -> Outcome:
     return Outcome(None, None, 0.0, error)
 
 
-def _log_failure(label: str, index: int, error: BaseException, traceback: bool) -> None:
+def log_failure(label: str, index: int, error: BaseException, traceback: bool) -> None:
     if traceback:
         logger.error("%s: example %d failed: %r", label, index, error, exc_info=error)
     else:

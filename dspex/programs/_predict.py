@@ -7,6 +7,7 @@ demos, no validation models, and the facts Predict needs about a signature
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ from dspex.programs._runtime_access import current_runtime
 from dspex.programs._settings import current_settings
 from dspex.programs._signature import Signature, ensure_signature
 from dspex.programs._state import lm_to_state, prepare_predict_state, serialize_demo
-from dspex.programs._stream_route import streaming_call
+from dspex.programs._stream_session import STREAM_SESSION
 
 __all__ = ["Predict"]
 
@@ -226,7 +227,7 @@ class Predict(Module, Predictor):
     def forward(self, **kwargs: Any) -> Prediction:
         call = self._prepare(kwargs)
         adapter, lm, config, signature, demos, inputs, _ = call
-        with streaming_call(self, adapter, lm):  # a no-op unless inside dspex.streamify
+        with _streaming(self, adapter, lm):  # a no-op unless inside dspex.streamify
             completions = adapter(
                 lm, lm_kwargs=config, signature=signature, demos=demos, inputs=inputs
             )
@@ -238,7 +239,7 @@ class Predict(Module, Predictor):
         call = self._prepare(kwargs)
         adapter, lm, config, signature, demos, inputs, _ = call
         acall = getattr(adapter, "acall", None)
-        with streaming_call(self, adapter, lm):  # a no-op unless inside dspex.streamify
+        with _streaming(self, adapter, lm):  # a no-op unless inside dspex.streamify
             if acall is None:  # a DSPy-style adapter object without acall
                 from dspex.programs._async_pool import in_thread
 
@@ -463,3 +464,16 @@ def type_name(annotation: Any) -> str:
     if args:
         return f"{name}[{', '.join('...' if a is Ellipsis else type_name(a) for a in args)}]"
     return name
+
+
+_NOT_STREAMING = contextlib.nullcontext()
+
+
+def _streaming(predict: Any, adapter: Any, lm: Any) -> contextlib.AbstractContextManager[Any]:
+    """``_stream_route.streaming_call``; outside ``streamify`` the streaming modules stay
+    unloaded (one context-variable read)."""
+    if STREAM_SESSION.get() is None:
+        return _NOT_STREAMING
+    from dspex.programs._stream_route import streaming_call
+
+    return streaming_call(predict, adapter, lm)

@@ -22,7 +22,7 @@ from dspex.actors import _otel
 from dspex.actors._lm._budget import Budget, active_budgets
 from dspex.actors._lm._cache_key import request_key, request_params
 from dspex.actors._lm._cache_probe import CacheMiss, probing
-from dspex.actors._lm._prices import PriceTable
+from dspex.actors._lm._prices import PricedLater, PriceTable, cost_or_later
 from dspex.actors._lm._resilience import (
     CallInfo,
     CallOptions,
@@ -233,8 +233,14 @@ class LMHandle:
 
     def _settle(self, value: LMResponse, budgets: tuple[Budget, ...]) -> LMResponse:
         """``value`` priced and tagged with this model; the budgets charged for it."""
-        cost = self.prices.cost(self.label, value.usage) if self.prices is not None else None
-        value = dataclasses.replace(value, cost=cost, answered_by=self.label)
+        prices, label, usage = self.prices, self.label, value.usage
+        if prices is not None and not budgets and not prices.known(label):
+            # The first answer of a model: price it when the cost is first read, so
+            # the caller does not wait for the price table to load (``_prices``).
+            value = dataclasses.replace(value, answered_by=label)
+            return PricedLater.of(value, lambda: prices.cost(label, usage))
+        cost = prices.cost(label, usage) if prices is not None else None
+        value = dataclasses.replace(value, cost=cost, answered_by=label)
         for budget in budgets:
             budget.charge(cost, value.usage.total_tokens)
         return value
@@ -339,7 +345,7 @@ class LMHandle:
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,
             "cache_hit": response.cache_hit,
-            "cost": response.cost,
+            "cost": cost_or_later(response),  # the Telemetry actor prices a LaterCost
             "retries": info.retries,
             "shared": info.shared,
         }
