@@ -27,7 +27,6 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from dspex.actors._lm._cache_probe import probing
 from dspex.actors._lm._prices import replace_response
 from dspex.actors._lm._types import Completion, LMResponse, Usage
 
@@ -163,9 +162,8 @@ class CacheStore:
                     return hit
         blob = self._disk_get(key)
         if blob is None:
-            if not probing():  # a probe's miss is counted by the real call that follows
-                with self._lock:
-                    self._misses += 1
+            with self._lock:
+                self._misses += 1
             return None
         try:
             response = decode_response(blob)

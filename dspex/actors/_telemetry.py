@@ -17,7 +17,6 @@ import datetime
 import logging
 import math
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
@@ -33,6 +32,7 @@ from dspex.actors._telemetry_emitter import (
     _PollDue,
     _PollingInbox,
     history_params,
+    new_uuid,
 )
 from dspex.config._logging import LOGGING_STREAM
 from dspex.supervision import Actor, Event
@@ -315,7 +315,7 @@ class Telemetry(Actor):
                         cost=data.get("cost"),
                         kwargs=history_params(data.get("kwargs") or {}),
                         response=data.get("response"),
-                        uuid=str(uuid.uuid4()),
+                        uuid=new_uuid(),
                     )
                 )
         elif name == "lm.request.exception":

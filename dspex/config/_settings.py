@@ -357,8 +357,11 @@ class RuntimeSettings(_Section):
     )
     max_seconds: PositiveFloat = Field(default=5.0, description="window of the restart intensity")
     warm_runs: NonNegativeInt = Field(
-        default=2,
-        description="run actors kept pre-started (each serves one run) to hide thread start-up",
+        default=0,
+        description=(
+            "run actors kept pre-started (each serves one run) to hide thread start-up; "
+            "only runs with a deadline and streamed runs use a run actor"
+        ),
     )
     spare_threads: NonNegativeInt = Field(
         default=256,

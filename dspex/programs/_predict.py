@@ -13,15 +13,10 @@ import random
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from dspex.actors import _otel
-from dspex.actors._callbacks import active_callbacks
-from dspex.actors._lm._cache_probe import NOT_CACHED
-from dspex.actors._lm._model import LM
 from dspex.actors._program_run import current_run
 from dspex.errors import UsageError
 from dspex.programs._module import Module, Predictor
 from dspex.programs._prediction import Prediction
-from dspex.programs._runtime_access import current_runtime
 from dspex.programs._settings import current_settings
 from dspex.programs._signature import Signature, ensure_signature
 from dspex.programs._state import lm_to_state, prepare_predict_state, serialize_demo
@@ -179,42 +174,6 @@ class Predict(Module, Predictor):
                 f"For example: `{example}`."
             )
         return self._dspex_call(**kwargs)
-
-    def _routed_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        # A top-level call the cache can answer runs in the calling thread
-        # (docs/architecture.md, "Cache hits stay in the calling thread").
-        if not args and current_run() is None and self._probe_is_safe(kwargs):
-            runtime = current_runtime()
-            result = runtime.run_if_cached(
-                lambda: self._observed_forward(args, kwargs), label=type(self).__name__
-            )
-            if result is not NOT_CACHED:
-                return result
-        return super()._routed_call(args, kwargs)
-
-    def _probe_is_safe(self, kwargs: Mapping[str, Any]) -> bool:
-        """Whether a cache probe of this call may be repeated as a run without a trace.
-
-        Only dspex's own LM, adapters and no callbacks: no user code runs before
-        the LM call, and the inputs match the signature exactly, so nothing warns
-        twice when a miss repeats the call in a run actor.
-        """
-        if type(self) is not Predict or self.callbacks or _otel._tracing is not None:
-            return False  # (a probe's spans would record a run that a miss abandons)
-        lm: Any = self.lm or current_settings().get("lm")
-        if type(lm) is not LM or lm.cache is not True or active_callbacks(lm):
-            return False
-        facts = self._facts_for(self.signature)
-        if (
-            facts.typed
-            or len(kwargs) != len(facts.input_set)
-            or not facts.input_set >= kwargs.keys()
-        ):
-            return False
-        adapter = self.__dict__.get("adapter") or current_settings().get("adapter")
-        return adapter is None or (
-            type(adapter).__module__.split(".")[0] == "dspex" and not active_callbacks(adapter)
-        )
 
     def _facts_for(self, signature: type[Signature]) -> _SignatureFacts:
         facts = self.__dict__.get("_facts")

@@ -21,7 +21,6 @@ import pykka
 from dspex.actors import _otel
 from dspex.actors._lm._budget import Budget, active_budgets
 from dspex.actors._lm._cache_key import request_key, request_params
-from dspex.actors._lm._cache_probe import CacheMiss, probing
 from dspex.actors._lm._prices import PricedLater, PriceTable, cost_or_later
 from dspex.actors._lm._resilience import (
     CallInfo,
@@ -153,8 +152,6 @@ class LMHandle:
         otel = _otel._tracing
         if otel is None:
             return self._generate(messages, params, None)
-        if probing():  # no cache probe while tracing: its span would record a false miss
-            raise CacheMiss
         # A CLIENT span, child of the span current here (the module's, inside a run).
         merged = {**self.kwargs, **params} if params else self.kwargs
         span = otel.start_lm(self.label, self.api_base, merged, messages)
@@ -173,8 +170,6 @@ class LMHandle:
         key = request_key(request, self.cache_scope)
         started = time.perf_counter()
         hit = self._cache_get(key) if use_cache and self._cache_get is not None else None
-        if hit is None and probing():
-            raise CacheMiss  # before any telemetry: the real call follows in a run actor
         emit = self.telemetry
         if emit is not None:
             emit("lm.request.start", {"model": self.label})
