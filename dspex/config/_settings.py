@@ -35,6 +35,7 @@ __all__ = [
     "CacheSettings",
     "LMClientSettings",
     "ModelSettings",
+    "RaySettings",
     "RuntimeSettings",
     "Settings",
     "TelemetrySettings",
@@ -338,6 +339,26 @@ class BudgetSettings(_Section):
     )
 
 
+class RaySettings(_Section):
+    """Where the Ray backend's work goes (``runtime.backend = "ray"``; needs ``dspex[ray]``)."""
+
+    _path = ("runtime", "ray")
+
+    address: str | None = Field(
+        default=None,
+        description=(
+            "Ray cluster to join: 'auto' (the cluster this machine belongs to), "
+            "'ray://host:10001', or None to start a local one"
+        ),
+    )
+    workers: PositiveInt | None = Field(
+        default=None, description="Ray worker actors a pool spreads units over; None = cluster CPUs"
+    )
+    max_restarts: NonNegativeInt = Field(
+        default=3, description="times Ray restarts a dead worker actor (its units are re-sent)"
+    )
+
+
 class RuntimeSettings(_Section):
     """The supervision tree: run bounds, timeouts and the root's restart intensity."""
 
@@ -367,6 +388,11 @@ class RuntimeSettings(_Section):
         default=256,
         description="extra threads Evaluate/batch may start for examples parked in a retry wait",
     )
+    backend: Annotated[Literal["local", "ray"], BeforeValidator(_lower)] = Field(
+        default="local",
+        description="where Evaluate and optimizers run units: 'local' threads or 'ray'",
+    )
+    ray: RaySettings = Field(default_factory=RaySettings)
 
 
 class Settings(_Section):
