@@ -10,6 +10,7 @@ even when the forward blocks, and failures (``SystemExit``,
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -287,3 +288,96 @@ def test_a_full_programs_supervisor_still_adopts_a_light_process(
 
 def _never_started() -> Any:
     raise AssertionError("a light child is adopted, never started")
+
+
+# -- awaited runs: `await module.acall(...)` at top level ----------------------------------
+
+
+class AsyncGate(dspex.Module):
+    """An ``aforward`` that says it entered, then waits until released."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release: asyncio.Event | None = None
+
+    async def aforward(self, question: str) -> dspex.Prediction:
+        assert current_run() is not None
+        self.release = asyncio.Event()
+        self.entered.set()
+        await self.release.wait()
+        return dspex.Prediction(answer=question)
+
+
+async def _off_loop(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` in a helper thread: a supervisor call that waits for the loop to act."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+def test_an_awaited_run_is_a_light_process_in_the_tree(start_runtime: StartRuntime) -> None:
+    rt = start_runtime()
+    gate = AsyncGate()
+    downs: list[Down] = []
+
+    async def main() -> None:
+        task = asyncio.ensure_future(gate.acall(question="q"))
+        await _off_loop(gate.entered.wait, WAIT)
+        (child,) = _live_runs(rt)
+        node = rt.tree().find(child.id)
+        assert node is not None and (node.actor_class, node.status) == ("ProgramRun", "alive")
+        monitor(child.ref, downs.append)
+        assert current_run() is None  # the run is current inside the call only
+        assert gate.release is not None
+        gate.release.set()
+        assert (await asyncio.wait_for(task, WAIT)).answer == "q"
+
+    asyncio.run(main())
+    assert [d.reason for d in downs] == [NORMAL]
+    assert not _live_runs(rt)
+
+
+def test_terminating_an_awaited_run_cancels_it_and_its_awaiter_gets_an_error(
+    start_runtime: StartRuntime,
+) -> None:
+    rt = start_runtime()
+    gate = AsyncGate()
+    downs: list[Down] = []
+
+    async def main() -> None:
+        task = asyncio.ensure_future(gate.acall(question="q"))
+        await _off_loop(gate.entered.wait, WAIT)
+        (child,) = _live_runs(rt)
+        monitor(child.ref, downs.append)
+        assert await _off_loop(terminate_child, rt.whereis("programs"), child.ref) is True
+        with pytest.raises(ProgramError, match="was cancelled"):
+            await asyncio.wait_for(task, WAIT)
+        # The stop reached that run only: this task goes on awaiting.
+        await asyncio.sleep(0)
+        again = AsyncGate()
+        second = asyncio.ensure_future(again.acall(question="again"))
+        await _off_loop(again.entered.wait, WAIT)
+        assert again.release is not None
+        again.release.set()
+        assert (await asyncio.wait_for(second, WAIT)).answer == "again"
+
+    asyncio.run(main())
+    assert len(downs) == 1 and isinstance(downs[0].reason, ProgramError)
+    assert not _live_runs(rt)
+
+
+def test_cancelling_the_awaiter_of_a_run_ends_the_run(start_runtime: StartRuntime) -> None:
+    rt = start_runtime()
+    gate = AsyncGate()
+    downs: list[Down] = []
+
+    async def main() -> None:
+        task = asyncio.ensure_future(gate.acall(question="q"))
+        await _off_loop(gate.entered.wait, WAIT)
+        (child,) = _live_runs(rt)
+        monitor(child.ref, downs.append)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert len(downs) == 1 and isinstance(downs[0].reason, asyncio.CancelledError)
+    assert not _live_runs(rt)

@@ -34,6 +34,8 @@ __all__ = [
     "RunJob",
     "activate_run",
     "current_run",
+    "enter_run",
+    "leave_run",
     "scoped_run",
     "wrap_program_error",
 ]
@@ -171,6 +173,16 @@ def activate_run(run: RunContext) -> None:
     so nothing needs resetting afterwards.
     """
     _current.set(run)
+
+
+def enter_run(run: RunContext) -> contextvars.Token[RunContext | None]:
+    """Make ``run`` current in this context until :func:`leave_run` (an awaited run)."""
+    return _current.set(run)
+
+
+def leave_run(token: contextvars.Token[RunContext | None]) -> None:
+    """Undo :func:`enter_run`."""
+    _current.reset(token)
 
 
 @dataclass(frozen=True, slots=True)

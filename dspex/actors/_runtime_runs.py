@@ -12,12 +12,13 @@ services read on their own.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, InvalidStateError, wait
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,8 @@ from dspex.actors._program_run import (
     RunContext,
     RunJob,
     activate_run,
+    enter_run,
+    leave_run,
     wrap_program_error,
 )
 from dspex.errors import ActorStoppedError, MaxChildrenError, ProgramError
@@ -180,6 +183,65 @@ class ProgramRuns:
             return result
         finally:
             self._run_tokens.put(None)
+
+    async def arun(self, make: Callable[[], Awaitable[Any]], *, label: str = "program") -> Any:
+        """Await ``make()`` as a supervised program run on the caller's event loop.
+
+        The async twin of a light run (:meth:`_run_here`): a light process under
+        ``programs`` while it is awaited, monitorable, reported to telemetry,
+        its failure wrapped as a run's. Stopping it (``terminate_child``, a
+        runtime stop) cancels its LM calls and the awaiting task; the awaiter
+        gets a ``ProgramError``. It takes no thread, so it takes no
+        ``max_runs`` slot (waiting for one would block the loop): what bounds
+        awaited runs is the LM clients' ``max_in_flight``.
+        """
+        programs = self._programs_ref()
+        run = RunContext(label=label, runtime=self)
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+
+        def stop() -> None:  # any thread
+            run.cancelled.set()  # wakes an LM call in flight
+            if task is not None:
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nothing awaits
+                    loop.call_soon_threadsafe(cancel_awaiter)
+
+        def cancel_awaiter() -> None:  # the loop thread, which also ends the run: no race
+            if process.is_alive() and task is not None:
+                task.cancel()
+
+        process = LightProcess(ProgramRun, stop)
+        adopt_child(programs, process, ChildSpec(f"run-{run.run_id}", _adopted, _TEMPORARY))
+        self.telemetry.emit("program.run.start", run_id=run.run_id, label=run.label)
+        started = time.perf_counter()
+        reason: ExitReason = NORMAL
+        token = enter_run(run)
+        try:
+            result = await make()
+        except asyncio.CancelledError as exc:
+            if task is None or not run.cancelled.is_set() or task.cancelling() > 1:
+                reason = exc  # the awaiter itself was cancelled: that goes on
+                self.record_run(run, (time.perf_counter() - started) * 1000, exc)
+                raise
+            task.uncancel()  # the run was stopped: its awaiter gets an error, as a caller does
+            error = ProgramError(f"program run {run.run_id} ({run.label}) was cancelled")
+            reason = error
+            self.record_run(run, (time.perf_counter() - started) * 1000, error)
+            raise error from None
+        except Exception as exc:  # user code: fail this run only
+            reason = exc
+            wrapped = wrap_program_error(exc, run)
+            self.record_run(run, (time.perf_counter() - started) * 1000, wrapped)
+            raise wrapped from exc
+        except BaseException as exc:  # asyncio lets SystemExit & co stop the loop anyway
+            reason = exc
+            self.record_run(run, (time.perf_counter() - started) * 1000, exc)
+            raise
+        finally:
+            leave_run(token)
+            process.exit(reason)
+        self.record_run(run, (time.perf_counter() - started) * 1000, None)
+        return result
 
     def submit_run(
         self,
