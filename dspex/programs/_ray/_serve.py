@@ -28,15 +28,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass, field
 from typing import Any
 
 from dspex.actors._program_run import RunContext, wrap_program_error
 from dspex.actors._server_handle import DrainReport
-from dspex.actors._server_requests import ServerFuture
 from dspex.errors import (
     ActorStoppedError,
-    OverloadedError,
     ProgramError,
     RegistryError,
     UsageError,
@@ -45,6 +42,13 @@ from dspex.programs._ray._cluster import ensure_ray
 from dspex.programs._ray._limits import NAMESPACE, kill_budgets
 from dspex.programs._ray._node import shippable_settings
 from dspex.programs._ray._replica import ReplicaInfo, replica_class
+from dspex.programs._ray._serve_state import (
+    POLICY,
+    RayServer,
+    RayServerFuture,
+    TrackedReplica,
+    replica_node,
+)
 from dspex.programs._ray._shipping import ship
 from dspex.supervision import Restart, TreeNode
 
@@ -52,70 +56,8 @@ __all__ = ["POLICY", "RayServerFuture", "RayServerHandle", "RayServers", "ray_se
 
 log = logging.getLogger("dspex.servers")
 
-POLICY = "least_outstanding"
 START_TIMEOUT = 120.0  # seconds for every replica to start (worker processes import dspex)
 ACTOR_PREFIX = "dspex.serve:"
-
-
-class RayServerFuture(ServerFuture):
-    """A :class:`ServerFuture` that also knows which replica took the request."""
-
-    def __init__(self, server: str, request_id: int, replica: int) -> None:
-        super().__init__(server, request_id)
-        self.replica = replica
-
-
-@dataclass(slots=True)
-class _Replica:
-    index: int
-    handle: Any
-    outstanding: int = 0  # requests this driver has in flight to it
-    down: bool = False  # died mid-request; Ray restarts it, a probe clears this
-    dead: bool = False  # gone for good (restarts exhausted, or stopped)
-    info: ReplicaInfo | None = None
-    restarts: int = 0  # restarts seen (a new process answered)
-
-
-@dataclass(slots=True)
-class _Server:
-    name: str
-    replicas: list[_Replica]
-    capacity: int
-    max_restarts: int
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    turn: int = 0
-    accepting: bool = True
-    stopped: bool = False
-
-    def pick(self) -> _Replica:
-        """The replica for the next request (counted as outstanding); lock not held."""
-        with self.lock:
-            if not self.accepting:
-                raise ActorStoppedError(
-                    f"program server {self.name!r} (ray) is draining or stopped; serve it again"
-                )
-            live = [r for r in self.replicas if not r.dead]
-            if not live:
-                raise ActorStoppedError(
-                    f"every replica of program server {self.name!r} died for good (more than "
-                    f"max_restarts={self.max_restarts} restarts each); serve it again"
-                )
-            up = [r for r in live if not r.down] or live
-            start = self.turn % len(up)
-            self.turn += 1
-            best = min(up[start:] + up[:start], key=lambda r: r.outstanding)
-            if best.outstanding >= self.capacity:
-                raise OverloadedError(
-                    f"program server {self.name!r} is full: each of its {len(up)} replica(s) "
-                    f"holds max_concurrency + queue_limit = {self.capacity} requests; retry "
-                    "later, or serve it with more replicas or a longer queue_limit"
-                )
-            best.outstanding += 1
-            return best
-
-    def done(self, replica: _Replica) -> None:
-        with self.lock:
-            replica.outstanding -= 1
 
 
 class RayServerHandle:
@@ -156,7 +98,7 @@ class RayServers:
         ensure_ray(address)
         self.runtime = runtime
         self._lock = threading.Lock()
-        self._servers: dict[str, _Server] = {}
+        self._servers: dict[str, RayServer] = {}
         self._ids = itertools.count(1)
 
     # -- serving ---------------------------------------------------------------------
@@ -226,10 +168,10 @@ class RayServers:
                     f"{name!r}?); pick another name"
                 ) from exc
             raise
-        server = _Server(
+        server = RayServer(
             name,
             [
-                _Replica(i, handle, info=info)
+                TrackedReplica(i, handle, info=info)
                 for i, (handle, info) in enumerate(zip(handles, infos, strict=True))
             ],
             capacity=max_concurrency + queue_limit,
@@ -266,7 +208,7 @@ class RayServers:
         return future.request_id
 
     def _answered(
-        self, server: _Server, replica: _Replica, future: RayServerFuture, done: Future[Any]
+        self, server: RayServer, replica: TrackedReplica, future: RayServerFuture, done: Future[Any]
     ) -> None:
         # Runs in a Ray thread of the driver: quick, never blocks.
         server.done(replica)
@@ -280,7 +222,11 @@ class RayServers:
             pass
 
     def _translate(
-        self, server: _Server, replica: _Replica, future: RayServerFuture, error: BaseException
+        self,
+        server: RayServer,
+        replica: TrackedReplica,
+        future: RayServerFuture,
+        error: BaseException,
     ) -> BaseException:
         from ray import exceptions as rx
 
@@ -315,7 +261,7 @@ class RayServers:
 
     # -- supervision ------------------------------------------------------------------
 
-    def _mark_down(self, server: _Server, replica: _Replica) -> None:
+    def _mark_down(self, server: RayServer, replica: TrackedReplica) -> None:
         with server.lock:
             if replica.down or replica.dead:
                 return
@@ -324,7 +270,7 @@ class RayServers:
         ref = replica.handle.describe.remote()
         ref.future().add_done_callback(functools.partial(self._probed, server, replica))
 
-    def _probed(self, server: _Server, replica: _Replica, done: Future[Any]) -> None:
+    def _probed(self, server: RayServer, replica: TrackedReplica, done: Future[Any]) -> None:
         from ray import exceptions as rx
 
         error = done.exception()
@@ -336,7 +282,7 @@ class RayServers:
                 replica.dead = True  # restarts exhausted: Ray will not bring it back
 
     @staticmethod
-    def _seen(replica: _Replica, info: ReplicaInfo) -> None:
+    def _seen(replica: TrackedReplica, info: ReplicaInfo) -> None:
         """Record a replica's description; a new process means Ray restarted it."""
         if replica.info is not None and info.pid != replica.info.pid:
             replica.restarts += 1
@@ -346,7 +292,7 @@ class RayServers:
         """Each replica's :class:`ReplicaInfo`, or None if it did not answer within ``timeout``."""
         return self._describe(self._server(name), timeout)
 
-    def _describe(self, server: _Server, timeout: float) -> list[ReplicaInfo | None]:
+    def _describe(self, server: RayServer, timeout: float) -> list[ReplicaInfo | None]:
         import ray
 
         refs = [r.handle.describe.remote() for r in server.replicas]
@@ -383,7 +329,7 @@ class RayServers:
         for server in servers:
             infos = self._describe(server, deadline - time.monotonic())
             replicas = tuple(
-                _replica_node(server, r, info)
+                replica_node(server, r, info)
                 for r, info in zip(server.replicas, infos, strict=True)
             )
             nodes.append(
@@ -469,7 +415,7 @@ class RayServers:
 
     # -- internals --------------------------------------------------------------------
 
-    def _server(self, name: str) -> _Server:
+    def _server(self, name: str) -> RayServer:
         with self._lock:
             server = self._servers.get(name)
         if server is None:
@@ -497,28 +443,6 @@ def ray_servers(runtime: Any) -> RayServers:
     settings = getattr(runtime, "settings", None)
     ray_settings = getattr(getattr(settings, "runtime", None), "ray", None)
     return RayServers(runtime, address=getattr(ray_settings, "address", None))
-
-
-def _replica_node(server: _Server, replica: _Replica, info: ReplicaInfo | None) -> TreeNode:
-    if replica.dead:
-        status = "dead"
-    elif info is None or replica.down:
-        status = "restarting"
-    else:
-        status = "alive"
-    known = info or replica.info
-    location = None
-    if known is not None:
-        location = f"node {known.node_id[:12]} {known.address} pid {known.pid}"
-    return TreeNode(
-        id=f"{server.name}#{replica.index}",
-        kind="worker",
-        actor_class="ProgramServer",
-        status=status,
-        restart=Restart.TRANSIENT,
-        restarts=replica.restarts,
-        location=location,
-    )
 
 
 def _as_local(error: BaseException, where: str) -> BaseException:
