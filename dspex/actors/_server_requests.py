@@ -20,6 +20,7 @@ from dspex.actors._program_run import RunContext, activate_run, wrap_program_err
 from dspex.supervision import Restart
 
 __all__ = [
+    "AsyncCall",
     "Dispatch",
     "Emitter",
     "Execute",
@@ -75,6 +76,40 @@ class ServerFuture(Future[Any]):
         return f"<ServerFuture {self.server!r} #{self.request_id} {state}>"
 
 
+class AsyncCall:
+    """A request admitted for a caller on an event loop: await it, or ``cancel()`` it.
+
+    ``cancel`` may be called from the loop's thread only; the awaiting
+    coroutine then gets ``CancelledError`` (its own task is not cancelled).
+    """
+
+    __slots__ = ("_cancel_task", "_waiter", "reply")
+
+    def __init__(self, reply: ServerFuture, cancel_task: Callable[[], None]) -> None:
+        self.reply = reply
+        self._waiter = asyncio.wrap_future(reply)  # cancelling it cancels a queued reply
+        self._cancel_task = cancel_task
+
+    def cancel(self) -> None:
+        """Cancel the request: a queued one never runs, a running task is cancelled."""
+        self._waiter.cancel()
+        self._drop()
+
+    def _drop(self) -> None:
+        if not self.reply.cancel():  # started already: stop its task, if it has one
+            self._cancel_task()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> Any:
+        try:
+            return await self._waiter
+        except asyncio.CancelledError:
+            self._drop()  # the awaiting task was cancelled: the request goes too
+            raise
+
+
 @dataclass(frozen=True, slots=True)
 class Dispatch:
     """Nudge to the server actor: queued requests may have a free worker now."""
@@ -89,6 +124,9 @@ class Request:
     reply: ServerFuture | None
     context: contextvars.Context
     submitted: float  # time.monotonic()
+    # The event loop the caller awaits the reply on (``acall``): a program
+    # with ``aforward`` then runs as a task there, with no worker thread.
+    loop: asyncio.AbstractEventLoop | None = None
 
 
 @dataclass(frozen=True, slots=True)

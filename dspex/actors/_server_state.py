@@ -18,8 +18,10 @@ request was already answered (a drain deadline passed) drops its late result.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
+import functools
 import itertools
 import logging
 import threading
@@ -27,13 +29,19 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import InvalidStateError, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pykka
 
-from dspex.actors._program_run import RunContext, wrap_program_error
+from dspex.actors._program_run import RunContext, activate_run, wrap_program_error
+from dspex.actors._server_program import (
+    as_program_error,
+    check_limit,
+    check_program,
+    original_error,
+)
 from dspex.actors._server_requests import (
+    AsyncCall,
     Dispatch,
     Emitter,
     Execute,
@@ -43,9 +51,9 @@ from dspex.actors._server_requests import (
     Silent,
     inline_executor,
 )
-from dspex.errors import ActorStoppedError, OverloadedError, ProgramError, UsageError
+from dspex.errors import ActorStoppedError, OverloadedError
 
-__all__ = ["ServerState", "load_into_copy"]
+__all__ = ["ServerState"]
 
 log = logging.getLogger("dspex.servers")
 
@@ -71,9 +79,9 @@ class ServerState:
         version: int = 1,
         will_restart: Callable[[], bool] | None = None,
     ) -> None:
-        _check_limit(name, "max_concurrency", max_concurrency, 1)
-        _check_limit(name, "queue_limit", queue_limit, 0)
-        _check_program(name, program)
+        check_limit(name, "max_concurrency", max_concurrency, 1)
+        check_limit(name, "queue_limit", queue_limit, 0)
+        check_program(name, program)
         self.name = name
         self.max_concurrency = max_concurrency
         self.queue_limit = queue_limit
@@ -82,6 +90,9 @@ class ServerState:
         self.execute: Execute = execute or inline_executor(
             label=f"server:{name}", runtime=runtime, cancelled=self.cancelled
         )
+        # Only the default executor may be bypassed by awaiting a program on the caller's loop.
+        self._native = execute is None
+        self.runtime = runtime
         self.telemetry: Emitter = telemetry if telemetry is not None else Silent()
         self._on_closed = on_closed
         # True when an actor stop the directory did not order means the
@@ -92,6 +103,8 @@ class ServerState:
         self._ids = itertools.count(1)
         self._pending: deque[Request] = deque()
         self._executing: dict[int, Request] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}  # executing requests awaited natively
+        self._unwanted: set[int] = set()  # cancelled between dispatch and their task's start
         self._admitted = 0
         self._program = program
         self._version = version
@@ -107,8 +120,19 @@ class ServerState:
 
     # -- callers' threads ------------------------------------------------------------
 
-    def submit(self, inputs: Mapping[str, Any], reply: ServerFuture | None) -> Request:
-        """Admit a request or raise at once (:class:`OverloadedError` when full)."""
+    def submit(
+        self,
+        inputs: Mapping[str, Any],
+        reply: ServerFuture | None,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Request:
+        """Admit a request or raise at once (:class:`OverloadedError` when full).
+
+        With a free worker and nobody queued, the request starts here, in the
+        caller's thread, without a round trip through the dispatcher actor.
+        ``loop``: the running loop of a caller that awaits the reply (``acall``).
+        """
         context = contextvars.copy_context()
         with self._cond:
             if not self._accepting:
@@ -117,13 +141,53 @@ class ServerState:
                 self._rejected += 1
                 raise OverloadedError(self._full_message())
             self._admitted += 1
-            request = Request(next(self._ids), dict(inputs), reply, context, time.monotonic())
+            request = Request(next(self._ids), dict(inputs), reply, context, time.monotonic(), loop)
             if reply is not None:
                 reply.request_id = request.id
-            self._pending.append(request)
-            wake = self._wake_target()
+            now = self._start_now(request)
+            wake = None
+            if now is None:
+                self._pending.append(request)
+                wake = self._wake_target()
         _nudge(wake)
+        if now is not None:
+            self._launch(request, *now, here=True)
         return request
+
+    def start_call(self, inputs: Mapping[str, Any]) -> AsyncCall:
+        """Admit ``inputs`` now (or raise) for a caller on the running loop; await the result.
+
+        A program with ``aforward`` (``Predict``, ``ChainOfThought``...) runs as a
+        task on this loop; others in a worker thread. ``cancel()`` (or cancelling
+        the awaiting task) cancels the request: a queued one never runs, a
+        running task is cancelled (its LM call with it); a worker thread runs on.
+        """
+        reply = ServerFuture(self.name)
+        request = self.submit(inputs, reply, loop=asyncio.get_running_loop())
+        return AsyncCall(reply, functools.partial(self._cancel_task, request.id))
+
+    def _cancel_task(self, request_id: int) -> None:
+        # On the caller's loop, once its request has started (its reply can't be cancelled).
+        with self._cond:
+            task = self._tasks.get(request_id)
+            if task is None and request_id in self._executing:
+                self._unwanted.add(request_id)  # its task is about to start: it won't
+        if task is not None:
+            task.cancel()
+
+    def _start_now(self, request: Request) -> tuple[Any, int] | None:
+        # Lock held. A free worker and an empty queue: the caller starts it (FIFO kept).
+        if (
+            self._pending
+            or self._closed
+            or self._ref is None
+            or len(self._executing) >= self.max_concurrency
+        ):
+            return None
+        if request.reply is not None:
+            request.reply.set_running_or_notify_cancel()  # just made: cannot be cancelled yet
+        self._executing[request.id] = request
+        return self._program, self._version
 
     def _full_message(self) -> str:
         # Called with the lock held. Admitted requests fill the run slots first:
@@ -139,7 +203,7 @@ class ServerState:
 
     def swap(self, program: Any) -> int:
         """Make ``program`` the one new dispatches use; returns its version."""
-        _check_program(self.name, program)
+        check_program(self.name, program)
         with self._cond:
             if self._closed:
                 raise self._refusal()
@@ -175,6 +239,11 @@ class ServerState:
             self._pending.clear()
             self._executing.clear()
             self._expired += len(stale)
+            tasks = [(t.get_loop(), t) for t in self._tasks.values()]
+            self._tasks.clear()
+        for loop, task in tasks:  # tasks can be stopped, unlike threads
+            with contextlib.suppress(RuntimeError):  # that loop is closed
+                loop.call_soon_threadsafe(task.cancel)
         for request in stale:
             self._deliver(
                 request,
@@ -302,21 +371,85 @@ class ServerState:
                 if request.reply is not None and not request.reply.set_running_or_notify_cancel():
                     cancelled += self._claim(request)
                     continue
-                try:
-                    self._workers.submit(self._work, request, program, version)
-                except RuntimeError:  # the pool shut down: the server was closed meanwhile
-                    if self._claim(request):
-                        self._deliver(
-                            request,
-                            None,
-                            ActorStoppedError(f"program server {self.name!r} was stopped"),
-                            version,
-                        )
-                        self._release(1)
+                self._launch(request, program, version, here=False)
             if cancelled:
                 self._release(cancelled)  # callers cancelled: those slots are free again
                 continue
             return
+
+    def _launch(self, request: Request, program: Any, version: int, *, here: bool) -> None:
+        """Start an executing request: a task on its caller's loop, or a worker thread.
+
+        ``here``: called in the caller's thread (so on its loop, if it has one).
+        """
+        loop = request.loop
+        if loop is not None and self._native and callable(getattr(program, "aforward", None)):
+            try:
+                if here:
+                    self._start_task(request, program, version)
+                else:
+                    loop.call_soon_threadsafe(self._start_task, request, program, version)
+                return
+            except RuntimeError:  # the caller's loop is closed: nobody waits for the answer
+                pass
+        else:
+            try:
+                self._workers.submit(self._work, request, program, version)
+                return
+            except RuntimeError:  # the pool shut down: the server was closed meanwhile
+                pass
+        if self._claim(request):
+            stopped = ActorStoppedError(f"program server {self.name!r} was stopped")
+            self._deliver(request, None, stopped, version)
+            self._release(1)
+
+    # -- the caller's event loop -------------------------------------------------------
+
+    def _start_task(self, request: Request, program: Any, version: int) -> None:
+        """Run ``program.acall`` as a task on this loop, under its own RunContext."""
+        assert request.loop is not None
+        with self._cond:
+            unwanted = request.id in self._unwanted
+            self._unwanted.discard(request.id)
+        if unwanted:
+            cancelled = ActorStoppedError(
+                f"program server {self.name!r}: request {request.id} was cancelled by its caller"
+            )
+            self._finish(request, None, cancelled, version, 0.0)
+            return
+        run = RunContext(
+            label=f"server:{self.name}", runtime=self.runtime, cancelled=self.cancelled
+        )
+        request.context.run(activate_run, run)  # the request's own copy of the caller's context
+        task = request.loop.create_task(
+            self._run_task(request, program, version, run), context=request.context
+        )
+        with self._cond:
+            if request.id in self._executing:  # else already answered (expired): let it run out
+                self._tasks[request.id] = task
+
+    async def _run_task(
+        self, request: Request, program: Any, version: int, run: RunContext
+    ) -> None:
+        label = f"server:{self.name}"
+        self._emit("program.run.start", label=label, request_id=request.id)
+        started = time.perf_counter()
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            run.check_deadline()
+            value = await program.acall(**request.inputs)
+        except asyncio.CancelledError:  # its caller left, or a drain deadline expired it
+            error = ActorStoppedError(
+                f"program server {self.name!r}: request {request.id} was cancelled while running"
+            )
+        except Exception as exc:
+            error = as_program_error(wrap_program_error(exc, run), self.name, request.id)
+        except BaseException as exc:  # user code; the loop must live on
+            error = as_program_error(exc, self.name, request.id)
+        with self._cond:
+            self._tasks.pop(request.id, None)
+        self._finish(request, value, error, version, (time.perf_counter() - started) * 1000)
 
     # -- worker threads ----------------------------------------------------------------
 
@@ -329,8 +462,19 @@ class ServerState:
         try:
             value = self.execute(program, request.inputs, request.context)
         except BaseException as exc:  # user code; never let a worker thread die
-            error = _as_program_error(exc, self.name, request.id)
-        duration_ms = (time.perf_counter() - started) * 1000
+            error = as_program_error(exc, self.name, request.id)
+        self._finish(request, value, error, version, (time.perf_counter() - started) * 1000)
+
+    def _finish(
+        self,
+        request: Request,
+        value: Any,
+        error: BaseException | None,
+        version: int,
+        duration_ms: float,
+    ) -> None:
+        """Answer a request that ran (unless a drain deadline answered it already)."""
+        label = f"server:{self.name}"
         if not self._claim(request):
             log.info(
                 "program server %r: request %d finished after it was answered (drain "
@@ -346,7 +490,7 @@ class ServerState:
                 "program.run.exception",
                 label=label,
                 duration_ms=duration_ms,
-                error=type(_original(error)).__name__,
+                error=type(original_error(error)).__name__,
             )
         self._deliver(request, value, error, version, duration_ms)
         with self._cond:
@@ -401,7 +545,7 @@ class ServerState:
                 self._emit(
                     "program.server.error",
                     **common,
-                    error=type(_original(error)).__name__,
+                    error=type(original_error(error)).__name__,
                     message=str(error),
                 )
             return
@@ -443,56 +587,3 @@ def _nudge(ref: pykka.ActorRef[Any] | None) -> None:
     # A dead incarnation's successor dispatches when it adopts the state.
     with contextlib.suppress(pykka.ActorDeadError):
         ref.tell(Dispatch())
-
-
-def _original(error: BaseException) -> BaseException:
-    original = getattr(error, "original", None)
-    return original if isinstance(original, BaseException) else error
-
-
-def _as_program_error(exc: BaseException, server: str, request_id: int) -> ProgramError:
-    if isinstance(exc, ProgramError):
-        return exc
-    run = RunContext(label=f"server:{server} request {request_id}")
-    if isinstance(exc, Exception):
-        return wrap_program_error(exc, run)
-    wrapped = ProgramError(
-        f"program server {server!r}: request {request_id} raised {exc!r}", original=exc
-    )
-    wrapped.__cause__ = exc
-    return wrapped
-
-
-def _check_limit(name: str, field: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UsageError(
-            f"serve({name!r}, {field}={value!r}): must be an int >= {minimum}, "
-            f"e.g. {field}={max(minimum, 8)}"
-        )
-
-
-def _check_program(name: str, program: object) -> None:
-    if not callable(program):
-        raise UsageError(
-            f"serve({name!r}, program={program!r}): a program must be callable with the "
-            "inputs as keywords, e.g. a dspex.Module such as dspex.Predict('question -> answer')"
-        )
-
-
-def load_into_copy(name: str, current: Any, path: Path) -> Any:
-    """A copy of ``current`` with the saved state at ``path`` loaded (for ``reload``)."""
-    if not path.exists():
-        raise UsageError(
-            f"reload({name!r}, {str(path)!r}): no such file; pass the JSON file written by "
-            "program.save(path), or a program instance"
-        )
-    copy_fn = getattr(current, "deepcopy", None)
-    if not callable(copy_fn) or not callable(getattr(current, "load", None)):
-        raise UsageError(
-            f"reload({name!r}, {str(path)!r}): the served program "
-            f"({type(current).__name__}) has no deepcopy()/load(), so a saved state cannot "
-            "be loaded into it; pass a program instance instead"
-        )
-    new = copy_fn()
-    new.load(path)
-    return new
