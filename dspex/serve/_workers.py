@@ -101,8 +101,9 @@ def serve_workers(options: Any, listen: Callable[..., socket.socket]) -> int:
         crashed = not signalled  # a worker ended by itself
         if crashed:
             print("dspex serve: a worker exited; stopping the others", flush=True)
-        code = _stop_all(procs, options.drain_timeout)
-        return 1 if crashed else code
+        code = 1 if _stop_all(procs, options.drain_timeout) or crashed else 0
+        print(f"dspex serve: stopped {len(procs)} workers (exit code {code})", flush=True)
+        return code
     finally:
         reserved.close()
         for sig, handler in previous.items():
