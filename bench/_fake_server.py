@@ -146,6 +146,14 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from dspex.testing import FakeOpenAI
+    from dspex.testing._fake_http import HTTPServerThread
+
+    try:  # the fake's CPU per request is noise in a client's figures: keep it small
+        import uvloop
+
+        HTTPServerThread.loop_factory = uvloop.new_event_loop
+    except ImportError:
+        pass
 
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -4,6 +4,7 @@ calls (fake providers on 127.0.0.1)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -244,3 +245,104 @@ def test_a_runtime_budget_stops_evaluate_and_says_so(
     )(dspex.Predict("question -> answer"))
     assert result.stopped_by == "runtime.max_tokens" and len(result.results) == 3
     assert result.cost_usd is None  # the model has no known price: unknown, not 0
+
+
+def _answer_every_field(fake: FakeOpenAI) -> None:
+    """Answer "ok" in every output field the system message asks for (any signature)."""
+
+    def reply(body: dict[str, Any]) -> Reply:
+        system = str(fake.messages_of(body)[0]["content"])
+        outputs = system.split("Your output fields are:", 1)[-1].split("All interactions", 1)[0]
+        names = dict.fromkeys(re.findall(r"\d+\. `(\w+)`", outputs))
+        text = "".join(f"[[ ## {name} ## ]]\nok\n\n" for name in names)
+        return Reply(text=text + "[[ ## completed ## ]]", prompt_tokens=1000, completion_tokens=500)
+
+    fake.reply = reply
+
+
+def test_a_proposal_refused_by_the_budget_ends_copro_with_its_best_so_far(
+    start_runtime: StartRuntime, fake: FakeOpenAI
+) -> None:
+    start_runtime()
+    _answer_every_field(fake)
+    dspex.configure(lm=_lm(fake, UNKNOWN, cache=False))
+    student = dspex.Predict("question -> answer")
+    optimizer = dspex.COPRO(
+        metric=lambda ex, pred, trace=None: pred.answer == "ok", breadth=2, depth=3
+    )
+    # 1 first proposal, then 2 candidates x 2 examples scored: the next proposal is refused.
+    compiled = optimizer.compile(
+        student, trainset=_devset(2), eval_kwargs={"num_threads": 1}, max_tokens=5 * 1500
+    )
+    assert fake.request_count == 5
+    assert optimizer.compile_cost is not None
+    assert optimizer.compile_cost["stopped_by"] == "max_tokens"
+    # The scored proposal (instruction "ok") won, not a copy of the student.
+    assert compiled.signature.instructions == "ok"
+    assert len(compiled.candidate_programs) == 2
+    assert student.signature.instructions != "ok"
+
+
+def test_an_optimizer_stopped_before_any_result_returns_the_student_and_says_why(
+    start_runtime: StartRuntime, fake: FakeOpenAI
+) -> None:
+    start_runtime(budget={"max_tokens": 1500})
+    _answer_every_field(fake)
+    dspex.configure(lm=_lm(fake, UNKNOWN, cache=False))
+    student = dspex.Predict("question -> answer")
+    student.demos = [dspex.Example(question="q", answer="a")]
+    # COPRO's first call is an instruction proposal: the second is refused by the runtime budget.
+    dspex.Predict("question -> answer")(question="spend it")
+    optimizer = dspex.COPRO(metric=lambda ex, pred, trace=None: True, breadth=2, depth=1)
+    compiled = optimizer.compile(student, trainset=_devset(2), eval_kwargs={})
+    assert fake.request_count == 1
+    assert compiled is not student and compiled.demos == student.demos
+    assert compiled.signature.instructions == student.signature.instructions
+    assert optimizer.compile_cost is not None
+    assert optimizer.compile_cost["stopped_by"] == "runtime.max_tokens"
+    # Any other error still propagates.
+    with pytest.raises(UsageError, match="trainset"):
+        optimizer.compile(student, trainset=None, eval_kwargs={})
+
+
+_OPTIMIZERS: dict[str, Any] = {
+    "BootstrapFewShot": lambda metric, lm: dspex.BootstrapFewShot(
+        metric=metric, max_bootstrapped_demos=20, max_labeled_demos=0
+    ),
+    "BootstrapFewShotWithRandomSearch": lambda metric, lm: dspex.BootstrapFewShotWithRandomSearch(
+        metric=metric, num_candidate_programs=3, max_bootstrapped_demos=2, num_threads=4
+    ),
+    "MIPROv2": lambda metric, lm: dspex.MIPROv2(metric=metric, auto="light", num_threads=4),
+    "COPRO": lambda metric, lm: dspex.COPRO(metric=metric, breadth=3, depth=2),
+    "SIMBA": lambda metric, lm: dspex.SIMBA(
+        metric=metric, bsize=4, num_candidates=2, max_steps=3, num_threads=4
+    ),
+    "GEPA": lambda metric, lm: dspex.GEPA(
+        metric=lambda gold, pred, trace=None, name=None, sub=None: metric(gold, pred),
+        max_metric_calls=80,
+        reflection_lm=lm,
+        num_threads=4,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_OPTIMIZERS))
+def test_every_optimizer_stops_cleanly_on_its_compile_budget(
+    start_runtime: StartRuntime, fake: FakeOpenAI, name: str
+) -> None:
+    start_runtime()
+    _answer_every_field(fake)
+    lm = _lm(fake, UNKNOWN, cache=False)
+    dspex.configure(lm=lm)
+    optimizer = _OPTIMIZERS[name](lambda ex, pred, trace=None: pred.answer == "ok", lm)
+    extra = {"eval_kwargs": {"num_threads": 4}} if name == "COPRO" else {}
+    compiled = optimizer.compile(
+        dspex.Predict("question -> answer"), trainset=_devset(20), max_tokens=6 * 1500, **extra
+    )
+    assert isinstance(compiled, dspex.Predict)
+    report = optimizer.compile_cost
+    assert report is not None and report["stopped_by"] == "max_tokens"
+    # No call starts once the limit is reached: only those already in flight (at
+    # most 16, the widest fan-out here) go past it.
+    assert report["tokens"] >= 6 * 1500
+    assert fake.request_count <= 6 + 16

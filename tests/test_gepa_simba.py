@@ -152,6 +152,71 @@ def test_gepa_is_deterministic_with_a_seed(start_runtime: Any) -> None:
     assert len(runs[0][0]) >= 2  # it did evolve something
 
 
+def test_speculation_prefetches_through_the_cache_and_changes_no_result(
+    start_runtime: Any,
+) -> None:
+    start_runtime()
+    runs = []
+    for speculate in (False, True):
+        task = Task()
+        bodies: list[str] = []
+
+        def reply(body: dict[str, Any], task: Task = task, bodies: list[str] = bodies) -> str:
+            with task.lock:
+                bodies.append(json.dumps({**body, "model": "-"}, sort_keys=True))
+            return task.reply(body)
+
+        with FakeOpenAI(api_key=SECRET, reply=reply) as server:
+            # A model name per run: each run starts from an empty cache.
+            lm = dspex.LM(f"openai/task-{speculate}", api_base=server.url, api_key=SECRET)
+            reflection = dspex.LM(
+                f"openai/reflect-{speculate}", api_base=server.url, api_key=SECRET
+            )
+            optimizer = dspex.GEPA(
+                metric=feedback_metric,
+                max_metric_calls=60,
+                reflection_lm=reflection,
+                track_stats=True,
+                seed=7,
+                num_threads=4,
+                speculate=speculate,
+            )
+            with dspex.context(lm=lm):
+                compiled = optimizer.compile(
+                    dspex.Predict("question -> answer"), trainset=make_set(6), valset=make_set(4, 6)
+                )
+        details = compiled.detailed_results
+        runs.append(
+            (details.to_dict()["candidates"], details.parents, details.val_subscores, bodies)
+        )
+    plain, speculative = runs
+    assert plain[:3] == speculative[:3]  # the same search, candidate for candidate
+    assert len(plain[0]) >= 2
+    # Every call the engine made was made with speculation too (the prefetch makes the same
+    # calls, so the cache answers the engine), and the prefetch cost extra calls.
+    assert set(plain[3]) <= set(speculative[3])
+    assert len(set(speculative[3])) > len(set(plain[3]))
+
+
+def test_gepa_speculate_is_checked() -> None:
+    reflection = dspex.DummyLM([])
+    for level, expected in ((False, "off"), (True, "all"), ("valset", "valset"), ("all", "all")):
+        optimizer = dspex.GEPA(
+            metric=feedback_metric, auto="light", reflection_lm=reflection, speculate=level
+        )
+        assert optimizer.speculate == expected
+        # A checkpoint does not depend on it: speculation never changes the results.
+        plain = dspex.GEPA(metric=feedback_metric, auto="light", reflection_lm=reflection)
+        assert optimizer._settings() == plain._settings()
+    with pytest.raises(UsageError, match="speculate='sometimes'"):
+        dspex.GEPA(
+            metric=feedback_metric,
+            auto="light",
+            reflection_lm=reflection,
+            speculate="sometimes",  # type: ignore[arg-type]
+        )
+
+
 def test_gepa_checks_its_arguments() -> None:
     def four(gold: Any, pred: Any, trace: Any, pred_name: Any) -> float:
         return 1.0

@@ -459,12 +459,16 @@ def test_random_search_restrict_and_stop_at_score() -> None:
         only = make(num_candidate_programs=5).compile(
             student, teacher=teacher, trainset=trainset, restrict=[-1]
         )
+        once = make(num_candidate_programs=5).compile(  # a single-use iterator works too
+            student, teacher=teacher, trainset=trainset, restrict=iter([-1])
+        )
         stopped = make(num_candidate_programs=5, stop_at_score=50.0).compile(
             student, teacher=teacher, trainset=trainset
         )
         with pytest.raises(UsageError, match="restrict"):
             make().compile(student, teacher=teacher, trainset=trainset, restrict=[99])
     assert [c["seed"] for c in only.candidate_programs] == [-1]
+    assert [c["seed"] for c in once.candidate_programs] == [-1]
     assert sorted(c["seed"] for c in stopped.candidate_programs) == [-3, -2, -1]
 
 

@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from dspex.actors._lm._budget import Budget, active_budgets, budget_scope
+from dspex.actors._lm._budget import Budget, active_budgets, budget_error, budget_scope
 from dspex.errors import UsageError
 from dspex.programs._callbacks import hooked
 
@@ -85,17 +85,39 @@ def _budgeted(compile: Callable[..., Any]) -> Callable[..., Any]:
             max_tokens=max_tokens,
             scope=f"{type(self).__name__}.compile",
         )
+        stopped: str | None = None
         with budget_scope(budget):
             try:
                 return compile(self, *args, **kwargs)
+            except Exception as error:
+                spent = budget_error(error)
+                if spent is None:
+                    raise
+                # A call the optimizer makes on its own (a proposal, a reflection)
+                # hit a budget: stop cleanly with what there is, as Evaluate does.
+                student: Any = args[0] if args else kwargs.get("student")
+                if not callable(getattr(student, "deepcopy", None)):
+                    raise
+                own = spent.scope == budget.scope
+                stopped = spent.budget if own else f"{spent.scope}.{spent.budget}"
+                logger.warning(
+                    "%s.compile: stopped by the %s budget before it found a better program; "
+                    "returning a copy of the student",
+                    type(self).__name__,
+                    stopped,
+                )
+                return student.deepcopy()
             finally:
-                _remember_cost(self, budget.snapshot())
-                if budget.stopped_by is not None:
+                spend = budget.snapshot()
+                if stopped is not None:  # said above
+                    spend["stopped_by"] = spend["stopped_by"] or stopped
+                elif spend["stopped_by"] is not None:
                     logger.warning(
                         "%s.compile: the %s budget ran out; no LM call was started after it",
                         type(self).__name__,
-                        budget.stopped_by,
+                        spend["stopped_by"],
                     )
+                _remember_cost(self, spend)
 
     return run
 

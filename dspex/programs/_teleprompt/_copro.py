@@ -31,6 +31,7 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from dspex.actors._lm._budget import budget_error
 from dspex.errors import UsageError
 from dspex.programs._evaluate import Evaluate
 from dspex.programs._evaluate_engine import resolve_num_threads
@@ -317,9 +318,16 @@ class _Search:
             requests = [
                 (ProposeFromAttempts, opt.breadth, self._attempts(n, depth)) for n in self.names
             ]
-            for name, proposals in zip(
-                self.names, self._fan_out(self._propose, requests, _asks(requests)), strict=True
-            ):
+            try:
+                proposed = self._fan_out(self._propose, requests, _asks(requests))
+            except Exception as error:
+                spent = budget_error(error)
+                if spent is None:
+                    raise
+                # No budget left for proposals: the candidates scored so far are the result.
+                logger.warning("COPRO: %s; returning the best candidate so far", spent)
+                break
+            for name, proposals in zip(self.names, proposed, strict=True):
                 latest[name] = proposals
                 all_candidates[name].extend(proposals)
         return self._result(depth)

@@ -14,7 +14,8 @@ import logging
 import math
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -31,6 +32,7 @@ from dspex.programs._teleprompt._checkpoint import (
 )
 from dspex.programs._teleprompt._coordinator import coordinate
 from dspex.programs._teleprompt._gepa_adapter import DspexGEPAAdapter
+from dspex.programs._teleprompt._gepa_speculate import Speculator, check_speculate
 
 __all__ = ["AUTO_RUN_SETTINGS", "GEPA", "DspyGEPAResult", "auto_budget"]
 
@@ -144,6 +146,17 @@ class DspyGEPAResult:
         )
 
 
+@contextmanager
+def _closing(speculator: Speculator | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if speculator is not None:
+            if speculator.started:
+                logger.info("GEPA speculation: %d prefetch runs", speculator.started)
+            speculator.close()
+
+
 def _describe(value: Any) -> Any:
     """A setting as the checkpoint fingerprints it: functions and LMs by name, not address."""
     if value is None or isinstance(value, str | int | float | bool):
@@ -200,6 +213,7 @@ class GEPA(Teleprompter):
         use_mlflow: bool = False,
         seed: int | None = 0,
         gepa_kwargs: dict[str, Any] | None = None,
+        speculate: bool | Literal["off", "valset", "all"] = False,
     ) -> None:
         super().__init__()
         try:
@@ -274,10 +288,19 @@ class GEPA(Teleprompter):
         self.use_mlflow = use_mlflow
         self.seed = seed
         self.gepa_kwargs = extra
+        self.speculate = check_speculate(speculate)
 
     def _settings(self) -> dict[str, Any]:
         """What a checkpoint must agree on: the search settings (callables by name)."""
-        skip = {"use_wandb", "wandb_api_key", "wandb_init_kwargs", "use_mlflow", "log_dir"}
+        # Speculation changes what is requested when, never the results.
+        skip = {
+            "use_wandb",
+            "wandb_api_key",
+            "wandb_init_kwargs",
+            "use_mlflow",
+            "log_dir",
+            "speculate",
+        }
         return {key: _describe(value) for key, value in vars(self).items() if key not in skip}
 
     def auto_budget(
@@ -346,7 +369,18 @@ class GEPA(Teleprompter):
         logger.info("GEPA: a budget of about %s metric calls", self.max_metric_calls)
         threads = resolve_num_threads(self.num_threads, current_settings())
         work = max(len(val), self.reflection_minibatch_size * 2)
-        with coordinate(type(self).__name__, num_threads=threads, work=work) as crew:
+        speculator = None
+        if self.speculate != "off":
+            speculator = Speculator(
+                self.speculate,
+                trainset=train,
+                valset=val,
+                concurrency=max(threads, min(len(val) + len(train), 64)),
+            )
+        with (
+            _closing(speculator),
+            coordinate(type(self).__name__, num_threads=threads, work=work) as crew,
+        ):
             adapter = DspexGEPAAdapter(
                 student,
                 metric=self.metric_fn,
@@ -358,6 +392,7 @@ class GEPA(Teleprompter):
                 instruction_proposer=self.custom_instruction_proposer,
                 warn_on_score_mismatch=self.warn_on_score_mismatch,
                 journal=journal,
+                speculator=speculator,
             )
             seed_candidate = {
                 name: predictor.signature.instructions for name, predictor in predictors

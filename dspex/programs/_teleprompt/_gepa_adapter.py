@@ -12,6 +12,8 @@ a small dspex program on the reflection LM.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +28,7 @@ from dspex.programs._settings import context
 from dspex.programs._signature import Signature
 from dspex.programs._teleprompt._checkpoint import Journal, digest, from_plain, to_plain
 from dspex.programs._teleprompt._coordinator import Coordination
+from dspex.programs._teleprompt._gepa_speculate import Speculator
 
 __all__ = ["DspexGEPAAdapter", "InstructionProposer", "ProposeInstruction", "score_of"]
 
@@ -140,8 +143,10 @@ class DspexGEPAAdapter:
         instruction_proposer: Callable[..., dict[str, str]] | None,
         warn_on_score_mismatch: bool,
         journal: Journal | None = None,
+        speculator: Speculator | None = None,
     ) -> None:
         self.student = student
+        self.speculator = speculator
         self.metric = metric
         self.crew = crew
         self.num_threads = num_threads
@@ -208,6 +213,13 @@ class DspexGEPAAdapter:
                 return _Rollout(group, prediction, None, trace, True)
             return _Rollout(group, prediction, raw, trace, False)
 
+        if self.speculator is not None:
+            for candidate, batch in items:
+                self.speculator.saw(
+                    json.dumps(candidate, sort_keys=True),
+                    functools.partial(self.build_program, candidate),
+                    batch,
+                )
         unit, ask = self._unit("eval"), ""
         if self.journal is not None:
             ask = digest([[c, [dict(x) for x in b]] for c, b in items] + [capture_traces])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Callable, Container, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from typing import Any
 
 from dspex.errors import UsageError
@@ -125,6 +125,8 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
         same compile resumes.
         """
         where = f"{type(self).__name__}.compile"
+        if isinstance(restrict, Iterator):  # single use: the fingerprint would exhaust it
+            restrict = frozenset(restrict)
         self.trainset = check_trainset(trainset, where, need_inputs=True)
         self.valset = (
             check_trainset(valset, where, need_inputs=True) if valset else list(self.trainset)
