@@ -302,6 +302,20 @@ def test_a_bad_target_exits_2_with_the_reason() -> None:
     assert "no attribute 'nothing'" in out.stderr
 
 
+def test_workers_below_one_exits_2_naming_the_option() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "dspex.cli", "serve", f"{APP}:qa", "--port", "0", "--workers", "0"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "--workers 0: must be an int >= 1" in out.stderr
+
+
 @pytest.mark.local_model
 @pytest.mark.timeout(300)
 def test_the_demo_serve_command_serves_the_classifier_on_the_real_model(tmp_path: Path) -> None:

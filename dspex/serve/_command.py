@@ -95,6 +95,15 @@ def _http_server(application: Any, options: ServeOptions) -> Any:
 
 def serve_command(options: ServeOptions) -> int:
     """Run ``dspex serve`` until SIGTERM/SIGINT; returns the exit code."""
+    if (
+        isinstance(options.workers, bool)
+        or not isinstance(options.workers, int)
+        or (options.workers < 1)
+    ):
+        raise UsageError(
+            f"dspex serve --workers {options.workers!r}: must be an int >= 1 (1 = one process; "
+            "2 or more = that many processes sharing the port)"
+        )
     if options.workers > 1:
         from dspex.serve._workers import serve_workers
 
