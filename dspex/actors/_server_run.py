@@ -20,7 +20,7 @@ from typing import Any
 
 from dspex.actors._program_run import RunContext, activate_run, wrap_program_error
 from dspex.actors._server_program import as_program_error, original_error
-from dspex.actors._server_requests import AsyncCall, Emitter, Execute, Request, ServerFuture
+from dspex.actors._server_requests import AsyncCall, Emitter, Execute, LoopReply, Reply, Request
 from dspex.errors import ActorStoppedError
 
 __all__ = ["RequestRunner"]
@@ -48,7 +48,7 @@ class RequestRunner:
     def submit(
         self,
         inputs: Mapping[str, Any],
-        reply: ServerFuture | None,
+        reply: Reply | None,
         *,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> Request:
@@ -67,8 +67,9 @@ class RequestRunner:
         the awaiting task) cancels the request: a queued one never runs, a
         running task is cancelled (its LM call with it); a worker thread runs on.
         """
-        reply = ServerFuture(self.name)
-        request = self.submit(inputs, reply, loop=asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        reply = LoopReply(loop)
+        request = self.submit(inputs, reply, loop=loop)
         return AsyncCall(reply, functools.partial(self._cancel_task, request.id))
 
     def _cancel_task(self, request_id: int) -> None:

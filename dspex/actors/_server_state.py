@@ -40,8 +40,8 @@ from dspex.actors._server_requests import (
     Dispatch,
     Emitter,
     Execute,
+    Reply,
     Request,
-    ServerFuture,
     ServerStats,
     Silent,
     inline_executor,
@@ -119,7 +119,7 @@ class ServerState(RequestRunner):
     def submit(
         self,
         inputs: Mapping[str, Any],
-        reply: ServerFuture | None,
+        reply: Reply | None,
         *,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> Request:
