@@ -192,8 +192,8 @@ def bench_overhead(calls: int, n_rounds: int, profile: bool) -> dict[str, float]
         variants: dict[str, Callable[[int], object]] = {
             "raw httpx.Client POST": raw,
             "lm.generate (no cache)": lambda i: lm.generate(body(i)["messages"], {}),
-            "Predict.forward (no run actor)": lambda i: qa.forward(question=f"q{i}"),
-            "Predict() (run actor + forward)": lambda i: qa(question=f"q{i}"),
+            "Predict.forward (no run)": lambda i: qa.forward(question=f"q{i}"),
+            "Predict() (run + forward)": lambda i: qa(question=f"q{i}"),
         }
         results = rounds(variants, calls, n_rounds)
         if profile:
@@ -207,9 +207,9 @@ def bench_overhead(calls: int, n_rounds: int, profile: bool) -> dict[str, float]
     raw_us = results["raw httpx.Client POST"]
     for name in list(results)[1:]:
         print(f"  {name:34s}{results[name] - raw_us:+9.1f} µs over raw HTTP")
-    inline = results["Predict.forward (no run actor)"]
-    run_actor = results["Predict() (run actor + forward)"] - inline
-    print(f"  {'the ProgramRun actor itself':34s}{run_actor:+9.1f} µs")
+    inline = results["Predict.forward (no run)"]
+    run_cost = results["Predict() (run + forward)"] - inline
+    print(f"  {'the program run itself':34s}{run_cost:+9.1f} µs")
     return results
 
 
@@ -356,7 +356,7 @@ def main() -> None:
         ),
         (
             "Predict overhead over raw HTTP",
-            f"{(overhead['Predict() (run actor + forward)'] - raw) / 1000:.2f} ms",
+            f"{(overhead['Predict() (run + forward)'] - raw) / 1000:.2f} ms",
             "<= 0.6 ms",
             "3.8 ms",
         ),

@@ -638,7 +638,12 @@ def _setting_paths() -> list[tuple[str, ...]]:
         if name in groups:
             sub = info.annotation
             assert isinstance(sub, type) and issubclass(sub, BaseModel)
-            paths.extend((name, field) for field in sub.model_fields)
+            for field, inner in sub.model_fields.items():
+                nested = inner.annotation
+                if isinstance(nested, type) and issubclass(nested, BaseModel):  # runtime.ray
+                    paths.extend((name, field, leaf) for leaf in nested.model_fields)
+                else:
+                    paths.append((name, field))
         else:
             paths.append((name,))
     paths.extend(("models", "<id>", field) for field in ModelSettings.model_fields)

@@ -12,6 +12,7 @@ import datetime
 import io
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,7 @@ def test_lm_history_entries_carry_dspys_keys(start_runtime: StartRuntime) -> Non
         second["timestamp"]
     )
     assert first["uuid"] != second["uuid"] and len(first["uuid"]) == 36
+    assert {uuid.UUID(e["uuid"]).version for e in (first, second)} == {4}  # random UUIDs
     assert first["model"] == lm.model and first["response_model"]
     assert first["model_type"] == "chat"
     assert SECRET not in repr(history)

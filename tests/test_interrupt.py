@@ -18,7 +18,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -195,19 +195,21 @@ say("MAIN DONE")
     assert "Exception ignored" not in done.stderr
 
 
-# -- in process: Ctrl-C while a top-level run is awaited --------------------------------------
+# -- in process: Ctrl-C during a top-level run ------------------------------------------------
 
 
-def test_ctrl_c_while_awaiting_a_run_cancels_it_and_its_evaluation(tmp_path: Path) -> None:
+def test_ctrl_c_during_a_top_level_run_cancels_it_and_its_evaluation(tmp_path: Path) -> None:
     import threading
+
+    from wait_helpers import wait_until
 
     import dspex
     from dspex.actors import current_run
-    from dspex.errors import ProgramError
 
     main = threading.main_thread().ident
     assert threading.current_thread() is threading.main_thread() and main is not None
     seen: dict[str, bool] = {}
+    runs: list[Any] = []
     finished = threading.Event()
 
     class Waits(dspex.Module):
@@ -215,26 +217,29 @@ def test_ctrl_c_while_awaiting_a_run_cancels_it_and_its_evaluation(tmp_path: Pat
             run = current_run()
             assert run is not None
             if question == "q0":
-                signal.pthread_kill(main, signal.SIGINT)  # Ctrl-C reaches the waiting caller
+                signal.pthread_kill(main, signal.SIGINT)  # Ctrl-C reaches the main thread
             seen[question] = run.cancelled.wait(30)  # ... which cancels this example's run
             run.check_deadline()
             return dspex.Prediction(answer="A")
 
     class EvaluatesInside(dspex.Module):
         def forward(self) -> dspex.Prediction:
+            runs.append(current_run())
             devset = [
                 dspex.Example(question=f"q{i}", answer="A").with_inputs("question")
                 for i in range(2)
             ]
             try:
                 dspex.Evaluate(devset=devset, metric=lambda e, p: True, num_threads=2)(Waits())
-            except ProgramError as exc:  # the run's cancel stops its evaluation
-                seen["stopped"] = "cancelled" in str(exc)
             finally:
                 finished.set()
             return dspex.Prediction()
 
+    # The top-level run executes in the main thread (a light run), so Ctrl-C
+    # lands inside it, as in DSPy: its evaluation stops and Ctrl-C goes on.
     with pytest.raises(KeyboardInterrupt):
         EvaluatesInside()()
     assert finished.wait(30)
-    assert seen == {"q0": True, "q1": True, "stopped": True}
+    wait_until(lambda: "q0" in seen, what="the interrupted example saw its cancel")
+    assert seen["q0"] is True and all(seen.values())  # (q1 may not have started)
+    assert runs[0] is not None and runs[0].cancelled.is_set()  # the run itself was cancelled

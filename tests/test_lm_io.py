@@ -401,3 +401,26 @@ def test_choose_transport() -> None:
     assert choose_transport("httpx", "https://api.example/v1", {}) == "httpx"
     everything = {"all": "socks5://proxy:1080"}
     assert choose_transport("auto", "https://api.example/v1", everything) == "httpx"
+
+
+def test_h11_transport_runs_on_uvloop() -> None:
+    """Under uvloop's loop policy (Ray workers, uvicorn) the h11 transport still connects.
+
+    uvloop's transports are not ``asyncio.Transport`` subclasses; an
+    ``isinstance`` check in ``connection_made`` failed every request there.
+    """
+    import uvloop
+
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        with FakeOpenAI() as fake:
+            wire = Wire("h11")
+            try:
+                reply = wire.request("GET", f"{fake.url}/models", timeout=5)
+                assert "uvloop" in type(wire.io.loop).__module__
+            finally:
+                wire.close()
+    finally:
+        asyncio.set_event_loop_policy(previous)
+    assert reply.status in (200, 404)  # an HTTP answer: the connection was made

@@ -262,3 +262,154 @@ def test_disabled_export_imports_nothing_of_opentelemetry() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_failing_module_marks_its_span_and_restores_the_callers_context(
+    start_runtime: StartRuntime, otel: Exported
+) -> None:
+    from opentelemetry import trace
+
+    start_runtime()
+
+    class Fails(Module):
+        def forward(self, question: str) -> Any:
+            raise ValueError(f"no answer to {question}")
+
+    tracer = otel.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("request") as request:
+        with pytest.raises(ValueError, match="no answer"):
+            Fails()(question="q")
+        # The run's span was current only inside the run: the caller's is current again.
+        assert trace.get_current_span() is request
+    [run] = otel.named("run Fails")
+    assert _parent(run) == request.get_span_context().span_id
+    assert (run.attributes or {})["error.type"] == "ValueError"
+    assert run.status.status_code is StatusCode.ERROR
+    assert run.status.description == "ValueError: no answer to q"
+    assert [e.name for e in run.events] == ["exception"]
+    assert run.end_time is not None
+
+
+def test_span_marks_a_base_exception_without_an_error_status(otel: Exported) -> None:
+    tracing = _otel.tracing()
+    assert tracing is not None
+    with pytest.raises(KeyboardInterrupt), tracing.span("interrupted", {"k": "v"}):
+        raise KeyboardInterrupt
+    [span] = otel.named("interrupted")
+    # As the SDK's own use_span: only an Exception is an error of the span.
+    assert dict(span.attributes or {}) == {"k": "v", "error.type": "KeyboardInterrupt"}
+    assert span.status.status_code is StatusCode.UNSET
+
+
+def test_lm_span_attributes_follow_each_calls_parameters(otel: Exported) -> None:
+    tracing = _otel.tracing()
+    assert tracing is not None
+    messages = [{"role": "user", "content": "hi"}]
+    for params in ({"temperature": 0.1}, {"temperature": 0.9, "top_p": 0.5}, {}):
+        tracing.end_lm(tracing.start_lm(MODEL, None, params, messages), _response(), None)
+    # An unhashable value is not cached, and a non-number is not an attribute.
+    tracing.end_lm(tracing.start_lm(MODEL, None, {"max_tokens": [8]}, messages), _response(), None)
+    got = [
+        {k: v for k, v in (s.attributes or {}).items() if k.startswith("gen_ai.request.")}
+        for s in otel.named("chat gpt-4o-mini")
+    ]
+    assert got == [
+        {"gen_ai.request.model": "gpt-4o-mini", "gen_ai.request.temperature": 0.1},
+        {
+            "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.request.temperature": 0.9,
+            "gen_ai.request.top_p": 0.5,
+        },
+        {"gen_ai.request.model": "gpt-4o-mini"},
+        {"gen_ai.request.model": "gpt-4o-mini"},
+    ]
+    assert (otel.named("chat gpt-4o-mini")[0].attributes or {})["server.address"] == (
+        "api.openai.com"
+    )
+
+
+def test_lm_span_start_attributes_are_cached_within_a_bound(otel: Exported) -> None:
+    tracing = _otel.tracing()
+    assert tracing is not None
+    for i in range(_otel._MAX_CACHED + 10):
+        tracing.end_lm(
+            tracing.start_lm(MODEL, None, {"temperature": i / 10_000}, []), None, Exception()
+        )
+    assert 0 < len(tracing._starts) <= _otel._MAX_CACHED
+    last = otel.spans()[-1]
+    assert (last.attributes or {})["gen_ai.request.temperature"] == (
+        (_otel._MAX_CACHED + 9) / 10_000
+    )
+
+
+def test_lm_span_finish_reasons_of_several_completions(otel: Exported) -> None:
+    from dspex.actors._lm._types import Completion
+
+    tracing = _otel.tracing()
+    assert tracing is not None
+    response = _response(Completion("a", "stop"), Completion("b", None), Completion("c", "length"))
+    tracing.end_lm(tracing.start_lm(MODEL, None, {}, []), response, None)
+    tracing.end_lm(tracing.start_lm(MODEL, None, {}, []), _response(Completion("d")), None)
+    first, second = otel.named("chat gpt-4o-mini")
+    assert (first.attributes or {})["gen_ai.response.finish_reasons"] == ("stop", "length")
+    assert "gen_ai.response.finish_reasons" not in (second.attributes or {})
+
+
+def test_failed_calls_duration_carries_each_error_type(otel: Exported) -> None:
+    tracing = _otel.tracing()
+    assert tracing is not None
+    for error in ("RateLimitError", "RateLimitError", "ProviderError"):
+        tracing.on_event(
+            "lm.request.exception", {"model": MODEL, "error": error, "duration_ms": 5.0}
+        )
+    tracing.on_event("program.run.stop", {})
+    tracing.on_event("program.run.exception", {})
+    metrics = otel.metrics()
+    points = {
+        p.attributes["error.type"]: p.count for p in metrics["gen_ai.client.operation.duration"]
+    }
+    assert points == {"RateLimitError": 2, "ProviderError": 1}
+    runs = {p.attributes["dspex.run.outcome"]: p.value for p in metrics["dspex.runs"]}
+    assert runs == {"ok": 1, "error": 1}
+
+
+def _response(*completions: Any) -> Any:
+    from dspex.actors._lm._types import Completion, LMResponse, Usage
+
+    return LMResponse(
+        completions or (Completion("ok", "stop"),),
+        Usage(prompt_tokens=3, completion_tokens=1),
+        model="gpt-4o-mini-2024-07-18",
+    )
+
+
+def test_lm_span_keeps_its_start_time_and_the_parent_current_at_its_start(
+    otel: Exported,
+) -> None:
+    tracing = _otel.tracing()
+    assert tracing is not None
+    tracer = otel.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("caller") as caller:
+        begun = tracing.start_lm(MODEL, None, {}, [])
+    begun.add_event("gen_ai.retry", {"dspex.retry": 1})
+    with tracer.start_as_current_span("elsewhere"):  # current at the end, not the parent
+        tracing.end_lm(begun, _response(), None)
+    [chat] = otel.named("chat gpt-4o-mini")
+    [event] = chat.events
+    assert _parent(chat) == caller.get_span_context().span_id
+    assert chat.start_time is not None and chat.end_time is not None
+    # The SDK span was created at the end, but starts when the call began.
+    assert chat.start_time <= (caller.end_time or 0) <= event.timestamp <= chat.end_time
+
+
+def test_retry_events_fall_inside_the_lm_span(
+    start_runtime: StartRuntime, otel: Exported, fake: FakeOpenAI
+) -> None:
+    start_runtime(lm_client={"num_retries": 1, "backoff_base": 0.001, "backoff_max": 0.001})
+    fake.schedule = [Fault.error(503), None]
+    _lm(fake, cache=False)("retried")
+    [chat] = otel.named("chat gpt-4o-mini")
+    [retry] = chat.events
+    assert chat.start_time is not None and chat.end_time is not None
+    assert chat.start_time <= retry.timestamp <= chat.end_time
+    assert (chat.attributes or {})["dspex.lm.retries"] == 1

@@ -146,3 +146,46 @@ def test_a_failing_before_hook_does_not_fail_the_run(caplog: pytest.LogCaptureFi
     assert reply.result(timeout=5) == 7
     assert wait_dead(ref, 5)
     assert f"before-hook of program run {run.run_id} failed" in caplog.text
+
+
+def test_cancel_event_waits_wakes_and_runs_wakers() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dspex.actors._program_run import CancelEvent
+
+    event = CancelEvent()
+    assert isinstance(event, threading.Event) and not event.is_set()
+    assert event.wait(0.01) is False  # unset: the wait times out
+    woken: list[str] = []
+    event.add_waker(lambda: woken.append("waker"))
+    entered = threading.Event()
+
+    def waiter() -> bool:
+        entered.set()
+        return event.wait(30)
+
+    with ThreadPoolExecutor(2) as pool:
+        waiting = [pool.submit(waiter) for _ in range(2)]
+        assert entered.wait(5)
+        event.set()
+        assert [f.result(timeout=30) for f in waiting] == [True, True]
+    assert woken == ["waker"] and event.is_set() and event.wait() is True
+    late: list[str] = []
+    event.add_waker(lambda: late.append("late"))  # already set: called at once
+    assert late == ["late"]
+    event.clear()
+    assert not event.is_set() and event.wait(0.01) is False
+
+
+def test_a_light_process_can_be_waited_for_from_other_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dspex.supervision import LightProcess, wait_dead
+
+    process = LightProcess(ProgramRun)
+    assert process.is_alive() and wait_dead(process, 0.01) is False
+    with ThreadPoolExecutor(2) as pool:
+        waits = [pool.submit(wait_dead, process, 30) for _ in range(2)]
+        process.exit()
+        assert [f.result(timeout=30) for f in waits] == [True, True]
+    assert not process.is_alive() and process.exit_reason == "normal"

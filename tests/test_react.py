@@ -22,7 +22,7 @@ from dspex.errors import AdapterParseError, ContextWindowError, ProgramError, Us
 from dspex.programs import JSONAdapter, Module, Prediction, context
 from dspex.programs._react import MAX_TRUNCATIONS, ReAct
 from dspex.programs._tool import Tool
-from dspex.supervision import count_children
+from dspex.supervision import count_children, which_children
 from dspex.testing import DummyLM, FakeOpenAI, Fault, RecordedRequest
 
 
@@ -257,14 +257,45 @@ class Agent(Module):
             return Prediction(answer="fallback", error=exc)
 
 
-def test_trajectory_runs_in_its_own_actor_inside_a_run() -> None:
-    calls = Calls()
-    agent = Agent(ReAct("question -> answer", tools=[calls.search]))
+def test_a_trajectory_is_a_supervised_light_process_of_its_run() -> None:
+    seen: list[tuple[threading.Thread, list[str]]] = []
+
+    def search(query: str) -> str:
+        """Look a query up."""
+        run = current_run()
+        assert run is not None and run.runtime is not None
+        children = which_children(run.runtime.whereis("programs"))
+        seen.append((threading.current_thread(), [c.id for c in children]))
+        return f"{query} is in France"
+
+    agent = Agent(ReAct("question -> answer", tools=[search]))
     lm = DummyLM([step("search", query="x"), step("finish"), final("ok")])
     with context(lm=lm):
         assert agent(question="q").answer == "ok"
-    assert agent.thread is not None and calls.threads
-    assert calls.threads[0] is not agent.thread
+    ((thread, ids),) = seen
+    # No thread of its own (the run only waits for it), but a child of
+    # programs beside its run while it runs.
+    assert thread is agent.thread
+    assert [i.split("-")[0] for i in ids] == ["run", "trajectory"]
+
+
+def test_a_trajectory_with_a_deadline_runs_in_its_own_actor(
+    start_runtime: Callable[..., dspex.Runtime],
+) -> None:
+    # Only another thread lets the run give up on a stuck tool at its deadline.
+    rt = start_runtime()
+    calls = Calls()
+    react = ReAct("question -> answer", tools=[calls.search])
+    outer: list[threading.Thread] = []
+
+    def body() -> Prediction:
+        outer.append(threading.current_thread())
+        return react(question="q")  # type: ignore[no-any-return]
+
+    lm = DummyLM([step("search", query="x"), step("finish"), final("ok")])
+    with context(lm=lm):
+        assert rt.run(body, timeout=60).answer == "ok"
+    assert calls.threads[0] is not outer[0] is not threading.current_thread()
 
 
 def test_without_a_runtime_the_trajectory_runs_inline() -> None:

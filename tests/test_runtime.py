@@ -197,7 +197,7 @@ def test_context_overrides_reach_the_run_actor(start_runtime: StartRuntime, fake
         assert other.requests[0].json["temperature"] == 0.9
         assert fake.request_count == 1 and "temperature" not in fake.requests[0].json
     (run_thread, lm_in_run), (_, lm_after) = probe.seen
-    assert run_thread is not threading.current_thread()  # it ran in a ProgramRun actor
+    assert run_thread is threading.current_thread()  # a light run borrows its caller's thread
     assert lm_in_run is lm2 and lm_after is lm1
 
 
@@ -419,9 +419,9 @@ def test_warm_spare_run_actors_serve_one_run_each() -> None:
             seen.append((_threading.current_thread().name, current_run()))
             return "ok"
 
-        assert rt.run(job) == "ok"
+        assert rt.run(job, timeout=30) == "ok"
         assert not spare.is_alive() or spare not in rt._spares  # consumed, never reused
-        assert rt.run(job) == "ok"
+        assert rt.run(job, timeout=30) == "ok"
         assert len({name for name, _ in seen}) == 2  # a fresh actor thread per run
         assert all(run is not None for _, run in seen)
     assert rt._spares == [] or all(not ref.is_alive() for ref in rt._spares)
@@ -436,7 +436,7 @@ def test_the_replacement_spare_starts_before_the_job_runs() -> None:
             during.extend(rt._spares)  # the run refilled the spares before running this
             return "ok"
 
-        assert rt.run(job) == "ok"
+        assert rt.run(job, timeout=30) == "ok"
         assert len(during) == 1 and during[0] is not first
 
 

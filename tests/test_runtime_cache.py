@@ -4,6 +4,7 @@ a Runtime restart, the unusable-directory fallback and ``configure_cache``."""
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from runtime_helpers import SECRET, StartRuntime, chat_answer, echo_answers, make_lm
 
 import dspex
+from dspex.actors import current_run
 from dspex.errors import ConfigError
 from dspex.testing import FakeOpenAI
 
@@ -102,49 +104,27 @@ def test_configure_cache_is_dspy_compatible(start_runtime: StartRuntime, fake: F
         dspex.configure_cache(enable_litellm_cache=True)
 
 
-def test_a_top_level_cache_hit_is_answered_without_a_run_actor(
-    start_runtime: StartRuntime, fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+def test_a_top_level_call_runs_in_the_calling_thread_hit_or_miss(
+    start_runtime: StartRuntime, fake: FakeOpenAI
 ) -> None:
     rt = start_runtime()
-    actor_runs: list[str] = []
-    real_run = rt.run
-
-    def counting_run(fn: Any, **kwargs: Any) -> Any:
-        actor_runs.append(kwargs.get("label", ""))
-        return real_run(fn, **kwargs)
-
-    monkeypatch.setattr(rt, "run", counting_run)
-    qa = dspex.Predict("question -> answer")
-    qa.lm = make_lm(fake)
-    assert qa(question="twice").answer == "twice"  # a miss: a run actor calls upstream
-    assert actor_runs == ["Predict"]
-    assert qa(question="twice").answer == "twice"  # a hit: answered in this thread
-    assert actor_runs == ["Predict"] and fake.request_count == 1
-    runs = rt.metrics()["runs"]
-    # the answered probe still counts as a run; the miss's probe left no trace
-    assert (runs["started"], runs["succeeded"], runs["failed"]) == (2, 2, 0)
-    cache = rt.metrics()["cache"]
-    assert (cache["hits"], cache["misses"]) == (1, 1)  # the miss's probe is not counted
-
-
-def test_a_cache_probe_is_skipped_where_user_code_would_run_twice(
-    start_runtime: StartRuntime, fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    rt = start_runtime()
-    actor_runs: list[str] = []
-    real_run = rt.run
-
-    def counting_run(fn: Any, **kwargs: Any) -> Any:
-        actor_runs.append(kwargs.get("label", ""))
-        return real_run(fn, **kwargs)
-
-    monkeypatch.setattr(rt, "run", counting_run)
+    seen: list[tuple[threading.Thread, Any]] = []
 
     class Mine(dspex.Predict):
-        pass
+        def forward(self, **kwargs: Any) -> Any:
+            seen.append((threading.current_thread(), current_run()))
+            return super().forward(**kwargs)
 
     qa = Mine("question -> answer")
     qa.lm = make_lm(fake)
-    for _ in range(2):
-        assert qa(question="again").answer == "again"
-    assert actor_runs == ["Mine", "Mine"] and fake.request_count == 1
+    assert qa(question="twice").answer == "twice"  # a miss: one upstream call
+    assert qa(question="twice").answer == "twice"  # a hit
+    assert fake.request_count == 1
+    # Each call ran once (no probe repeats it), as a run, in this thread.
+    assert [thread for thread, _ in seen] == [threading.current_thread()] * 2
+    assert all(run is not None and run.label == "Mine" for _, run in seen)
+    assert seen[0][1] is not seen[1][1]
+    runs = rt.metrics()["runs"]
+    assert (runs["started"], runs["succeeded"], runs["failed"]) == (2, 2, 0)
+    cache = rt.metrics()["cache"]
+    assert (cache["hits"], cache["misses"]) == (1, 1)

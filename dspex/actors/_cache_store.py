@@ -14,7 +14,6 @@ least recently written rows are evicted. A directory that cannot be written
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from dspex.actors._lm._cache_probe import probing
+from dspex.actors._lm._prices import replace_response
 from dspex.actors._lm._types import Completion, LMResponse, Usage
 
 __all__ = ["CacheStats", "CacheStore", "decode_response", "encode_response"]
@@ -163,9 +162,8 @@ class CacheStore:
                     return hit
         blob = self._disk_get(key)
         if blob is None:
-            if not probing():  # a probe's miss is counted by the real call that follows
-                with self._lock:
-                    self._misses += 1
+            with self._lock:
+                self._misses += 1
             return None
         try:
             response = decode_response(blob)
@@ -283,4 +281,4 @@ class CacheStore:
 
 
 def _as_hit(response: LMResponse) -> LMResponse:
-    return dataclasses.replace(response, cache_hit=True)
+    return replace_response(response, cache_hit=True)  # an unpriced answer stays unpriced

@@ -6,11 +6,13 @@ Off by default, and then free: every hook reads the module global
 
 Spans follow the OpenTelemetry GenAI semantic conventions:
 
-- an LM call is a CLIENT span ``chat {model}``, started and ended by
+- an LM call is a CLIENT span ``chat {model}``, begun and ended by
   ``LMHandle`` in the calling thread (so it is a child of whatever span is
-  current there: the module's, inside a run). The span rides in the call's
+  current there: the module's, inside a run). While the call runs it is an
+  :class:`LMSpan` record, riding in the call's
   :class:`~dspex.actors._lm._slot.Attempt` to the client's event loop, where
-  retries are added to it as ``gen_ai.retry`` events;
+  retries are added to it as ``gen_ai.retry`` events; the SDK span is
+  created, with its recorded start time, when the call ends;
 - a program run, its modules and predictors, a tool call (``execute_tool
   {name}``), an ``Evaluate`` and an optimizer's ``compile`` are INTERNAL
   spans started by the programs layer through :meth:`Tracing.span`.
@@ -21,17 +23,17 @@ current span crosses actors and threads with them.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from dspex.actors._runtime_registry import active_runtimes
 from dspex.errors import UsageError
 
-__all__ = ["Tracing", "instrument", "instrument_otel", "tracing", "uninstrument"]
+__all__ = ["LMSpan", "Tracing", "instrument", "instrument_otel", "tracing", "uninstrument"]
 
 _tracing: Tracing | None = None
 
@@ -44,6 +46,10 @@ _DEFAULT_HOSTS = {
 }
 _CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2}
+_REQUEST_PARAMS = ("temperature", "max_tokens", "top_p")  # -> gen_ai.request.{name}
+_MAX_CACHED = 1024  # prebuilt attribute sets kept, per kind
+_RUN_OK = {"dspex.run.outcome": "ok"}
+_RUN_ERROR = {"dspex.run.outcome": "error"}
 
 
 def tracing() -> Tracing | None:
@@ -98,7 +104,7 @@ class Tracing:
     """The tracer, the meter and their instruments; used from any thread."""
 
     def __init__(self, tracer: Any, meter: Any, *, capture_content: bool = False) -> None:
-        from opentelemetry import trace
+        from opentelemetry import context, trace
         from opentelemetry.metrics import Observation
 
         self.tracer = tracer
@@ -106,11 +112,19 @@ class Tracing:
         self._trace = trace
         self._observation = Observation
         self._client_kind = trace.SpanKind.CLIENT
+        self._current = context.get_current
+        self._time_ns = time.time_ns  # the SDK's clock for span and event times
+        # What a current span needs: no generator-based context managers per span.
+        self._attach, self._detach = context.attach, context.detach
+        self._set_span = trace.set_span_in_context
         self._hosts: dict[str | None, tuple[str, int | None]] = {}
         # Per (model, api_base): span name and attributes, built on first use.
         self._models: dict[tuple[str, str | None], tuple[str, Mapping[str, Any]]] = {}
+        # Per (model, api_base, temperature, max_tokens, top_p): the LM span's start.
+        self._starts: dict[tuple[Any, ...], tuple[str, Mapping[str, Any]]] = {}
         self._tokens: dict[int, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
         self._metric_attrs: dict[str, Mapping[str, Any]] = {}
+        self._error_attrs: dict[tuple[str, str], Mapping[str, Any]] = {}
         self.token_usage = meter.create_histogram(
             "gen_ai.client.token.usage",
             unit="{token}",
@@ -151,43 +165,84 @@ class Tracing:
         api_base: str | None,
         params: Mapping[str, Any],
         messages: Sequence[Mapping[str, Any]],
-    ) -> Any:
-        """Start the CLIENT span of one call of ``model`` (a child of the current span)."""
+    ) -> LMSpan:
+        """Begin the CLIENT span of one call of ``model`` (a child of the current span)."""
+        # One prebuilt attribute dict per (model, endpoint, sampling parameters),
+        # rather than one built per call.
+        key = (model, api_base, *map(params.get, _REQUEST_PARAMS))
+        try:
+            name, attributes = self._starts[key]
+        except KeyError:
+            name, attributes = self._start_attributes(key)
+        except TypeError:  # an unhashable parameter value: built for this call only
+            name, attributes = self._start_attributes(key, keep=False)
+        if self.capture_content:
+            attributes = {
+                **attributes,
+                "gen_ai.input.messages": json.dumps(list(messages), default=str),
+            }
+        return LMSpan(name, attributes, self._current(), self._time_ns())
+
+    def end_lm(self, span: LMSpan, response: Any, error: BaseException | None) -> None:
+        """Create the call's span, as it was, in the SDK and end it (the caller's thread).
+
+        The metrics come from telemetry events, on the Telemetry actor's thread.
+        """
+        attributes = dict(span.attributes)
+        if error is not None:
+            attributes["error.type"] = type(error).__name__
+        else:
+            usage = response.usage
+            attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+            attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
+            if response.cache_hit:
+                attributes["dspex.lm.cache_hit"] = True
+            if response.model:
+                attributes["gen_ai.response.model"] = response.model
+            completions = response.completions
+            if len(completions) == 1:  # the usual case, without a generator
+                reason = completions[0].finish_reason
+                if reason:
+                    attributes["gen_ai.response.finish_reasons"] = (reason,)
+            elif completions:
+                reasons = tuple(c.finish_reason for c in completions if c.finish_reason)
+                if reasons:
+                    attributes["gen_ai.response.finish_reasons"] = reasons
+            if response.cost is not None:
+                attributes["dspex.lm.cost_usd"] = response.cost
+            if self.capture_content:
+                attributes["gen_ai.output.messages"] = json.dumps(response.texts)
+        if span.extra:
+            attributes.update(span.extra)
+        created = self.tracer.start_span(
+            span.name,
+            span.context,
+            kind=self._client_kind,
+            attributes=attributes,
+            start_time=span.start,
+        )
+        for name, event, at in span.events:
+            created.add_event(name, event, at)
+        if error is not None:
+            created.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(error)[:200]))
+        created.end()
+
+    def _start_attributes(
+        self, key: tuple[Any, ...], *, keep: bool = True
+    ) -> tuple[str, Mapping[str, Any]]:
+        """(span name, attributes) of calls with this (model, api_base, *params) key."""
+        model, api_base, *values = key
         name, base = self._model_attributes(model, api_base)
         attributes = dict(base)
-        for key in ("temperature", "max_tokens", "top_p"):
-            value = params.get(key)
+        for param, value in zip(_REQUEST_PARAMS, values, strict=True):
             if isinstance(value, int | float) and not isinstance(value, bool):
-                attributes[f"gen_ai.request.{key}"] = value
-        if self.capture_content:
-            attributes["gen_ai.input.messages"] = json.dumps(list(messages), default=str)
-        return self.tracer.start_span(name, kind=self._client_kind, attributes=attributes)
-
-    def end_lm(self, span: Any, response: Any, error: BaseException | None) -> None:
-        """Finish an LM span with the outcome (the metrics come from telemetry events)."""
-        if error is not None:
-            span.set_attribute("error.type", type(error).__name__)
-            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(error)[:200]))
-            span.end()
-            return
-        usage = response.usage
-        attributes: dict[str, Any] = {
-            "gen_ai.usage.input_tokens": usage.prompt_tokens,
-            "gen_ai.usage.output_tokens": usage.completion_tokens,
-        }
-        if response.cache_hit:
-            attributes["dspex.lm.cache_hit"] = True
-        if response.model:
-            attributes["gen_ai.response.model"] = response.model
-        reasons = [c.finish_reason for c in response.completions if c.finish_reason]
-        if reasons:
-            attributes["gen_ai.response.finish_reasons"] = reasons
-        if response.cost is not None:
-            attributes["dspex.lm.cost_usd"] = response.cost
-        if self.capture_content:
-            attributes["gen_ai.output.messages"] = json.dumps(response.texts)
-        span.set_attributes(attributes)
-        span.end()
+                attributes[f"gen_ai.request.{param}"] = value
+        found = (name, attributes)
+        if keep:
+            if len(self._starts) >= _MAX_CACHED:  # parameters varied per call: start over
+                self._starts.clear()
+            self._starts[key] = found
+        return found
 
     def _metric_attributes(self, model: str) -> Mapping[str, Any]:
         found = self._metric_attrs.get(model)
@@ -238,17 +293,10 @@ class Tracing:
 
     # -- program spans (programs layer, the thread running the call) -----------
 
-    @contextlib.contextmanager
-    def span(self, name: str, attributes: Mapping[str, Any] | None = None) -> Iterator[Any]:
-        """An INTERNAL span made current for the block; an error marks it and is re-raised."""
-        with self.tracer.start_as_current_span(
-            name, attributes=attributes, record_exception=True, set_status_on_exception=True
-        ) as span:
-            try:
-                yield span
-            except BaseException as exc:
-                span.set_attribute("error.type", type(exc).__name__)
-                raise
+    def span(self, name: str, attributes: Mapping[str, Any] | None = None) -> _CurrentSpan:
+        """An INTERNAL span, started now and made current for a ``with`` block; an
+        error marks it (``error.type``, an exception event, ERROR status) and is re-raised."""
+        return _CurrentSpan(self, self.tracer.start_span(name, attributes=attributes))
 
     def in_span(self) -> bool:
         """Whether a dspex program span is current here (so a module call is nested)."""
@@ -274,13 +322,17 @@ class Tracing:
             self.token_usage.record(int(data.get("completion_tokens", 0)), output_attrs)
             self.duration.record(float(data.get("duration_ms", 0.0)) / 1000.0, attrs)
         elif name == "lm.request.exception":
-            attrs = self._metric_attributes(str(data.get("model", "?/?")))
-            error = {**attrs, "error.type": str(data.get("error", "Exception"))}
+            key = (str(data.get("model", "?/?")), str(data.get("error", "Exception")))
+            error = self._error_attrs.get(key)
+            if error is None:
+                error = {**self._metric_attributes(key[0]), "error.type": key[1]}
+                if len(self._error_attrs) < _MAX_CACHED:
+                    self._error_attrs[key] = error
             self.duration.record(float(data.get("duration_ms", 0.0)) / 1000.0, error)
         elif name == "program.run.stop":
-            self.runs.add(1, {"dspex.run.outcome": "ok"})
+            self.runs.add(1, _RUN_OK)
         elif name == "program.run.exception":
-            self.runs.add(1, {"dspex.run.outcome": "error"})
+            self.runs.add(1, _RUN_ERROR)
         elif name == "supervisor.child_restarted":
             self.restarts.add(1, {"dspex.child": str(data.get("child", "?"))})
 
@@ -317,3 +369,73 @@ class Tracing:
             self._observation(endpoint.in_flight, {"dspex.lm.model": model})
             for model, endpoint in self._clients()
         ]
+
+
+class _CurrentSpan:
+    """``with``: a started span made current in this thread's context, ended on exit.
+
+    A class rather than ``start_as_current_span``: that stacks generator-based
+    context managers for every module, predictor and tool call.
+    """
+
+    __slots__ = ("_span", "_token", "_tracing")
+
+    def __init__(self, tracing: Tracing, span: Any) -> None:
+        self._tracing = tracing
+        self._span = span
+        self._token: Any = None
+
+    def __enter__(self) -> Any:
+        self._token = self._tracing._attach(self._tracing._set_span(self._span))
+        return self._span
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _: Any
+    ) -> None:
+        span = self._span
+        try:
+            if kind is not None:
+                span.set_attribute("error.type", kind.__name__)
+                # As the SDK's use_span: an Exception is an error, GeneratorExit is not.
+                if isinstance(error, Exception):
+                    trace = self._tracing._trace
+                    span.record_exception(error)
+                    span.set_status(
+                        trace.Status(trace.StatusCode.ERROR, f"{kind.__name__}: {error}")
+                    )
+        finally:
+            self._tracing._detach(self._token)
+            span.end()
+
+
+class LMSpan:
+    """An LM call's CLIENT span while the call runs: what the SDK's span will hold.
+
+    :meth:`Tracing.end_lm` creates the SDK span when the call ends, with its
+    recorded start time, the parent context current at the start, and every
+    attribute and event at once: one pass of the SDK's attribute checks
+    rather than a start, a second pass at the end and an end. Span
+    processors therefore see it start when it ends. The client's loop adds
+    retry events to it (:meth:`add_event`, from the loop's thread while the
+    caller waits), the handle single-flight and retry attributes.
+    """
+
+    __slots__ = ("attributes", "context", "events", "extra", "name", "start")
+
+    def __init__(self, name: str, attributes: Mapping[str, Any], context: Any, start: int) -> None:
+        self.name = name
+        self.attributes = attributes  # shared and prebuilt: never changed here
+        self.context = context
+        self.start = start
+        self.events: list[tuple[str, Mapping[str, Any] | None, int]] = []
+        self.extra: dict[str, Any] | None = None
+
+    def add_event(self, name: str, attributes: Mapping[str, Any] | None = None) -> None:
+        """Record an event now (any thread; the SDK span gets it with this time)."""
+        self.events.append((name, attributes, time.time_ns()))
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Set one more attribute of the span."""
+        if self.extra is None:
+            self.extra = {}
+        self.extra[key] = value

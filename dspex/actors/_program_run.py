@@ -34,6 +34,8 @@ __all__ = [
     "RunJob",
     "activate_run",
     "current_run",
+    "enter_run",
+    "leave_run",
     "scoped_run",
     "wrap_program_error",
 ]
@@ -50,18 +52,43 @@ class CancelEvent(threading.Event):
     call blocked in a run that was cancelled (``max_errors`` reached, Ctrl-C,
     an optimizer that has enough) returns at once instead of when its answer
     arrives. Wakers must be quick and must not raise.
+
+    Every run makes one and most are never waited on, so the condition a
+    ``threading.Event`` builds up front (a Python-level object, most of a
+    run's set-up cost) is made by the first :meth:`wait` instead.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self) -> None:  # not Event.__init__: no condition until someone waits
+        self._flag = False
+        self._lazy_cond: threading.Condition | None = None
         self._wakers: set[Callable[[], None]] = set()
         self._wakers_lock = threading.Lock()
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._flag:
+            return True
+        with self._wakers_lock:
+            cond = self._lazy_cond
+            if cond is None:
+                cond = self._lazy_cond = threading.Condition(threading.Lock())
+        with cond:
+            # set() flips the flag before it takes the condition, so a flag
+            # still down here means the notify is yet to come.
+            if not self._flag:
+                cond.wait(timeout)
+            return self._flag
+
+    def clear(self) -> None:
+        self._flag = False
 
     def add_waker(self, waker: Callable[[], None]) -> None:
         """Call ``waker()`` on :meth:`set` (at once if already set)."""
         with self._wakers_lock:
             self._wakers.add(waker)
-        if self.is_set():
+        if self._flag:
             waker()
 
     def discard_waker(self, waker: Callable[[], None]) -> None:
@@ -69,14 +96,22 @@ class CancelEvent(threading.Event):
             self._wakers.discard(waker)
 
     def set(self) -> None:
-        super().set()
         with self._wakers_lock:
+            self._flag = True
+            cond = self._lazy_cond
             wakers, self._wakers = self._wakers, set()
+        if cond is not None:
+            with cond:
+                cond.notify_all()
         for waker in wakers:
             try:
                 waker()
             except Exception:  # one waiter's bug must not stop the others' wake-up
                 log.exception("a run's cancel waker failed")
+
+    def _at_fork_reinit(self) -> None:
+        self._lazy_cond = None
+        self._wakers_lock = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +173,16 @@ def activate_run(run: RunContext) -> None:
     so nothing needs resetting afterwards.
     """
     _current.set(run)
+
+
+def enter_run(run: RunContext) -> contextvars.Token[RunContext | None]:
+    """Make ``run`` current in this context until :func:`leave_run` (an awaited run)."""
+    return _current.set(run)
+
+
+def leave_run(token: contextvars.Token[RunContext | None]) -> None:
+    """Undo :func:`enter_run`."""
+    _current.reset(token)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,11 +24,12 @@ incarnation starts them again (``_restoring``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import pykka
@@ -62,7 +63,7 @@ from dspex.supervision import (
 
 if TYPE_CHECKING:
     from dspex.actors._lm._handle import LMHandle
-    from dspex.actors._program_server import ServerHandle
+    from dspex.actors._program_server import ServerDirectory, ServerHandle
     from dspex.actors._server_requests import ServerFuture
     from dspex.config import Settings
 
@@ -111,17 +112,27 @@ class Runtime(ProgramRuns):
         self._init_runs(settings)
         self._stopping = threading.Event()
         self.started_at: float | None = None
+
+    @functools.cached_property
+    def servers(self) -> ServerDirectory:
+        """The named program servers; made on first use (a process that serves nothing
+        never loads them). It outlives the ``servers`` supervisor: it remembers what is
+        served, and every new incarnation of the supervisor serves it again."""
         from dspex.actors._program_server import ServerDirectory
 
-        # The directory outlives the ``servers`` supervisor: it remembers what is
-        # served, and every new incarnation of the supervisor serves it again.
-        self.servers = ServerDirectory(
+        return ServerDirectory(
             lambda: self.whereis("servers"),
             self.registry,
             telemetry=self.telemetry,
             runtime=self,
             restores=lambda: self.running,
         )
+
+    def _restore_servers(self, supervisor: pykka.ActorRef[Any]) -> tuple[str, ...]:
+        """Serve again what was served; nothing if no server was ever asked for."""
+        if "servers" not in self.__dict__:
+            return ()
+        return self.servers.restore(supervisor)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -202,7 +213,7 @@ class Runtime(ProgramRuns):
                     # program.run.*; two supervisor events per run would only add cost.
                     events=None,
                 ),
-                _restoring(dynamic("servers"), self.servers),
+                _restoring(dynamic("servers"), _Lazy(self._restore_servers)),
                 dynamic("coordinators"),
             ]
             self._root = Supervisor.start_link(
@@ -459,6 +470,13 @@ class Runtime(ProgramRuns):
 
 class _Restorer(Protocol):
     def restore(self, supervisor: pykka.ActorRef[Any]) -> tuple[str, ...]: ...
+
+
+class _Lazy:
+    """A :class:`_Restorer` that calls ``restore`` (e.g. a directory made on first use)."""
+
+    def __init__(self, restore: Callable[[pykka.ActorRef[Any]], tuple[str, ...]]) -> None:
+        self.restore = restore
 
 
 def _restoring(spec: ChildSpec, directory: _Restorer) -> ChildSpec:

@@ -1,36 +1,49 @@
-"""Program runs: how the Runtime executes a top-level call as a ProgramRun actor.
+"""Program runs: how the Runtime executes a top-level call as a supervised process.
 
-A run takes one of ``runtime.max_runs`` slots (waiting while all are taken),
-then a pre-started spare run actor if one is warm, or starts a fresh one
-under the ``programs`` supervisor; it hands the actor the job and awaits the
-reply, checking the actor is still alive. Kept apart from the Runtime class,
-which mixes :class:`ProgramRuns` in, so the tree's lifecycle and services
-read on their own.
+A run takes one of ``runtime.max_runs`` slots (waiting while all are taken).
+Without a deadline it is a light process executed in the calling thread and
+adopted by the ``programs`` supervisor (docs/architecture.md, departure 22).
+With one, it takes a pre-started spare run actor if one is warm, or starts a
+fresh one under ``programs``, hands it the job and awaits the reply up to the
+deadline, checking the actor is still alive. Kept apart from the Runtime
+class, which mixes :class:`ProgramRuns` in, so the tree's lifecycle and
+services read on their own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, InvalidStateError, wait
 from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from dspex.actors._lm._cache_probe import NOT_CACHED, CacheMiss, cache_only
 from dspex.actors._program_run import (
     ProgramRun,
     RunContext,
     RunJob,
-    scoped_run,
+    activate_run,
+    enter_run,
+    leave_run,
     wrap_program_error,
 )
 from dspex.errors import ActorStoppedError, MaxChildrenError, ProgramError
-from dspex.supervision import ChildSpec, Restart, monitor, start_child
+from dspex.supervision import (
+    NORMAL,
+    ChildSpec,
+    ExitReason,
+    LightProcess,
+    Restart,
+    adopt_child,
+    monitor,
+    start_child,
+)
 
 if TYPE_CHECKING:
     from dspex.actors._telemetry_emitter import TelemetryEmitter
@@ -81,12 +94,17 @@ class ProgramRuns:
         timeout: float | None = None,
         run: RunContext | None = None,
     ) -> Any:
-        """Execute ``fn`` as a transient ProgramRun actor and return its result.
+        """Execute ``fn`` as a supervised program run and return its result.
 
-        The caller's contextvars travel into the run. Past ``runtime.max_runs``
-        concurrent runs the caller waits for a free slot instead of failing.
-        ``timeout`` (seconds) becomes the run's cooperative deadline.
+        Without a deadline the run is a light process executed in the calling
+        thread, which would only block on it otherwise (see :meth:`_run_here`);
+        with ``timeout`` (seconds, the run's deadline) it runs in a ProgramRun
+        actor and the caller returns when the deadline passes even if ``fn``
+        blocks. Either way the caller's contextvars travel into the run, and
+        past ``runtime.max_runs`` concurrent runs the caller waits for a slot.
         """
+        if timeout is None and (run is None or run.deadline is None):
+            return self._run_here(fn, label, run)
         programs = self._programs_ref()
         self._admit()
         try:
@@ -116,37 +134,112 @@ class ProgramRuns:
         finally:
             self._run_tokens.put(None)
 
-    def run_if_cached(self, fn: Callable[[], Any], *, label: str = "program") -> Any:
-        """Execute ``fn`` in the calling thread if the cache answers all its LM calls.
+    def _run_here(self, fn: Callable[[], Any], label: str, run: RunContext | None) -> Any:
+        """A run executed by the calling thread, as a light process under ``programs``.
 
-        Returns :data:`NOT_CACHED` as soon as an LM call would leave the cache
-        (the caller then uses :meth:`run`, which repeats ``fn`` from the start,
-        so ``fn`` must do nothing before its LM calls that cannot happen
-        twice). A hit never blocks, so it takes no run slot and no actor; it is
-        still a run: it has a RunContext, its failure is wrapped as the run
-        actor would wrap it, and telemetry records it.
+        The caller would block until the run ends anyway, so the run borrows
+        its thread instead of taking another one's: no thread start, no
+        hand-off. It is still a supervised process: it has a run id, it is a
+        child of ``programs`` in ``rt.tree()`` while it runs, a monitor gets
+        its ``Down`` (normal, or the exception that failed it), stopping it
+        (``terminate_child``, a runtime shutdown) cancels it at its next check,
+        its failure is wrapped as a run actor wraps it, and it reports to
+        telemetry. It runs in a copy of the caller's contextvars, so nothing
+        it sets leaks back.
         """
-        run = RunContext(label=label, runtime=self)
-        started = time.perf_counter()
+        programs = self._programs_ref()
+        self._admit()
         try:
-            with scoped_run(run), cache_only():
-                result = fn()
-        except CacheMiss:
-            return NOT_CACHED
-        except Exception as exc:  # user code: fail this run only, as ProgramRun does
-            self.telemetry.emit_later("program.run.start", run_id=run.run_id, label=label)
+            if run is None:
+                run = RunContext(label=label, runtime=self)
+            process = LightProcess(ProgramRun, run.cancelled.set)
+            adopt_child(programs, process, ChildSpec(f"run-{run.run_id}", _adopted, _TEMPORARY))
+            # Nudged: no waiting caller flushes a long run's start event later.
+            self.telemetry.emit("program.run.start", run_id=run.run_id, label=run.label)
+            started = time.perf_counter()
+            reason: ExitReason = NORMAL
+            try:
+                result = contextvars.copy_context().run(_execute_here, fn, run)
+            except Exception as exc:  # user code: fail this run only, as ProgramRun does
+                reason = exc
+                wrapped = wrap_program_error(exc, run)
+                self.record_run(run, (time.perf_counter() - started) * 1000, wrapped)
+                raise wrapped from exc
+            except BaseException as exc:
+                reason = exc
+                self.record_run(run, (time.perf_counter() - started) * 1000, exc)
+                if isinstance(exc, KeyboardInterrupt) and _in_main_thread():
+                    # Ctrl-C lands in whatever the main thread runs, here the run:
+                    # it is the caller's too. The run's fan-outs stop; Ctrl-C goes on.
+                    run.cancelled.set()
+                    raise
+                # SystemExit & co raised by user code: contained, as in a run actor.
+                raise ProgramError(
+                    f"program run {run.run_id} ({run.label}) raised {exc!r}", original=exc
+                ) from exc
+            finally:
+                process.exit(reason)
+            self.record_run(run, (time.perf_counter() - started) * 1000, None)
+            return result
+        finally:
+            self._run_tokens.put(None)
+
+    async def arun(self, make: Callable[[], Awaitable[Any]], *, label: str = "program") -> Any:
+        """Await ``make()`` as a supervised program run on the caller's event loop.
+
+        The async twin of a light run (:meth:`_run_here`): a light process under
+        ``programs`` while it is awaited, monitorable, reported to telemetry,
+        its failure wrapped as a run's. Stopping it (``terminate_child``, a
+        runtime stop) cancels its LM calls and the awaiting task; the awaiter
+        gets a ``ProgramError``. It takes no thread, so it takes no
+        ``max_runs`` slot (waiting for one would block the loop): what bounds
+        awaited runs is the LM clients' ``max_in_flight``.
+        """
+        programs = self._programs_ref()
+        run = RunContext(label=label, runtime=self)
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+
+        def stop() -> None:  # any thread
+            run.cancelled.set()  # wakes an LM call in flight
+            if task is not None:
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nothing awaits
+                    loop.call_soon_threadsafe(cancel_awaiter)
+
+        def cancel_awaiter() -> None:  # the loop thread, which also ends the run: no race
+            if process.is_alive() and task is not None:
+                task.cancel()
+
+        process = LightProcess(ProgramRun, stop)
+        adopt_child(programs, process, ChildSpec(f"run-{run.run_id}", _adopted, _TEMPORARY))
+        self.telemetry.emit("program.run.start", run_id=run.run_id, label=run.label)
+        started = time.perf_counter()
+        reason: ExitReason = NORMAL
+        token = enter_run(run)
+        try:
+            result = await make()
+        except asyncio.CancelledError as exc:
+            if task is None or not run.cancelled.is_set() or task.cancelling() > 1:
+                reason = exc  # the awaiter itself was cancelled: that goes on
+                self.record_run(run, (time.perf_counter() - started) * 1000, exc)
+                raise
+            task.uncancel()  # the run was stopped: its awaiter gets an error, as a caller does
+            error = ProgramError(f"program run {run.run_id} ({run.label}) was cancelled")
+            reason = error
+            self.record_run(run, (time.perf_counter() - started) * 1000, error)
+            raise error from None
+        except Exception as exc:  # user code: fail this run only
+            reason = exc
             wrapped = wrap_program_error(exc, run)
             self.record_run(run, (time.perf_counter() - started) * 1000, wrapped)
             raise wrapped from exc
-        except BaseException as exc:
-            self.telemetry.emit_later("program.run.start", run_id=run.run_id, label=label)
+        except BaseException as exc:  # asyncio lets SystemExit & co stop the loop anyway
+            reason = exc
             self.record_run(run, (time.perf_counter() - started) * 1000, exc)
-            if isinstance(exc, KeyboardInterrupt):
-                raise  # Ctrl-C in this thread: the caller's, as in run()
-            error = ProgramError(f"program run {run.run_id} ({label}) raised {exc!r}", original=exc)
-            raise error from exc
-        # Only an answered probe is a run: a miss leaves no trace (run() follows).
-        self.telemetry.emit_later("program.run.start", run_id=run.run_id, label=label)
+            raise
+        finally:
+            leave_run(token)
+            process.exit(reason)
         self.record_run(run, (time.perf_counter() - started) * 1000, None)
         return result
 
@@ -269,15 +362,27 @@ class ProgramRuns:
     def _await_run(self, ref: pykka.ActorRef[Any], run: RunContext, reply: Future[Any]) -> Any:
         # Wait for the future to be done, then read it: catching TimeoutError
         # around result(timeout) would also catch a run that *failed* with a
-        # TimeoutError (LMTimeoutError...), and wait for it forever.
-        while not wait((reply,), timeout=_RUN_POLL).done:
+        # TimeoutError (LMTimeoutError...), and wait for it forever. A run
+        # with a deadline is given up at the deadline, whatever its forward is
+        # doing (the caller's run() cancels it: it stops at its next check).
+        while True:
+            slice_ = _RUN_POLL
+            if run.deadline is not None:
+                slice_ = min(slice_, run.deadline - time.monotonic())
+                if slice_ <= 0 and not reply.done():
+                    run.cancelled.set()  # given up on: it stops at its next check
+                    raise ProgramError(
+                        f"program run {run.run_id} ({run.label}) passed its deadline; "
+                        "raise the timeout or make the program faster"
+                    )
+            if wait((reply,), timeout=max(0.0, slice_)).done:
+                return reply.result()
             self.telemetry.flush()  # a long run's start event is not held back further
             if not ref.is_alive() and not reply.done():
                 raise ProgramError(
                     f"program run {run.run_id} ({run.label}) died without replying; "
                     "see the supervisor events in telemetry"
                 ) from None
-        return reply.result()
 
     def record_run(self, run: RunContext, duration_ms: float, error: BaseException | None) -> None:
         """Report a finished run to telemetry (also for runs executed inline, e.g. by Evaluate)."""
@@ -294,3 +399,22 @@ class ProgramRuns:
                 duration_ms=duration_ms,
                 error=type(original).__name__,
             )
+
+
+_TEMPORARY = Restart.TEMPORARY
+
+
+def _adopted() -> pykka.ActorRef[Any]:
+    # The spec of a run executed in its caller's thread: never started by the
+    # supervisor (temporary, so never restarted either).
+    raise ProgramError("a program run executed in its caller's thread cannot be restarted")
+
+
+def _execute_here(fn: Callable[[], Any], run: RunContext) -> Any:
+    # Runs inside a copy of the caller's context: nothing to reset afterwards.
+    activate_run(run)
+    return fn()
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()

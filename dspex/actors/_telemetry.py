@@ -14,14 +14,15 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime
+import logging
 import math
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
 from dspex.actors import _otel
+from dspex.actors._lm._prices import LaterCost
 from dspex.actors._telemetry_emitter import (
     LINGER,
     LMCall,
@@ -31,6 +32,7 @@ from dspex.actors._telemetry_emitter import (
     _PollDue,
     _PollingInbox,
     history_params,
+    new_uuid,
 )
 from dspex.config._logging import LOGGING_STREAM
 from dspex.supervision import Actor, Event
@@ -42,6 +44,8 @@ __all__ = [
     "redact",
     "render_history",
 ]
+
+logger = logging.getLogger("dspex.telemetry")
 
 _SECRET_MARKERS = ("api_key", "apikey", "authorization", "token", "secret", "password")
 
@@ -247,6 +251,15 @@ class Telemetry(Actor):
     def _handle(self, event: TelemetryEvent) -> None:
         self._events += 1
         name, data = event.name, event.data
+        later = data.get("cost")
+        if isinstance(later, LaterCost):  # a model's first answer, priced here
+            try:
+                cost = later()
+            except Exception:  # a broken price table must not stop telemetry: unknown
+                logger.warning("could not price %s's answer", data.get("model"), exc_info=True)
+                cost = None
+            data = {**data, "cost": cost}
+            event = TelemetryEvent(name, data, event.time)
         if name.startswith("lm.request."):
             self._on_lm(name, data)
         elif name.startswith("program.run."):
@@ -302,7 +315,7 @@ class Telemetry(Actor):
                         cost=data.get("cost"),
                         kwargs=history_params(data.get("kwargs") or {}),
                         response=data.get("response"),
-                        uuid=str(uuid.uuid4()),
+                        uuid=new_uuid(),
                     )
                 )
         elif name == "lm.request.exception":

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import collections
 import queue
+import random
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
@@ -42,6 +42,7 @@ __all__ = [
     "end_lm_report",
     "history_disabled",
     "history_params",
+    "new_uuid",
     "set_history_gate",
 ]
 
@@ -116,8 +117,19 @@ def history_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if not str(k).startswith("api_")}
 
 
-def _uuid() -> str:
-    return str(uuid.uuid4())
+def new_uuid() -> str:
+    """A random (version 4) UUID string for a history entry.
+
+    From ``random``, not ``os.urandom``: it names an entry, it guards nothing,
+    and the system call behind ``uuid4()`` cost more than a cache hit's lookup.
+    """
+    bits = random.getrandbits(128) & _UUID_FREE | _UUID_V4
+    h = f"{bits:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_UUID_FREE = ~((0xF000 << 64) | (0xC000 << 48))  # all but the version and variant bits
+_UUID_V4 = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
 
 
 class LMCall(NamedTuple):
@@ -326,7 +338,15 @@ class TelemetryEmitter:
         failure = None if error is None else (type(error).__name__, getattr(error, "status", None))
         kept = history_params(params) if keep and params else {}
         call = LMCall(
-            model, tuple(messages), duration_ms, response, failure, keep, time.time(), kept, _uuid()
+            model,
+            tuple(messages),
+            duration_ms,
+            response,
+            failure,
+            keep,
+            time.time(),
+            kept,
+            new_uuid(),
         )
         self._push(call, nudge=True)
 

@@ -9,7 +9,6 @@ knows the schema without importing it.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Iterator
@@ -207,6 +206,8 @@ def _unknown_key_text(path: tuple[str, ...], source: str, root: type[BaseModel])
             if sub is not None and not keyed:
                 options.update({f"{group}_{f}": (group, f) for f in sub.model_fields})
     text = f"{dotted(path)}: unknown setting (from {source})."
+    import difflib  # only a refused value needs a guess
+
     match = difflib.get_close_matches(name.lower(), list(options), n=1, cutoff=0.6)
     if match:
         target = options[match[0]]

@@ -17,7 +17,7 @@ from typing import Any
 
 from dspex.config._explain import ENV_PREFIX, KWARGS, Provenance, sourced_from
 from dspex.config._secrets import REDACTED, is_secret_path
-from dspex.config._settings import Settings, deep_merge
+from dspex.config._settings import Settings, build_settings, deep_merge
 from dspex.errors import ConfigError
 
 __all__ = ["CONFIG_ENV_VAR", "ENV_PREFIX", "load_settings"]
@@ -65,7 +65,7 @@ def load_settings(
     for layer in layers:
         data = deep_merge(data, layer)
     with sourced_from(provenance):
-        return Settings(**data)
+        return build_settings(data)
 
 
 def _record(

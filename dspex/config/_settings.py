@@ -8,7 +8,6 @@ goes through :meth:`_Section.__init__`, which turns pydantic's
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -36,6 +35,7 @@ __all__ = [
     "CacheSettings",
     "LMClientSettings",
     "ModelSettings",
+    "RaySettings",
     "RuntimeSettings",
     "Settings",
     "TelemetrySettings",
@@ -90,6 +90,8 @@ def _model_id_hint(provider: str, name: str, has_slash: bool) -> str:
             f"; '{provider}' serves OpenAI's wire format: use 'openai/{name}' "
             "and set api_base to the server's URL"
         )
+    import difflib  # only a refused value needs a guess
+
     close = difflib.get_close_matches(provider.lower(), PROVIDERS, n=1, cutoff=0.6)
     guess = _PROVIDER_ALIASES.get(provider) or (close[0] if close else None)
     return f"; did you mean '{guess}/{name}'?" if guess else ""
@@ -162,6 +164,9 @@ class _Section(BaseModel):
     model_config = ConfigDict(
         frozen=True,
         extra="forbid",
+        # Build each validator on first use, not at import: the whole schema costs
+        # tens of ms, and a process's first runtime usually validates one section.
+        defer_build=True,
         hide_input_in_errors=True,  # the chained ValidationError must not echo secrets
     )
 
@@ -334,6 +339,26 @@ class BudgetSettings(_Section):
     )
 
 
+class RaySettings(_Section):
+    """Where the Ray backend's work goes (``runtime.backend = "ray"``; needs ``dspex[ray]``)."""
+
+    _path = ("runtime", "ray")
+
+    address: str | None = Field(
+        default=None,
+        description=(
+            "Ray cluster to join: 'auto' (the cluster this machine belongs to), "
+            "'ray://host:10001', or None to start a local one"
+        ),
+    )
+    workers: PositiveInt | None = Field(
+        default=None, description="Ray worker actors a pool spreads units over; None = cluster CPUs"
+    )
+    max_restarts: NonNegativeInt = Field(
+        default=3, description="times Ray restarts a dead worker actor (its units are re-sent)"
+    )
+
+
 class RuntimeSettings(_Section):
     """The supervision tree: run bounds, timeouts and the root's restart intensity."""
 
@@ -353,13 +378,21 @@ class RuntimeSettings(_Section):
     )
     max_seconds: PositiveFloat = Field(default=5.0, description="window of the restart intensity")
     warm_runs: NonNegativeInt = Field(
-        default=2,
-        description="run actors kept pre-started (each serves one run) to hide thread start-up",
+        default=0,
+        description=(
+            "run actors kept pre-started (each serves one run) to hide thread start-up; "
+            "only runs with a deadline and streamed runs use a run actor"
+        ),
     )
     spare_threads: NonNegativeInt = Field(
         default=256,
         description="extra threads Evaluate/batch may start for examples parked in a retry wait",
     )
+    backend: Annotated[Literal["local", "ray"], BeforeValidator(_lower)] = Field(
+        default="local",
+        description="where Evaluate and optimizers run units: 'local' threads or 'ray'",
+    )
+    ray: RaySettings = Field(default_factory=RaySettings)
 
 
 class Settings(_Section):
@@ -443,3 +476,34 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
         else:
             out[key] = deep_merge({}, new)
     return out
+
+
+def build_settings(data: Mapping[str, Any]) -> Settings:
+    """``Settings(**data)``; when ``data`` only sets sections, only those are validated.
+
+    The rest keep their defaults, built as validation builds them (pydantic
+    validates a default only when its field says ``validate_default``), so
+    pydantic never builds the whole schema for, say, ``DSPEX_CACHE__DIR``
+    alone: a first runtime starts tens of ms sooner.
+    """
+    sections = _sections()
+    if not all(key in sections and isinstance(value, Mapping) for key, value in data.items()):
+        return Settings(**data)
+    values: dict[str, Any] = {key: sections[key](**value) for key, value in data.items()}
+    for key, section in sections.items():
+        if key not in values:
+            # A default marked validate_default (cache.dir: ~ expanded) is validated.
+            checked = any(f.validate_default for f in section.model_fields.values())
+            values[key] = section() if checked else section.model_construct()
+    return Settings.model_construct(_fields_set=set(data), **values)
+
+
+def _sections() -> dict[str, type[_Section]]:
+    """Settings' section fields and their models (``lm_client``, ``cache``, ...)."""
+    return {
+        "lm_client": LMClientSettings,
+        "cache": CacheSettings,
+        "telemetry": TelemetrySettings,
+        "runtime": RuntimeSettings,
+        "budget": BudgetSettings,
+    }

@@ -13,9 +13,10 @@ which also turns a low reward into hints for the next attempt.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from dspex.actors._program_run import current_run
@@ -69,6 +70,16 @@ class _Reward:
     def __call__(self, kwargs: dict[str, Any], prediction: Any) -> Any:
         return self.fn(kwargs, prediction)
 
+    async def acall(self, kwargs: dict[str, Any], prediction: Any) -> Any:
+        """The reward awaited: a module's ``acall``, an awaitable result, else the plain value."""
+        acall = getattr(self.fn, "acall", None)
+        if isinstance(self.fn, Module) and acall is not None:
+            return await acall(kwargs, prediction)
+        value = self.fn(kwargs, prediction)
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
 
 class _Best(NamedTuple):
     prediction: Any
@@ -118,18 +129,9 @@ class RolloutSearch(Module):
         self.fail_count = fail_count or N  # DSPy's rule: None (or 0) allows N failures
 
     def forward(self, **kwargs: Any) -> Any:
-        lm = self._base_lm()
-        start = int(lm.kwargs.get("rollout_id", 0) or 0)
-        best: _Best | None = None
-        failures = 0
-        last_error: Exception | None = None
-        hints: dict[str, str] | None = None
-        run = current_run()
-        for attempt in range(self.N):
-            if run is not None:
-                run.check_deadline()  # a cancelled run stops here, not as N failed attempts
-            rollout_id = start + attempt
-            candidate = self._candidate(lm, rollout_id, hints)
+        search = _Search(self, kwargs)
+        for rollout_id in search.rollouts():
+            candidate = self._candidate(search.lm, rollout_id, search.hints)
             trace: list[Any] = []
             try:
                 with context(trace=trace):
@@ -137,25 +139,10 @@ class RolloutSearch(Module):
                     taken = list(trace)  # the reward function's own LM calls stay out
                     score, feedback = interpret_reward(self.reward_fn(kwargs, prediction))
             except Exception as exc:
-                failures += 1
-                last_error = exc
-                logger.warning(
-                    "%s: attempt %d (rollout_id=%d) failed: %s: %s",
-                    type(self).__name__,
-                    attempt + 1,
-                    rollout_id,
-                    type(exc).__name__,
-                    exc,
-                )
-                if failures > self.fail_count:
-                    raise
+                search.failed(rollout_id, exc)
                 continue
-            if best is None or score > best.score:
-                best = _Best(prediction, taken, score)
-            if self.threshold is not None and score >= self.threshold:
-                break
-            if attempt < self.N - 1:
-                hints = self._next_hints(
+            if search.scored(prediction, taken, score):
+                search.hints = self._next_hints(
                     candidate,
                     kwargs,
                     prediction=prediction,
@@ -163,13 +150,38 @@ class RolloutSearch(Module):
                     score=score,
                     feedback=feedback,
                 )
-        if best is None:
-            assert last_error is not None  # N >= 1 and no attempt succeeded
-            raise last_error
-        outer = current_settings().get("trace")
-        if outer is not None:
-            outer.extend(_without_hints(best.trace))
-        return best.prediction
+        return search.best()
+
+    async def aforward(self, **kwargs: Any) -> Any:
+        """``forward`` awaited: each attempt is ``await candidate.acall(...)`` on this loop.
+
+        A reward function that is a dspex module (an LM judge) is awaited
+        through its ``acall``, an ``async def`` one is awaited; a plain function
+        runs inline on the loop, as ``forward`` runs it in the caller's thread.
+        """
+        search = _Search(self, kwargs)
+        for rollout_id in search.rollouts():
+            candidate = self._candidate(search.lm, rollout_id, search.hints)
+            trace: list[Any] = []
+            try:
+                with context(trace=trace):
+                    prediction = await candidate.acall(**kwargs)
+                    taken = list(trace)
+                    reward = await self.reward_fn.acall(kwargs, prediction)
+                    score, feedback = interpret_reward(reward)
+            except Exception as exc:
+                search.failed(rollout_id, exc)
+                continue
+            if search.scored(prediction, taken, score):
+                search.hints = await self._anext_hints(
+                    candidate,
+                    kwargs,
+                    prediction=prediction,
+                    trace=taken,
+                    score=score,
+                    feedback=feedback,
+                )
+        return search.best()
 
     # -- hooks ---------------------------------------------------------------------
 
@@ -184,6 +196,19 @@ class RolloutSearch(Module):
         feedback: str | None,
     ) -> dict[str, str] | None:
         """Hints (predictor name -> text) for the next attempt; BestOfN gives none."""
+        return None
+
+    async def _anext_hints(
+        self,
+        candidate: Any,
+        kwargs: dict[str, Any],
+        *,
+        prediction: Any,
+        trace: list[Any],
+        score: float,
+        feedback: str | None,
+    ) -> dict[str, str] | None:
+        """``_next_hints`` awaited (Refine awaits its critic on the caller's loop)."""
         return None
 
     # -- helpers -------------------------------------------------------------------
@@ -224,6 +249,67 @@ class BestOfN(RolloutSearch):
     failures (default ``N``) re-raise the error, and so does the last error
     when every attempt failed.
     """
+
+
+class _Search:
+    """One search's bookkeeping, shared by ``forward`` and ``aforward``."""
+
+    def __init__(self, owner: RolloutSearch, kwargs: dict[str, Any]) -> None:
+        self.owner = owner
+        self.lm = owner._base_lm()
+        self.start = int(self.lm.kwargs.get("rollout_id", 0) or 0)
+        self.best_so_far: _Best | None = None
+        self.failures = 0
+        self.last_error: Exception | None = None
+        self.hints: dict[str, str] | None = None
+        self.attempt = 0
+        self.stop = False
+
+    def rollouts(self) -> Iterator[int]:
+        """The rollout id of each attempt, until the threshold is reached or N are made."""
+        run = current_run()
+        for attempt in range(self.owner.N):
+            if self.stop:
+                return
+            if run is not None:
+                run.check_deadline()  # a cancelled run stops here, not as N failed attempts
+            self.attempt = attempt
+            yield self.start + attempt
+
+    def failed(self, rollout_id: int, exc: Exception) -> None:
+        """Count a failed attempt; re-raise it past ``fail_count`` (call inside ``except``)."""
+        self.failures += 1
+        self.last_error = exc
+        logger.warning(
+            "%s: attempt %d (rollout_id=%d) failed: %s: %s",
+            type(self.owner).__name__,
+            self.attempt + 1,
+            rollout_id,
+            type(exc).__name__,
+            exc,
+        )
+        if self.failures > self.owner.fail_count:
+            raise exc
+
+    def scored(self, prediction: Any, trace: list[Any], score: float) -> bool:
+        """Record an attempt's score; whether the next attempt needs hints."""
+        if self.best_so_far is None or score > self.best_so_far.score:
+            self.best_so_far = _Best(prediction, trace, score)
+        threshold = self.owner.threshold
+        if threshold is not None and score >= threshold:
+            self.stop = True
+            return False
+        return self.attempt < self.owner.N - 1
+
+    def best(self) -> Any:
+        """The best prediction (its trace joins the outer one), or the last error."""
+        if self.best_so_far is None:
+            assert self.last_error is not None  # N >= 1 and no attempt succeeded
+            raise self.last_error
+        outer = current_settings().get("trace")
+        if outer is not None:
+            outer.extend(_without_hints(self.best_so_far.trace))
+        return self.best_so_far.prediction
 
 
 def _without_hints(trace: list[Any]) -> list[Any]:

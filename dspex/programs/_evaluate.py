@@ -12,6 +12,7 @@ a crash.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 from dspex.actors._lm._budget import Budget, budget_scope
 from dspex.errors import UsageError
+from dspex.programs._backend import Backend, check_backend, resolve_backend
 from dspex.programs._callbacks import hooked
 from dspex.programs._evaluate_journal import Journal, JournalEntry
 from dspex.programs._evaluate_progress import Progress, progress_enabled
@@ -137,7 +139,10 @@ class Evaluate:
     stops the run once that many examples failed and returns what finished.
     Ctrl-C cancels the running examples, keeps what finished in the journal
     and raises ``KeyboardInterrupt``; ``on_interrupt="return"`` returns the
-    partial result (``interrupted=True``) instead. Every argument but
+    partial result (``interrupted=True``) instead. ``backend="ray"`` runs the
+    examples (program and metric) on Ray actors over a cluster; the journal,
+    progress and ``max_errors`` stay here (see docs/distributed.md; default:
+    the ``runtime.backend`` setting). Every argument but
     ``devset`` may be overridden per call.
     """
 
@@ -161,9 +166,11 @@ class Evaluate:
         on_interrupt: OnInterrupt = "raise",
         max_cost_usd: float | None = None,
         max_tokens: int | None = None,
+        backend: Backend | None = None,
         **kwargs: Any,
     ) -> None:
         _check_kwargs("Evaluate", kwargs)
+        self.backend = check_backend(backend, "Evaluate")
         Budget(max_cost_usd=max_cost_usd, max_tokens=max_tokens, scope="Evaluate")  # checks
         self.max_cost_usd = max_cost_usd
         self.max_tokens = max_tokens
@@ -204,10 +211,12 @@ class Evaluate:
         on_interrupt: OnInterrupt | None = None,
         max_cost_usd: float | None = None,
         max_tokens: int | None = None,
+        backend: Backend | None = None,
         **kwargs: Any,
     ) -> EvaluationResult:
         """Evaluate ``program``; arguments given here override the constructor's."""
         _check_kwargs("Evaluate.__call__", kwargs)
+        chosen = check_backend(backend, "Evaluate.__call__") or self.backend
         from dspex.programs._evaluate_engine import resolve_max_errors, resolve_num_threads
 
         metric = metric if metric is not None else self.metric
@@ -258,6 +267,7 @@ class Evaluate:
                 journal_path=journal_path,
                 provide_traceback=traceback,
                 show_progress=progress_enabled(show),
+                backend=resolve_backend(chosen),
             )
         spend = budget.snapshot()
         object.__setattr__(outcome, "_spend", (outcome.stopped_by, spend["cost_usd"]))
@@ -292,8 +302,9 @@ def _evaluate(
     journal_path: Any,
     provide_traceback: bool,
     show_progress: bool,
+    backend: Backend = "local",
 ) -> EvaluationResult:
-    from dspex.programs._evaluate_engine import Outcome, execute
+    from dspex.programs._evaluate_engine import evaluate_one, execute
 
     total = len(devset)
     slots: list[tuple[Any, Any, Any] | None] = [None] * total
@@ -323,16 +334,12 @@ def _evaluate(
         score_sum=sum(values[i] for i in range(total) if slots[i] is not None),
     )
 
-    def body(example: Any) -> Outcome:
-        try:
-            prediction = program(**example.inputs())
-        except Exception as exc:
-            return Outcome(None, None, 0.0, exc)
-        try:
-            score = metric(example, prediction)
-            return Outcome(prediction, score, float(score), None)
-        except Exception as exc:
-            return Outcome(prediction, None, 0.0, _metric_error(metric, exc))
+    if backend == "ray":
+        from dspex.programs._ray._bodies import evaluate_body
+
+        body: Callable[[Any], Outcome] = evaluate_body(program, metric)  # ships, or raises now
+    else:
+        body = functools.partial(evaluate_one, program, metric)
 
     def record(index: int, example: Any, outcome: Outcome) -> None:
         error = outcome.error
@@ -394,18 +401,6 @@ def _restore(example: Any, entry: JournalEntry, failure_score: float) -> tuple[A
     except (TypeError, ValueError):
         value = failure_score
     return (example, prediction, score), value
-
-
-def _metric_error(metric: Any, exc: Exception) -> Exception:
-    if isinstance(exc, TypeError) and "float()" in str(exc):
-        name = getattr(metric, "__name__", type(metric).__name__)
-        error = UsageError(
-            f"metric {name} returned a value that is not a number ({exc}); return a bool, "
-            "an int/float, or a Prediction with a score field"
-        )
-        error.__cause__ = exc
-        return error
-    return exc
 
 
 def run_batch(

@@ -15,13 +15,16 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from dspex.actors._lm._budget import budget_error
+from dspex.errors import UsageError
 from dspex.programs._fanout import fan_out, fan_out_runtime, open_pool, spare_threads
 
 __all__ = [
     "Outcome",
     "RunSummary",
     "call_each",
+    "evaluate_one",
     "execute",
+    "log_failure",
     "resolve_max_errors",
     "resolve_num_threads",
 ]
@@ -56,8 +59,6 @@ def resolve_num_threads(num_threads: int | None, settings: Any) -> int:
     """``num_threads`` or the ``num_threads`` setting, checked (an int >= 1)."""
     value = num_threads if num_threads is not None else settings.get("num_threads") or 8
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        from dspex.errors import UsageError
-
         raise UsageError(
             f"num_threads={value!r}: must be an int >= 1 (the number of examples run at "
             "once), e.g. num_threads=16"
@@ -71,8 +72,6 @@ def resolve_max_errors(max_errors: float | None, settings: Any) -> float:
     if value is None:
         return float("inf")
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        from dspex.errors import UsageError
-
         raise UsageError(
             f"max_errors={value!r}: must be a number >= 0 (stop after that many failed "
             "examples), e.g. max_errors=10, or float('inf') to never stop"
@@ -133,7 +132,7 @@ def execute(
                     on_outcome(index, example, outcome)
                 if outcome.error is not None:
                     summary.errors += 1
-                    _log_failure(label, index, outcome.error, provide_traceback)
+                    log_failure(label, index, outcome.error, provide_traceback)
                     if summary.errors >= max_errors and summary.finished < len(items):
                         summary.stopped_early = True
                         logger.warning(
@@ -206,6 +205,31 @@ def call_each(
     return results, failed
 
 
+def evaluate_one(program: Any, metric: Callable[..., Any], example: Any) -> Outcome:
+    """Evaluate's unit: run ``program`` on ``example`` and score it (any thread, any process)."""
+    try:
+        prediction = program(**example.inputs())
+    except Exception as exc:
+        return Outcome(None, None, 0.0, exc)
+    try:
+        score = metric(example, prediction)
+        return Outcome(prediction, score, float(score), None)
+    except Exception as exc:
+        return Outcome(prediction, None, 0.0, _metric_error(metric, exc))
+
+
+def _metric_error(metric: Any, exc: Exception) -> Exception:
+    if isinstance(exc, TypeError) and "float()" in str(exc):
+        name = getattr(metric, "__name__", type(metric).__name__)
+        error = UsageError(
+            f"metric {name} returned a value that is not a number ({exc}); return a bool, "
+            "an int/float, or a Prediction with a score field"
+        )
+        error.__cause__ = exc
+        return error
+    return exc
+
+
 def _error_of(outcome: Outcome) -> BaseException | None:
     return outcome.error
 
@@ -214,7 +238,7 @@ def _contained(error: BaseException) -> Outcome:
     return Outcome(None, None, 0.0, error)
 
 
-def _log_failure(label: str, index: int, error: BaseException, traceback: bool) -> None:
+def log_failure(label: str, index: int, error: BaseException, traceback: bool) -> None:
     if traceback:
         logger.error("%s: example %d failed: %r", label, index, error, exc_info=error)
     else:

@@ -316,7 +316,17 @@ class Module(BaseModule, metaclass=ProgramMeta):
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """Async call: ``aforward`` if the module defines one, else ``forward`` in one
-        of dspex's ``async_max_workers`` threads (settings overrides carry over)."""
+        of dspex's ``async_max_workers`` threads (settings overrides carry over).
+
+        At top level the call is a program run awaited on the caller's loop
+        (a light process under ``programs``, see ``Runtime.arun``)."""
+        if current_run() is None:
+            return await current_runtime().arun(
+                lambda: self._acall(args, kwargs), label=type(self).__name__
+            )
+        return await self._acall(args, kwargs)
+
+    async def _acall(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         aforward = getattr(self, "aforward", None)
         if aforward is not None:
             callbacks = active_callbacks(self)

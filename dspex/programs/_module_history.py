@@ -10,12 +10,12 @@ context variable, so they follow a run into its actor thread.
 from __future__ import annotations
 
 import datetime
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from dspex.actors._telemetry_emitter import new_uuid
 from dspex.programs._settings import current_settings
 
 __all__ = ["calling", "record_lm_call"]
@@ -57,7 +57,7 @@ def record_lm_call(
         },
         "cost": None,
         "timestamp": datetime.datetime.now().isoformat(),
-        "uuid": str(uuid.uuid4()),
+        "uuid": new_uuid(),
         "model": getattr(lm, "model", None),
         "response_model": getattr(response, "model", None),
         "model_type": getattr(lm, "model_type", "chat"),

@@ -94,6 +94,43 @@ class Parallel:
             return results, list(self.failed_examples), list(self.exceptions)
         return results
 
+    async def acall(self, exec_pairs: Sequence[Any], num_threads: int | None = None) -> Any:
+        return await self.aforward(exec_pairs, num_threads=num_threads)
+
+    async def aforward(self, exec_pairs: Sequence[Any], num_threads: int | None = None) -> Any:
+        """``forward`` awaited on the caller's loop: each pair is ``await module.acall(...)``.
+
+        At most ``num_threads`` pairs are in flight at once (tasks on this loop,
+        no thread per pair); a callable without ``acall`` runs in dspex's async
+        pool. Failures, ``max_errors``, ``timeout`` and the return value are
+        those of ``forward``.
+        """
+        from dspex.programs._evaluate_engine import resolve_max_errors, resolve_num_threads
+        from dspex.programs._parallel_async import run_pairs
+
+        pairs = _check_pairs(exec_pairs, self.access_examples)
+        settings = current_settings()
+        results, failed = await run_pairs(
+            pairs,
+            self.access_examples,
+            num_threads=resolve_num_threads(
+                num_threads if num_threads is not None else self.num_threads, settings
+            ),
+            max_errors=resolve_max_errors(self.max_errors, settings),
+            timeout=self.timeout,
+            provide_traceback=(
+                self.provide_traceback
+                if self.provide_traceback is not None
+                else bool(settings.get("provide_traceback"))
+            ),
+        )
+        order = sorted(failed)
+        self.failed_examples = [pairs[i][1] for i in order]
+        self.exceptions = [failed[i] for i in order]
+        if self.return_failed_examples:
+            return results, list(self.failed_examples), list(self.exceptions)
+        return results
+
     def __repr__(self) -> str:
         return f"Parallel(num_threads={self.num_threads}, max_errors={self.max_errors})"
 

@@ -7,24 +7,20 @@ demos, no validation models, and the facts Predict needs about a signature
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from dspex.actors import _otel
-from dspex.actors._callbacks import active_callbacks
-from dspex.actors._lm._cache_probe import NOT_CACHED
-from dspex.actors._lm._model import LM
 from dspex.actors._program_run import current_run
 from dspex.errors import UsageError
 from dspex.programs._module import Module, Predictor
 from dspex.programs._prediction import Prediction
-from dspex.programs._runtime_access import current_runtime
 from dspex.programs._settings import current_settings
 from dspex.programs._signature import Signature, ensure_signature
 from dspex.programs._state import lm_to_state, prepare_predict_state, serialize_demo
-from dspex.programs._stream_route import streaming_call
+from dspex.programs._stream_session import STREAM_SESSION
 
 __all__ = ["Predict"]
 
@@ -179,42 +175,6 @@ class Predict(Module, Predictor):
             )
         return self._dspex_call(**kwargs)
 
-    def _routed_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        # A top-level call the cache can answer runs in the calling thread
-        # (docs/architecture.md, "Cache hits stay in the calling thread").
-        if not args and current_run() is None and self._probe_is_safe(kwargs):
-            runtime = current_runtime()
-            result = runtime.run_if_cached(
-                lambda: self._observed_forward(args, kwargs), label=type(self).__name__
-            )
-            if result is not NOT_CACHED:
-                return result
-        return super()._routed_call(args, kwargs)
-
-    def _probe_is_safe(self, kwargs: Mapping[str, Any]) -> bool:
-        """Whether a cache probe of this call may be repeated as a run without a trace.
-
-        Only dspex's own LM, adapters and no callbacks: no user code runs before
-        the LM call, and the inputs match the signature exactly, so nothing warns
-        twice when a miss repeats the call in a run actor.
-        """
-        if type(self) is not Predict or self.callbacks or _otel._tracing is not None:
-            return False  # (a probe's spans would record a run that a miss abandons)
-        lm: Any = self.lm or current_settings().get("lm")
-        if type(lm) is not LM or lm.cache is not True or active_callbacks(lm):
-            return False
-        facts = self._facts_for(self.signature)
-        if (
-            facts.typed
-            or len(kwargs) != len(facts.input_set)
-            or not facts.input_set >= kwargs.keys()
-        ):
-            return False
-        adapter = self.__dict__.get("adapter") or current_settings().get("adapter")
-        return adapter is None or (
-            type(adapter).__module__.split(".")[0] == "dspex" and not active_callbacks(adapter)
-        )
-
     def _facts_for(self, signature: type[Signature]) -> _SignatureFacts:
         facts = self.__dict__.get("_facts")
         if facts is None or facts.signature is not signature:
@@ -226,7 +186,7 @@ class Predict(Module, Predictor):
     def forward(self, **kwargs: Any) -> Prediction:
         call = self._prepare(kwargs)
         adapter, lm, config, signature, demos, inputs, _ = call
-        with streaming_call(self, adapter, lm):  # a no-op unless inside dspex.streamify
+        with _streaming(self, adapter, lm):  # a no-op unless inside dspex.streamify
             completions = adapter(
                 lm, lm_kwargs=config, signature=signature, demos=demos, inputs=inputs
             )
@@ -238,7 +198,7 @@ class Predict(Module, Predictor):
         call = self._prepare(kwargs)
         adapter, lm, config, signature, demos, inputs, _ = call
         acall = getattr(adapter, "acall", None)
-        with streaming_call(self, adapter, lm):  # a no-op unless inside dspex.streamify
+        with _streaming(self, adapter, lm):  # a no-op unless inside dspex.streamify
             if acall is None:  # a DSPy-style adapter object without acall
                 from dspex.programs._async_pool import in_thread
 
@@ -463,3 +423,16 @@ def type_name(annotation: Any) -> str:
     if args:
         return f"{name}[{', '.join('...' if a is Ellipsis else type_name(a) for a in args)}]"
     return name
+
+
+_NOT_STREAMING = contextlib.nullcontext()
+
+
+def _streaming(predict: Any, adapter: Any, lm: Any) -> contextlib.AbstractContextManager[Any]:
+    """``_stream_route.streaming_call``; outside ``streamify`` the streaming modules stay
+    unloaded (one context-variable read)."""
+    if STREAM_SESSION.get() is None:
+        return _NOT_STREAMING
+    from dspex.programs._stream_route import streaming_call
+
+    return streaming_call(predict, adapter, lm)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -30,7 +31,13 @@ from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
 from typing import Any, Literal
 
-from dspex.actors._program_run import ProgramRun, RunContext, RunJob, current_run
+from dspex.actors._program_run import (
+    ProgramRun,
+    RunContext,
+    RunJob,
+    activate_run,
+    current_run,
+)
 from dspex.errors import (
     ActorStoppedError,
     AdapterParseError,
@@ -47,7 +54,16 @@ from dspex.programs._prediction import Prediction
 from dspex.programs._settings import current_settings
 from dspex.programs._signature import Signature, ensure_signature, make_signature
 from dspex.programs._tool import Tool
-from dspex.supervision import ChildSpec, Restart, current_lease, start_child
+from dspex.supervision import (
+    NORMAL,
+    ChildSpec,
+    ExitReason,
+    LightProcess,
+    Restart,
+    adopt_child,
+    current_lease,
+    start_child,
+)
 
 __all__ = ["ReAct"]
 
@@ -406,6 +422,9 @@ def _in_trajectory_actor(parent: RunContext, runtime: Any, loop: Callable[[], Pr
         runtime=runtime,
         lease=parent.lease or current_lease(),  # the parent waits: its slot may be lent
     )
+    if parent.deadline is None:
+        # Nothing to return early for: the trajectory borrows this thread.
+        return _in_light_trajectory(parent, runtime, run, loop)
     spec = ChildSpec(f"trajectory-{run.run_id}", ProgramRun.start, restart=Restart.TEMPORARY)
     try:
         ref = start_child(runtime.whereis("programs"), spec)
@@ -423,6 +442,61 @@ def _in_trajectory_actor(parent: RunContext, runtime: Any, loop: Callable[[], Pr
         raise
     finally:
         _report(runtime, parent, run, (time.perf_counter() - started) * 1000, error)
+
+
+def _in_light_trajectory(
+    parent: RunContext, runtime: Any, run: RunContext, loop: Callable[[], Prediction]
+) -> Any:
+    """Run ``loop`` in this thread as a light process under ``programs`` (no deadline).
+
+    The parent only waits for the trajectory, so, as a top-level run does
+    (docs/architecture.md, departure 22), it runs here, supervised: listed
+    under ``programs`` while it runs, stopped by a cancel, its failures the
+    actor's (ordinary errors as raised; ``SystemExit`` & co fail it alone).
+    """
+    process = LightProcess(ProgramRun, run.cancelled.set)
+    spec = ChildSpec(f"trajectory-{run.run_id}", _never_started, restart=Restart.TEMPORARY)
+    try:
+        adopt_child(runtime.whereis("programs"), process, spec)
+    except ActorStoppedError as exc:
+        process.exit()
+        logger.debug("ReAct: trajectory runs unsupervised in run %s: %s", parent.run_id, exc)
+        return loop()
+    started = time.perf_counter()
+    reason: ExitReason = NORMAL
+    error: BaseException | None = None
+    try:
+        return contextvars.copy_context().run(_execute_as, run, loop)
+    except Exception as exc:
+        reason = error = exc
+        raise
+    except BaseException as exc:
+        reason = exc
+        if isinstance(exc, KeyboardInterrupt) and _in_main_thread():
+            error = exc
+            raise  # Ctrl-C: the caller's as much as the trajectory's
+        error = ProgramError(
+            f"the ReAct trajectory of run {parent.run_id} ({parent.label}) failed: a tool or "
+            f"the LM call raised {exc!r}; the trajectory was stopped",
+            original=exc,
+        )
+        raise error from exc
+    finally:
+        process.exit(reason)
+        _report(runtime, parent, run, (time.perf_counter() - started) * 1000, error)
+
+
+def _execute_as(run: RunContext, loop: Callable[[], Prediction]) -> Prediction:
+    activate_run(run)  # in a copy of the context: nothing to reset
+    return loop()
+
+
+def _never_started() -> Any:
+    raise ProgramError("a ReAct trajectory run in its caller's thread cannot be restarted")
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _await_trajectory(ref: Any, parent: RunContext, run: RunContext, reply: Future[Any]) -> Any:

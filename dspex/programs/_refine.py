@@ -92,6 +92,45 @@ class Refine(RolloutSearch):
         named = candidate.named_predictors()
         if feedback:
             return {name: feedback for name, _ in named}
+        critic, inputs = self._critic(candidate, kwargs, prediction, trace, score)
+        try:
+            with context(trace=[]):  # the critic is search machinery, not the program
+                advice = critic(**inputs).advice
+        except Exception as exc:
+            return self._critic_failed(candidate, exc)
+        return self._hints_from(candidate, advice)
+
+    async def _anext_hints(
+        self,
+        candidate: Any,
+        kwargs: dict[str, Any],
+        *,
+        prediction: Any,
+        trace: list[Any],
+        score: float,
+        feedback: str | None,
+    ) -> dict[str, str] | None:
+        named = candidate.named_predictors()
+        if feedback:
+            return {name: feedback for name, _ in named}
+        critic, inputs = self._critic(candidate, kwargs, prediction, trace, score)
+        try:
+            with context(trace=[]):  # the critic is search machinery, not the program
+                advice = (await critic.acall(**inputs)).advice
+        except Exception as exc:
+            return self._critic_failed(candidate, exc)
+        return self._hints_from(candidate, advice)
+
+    def _critic(
+        self,
+        candidate: Any,
+        kwargs: dict[str, Any],
+        prediction: Any,
+        trace: list[Any],
+        score: float,
+    ) -> tuple[Any, dict[str, Any]]:
+        """The feedback critic (a Predict of OfferFeedback) and its inputs for one attempt."""
+        named = candidate.named_predictors()
         names = {id(p): name for name, p in named}
         trajectory = [
             {"module_name": names.get(id(p), type(p).__name__), "inputs": i, "outputs": dict(o)}
@@ -109,23 +148,24 @@ class Refine(RolloutSearch):
             "target_threshold": self.threshold,
             "reward_value": score,
             "module_names": [name for name, _ in named],
+            "lm": current_settings().get("lm") or self._base_lm(),
         }
         from dspex.programs._predict import Predict
 
-        critic_lm = current_settings().get("lm") or self._base_lm()
-        try:
-            with context(trace=[]):  # the critic is search machinery, not the program
-                advice = Predict(OfferFeedback)(**critic_inputs, lm=critic_lm).advice
-        except Exception as exc:
-            logger.warning(
-                "Refine: the feedback critic failed (%s: %s); retrying without new hints",
-                type(exc).__name__,
-                exc,
-            )
-            return self._last_hints(candidate)
+        return Predict(OfferFeedback), critic_inputs
+
+    def _critic_failed(self, candidate: Any, exc: Exception) -> dict[str, str] | None:
+        logger.warning(
+            "Refine: the feedback critic failed (%s: %s); retrying without new hints",
+            type(exc).__name__,
+            exc,
+        )
+        return self._last_hints(candidate)
+
+    def _hints_from(self, candidate: Any, advice: Any) -> dict[str, str] | None:
         if not isinstance(advice, dict):
             return self._last_hints(candidate)
-        return {name: str(advice.get(name, "N/A")) for name, _ in named}
+        return {name: str(advice.get(name, "N/A")) for name, _ in candidate.named_predictors()}
 
     @staticmethod
     def _last_hints(candidate: Any) -> dict[str, str] | None:

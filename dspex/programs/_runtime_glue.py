@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 # LM is light (the LM protocol types only); the Runtime and everything it
 # starts load on first use, keeping `dspex.Predict` cheap to import.
 from dspex.actors._lm._model import LM
-from dspex.programs._adapters import ChatAdapter, JSONAdapter, XMLAdapter
 from dspex.programs._runtime_access import current_runtime
 from dspex.programs._settings import (
     DEFAULTS,
@@ -85,9 +84,11 @@ def start(
 def _adapter(value: Any) -> Any:
     if not isinstance(value, str):
         return value
-    table = {"chat": ChatAdapter, "json": JSONAdapter, "xml": XMLAdapter}
+    import dspex.programs._adapters as adapters  # XMLAdapter loads xml only when named
+
+    table = {"chat": "ChatAdapter", "json": "JSONAdapter", "xml": "XMLAdapter"}
     try:
-        return table[value.lower()]()
+        return getattr(adapters, table[value.lower()])()
     except KeyError:
         from dspex.errors import ConfigError
 

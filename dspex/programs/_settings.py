@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import ChainMap
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
@@ -35,7 +35,6 @@ from dspex.actors._lm._model import set_scoped_params
 from dspex.actors._server_stream import set_stream_opener
 from dspex.actors._telemetry_emitter import set_history_gate
 from dspex.errors import UsageError
-from dspex.programs._stream_serve import stream_served
 from dspex.programs._usage import current_usage_tracker
 
 __all__ = [
@@ -260,8 +259,15 @@ def install_caller_hooks() -> None:
             return
         set_scoped_params(scoped_request_params)
         set_history_gate(history_disabled)
-        set_stream_opener(stream_served)
+        set_stream_opener(_stream_served)
         _hooks_installed = True
+
+
+def _stream_served(runtime: Any, name: str, inputs: Mapping[str, Any]) -> AsyncIterator[Any]:
+    """``rt.stream``'s opener; the streaming modules load on the first stream."""
+    from dspex.programs._stream_serve import stream_served
+
+    return stream_served(runtime, name, inputs)
 
 
 def check_num_threads(value: Any, where: str) -> int:

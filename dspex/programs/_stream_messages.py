@@ -9,11 +9,11 @@ litellm chunks DSPy yields there: ``chunk.choices[0].delta.content``).
 
 from __future__ import annotations
 
-from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from dspex.actors._callbacks import BaseCallback
+from dspex.programs._stream_session import STREAM_SESSION, StreamSession
 
 __all__ = [
     "STREAM_SESSION",
@@ -24,17 +24,6 @@ __all__ = [
     "StreamResponse",
     "StreamSession",
 ]
-
-
-class StreamSession(Protocol):
-    """The stream a running program's messages go to (``streamify`` makes one per call)."""
-
-    def put(self, item: Any) -> None:
-        """Send ``item`` to the consumer (any thread; quick)."""
-
-
-STREAM_SESSION: ContextVar[StreamSession | None] = ContextVar("dspex_stream_session", default=None)
-"""The session of the streamed call this code runs in (travels into the run's thread)."""
 
 
 @dataclass

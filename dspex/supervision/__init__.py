@@ -3,62 +3,136 @@
 This layer knows nothing of language models and could be published alone.
 """
 
-from dspex.supervision._actor import (
-    NOPROC,
-    NORMAL,
-    SHUTDOWN,
-    Actor,
-    ActorAbortError,
-    Down,
-    ExitReason,
-    MonitorRef,
-    Watcher,
-    await_started,
-    demonitor,
-    is_abnormal,
-    monitor,
-    shutdown,
-    wait_dead,
-)
-from dspex.supervision._base import SupervisorStats
-from dspex.supervision._child import ChildCounts, ChildInfo
-from dspex.supervision._client import (
-    call,
-    count_children,
-    delete_child,
-    restart_child,
-    start_child,
-    statistics,
-    terminate_child,
-    which_children,
-)
-from dspex.supervision._clock import Clock, SystemClock, VirtualClock
-from dspex.supervision._dynamic import DynamicSupervisor
-from dspex.supervision._events import (
-    CHILD_RESTARTED,
-    CHILD_STARTED,
-    CHILD_TERMINATED,
-    INTENSITY_EXCEEDED,
-    Event,
-    EventBus,
-    EventSink,
-)
-from dspex.supervision._pool import WorkerPool
-from dspex.supervision._pool_lease import Lease, current_lease
-from dspex.supervision._pool_results import (
-    POOL_INTENSITY_EXCEEDED,
-    POOL_TASK_RETRIED,
-    POOL_WORKER_ABANDONED,
-    POOL_WORKER_RESTARTED,
-    Failed,
-    Ok,
-    PoolStats,
-    Result,
-)
-from dspex.supervision._registry import NamedRef, Registry, default_registry
-from dspex.supervision._spec import ChildSpec, Restart, Strategy
-from dspex.supervision._supervisor import AutoShutdown, Supervisor
-from dspex.supervision._tree import TreeNode, render_tree, tree
+from typing import TYPE_CHECKING
+
+from dspex._lazy import lazy_face
+
+if TYPE_CHECKING:
+    from dspex.supervision._actor import (
+        NOPROC,
+        NORMAL,
+        SHUTDOWN,
+        Actor,
+        ActorAbortError,
+        Down,
+        ExitReason,
+        LightProcess,
+        MonitorRef,
+        ProcessRef,
+        Watcher,
+        await_started,
+        demonitor,
+        is_abnormal,
+        monitor,
+        shutdown,
+        wait_dead,
+    )
+    from dspex.supervision._base import SupervisorStats
+    from dspex.supervision._child import ChildCounts, ChildInfo
+    from dspex.supervision._client import (
+        adopt_child,
+        call,
+        count_children,
+        delete_child,
+        restart_child,
+        start_child,
+        statistics,
+        terminate_child,
+        which_children,
+    )
+    from dspex.supervision._clock import Clock, SystemClock, VirtualClock
+    from dspex.supervision._dynamic import DynamicSupervisor
+    from dspex.supervision._events import (
+        CHILD_RESTARTED,
+        CHILD_STARTED,
+        CHILD_TERMINATED,
+        INTENSITY_EXCEEDED,
+        Event,
+        EventBus,
+        EventSink,
+    )
+    from dspex.supervision._pool import WorkerPool
+    from dspex.supervision._pool_lease import Lease, current_lease
+    from dspex.supervision._pool_results import (
+        POOL_INTENSITY_EXCEEDED,
+        POOL_TASK_RETRIED,
+        POOL_WORKER_ABANDONED,
+        POOL_WORKER_RESTARTED,
+        Failed,
+        Ok,
+        PoolStats,
+        Result,
+    )
+    from dspex.supervision._registry import NamedRef, Registry, default_registry
+    from dspex.supervision._spec import ChildSpec, Restart, Strategy
+    from dspex.supervision._supervisor import AutoShutdown, Supervisor
+    from dspex.supervision._tree import TreeNode, render_tree, tree
+
+# public name -> module defining it (imported on first attribute access)
+_LAZY: dict[str, str] = {
+    "NOPROC": "_actor",
+    "NORMAL": "_actor",
+    "SHUTDOWN": "_actor",
+    "Actor": "_actor",
+    "ActorAbortError": "_actor",
+    "Down": "_actor",
+    "ExitReason": "_actor",
+    "LightProcess": "_actor",
+    "MonitorRef": "_actor",
+    "ProcessRef": "_actor",
+    "Watcher": "_actor",
+    "await_started": "_actor",
+    "demonitor": "_actor",
+    "is_abnormal": "_actor",
+    "monitor": "_actor",
+    "shutdown": "_actor",
+    "wait_dead": "_actor",
+    "SupervisorStats": "_base",
+    "ChildCounts": "_child",
+    "ChildInfo": "_child",
+    "adopt_child": "_client",
+    "call": "_client",
+    "count_children": "_client",
+    "delete_child": "_client",
+    "restart_child": "_client",
+    "start_child": "_client",
+    "statistics": "_client",
+    "terminate_child": "_client",
+    "which_children": "_client",
+    "Clock": "_clock",
+    "SystemClock": "_clock",
+    "VirtualClock": "_clock",
+    "DynamicSupervisor": "_dynamic",
+    "CHILD_RESTARTED": "_events",
+    "CHILD_STARTED": "_events",
+    "CHILD_TERMINATED": "_events",
+    "INTENSITY_EXCEEDED": "_events",
+    "Event": "_events",
+    "EventBus": "_events",
+    "EventSink": "_events",
+    "WorkerPool": "_pool",
+    "Lease": "_pool_lease",
+    "current_lease": "_pool_lease",
+    "POOL_INTENSITY_EXCEEDED": "_pool_results",
+    "POOL_TASK_RETRIED": "_pool_results",
+    "POOL_WORKER_ABANDONED": "_pool_results",
+    "POOL_WORKER_RESTARTED": "_pool_results",
+    "Failed": "_pool_results",
+    "Ok": "_pool_results",
+    "PoolStats": "_pool_results",
+    "Result": "_pool_results",
+    "NamedRef": "_registry",
+    "Registry": "_registry",
+    "default_registry": "_registry",
+    "ChildSpec": "_spec",
+    "Restart": "_spec",
+    "Strategy": "_spec",
+    "AutoShutdown": "_supervisor",
+    "Supervisor": "_supervisor",
+    "TreeNode": "_tree",
+    "render_tree": "_tree",
+    "tree": "_tree",
+}
 
 __all__ = [
     "CHILD_RESTARTED",
@@ -87,10 +161,12 @@ __all__ = [
     "ExitReason",
     "Failed",
     "Lease",
+    "LightProcess",
     "MonitorRef",
     "NamedRef",
     "Ok",
     "PoolStats",
+    "ProcessRef",
     "Registry",
     "Restart",
     "Result",
@@ -102,6 +178,7 @@ __all__ = [
     "VirtualClock",
     "Watcher",
     "WorkerPool",
+    "adopt_child",
     "await_started",
     "call",
     "count_children",
@@ -121,3 +198,5 @@ __all__ = [
     "wait_dead",
     "which_children",
 ]
+
+__getattr__, __dir__ = lazy_face(__name__, globals(), _LAZY)

@@ -11,6 +11,10 @@ raised in a handler into :class:`ActorAbortError`, because pykka answers a
 Monitors live in a module-level table keyed by actor URN, guarded by one
 lock, so registering a monitor and an actor's death can never race: a monitor
 added after the death report gets ``Down(reason=NOPROC)`` at once.
+
+A :class:`LightProcess` is a process without a thread of its own (a program
+run executed by the thread that waits for it): it has a URN in the same
+table, so it is monitored, shut down and waited for exactly like an actor.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ __all__ = [
     "ActorAbortError",
     "Down",
     "ExitReason",
+    "LightProcess",
     "MonitorRef",
+    "ProcessRef",
     "Watcher",
     "await_started",
     "demonitor",
@@ -75,10 +81,10 @@ class ActorAbortError(SupervisionError):
 
 @dataclass(frozen=True, slots=True)
 class Down:
-    """Delivered to a watcher when the actor it monitors has died."""
+    """Delivered to a watcher when the actor (or light process) it monitors has died."""
 
     monitor: MonitorRef
-    ref: pykka.ActorRef[Any]
+    ref: ProcessRef
     reason: ExitReason
 
 
@@ -100,12 +106,42 @@ class MonitorRef:
     target_urn: str
 
 
+class _Latch:
+    """A flag set once that threads can wait for: an Event without its Python Condition.
+
+    A light process lives for microseconds and is seldom waited for; its lock
+    is held from birth and released by :meth:`set`, so a wait is one acquire.
+    """
+
+    __slots__ = ("_flag", "_lock")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        if not self._flag:  # set once, by the one thread that reports the death
+            self._flag = True
+            self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._flag:
+            return True
+        if self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            self._lock.release()  # let the next waiter through too
+        return self._flag
+
+
 @dataclass(slots=True)
 class _Life:
     """Book-keeping for one live actor incarnation, shared across threads."""
 
     started: threading.Event = field(default_factory=threading.Event)
-    dead: threading.Event = field(default_factory=threading.Event)
+    dead: threading.Event | _Latch = field(default_factory=threading.Event)
     start_error: BaseException | None = None
     reason: ExitReason | None = None
     stop_reason: str = NORMAL
@@ -114,6 +150,71 @@ class _Life:
 
 _lock = threading.Lock()
 _lives: dict[str, _Life] = {}
+_STARTED = threading.Event()  # a light process is started when it exists
+_STARTED.set()
+_light_ids = itertools.count(1)
+
+
+class LightProcess:
+    """A process without a thread: identity, monitors, a stop request, one death report.
+
+    The thread that executes it (the caller that would block on it anyway)
+    calls :meth:`exit` once, with the reason, as its last act for it; until
+    then it is alive. ``stop()`` (what :func:`shutdown` and a supervisor's
+    terminate call) runs ``on_stop`` in the stopping thread: a request the
+    executing code honours at its next check, since a thread cannot be
+    interrupted. ``actor_class`` names it in ``rt.tree()``.
+    """
+
+    __slots__ = ("_dspex_life", "_on_stop", "actor_class", "actor_urn", "on_exit")
+
+    def __init__(self, actor_class: type[Any], on_stop: Callable[[], None] | None = None) -> None:
+        self.actor_urn = f"urn:dspex:light:{next(_light_ids)}"
+        self.actor_class = actor_class
+        self._on_stop = on_stop
+        # Set by the supervisor that adopts it: books the exit (exiting thread).
+        self.on_exit: Callable[[ExitReason], None] | None = None
+        life = _Life(started=_STARTED, dead=_Latch())
+        self._dspex_life = life
+        with _lock:
+            _lives[self.actor_urn] = life
+
+    def is_alive(self) -> bool:
+        return not self._dspex_life.dead.is_set()
+
+    def stop(self, block: bool = False) -> None:
+        """Ask the process to stop (any thread); it exits at its next check."""
+        if self._on_stop is not None and self.is_alive():
+            self._on_stop()
+
+    def exit(self, reason: ExitReason = NORMAL) -> None:
+        """Report the death (the executing thread, once): monitors get ``Down``."""
+        life = self._dspex_life
+        with _lock:
+            _lives.pop(self.actor_urn, None)
+            if life.reason is None:
+                # A requested stop (shutdown) that ended normally reads as that stop.
+                life.reason = life.stop_reason if reason is NORMAL else reason
+            watchers = list(life.watchers.values())
+            life.watchers.clear()
+        life.dead.set()
+        for mref, watcher in watchers:
+            _deliver(Down(mref, self, life.reason), watcher)
+        on_exit = self.on_exit
+        if on_exit is not None:
+            on_exit(life.reason)
+
+    @property
+    def exit_reason(self) -> ExitReason | None:
+        """Why the process ended (None while it runs)."""
+        return self._dspex_life.reason
+
+    def __repr__(self) -> str:
+        return f"<LightProcess {self.actor_class.__name__} ({self.actor_urn})>"
+
+
+ProcessRef = pykka.ActorRef[Any] | LightProcess
+"""What monitors, :func:`shutdown` and supervisors accept: an actor or a light process."""
 
 
 def _deliver(down: Down, watcher: Watcher) -> None:
@@ -128,7 +229,7 @@ def _deliver(down: Down, watcher: Watcher) -> None:
         log.exception("monitor callback for %s failed", down.ref)
 
 
-def monitor(target: pykka.ActorRef[Any], watcher: Watcher) -> MonitorRef:
+def monitor(target: ProcessRef, watcher: Watcher) -> MonitorRef:
     """Watch ``target``: ``watcher`` gets exactly one ``Down`` when it dies.
 
     A target that is already dead (or not a dspex :class:`Actor` and no longer
@@ -155,7 +256,7 @@ def demonitor(mref: MonitorRef) -> bool:
         return life is not None and life.watchers.pop(mref.id, None) is not None
 
 
-def _life_of(ref: pykka.ActorRef[Any]) -> _Life | None:
+def _life_of(ref: ProcessRef) -> _Life | None:
     # Pinned on the ref object (pykka hands out that one object), so it
     # outlives the _lives entry that death removes.
     life: _Life | None = getattr(ref, "_dspex_life", None)
@@ -183,15 +284,16 @@ def await_started(ref: pykka.ActorRef[Any], timeout: float) -> None:
         raise StartError(f"{ref} failed in on_start: {life.start_error!r}") from life.start_error
 
 
-def wait_dead(ref: pykka.ActorRef[Any], timeout: float) -> bool:
+def wait_dead(ref: ProcessRef, timeout: float) -> bool:
     """Wait until the actor has reported its death; False on timeout."""
     life = _life_of(ref)
-    if life is None:
+    if life is None:  # not a dspex Actor (a light process always has a life)
+        assert isinstance(ref, pykka.ActorRef)
         return ref.actor_stopped.wait(timeout)
     return life.dead.wait(timeout)
 
 
-def shutdown(ref: pykka.ActorRef[Any], timeout: float) -> bool:
+def shutdown(ref: ProcessRef, timeout: float) -> bool:
     """Stop ``ref`` with reason ``SHUTDOWN`` and wait for its death report.
 
     Returns False if it did not die within ``timeout``: the thread cannot be
@@ -237,7 +339,7 @@ class Actor(pykka.ThreadingActor):
     def on_down(self, down: Down) -> None:
         """Handle the death of an actor this actor monitors (actor thread)."""
 
-    def monitor(self, target: pykka.ActorRef[Any]) -> MonitorRef:
+    def monitor(self, target: ProcessRef) -> MonitorRef:
         """Monitor ``target``; its ``Down`` reaches :meth:`on_down`. Call from the actor thread."""
         mref = monitor(target, self.actor_ref)
         self._dspex_monitors[mref.id] = mref

@@ -23,6 +23,7 @@ from dspex.supervision._actor import (
     Actor,
     ExitReason,
     MonitorRef,
+    ProcessRef,
     await_started,
     shutdown,
 )
@@ -114,7 +115,7 @@ class SupervisorBase(Actor):
         """Children in start order (a copy; any thread)."""
         raise NotImplementedError
 
-    def _watch(self, child: Child, ref: pykka.ActorRef[Any]) -> MonitorRef:
+    def _watch(self, child: Child, ref: ProcessRef) -> MonitorRef:
         """Monitor a freshly started incarnation so its death reaches this supervisor."""
         raise NotImplementedError
 
@@ -192,7 +193,7 @@ class SupervisorBase(Actor):
         self._report_abandoned(child, ref)
         return False
 
-    def _report_abandoned(self, child: Child, ref: pykka.ActorRef[Any]) -> None:
+    def _report_abandoned(self, child: Child, ref: ProcessRef) -> None:
         with self._lock:
             self._abandoned += 1
         log.warning(
@@ -203,7 +204,7 @@ class SupervisorBase(Actor):
             ref,
             child.spec.shutdown,
         )
-        if child.spec.name is not None:
+        if child.spec.name is not None and isinstance(ref, pykka.ActorRef):
             self.registry.unregister(child.spec.name, ref=ref)
         self._emit(
             CHILD_TERMINATED,

@@ -7,7 +7,7 @@ from typing import Any, Final, NamedTuple
 
 import pykka
 
-from dspex.supervision._actor import NORMAL, SHUTDOWN, ExitReason, MonitorRef
+from dspex.supervision._actor import NORMAL, SHUTDOWN, ExitReason, MonitorRef, ProcessRef
 from dspex.supervision._spec import ChildSpec, Restart
 
 __all__ = [
@@ -60,7 +60,7 @@ class ChildInfo(NamedTuple):
     """One row of ``which_children()``: ``ref`` is None while the child is not running."""
 
     id: str
-    ref: pykka.ActorRef[Any] | None
+    ref: ProcessRef | None
     restart: Restart
     kind: str
 
@@ -79,7 +79,7 @@ class ChildSnapshot:
     """A child as its supervisor sees it at one instant (for :func:`tree`)."""
 
     id: str
-    ref: pykka.ActorRef[Any] | None
+    ref: ProcessRef | None
     kind: str
     actor_class: str
     status: str
@@ -107,7 +107,7 @@ class Child:
 
     spec: ChildSpec
     key: int = 0
-    ref: pykka.ActorRef[Any] | None = None
+    ref: ProcessRef | None = None
     mref: MonitorRef | None = None
     last_ref: pykka.ActorRef[Any] | None = None
     kind: str = WORKER

@@ -14,7 +14,8 @@ from typing import Any
 import pykka
 from pykka.messages import ProxyCall
 
-from dspex.errors import ActorStoppedError, CallTimeoutError
+from dspex.errors import ActorStoppedError, CallTimeoutError, UsageError
+from dspex.supervision._actor import LightProcess, ProcessRef
 from dspex.supervision._ask import ask
 from dspex.supervision._base import SupervisorStats
 from dspex.supervision._child import ChildCounts, ChildInfo
@@ -22,6 +23,7 @@ from dspex.supervision._dynamic import dynamic_of
 from dspex.supervision._spec import ChildSpec
 
 __all__ = [
+    "adopt_child",
     "call",
     "count_children",
     "delete_child",
@@ -87,19 +89,34 @@ def start_child(
     return ref
 
 
+def adopt_child(sup: pykka.ActorRef[Any], process: LightProcess, spec: ChildSpec) -> None:
+    """Put a running light process under a dynamic supervisor (calling thread, no message).
+
+    See :meth:`DynamicSupervisor.adopt`; raises :class:`ActorStoppedError` if
+    ``sup`` is not a live dynamic supervisor.
+    """
+    dynamic = dynamic_of(sup)
+    if dynamic is None:
+        if sup.is_alive():
+            raise UsageError(f"adopt_child: {sup} is not a DynamicSupervisor")
+        raise ActorStoppedError(f"{sup} is not running, so it cannot adopt {process}")
+    dynamic.adopt(process, spec)
+
+
 def terminate_child(
     sup: pykka.ActorRef[Any],
-    child: str | pykka.ActorRef[Any],
+    child: str | ProcessRef,
     *,
     timeout: float = 30.0,
 ) -> bool:
     """Stop a child without restarting it; True if it was running.
 
     Dynamic supervisors take the child's ref (and stop it in the calling
-    thread); static ones take its id or its current ref.
+    thread); static ones take its id or its current ref. A light process
+    child is asked to stop (it exits at its next check) and waited for.
     """
     dynamic = dynamic_of(sup)
-    if dynamic is not None and isinstance(child, pykka.ActorRef):
+    if dynamic is not None and isinstance(child, pykka.ActorRef | LightProcess):
         return dynamic.terminate_child(child)
     return bool(call(sup, "terminate_child", child, timeout=timeout))
 

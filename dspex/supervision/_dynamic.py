@@ -25,9 +25,25 @@ from typing import Any
 import pykka
 
 from dspex.errors import ActorStoppedError, MaxChildrenError, StartError, UsageError
-from dspex.supervision._actor import Down, ExitReason, MonitorRef, demonitor, monitor
+from dspex.supervision._actor import (
+    Down,
+    ExitReason,
+    LightProcess,
+    MonitorRef,
+    ProcessRef,
+    demonitor,
+    monitor,
+)
 from dspex.supervision._base import SupervisorBase
-from dspex.supervision._child import DEAD, RESTARTING, Child, is_crash, wants_restart
+from dspex.supervision._child import (
+    ALIVE,
+    DEAD,
+    RESTARTING,
+    WORKER,
+    Child,
+    is_crash,
+    wants_restart,
+)
 from dspex.supervision._clock import Clock
 from dspex.supervision._events import CHILD_RESTARTED, CHILD_STARTED, CHILD_TERMINATED, EventBus
 from dspex.supervision._registry import Registry
@@ -155,7 +171,7 @@ class DynamicSupervisor(SupervisorBase):
         with self._lock:
             return list(self._children.values())
 
-    def _watch(self, child: Child, ref: pykka.ActorRef[Any]) -> MonitorRef:
+    def _watch(self, child: Child, ref: ProcessRef) -> MonitorRef:
         def forward(down: Down) -> None:  # runs in the dying child's thread
             self._child_down(child, down)
 
@@ -235,9 +251,50 @@ class DynamicSupervisor(SupervisorBase):
             self._child_down(child, early)
         return ref
 
-    def terminate_child(self, ref: pykka.ActorRef[Any]) -> bool:
+    def adopt(self, process: LightProcess, spec: ChildSpec) -> None:
+        """Supervise a running light process as a temporary child (any thread).
+
+        Its death is booked when it reports it (:meth:`LightProcess.exit`);
+        stopping this supervisor stops it like any child. ``max_children``
+        does not refuse it (that limit bounds the threads children take, and
+        a light process takes none; its owner bounds how many run), but it
+        counts against later :meth:`start_child` calls while it lives.
+        Raises :class:`ActorStoppedError` once the supervisor stops.
+        """
+        child = Child(
+            spec,
+            key=next(self._keys),
+            ref=process,
+            kind=WORKER,
+            actor_class=process.actor_class.__name__,
+            status=ALIVE,
+        )
+        with self._lock:
+            if self._closed:
+                raise self._stopped_error()
+            self._children[child.key] = child
+            self._by_urn[process.actor_urn] = child
+        # The exit is booked by a direct call rather than a monitor: the same
+        # booking, without a Down per run. The adopting thread is the one that
+        # executes the process and reports its exit, so it is alive here.
+        process.on_exit = functools.partial(self._light_exit, child)
+
+    def _light_exit(self, child: Child, reason: ExitReason) -> None:
+        """Book a light child's exit (its executing thread); never restarted."""
+        with self._lock:
+            if self._children.get(child.key) is not child:
+                return  # terminated on purpose (its termination booked it)
+            del self._children[child.key]
+            if child.ref is not None:
+                self._by_urn.pop(child.ref.actor_urn, None)
+            child.ref = None
+            child.status = DEAD
+        if is_crash(reason):
+            self._note_failure()
+
+    def terminate_child(self, ref: ProcessRef) -> bool:
         """Stop a child (reason ``shutdown``, no restart); False if it is not a current child."""
-        if not isinstance(ref, pykka.ActorRef):
+        if not isinstance(ref, pykka.ActorRef | LightProcess):
             raise UsageError(
                 f"dynamic supervisor {self.name!r}: terminate_child needs the child's ActorRef, "
                 f"got {ref!r}"

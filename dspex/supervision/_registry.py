@@ -20,7 +20,7 @@ import pykka
 from pykka.messages import ProxyCall
 
 from dspex.errors import ActorStoppedError, CallTimeoutError, RegistryError, UsageError
-from dspex.supervision._actor import Actor, Down, MonitorRef, demonitor, monitor
+from dspex.supervision._actor import Actor, Down, MonitorRef, ProcessRef, demonitor, monitor
 from dspex.supervision._ask import ask as ask_once
 
 __all__ = ["NamedRef", "Registry", "default_registry"]
@@ -32,7 +32,7 @@ class _Entry:
     mref: MonitorRef | None = None
 
 
-def _same(a: pykka.ActorRef[Any] | None, b: pykka.ActorRef[Any] | None) -> bool:
+def _same(a: ProcessRef | None, b: ProcessRef | None) -> bool:
     return a is not None and b is not None and a.actor_urn == b.actor_urn
 
 

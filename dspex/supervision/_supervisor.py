@@ -26,7 +26,7 @@ from typing import Any, Self, TypeVar
 import pykka
 
 from dspex.errors import ActorStoppedError, StartError, UsageError
-from dspex.supervision._actor import Down, ExitReason, MonitorRef, shutdown
+from dspex.supervision._actor import Down, ExitReason, MonitorRef, ProcessRef, shutdown
 from dspex.supervision._base import SupervisorBase
 from dspex.supervision._child import (
     DEAD,
@@ -238,7 +238,7 @@ class Supervisor(SupervisorBase):
     def _children_list(self) -> list[Child]:
         return list(self._children)
 
-    def _watch(self, child: Child, ref: pykka.ActorRef[Any]) -> MonitorRef:
+    def _watch(self, child: Child, ref: ProcessRef) -> MonitorRef:
         mref = self.monitor(ref)
         self._by_mref[mref.id] = child
         return mref

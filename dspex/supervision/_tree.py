@@ -56,9 +56,10 @@ def _describe(ref: pykka.ActorRef[Any], timeout: float) -> SupervisorSnapshot:
 def _node(child: ChildSnapshot, deadline: float) -> TreeNode:
     strategy: str | None = None
     children: tuple[TreeNode, ...] = ()
-    if child.kind == SUPERVISOR and child.ref is not None and child.status == ALIVE:
+    ref = child.ref
+    if child.kind == SUPERVISOR and isinstance(ref, pykka.ActorRef) and child.status == ALIVE:
         try:
-            snapshot = _describe(child.ref, max(0.0, deadline - time.monotonic()))
+            snapshot = _describe(ref, max(0.0, deadline - time.monotonic()))
         except Exception:  # died, busy or not describable: show it as a leaf
             pass
         else:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time
 from enum import Enum
@@ -31,6 +30,7 @@ from typing import Any
 from dspex.actors._lm._openai_shape import outputs_to_lm_response
 from dspex.actors._lm._streaming import STREAM_TO
 from dspex.actors._lm._types import Completion, LMResponse, Message, Usage
+from dspex.actors._telemetry_emitter import new_uuid
 
 __all__ = ["DummyLM", "DummyVectorizer"]
 
@@ -203,7 +203,7 @@ class DummyLM:
                     "usage": usage,
                     "cost": None,
                     "timestamp": datetime.now().isoformat(),
-                    "uuid": str(uuid.uuid4()),
+                    "uuid": new_uuid(),
                     "model": self.model,
                     "response_model": self.model,
                     "model_type": self.model_type,

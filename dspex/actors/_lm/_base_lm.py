@@ -20,7 +20,6 @@ import abc
 import asyncio
 import datetime
 import importlib
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,7 +32,7 @@ from dspex.actors._lm._openai_shape import (
     usage_dict,
 )
 from dspex.actors._lm._types import LMResponse, Message
-from dspex.actors._telemetry_emitter import history_disabled
+from dspex.actors._telemetry_emitter import history_disabled, new_uuid
 from dspex.errors import UsageError
 
 __all__ = ["BUILTIN_LM_CLASS_PATHS", "LM_CLASS_STATE_KEY", "MAX_HISTORY_SIZE", "BaseLM"]
@@ -186,7 +185,7 @@ class BaseLM(abc.ABC):  # noqa: B024  (no abstract method: forward() has DSPy's 
                 "usage": usage_dict(response),
                 "cost": None,
                 "timestamp": datetime.datetime.now().isoformat(),
-                "uuid": str(uuid.uuid4()),
+                "uuid": new_uuid(),
                 "model": self.model,
                 "response_model": get_field(response, "model"),
                 "model_type": self.model_type,

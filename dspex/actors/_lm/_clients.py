@@ -265,7 +265,7 @@ class LMClients:
             config, _ = self._config(record.model, record.client, record.local)
             slot.config = config  # what a restarting client's next incarnation starts with
             ref = refs.get(record.child_id)
-            if ref is not None:
+            if isinstance(ref, pykka.ActorRef):
                 with contextlib.suppress(pykka.ActorDeadError):
                     ref.ask(Reconfigure(config), timeout=CALL_TIMEOUT)
 

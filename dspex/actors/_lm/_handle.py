@@ -21,8 +21,7 @@ import pykka
 from dspex.actors import _otel
 from dspex.actors._lm._budget import Budget, active_budgets
 from dspex.actors._lm._cache_key import request_key, request_params
-from dspex.actors._lm._cache_probe import CacheMiss, probing
-from dspex.actors._lm._prices import PriceTable
+from dspex.actors._lm._prices import PricedLater, PriceTable, cost_or_later
 from dspex.actors._lm._resilience import (
     CallInfo,
     CallOptions,
@@ -153,8 +152,6 @@ class LMHandle:
         otel = _otel._tracing
         if otel is None:
             return self._generate(messages, params, None)
-        if probing():  # no cache probe while tracing: its span would record a false miss
-            raise CacheMiss
         # A CLIENT span, child of the span current here (the module's, inside a run).
         merged = {**self.kwargs, **params} if params else self.kwargs
         span = otel.start_lm(self.label, self.api_base, merged, messages)
@@ -173,8 +170,6 @@ class LMHandle:
         key = request_key(request, self.cache_scope)
         started = time.perf_counter()
         hit = self._cache_get(key) if use_cache and self._cache_get is not None else None
-        if hit is None and probing():
-            raise CacheMiss  # before any telemetry: the real call follows in a run actor
         emit = self.telemetry
         if emit is not None:
             emit("lm.request.start", {"model": self.label})
@@ -233,8 +228,14 @@ class LMHandle:
 
     def _settle(self, value: LMResponse, budgets: tuple[Budget, ...]) -> LMResponse:
         """``value`` priced and tagged with this model; the budgets charged for it."""
-        cost = self.prices.cost(self.label, value.usage) if self.prices is not None else None
-        value = dataclasses.replace(value, cost=cost, answered_by=self.label)
+        prices, label, usage = self.prices, self.label, value.usage
+        if prices is not None and not budgets and not prices.known(label):
+            # The first answer of a model: price it when the cost is first read, so
+            # the caller does not wait for the price table to load (``_prices``).
+            value = dataclasses.replace(value, answered_by=label)
+            return PricedLater.of(value, lambda: prices.cost(label, usage))
+        cost = prices.cost(label, usage) if prices is not None else None
+        value = dataclasses.replace(value, cost=cost, answered_by=label)
         for budget in budgets:
             budget.charge(cost, value.usage.total_tokens)
         return value
@@ -339,7 +340,7 @@ class LMHandle:
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,
             "cache_hit": response.cache_hit,
-            "cost": response.cost,
+            "cost": cost_or_later(response),  # the Telemetry actor prices a LaterCost
             "retries": info.retries,
             "shared": info.shared,
         }

@@ -9,6 +9,11 @@ still running, lets an async ``cleanup`` close resources, and joins.
 
 The HTTP that runs on it is a :class:`~dspex.actors._lm._transport.Transport`
 (``_transport``, ``_transport_h11``, ``_transport_httpx``).
+
+The loop is uvloop's when uvloop is installed (the ``serve`` extra brings
+it), else asyncio's: every LM call crosses this loop twice (the hand-over
+and the reply) and runs its HTTP on it, and uvloop does that work with
+less CPU (measured in docs/architecture.md, departure 23).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any, TypeVar
 
 from dspex.errors import ActorStoppedError, CallTimeoutError
 
-__all__ = ["IOLoop"]
+__all__ = ["IOLoop", "new_loop"]
 
 log = logging.getLogger("dspex.lm")
 
@@ -127,7 +132,7 @@ class IOLoop:
             asyncio.get_running_loop().stop()
 
     def _main(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = new_loop()
         asyncio.set_event_loop(loop)
         self._loop = loop
         loop.call_soon(self._ready.set)
@@ -147,6 +152,15 @@ class IOLoop:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"IOLoop({self.name!r}, {state})"
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop: uvloop's if it is installed, else asyncio's default."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:

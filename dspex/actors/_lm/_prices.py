@@ -7,19 +7,32 @@ from ``genai-prices`` (pydantic's maintained table of provider prices, the
 (unknown), never 0: a sum of costs that includes an unknown one is unknown.
 
 A model's price is looked up once and kept (a few µs per call after that).
+Until then an answer's cost is looked up when first read (:class:`PricedLater`):
+loading genai-prices costs tens of milliseconds, which a process's first call
+should not wait for when nothing reads the cost before it returns (the
+Telemetry actor reads it in its own thread).
 Prices are the flat per-token rates of a short prompt: tiers that start at
 very long contexts and cache-read discounts are not modelled.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from dspex.actors._lm._types import Usage
+from dspex.actors._lm._types import LMResponse, Usage
 
-__all__ = ["Price", "PriceTable", "package_price"]
+__all__ = [
+    "LaterCost",
+    "Price",
+    "PriceTable",
+    "PricedLater",
+    "cost_or_later",
+    "package_price",
+    "replace_response",
+]
 
 # dspex provider prefix -> genai-prices provider id.
 _PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "google"}
@@ -97,6 +110,12 @@ class PriceTable:
             self._known[model] = found
         return found
 
+    def known(self, model: str) -> bool:
+        """Whether ``model``'s price is at hand without loading the package's table."""
+        if model in self._known or model.startswith("local/"):
+            return True
+        return self._overrides is not None and model in self._overrides()
+
     def cost(self, model: str, usage: Usage) -> float | None:
         """What ``usage`` of ``model`` costs in USD; None when its price is unknown."""
         price = self.price(model)
@@ -111,3 +130,92 @@ def settings_prices(settings: Any) -> dict[str, Price]:
         if price is not None:
             found[model] = Price(float(price.input), float(price.output))
     return found
+
+
+_UNPRICED: Any = object()
+_COST_SLOT: Any = LMResponse.__dict__["cost"]  # the dataclass slot behind ``cost``
+
+
+class PricedLater(LMResponse):
+    """An :class:`LMResponse` whose ``cost`` is looked up on first read (any thread).
+
+    Equal to, hashed, printed and pickled as the plain response it stands for.
+    """
+
+    __slots__ = ("_pricing",)
+    _pricing: Callable[[], float | None]
+
+    @classmethod
+    def of(cls, response: LMResponse, pricing: Callable[[], float | None]) -> LMResponse:
+        """``response`` with its cost left to ``pricing()``, called once on first read."""
+        values = {f.name: getattr(response, f.name) for f in dataclasses.fields(response)}
+        values["cost"] = _UNPRICED
+        later = cls(**values)
+        object.__setattr__(later, "_pricing", pricing)
+        return later
+
+    @property
+    def cost(self) -> float | None:
+        value = _COST_SLOT.__get__(self, LMResponse)
+        if value is _UNPRICED:
+            value = self._pricing()  # a race prices twice, to the same value
+            _COST_SLOT.__set__(self, value)
+        result: float | None = value
+        return result
+
+    @cost.setter
+    def cost(self, value: float | None) -> None:  # the dataclass __init__ sets it
+        _COST_SLOT.__set__(self, value)
+
+    @property
+    def priced(self) -> bool:
+        return _COST_SLOT.__get__(self, LMResponse) is not _UNPRICED
+
+    def plain(self) -> LMResponse:
+        """The same response as a plain :class:`LMResponse` (prices it now)."""
+        return LMResponse(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LMResponse):
+            return self.plain() == (other.plain() if isinstance(other, PricedLater) else other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.plain())
+
+    def __repr__(self) -> str:
+        return repr(self.plain())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (LMResponse, tuple(getattr(self, f.name) for f in dataclasses.fields(self)))
+
+
+def replace_response(response: LMResponse, **changes: Any) -> LMResponse:
+    """``dataclasses.replace(response, **changes)``, leaving an unpriced cost unpriced."""
+    if isinstance(response, PricedLater) and not response.priced and "cost" not in changes:
+        fields = [f.name for f in dataclasses.fields(response) if f.name != "cost"]
+        values = {name: getattr(response, name) for name in fields}
+        values.update(changes)
+        later = PricedLater(**values, cost=_UNPRICED)
+        object.__setattr__(later, "_pricing", response._pricing)
+        return later
+    return dataclasses.replace(response, **changes)
+
+
+class LaterCost:
+    """A telemetry ``cost`` not priced yet: the Telemetry actor calls it (its own thread)."""
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: LMResponse) -> None:
+        self.response = response
+
+    def __call__(self) -> float | None:
+        return self.response.cost
+
+
+def cost_or_later(response: LMResponse) -> float | LaterCost | None:
+    """``response.cost``, or a :class:`LaterCost` if reading it now would price it."""
+    if isinstance(response, PricedLater) and not response.priced:
+        return LaterCost(response)
+    return response.cost

@@ -21,6 +21,7 @@ Both transports share what must behave the same whichever is used:
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -368,6 +369,9 @@ def _int_or_none(text: str | None) -> int | None:
 
 def env_proxies() -> dict[str, str]:
     """The proxies the environment sets (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``)."""
+    # urllib.request reads only variables named *_proxy; without one, skip loading it.
+    if not any(name[-6:].lower() == "_proxy" for name in os.environ):
+        return {}
     import urllib.request
 
     return urllib.request.getproxies_environment()

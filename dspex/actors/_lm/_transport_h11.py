@@ -64,8 +64,8 @@ class _Conn(asyncio.Protocol):
         self._chunks: asyncio.Queue[bytes | TransportError | None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # asyncio's or uvloop's TCP transport (uvloop's does not subclass asyncio.Transport).
+        self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         self._feed(data)

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from dspex.actors._lm._budget import Budget, active_budgets, budget_error, budget_scope
 from dspex.errors import UsageError
+from dspex.programs._backend import backend_scope, check_backend
 from dspex.programs._callbacks import hooked
 
 logger = logging.getLogger("dspex.programs")
@@ -26,7 +27,8 @@ class Teleprompter:
     per call even when an override calls ``super().compile``. Every
     ``compile`` also takes ``max_cost_usd=`` and ``max_tokens=``: a budget
     for the LM calls it makes (see docs/cost.md); what the last compile spent
-    is in ``optimizer.compile_cost``.
+    is in ``optimizer.compile_cost``; and ``backend="ray"``: its units (and
+    the evaluations it runs) go to Ray actors (see docs/distributed.md).
     """
 
     @property
@@ -78,48 +80,65 @@ def _budgeted(compile: Callable[..., Any]) -> Callable[..., Any]:
     def run(self: Any, *args: Any, **kwargs: Any) -> Any:
         max_cost_usd = kwargs.pop("max_cost_usd", None)
         max_tokens = kwargs.pop("max_tokens", None)
-        if max_cost_usd is None and max_tokens is None and _in_compile(self):
-            return compile(self, *args, **kwargs)
-        budget = Budget(
-            max_cost_usd=max_cost_usd,
-            max_tokens=max_tokens,
-            scope=f"{type(self).__name__}.compile",
-        )
-        stopped: str | None = None
-        with budget_scope(budget):
-            try:
-                return compile(self, *args, **kwargs)
-            except Exception as error:
-                spent = budget_error(error)
-                if spent is None:
-                    raise
-                # A call the optimizer makes on its own (a proposal, a reflection)
-                # hit a budget: stop cleanly with what there is, as Evaluate does.
-                student: Any = args[0] if args else kwargs.get("student")
-                if not callable(getattr(student, "deepcopy", None)):
-                    raise
-                own = spent.scope == budget.scope
-                stopped = spent.budget if own else f"{spent.scope}.{spent.budget}"
-                logger.warning(
-                    "%s.compile: stopped by the %s budget before it found a better program; "
-                    "returning a copy of the student",
-                    type(self).__name__,
-                    stopped,
-                )
-                return student.deepcopy()
-            finally:
-                spend = budget.snapshot()
-                if stopped is not None:  # said above
-                    spend["stopped_by"] = spend["stopped_by"] or stopped
-                elif spend["stopped_by"] is not None:
-                    logger.warning(
-                        "%s.compile: the %s budget ran out; no LM call was started after it",
-                        type(self).__name__,
-                        spend["stopped_by"],
-                    )
-                _remember_cost(self, spend)
+        backend = check_backend(kwargs.pop("backend", None), f"{type(self).__name__}.compile")
+        with backend_scope(backend):
+            return _run_budgeted(
+                self, compile, args, kwargs, max_cost_usd=max_cost_usd, max_tokens=max_tokens
+            )
 
     return run
+
+
+def _run_budgeted(
+    self: Any,
+    compile: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    max_cost_usd: float | None,
+    max_tokens: int | None,
+) -> Any:
+    """``compile`` under a Budget (unless a ``super().compile`` inside the outer one)."""
+    if max_cost_usd is None and max_tokens is None and _in_compile(self):
+        return compile(self, *args, **kwargs)
+    budget = Budget(
+        max_cost_usd=max_cost_usd,
+        max_tokens=max_tokens,
+        scope=f"{type(self).__name__}.compile",
+    )
+    stopped: str | None = None
+    with budget_scope(budget):
+        try:
+            return compile(self, *args, **kwargs)
+        except Exception as error:
+            spent = budget_error(error)
+            if spent is None:
+                raise
+            # A call the optimizer makes on its own (a proposal, a reflection)
+            # hit a budget: stop cleanly with what there is, as Evaluate does.
+            student: Any = args[0] if args else kwargs.get("student")
+            if not callable(getattr(student, "deepcopy", None)):
+                raise
+            own = spent.scope == budget.scope
+            stopped = spent.budget if own else f"{spent.scope}.{spent.budget}"
+            logger.warning(
+                "%s.compile: stopped by the %s budget before it found a better program; "
+                "returning a copy of the student",
+                type(self).__name__,
+                stopped,
+            )
+            return student.deepcopy()
+        finally:
+            spend = budget.snapshot()
+            if stopped is not None:  # said above
+                spend["stopped_by"] = spend["stopped_by"] or stopped
+            elif spend["stopped_by"] is not None:
+                logger.warning(
+                    "%s.compile: the %s budget ran out; no LM call was started after it",
+                    type(self).__name__,
+                    spend["stopped_by"],
+                )
+            _remember_cost(self, spend)
 
 
 # id(optimizer) -> its last compile's spend; an entry goes when the optimizer does.

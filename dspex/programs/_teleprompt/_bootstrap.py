@@ -27,6 +27,7 @@ from typing import Any
 from dspex.actors._lm._budget import budget_error
 from dspex.actors._program_run import current_run
 from dspex.errors import UsageError
+from dspex.programs._backend import resolve_backend
 from dspex.programs._evaluate_engine import resolve_max_errors, resolve_num_threads
 from dspex.programs._evaluate_progress import Progress, progress_enabled
 from dspex.programs._settings import context, current_settings
@@ -213,14 +214,26 @@ class BootstrapFewShot(Teleprompter):
         wanted = self.max_bootstrapped_demos
         if wanted > 0 and self.trainset:
             threads = resolve_num_threads(self.num_threads, settings)
-            runs = TeacherRuns(
-                self.teacher,
-                metric=self.metric,
-                metric_threshold=self.metric_threshold,
-                teacher_settings=self.teacher_settings,
-                max_rounds=self.max_rounds,
-                rollout_lms=self._rollout_lms(),
-            )
+            runs: Callable[[Any], list[Attempt]]
+            if resolve_backend() == "ray":
+                from dspex.programs._ray._bodies import teacher_body
+
+                runs = teacher_body(  # ships the teacher and metric now, or raises
+                    self.teacher,
+                    metric=self.metric,
+                    metric_threshold=self.metric_threshold,
+                    teacher_settings=self.teacher_settings,
+                    max_rounds=self.max_rounds,
+                )
+            else:
+                runs = TeacherRuns(
+                    self.teacher,
+                    metric=self.metric,
+                    metric_threshold=self.metric_threshold,
+                    teacher_settings=self.teacher_settings,
+                    max_rounds=self.max_rounds,
+                    rollout_lms=self._rollout_lms(),
+                )
             label = type(self).__name__
             progress = Progress(len(self.trainset), enabled=progress_enabled(None), scored=False)
             try:
@@ -267,7 +280,9 @@ class BootstrapFewShot(Teleprompter):
         self.validation = [x for i, x in enumerate(self.trainset) if i not in bootstrapped]
         random.Random(0).shuffle(self.validation)
 
-    def _journaled(self, runs: TeacherRuns) -> Callable[[tuple[int, Any]], list[Attempt]]:
+    def _journaled(
+        self, runs: Callable[[Any], list[Attempt]]
+    ) -> Callable[[tuple[int, Any]], list[Attempt]]:
         """``runs`` on ``(index, example)``, answered from the journal when it holds the unit.
 
         Runs in pool workers. A run that failed or was cancelled is not

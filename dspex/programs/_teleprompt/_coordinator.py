@@ -187,7 +187,7 @@ def _open(runtime: Any, label: str, size: int, burst: int) -> Coordination:
     crew: Coordination | None = None
     try:
         [child] = which_children(ref, timeout=_CALL_TIMEOUT)
-        assert child.ref is not None, "a coordinator starts its pool before acknowledging"
+        assert isinstance(child.ref, pykka.ActorRef), "a coordinator starts its pool first"
         pool = WorkerPool.of(child.ref, timeout=_CALL_TIMEOUT)
         crew = Coordination(label, pool, runtime, ref, spec.shutdown)
         return crew

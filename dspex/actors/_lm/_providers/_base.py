@@ -13,7 +13,6 @@ what the LM client's engine (and the tests) use.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import os
 import re
@@ -368,6 +367,8 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
         return max(0.0, float(value))
     except ValueError:
         pass
+    import email.utils  # an HTTP date in Retry-After is rare: load the parser then
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
