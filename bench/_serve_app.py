@@ -27,6 +27,10 @@ class Echo(dspex.Module):
     def forward(self, question: str) -> dspex.Prediction:
         return dspex.Prediction(answer=question)
 
+    async def aforward(self, question: str) -> dspex.Prediction:
+        """Awaited on the HTTP loop, like ``qa`` (a Predict has ``aforward``)."""
+        return dspex.Prediction(answer=question)
+
 
 def echo() -> Echo:
     return Echo()

@@ -1,20 +1,28 @@
 """Issue 12's ``dspex serve`` benchmark: requests/s and tail latency over real HTTP.
 
-    python bench/serve.py [--duration 10] [--quick]
+    python bench/serve.py [--duration 10] [--quick] [--runs 3] [--workers N] [--load wrk|python]
 
 Three processes: the fake OpenAI server (``bench/_fake_server.py``), ``dspex
-serve bench/_serve_app.py:qa``, and this script, which drives ``POST
-/v1/programs/qa`` over keep-alive HTTP/1.1 connections with a minimal asyncio
-client (one connection per client, one request at a time on it; each
-question is distinct and the LM cache is off, so every request reaches the
-fake). Prints figures and asserts nothing.
+serve bench/_serve_app.py:qa``, and a load generator driving ``POST
+/v1/programs/qa`` over keep-alive HTTP/1.1 connections (one request at a time
+on each; each question is distinct and the LM cache is off, so every request
+reaches the fake). The load generator is ``wrk`` when it is on PATH (C: about
+15 µs of CPU per request, so the 2 cores go to the server; ``apt-get install
+wrk``), else a minimal asyncio client in this process (several times that).
+Each scenario also prints the CPU time per request of the server (all its
+processes), the fake and the load generator, read from /proc: on a 2-core box
+these three share the cores, so their sum bounds the requests/s
+(2 s / sum) and, by Little's law, the latency at a given concurrency.
+Prints figures and asserts nothing.
 
 (0) The serve layers alone: the same, on a program that calls no LM.
 (a) Throughput: 64 keep-alive clients, fake at 0 ms. Target >= 1,500 req/s.
 (b) Tail latency: 500 clients at once, fake at 100 ms. Target p99 < 150 ms
-    (the LM's 100 ms plus at most 50 ms). Two readings: 500 closed-loop
-    clients for the whole duration (500 always in flight), and bursts of 500
-    requests sent at once on 500 open connections (p99 over the bursts).
+    (the LM's 100 ms plus at most 50 ms added by dspex: the reading used
+    here, since no server answers faster than its LM). Two readings: 500
+    closed-loop clients for the whole duration (500 always in flight), and
+    bursts of 500 requests sent at once on 500 open connections (p99 over
+    the bursts).
 """
 
 from __future__ import annotations
@@ -24,10 +32,12 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -39,13 +49,45 @@ sys.path.insert(0, str(HERE))
 
 from runtime import Server  # noqa: E402  (bench/runtime.py's child-process fake)
 
+WORKERS = [1]  # --workers of the dspex serve processes (set by main)
+LOAD = ["python"]  # the load generator: "wrk" or "python" (set by main)
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` and its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    own: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        own[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += own.get(p, 0.0)
+        todo.extend(children.get(p, []))
+    return total
+
 
 class Served:
     """``dspex serve`` in a child process."""
 
     def __init__(
-        self, fake_url: str, max_concurrency: int, queue_limit: int, program: str = "qa"
+        self,
+        fake_url: str,
+        max_concurrency: int,
+        queue_limit: int,
+        program: str = "qa",
+        workers: int | None = None,
     ) -> None:
+        workers = WORKERS[0] if workers is None else workers
         env = {
             **os.environ,
             "BENCH_FAKE_URL": fake_url,
@@ -67,6 +109,7 @@ class Served:
                 str(max_concurrency),
                 "--queue-limit",
                 str(queue_limit),
+                *(["--workers", str(workers)] if workers != 1 else []),
             ],
             env=env,
             stdout=subprocess.PIPE,
@@ -248,6 +291,66 @@ def in_process(seconds: float, threads: int = 64) -> float:
     return rps
 
 
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, "/v1/programs/qa", nil, '{"question":"wrk question ' .. n .. '"}')
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "JSON {\\"requests\\": %d, \\"us\\": %d, \\"non200\\": %d, \\"socket_errors\\": %d, "
+    .. "\\"p50_ms\\": %.3f, \\"p99_ms\\": %.3f, \\"mean_ms\\": %.3f}\\n",
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.mean / 1000))
+end
+"""
+
+
+def _wrk(host: str, port: int, clients: int, seconds: float) -> dict[str, Any]:
+    """``wrk`` (one thread: it needs little CPU) for ``seconds``; its figures."""
+    script = Path(tempfile.gettempdir()) / f"dspex-bench-serve-{os.getpid()}.lua"
+    script.write_text(_WRK_SCRIPT)
+    before = os.times()
+    out = subprocess.run(
+        [
+            *("wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "30s"),
+            *("-s", str(script), f"http://{host}:{port}"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    after = os.times()
+    line = next(x for x in out.splitlines() if x.startswith("JSON "))
+    got = json.loads(line[5:])
+    return {
+        "requests": got["requests"],
+        "rps": got["requests"] / (got["us"] / 1e6),
+        "p50_ms": got["p50_ms"],
+        "p99_ms": got["p99_ms"],
+        "mean_ms": got["mean_ms"],
+        "errors": got["non200"] + got["socket_errors"],
+        "error_kinds": ["non-200"] * bool(got["non200"]) + ["socket"] * bool(got["socket_errors"]),
+        "load_cpu_us": (after.children_user + after.children_system)
+        - (before.children_user + before.children_system),
+    }
+
+
+def _drive(host: str, port: int, clients: int, seconds: float) -> dict[str, Any]:
+    if LOAD[0] == "wrk":
+        result = _wrk(host, port, clients, seconds)
+    else:
+        before = time.process_time()
+        result = asyncio.run(_load(host, port, clients, seconds))
+        result["load_cpu_us"] = time.process_time() - before
+    result["load_cpu_us"] *= 1e6 / max(1, result["requests"])
+    return result
+
+
 def scenario(
     title: str,
     latency: float,
@@ -259,16 +362,26 @@ def scenario(
     fake = Server(latency)
     served = Served(fake.url, max_concurrency, queue_limit=4 * clients, program=program)
     try:
-        asyncio.run(_load(served.host, served.port, clients, min(2.0, seconds / 3)))  # warm up
-        result = asyncio.run(_load(served.host, served.port, clients, seconds))
+        _drive(served.host, served.port, clients, min(2.0, seconds / 3))  # warm up
+        serve0, fake0 = tree_cpu(served.proc.pid), tree_cpu(fake._proc.pid)
+        result = _drive(served.host, served.port, clients, seconds)
+        n = max(1, result["requests"])
+        result["serve_cpu_us"] = (tree_cpu(served.proc.pid) - serve0) / n * 1e6
+        result["fake_cpu_us"] = (tree_cpu(fake._proc.pid) - fake0) / n * 1e6
     finally:
         code = served.stop()
         fake.stop()
+    cpu = result["serve_cpu_us"] + result["fake_cpu_us"] + result["load_cpu_us"]
+    cores = os.cpu_count() or 1
     print(
         f"{title}\n  {result['requests']} requests in {seconds:.0f} s: "
         f"{result['rps']:,.0f} req/s, p50 {result['p50_ms']:.1f} ms, "
         f"p99 {result['p99_ms']:.1f} ms, mean {result['mean_ms']:.1f} ms, "
-        f"{result['errors']} non-200 {result['error_kinds']}; serve exited {code}",
+        f"{result['errors']} errors {result['error_kinds']}; serve exited {code}\n"
+        f"  CPU per request: serve {result['serve_cpu_us']:.0f} µs, fake "
+        f"{result['fake_cpu_us']:.0f} µs, load ({LOAD[0]}) {result['load_cpu_us']:.0f} µs; "
+        f"{cores} cores bound {cores / cpu * 1e6:,.0f} req/s and, with {clients} in flight, "
+        f"a mean of {clients * cpu / cores / 1000:.0f} ms",
         flush=True,
     )
     return result
@@ -278,43 +391,91 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per scenario")
     parser.add_argument("--quick", action="store_true", help="3 s per scenario")
+    parser.add_argument("--workers", type=int, default=1, help="dspex serve --workers")
+    parser.add_argument(
+        "--load",
+        choices=["wrk", "python"],
+        default="wrk" if shutil.which("wrk") else "python",
+        help="load generator (default: wrk when on PATH)",
+    )
+    parser.add_argument("--only", help="run only these scenarios of 0,a0,a,b,c, e.g. 'a,b'")
+    parser.add_argument("--runs", type=int, default=1, help="runs per scenario (medians)")
     args = parser.parse_args()
+    WORKERS[0], LOAD[0] = args.workers, args.load
     seconds = 3.0 if args.quick else args.duration
-    print(f"dspex serve benchmark on {os.cpu_count()} CPUs (shared machine: figures vary)")
-    scenario(
-        "(0) the HTTP + program-server layers alone: a program without LM, 64 clients",
-        latency=0.0,
-        clients=64,
-        seconds=seconds,
-        max_concurrency=64,
-        program="echo",
-    )
-    in_process(seconds)
-    a = scenario(
-        "(a) 64 keep-alive clients, fake at 0 ms  [target >= 1,500 req/s]",
-        latency=0.0,
-        clients=64,
-        seconds=seconds,
-        max_concurrency=64,
-    )
-    b = scenario(
-        "(b) 500 concurrent clients, fake at 100 ms  [target p99 < 150 ms]",
-        latency=0.1,
-        clients=500,
-        seconds=seconds,
-        max_concurrency=500,
-    )
-    c = bursts(
-        "(b') bursts of 500 requests at once, fake at 100 ms  [target p99 < 150 ms]",
-        latency=0.1,
-        size=500,
-        rounds=3 if args.quick else 10,
-    )
+    only = set(args.only.split(",")) if args.only else None
     print(
-        f"\nsummary: {a['rps']:,.0f} req/s (target 1,500); at 100 ms LM latency, p99 "
-        f"{b['p99_ms']:.0f} ms with 500 always in flight, {c['p99_ms']:.0f} ms over bursts "
-        "of 500 (target < 150 ms)"
+        f"dspex serve benchmark on {os.cpu_count()} CPUs, {args.workers} worker(s), load from "
+        f"{args.load} (shared machine: figures vary)"
     )
+
+    def want(key: str) -> bool:
+        return only is None or key in only
+
+    def median(runs: list[dict[str, Any]], key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    def repeat(fn: Any, *fargs: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return [fn(*fargs, **kwargs) for _ in range(args.runs)]
+
+    lines = []
+    if want("0"):
+        z = repeat(
+            scenario,
+            "(0) the HTTP + program-server layers alone: a program without LM, 64 clients",
+            latency=0.0,
+            clients=64,
+            seconds=seconds,
+            max_concurrency=64,
+            program="echo",
+        )
+        lines.append(
+            f"(0) no LM: {median(z, 'rps'):,.0f} req/s, serve "
+            f"{median(z, 'serve_cpu_us'):.0f} µs CPU/request"
+        )
+    if want("a0"):
+        in_process(seconds)
+    if want("a"):
+        a = repeat(
+            scenario,
+            "(a) 64 keep-alive clients, fake at 0 ms  [target >= 1,500 req/s]",
+            latency=0.0,
+            clients=64,
+            seconds=seconds,
+            max_concurrency=64,
+        )
+        lines.append(
+            f"(a) {median(a, 'rps'):,.0f} req/s (target 1,500), p99 {median(a, 'p99_ms'):.0f} "
+            f"ms; CPU/request: serve {median(a, 'serve_cpu_us'):.0f} µs, fake "
+            f"{median(a, 'fake_cpu_us'):.0f} µs, load {median(a, 'load_cpu_us'):.0f} µs"
+        )
+    if want("b"):
+        b = repeat(
+            scenario,
+            "(b) 500 concurrent clients, fake at 100 ms  [target p99 < 150 ms]",
+            latency=0.1,
+            clients=500,
+            seconds=seconds,
+            max_concurrency=500,
+        )
+        lines.append(
+            f"(b) 500 in flight at 100 ms: p99 {median(b, 'p99_ms'):.0f} ms (target < 150), "
+            f"{median(b, 'rps'):,.0f} req/s; CPU/request: serve "
+            f"{median(b, 'serve_cpu_us'):.0f} µs, fake {median(b, 'fake_cpu_us'):.0f} µs, "
+            f"load {median(b, 'load_cpu_us'):.0f} µs"
+        )
+    if want("c"):
+        c = repeat(
+            bursts,
+            "(b') bursts of 500 requests at once, fake at 100 ms  [target p99 < 150 ms]",
+            latency=0.1,
+            size=500,
+            rounds=3 if args.quick else 10,
+        )
+        lines.append(f"(b') bursts of 500 at 100 ms: p99 {median(c, 'p99_ms'):.0f} ms")
+    print(f"\nsummary (medians of {args.runs} run(s)):")
+    for line in lines:
+        print("  " + line)
 
 
 if __name__ == "__main__":

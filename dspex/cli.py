@@ -40,6 +40,13 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--drain-timeout", type=float, default=30.0, help="seconds to finish requests on SIGTERM"
     )
     serve.add_argument("--log-level", default="warning", help="uvicorn's log level")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port (SO_REUSEPORT); limits and metrics are per worker",
+    )
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -67,6 +74,8 @@ def _serve(args: argparse.Namespace) -> int:
         allow_pickle=args.allow_pickle,
         drain_timeout=args.drain_timeout,
         log_level=args.log_level,
+        workers=args.workers,
+        reuse_port=args.reuse_port,
     )
     try:
         return serve_command(options)

@@ -79,6 +79,7 @@ class Served:
         found = re.search(r"on (http://\S+) ", ready)
         assert found, ready
         self.url = found.group(1)
+        self.ready = ready
 
     @staticmethod
     def _read(stream: Any, put: Any) -> None:
@@ -301,6 +302,20 @@ def test_a_bad_target_exits_2_with_the_reason() -> None:
     assert "no attribute 'nothing'" in out.stderr
 
 
+def test_workers_below_one_exits_2_naming_the_option() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "dspex.cli", "serve", f"{APP}:qa", "--port", "0", "--workers", "0"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "--workers 0: must be an int >= 1" in out.stderr
+
+
 @pytest.mark.local_model
 @pytest.mark.timeout(300)
 def test_the_demo_serve_command_serves_the_classifier_on_the_real_model(tmp_path: Path) -> None:
@@ -396,3 +411,37 @@ def test_an_sse_client_hanging_up_cancels_the_upstream_request(fake: FakeOpenAI)
         assert fake.stream_disconnects == 1
     finally:
         assert served.stop() == 0
+
+
+def test_workers_share_the_port_and_each_drains_on_sigterm(fake: FakeOpenAI) -> None:
+    served = serve(fake, f"{APP}:qa", "--workers", "2")
+    pids: list[int] = []
+    try:
+        with ThreadPoolExecutor(
+            max_workers=4
+        ) as pool:  # a connection each: the kernel spreads them
+            replies = list(
+                pool.map(
+                    lambda i: httpx.post(
+                        f"{served.url}/v1/programs/qa", json={"question": f"q{i}"}, timeout=WAIT
+                    ),
+                    range(8),
+                )
+            )
+        assert [r.status_code for r in replies] == [200] * 8
+        assert fake.request_count == 8
+        pids = [int(p) for p in re.findall(r"\d+", served.ready.split("pids", 1)[1])]
+        assert len(pids) == 2 and served.proc.pid not in pids
+        for pid in pids:
+            os.kill(pid, 0)  # alive
+    finally:
+        code = served.stop()
+    assert code == 0
+    lines = []
+    while not served.lines.empty():
+        lines.append(served.lines.get_nowait())
+    assert sum("SIGTERM received; draining" in line for line in lines) == 2  # each worker drained
+    assert sum("stopped (exit code 0)" in line for line in lines) == 2
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):  # reaped by the parent
+            os.kill(pid, 0)

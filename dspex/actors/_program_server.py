@@ -17,6 +17,7 @@ every wanted server back (:meth:`ServerDirectory.restore`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -33,8 +34,9 @@ import pykka
 
 from dspex.actors._server_actor import ProgramServer, server_key
 from dspex.actors._server_handle import DrainReport, ServerHandle
+from dspex.actors._server_program import load_into_copy
 from dspex.actors._server_requests import Emitter, Execute, Served, ServerFuture, ServerStats
-from dspex.actors._server_state import ServerState, load_into_copy
+from dspex.actors._server_state import ServerState
 from dspex.errors import ActorStoppedError, RegistryError, SupervisionError, UsageError
 from dspex.supervision import (
     ChildSpec,
@@ -237,6 +239,24 @@ class ServerDirectory:
         future = ServerFuture(name)
         self._state(name).submit(inputs, future)
         return future
+
+    async def acall(self, name: str, /, **inputs: Any) -> Any:
+        """Send ``inputs`` to server ``name`` and await the result on the running loop.
+
+        Like ``await ask(...)``, but a program with ``aforward`` runs as a task
+        on this loop (no worker thread, no thread hop), and it never blocks the
+        loop: while the server restarts, the wait for it happens in a thread.
+        Cancelling the awaiting task cancels the request (see ``ServerState.acall``).
+        """
+        return await (await self.astate(name)).start_call(inputs)
+
+    async def astate(self, name: str, /) -> ServerState:
+        """Server ``name``'s state, awaited: a restart is waited for off the loop."""
+        with self._lock:
+            entry = self._entries.get(name)
+        if entry is not None:
+            return entry.state
+        return await _off_loop(functools.partial(self._state, name))
 
     def tell(self, name: str, /, **inputs: Any) -> int:
         """Fire-and-forget; returns the request id that the telemetry events carry.
@@ -465,6 +485,31 @@ class ServerDirectory:
 
     def __repr__(self) -> str:
         return f"<ServerDirectory servers={self.names()}>"
+
+
+async def _off_loop(fn: Callable[[], ServerState]) -> ServerState:
+    """``fn()`` in a thread of its own, awaited (rare: a restart's bounded wait)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[ServerState] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is None:
+            done.set_result(value)
+        else:
+            done.set_exception(error)
+
+    def wait() -> None:
+        try:
+            value, error = fn(), None
+        except BaseException as exc:  # handed to the awaiting task
+            value, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=wait, name="dspex-server-wait", daemon=True).start()
+    return await done
 
 
 def _supervisor_down(state: ServerState, down: Down) -> None:

@@ -9,10 +9,11 @@ by default: in a server worker thread, as a program run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import threading
 from collections.abc import Callable, Generator, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,9 +21,12 @@ from dspex.actors._program_run import RunContext, activate_run, wrap_program_err
 from dspex.supervision import Restart
 
 __all__ = [
+    "AsyncCall",
     "Dispatch",
     "Emitter",
     "Execute",
+    "LoopReply",
+    "Reply",
     "Request",
     "Served",
     "ServerFuture",
@@ -75,6 +79,123 @@ class ServerFuture(Future[Any]):
         return f"<ServerFuture {self.server!r} #{self.request_id} {state}>"
 
 
+class Reply(Protocol):
+    """Where a request's answer goes: a :class:`ServerFuture` or a :class:`LoopReply`."""
+
+    request_id: int
+
+    def set_running_or_notify_cancel(self) -> bool: ...
+
+    def set_result(self, result: Any) -> None: ...
+
+    def set_exception(self, exception: BaseException | None) -> None: ...
+
+    def cancel(self) -> bool: ...
+
+    def cancelled(self) -> bool: ...
+
+
+_PENDING, _RUNNING, _CANCELLED, _DONE = range(4)
+
+
+class LoopReply:
+    """The reply of a request whose caller awaits it on an event loop.
+
+    An ``asyncio.Future`` of that loop with a concurrent Future's states
+    (pending, running, cancelled, done), settable from any thread: directly
+    on the loop's thread (a request run as a task there: no wake-up through
+    the loop's self-pipe), through ``call_soon_threadsafe`` from others.
+    ``cancel`` runs on the loop's thread.
+    """
+
+    __slots__ = ("_lock", "_state", "_thread", "future", "loop", "request_id")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+        self._thread = threading.get_ident()  # made on the loop's thread
+        self._lock = threading.Lock()
+        self._state = _PENDING
+        self.request_id = 0
+
+    def set_running_or_notify_cancel(self) -> bool:
+        with self._lock:
+            if self._state == _CANCELLED:
+                return False
+            self._state = _RUNNING
+            return True
+
+    def cancel(self) -> bool:
+        """Cancel if not started yet (True); False once it runs or is answered."""
+        with self._lock:
+            if self._state != _PENDING:
+                return self._state == _CANCELLED
+            self._state = _CANCELLED
+        self.future.cancel()
+        return True
+
+    def cancelled(self) -> bool:
+        return self._state == _CANCELLED
+
+    def set_result(self, result: Any) -> None:
+        self._settle(result, None)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        self._settle(None, exception)
+
+    def _settle(self, result: Any, error: BaseException | None) -> None:
+        with self._lock:
+            if self._state in (_CANCELLED, _DONE):
+                raise InvalidStateError(f"request {self.request_id} was already answered")
+            self._state = _DONE
+        if threading.get_ident() == self._thread:
+            self._apply(result, error)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody awaits it
+                self.loop.call_soon_threadsafe(self._apply, result, error)
+
+    def _apply(self, result: Any, error: BaseException | None) -> None:
+        if self.future.done():  # its awaiting caller cancelled it
+            return
+        if error is None:
+            self.future.set_result(result)
+        else:
+            self.future.set_exception(error)
+
+
+class AsyncCall:
+    """A request admitted for a caller on an event loop: await it, or ``cancel()`` it.
+
+    ``cancel`` may be called from the loop's thread only; the awaiting
+    coroutine then gets ``CancelledError`` (its own task is not cancelled).
+    """
+
+    __slots__ = ("_cancel_task", "reply")
+
+    def __init__(self, reply: LoopReply, cancel_task: Callable[[], None]) -> None:
+        self.reply = reply
+        self._cancel_task = cancel_task
+
+    def cancel(self) -> None:
+        """Cancel the request: a queued one never runs, a running task is cancelled."""
+        self.reply.future.cancel()
+        self._drop()
+
+    def _drop(self) -> None:
+        if not self.reply.cancel():  # started already: stop its task, if it has one
+            self._cancel_task()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> Any:
+        try:
+            return await self.reply.future
+        except asyncio.CancelledError:
+            self._drop()  # the awaiting task was cancelled: the request goes too
+            raise
+
+
 @dataclass(frozen=True, slots=True)
 class Dispatch:
     """Nudge to the server actor: queued requests may have a free worker now."""
@@ -86,9 +207,12 @@ class Request:
 
     id: int
     inputs: Mapping[str, Any]
-    reply: ServerFuture | None
+    reply: Reply | None
     context: contextvars.Context
     submitted: float  # time.monotonic()
+    # The event loop the caller awaits the reply on (``acall``): a program
+    # with ``aforward`` then runs as a task there, with no worker thread.
+    loop: asyncio.AbstractEventLoop | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ request was already answered (a drain deadline passed) drops its late result.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import itertools
@@ -26,31 +27,34 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import InvalidStateError, ThreadPoolExecutor
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pykka
 
-from dspex.actors._program_run import RunContext, wrap_program_error
+from dspex.actors._server_program import (
+    check_limit,
+    check_program,
+)
 from dspex.actors._server_requests import (
     Dispatch,
     Emitter,
     Execute,
+    Reply,
     Request,
-    ServerFuture,
     ServerStats,
     Silent,
     inline_executor,
 )
-from dspex.errors import ActorStoppedError, OverloadedError, ProgramError, UsageError
+from dspex.actors._server_run import RequestRunner
+from dspex.errors import ActorStoppedError, OverloadedError
 
-__all__ = ["ServerState", "load_into_copy"]
+__all__ = ["ServerState"]
 
 log = logging.getLogger("dspex.servers")
 
 
-class ServerState:
+class ServerState(RequestRunner):
     """Queue, admitted count, workers and program of one named server (any thread).
 
     Created by ``serve``; every actor incarnation calls :meth:`adopt` on start.
@@ -71,9 +75,9 @@ class ServerState:
         version: int = 1,
         will_restart: Callable[[], bool] | None = None,
     ) -> None:
-        _check_limit(name, "max_concurrency", max_concurrency, 1)
-        _check_limit(name, "queue_limit", queue_limit, 0)
-        _check_program(name, program)
+        check_limit(name, "max_concurrency", max_concurrency, 1)
+        check_limit(name, "queue_limit", queue_limit, 0)
+        check_program(name, program)
         self.name = name
         self.max_concurrency = max_concurrency
         self.queue_limit = queue_limit
@@ -82,6 +86,9 @@ class ServerState:
         self.execute: Execute = execute or inline_executor(
             label=f"server:{name}", runtime=runtime, cancelled=self.cancelled
         )
+        # Only the default executor may be bypassed by awaiting a program on the caller's loop.
+        self._native = execute is None
+        self.runtime = runtime
         self.telemetry: Emitter = telemetry if telemetry is not None else Silent()
         self._on_closed = on_closed
         # True when an actor stop the directory did not order means the
@@ -92,6 +99,8 @@ class ServerState:
         self._ids = itertools.count(1)
         self._pending: deque[Request] = deque()
         self._executing: dict[int, Request] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}  # executing requests awaited natively
+        self._unwanted: set[int] = set()  # cancelled between dispatch and their task's start
         self._admitted = 0
         self._program = program
         self._version = version
@@ -107,8 +116,19 @@ class ServerState:
 
     # -- callers' threads ------------------------------------------------------------
 
-    def submit(self, inputs: Mapping[str, Any], reply: ServerFuture | None) -> Request:
-        """Admit a request or raise at once (:class:`OverloadedError` when full)."""
+    def submit(
+        self,
+        inputs: Mapping[str, Any],
+        reply: Reply | None,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Request:
+        """Admit a request or raise at once (:class:`OverloadedError` when full).
+
+        With a free worker and nobody queued, the request starts here, in the
+        caller's thread, without a round trip through the dispatcher actor.
+        ``loop``: the running loop of a caller that awaits the reply (``acall``).
+        """
         context = contextvars.copy_context()
         with self._cond:
             if not self._accepting:
@@ -117,13 +137,32 @@ class ServerState:
                 self._rejected += 1
                 raise OverloadedError(self._full_message())
             self._admitted += 1
-            request = Request(next(self._ids), dict(inputs), reply, context, time.monotonic())
+            request = Request(next(self._ids), dict(inputs), reply, context, time.monotonic(), loop)
             if reply is not None:
                 reply.request_id = request.id
-            self._pending.append(request)
-            wake = self._wake_target()
+            now = self._start_now(request)
+            wake = None
+            if now is None:
+                self._pending.append(request)
+                wake = self._wake_target()
         _nudge(wake)
+        if now is not None:
+            self._launch(request, *now, here=True)
         return request
+
+    def _start_now(self, request: Request) -> tuple[Any, int] | None:
+        # Lock held. A free worker and an empty queue: the caller starts it (FIFO kept).
+        if (
+            self._pending
+            or self._closed
+            or self._ref is None
+            or len(self._executing) >= self.max_concurrency
+        ):
+            return None
+        if request.reply is not None:
+            request.reply.set_running_or_notify_cancel()  # just made: cannot be cancelled yet
+        self._executing[request.id] = request
+        return self._program, self._version
 
     def _full_message(self) -> str:
         # Called with the lock held. Admitted requests fill the run slots first:
@@ -139,7 +178,7 @@ class ServerState:
 
     def swap(self, program: Any) -> int:
         """Make ``program`` the one new dispatches use; returns its version."""
-        _check_program(self.name, program)
+        check_program(self.name, program)
         with self._cond:
             if self._closed:
                 raise self._refusal()
@@ -175,6 +214,11 @@ class ServerState:
             self._pending.clear()
             self._executing.clear()
             self._expired += len(stale)
+            tasks = [(t.get_loop(), t) for t in self._tasks.values()]
+            self._tasks.clear()
+        for loop, task in tasks:  # tasks can be stopped, unlike threads
+            with contextlib.suppress(RuntimeError):  # that loop is closed
+                loop.call_soon_threadsafe(task.cancel)
         for request in stale:
             self._deliver(
                 request,
@@ -302,66 +346,13 @@ class ServerState:
                 if request.reply is not None and not request.reply.set_running_or_notify_cancel():
                     cancelled += self._claim(request)
                     continue
-                try:
-                    self._workers.submit(self._work, request, program, version)
-                except RuntimeError:  # the pool shut down: the server was closed meanwhile
-                    if self._claim(request):
-                        self._deliver(
-                            request,
-                            None,
-                            ActorStoppedError(f"program server {self.name!r} was stopped"),
-                            version,
-                        )
-                        self._release(1)
+                self._launch(request, program, version, here=False)
             if cancelled:
                 self._release(cancelled)  # callers cancelled: those slots are free again
                 continue
             return
 
-    # -- worker threads ----------------------------------------------------------------
-
-    def _work(self, request: Request, program: Any, version: int) -> None:
-        label = f"server:{self.name}"
-        self._emit("program.run.start", label=label, request_id=request.id)
-        started = time.perf_counter()
-        value: Any = None
-        error: BaseException | None = None
-        try:
-            value = self.execute(program, request.inputs, request.context)
-        except BaseException as exc:  # user code; never let a worker thread die
-            error = _as_program_error(exc, self.name, request.id)
-        duration_ms = (time.perf_counter() - started) * 1000
-        if not self._claim(request):
-            log.info(
-                "program server %r: request %d finished after it was answered (drain "
-                "deadline); its late result is dropped",
-                self.name,
-                request.id,
-            )
-            return
-        if error is None:
-            self._emit("program.run.stop", label=label, duration_ms=duration_ms)
-        else:
-            self._emit(
-                "program.run.exception",
-                label=label,
-                duration_ms=duration_ms,
-                error=type(_original(error)).__name__,
-            )
-        self._deliver(request, value, error, version, duration_ms)
-        with self._cond:
-            if error is None:
-                self._completed += 1
-            else:
-                self._failed += 1
-        self._release(1)
-
     # -- internals -------------------------------------------------------------------------
-
-    def _claim(self, request: Request) -> int:
-        """Take ownership of an executing request's answer; 1 if ours, 0 if already taken."""
-        with self._cond:
-            return 1 if self._executing.pop(request.id, None) is not None else 0
 
     def _release(self, n: int) -> None:
         """``n`` answered requests leave; wake the dispatcher and any drain waiting."""
@@ -381,45 +372,6 @@ class ServerState:
             return None
         self._nudged = True
         return self._ref
-
-    def _deliver(
-        self,
-        request: Request,
-        value: Any,
-        error: BaseException | None,
-        version: int,
-        duration_ms: float = 0.0,
-    ) -> None:
-        # Answers before _release: once a drain sees admitted == 0, every
-        # reply (and its done-callbacks) has been delivered.
-        common = {"server": self.name, "request_id": request.id, "version": version}
-        reply = request.reply
-        if reply is None:
-            if error is None:
-                self._emit("program.server.result", **common, result=value, duration_ms=duration_ms)
-            else:
-                self._emit(
-                    "program.server.error",
-                    **common,
-                    error=type(_original(error)).__name__,
-                    message=str(error),
-                )
-            return
-        try:
-            if error is None:
-                reply.set_result(value)
-            else:
-                reply.set_exception(error)
-        except InvalidStateError:
-            if not reply.cancelled():  # a caller may cancel a queued request; nothing else
-                log.exception("program server %r answered request %d twice", self.name, request.id)
-
-    def _emit(self, event: str, **data: Any) -> None:
-        # Telemetry must never cost a request its answer.
-        try:
-            self.telemetry.emit(event, **data)
-        except Exception:
-            log.exception("program server %r: emitting %r failed", self.name, event)
 
     def _refusal(self) -> ActorStoppedError:
         if self._restarting:
@@ -443,56 +395,3 @@ def _nudge(ref: pykka.ActorRef[Any] | None) -> None:
     # A dead incarnation's successor dispatches when it adopts the state.
     with contextlib.suppress(pykka.ActorDeadError):
         ref.tell(Dispatch())
-
-
-def _original(error: BaseException) -> BaseException:
-    original = getattr(error, "original", None)
-    return original if isinstance(original, BaseException) else error
-
-
-def _as_program_error(exc: BaseException, server: str, request_id: int) -> ProgramError:
-    if isinstance(exc, ProgramError):
-        return exc
-    run = RunContext(label=f"server:{server} request {request_id}")
-    if isinstance(exc, Exception):
-        return wrap_program_error(exc, run)
-    wrapped = ProgramError(
-        f"program server {server!r}: request {request_id} raised {exc!r}", original=exc
-    )
-    wrapped.__cause__ = exc
-    return wrapped
-
-
-def _check_limit(name: str, field: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UsageError(
-            f"serve({name!r}, {field}={value!r}): must be an int >= {minimum}, "
-            f"e.g. {field}={max(minimum, 8)}"
-        )
-
-
-def _check_program(name: str, program: object) -> None:
-    if not callable(program):
-        raise UsageError(
-            f"serve({name!r}, program={program!r}): a program must be callable with the "
-            "inputs as keywords, e.g. a dspex.Module such as dspex.Predict('question -> answer')"
-        )
-
-
-def load_into_copy(name: str, current: Any, path: Path) -> Any:
-    """A copy of ``current`` with the saved state at ``path`` loaded (for ``reload``)."""
-    if not path.exists():
-        raise UsageError(
-            f"reload({name!r}, {str(path)!r}): no such file; pass the JSON file written by "
-            "program.save(path), or a program instance"
-        )
-    copy_fn = getattr(current, "deepcopy", None)
-    if not callable(copy_fn) or not callable(getattr(current, "load", None)):
-        raise UsageError(
-            f"reload({name!r}, {str(path)!r}): the served program "
-            f"({type(current).__name__}) has no deepcopy()/load(), so a saved state cannot "
-            "be loaded into it; pass a program instance instead"
-        )
-    new = copy_fn()
-    new.load(path)
-    return new

@@ -12,7 +12,6 @@ a request still queued is cancelled too and never runs.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import threading
@@ -21,14 +20,14 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dspex.errors import ActorStoppedError, RegistryError
-from dspex.serve._endpoints import Endpoint, InputError, endpoint_for, result_fields, to_json_bytes
+from dspex.serve._call import call_program, program_name
+from dspex.serve._endpoints import Endpoint, endpoint_for, to_json_bytes
 from dspex.serve._errors import ErrorReply, error_reply
 from dspex.serve._openapi import openapi_document
-from dspex.serve._sse import sse_events
 
 __all__ = ["ServeState", "app"]
 
@@ -60,7 +59,10 @@ class ServeState:
 
     def endpoint(self, name: str) -> Endpoint:
         """The endpoint of the program ``name`` serves now; raises RegistryError if none."""
-        program = self.runtime.servers.program(name)
+        return self.endpoint_of(name, self.runtime.servers.program(name))
+
+    def endpoint_of(self, name: str, program: Any) -> Endpoint:
+        """The endpoint describing ``program`` served as ``name`` (cached per program)."""
         cached = self._endpoints.get(name)
         if cached is not None and cached[0] is program:
             return cached[1]
@@ -86,50 +88,6 @@ def _error_response(reply: ErrorReply) -> Response:
         headers=reply.headers,
         media_type="application/json",
     )
-
-
-def _wants_stream(request: Request) -> bool:
-    accept = request.headers.get("accept", "")
-    return "text/event-stream" in accept and "application/json" not in accept
-
-
-async def _call_program(request: Request) -> Response:
-    state: ServeState = request.app.state.dspex
-    name = request.path_params["name"]
-    if state.draining:
-        return _error_response(
-            ErrorReply(503, "Draining", "the server is shutting down; send the request elsewhere")
-        )
-    try:
-        endpoint = state.endpoint(name)
-        inputs = endpoint.parse(await request.body())
-        if _wants_stream(request):
-            # Admitted (or refused with its status) here, before the stream starts.
-            stream = state.runtime.stream(name, **inputs)
-            return StreamingResponse(
-                sse_events(stream),
-                media_type="text/event-stream",
-                headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-            )
-        future = state.runtime.ask(name, **inputs)  # admits or raises at once: never blocks long
-    except InputError as exc:
-        return _error_response(
-            ErrorReply(422, "InputError", f"program {name!r}: {exc}", errors=exc.errors)
-        )
-    except Exception as exc:
-        return _error_response(error_reply(exc))
-    try:
-        result = await future  # a ServerFuture is awaitable: no thread waits on it
-    except asyncio.CancelledError:
-        future.cancel()  # the client went away: a queued request never runs
-        raise
-    except Exception as exc:
-        return _error_response(error_reply(exc))
-    try:
-        body = to_json_bytes(result_fields(result))
-    except Exception as exc:
-        return _error_response(ErrorReply(500, type(exc).__name__, f"cannot encode result: {exc}"))
-    return Response(body, media_type="application/json")
 
 
 async def _reload(request: Request) -> Response:
@@ -239,6 +197,20 @@ async def _openapi(request: Request) -> Response:
     return Response(to_json_bytes(document), media_type="application/json")
 
 
+class ServeApp(Starlette):
+    """The Starlette app, with ``POST /v1/programs/{name}`` answered as plain ASGI.
+
+    That route is every request of a busy server, so it skips the routing,
+    Request and Response layers (:mod:`dspex.serve._call`); the rest is Starlette.
+    """
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and program_name(scope):
+            await call_program(self.state.dspex, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def app(runtime: Any, *, allow_reload: bool = False) -> Starlette:
     """A Starlette app serving every program ``runtime`` serves (``rt.serve(...)``).
 
@@ -252,14 +224,14 @@ def app(runtime: Any, *, allow_reload: bool = False) -> Starlette:
 
     routes = [
         Route("/v1/programs", _list_programs, methods=["GET"]),
-        Route("/v1/programs/{name}", _call_program, methods=["POST"]),
+        # POST /v1/programs/{name} is answered by ServeApp before routing (the hot path).
         Route("/v1/programs/{name}/reload", _reload, methods=["POST"]),
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/readyz", _readyz, methods=["GET"]),
         Route("/metrics", _metrics, methods=["GET"]),
         Route("/openapi.json", _openapi, methods=["GET"]),
     ]
-    application = Starlette(routes=routes)
+    application = ServeApp(routes=routes)
     application.state.dspex = ServeState(runtime, allow_reload=allow_reload)
     application.state.dspex_metrics = metrics_registry(runtime)
     return application

@@ -43,12 +43,18 @@ class ServeOptions:
     allow_pickle: bool = False
     drain_timeout: float = 30.0
     log_level: str = "warning"
+    workers: int = 1
+    reuse_port: bool = False  # set by a multi-worker parent on its workers
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(
+    host: str, port: int, *, reuse_port: bool = False, backlog: int = 2048
+) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # every worker listens on the port; the kernel spreads connections
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -57,7 +63,8 @@ def _listen(host: str, port: int) -> socket.socket:
             f"dspex serve: cannot listen on {host}:{port} ({exc.strerror}); pick another "
             "--port (0 picks a free one)"
         ) from exc
-    sock.listen(2048)
+    if backlog:
+        sock.listen(backlog)
     sock.set_inheritable(True)
     return sock
 
@@ -79,6 +86,7 @@ def _http_server(application: Any, options: ServeOptions) -> Any:
         lifespan="off",
         log_level=options.log_level,
         access_log=False,
+        server_header=False,  # says nothing a client needs, costs a header per reply
         # Answers still in flight at the drain deadline get a few more seconds to be written.
         timeout_graceful_shutdown=int(options.drain_timeout) + 5,
     )
@@ -87,11 +95,24 @@ def _http_server(application: Any, options: ServeOptions) -> Any:
 
 def serve_command(options: ServeOptions) -> int:
     """Run ``dspex serve`` until SIGTERM/SIGINT; returns the exit code."""
+    if (
+        isinstance(options.workers, bool)
+        or not isinstance(options.workers, int)
+        or (options.workers < 1)
+    ):
+        raise UsageError(
+            f"dspex serve --workers {options.workers!r}: must be an int >= 1 (1 = one process; "
+            "2 or more = that many processes sharing the port)"
+        )
+    if options.workers > 1:
+        from dspex.serve._workers import serve_workers
+
+        return serve_workers(options, _listen)
     from dspex.programs import start
     from dspex.serve._app import app
     from dspex.serve._target import load_programs
 
-    sock = _listen(options.host, options.port)
+    sock = _listen(options.host, options.port, reuse_port=options.reuse_port)
     runtime = start(lm=options.lm, config=options.config)
     try:
         # Imported after start(), so a module that calls dspex.configure(...)
