@@ -107,7 +107,7 @@ class GEPAJob(Job):
 def _gepa_unit(
     program: Any, metric: Callable[..., Any], capture_traces: bool, item: tuple[int, Any]
 ) -> Any:
-    from dspex.programs._teleprompt._gepa_adapter import plain_rollout, run_rollout
+    from dspex.programs._teleprompt._rollouts import plain_rollout, run_rollout
 
     group, example = item
     names = {id(p): n for n, p in program.named_predictors()}
@@ -126,7 +126,7 @@ class SIMBAJob(Job):
 
 
 def _simba_unit(program: Any, metric: Callable[..., Any], example: Any) -> Any:
-    from dspex.programs._teleprompt._simba import plain_record, run_pair
+    from dspex.programs._teleprompt._rollouts import plain_record, run_pair
 
     return plain_record(run_pair(metric, (program, example)), program)
 

@@ -17,7 +17,7 @@ import json
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from dspex.errors import UsageError
 from dspex.programs._adapters import JSONAdapter
@@ -27,9 +27,11 @@ from dspex.programs._predict import Predict
 from dspex.programs._prediction import Prediction
 from dspex.programs._settings import context
 from dspex.programs._signature import Signature
-from dspex.programs._teleprompt._checkpoint import Journal, digest, from_plain, to_plain
+from dspex.programs._teleprompt._checkpoint import Journal, digest
 from dspex.programs._teleprompt._coordinator import Coordination
 from dspex.programs._teleprompt._gepa_speculate import Speculator
+from dspex.programs._teleprompt._rollouts import Rollout as _Rollout
+from dspex.programs._teleprompt._rollouts import plain_rollout, revive_rollout, run_rollout
 
 __all__ = ["DspexGEPAAdapter", "InstructionProposer", "ProposeInstruction", "score_of"]
 
@@ -81,16 +83,6 @@ class InstructionProposer:
         return results
 
 
-class _Rollout(NamedTuple):
-    """One (candidate, example) run: what the pool returns for it."""
-
-    group: int
-    prediction: Any
-    raw_score: Any
-    trace: list[Any] | None
-    failed: bool
-
-
 def _preserve(rollouts: list[_Rollout], names: list[dict[int, str]]) -> Any:
     """Rollouts as plain values: trace entries name their predictor instead of holding it."""
     return [plain_rollout(r, names[r.group]) for r in rollouts]
@@ -100,54 +92,6 @@ def _revive(saved: list[Any], programs: list[Any]) -> list[_Rollout]:
     """Journaled rollouts with their trace entries pointing at this replay's predictors."""
     by_name = [dict(program.named_predictors()) for program in programs]
     return [revive_rollout(entry, by_name) for entry in saved]
-
-
-def plain_rollout(rollout: _Rollout, names: Mapping[int, str]) -> Any:
-    """One rollout as plain values (``names``: predictor id -> name in its program).
-
-    What the journal keeps and what a Ray worker sends back: predictions as
-    their fields, each trace entry naming its predictor instead of holding it.
-    """
-    trace = (
-        None
-        if rollout.trace is None
-        else [(names.get(id(p)), dict(i), o) for p, i, o in rollout.trace]
-    )
-    return to_plain((rollout.group, rollout.prediction, rollout.raw_score, trace, rollout.failed))
-
-
-def revive_rollout(saved: Any, by_name: Sequence[Mapping[str, Any]]) -> _Rollout:
-    """The inverse of :func:`plain_rollout`, its trace on the predictors ``by_name[group]``."""
-    group, prediction, raw, trace, failed = from_plain(saved)
-    entries = (
-        None
-        if trace is None
-        else [(by_name[group].get(name), i, o) for name, i, o in trace if name is not None]
-    )
-    return _Rollout(group, prediction, raw, entries, failed)
-
-
-def run_rollout(
-    program: Any, metric: Callable[..., Any], capture_traces: bool, group: int, example: Any
-) -> _Rollout:
-    """One (candidate, example) run, traced, and its metric (a pool or Ray worker thread)."""
-    trace: list[Any] = []
-    try:
-        with context(trace=trace):
-            prediction = program(**example.inputs())
-    except UsageError:  # a program that cannot run at all (no LM...): stop the compile
-        raise
-    except Exception as exc:  # the example fails; the candidate is scored on the rest
-        logger.warning("GEPA: the program failed on an example: %s", exc)
-        return _Rollout(group, None, None, None, True)
-    try:
-        raw = metric(example, prediction, trace if capture_traces else None, None, None)
-    except UsageError:
-        raise
-    except Exception as exc:
-        logger.warning("GEPA: the metric failed on an example: %s", exc)
-        return _Rollout(group, prediction, None, trace, True)
-    return _Rollout(group, prediction, raw, trace, False)
 
 
 def score_of(value: Any) -> tuple[float | None, dict[str, float]]:

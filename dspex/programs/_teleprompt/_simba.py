@@ -22,8 +22,7 @@ from dspex.errors import UsageError
 from dspex.programs._backend import resolve_backend
 from dspex.programs._evaluate_engine import resolve_num_threads
 from dspex.programs._evaluate_progress import progress_enabled
-from dspex.programs._prediction import Prediction
-from dspex.programs._settings import context, current_settings
+from dspex.programs._settings import current_settings
 from dspex.programs._teleprompt._attempt import rollout_lm
 from dspex.programs._teleprompt._base import Teleprompter, check_count, check_trainset
 from dspex.programs._teleprompt._checkpoint import (
@@ -31,11 +30,10 @@ from dspex.programs._teleprompt._checkpoint import (
     digest,
     fingerprint_examples,
     fingerprint_program,
-    from_plain,
     open_journal,
-    to_plain,
 )
 from dspex.programs._teleprompt._coordinator import Coordination, coordinate
+from dspex.programs._teleprompt._rollouts import plain_record, revive_record, run_pair
 from dspex.programs._teleprompt._simba_strategies import append_a_demo, append_a_rule
 
 __all__ = ["SIMBA", "percentile", "poisson"]
@@ -208,7 +206,9 @@ class _Search:
             ask = digest([[fingerprint_program(p), dict(x)] for p, x in pairs])
             found, saved = self.journal.replay(unit, ask)
             if found:
-                return [_revive(record, pair) for record, pair in zip(saved, pairs, strict=True)]
+                return [
+                    revive_record(record, pair) for record, pair in zip(saved, pairs, strict=True)
+                ]
         records: list[dict[str, Any]] = []
         run, jobs = self._runner(pairs)
         with self.crew.stream(run, jobs, num_threads=self.threads) as results:
@@ -416,73 +416,14 @@ class _Search:
         return program
 
 
-def run_pair(metric: Callable[..., Any], pair: tuple[Any, Any]) -> dict[str, Any]:
-    """One (program, example) run, traced, and its metric: DSPy's wrapped-program record.
-
-    Runs in a pool worker thread, or in a Ray worker's unit thread.
-    """
-    program, example = pair
-    trace: list[Any] = []
-    prediction = None
-    with context(trace=trace):
-        try:
-            prediction = program(**example.inputs())
-        except UsageError:  # a program that cannot run at all (no LM...)
-            raise
-        except Exception as exc:
-            logger.warning("SIMBA: the program failed on an example: %s", exc)
-    score: float = 0.0
-    metadata: dict[str, Any] = {}
-    try:
-        value = metric(example, prediction)
-        if isinstance(value, Prediction):
-            if "score" not in value:
-                raise UsageError(
-                    "SIMBA: a metric that returns a Prediction must give it a score field"
-                )
-            score = float(value.score)
-            metadata = {k: v for k, v in value.items() if k != "score"}
-        elif isinstance(value, int | float):
-            score = float(value)
-    except UsageError:
-        raise
-    except Exception as exc:
-        logger.warning("SIMBA: the metric failed on an example: %s", exc)
-    return {
-        "prediction": prediction,
-        "trace": list(trace),
-        "score": score,
-        "example": example,
-        "output_metadata": metadata,
-    }
-
-
 def _run_remote(job: tuple[Callable[[Any], Any], tuple[Any, Any]]) -> dict[str, Any]:
     body, pair = job
-    return _revive(body(pair[1]), pair)
+    return revive_record(body(pair[1]), pair)
 
 
 def _preserve(record: dict[str, Any], pair: tuple[Any, Any]) -> Any:
     """A run's record as plain values: trace entries name their predictor."""
     return plain_record(record, pair[0])
-
-
-def plain_record(record: dict[str, Any], program: Any) -> Any:
-    """A run's record (without its example) as plain values: trace entries by predictor name.
-
-    What the journal keeps and what a Ray worker sends back.
-    """
-    names = {id(p): n for n, p in program.named_predictors()}
-    trace = [(names.get(id(p)), dict(i), o) for p, i, o in record["trace"]]
-    return to_plain({**{k: v for k, v in record.items() if k != "example"}, "trace": trace})
-
-
-def _revive(saved: dict[str, Any], pair: tuple[Any, Any]) -> dict[str, Any]:
-    """A journaled record with its trace on this replay's program and example."""
-    by_name = dict(pair[0].named_predictors())
-    saved = from_plain(saved)
-    trace = [(by_name[n], i, o) for n, i, o in saved["trace"] if n in by_name]
-    return {**saved, "trace": trace, "example": pair[1]}
 
 
 def _bar(steps: int) -> Any:
