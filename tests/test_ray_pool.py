@@ -434,3 +434,29 @@ def test_gepa_and_simba_refuse_an_unshippable_metric_before_any_work(
     with pytest.raises(UsageError, match="state differs"):
         simba.compile(Sized(steps=2), trainset=make_set(4), backend="ray")
     assert fake.request_count == 0
+
+
+def test_gepa_on_ray_resumes_from_its_checkpoint(
+    crew: Any, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    from ray_programs import upper_feedback
+    from upper_task import Task, make_set
+
+    fake.reply = Task().reply
+    dspex.configure(lm=remote_lm(fake))
+    reflection = dspex.LM("openai/reflect", api_base=fake.url, cache=False)
+
+    def compile_once() -> tuple[Any, int]:
+        before = units_sent()
+        compiled = dspex.GEPA(
+            metric=upper_feedback, max_metric_calls=20, reflection_lm=reflection, seed=7
+        ).compile(QA(), trainset=make_set(4), checkpoint=tmp_path / "gepa", backend="ray")
+        return compiled, units_sent() - before - 1
+
+    first, sent_first = compile_once()
+    asked = fake.request_count
+    again, sent_again = compile_once()
+    assert sent_first >= 20
+    # The journal kept the workers' rollouts (traces by predictor name): all replayed.
+    assert sent_again == 0 and fake.request_count == asked
+    assert again.dump_state() == first.dump_state()
