@@ -59,6 +59,8 @@ _POLL: Final = 0.25
 """Seconds a ``collect`` long-poll waits, which bounds how long stopping the crew takes."""
 
 _SUBMIT_TIMEOUT: Final = 60.0
+_RESTART_WAIT: Final = 120.0
+"""How long a unit waits for its restarting worker before that counts as a lost attempt."""
 
 _JOBS_KEPT: Final = 32
 
@@ -178,6 +180,11 @@ class _Worker:
             thread.join(timeout=_POLL + 5.0)
 
 
+def _restarting(error: BaseException | None) -> bool:
+    """Whether ``error`` says the worker is down for now (Ray is restarting it)."""
+    return isinstance(error, import_ray().exceptions.ActorUnavailableError)
+
+
 def _signal(lease: Any, kind: str, granter: _Granter) -> None:
     """A lease signal from a worker, applied to the driver-side lease (collector thread)."""
     if kind == PARK:
@@ -253,7 +260,8 @@ class RayCrew:
         box = [self.job_ref(job)]  # in a list: Ray hands the worker the ref, not the job
         cancelled = run.cancelled if run is not None else None
         last: BaseException | None = None
-        for attempt in range(REDISPATCH + 1):
+        attempt = 0
+        while attempt <= REDISPATCH:
             if self.stopping.is_set():
                 break
             worker = self._pick()
@@ -283,15 +291,38 @@ class RayCrew:
                 break
             last = pending.payload
             logger.warning(
-                "%s: Ray worker %d died holding unit %d (attempt %d); sending it again",
+                "%s: Ray worker %d died holding unit %d; sending it again",
                 label,
                 worker.index,
                 unit,
-                attempt + 1,
             )
+            # A worker Ray is restarting refuses calls until it is back: wait for it, and
+            # that loss does not use up a re-send (a slow restart on a busy machine would
+            # otherwise spend them all in a moment).
+            if not (_restarting(last) and self._await_restart(worker)):
+                attempt += 1
         if last is not None and not self.stopping.is_set():
             raise last
         raise ActorStoppedError(f"{label}: the Ray backend stopped while this unit waited")
+
+    def _await_restart(self, worker: _Worker) -> bool:
+        """Wait until ``worker`` answers again (True), up to ``_RESTART_WAIT`` seconds (False).
+
+        A restarting actor refuses calls at once instead of queueing them, so this
+        asks it again with a growing pause; it returns early when the crew stops.
+        """
+        deadline = time.monotonic() + _RESTART_WAIT
+        pause = 0.05
+        while not self.stopping.is_set():
+            try:
+                self.ray.get(worker.handle.ping.remote(), timeout=_RESTART_WAIT)
+                return True
+            except Exception as exc:
+                if not _restarting(exc) or time.monotonic() + pause > deadline:
+                    return False
+            self.stopping.wait(pause)
+            pause = min(pause * 2, 1.0)
+        return False
 
     # -- lifecycle --------------------------------------------------------------------
 
