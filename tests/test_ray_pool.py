@@ -460,3 +460,20 @@ def test_gepa_on_ray_resumes_from_its_checkpoint(
     # The journal kept the workers' rollouts (traces by predictor name): all replayed.
     assert sent_again == 0 and fake.request_count == asked
     assert again.dump_state() == first.dump_state()
+
+
+# -- budgets across the wire ---------------------------------------------------------------
+
+
+def test_a_budget_holds_for_units_run_on_workers(crew: Any, fake: FakeOpenAI) -> None:
+    dspex.configure(lm=remote_lm(fake))
+    threads = 2
+    result = dspex.Evaluate(devset=devset(20), metric=exact, num_threads=threads)(
+        QA(), backend="ray", max_tokens=1
+    )
+    # The workers' LM calls were charged to the driver's budget: once spent, no new
+    # unit was sent; only those already in flight went past it.
+    assert result.stopped_early and result.stopped_by == "Evaluate.max_tokens"
+    assert 1 <= fake.request_count <= threads
+    assert len(result.results) <= threads
+    assert not result.errors  # a refused unit is not a failure: it did not run

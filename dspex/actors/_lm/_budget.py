@@ -83,6 +83,22 @@ class Budget:
                 "or drop max_cost_usd"
             )
 
+    def check(self) -> None:
+        """Raise ``BudgetExceededError`` if a limit is already reached (no call in hand)."""
+        with self._lock:
+            if self.max_cost_usd is not None and self.cost_usd >= self.max_cost_usd:
+                self._stop("max_cost_usd", self.max_cost_usd, self.cost_usd)
+            if self.max_tokens is not None and self.tokens >= self.max_tokens:
+                self._stop("max_tokens", self.max_tokens, self.tokens)
+
+    def charge_spend(self, calls: int, cost: float | None, unpriced: int, tokens: int) -> None:
+        """Count what another process's calls spent (a Ray unit's ``snapshot``)."""
+        with self._lock:
+            self.calls += calls
+            self.tokens += tokens
+            self.unpriced_calls += unpriced
+            self.cost_usd += cost or 0.0
+
     def _stop(self, name: str, limit: float, spent: float) -> None:
         if self.stopped_by is None:
             self.stopped_by = name
@@ -112,6 +128,7 @@ class Budget:
                 "priced_cost_usd": self.cost_usd,
                 "tokens": self.tokens,
                 "calls": self.calls,
+                "unpriced_calls": self.unpriced_calls,
                 "max_cost_usd": self.max_cost_usd,
                 "max_tokens": self.max_tokens,
                 "stopped_by": self.stopped_by,

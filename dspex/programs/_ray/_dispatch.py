@@ -35,6 +35,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Final
 
+from dspex.actors._lm._budget import Budget, active_budgets
 from dspex.actors._program_run import CancelEvent, current_run
 from dspex.errors import ActorStoppedError, UsageError
 from dspex.programs._ray._cluster import ensure_ray, import_ray
@@ -180,6 +181,20 @@ class _Worker:
             thread.join(timeout=_POLL + 5.0)
 
 
+def _budgets_in_force() -> tuple[Budget, ...]:
+    """The limited budgets a unit started here answers to: the runtime's and those in scope.
+
+    A worker's LM calls cannot see them (they are this process's), so the driver
+    checks them before it sends a unit and charges them with what the unit's
+    calls spent: a budget is overshot by at most the units in flight.
+    """
+    budgets = [b for b in active_budgets() if b.limited]
+    runtime_budget = getattr(current_runtime(), "budget", None)
+    if runtime_budget is not None and runtime_budget.limited:
+        budgets.insert(0, runtime_budget)
+    return tuple(budgets)
+
+
 def _restarting(error: BaseException | None) -> bool:
     """Whether ``error`` says the worker is down for now (Ray is restarting it)."""
     return isinstance(error, import_ray().exceptions.ActorUnavailableError)
@@ -257,6 +272,7 @@ class RayCrew:
         if run is not None:
             run.check_deadline()  # cancelled while queued: do not send it
         lease = current_lease()
+        budgets = _budgets_in_force()
         box = [self.job_ref(job)]  # in a list: Ray hands the worker the ref, not the job
         cancelled = run.cancelled if run is not None else None
         last: BaseException | None = None
@@ -264,6 +280,8 @@ class RayCrew:
         while attempt <= REDISPATCH:
             if self.stopping.is_set():
                 break
+            for budget in budgets:
+                budget.check()  # spent: no new unit starts (its LM calls would be refused)
             worker = self._pick()
             unit = next(_units)  # a new id per attempt: a late outcome of a lost one is dropped
             pending = _Pending(unit, lease)
@@ -283,10 +301,13 @@ class RayCrew:
                 if lease is not None and lease.parked:
                     lease.unpark()
                 self._done(worker)
-            if pending.kind == DONE:
-                return pending.payload
-            if pending.kind == RAISED:
-                raise pending.payload
+            if pending.kind in (DONE, RAISED):
+                value, spent = pending.payload
+                for budget in budgets:
+                    budget.charge_spend(*spent)
+                if pending.kind == RAISED:
+                    raise value
+                return value
             if pending.kind == _STOPPED:
                 break
             last = pending.payload

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
+from dspex.actors._lm._budget import Budget, budget_scope
 from dspex.actors._program_run import CancelEvent, RunContext, activate_run
 from dspex.errors import DSPexError
 from dspex.programs._ray._jobs import Job
@@ -47,8 +48,8 @@ __all__ = [
 ]
 
 # What collect() returns, as (unit_id, kind, payload).
-DONE: Final = "done"  # payload: the unit's return value
-RAISED: Final = "raised"  # payload: the exception that escaped the unit
+DONE: Final = "done"  # payload: (the unit's return value, what its LM calls spent)
+RAISED: Final = "raised"  # payload: (the exception that escaped the unit, what it spent)
 PARK: Final = "park"  # lease signals: payload None
 RESUME: Final = "resume"
 UNPARK: Final = "unpark"
@@ -137,10 +138,24 @@ def _portable(value: Any) -> Any:
     return value
 
 
-def _inline(run: RunContext, scope: Mapping[str, Any], fn: Callable[[Any], Any], item: Any) -> Any:
+def _inline(
+    run: RunContext, scope: Mapping[str, Any], fn: Callable[[Any], Any], item: Any, spend: Budget
+) -> Any:
     activate_run(run)
-    with context(**scope):
+    # What the unit's LM calls spend travels back with its outcome, for the driver's budgets.
+    with context(**scope), budget_scope(spend):
         return fn(item)
+
+
+def _spent(budget: Budget) -> tuple[int, float | None, int, int]:
+    """``(calls, priced cost, unpriced calls, tokens)`` of a unit's LM calls."""
+    snap = budget.snapshot()
+    return (
+        int(snap["calls"]),  # type: ignore[call-overload]
+        float(snap["priced_cost_usd"]),  # type: ignore[arg-type]
+        int(snap["unpriced_calls"]),  # type: ignore[call-overload]
+        int(snap["tokens"]),  # type: ignore[call-overload]
+    )
 
 
 def _portable_error(error: BaseException) -> BaseException:
@@ -232,6 +247,7 @@ class UnitWorker:
 
     def _run(self, fields: tuple[Any, ...], cancel: CancelEvent, lease: RemoteLease | None) -> None:
         unit, digest, box, item, left, label = fields
+        spend = Budget(scope="ray-unit")
         try:
             fn, scope = self._job(digest, box)
             run = RunContext(
@@ -241,10 +257,10 @@ class UnitWorker:
                 runtime=self._runtime,
                 lease=lease,
             )
-            result = contextvars.Context().run(_inline, run, scope, fn, item)
-            message: tuple[int, str, Any] = (unit, DONE, _portable(result))
+            result = contextvars.Context().run(_inline, run, scope, fn, item, spend)
+            message: tuple[int, str, Any] = (unit, DONE, (_portable(result), _spent(spend)))
         except BaseException as exc:  # SystemExit & co too: the driver decides, as locally
-            message = (unit, RAISED, _portable_error(exc))
+            message = (unit, RAISED, (_portable_error(exc), _spent(spend)))
         finally:
             with self._lock:
                 self._units.pop(unit, None)
