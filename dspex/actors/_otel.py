@@ -27,15 +27,19 @@ import json
 import os
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from dspex.actors._runtime_registry import active_runtimes
 from dspex.errors import UsageError
 
+if TYPE_CHECKING:
+    from dspex.actors._otel_direct import DirectSpans
+
 __all__ = ["LMSpan", "Tracing", "instrument", "instrument_otel", "tracing", "uninstrument"]
 
 _tracing: Tracing | None = None
+_UNRESOLVED = object()  # Tracing._direct before its first LM span
 
 # dspex provider prefix -> gen_ai.provider.name (the conventions' well-known values).
 _PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini"}
@@ -103,12 +107,18 @@ def uninstrument() -> None:
 class Tracing:
     """The tracer, the meter and their instruments; used from any thread."""
 
-    def __init__(self, tracer: Any, meter: Any, *, capture_content: bool = False) -> None:
+    def __init__(
+        self, tracer: Any, meter: Any, *, capture_content: bool = False, direct: bool = True
+    ) -> None:
         from opentelemetry import context, trace
         from opentelemetry.metrics import Observation
 
         self.tracer = tracer
         self.capture_content = capture_content
+        # The chat span's direct writer (departure 29): resolved on first use;
+        # None keeps the SDK's normal path (another provider, or ``direct=False``).
+        self._direct: Any = _UNRESOLVED if direct else None
+        self._unset = trace.Status(trace.StatusCode.UNSET)
         self._trace = trace
         self._observation = Observation
         self._client_kind = trace.SpanKind.CLIENT
@@ -186,8 +196,11 @@ class Tracing:
     def end_lm(self, span: LMSpan, response: Any, error: BaseException | None) -> None:
         """Create the call's span, as it was, in the SDK and end it (the caller's thread).
 
-        The metrics come from telemetry events, on the Telemetry actor's thread.
+        With the SDK's own tracer the span goes straight to its span
+        processors as an ended span (:mod:`dspex.actors._otel_direct`). The
+        metrics come from telemetry events, on the Telemetry actor's thread.
         """
+        end = self._time_ns()
         attributes = dict(span.attributes)
         if error is not None:
             attributes["error.type"] = type(error).__name__
@@ -214,6 +227,15 @@ class Tracing:
                 attributes["gen_ai.output.messages"] = json.dumps(response.texts)
         if span.extra:
             attributes.update(span.extra)
+        direct = self._direct if self._direct is not _UNRESOLVED else self._resolve_direct()
+        if direct is not None:
+            status = self._unset
+            if error is not None:
+                status = self._trace.Status(self._trace.StatusCode.ERROR, str(error)[:200])
+            if direct.write(
+                span.name, span.context, attributes, span.events, span.start, end, status
+            ):
+                return
         created = self.tracer.start_span(
             span.name,
             span.context,
@@ -225,7 +247,25 @@ class Tracing:
             created.add_event(name, event, at)
         if error is not None:
             created.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(error)[:200]))
-        created.end()
+        created.end(end)
+
+    def _resolve_direct(self) -> DirectSpans | None:
+        """The direct writer of ``chat`` spans for this tracer, once it is known.
+
+        A global tracer asked for before a provider was set is a proxy that
+        finds its real tracer later: until then the normal path serves.
+        """
+        from opentelemetry.trace import ProxyTracer
+
+        from dspex.actors._otel_direct import DirectSpans
+
+        tracer = self.tracer
+        if isinstance(tracer, ProxyTracer):
+            tracer = tracer._tracer  # the real tracer, or a no-op one until a provider is set
+            if isinstance(tracer, self._trace.NoOpTracer):
+                return None
+        self._direct = DirectSpans.for_tracer(tracer, self._client_kind)
+        return self._direct
 
     def _start_attributes(
         self, key: tuple[Any, ...], *, keep: bool = True
