@@ -232,9 +232,7 @@ class Tracing:
             status = self._unset
             if error is not None:
                 status = self._trace.Status(self._trace.StatusCode.ERROR, str(error)[:200])
-            if direct.write(
-                span.name, span.context, attributes, span.events, span.start, end, status
-            ):
+            if direct.write(span, attributes, end, status):
                 return
         created = self.tracer.start_span(
             span.name,
@@ -264,8 +262,9 @@ class Tracing:
             tracer = tracer._tracer  # the real tracer, or a no-op one until a provider is set
             if isinstance(tracer, self._trace.NoOpTracer):
                 return None
-        self._direct = DirectSpans.for_tracer(tracer, self._client_kind)
-        return self._direct
+        direct = DirectSpans.for_tracer(tracer, self._client_kind)
+        self._direct = direct
+        return direct
 
     def _start_attributes(
         self, key: tuple[Any, ...], *, keep: bool = True

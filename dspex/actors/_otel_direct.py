@@ -23,14 +23,17 @@ checks, truncates and drops them as ``Span`` would.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.util import BoundedList
+
+if TYPE_CHECKING:
+    from dspex.actors._otel import LMSpan
 
 __all__ = ["DirectSpans"]
 
@@ -85,21 +88,13 @@ class DirectSpans:
             return None
         return cls(tracer, kind)
 
-    def write(
-        self,
-        name: str,
-        context: Any,
-        attributes: dict[str, Any],
-        events: Sequence[tuple[str, Mapping[str, Any] | None, int]],
-        start: int,
-        end: int,
-        status: Any,
-    ) -> bool:
-        """Start and end the span as the SDK would; False if the SDK's own path must.
+    def write(self, span: LMSpan, attributes: dict[str, Any], end: int, status: Any) -> bool:
+        """Start and end ``span`` as the SDK would; False if the SDK's own path must.
 
-        ``attributes`` is a new dict the caller does not keep; ``context`` is
-        the parent context captured at the call's start.
+        ``attributes`` are the span's, in a new dict the caller does not
+        keep; the parent is the context captured at the call's start.
         """
+        name, context, events = span.name, span.context, span.events
         tracer = self.tracer
         processor = tracer.span_processor
         processors = getattr(processor, "_span_processors", None)
@@ -117,7 +112,7 @@ class DirectSpans:
             self._limits = limits
 
         # From here on, Tracer.start_span, in its order.
-        parent = trace_api.get_current_span(context).get_span_context()
+        parent: Any = trace_api.get_current_span(context).get_span_context()
         ids = tracer.id_generator
         if parent is None or not parent.is_valid:
             parent = None
@@ -125,9 +120,7 @@ class DirectSpans:
         else:
             trace_id = parent.trace_id
         kind = self._kind
-        sampled = tracer.sampler.should_sample(
-            context, trace_id, name, kind, attributes, _NO_LINKS
-        )
+        sampled = tracer.sampler.should_sample(context, trace_id, name, kind, attributes, _NO_LINKS)
         decision = sampled.decision
         if parent is None:
             random = _RANDOM and ids.is_trace_id_random()
@@ -186,7 +179,7 @@ class DirectSpans:
             kind,
             tracer.instrumentation_info,
             status,
-            start,
+            span.start,
             end,
             tracer._instrumentation_scope,
         )
