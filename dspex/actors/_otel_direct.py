@@ -24,16 +24,13 @@ checks, truncates and drops them as ``Span`` would.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.util import BoundedList
-
-if TYPE_CHECKING:
-    from dspex.actors._otel import LMSpan
 
 __all__ = ["DirectSpans"]
 
@@ -88,8 +85,9 @@ class DirectSpans:
             return None
         return cls(tracer, kind)
 
-    def write(self, span: LMSpan, attributes: dict[str, Any], end: int, status: Any) -> bool:
-        """Start and end ``span`` as the SDK would; False if the SDK's own path must.
+    def write(self, span: Any, attributes: dict[str, Any], end: int, status: Any) -> bool:
+        """Start and end ``span`` (an ``_otel.LMSpan``) as the SDK would; False if the
+        SDK's own path must.
 
         ``attributes`` are the span's, in a new dict the caller does not
         keep; the parent is the context captured at the call's start.
