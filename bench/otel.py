@@ -65,7 +65,13 @@ _POINT = {"gen_ai.operation.name": "chat"}
 
 
 class Drop(SpanExporter):
+    """Counts the spans it is given (those the batch queue did not drop)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.count += len(spans)
         return SpanExportResult.SUCCESS
 
 
@@ -170,7 +176,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(BatchSpanProcessor(Drop()))
+    exporter = Drop()
+    tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     floor = Floor(tracer_provider, meter_provider)
     same = Same(tracer_provider, meter_provider)
@@ -181,6 +188,7 @@ def main() -> None:
         direct=False,
     )
     rows: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    exported: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAI(api_key="sk-bench") as fake:
         fake.reply = "ok"
         rt = dspex.start(cache={"dir": tmp}, telemetry={"format": "off"})
@@ -210,7 +218,10 @@ def main() -> None:
                     _install(mode, tracer_provider, meter_provider, floor, same, api)
                     try:
                         for path, (call, calls) in paths.items():
+                            before = exporter.count
                             rows.setdefault((path, mode), []).append(timed(call, calls, settle))
+                            share = (exporter.count - before) / calls
+                            exported.setdefault((path, mode), []).append(share)
                     finally:
                         _otel.uninstrument()
             loop_span, loop_points = sdk_loop(floor)
@@ -232,6 +243,11 @@ def main() -> None:
             got = rows[(path, mode)]
             added = [(a[0] - b[0], a[1] - b[1]) for a, b in zip(got, off, strict=True)]
             print(f"{label:>24} {_median(added, 0):+14.1f} {_median(added, 1):+9.1f}")
+    for path in ("upstream", "cache hit"):
+        shares = ", ".join(
+            f"{mode} {statistics.median(exported[(path, mode)]):.1%}" for mode in MODES[1:]
+        )
+        print(f"spans exported, {path} (the rest dropped by a full batch queue): {shares}")
     print(f"SDK in a tight loop: a bare span {loop_span:.1f} µs, two points {loop_points:.1f} µs")
     check = hook_cost()
     share = 3 * check / 1000 / _median(rows[("cache hit", "off")], 0)

@@ -11,8 +11,10 @@ Spans follow the OpenTelemetry GenAI semantic conventions:
   current there: the module's, inside a run). While the call runs it is an
   :class:`LMSpan` record, riding in the call's
   :class:`~dspex.actors._lm._slot.Attempt` to the client's event loop, where
-  retries are added to it as ``gen_ai.retry`` events; the SDK span is
-  created, with its recorded start time, when the call ends;
+  retries are added to it as ``gen_ai.retry`` events; when the call ends it
+  goes to the SDK, with its recorded start time: with the SDK's own tracer
+  straight to the span processors as an ended span
+  (:mod:`dspex.actors._otel_direct`), otherwise through the span API;
 - a program run, its modules and predictors, a tool call (``execute_tool
   {name}``), an ``Evaluate`` and an optimizer's ``compile`` are INTERNAL
   spans started by the programs layer through :meth:`Tracing.span`.
@@ -135,6 +137,7 @@ class Tracing:
         self._tokens: dict[int, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
         self._metric_attrs: dict[str, Mapping[str, Any]] = {}
         self._error_attrs: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self._finish_reasons: dict[str, tuple[str]] = {}
         self.token_usage = meter.create_histogram(
             "gen_ai.client.token.usage",
             unit="{token}",
@@ -216,7 +219,7 @@ class Tracing:
             if len(completions) == 1:  # the usual case, without a generator
                 reason = completions[0].finish_reason
                 if reason:
-                    attributes["gen_ai.response.finish_reasons"] = (reason,)
+                    attributes["gen_ai.response.finish_reasons"] = self._reasons(reason)
             elif completions:
                 reasons = tuple(c.finish_reason for c in completions if c.finish_reason)
                 if reasons:
@@ -265,6 +268,20 @@ class Tracing:
         direct = DirectSpans.for_tracer(tracer, self._client_kind)
         self._direct = direct
         return direct
+
+    def _reasons(self, reason: str) -> tuple[str]:
+        """``(reason,)``, one shared tuple per reason.
+
+        A shared tuple of strings is soon untracked by the garbage collector,
+        and so is then the attribute dict holding it: a span waiting in a
+        batch processor's queue gives the collector less to walk.
+        """
+        found = self._finish_reasons.get(reason)
+        if found is None:
+            found = (reason,)
+            if len(self._finish_reasons) < _MAX_CACHED:
+                self._finish_reasons[reason] = found
+        return found
 
     def _start_attributes(
         self, key: tuple[Any, ...], *, keep: bool = True
@@ -450,11 +467,11 @@ class _CurrentSpan:
 class LMSpan:
     """An LM call's CLIENT span while the call runs: what the SDK's span will hold.
 
-    :meth:`Tracing.end_lm` creates the SDK span when the call ends, with its
+    :meth:`Tracing.end_lm` hands it to the SDK when the call ends, with its
     recorded start time, the parent context current at the start, and every
-    attribute and event at once: one pass of the SDK's attribute checks
-    rather than a start, a second pass at the end and an end. Span
-    processors therefore see it start when it ends. The client's loop adds
+    attribute and event at once (an ended span for the SDK's own tracer;
+    otherwise one SDK span created and ended, so span processors see it
+    start when it ends). The client's loop adds
     retry events to it (:meth:`add_event`, from the loop's thread while the
     caller waits), the handle single-flight and retry attributes.
     """
