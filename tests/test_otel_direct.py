@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -365,3 +367,40 @@ def test_a_provider_that_is_not_the_sdks_keeps_the_normal_path(pair: Pair) -> No
     assert isinstance(tracer, WrappingTracer) and tracer.started == ["chat gpt-4o-mini"]
     [span] = pair.exporter.get_finished_spans()
     assert span.name == "chat gpt-4o-mini" and span.kind is SpanKind.CLIENT
+
+
+def test_queued_spans_share_one_finish_reasons_tuple(pair: Pair) -> None:
+    # A shared tuple of strings is untracked by the GC, and so then is the
+    # attribute dict of each span waiting in a batch queue.
+    _, [first] = pair.both(_response())
+    _, [second] = pair.both(_response())
+    reasons = dict(first.attributes or {})["gen_ai.response.finish_reasons"]
+    assert reasons == ("stop",)
+    assert dict(second.attributes or {})["gen_ai.response.finish_reasons"] is reasons
+
+
+def test_the_global_provider_set_after_instrumenting_gets_the_direct_path() -> None:
+    code = (
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import"
+        " InMemorySpanExporter\n"
+        "from dspex.actors import _otel\n"
+        "tracing = _otel.instrument()\n"  # the global tracer: a proxy, no provider yet
+        "tracing.end_lm(tracing.start_lm('openai/m', None, {}, []), None, ValueError())\n"
+        "assert tracing._direct is _otel._UNRESOLVED\n"
+        "exporter = InMemorySpanExporter()\n"
+        "provider = TracerProvider()\n"
+        "provider.add_span_processor(SimpleSpanProcessor(exporter))\n"
+        "trace.set_tracer_provider(provider)\n"
+        "tracing.end_lm(tracing.start_lm('openai/m', None, {}, []), None, ValueError())\n"
+        "assert tracing._direct is not None and tracing._direct is not _otel._UNRESOLVED\n"
+        "[span] = exporter.get_finished_spans()\n"
+        "assert type(span._attributes) is dict, span._attributes\n"
+        "print(span.name, dict(span.attributes)['error.type'])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "chat m ValueError"
