@@ -51,3 +51,24 @@ class FailsOnQ0(QA):
         if question == "q0":
             raise ValueError("q0 always fails")
         return super().forward(question)
+
+
+SCORED_HERE: list[int] = []
+"""Pids of the runs this process scored (the driver's copy stays empty on Ray)."""
+
+
+def upper_feedback(
+    gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None
+) -> Any:
+    """GEPA's metric for the UPPERCASE task (``tests/upper_task.py``), with feedback."""
+    if pred_name is None:  # scoring a run, not feedback for the reflection (driver)
+        SCORED_HERE.append(os.getpid())
+    ok = pred.answer == gold.answer
+    hint = "Correct." if ok else f"Expected {gold.answer!r}: answers must be in UPPERCASE."
+    return dspex.Prediction(score=float(ok), feedback=hint)
+
+
+def upper_exact(gold: Any, pred: Any, trace: Any = None) -> float:
+    """SIMBA's metric for the UPPERCASE task."""
+    SCORED_HERE.append(os.getpid())
+    return float(pred is not None and pred.answer == gold.answer)

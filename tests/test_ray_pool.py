@@ -334,3 +334,129 @@ def test_compile_backend_is_checked() -> None:
     optimizer = dspex.BootstrapFewShot(metric=exact)
     with pytest.raises(UsageError, match=r"backend='spark'.*'local'.*'ray'"):
         optimizer.compile(QA(), trainset=devset(2), backend="spark")
+
+
+def units_sent() -> int:
+    """How many units the driver has sent to Ray workers so far (ids count up from 1)."""
+    from dspex.programs._ray import _dispatch
+
+    return next(_dispatch._units) - 1  # the peek itself takes one id: ids need not be dense
+
+
+def test_gepa_compiles_on_ray_as_locally(
+    crew: Any, fake: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ray_programs import SCORED_HERE, upper_feedback
+    from upper_task import Task, make_set
+
+    fake.reply = Task().reply
+    dspex.configure(lm=remote_lm(fake))
+    reflection = dspex.LM("openai/reflect", api_base=fake.url, cache=False)
+
+    def compile_on(backend: str) -> tuple[Any, int, int]:
+        SCORED_HERE.clear()
+        before = units_sent()
+        compiled = dspex.GEPA(
+            speculate="valset" if backend == "ray" else False,  # ignored on Ray: same result
+            metric=upper_feedback,
+            max_metric_calls=40,
+            reflection_lm=reflection,
+            track_stats=True,
+            seed=7,
+            num_threads=4,
+        ).compile(QA(), trainset=make_set(6), backend=backend)
+        return compiled, units_sent() - before - 1, len(SCORED_HERE)
+
+    local, sent_locally, scored_locally = compile_on("local")
+    with caplog.at_level(logging.WARNING, logger="dspex.programs"):
+        remote, sent_remotely, scored_remotely = compile_on("ray")
+    assert any("speculate='valset' is ignored" in r.getMessage() for r in caplog.records)
+    assert sent_locally == 0 and scored_locally >= 40
+    # Every run was scored on a worker: the driver's metric scored none of them.
+    assert scored_remotely == 0 and sent_remotely >= 40
+    assert "UPPERCASE" in remote.answer.signature.instructions  # it did evolve
+    assert remote.dump_state() == local.dump_state()
+    details = [
+        (r.to_dict()["candidates"], r.parents, r.val_subscores)
+        for r in (local.detailed_results, remote.detailed_results)
+    ]
+    assert details[0] == details[1]
+
+
+def test_simba_compiles_on_ray_as_locally(crew: Any, fake: FakeOpenAI) -> None:
+    from ray_programs import SCORED_HERE, upper_exact
+    from upper_task import Task, make_set
+
+    fake.reply = Task().reply
+    dspex.configure(lm=remote_lm(fake))
+    trainset = [  # the even questions already in capitals: their rollouts make good demos
+        dspex.Example(question=q.upper() if i % 2 == 0 else q, answer=x.answer).with_inputs(
+            "question"
+        )
+        for i, (q, x) in enumerate((x.question, x) for x in make_set(8))
+    ]
+
+    def compile_on(backend: str) -> tuple[Any, int, int]:
+        SCORED_HERE.clear()
+        before = units_sent()
+        optimizer = dspex.SIMBA(
+            metric=upper_exact, bsize=4, num_candidates=3, max_steps=2, max_demos=2
+        )
+        compiled = optimizer.compile(QA(), trainset=trainset, seed=1, backend=backend)
+        return compiled, units_sent() - before - 1, len(SCORED_HERE)
+
+    local, sent_locally, scored_locally = compile_on("local")
+    remote, sent_remotely, scored_remotely = compile_on("ray")
+    assert sent_locally == 0 and scored_locally > 0
+    assert scored_remotely == 0 and sent_remotely == scored_locally
+    assert remote.answer.demos and all(d.answer.isupper() for d in remote.answer.demos)
+    assert remote.dump_state() == local.dump_state()
+    assert [c["score"] for c in remote.candidate_programs] == [
+        c["score"] for c in local.candidate_programs
+    ]
+
+
+def test_gepa_and_simba_refuse_an_unshippable_metric_before_any_work(
+    crew: Any, fake: FakeOpenAI
+) -> None:
+    from upper_task import make_set
+
+    dspex.configure(lm=remote_lm(fake))
+    reflection = dspex.LM("openai/reflect", api_base=fake.url, cache=False)
+    gepa = dspex.GEPA(
+        metric=lambda g, p, t=None, n=None, s=None: 1.0,
+        max_metric_calls=10,
+        reflection_lm=reflection,
+    )
+    with pytest.raises(UsageError, match=r"metric .*lambda"):
+        gepa.compile(QA(), trainset=make_set(4), backend="ray")
+    simba = dspex.SIMBA(metric=exact, bsize=2, num_candidates=2, max_steps=1)
+    with pytest.raises(UsageError, match="state differs"):
+        simba.compile(Sized(steps=2), trainset=make_set(4), backend="ray")
+    assert fake.request_count == 0
+
+
+def test_gepa_on_ray_resumes_from_its_checkpoint(
+    crew: Any, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    from ray_programs import upper_feedback
+    from upper_task import Task, make_set
+
+    fake.reply = Task().reply
+    dspex.configure(lm=remote_lm(fake))
+    reflection = dspex.LM("openai/reflect", api_base=fake.url, cache=False)
+
+    def compile_once() -> tuple[Any, int]:
+        before = units_sent()
+        compiled = dspex.GEPA(
+            metric=upper_feedback, max_metric_calls=20, reflection_lm=reflection, seed=7
+        ).compile(QA(), trainset=make_set(4), checkpoint=tmp_path / "gepa", backend="ray")
+        return compiled, units_sent() - before - 1
+
+    first, sent_first = compile_once()
+    asked = fake.request_count
+    again, sent_again = compile_once()
+    assert sent_first >= 20
+    # The journal kept the workers' rollouts (traces by predictor name): all replayed.
+    assert sent_again == 0 and fake.request_count == asked
+    assert again.dump_state() == first.dump_state()

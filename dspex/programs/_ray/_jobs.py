@@ -24,7 +24,7 @@ from dspex.programs._ray._shipping import (
 )
 from dspex.programs._settings import context, current_settings
 
-__all__ = ["EvaluateJob", "Job", "TeacherJob", "job_digest"]
+__all__ = ["EvaluateJob", "GEPAJob", "Job", "SIMBAJob", "TeacherJob", "job_digest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +83,52 @@ class TeacherJob(Job):
             max_rounds=self.max_rounds,
             rollout_lms=rollouts,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class GEPAJob(Job):
+    """GEPA's unit: one candidate on one ``(group, example)``, traced; the rollout plain.
+
+    The candidate is the student with new instructions, which its state
+    carries. The rollout comes back in the journal's form (predictions as
+    fields, trace entries by predictor name); the driver revives it.
+    """
+
+    program: ShippedProgram
+    metric: ShippedFunction
+    capture_traces: bool
+
+    def make(self) -> Callable[[Any], Any]:
+        return functools.partial(
+            _gepa_unit, self.program.build(), self.metric.resolve(), self.capture_traces
+        )
+
+
+def _gepa_unit(
+    program: Any, metric: Callable[..., Any], capture_traces: bool, item: tuple[int, Any]
+) -> Any:
+    from dspex.programs._teleprompt._rollouts import plain_rollout, run_rollout
+
+    group, example = item
+    names = {id(p): n for n, p in program.named_predictors()}
+    return plain_rollout(run_rollout(program, metric, capture_traces, group, example), names)
+
+
+@dataclass(frozen=True, slots=True)
+class SIMBAJob(Job):
+    """SIMBA's unit: one program (with its rollout LM) on one example; the record plain."""
+
+    program: ShippedProgram
+    metric: ShippedFunction
+
+    def make(self) -> Callable[[Any], Any]:
+        return functools.partial(_simba_unit, self.program.build(), self.metric.resolve())
+
+
+def _simba_unit(program: Any, metric: Callable[..., Any], example: Any) -> Any:
+    from dspex.programs._teleprompt._rollouts import plain_record, run_pair
+
+    return plain_record(run_pair(metric, (program, example)), program)
 
 
 def job_digest(*parts: Any) -> str:

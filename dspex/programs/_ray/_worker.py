@@ -24,6 +24,7 @@ import os
 import pickle
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
@@ -54,6 +55,9 @@ UNPARK: Final = "unpark"
 
 UNIT_THREADS: Final = 512
 """Units one worker runs at once (its thread pool, started lazily); more wait in its queue."""
+
+JOBS_BUILT: Final = 64
+"""Jobs a worker keeps built (least recently used dropped); a dropped one is built again."""
 
 
 class RemoteUnitError(DSPexError):
@@ -155,7 +159,8 @@ class UnitWorker:
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._outbox: list[tuple[int, str, Any]] = []
-        self._jobs: dict[str, tuple[Callable[[Any], Any], Mapping[str, Any]]] = {}
+        # GEPA and SIMBA ship a job per candidate: keep the recent ones built.
+        self._jobs: OrderedDict[str, tuple[Callable[[Any], Any], Mapping[str, Any]]] = OrderedDict()
         self._units: dict[int, tuple[CancelEvent, RemoteLease | None]] = {}
         self._threads = ThreadPoolExecutor(UNIT_THREADS, thread_name_prefix="dspex-ray-unit")
 
@@ -212,6 +217,8 @@ class UnitWorker:
     def _job(self, digest: str, box: list[Any]) -> tuple[Callable[[Any], Any], Mapping[str, Any]]:
         with self._lock:
             built = self._jobs.get(digest)
+            if built is not None:
+                self._jobs.move_to_end(digest)
         if built is None:
             import ray
 
@@ -219,6 +226,8 @@ class UnitWorker:
             made = (job.make(), job.scope())
             with self._lock:
                 built = self._jobs.setdefault(digest, made)
+                while len(self._jobs) > JOBS_BUILT:
+                    self._jobs.popitem(last=False)
         return built
 
     def _run(self, fields: tuple[Any, ...], cancel: CancelEvent, lease: RemoteLease | None) -> None:

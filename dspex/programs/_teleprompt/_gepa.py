@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from dspex.errors import UsageError
+from dspex.programs._backend import resolve_backend
 from dspex.programs._evaluate_engine import resolve_num_threads
 from dspex.programs._evaluate_progress import progress_enabled
 from dspex.programs._settings import current_settings
@@ -370,7 +371,10 @@ class GEPA(Teleprompter):
         threads = resolve_num_threads(self.num_threads, current_settings())
         work = max(len(val), self.reflection_minibatch_size * 2)
         speculator = None
-        if self.speculate != "off":
+        if self.speculate != "off" and resolve_backend() == "ray":
+            # It would warm the driver's LM cache, which the Ray workers do not read.
+            logger.warning("GEPA: speculate=%r is ignored on the Ray backend", self.speculate)
+        elif self.speculate != "off":
             speculator = Speculator(
                 self.speculate,
                 trainset=train,

@@ -17,18 +17,21 @@ import json
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from dspex.errors import UsageError
 from dspex.programs._adapters import JSONAdapter
+from dspex.programs._backend import resolve_backend
 from dspex.programs._fields import InputField, OutputField
 from dspex.programs._predict import Predict
 from dspex.programs._prediction import Prediction
 from dspex.programs._settings import context
 from dspex.programs._signature import Signature
-from dspex.programs._teleprompt._checkpoint import Journal, digest, from_plain, to_plain
+from dspex.programs._teleprompt._checkpoint import Journal, digest
 from dspex.programs._teleprompt._coordinator import Coordination
 from dspex.programs._teleprompt._gepa_speculate import Speculator
+from dspex.programs._teleprompt._rollouts import Rollout as _Rollout
+from dspex.programs._teleprompt._rollouts import plain_rollout, revive_rollout, run_rollout
 
 __all__ = ["DspexGEPAAdapter", "InstructionProposer", "ProposeInstruction", "score_of"]
 
@@ -80,41 +83,15 @@ class InstructionProposer:
         return results
 
 
-class _Rollout(NamedTuple):
-    """One (candidate, example) run: what the pool returns for it."""
-
-    group: int
-    prediction: Any
-    raw_score: Any
-    trace: list[Any] | None
-    failed: bool
-
-
 def _preserve(rollouts: list[_Rollout], names: list[dict[int, str]]) -> Any:
     """Rollouts as plain values: trace entries name their predictor instead of holding it."""
-    kept = []
-    for r in rollouts:
-        trace = (
-            None
-            if r.trace is None
-            else [(names[r.group].get(id(p)), dict(i), o) for p, i, o in r.trace]
-        )
-        kept.append((r.group, r.prediction, r.raw_score, trace, r.failed))
-    return to_plain(kept)
+    return [plain_rollout(r, names[r.group]) for r in rollouts]
 
 
 def _revive(saved: list[Any], programs: list[Any]) -> list[_Rollout]:
     """Journaled rollouts with their trace entries pointing at this replay's predictors."""
     by_name = [dict(program.named_predictors()) for program in programs]
-    revived = []
-    for group, prediction, raw, trace, failed in from_plain(saved):
-        entries = (
-            None
-            if trace is None
-            else [(by_name[group].get(name), i, o) for name, i, o in trace if name is not None]
-        )
-        revived.append(_Rollout(group, prediction, raw, entries, failed))
-    return revived
+    return [revive_rollout(entry, by_name) for entry in saved]
 
 
 def score_of(value: Any) -> tuple[float | None, dict[str, float]]:
@@ -158,6 +135,11 @@ class DspexGEPAAdapter:
         self.metric_calls = 0
         self.journal = journal
         self._units = {"eval": 0, "propose": 0}
+        self.remote = resolve_backend() == "ray"
+        if self.remote:  # the student and the metric ship, or a clear error before any work
+            from dspex.programs._ray._bodies import gepa_body
+
+            gepa_body(student, metric, capture_traces=False)
 
     # -- programs ------------------------------------------------------------------------
 
@@ -191,27 +173,7 @@ class DspexGEPAAdapter:
             for group, (_, batch) in enumerate(items)
             for example in batch
         ]
-        metric = self.metric
-
-        def run(job: tuple[int, Any, Any]) -> _Rollout:
-            group, program, example = job
-            trace: list[Any] = []
-            try:
-                with context(trace=trace):
-                    prediction = program(**example.inputs())
-            except UsageError:  # a program that cannot run at all (no LM...): stop the compile
-                raise
-            except Exception as exc:  # the example fails; the candidate is scored on the rest
-                logger.warning("GEPA: the program failed on an example: %s", exc)
-                return _Rollout(group, None, None, None, True)
-            try:
-                raw = metric(example, prediction, trace if capture_traces else None, None, None)
-            except UsageError:
-                raise
-            except Exception as exc:
-                logger.warning("GEPA: the metric failed on an example: %s", exc)
-                return _Rollout(group, prediction, None, trace, True)
-            return _Rollout(group, prediction, raw, trace, False)
+        run = self._runner(programs, capture_traces)
 
         if self.speculator is not None:
             for candidate, batch in items:
@@ -242,6 +204,34 @@ class DspexGEPAAdapter:
             kept = rollouts if capture_traces else [r._replace(trace=None) for r in rollouts]
             self.journal.record(unit, ask, _preserve(kept, names))
         return self._assemble(items, rollouts, names, capture_traces)
+
+    def _runner(
+        self, programs: list[Any], capture_traces: bool
+    ) -> Callable[[tuple[int, Any, Any]], _Rollout]:
+        """The pool body for one request's (group, program, example) jobs.
+
+        On the Ray backend each candidate ships once (as a job) and each
+        example runs on a worker; its rollout comes back plain and is revived
+        on this request's programs, as a journal replay is.
+        """
+        metric = self.metric
+        if not self.remote:
+
+            def run(job: tuple[int, Any, Any]) -> _Rollout:
+                group, program, example = job
+                return run_rollout(program, metric, capture_traces, group, example)
+
+            return run
+        from dspex.programs._ray._bodies import gepa_body
+
+        bodies = [gepa_body(p, metric, capture_traces=capture_traces) for p in programs]
+        by_name = [dict(program.named_predictors()) for program in programs]
+
+        def run_remote(job: tuple[int, Any, Any]) -> _Rollout:
+            group, _, example = job
+            return revive_rollout(bodies[group]((group, example)), by_name)
+
+        return run_remote
 
     def _unit(self, kind: str) -> str:
         self._units[kind] += 1

@@ -10,6 +10,7 @@ the compile's coordinator pool at once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -18,10 +19,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dspex.errors import UsageError
+from dspex.programs._backend import resolve_backend
 from dspex.programs._evaluate_engine import resolve_num_threads
 from dspex.programs._evaluate_progress import progress_enabled
-from dspex.programs._prediction import Prediction
-from dspex.programs._settings import context, current_settings
+from dspex.programs._settings import current_settings
 from dspex.programs._teleprompt._attempt import rollout_lm
 from dspex.programs._teleprompt._base import Teleprompter, check_count, check_trainset
 from dspex.programs._teleprompt._checkpoint import (
@@ -29,11 +30,10 @@ from dspex.programs._teleprompt._checkpoint import (
     digest,
     fingerprint_examples,
     fingerprint_program,
-    from_plain,
     open_journal,
-    to_plain,
 )
 from dspex.programs._teleprompt._coordinator import Coordination, coordinate
+from dspex.programs._teleprompt._rollouts import plain_record, revive_record, run_pair
 from dspex.programs._teleprompt._simba_strategies import append_a_demo, append_a_rule
 
 __all__ = ["SIMBA", "percentile", "poisson"]
@@ -166,6 +166,11 @@ class _Search:
         self.rng_drops = random.Random(seed)
         self.programs: list[Any] = []
         self.scores: dict[int, list[float]] = {}
+        self.shipper: Any = None
+        if resolve_backend() == "ray":
+            from dspex.programs._ray._bodies import SIMBABodies
+
+            self.shipper = SIMBABodies(opt.metric)  # ships the metric, or a clear error
 
     # -- the pool of programs ----------------------------------------------------------
 
@@ -195,53 +200,18 @@ class _Search:
 
     def execute(self, pairs: list[tuple[Any, Any]]) -> list[dict[str, Any]]:
         """Run (program, example) pairs on the pool; DSPy's wrapped-program records, in order."""
-        metric = self.opt.metric
-
-        def run(pair: tuple[Any, Any]) -> dict[str, Any]:
-            program, example = pair
-            trace: list[Any] = []
-            prediction = None
-            with context(trace=trace):
-                try:
-                    prediction = program(**example.inputs())
-                except UsageError:  # a program that cannot run at all (no LM...)
-                    raise
-                except Exception as exc:
-                    logger.warning("SIMBA: the program failed on an example: %s", exc)
-            score: float = 0.0
-            metadata: dict[str, Any] = {}
-            try:
-                value = metric(example, prediction)
-                if isinstance(value, Prediction):
-                    if "score" not in value:
-                        raise UsageError(
-                            "SIMBA: a metric that returns a Prediction must give it a score field"
-                        )
-                    score = float(value.score)
-                    metadata = {k: v for k, v in value.items() if k != "score"}
-                elif isinstance(value, int | float):
-                    score = float(value)
-            except UsageError:
-                raise
-            except Exception as exc:
-                logger.warning("SIMBA: the metric failed on an example: %s", exc)
-            return {
-                "prediction": prediction,
-                "trace": list(trace),
-                "score": score,
-                "example": example,
-                "output_metadata": metadata,
-            }
-
         self.units += 1
         unit, ask = f"execute:{self.units}", ""
         if self.journal is not None:
             ask = digest([[fingerprint_program(p), dict(x)] for p, x in pairs])
             found, saved = self.journal.replay(unit, ask)
             if found:
-                return [_revive(record, pair) for record, pair in zip(saved, pairs, strict=True)]
+                return [
+                    revive_record(record, pair) for record, pair in zip(saved, pairs, strict=True)
+                ]
         records: list[dict[str, Any]] = []
-        with self.crew.stream(run, pairs, num_threads=self.threads) as results:
+        run, jobs = self._runner(pairs)
+        with self.crew.stream(run, jobs, num_threads=self.threads) as results:
             for result in results:
                 if not result.ok:
                     if isinstance(result.error, UsageError):
@@ -260,6 +230,19 @@ class _Search:
                 [_preserve(record, pair) for record, pair in zip(records, pairs, strict=True)],
             )
         return records
+
+    def _runner(self, pairs: list[tuple[Any, Any]]) -> tuple[Callable[[Any], Any], list[Any]]:
+        """The pool body and its items for ``pairs``, locally or on the Ray crew.
+
+        On Ray each distinct program ships once (here, in the compile's
+        thread); a worker sends the record back plain and it is revived on
+        the driver's program, as a journal replay is.
+        """
+        metric = self.opt.metric
+        if self.shipper is None:
+            return functools.partial(run_pair, metric), list(pairs)
+        jobs = [(self.shipper.body(program), (program, example)) for program, example in pairs]
+        return _run_remote, jobs
 
     def models(self, baseline: Any) -> list[Any]:
         """``num_candidates`` fresh rollouts of the program's LM (the teacher's first)."""
@@ -282,6 +265,8 @@ class _Search:
     def run(self, student: Any, trainset: list[Any]) -> Any:
         opt = self.opt
         rng = self.rng
+        if self.shipper is not None:
+            self.shipper.body(student)  # it ships, or a clear error before any work
         baseline = student.deepcopy()
         self.register(baseline, [])
         winners = [baseline]
@@ -431,19 +416,14 @@ class _Search:
         return program
 
 
+def _run_remote(job: tuple[Callable[[Any], Any], tuple[Any, Any]]) -> dict[str, Any]:
+    body, pair = job
+    return revive_record(body(pair[1]), pair)
+
+
 def _preserve(record: dict[str, Any], pair: tuple[Any, Any]) -> Any:
     """A run's record as plain values: trace entries name their predictor."""
-    names = {id(p): n for n, p in pair[0].named_predictors()}
-    trace = [(names.get(id(p)), dict(i), o) for p, i, o in record["trace"]]
-    return to_plain({**{k: v for k, v in record.items() if k != "example"}, "trace": trace})
-
-
-def _revive(saved: dict[str, Any], pair: tuple[Any, Any]) -> dict[str, Any]:
-    """A journaled record with its trace on this replay's program and example."""
-    by_name = dict(pair[0].named_predictors())
-    saved = from_plain(saved)
-    trace = [(by_name[n], i, o) for n, i, o in saved["trace"] if n in by_name]
-    return {**saved, "trace": trace, "example": pair[1]}
+    return plain_record(record, pair[0])
 
 
 def _bar(steps: int) -> Any:
