@@ -10,7 +10,7 @@ exporter's serialisation and network are not ours to count), and a
 ``MeterProvider`` with an ``InMemoryMetricReader`` (aggregation happens at
 record time; nothing is collected during the bench).
 
-Each round runs three modes, in an order that rotates between rounds:
+Each round runs five modes, in an order that rotates between rounds:
 
 - ``off``: export disabled (the hooks find no instrumentation);
 - ``floor``: the SDK's minimum at dspex's own hook points: one bare span
@@ -21,8 +21,12 @@ Each round runs three modes, in an order that rotates between rounds:
   ``chat`` CLIENT span with the attributes dspex gives it (ten or eleven,
   prebuilt), created at the end of the call with the start time taken at
   its start, and three histogram points per upstream answer;
+- ``api``: dspex's instrumentation with the ``chat`` span made through the
+  SDK's span API (``Tracer.start_span``, ``Span.end``): what dspex did before
+  departure 29, and what it still does for a provider that is not the SDK's;
 - ``on``: dspex's instrumentation: the GenAI ``chat`` CLIENT span with its
-  attributes, three histogram points per upstream answer.
+  attributes, written to the provider's span processors as an ended span
+  (departure 29), three histogram points per upstream answer.
 
 Two call paths: upstream calls (``cache=False``: through the client's loop
 and HTTP) and cache hits (no I/O, so the span's cost stands out). For each,
@@ -33,8 +37,10 @@ fake's thread, identical across modes), per call. The figures are the
 medians over rounds of each round's difference from ``off``: a shared
 machine's drift moves all three modes of a round alike.
 
-Also printed: the same SDK work in a tight loop (no dspex call around it),
-and the check each disabled hook makes. Asserts nothing.
+Also printed: the share of each mode's spans that reached the exporter (a
+full batch queue drops the rest), the same SDK work in a tight loop (no
+dspex call around it), and the check each disabled hook makes. Asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -56,12 +62,18 @@ import dspex
 from dspex.actors import _otel
 from dspex.testing import FakeOpenAI
 
-MODES = ("off", "floor", "same", "on")
+MODES = ("off", "floor", "same", "api", "on")
 _POINT = {"gen_ai.operation.name": "chat"}
 
 
 class Drop(SpanExporter):
+    """Counts the spans it is given (those the batch queue did not drop)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.count += len(spans)
         return SpanExportResult.SUCCESS
 
 
@@ -166,11 +178,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(BatchSpanProcessor(Drop()))
+    exporter = Drop()
+    tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     floor = Floor(tracer_provider, meter_provider)
     same = Same(tracer_provider, meter_provider)
+    # dspex's tracer and meter (the same objects instrument() gets), on the span API.
+    api = _otel.Tracing(
+        tracer_provider.get_tracer("dspex", "0.1.0"),
+        meter_provider.get_meter("dspex", "0.1.0"),
+        direct=False,
+    )
     rows: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    exported: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAI(api_key="sk-bench") as fake:
         fake.reply = "ok"
         rt = dspex.start(cache={"dir": tmp}, telemetry={"format": "off"})
@@ -190,16 +210,20 @@ def main() -> None:
                 "cache hit": (lambda i: cached("warm"), args.calls * 5),
             }
             for mode in MODES:  # warm every path in every mode once
-                _install(mode, tracer_provider, meter_provider, floor, same)
+                _install(mode, tracer_provider, meter_provider, floor, same, api)
                 for call, _ in paths.values():
                     timed(call, 200, settle)
             _otel.uninstrument()
             for r in range(args.rounds):
-                for mode in MODES[r % 4 :] + MODES[: r % 4]:
-                    _install(mode, tracer_provider, meter_provider, floor, same)
+                turn = r % len(MODES)
+                for mode in MODES[turn:] + MODES[:turn]:
+                    _install(mode, tracer_provider, meter_provider, floor, same, api)
                     try:
                         for path, (call, calls) in paths.items():
+                            before = exporter.count
                             rows.setdefault((path, mode), []).append(timed(call, calls, settle))
+                            share = (exporter.count - before) / calls
+                            exported.setdefault((path, mode), []).append(share)
                     finally:
                         _otel.uninstrument()
             loop_span, loop_points = sdk_loop(floor)
@@ -208,18 +232,24 @@ def main() -> None:
             tracer_provider.shutdown()
             meter_provider.shutdown()
     print(f"µs per LM call, medians of {args.rounds} rounds (fake at 0 ms; CPU time)")
-    print(f"{'':>22} {'caller thread':>14} {'process':>9}")
+    print(f"{'':>24} {'caller thread':>14} {'process':>9}")
     for path in ("upstream", "cache hit"):
         off = rows[(path, "off")]
-        print(f"{path + ', off':>22} {_median(off, 0):14.1f} {_median(off, 1):9.1f}")
+        print(f"{path + ', off':>24} {_median(off, 0):14.1f} {_median(off, 1):9.1f}")
         for mode, label in (
             ("floor", "SDK floor adds"),
             ("same", "SDK, same data, adds"),
+            ("api", "dspex via span API adds"),
             ("on", "dspex adds"),
         ):
             got = rows[(path, mode)]
             added = [(a[0] - b[0], a[1] - b[1]) for a, b in zip(got, off, strict=True)]
-            print(f"{label:>22} {_median(added, 0):+14.1f} {_median(added, 1):+9.1f}")
+            print(f"{label:>24} {_median(added, 0):+14.1f} {_median(added, 1):+9.1f}")
+    for path in ("upstream", "cache hit"):
+        shares = ", ".join(
+            f"{mode} {statistics.median(exported[(path, mode)]):.1%}" for mode in MODES[1:]
+        )
+        print(f"spans exported, {path} (the rest dropped by a full batch queue): {shares}")
     print(f"SDK in a tight loop: a bare span {loop_span:.1f} µs, two points {loop_points:.1f} µs")
     check = hook_cost()
     share = 3 * check / 1000 / _median(rows[("cache hit", "off")], 0)
@@ -235,9 +265,12 @@ def _install(
     meter_provider: MeterProvider,
     floor: Floor,
     same: Same,
+    api: _otel.Tracing,
 ) -> None:
     if mode == "on":
         _otel.instrument(tracer_provider, meter_provider)
+    elif mode == "api":
+        _otel._tracing = api
     elif mode in ("floor", "same"):
         # The hooks' protocol (start_lm, end_lm, on_event), nothing more.
         _otel._tracing = floor if mode == "floor" else same  # type: ignore[assignment]

@@ -11,8 +11,10 @@ Spans follow the OpenTelemetry GenAI semantic conventions:
   current there: the module's, inside a run). While the call runs it is an
   :class:`LMSpan` record, riding in the call's
   :class:`~dspex.actors._lm._slot.Attempt` to the client's event loop, where
-  retries are added to it as ``gen_ai.retry`` events; the SDK span is
-  created, with its recorded start time, when the call ends;
+  retries are added to it as ``gen_ai.retry`` events; when the call ends it
+  goes to the SDK, with its recorded start time: with the SDK's own tracer
+  straight to the span processors as an ended span
+  (:mod:`dspex.actors._otel_direct`), otherwise through the span API;
 - a program run, its modules and predictors, a tool call (``execute_tool
   {name}``), an ``Evaluate`` and an optimizer's ``compile`` are INTERNAL
   spans started by the programs layer through :meth:`Tracing.span`.
@@ -27,15 +29,19 @@ import json
 import os
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from dspex.actors._runtime_registry import active_runtimes
 from dspex.errors import UsageError
 
+if TYPE_CHECKING:
+    from dspex.actors._otel_direct import DirectSpans
+
 __all__ = ["LMSpan", "Tracing", "instrument", "instrument_otel", "tracing", "uninstrument"]
 
 _tracing: Tracing | None = None
+_UNRESOLVED = object()  # Tracing._direct before its first LM span
 
 # dspex provider prefix -> gen_ai.provider.name (the conventions' well-known values).
 _PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini"}
@@ -103,12 +109,18 @@ def uninstrument() -> None:
 class Tracing:
     """The tracer, the meter and their instruments; used from any thread."""
 
-    def __init__(self, tracer: Any, meter: Any, *, capture_content: bool = False) -> None:
+    def __init__(
+        self, tracer: Any, meter: Any, *, capture_content: bool = False, direct: bool = True
+    ) -> None:
         from opentelemetry import context, trace
         from opentelemetry.metrics import Observation
 
         self.tracer = tracer
         self.capture_content = capture_content
+        # The chat span's direct writer (departure 29): resolved on first use;
+        # None keeps the SDK's normal path (another provider, or ``direct=False``).
+        self._direct: Any = _UNRESOLVED if direct else None
+        self._unset = trace.Status(trace.StatusCode.UNSET)
         self._trace = trace
         self._observation = Observation
         self._client_kind = trace.SpanKind.CLIENT
@@ -125,6 +137,7 @@ class Tracing:
         self._tokens: dict[int, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
         self._metric_attrs: dict[str, Mapping[str, Any]] = {}
         self._error_attrs: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self._finish_reasons: dict[str, tuple[str]] = {}
         self.token_usage = meter.create_histogram(
             "gen_ai.client.token.usage",
             unit="{token}",
@@ -186,8 +199,11 @@ class Tracing:
     def end_lm(self, span: LMSpan, response: Any, error: BaseException | None) -> None:
         """Create the call's span, as it was, in the SDK and end it (the caller's thread).
 
-        The metrics come from telemetry events, on the Telemetry actor's thread.
+        With the SDK's own tracer the span goes straight to its span
+        processors as an ended span (:mod:`dspex.actors._otel_direct`). The
+        metrics come from telemetry events, on the Telemetry actor's thread.
         """
+        end = self._time_ns()
         attributes = dict(span.attributes)
         if error is not None:
             attributes["error.type"] = type(error).__name__
@@ -203,7 +219,7 @@ class Tracing:
             if len(completions) == 1:  # the usual case, without a generator
                 reason = completions[0].finish_reason
                 if reason:
-                    attributes["gen_ai.response.finish_reasons"] = (reason,)
+                    attributes["gen_ai.response.finish_reasons"] = self._reasons(reason)
             elif completions:
                 reasons = tuple(c.finish_reason for c in completions if c.finish_reason)
                 if reasons:
@@ -214,6 +230,13 @@ class Tracing:
                 attributes["gen_ai.output.messages"] = json.dumps(response.texts)
         if span.extra:
             attributes.update(span.extra)
+        direct = self._direct if self._direct is not _UNRESOLVED else self._resolve_direct()
+        if direct is not None:
+            status = self._unset
+            if error is not None:
+                status = self._trace.Status(self._trace.StatusCode.ERROR, str(error)[:200])
+            if direct.write(span, attributes, end, status):
+                return
         created = self.tracer.start_span(
             span.name,
             span.context,
@@ -225,7 +248,40 @@ class Tracing:
             created.add_event(name, event, at)
         if error is not None:
             created.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(error)[:200]))
-        created.end()
+        created.end(end)
+
+    def _resolve_direct(self) -> DirectSpans | None:
+        """The direct writer of ``chat`` spans for this tracer, once it is known.
+
+        A global tracer asked for before a provider was set is a proxy that
+        finds its real tracer later: until then the normal path serves.
+        """
+        from opentelemetry.trace import ProxyTracer
+
+        from dspex.actors._otel_direct import DirectSpans
+
+        tracer = self.tracer
+        if isinstance(tracer, ProxyTracer):
+            tracer = tracer._tracer  # the real tracer, or a no-op one until a provider is set
+            if isinstance(tracer, self._trace.NoOpTracer):
+                return None
+        direct = DirectSpans.for_tracer(tracer, self._client_kind)
+        self._direct = direct
+        return direct
+
+    def _reasons(self, reason: str) -> tuple[str]:
+        """``(reason,)``, one shared tuple per reason.
+
+        A shared tuple of strings is soon untracked by the garbage collector,
+        and so is then the attribute dict holding it: a span waiting in a
+        batch processor's queue gives the collector less to walk.
+        """
+        found = self._finish_reasons.get(reason)
+        if found is None:
+            found = (reason,)
+            if len(self._finish_reasons) < _MAX_CACHED:
+                self._finish_reasons[reason] = found
+        return found
 
     def _start_attributes(
         self, key: tuple[Any, ...], *, keep: bool = True
@@ -411,11 +467,11 @@ class _CurrentSpan:
 class LMSpan:
     """An LM call's CLIENT span while the call runs: what the SDK's span will hold.
 
-    :meth:`Tracing.end_lm` creates the SDK span when the call ends, with its
+    :meth:`Tracing.end_lm` hands it to the SDK when the call ends, with its
     recorded start time, the parent context current at the start, and every
-    attribute and event at once: one pass of the SDK's attribute checks
-    rather than a start, a second pass at the end and an end. Span
-    processors therefore see it start when it ends. The client's loop adds
+    attribute and event at once (an ended span for the SDK's own tracer;
+    otherwise one SDK span created and ended, so span processors see it
+    start when it ends). The client's loop adds
     retry events to it (:meth:`add_event`, from the loop's thread while the
     caller waits), the handle single-flight and retry attributes.
     """
