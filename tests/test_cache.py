@@ -147,3 +147,24 @@ def test_client_put_survives_a_dead_cache_actor(tmp_path: Path) -> None:
     client.put("k", _resp("a"))  # must not raise
     assert client.get("k") is not None
     store.close()
+
+
+def test_a_checkpointed_compile_writes_answers_through_to_disk(tmp_path: Path) -> None:
+    from dspex.programs._teleprompt._checkpoint import Journal
+
+    store = CacheStore(disk_dir=tmp_path / "cache")
+    # No Cache actor (as while it restarts): a normal put reaches memory only.
+    client = CacheClient(store, actor=lambda: None)
+    client.put("k1", _resp("one"))
+    assert store._disk_get("k1") is None
+    journal = Journal(tmp_path / "ck", optimizer="GEPA", fingerprint={})
+    try:
+        # Under a checkpoint's journal the answer is on disk when put returns: a kill -9
+        # right after loses nothing the resumed compile would ask for again.
+        client.put("k2", _resp("two"))
+        assert store._disk_get("k2") is not None
+    finally:
+        journal.close()
+    client.put("k3", _resp("three"))  # the journal closed: back to batched writes
+    assert store._disk_get("k3") is None
+    store.close()

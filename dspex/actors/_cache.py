@@ -10,6 +10,7 @@ a caller's answer. The store outlives actor restarts: memory stays warm.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,6 +98,23 @@ class Cache(Actor):
             log.exception("dspex cache: flush during failure failed")
 
 
+_write_through: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "dspex_cache_write_through", default=False
+)
+
+
+def write_through(on: bool = True) -> contextvars.Token[bool]:
+    """From here on in this context (and the threads it starts), LM answers are written to
+    the disk cache in the caller's thread before the call returns; undo with
+    :func:`end_write_through`. Checkpointed compiles use it (docs/optimizers.md)."""
+    return _write_through.set(on)
+
+
+def end_write_through(token: contextvars.Token[bool]) -> None:
+    """Undo :func:`write_through`."""
+    _write_through.reset(token)
+
+
 class CacheClient:
     """What an LM handle uses: direct reads, writes that never block on disk.
 
@@ -114,6 +132,11 @@ class CacheClient:
 
     def put(self, key: str, response: LMResponse) -> None:
         self.store.put_memory(key, response)
+        if _write_through.get() and self.store.disk_enabled:
+            # A checkpointed compile: the answer is on disk before the caller goes on, so
+            # a kill -9 loses none that the resumed compile would have to ask for again.
+            self.store.persist([(key, response)])
+            return
         ref = self._actor() if self._actor is not None else None
         if ref is None or not self.store.disk_enabled:
             return

@@ -20,6 +20,8 @@ JSON), so load only checkpoints you wrote.
 from __future__ import annotations
 
 import base64
+import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -30,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from dspex.actors._cache import end_write_through, write_through
 from dspex.errors import UsageError
 from dspex.programs._prediction import Prediction
 
@@ -106,6 +109,9 @@ class Journal:
         self.replayed = 0
         self.recorded = 0
         self._file = (self.directory / _JOURNAL).open("a", encoding="utf-8")
+        # LM answers reach the disk cache before their callers go on: a resumed compile
+        # then finds every call a killed one had answered (its cut-off unit's too).
+        self._durable: contextvars.Token[bool] | None = write_through()
 
     def _check_manifest(self, optimizer: str, fingerprint: dict[str, str]) -> None:
         path = self.directory / _MANIFEST
@@ -188,6 +194,10 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._file.close()
+        token, self._durable = self._durable, None
+        if token is not None:
+            with contextlib.suppress(ValueError):  # closed from another context: it ends there
+                end_write_through(token)
 
 
 def open_journal(
