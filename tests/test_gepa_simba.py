@@ -145,6 +145,9 @@ def test_speculation_prefetches_through_the_cache_and_changes_no_result(
     # calls, so the cache answers the engine), and the prefetch cost extra calls.
     assert set(plain[3]) <= set(speculative[3])
     assert len(set(speculative[3])) > len(set(plain[3]))
+    # Each prompt reached the provider once: the engine's own evaluations were answered by
+    # the cache, or joined the prefetch still in flight.
+    assert len(speculative[3]) == len(set(speculative[3]))
 
 
 def test_gepa_speculate_is_checked() -> None:

@@ -13,6 +13,7 @@ import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,7 +26,7 @@ from wait_helpers import wait_until
 from dspex.actors._lm._client import ClientSlot, GetStats, LMClient, Reconfigure
 from dspex.actors._lm._handle import LMHandle, request_key
 from dspex.actors._lm._resilience import CallInfo, LMClientConfig, VirtualSleeper
-from dspex.actors._lm._slot import Attempt
+from dspex.actors._lm._slot import Attempt, Memo
 from dspex.actors._lm._types import LMProtocol, LMRequest, LMResponse, Usage
 from dspex.errors import (
     ActorStoppedError,
@@ -286,6 +287,30 @@ def test_cache_hooks_short_circuit_the_client(start: Start, fake: FakeOpenAI) ->
     third = handle.generate(USER, {"cache": False})
     assert not third.cache_hit and fake.request_count == 2
     assert [e["cache_hit"] for e in events.named("lm.request.stop")] == [False, True, False]
+
+
+def test_an_answer_is_in_the_cache_before_its_flight_ends(start: Start, fake: FakeOpenAI) -> None:
+    # The first caller is slow to write its answer to the cache (a busy machine): an
+    # identical request arriving meanwhile must neither go upstream nor wait for it.
+    store: dict[str, LMResponse] = {}
+    in_put, release = threading.Event(), threading.Event()
+
+    def slow_put(key: str, value: LMResponse) -> None:
+        in_put.set()
+        assert release.wait(10)
+        store[key] = value
+
+    _, handle = start()
+    handle.attach_cache(store.get, slow_put)
+    handle.memo = Memo(store.get, lambda k, v: store.__setitem__(k, replace(v, cache_hit=True)))
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(handle.generate, USER, {})
+        assert in_put.wait(10)  # answered; its caller has not written the cache yet
+        second = handle.generate(USER, {})
+        release.set()
+        assert not first.result(timeout=10).cache_hit
+    assert second.cache_hit and second.texts == ["echo:hello"]
+    assert fake.request_count == 1
 
 
 def test_providers_without_native_n_are_fanned_out() -> None:

@@ -496,6 +496,7 @@ class Runtime(ProgramRuns):
             telemetry=self.telemetry,
             cache_get=self.cache.get if use_cache else None,
             cache_put=self.cache.put if use_cache else None,
+            cache_memo=self.cache.store.put_memory if use_cache else None,
             label=model,
             cache_scope=self.clients.cache_scope(model),
             prices=self.prices,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from dspex.actors import _otel
 from dspex.actors._lm._resilience import CallInfo, CallOptions
-from dspex.actors._lm._slot import ClientSlot, Endpoint
+from dspex.actors._lm._slot import ClientSlot, Endpoint, Memo
 from dspex.actors._lm._streaming import STREAM_TO, ChunkSink
 from dspex.actors._lm._types import LMRequest, LMResponse, Message
 from dspex.actors._program_run import CancelEvent, current_run
@@ -42,7 +42,17 @@ class AsyncAttempt:
     parks nothing and ``resume`` is immediate.
     """
 
-    __slots__ = ("_claim", "_loop", "cancelled", "future", "info", "orphaned", "sink", "value")
+    __slots__ = (
+        "_claim",
+        "_loop",
+        "cancelled",
+        "future",
+        "info",
+        "memo",
+        "orphaned",
+        "sink",
+        "value",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sink: ChunkSink | None = None) -> None:
         self._claim = threading.Lock()
@@ -53,6 +63,7 @@ class AsyncAttempt:
         self.orphaned = False
         self.cancelled = False
         self.sink = sink  # a streaming call's chunk sink, run on the client's loop
+        self.memo: Memo | None = None  # see Attempt.memo
 
     def park(self) -> None:
         pass  # no lease to lend out
@@ -133,7 +144,7 @@ async def _agenerate(
             return hit
     budgets = handle._budgets(emit, started)
     try:
-        value, info = await _call(handle, key, request, options, sink)
+        value, info = await _call(handle, key, request, options, sink, use_cache=use_cache)
     except asyncio.CancelledError:
         if emit is not None:
             handle._emit_error(emit, asyncio.CancelledError(), CallInfo(), started)
@@ -142,6 +153,11 @@ async def _agenerate(
         if emit is not None:
             handle._emit_error(emit, value, info, started)
         raise value
+    if value.cache_hit:  # the client's loop found it in the cache: a hit, costs nothing
+        value = dataclasses.replace(value, cost=0.0, answered_by=handle.label)
+        if emit is not None:
+            handle._emit_stop(emit, request, value, info, started, params=params)
+        return value
     value = handle._settle(value, budgets)
     cache_put = handle._cache_put
     if use_cache and cache_put is not None:
@@ -157,6 +173,8 @@ async def _call(
     request: LMRequest,
     options: CallOptions,
     sink: ChunkSink | None = None,
+    *,
+    use_cache: bool = False,
 ) -> tuple[LMResponse | BaseException, CallInfo]:
     """The call's outcome (an error is returned, for the caller to raise)."""
     from dspex.actors._lm._handle import _cancelled_error, _replay_refused, _Tap
@@ -176,6 +194,8 @@ async def _call(
     while True:
         endpoint = await _endpoint(handle.slot, deadline, avoid)
         attempt = AsyncAttempt(loop, tap)
+        if use_cache and tap is None:
+            attempt.memo = handle.memo
         if not endpoint.submit(key, request, options, attempt):
             avoid = endpoint.epoch  # closing: wait for its successor
             continue

@@ -245,6 +245,13 @@ class _Engine:
             key, request, options, waiter = inbox.popleft()
             sink = getattr(waiter, "sink", None)
             if sink is None:
+                memo = getattr(waiter, "memo", None)
+                if memo is not None and not pipeline.flying(key):
+                    # Answered (and written to memory) after the caller looked: a hit.
+                    hit = memo.get(key)
+                    if hit is not None:
+                        self._deliver(waiter, hit, CallInfo(0, True))
+                        continue
                 pipeline.start(key, request, options, waiter)
                 continue
             # The call's task copies this context: its send finds the sink there.

@@ -28,7 +28,7 @@ from dspex.actors._lm._resilience import (
     Emit,
     LMClientStats,
 )
-from dspex.actors._lm._slot import Attempt, ClientSlot, Endpoint, Waiter
+from dspex.actors._lm._slot import Attempt, ClientSlot, Endpoint, Memo, Waiter
 from dspex.actors._lm._streaming import STREAM_TO, ChunkSink
 from dspex.actors._lm._types import LMRequest, LMResponse, Message
 from dspex.actors._program_run import CancelEvent, RunContext, current_run
@@ -74,6 +74,7 @@ class LMHandle:
         telemetry: Emit | None = None,
         cache_get: CacheGet | None = None,
         cache_put: CachePut | None = None,
+        cache_memo: CachePut | None = None,
         label: str | None = None,
         cache_scope: str | None = None,
         prices: PriceTable | None = None,
@@ -100,6 +101,11 @@ class LMHandle:
         self.telemetry = telemetry
         self._cache_get = cache_get
         self._cache_put = cache_put
+        # The client's loop reads the cache before it starts a flight and writes an
+        # answer to memory before the flight ends: no window for a duplicate request.
+        self.memo: Memo | None = (
+            Memo(cache_get, cache_memo) if cache_get is not None and cache_memo else None
+        )
         self.prices = prices
         self.budget = budget if budget is not None and budget.limited else None
         self._lock = threading.Lock()
@@ -183,7 +189,7 @@ class LMHandle:
                 self._emit_stop(emit, request, hit, CallInfo(), started, params=params)
             return hit
         budgets = self._budgets(emit, started)
-        value, info = self._call(key, request, options, sink, span)
+        value, info = self._call(key, request, options, sink, span, use_cache=use_cache)
         if span is not None and (info.retries or info.shared):
             span.set_attribute("dspex.lm.retries", info.retries)
             span.set_attribute("dspex.lm.single_flight_joined", info.shared)
@@ -191,6 +197,11 @@ class LMHandle:
             if emit is not None:
                 self._emit_error(emit, value, info, started)
             raise value
+        if value.cache_hit:  # the client's loop found it in the cache: a hit, costs nothing
+            value = dataclasses.replace(value, cost=0.0, answered_by=self.label)
+            if emit is not None:
+                self._emit_stop(emit, request, value, info, started, params=params)
+            return value
         value = self._settle(value, budgets)
         if use_cache and self._cache_put is not None:
             self._cache_put(key, value)
@@ -261,6 +272,8 @@ class LMHandle:
         options: CallOptions,
         sink: ChunkSink | None = None,
         span: Any = None,
+        *,
+        use_cache: bool = False,
     ) -> tuple[LMResponse | BaseException, CallInfo]:
         """The call's outcome (an error is returned, for the caller to raise)."""
         tap: _Tap | None = None
@@ -281,6 +294,8 @@ class LMHandle:
         while True:
             endpoint = self.slot.current(deadline - time.monotonic(), not_epoch=avoid)
             attempt = Attempt(lease, tap, span)
+            if use_cache and tap is None:
+                attempt.memo = self.memo
             if not endpoint.submit(key, request, options, attempt):
                 avoid = endpoint.epoch  # closing: wait for its successor
                 continue

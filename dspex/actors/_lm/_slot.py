@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from dspex.actors._lm._resilience import CallInfo, CallOptions, LMClientConfig, UsageMeter
 from dspex.actors._lm._streaming import ChunkSink
@@ -19,7 +19,7 @@ from dspex.actors._lm._types import LMRequest, LMResponse
 from dspex.errors import ActorStoppedError, LMTimeoutError, UsageError
 from dspex.supervision import Lease
 
-__all__ = ["Attempt", "ClientSlot", "Endpoint", "Waiter"]
+__all__ = ["Attempt", "ClientSlot", "Endpoint", "Memo", "Waiter"]
 
 
 class Waiter(Protocol):
@@ -177,6 +177,15 @@ class ClientSlot:
         return f"ClientSlot({self.model!r}, running={running}, incarnations={self.incarnations})"
 
 
+class Memo(NamedTuple):
+    """The cache as the client's loop sees it: read before a flight starts, and the
+    answer written to memory before the flight ends (so a request arriving meanwhile
+    finds one or the other, never neither)."""
+
+    get: Callable[[str], Any]
+    put: Callable[[str, Any], None]
+
+
 class Attempt:
     """One submission of a call: told once (answer or orphaned), then spent.
 
@@ -193,6 +202,7 @@ class Attempt:
         "cancelled",
         "info",
         "lease",
+        "memo",
         "orphaned",
         "parked",
         "sink",
@@ -214,6 +224,7 @@ class Attempt:
         self.parked = False
         self.sink = sink  # a streaming call's chunk sink (``_streaming``), run on the loop
         self.trace = trace
+        self.memo: Memo | None = None
 
     def park(self) -> None:
         lease = self.lease

@@ -138,10 +138,16 @@ class Pipeline(Generic[W]):
     def start(self, key: str, request: LMRequest, options: CallOptions, waiter: W) -> bool:
         """Work on ``request`` (or join the identical one in flight); True if joined."""
         self.meter.count("calls")
-        shared = self._flights.join(key, lambda: self._run(key, request, options), waiter)
+        memo = getattr(waiter, "memo", None)
+        store = memo.put if memo is not None else None
+        shared = self._flights.join(key, lambda: self._run(key, request, options, store), waiter)
         if shared:
             self.meter.count("shared")
         return shared
+
+    def flying(self, key: str) -> bool:
+        """Whether a request for ``key`` is being worked on (loop thread)."""
+        return key in self._flights
 
     def leave(self, key: str, waiter: W) -> None:
         """The waiter gave up; the last one to leave cancels the upstream work."""
@@ -161,7 +167,13 @@ class Pipeline(Generic[W]):
         outcome = task.result()
         self._deliver(waiter, outcome.value, CallInfo(outcome.retries, shared))
 
-    async def _run(self, key: str, request: LMRequest, options: CallOptions) -> _Outcome:
+    async def _run(
+        self,
+        key: str,
+        request: LMRequest,
+        options: CallOptions,
+        store: Callable[[str, Any], None] | None = None,
+    ) -> _Outcome:
         policy = self.policy
         if options.num_retries is not None:
             policy = dataclasses.replace(policy, num_retries=options.num_retries)
@@ -199,6 +211,13 @@ class Pipeline(Generic[W]):
                 self.limiter.on_success()
                 self.limiter.settle(estimate, response.usage.total_tokens)
                 self.meter.success(response.usage)
+                if store is not None:
+                    # In memory before the flight ends: a request that missed the
+                    # cache and arrives meanwhile joins, one after finds the cache.
+                    try:
+                        store(key, response)
+                    except Exception:
+                        log.exception("writing an answer to the memory cache failed")
                 return _Outcome(response, retries)
             if isinstance(error, RateLimitError):
                 self.meter.count("throttled")
