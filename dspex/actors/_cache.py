@@ -130,6 +130,14 @@ class CacheClient:
     def get(self, key: str) -> LMResponse | None:
         return self.store.get(key)
 
+    def peek_memory(self, key: str) -> LMResponse | None:
+        """The memory tier only, a miss not counted (the LM client's loop; ``_slot.Memo``)."""
+        return self.store.peek_memory(key)
+
+    def put_memory(self, key: str, response: LMResponse) -> None:
+        """Into the memory tier only (the LM client's loop, before a flight ends)."""
+        self.store.put_memory(key, response)
+
     def put(self, key: str, response: LMResponse) -> None:
         self.store.put_memory(key, response)
         if _write_through.get() and self.store.disk_enabled:

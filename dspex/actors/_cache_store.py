@@ -151,6 +151,21 @@ class CacheStore:
 
     # -- reads (any thread) ----------------------------------------------------
 
+    def peek_memory(self, key: str) -> LMResponse | None:
+        """``key`` in the memory tier only; a miss is not counted (the caller's was).
+
+        The LM client's loop asks, right before it would start an upstream request,
+        whether the answer arrived since its caller looked (see ``_slot.Memo``).
+        """
+        memory = self._memory
+        if memory is None:
+            return None
+        with self._lock:
+            hit = memory.get(key)
+            if hit is not None:
+                self._hits_memory += 1
+            return hit
+
     def get(self, key: str) -> LMResponse | None:
         """Look ``key`` up in memory, then on disk; a disk hit is promoted to memory."""
         memory = self._memory

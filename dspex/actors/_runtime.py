@@ -487,6 +487,7 @@ class Runtime(ProgramRuns):
         ``defaults`` are request parameters (temperature, max_tokens...).
         """
         from dspex.actors._lm._handle import LMHandle
+        from dspex.actors._lm._slot import Memo
 
         slot = self.clients.slot(model, api_base, api_key, dict(client or {}))
         use_cache = cache and self.settings.cache.enabled
@@ -496,7 +497,7 @@ class Runtime(ProgramRuns):
             telemetry=self.telemetry,
             cache_get=self.cache.get if use_cache else None,
             cache_put=self.cache.put if use_cache else None,
-            cache_memo=self.cache.store.put_memory if use_cache else None,
+            memo=Memo(self.cache.peek_memory, self.cache.put_memory) if use_cache else None,
             label=model,
             cache_scope=self.clients.cache_scope(model),
             prices=self.prices,

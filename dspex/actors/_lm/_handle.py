@@ -58,6 +58,7 @@ class LMHandle:
     ``call_timeout`` bounds a whole call (default: from the client's config).
     ``telemetry`` gets ``lm.request.start``/``stop``/``exception`` from the
     caller's thread, so it must be quick (a tell).
+    ``memo`` is the memory cache as the client's loop uses it (``_slot.Memo``).
     ``label`` names the model in telemetry (default: the slot's model id);
     ``cache_scope`` stands for the endpoint in cache keys (default: its URL).
     ``prices`` prices each answered call (``LMResponse.cost``; None: unknown);
@@ -74,7 +75,7 @@ class LMHandle:
         telemetry: Emit | None = None,
         cache_get: CacheGet | None = None,
         cache_put: CachePut | None = None,
-        cache_memo: CachePut | None = None,
+        memo: Memo | None = None,
         label: str | None = None,
         cache_scope: str | None = None,
         prices: PriceTable | None = None,
@@ -103,9 +104,7 @@ class LMHandle:
         self._cache_put = cache_put
         # The client's loop reads the cache before it starts a flight and writes an
         # answer to memory before the flight ends: no window for a duplicate request.
-        self.memo: Memo | None = (
-            Memo(cache_get, cache_memo) if cache_get is not None and cache_memo else None
-        )
+        self.memo = memo
         self.prices = prices
         self.budget = budget if budget is not None and budget.limited else None
         self._lock = threading.Lock()
