@@ -143,7 +143,17 @@ def main() -> None:
     parser.add_argument("--fault", default="500", help="an HTTP status, e.g. 500 or 429")
     parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of a 429")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="the bare asyncio Protocol of bench/_raw_fake.py (no faults): the least CPU",
+    )
     args = parser.parse_args()
+    if args.raw:
+        if args.fail_rate > 0:
+            parser.error("--raw serves no faults: drop --fail-rate or --raw")
+        _main_raw(args.latency)
+        return
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from dspex.testing import FakeOpenAI
     from dspex.testing._fake_http import HTTPServerThread
@@ -189,6 +199,43 @@ def main() -> None:
         stats.update(path_bound(records, draws.served, args.latency))
         if len(records) < stats["requests"]:
             stats["path_bound_partial"] = True  # the oldest requests were not kept
+    print(json.dumps(stats), flush=True)
+
+
+def _main_raw(latency: float) -> None:
+    """``--raw``: the Protocol fake on uvloop, same stdout contract as the FakeOpenAI mode."""
+    import asyncio
+
+    from _raw_fake import Counts, serve
+
+    try:
+        import uvloop
+
+        factory: Any = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    counts = Counts()
+
+    def answer(n: int | None) -> str:
+        return "unknown" if n is None else expected_answer(n)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, done.set)
+        threading.Thread(
+            target=lambda: (sys.stdin.read(), loop.call_soon_threadsafe(done.set)), daemon=True
+        ).start()
+        await serve(latency, answer, counts, lambda url: print(url, flush=True), done)
+
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(run())
+    stats = {
+        "requests": counts.requests,
+        "outcomes": {"ok": counts.requests},
+        "max_in_flight": counts.max_in_flight,
+        "connections": counts.connections,
+    }
     print(json.dumps(stats), flush=True)
 
 

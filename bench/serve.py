@@ -49,6 +49,25 @@ sys.path.insert(0, str(HERE))
 
 from runtime import Server  # noqa: E402  (bench/runtime.py's child-process fake)
 
+
+class RawServer(Server):
+    """The fake in ``--raw`` mode (bench/_raw_fake.py): a stand-in for a remote
+    provider whose CPU is not dspex's, so it is made as cheap as it can be."""
+
+    def __init__(self, latency: float = 0.0) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, str(HERE / "_fake_server.py"), "--raw", "--latency", str(latency)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        self.url = self._proc.stdout.readline().strip()
+        if not self.url.startswith("http://"):
+            raise RuntimeError(f"the raw fake did not start (printed {self.url!r})")
+
+
+FAKE: list[type[Server]] = [RawServer]  # --fake full: the FakeOpenAI (set by main)
 WORKERS = [1]  # --workers of the dspex serve processes (set by main)
 LOAD = ["python"]  # the load generator: "wrk" or "python" (set by main)
 
@@ -232,7 +251,7 @@ async def _burst(host: str, port: int, size: int, rounds: int) -> dict[str, Any]
 
 
 def bursts(title: str, latency: float, size: int, rounds: int) -> dict[str, Any]:
-    fake = Server(latency)
+    fake = FAKE[0](latency)
     served = Served(fake.url, max_concurrency=size, queue_limit=size)
     try:
         asyncio.run(_burst(served.host, served.port, size, 1))  # warm up
@@ -253,7 +272,7 @@ def in_process(seconds: float, threads: int = 64) -> float:
     """req/s of ``rt.ask`` on the same program from ``threads`` threads, no HTTP (baseline)."""
     import dspex
 
-    fake = Server(0.0)
+    fake = FAKE[0](0.0)
     os.environ["BENCH_FAKE_URL"] = fake.url
     os.environ["DSPEX_CACHE__ENABLED"] = "false"
     import _serve_app
@@ -359,7 +378,7 @@ def scenario(
     max_concurrency: int,
     program: str = "qa",
 ) -> dict[str, Any]:
-    fake = Server(latency)
+    fake = FAKE[0](latency)
     served = Served(fake.url, max_concurrency, queue_limit=4 * clients, program=program)
     try:
         _drive(served.host, served.port, clients, min(2.0, seconds / 3))  # warm up
@@ -398,15 +417,22 @@ def main() -> None:
         default="wrk" if shutil.which("wrk") else "python",
         help="load generator (default: wrk when on PATH)",
     )
+    parser.add_argument(
+        "--fake",
+        choices=["raw", "full"],
+        default="raw",
+        help="the fake provider: raw (bench/_raw_fake.py, least CPU) or full (FakeOpenAI)",
+    )
     parser.add_argument("--only", help="run only these scenarios of 0,a0,a,b,c, e.g. 'a,b'")
     parser.add_argument("--runs", type=int, default=1, help="runs per scenario (medians)")
     args = parser.parse_args()
     WORKERS[0], LOAD[0] = args.workers, args.load
+    FAKE[0] = RawServer if args.fake == "raw" else Server
     seconds = 3.0 if args.quick else args.duration
     only = set(args.only.split(",")) if args.only else None
     print(
         f"dspex serve benchmark on {os.cpu_count()} CPUs, {args.workers} worker(s), load from "
-        f"{args.load} (shared machine: figures vary)"
+        f"{args.load}, {args.fake} fake (shared machine: figures vary)"
     )
 
     def want(key: str) -> bool:

@@ -206,10 +206,12 @@ class Client:
         self.body = body
         self.gone = asyncio.Event()
         self.sent: list[dict[str, Any]] = []
+        self.receives = 0
         self.task = asyncio.ensure_future(application(_scope(path), self.receive, self.send))
         self._body_sent = False
 
     async def receive(self) -> dict[str, Any]:
+        self.receives += 1
         if not self._body_sent:
             self._body_sent = True
             return {"type": "http.request", "body": self.body, "more_body": False}
@@ -275,6 +277,26 @@ def test_a_client_hanging_up_cancels_its_running_task(directory: ServerDirectory
     client = asyncio.run(main())
     assert client.sent == [] and gate.cancelled == [7]
     wait_until(lambda: directory.stats("g").admitted == 0, WAIT, "the slot freed")
+
+
+def test_a_quick_call_starts_no_disconnect_watcher(directory: ServerDirectory) -> None:
+    """The watcher (a task reading ``receive``) starts only for a call still
+    running after ``_WATCH_AFTER``: a quick call reads ``receive`` once, for its body."""
+    gate = AsyncGate()
+    directory.serve("g", gate, max_concurrency=1, queue_limit=0)
+    application = app(_runtime(directory))
+
+    async def main() -> Client:
+        gate.arm()
+        assert gate.release is not None
+        gate.release.set()
+        client = Client(application, "/v1/programs/g", b'{"x": 3}')
+        await asyncio.wait_for(client.task, WAIT)
+        return client
+
+    client = asyncio.run(main())
+    assert client.status == 200
+    assert client.receives == 1
 
 
 def test_a_call_during_a_servers_restart_is_awaited_off_the_loop() -> None:
