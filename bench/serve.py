@@ -9,7 +9,11 @@ on each; each question is distinct and the LM cache is off, so every request
 reaches the fake). The load generator is ``wrk`` when it is on PATH (C: about
 15 µs of CPU per request, so the 2 cores go to the server; ``apt-get install
 wrk``), else a minimal asyncio client in this process (several times that).
-Each scenario also prints the CPU time per request of the server (all its
+The fake is ``--raw`` by default (``bench/_raw_fake.py``: an asyncio Protocol
+on uvloop with canned replies, 15-30 µs per request; it stands in for a
+remote provider, whose CPU is not dspex's); ``--fake full`` runs the
+FakeOpenAI instead (140-170 µs). Each scenario also prints the CPU time per
+request of the server (all its
 processes), the fake and the load generator, read from /proc: on a 2-core box
 these three share the cores, so their sum bounds the requests/s
 (2 s / sum) and, by Little's law, the latency at a given concurrency.
@@ -403,6 +407,13 @@ def scenario(
         f"a mean of {clients * cpu / cores / 1000:.0f} ms",
         flush=True,
     )
+    if latency > 0:  # the budget the target sets: clients in flight within 150 ms
+        budget = cores * 0.150 / clients * 1e6
+        print(
+            f"  budget for {clients} in flight within 150 ms: {clients / 0.150:,.0f} req/s, "
+            f"<= {budget:.0f} µs CPU per request summed; spent {cpu:.0f} µs",
+            flush=True,
+        )
     return result
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -375,6 +376,43 @@ def test_rt_stream_yields_field_pieces_of_a_served_program(
     assert len(answer) > 1 and answer[-1].is_last_chunk
     assert values[-1].answer == "Paris it is"
     assert fake.requests[0].json["stream"] is True
+
+
+_RAN_ON: list[tuple[str, int]] = []  # (forward or aforward, thread): a served copy appends here
+
+
+class _WhereItRuns(dspex.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.predict = dspex.Predict("question -> answer")
+
+    def forward(self, question: str) -> Any:
+        _RAN_ON.append(("forward", threading.get_ident()))
+        return self.predict(question=question)
+
+    async def aforward(self, question: str) -> Any:
+        _RAN_ON.append(("aforward", threading.get_ident()))
+        return await self.predict.acall(question=question)
+
+
+def test_rt_stream_runs_an_aforward_program_on_the_consumers_loop(
+    start_runtime: Any, fake: FakeOpenAI
+) -> None:
+    """No run actor and no worker thread per stream: the program is a task on the loop."""
+    fake.configure(reply=chat_reply(answer="Paris it is"))
+    rt = dspex.current_runtime()
+    rt.serve("qa", _WhereItRuns())
+    _RAN_ON.clear()
+
+    async def run() -> list[Any]:
+        return [value async for value in rt.stream("qa", question="capital?")]
+
+    with dspex.context(lm=lm_for(fake)):
+        values = asyncio.run(run())
+    assert _RAN_ON == [("aforward", threading.get_ident())]
+    pieces = fields(values, "answer")
+    assert len(pieces) > 1 and "".join(p.chunk for p in pieces).strip() == "Paris it is"
+    assert values[-1].answer == "Paris it is"
 
 
 def test_leaving_an_rt_stream_cancels_the_served_request_upstream(

@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,14 @@ import pykka
 from dspex.actors._server_actor import ProgramServer, server_key
 from dspex.actors._server_handle import DrainReport, ServerHandle
 from dspex.actors._server_program import load_into_copy
-from dspex.actors._server_requests import Emitter, Execute, Served, ServerFuture, ServerStats
+from dspex.actors._server_requests import (
+    AsyncCall,
+    Emitter,
+    Execute,
+    Served,
+    ServerFuture,
+    ServerStats,
+)
 from dspex.actors._server_state import ServerState
 from dspex.errors import ActorStoppedError, RegistryError, SupervisionError, UsageError
 from dspex.supervision import (
@@ -239,6 +246,19 @@ class ServerDirectory:
         future = ServerFuture(name)
         self._state(name).submit(inputs, future)
         return future
+
+    def start_call(self, name: str, inputs: Mapping[str, Any], /) -> AsyncCall:
+        """Admit ``inputs`` to server ``name`` for a caller on the running loop (or raise).
+
+        ``acall``'s first half, for a caller that must admit before its first
+        await (``Runtime.stream``): a program with ``aforward`` runs as a task on
+        this loop, others in a worker thread; await the returned call, or
+        ``cancel()`` it. A server in restart is waited for here (blocking).
+        """
+        with self._lock:
+            entry = self._entries.get(name)
+        state = entry.state if entry is not None else self._state(name)
+        return state.start_call(inputs)
 
     async def acall(self, name: str, /, **inputs: Any) -> Any:
         """Send ``inputs`` to server ``name`` and await the result on the running loop.

@@ -2,9 +2,10 @@
 
 Installed as the actors layer's stream opener (``install_caller_hooks``).
 The request goes through the server's admission as ``rt.ask`` does, with
-the stream's session in the request's context: the server's worker runs
-the program, its predictors' LM calls stream to this consumer's queue
-straight from the LM client's loop, and the answer ends the stream.
+the stream's session in the request's context: a program with ``aforward``
+runs as a task on the consumer's loop (others in a server worker thread),
+its predictors' LM calls stream to this consumer's queue straight from the
+LM client's loop, and the answer ends the stream.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
-from concurrent.futures import Future
 from typing import Any
 
 from dspex.actors._program_run import CancelEvent
+from dspex.actors._server_requests import AsyncCall
 from dspex.errors import UsageError
 from dspex.programs._stream_listener import StreamListener
 from dspex.programs._stream_messages import STREAM_SESSION
@@ -65,22 +66,28 @@ def stream_served(runtime: Any, name: str, inputs: Mapping[str, Any]) -> AsyncIt
     session = Session(put, CancelEvent())
     token = STREAM_SESSION.set(session)
     try:
-        reply = runtime.ask(name, **inputs)  # the request's context carries the session
+        # Admitted here, on this loop: a program with aforward runs as a task on
+        # it (the request's context carries the session), others in a worker
+        # thread; no run actor, no thread per stream.
+        call = runtime.servers.start_call(name, inputs)
     finally:
         STREAM_SESSION.reset(token)
-    reply.add_done_callback(lambda done: put(Finished(done)))
-    return _pump(route, items, reply, session)
+    call.reply.future.add_done_callback(lambda done: put(Finished(done)))
+    return _pump(route, items, call, session)
 
 
 async def _pump(
-    route: Router, items: asyncio.Queue[Any], reply: Future[Any], session: Session
+    route: Router, items: asyncio.Queue[Any], call: AsyncCall, session: Session
 ) -> AsyncIterator[Any]:
     try:
         while not route.done:
             for out in route.handle(await items.get()):
                 yield out
     finally:
-        if not reply.done():
-            reply.cancel()  # a queued request is dropped
+        if not call.reply.future.done():
+            # The consumer left: a queued request is dropped, a running task
+            # cancelled (its LM call with it); a worker thread's LM call in
+            # flight is cancelled through the session's flag.
+            call.cancel()
             assert session.cancelled is not None
-            session.cancelled.set()  # a running one: its LM call in flight is cancelled
+            session.cancelled.set()
