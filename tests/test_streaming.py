@@ -415,6 +415,32 @@ def test_rt_stream_runs_an_aforward_program_on_the_consumers_loop(
     assert values[-1].answer == "Paris it is"
 
 
+def test_streamify_awaits_an_aforward_program_on_the_consumers_loop(
+    start_runtime: Any, fake: FakeOpenAI
+) -> None:
+    """Async iteration: the program is a task on the loop, no run actor thread; sync
+    iteration still runs ``forward`` in a run."""
+    fake.configure(reply=chat_reply(answer="Paris it is"))
+    program = dspex.streamify(_WhereItRuns(), stream_listeners=[StreamListener("answer")])
+    _RAN_ON.clear()
+
+    async def run() -> list[Any]:
+        return [value async for value in program(question="capital?")]
+
+    with dspex.context(lm=lm_for(fake)):
+        values = asyncio.run(run())
+        assert _RAN_ON == [("aforward", threading.get_ident())]
+        pieces = fields(values, "answer")
+        assert len(pieces) > 1 and "".join(p.chunk for p in pieces).strip() == "Paris it is"
+        assert values[-1].answer == "Paris it is"
+        _RAN_ON.clear()
+        sync = dspex.streamify(
+            _WhereItRuns(), stream_listeners=[StreamListener("answer")], async_streaming=False
+        )
+        assert list(sync(question="capital?"))[-1].answer == "Paris it is"
+    assert [kind for kind, _ in _RAN_ON] == ["forward"]
+
+
 def test_leaving_an_rt_stream_cancels_the_served_request_upstream(
     start_runtime: Any, fake: FakeOpenAI
 ) -> None:

@@ -1,7 +1,9 @@
 """``dspex.streamify``: run a program and yield its output as it is generated.
 
-The program runs as an ordinary ProgramRun actor (``Runtime.submit_run``);
-the consumer is whoever iterates the stream. Between them one queue per
+Iterated asynchronously, a program with ``aforward`` is awaited as a task on
+the consumer's loop (``acall``: a light run at top level); otherwise it runs
+as an ordinary ProgramRun actor (``Runtime.submit_run``). The consumer is
+whoever iterates the stream. Between them one queue per
 call: an ``asyncio.Queue`` filled with ``call_soon_threadsafe`` for async
 iteration, a ``queue.SimpleQueue`` for sync iteration. The LM client's IO
 loop puts text pieces in it directly (through the chunk sink
@@ -60,8 +62,9 @@ def streamify(  # noqa: PLR0917  (DSPy's signature, positional arguments include
     streams as :class:`LMChunk` pieces. ``status_message_provider`` decides
     the :class:`StatusMessage` notes. The wrapped call returns an async
     iterator, or a plain iterator with ``async_streaming=False``.
-    ``is_async_program`` is accepted for DSPy compatibility: the program
-    always runs as a run actor.
+    ``is_async_program`` is accepted for DSPy compatibility: async iteration
+    of a program with ``aforward`` awaits ``program.acall`` as a task on the
+    consumer's loop; otherwise (and for sync iteration) it runs as a run actor.
     """
     listeners = list(stream_listeners or [])
     for listener in listeners:
@@ -74,6 +77,11 @@ def streamify(  # noqa: PLR0917  (DSPy's signature, positional arguments include
     names = {id(p): name for name, p in _named_predictors(program)}
     status = StatusStreamingCallback(status_message_provider)
     label = type(program).__name__
+    # Async iteration of a program with aforward (a Predict, a Module that
+    # defines it) awaits it on the consumer's loop, as ``acall`` does.
+    native = callable(getattr(program, "acall", None)) and (
+        is_async_program or callable(getattr(program, "aforward", None))
+    )
 
     def router() -> Router:
         # Fresh listener state per call: calls may run one after another or at once.
@@ -81,15 +89,18 @@ def streamify(  # noqa: PLR0917  (DSPy's signature, positional arguments include
         mine = {pid: [fresh[id(lst)] for lst in group] for pid, group in by_predictor.items()}
         return Router(mine, list(fresh.values()), names, include_final_prediction_in_output_stream)
 
+    def callbacks() -> list[Any]:
+        mine = [c for c in settings.get("callbacks") or () if c is not status]
+        if not any(isinstance(c, StatusStreamingCallback) for c in mine):
+            mine.append(status)
+        return mine
+
     def launch(
         put: Callable[[Any], None], args: Any, kwargs: Any
     ) -> tuple[Future[Any], RunContext]:
-        callbacks = [c for c in settings.get("callbacks") or () if c is not status]
-        if not any(isinstance(c, StatusStreamingCallback) for c in callbacks):
-            callbacks.append(status)
         token = STREAM_SESSION.set(Session(put))
         try:
-            with settings.context(callbacks=callbacks):
+            with settings.context(callbacks=callbacks()):
                 reply, run = current_runtime().submit_run(
                     lambda: program(*args, **kwargs), label=label
                 )
@@ -97,6 +108,18 @@ def streamify(  # noqa: PLR0917  (DSPy's signature, positional arguments include
             STREAM_SESSION.reset(token)
         reply.add_done_callback(lambda done: put(Finished(done)))
         return reply, run
+
+    def launch_here(put: Callable[[Any], None], args: Any, kwargs: Any) -> asyncio.Task[Any]:
+        # The task copies this context: the session and the callbacks go with it;
+        # at top level ``acall`` makes it a light run on this loop (Runtime.arun).
+        token = STREAM_SESSION.set(Session(put))
+        try:
+            with settings.context(callbacks=callbacks()):
+                task = asyncio.get_running_loop().create_task(program.acall(*args, **kwargs))
+        finally:
+            STREAM_SESSION.reset(token)
+        task.add_done_callback(lambda done: put(Finished(done)))  # type: ignore[arg-type]
+        return task
 
     async def async_streamer(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
         loop = asyncio.get_running_loop()
@@ -108,6 +131,16 @@ def streamify(  # noqa: PLR0917  (DSPy's signature, positional arguments include
                 loop.call_soon_threadsafe(items.put_nowait, item)
 
         route = router()
+        if native:  # a task on this loop: no run actor, no thread
+            task = launch_here(put, args, kwargs)
+            try:
+                while not route.done:
+                    for out in route.handle(await items.get()):
+                        yield out
+            finally:
+                if not task.done():
+                    task.cancel()  # the consumer left: stop the run and its LM call
+            return
         reply, run = launch(put, args, kwargs)
         try:
             while not route.done:
