@@ -83,6 +83,44 @@ def test_keys_of_existing_requests_are_unchanged() -> None:
     assert request_key(LMRequest("openai/gpt-4o-mini", MESSAGES, params), SCOPE) == PINNED["plain"]
 
 
+# Plain chat messages (what every adapter sends) take a fast path through the
+# scrubbing; these keys were computed by the code before that path existed.
+PLAIN_CASES = [
+    (
+        ({"role": "system", "content": "Be brief. é"}, {"role": "user", "content": "Q?"}),
+        "6c330c5868664920629d27bd658f23b4fb5649a66da49aa42ee8fdff2f2bcaed",
+    ),
+    # A None value and a secret-named key are dropped, as before: the same key.
+    (
+        ({"role": "user", "content": "x", "name": None},),
+        "af86ad32bc364b3200f3ad8f0fa76a471a3724a4ab437ece7839199abca9119c",
+    ),
+    (
+        ({"role": "user", "content": "x", "api_key": KEY},),
+        "af86ad32bc364b3200f3ad8f0fa76a471a3724a4ab437ece7839199abca9119c",
+    ),
+    (
+        ({"role": "user", "content": "x", 1: "y"},),
+        "1e9038834a096ba7b637753c764d6ef0c818c018c9ff11dfd9bba6ea7e3192b0",
+    ),
+    (
+        (
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]},
+            {"role": "tool", "content": "r", "tool_call_id": "1"},
+        ),
+        "f6e854d3df158cf99ba1cc03832c3392b6951b7839047d644ecd27c70dcddf4a",
+    ),
+]
+
+
+@pytest.mark.parametrize(("messages", "pinned"), PLAIN_CASES)
+def test_keys_of_plain_chat_messages_are_unchanged(
+    messages: tuple[dict[Any, Any], ...], pinned: str
+) -> None:
+    request = LMRequest("openai/m", messages, {"temperature": 0.0, "max_tokens": 10})
+    assert request_key(request, "http://x") == pinned
+
+
 def test_a_handle_builds_the_pinned_key_from_a_call() -> None:
     from dspex.actors._lm._handle import LMHandle
     from dspex.actors._lm._slot import ClientSlot

@@ -42,13 +42,15 @@ def record_lm_call(
         return
     settings = current_settings()
     limit = settings.get("max_history_size", 10_000)
-    if settings.get("disable_history") or not limit:
+    if not limit or settings.get("disable_history"):
         return
     usage = getattr(response, "usage", None)
     entry = {
         "prompt": None,
         "messages": list(messages),
-        "kwargs": {k: v for k, v in params.items() if not str(k).startswith("api_")},
+        "kwargs": {k: v for k, v in params.items() if not str(k).startswith("api_")}
+        if params
+        else {},
         "response": response,
         "outputs": [c.text for c in getattr(response, "completions", ())],
         "usage": {
@@ -56,18 +58,30 @@ def record_lm_call(
             "completion_tokens": getattr(usage, "completion_tokens", 0),
         },
         "cost": None,
-        "timestamp": datetime.datetime.now().isoformat(),
+        "timestamp": _now().isoformat(),
         "uuid": new_uuid(),
         "model": getattr(lm, "model", None),
         "response_model": getattr(response, "model", None),
         "model_type": getattr(lm, "model_type", "chat"),
     }
+    if len(callers) == 1:  # the common case: one module (a Predict called at top level)
+        _append(callers[0], entry, limit)
+        return
     seen: set[int] = set()
     for module in callers:
         if id(module) in seen:  # a module calling itself recursively: one entry
             continue
         seen.add(id(module))
+        _append(module, entry, limit)
+
+
+_now = datetime.datetime.now
+
+
+def _append(module: Any, entry: dict[str, Any], limit: int) -> None:
+    history = module.__dict__.get("history")
+    if history is None:
         history = module.__dict__.setdefault("history", [])
-        while len(history) >= limit:
-            del history[0]
-        history.append(entry)
+    while len(history) >= limit:
+        del history[0]
+    history.append(entry)

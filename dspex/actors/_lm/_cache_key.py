@@ -122,13 +122,25 @@ def request_key(request: LMRequest, api_base: str | None = None) -> str:
     payload = {
         "model": request.model,
         "api_base": api_base,
-        "messages": [_scrubbed(m) for m in request.messages],
+        "messages": [_scrubbed_message(m) for m in request.messages],
         "params": _scrubbed(params),
     }
-    text = json.dumps(
-        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_jsonable
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(_encode(payload).encode()).hexdigest()
+
+
+# Message keys that are not secret-named: a message of only these, with string
+# values, is its own scrubbed form (the common case, checked without recursion).
+_PLAIN_MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_call_id"})
+
+
+def _scrubbed_message(message: Any) -> Any:
+    """``_scrubbed(message)``, skipping the copy for a plain ``{role, content}`` dict."""
+    if type(message) is dict:
+        for k, v in message.items():
+            if type(v) is not str or k not in _PLAIN_MESSAGE_KEYS:
+                return _scrubbed(message)
+        return message
+    return _scrubbed(message)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -166,3 +178,10 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, set | frozenset):
         return sorted(repr(v) for v in value)
     return repr(value)
+
+
+# What json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+# default=_jsonable) does, built once: the same bytes without a new encoder per call.
+_encode = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_jsonable
+).encode
