@@ -323,18 +323,21 @@ class TelemetryEmitter:
         error: BaseException | None = None,
         *,
         params: Mapping[str, Any] | None = None,
+        keep: bool = True,
     ) -> None:
         """Report a finished call of an LM that does not report itself (caller's thread).
 
         Queues one :class:`LMCall`, which the actor expands into the events
         ``LMHandle`` sends. Only messages and completions are kept, never
-        request parameters whose names start with ``api_`` (where keys live).
+        request parameters whose names start with ``api_`` (where keys live);
+        ``keep=False`` keeps neither (an embeddings call, which is no history
+        entry). ``LMHandle`` reports its cache hits this way too.
         """
         marks = _reporting.get()
         if marks is not None:
             marks.append(True)
         gate = _history_off
-        keep = error is None and not (gate is not None and gate())
+        keep = keep and error is None and not (gate is not None and gate())
         failure = None if error is None else (type(error).__name__, getattr(error, "status", None))
         kept = history_params(params) if keep and params else {}
         call = LMCall(
