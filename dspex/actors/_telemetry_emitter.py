@@ -36,6 +36,7 @@ from dspex.supervision import Event
 __all__ = [
     "LINGER",
     "LMCall",
+    "RunNote",
     "TelemetryEmitter",
     "TelemetryEvent",
     "begin_lm_report",
@@ -213,6 +214,32 @@ class LMCall(NamedTuple):
         return start, TelemetryEvent(_STOP, data, self.time)
 
 
+class RunNote(NamedTuple):
+    """A program run's start, stop or exception, as queued by the caller.
+
+    Cheaper to build than a :class:`TelemetryEvent` (every top-level call makes
+    two); the Telemetry actor counts it directly and builds the event with
+    :meth:`event` only for a subscriber, the log or OpenTelemetry.
+    ``error`` is the exception's class name (``program.run.exception``).
+    """
+
+    name: str
+    run_id: int
+    label: str
+    duration_ms: float | None
+    error: str | None
+    time: float
+
+    def event(self) -> TelemetryEvent:
+        """The event :meth:`TelemetryEmitter.emit` would have queued."""
+        data: dict[str, Any] = {"run_id": self.run_id, "label": self.label}
+        if self.duration_ms is not None:
+            data["duration_ms"] = self.duration_ms
+        if self.error is not None:
+            data["error"] = self.error
+        return TelemetryEvent(self.name, data, self.time)
+
+
 @dataclass(frozen=True, slots=True)
 class _Drain:
     """Nudge from an emitter: handle the events queued in ``source``, then keep polling it."""
@@ -281,7 +308,9 @@ class TelemetryEmitter:
     def __init__(self, target: Callable[[], pykka.ActorRef[Any] | None]) -> None:
         self._target = target
         self._ref: pykka.ActorRef[Any] | None = None  # last incarnation resolved
-        self._pending: collections.deque[TelemetryEvent | Event | LMCall] = collections.deque()
+        self._pending: collections.deque[TelemetryEvent | Event | LMCall | RunNote] = (
+            collections.deque()
+        )
         # The incarnation that will look at the queue without a nudge: one
         # polling it, or one a nudge was sent to. The actor resets it.
         self._watcher: pykka.ActorRef[Any] | None = None
@@ -299,6 +328,19 @@ class TelemetryEmitter:
         one is sure to follow soon (e.g. a run's start, whose stop follows).
         """
         self._push(TelemetryEvent(name, data), nudge=False)
+
+    def run_event(
+        self,
+        name: str,
+        run_id: int,
+        label: str,
+        duration_ms: float | None = None,
+        error: str | None = None,
+        *,
+        nudge: bool = True,
+    ) -> None:
+        """Queue a ``program.run.*`` event as a :class:`RunNote` (caller's thread)."""
+        self._push(RunNote(name, run_id, label, duration_ms, error, time.time()), nudge=nudge)
 
     def flush(self) -> None:
         """Make sure queued events will be handled (a query made afterwards sees them)."""
@@ -365,7 +407,7 @@ class TelemetryEmitter:
                 return None
         return ref
 
-    def _push(self, event: TelemetryEvent | Event | LMCall, *, nudge: bool) -> None:
+    def _push(self, event: TelemetryEvent | Event | LMCall | RunNote, *, nudge: bool) -> None:
         ref = self._resolve()
         if ref is None:
             self.dropped += 1
