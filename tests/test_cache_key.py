@@ -194,3 +194,54 @@ def test_an_lm_loaded_from_a_dspy_file_sends_no_dspy_state_fields(
     assert sent.json["max_completion_tokens"] == 4000 and sent.json["temperature"] == 0.0
     for name in ("launch_kwargs", "train_kwargs", "finetuning_model", "num_retries", "cache"):
         assert name not in sent.json, name
+
+
+def _reference_key(request: LMRequest, api_base: str | None) -> str:
+    """The key as first written: json.dumps of the scrubbed payload (must stay equal)."""
+    import hashlib
+    import json
+
+    from dspex.actors._lm._cache_key import _jsonable, _scrubbed
+
+    payload = {
+        "model": request.model,
+        "api_base": api_base,
+        "messages": [_scrubbed(m) for m in request.messages],
+        "params": _scrubbed(request_params(request.params)),
+    }
+    text = json.dumps(
+        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_jsonable
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_the_piecewise_key_equals_the_reference_for_many_requests() -> None:
+    import random
+
+    rng = random.Random(7)
+    texts = ["", "plain", 'quote " and \\ backslash', "é ü 日本 \u2028", "a\nb\tc", "{}[]"]
+    values: list[Any] = [None, 0, 1, True, False, 0.0, -0.0, 1.5, float("inf"), "x", [1, "a"]]
+
+    def message() -> Any:
+        kind = rng.randrange(6)
+        if kind == 0:
+            return {"role": rng.choice(["user", "system"]), "content": rng.choice(texts)}
+        if kind == 1:
+            return {"content": rng.choice(texts), "role": "assistant"}  # other key order
+        if kind == 2:
+            return {"role": "user", "content": [{"type": "text", "text": rng.choice(texts)}]}
+        if kind == 3:
+            return {"role": "user", "content": rng.choice(values), "name": rng.choice(values)}
+        if kind == 4:
+            return {"role": "user", "content": "x", "api_key": KEY}
+        return {"role": rng.choice(texts), "content": rng.choice(texts), "tool_call_id": "1"}
+
+    for _ in range(300):
+        msgs = tuple(message() for _ in range(rng.randrange(0, 5)))
+        params = {rng.choice(["temperature", "n", "stop", "seed"]): rng.choice(values)}
+        model = rng.choice(["openai/m", "é/m"])
+        scope = rng.choice([None, SCOPE, 'http://"odd"'])
+        request = LMRequest(model, msgs, params)
+        # Twice: the second time the earlier messages' JSON comes from the memo.
+        assert request_key(request, scope) == _reference_key(request, scope)
+        assert request_key(request, scope) == _reference_key(request, scope)

@@ -118,14 +118,39 @@ def request_key(request: LMRequest, api_base: str | None = None) -> str:
     for an ephemeral local server), so two endpoints serving the same model
     name never collide. Never holds an API key (see the module docstring).
     """
-    params = request_params(request.params)
-    payload = {
-        "model": request.model,
-        "api_base": api_base,
-        "messages": [_scrubbed_message(m) for m in request.messages],
-        "params": _scrubbed(params),
-    }
-    return hashlib.sha256(_encode(payload).encode()).hexdigest()
+    # Canonical JSON of {"model", "api_base", "messages", "params"} with sorted keys,
+    # written out piece by piece (the same bytes json.dumps gives for the dict):
+    # every message but the last is one a call repeats (the system message, demos,
+    # earlier turns), so its JSON is remembered rather than escaped again.
+    messages = request.messages
+    parts = [_message_json(m) for m in messages[:-1]]
+    if messages:
+        parts.append(_encode(_scrubbed_message(messages[-1])))
+    text = (
+        f'{{"api_base":{_encode(api_base)},"messages":[{",".join(parts)}],'
+        f'"model":{_encode(request.model)},"params":{_encode(_scrubbed(request_params(request.params)))}}}'
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_MESSAGE_JSON: dict[tuple[str, str], str] = {}  # (role, content) -> the message's JSON
+_MESSAGE_JSON_KEPT = 1024
+
+
+def _message_json(message: Any) -> str:
+    """The canonical JSON of one message, remembered for a plain ``{role, content}``."""
+    if type(message) is dict and len(message) == 2:
+        role, content = message.get("role"), message.get("content")
+        if type(role) is str and type(content) is str:
+            key = (role, content)
+            found = _MESSAGE_JSON.get(key)
+            if found is None:
+                found = _encode(message)  # a plain message is its own scrubbed form
+                if len(_MESSAGE_JSON) >= _MESSAGE_JSON_KEPT:
+                    _MESSAGE_JSON.clear()
+                _MESSAGE_JSON[key] = found
+            return found
+    return _encode(_scrubbed_message(message))
 
 
 # Message keys that are not secret-named: a message of only these, with string
