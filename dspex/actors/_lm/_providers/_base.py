@@ -26,6 +26,7 @@ from dspex.actors._lm._cache_key import wire_params
 from dspex.actors._lm._transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
     BadEncoding,
+    BadHeader,
     BadURL,
     BodyTooLarge,
     Transport,
@@ -291,6 +292,13 @@ class Provider(ABC):
         if isinstance(exc, BadURL):
             return LMError(
                 f"model {model!r}: bad api_base URL ({detail}); use http(s)://host[:port]/path",
+                model=model,
+                retryable=False,
+            )
+        if isinstance(exc, BadHeader):
+            return LMError(
+                f"model {model!r}: cannot send the request ({detail}); remove line breaks "
+                "and NUL bytes from extra_headers and the API key",
                 model=model,
                 retryable=False,
             )
