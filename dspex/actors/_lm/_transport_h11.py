@@ -17,6 +17,7 @@ import h11
 
 from dspex.actors._lm._transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
+    BadHeader,
     BodyReader,
     ConnectionDropped,
     HTTPReply,
@@ -103,7 +104,7 @@ class _Conn(asyncio.Protocol):
         self._reply = asyncio.get_running_loop().create_future()
         self._max_bytes = max_bytes
         self._status, self._headers, self._reader = 0, {}, None
-        wire = self.h11.send(h11.Request(method=method, target=target, headers=headers))
+        wire = self.h11.send(_request(method, target, headers))
         if body:
             wire = (wire or b"") + (self.h11.send(h11.Data(data=body)) or b"")
         self.transport.write((wire or b"") + (self.h11.send(h11.EndOfMessage()) or b""))
@@ -128,7 +129,7 @@ class _Conn(asyncio.Protocol):
         self._chunks = chunks
         self._max_bytes = max_bytes
         self._status, self._headers, self._reader = 0, {}, None
-        wire = self.h11.send(h11.Request(method=method, target=target, headers=headers))
+        wire = self.h11.send(_request(method, target, headers))
         if body:
             wire = (wire or b"") + (self.h11.send(h11.Data(data=body)) or b"")
         self.transport.write((wire or b"") + (self.h11.send(h11.EndOfMessage()) or b""))
@@ -215,6 +216,13 @@ class _Conn(asyncio.Protocol):
         reply, self._reply = self._reply, None
         if reply is not None and not reply.done():
             reply.set_exception(error)
+
+
+def _request(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> h11.Request:
+    try:
+        return h11.Request(method=method, target=target, headers=headers)
+    except h11.LocalProtocolError as exc:  # h11 checks every name and value
+        raise BadHeader(f"a request header cannot be sent: {exc}") from exc
 
 
 class H11Transport(PooledTransport):
