@@ -54,6 +54,7 @@ __all__ = [
     "split_data_url",
     "split_n",
     "text_parts",
+    "wire_json",
 ]
 
 _REDACTED = "<redacted>"
@@ -419,7 +420,7 @@ async def send(
     the decoded body.
     """
     key = _key_of(call)
-    body = json.dumps(call.json, ensure_ascii=False, separators=(",", ":")).encode()
+    body = wire_json(call.json)
     try:
         reply = await transport.request(
             call.method,
@@ -490,6 +491,18 @@ def split_data_url(url: str) -> tuple[str, str] | None:
     if not sep or encoding != "base64":
         return None
     return media_type or "application/octet-stream", data
+
+
+_WIRE_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def wire_json(data: Mapping[str, Any]) -> bytes:
+    """A request body as sent: compact UTF-8 JSON.
+
+    One encoder made once: ``json.dumps`` with options builds a new encoder
+    per call.
+    """
+    return _WIRE_ENCODER.encode(data).encode()
 
 
 def _key_of(call: HTTPCall) -> str | None:
