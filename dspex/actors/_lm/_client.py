@@ -7,7 +7,7 @@ Three pieces share the work:
   never waits on HTTP.
 - :class:`_Engine`, the incarnation's I/O: an :class:`IOLoop` thread running
   the resilience :class:`Pipeline` and the HTTP transports it sends through
-  (h11, or httpx for proxied URLs or when ``transport = "httpx"``; see
+  (httptools, or httpx for proxied URLs or when ``transport = "httpx"``; see
   ``_transport``). Callers submit straight onto its loop (no actor round trip
   per call).
 - :class:`~dspex.actors.ClientSlot` (in ``_slot``), which outlives

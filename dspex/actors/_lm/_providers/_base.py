@@ -7,7 +7,7 @@ A :class:`Provider` is pure: ``build`` turns an :class:`LMRequest` into an
 :meth:`Provider.error_for_exception` (a transport's failures: no connection,
 timeout, dropped connection, a body too large or not decodable); dialects only
 say where their error body keeps its message. :func:`send` makes a call over
-any :class:`~dspex.actors._lm._transport.Transport` (h11 or httpx); it is
+any :class:`~dspex.actors._lm._transport.Transport` (httptools, h11 or httpx); it is
 what the LM client's engine (and the tests) use.
 """
 
