@@ -245,3 +245,15 @@ def test_the_piecewise_key_equals_the_reference_for_many_requests() -> None:
         # Twice: the second time the earlier messages' JSON comes from the memo.
         assert request_key(request, scope) == _reference_key(request, scope)
         assert request_key(request, scope) == _reference_key(request, scope)
+
+
+def test_the_message_memo_stays_bounded() -> None:
+    from dspex.actors._lm import _cache_key
+
+    big = "x" * 300_000
+    for i in range(40):  # 40 distinct large system messages: 24 M characters of JSON + content
+        request = LMRequest("m", ({"role": "system", "content": f"{i}{big}"}, MESSAGES[0]), {})
+        request_key(request, None)
+    kept = sum(len(v) + len(k[1]) for k, v in _cache_key._MESSAGE_JSON.items())
+    assert kept <= _cache_key._MESSAGE_JSON_CHARS
+    assert len(_cache_key._MESSAGE_JSON) <= _cache_key._MESSAGE_JSON_KEPT

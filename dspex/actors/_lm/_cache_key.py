@@ -134,7 +134,11 @@ def request_key(request: LMRequest, api_base: str | None = None) -> str:
 
 
 _MESSAGE_JSON: dict[tuple[str, str], str] = {}  # (role, content) -> the message's JSON
+# Bounds: entries, and characters (the key keeps its content alive too); past
+# either the memo starts afresh. Approximate under threads, which is enough.
 _MESSAGE_JSON_KEPT = 1024
+_MESSAGE_JSON_CHARS = 4_000_000
+_memo_chars = [0]
 
 
 def _message_json(message: Any) -> str:
@@ -146,9 +150,15 @@ def _message_json(message: Any) -> str:
             found = _MESSAGE_JSON.get(key)
             if found is None:
                 found = _encode(message)  # a plain message is its own scrubbed form
-                if len(_MESSAGE_JSON) >= _MESSAGE_JSON_KEPT:
+                size = len(found) + len(content)
+                if (
+                    len(_MESSAGE_JSON) >= _MESSAGE_JSON_KEPT
+                    or _memo_chars[0] + size > _MESSAGE_JSON_CHARS
+                ):
                     _MESSAGE_JSON.clear()
+                    _memo_chars[0] = 0
                 _MESSAGE_JSON[key] = found
+                _memo_chars[0] += size
             return found
     return _encode(_scrubbed_message(message))
 
