@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import datetime
 import logging
 import math
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
 from dspex.actors import _otel
-from dspex.actors._lm._prices import LaterCost
+from dspex.actors._lm._prices import LaterCost, PricedLater
 from dspex.actors._telemetry_emitter import (
     LINGER,
     LMCall,
@@ -118,12 +119,23 @@ class _ModelStats:
     unpriced: int = 0  # answered calls whose cost is unknown
     fallbacks: int = 0  # calls this model passed on to a fallback
     latencies: collections.deque[float] = field(default_factory=collections.deque)
+    # Costs not priced yet: a model's first price loads genai-prices (tens of ms
+    # of GIL time), so it waits until a query reads the cost, off the first call.
+    pending: list[LaterCost] = field(default_factory=list)
 
     def add_cost(self, cost: Any) -> None:
-        if cost is None:
+        if isinstance(cost, LaterCost):
+            self.pending.append(cost)
+        elif cost is None:
             self.unpriced += 1
         else:
             self.cost_usd += float(cost)
+
+    def settle(self, model: str) -> None:
+        """Price the pending costs (actor thread, when a query reads them)."""
+        pending, self.pending = self.pending, []
+        for later in pending:
+            self.add_cost(_priced(later, model))
 
 
 @dataclass
@@ -252,13 +264,10 @@ class Telemetry(Actor):
         self._events += 1
         name, data = event.name, event.data
         later = data.get("cost")
-        if isinstance(later, LaterCost):  # a model's first answer, priced here
-            try:
-                cost = later()
-            except Exception:  # a broken price table must not stop telemetry: unknown
-                logger.warning("could not price %s's answer", data.get("model"), exc_info=True)
-                cost = None
-            data = {**data, "cost": cost}
+        if isinstance(later, LaterCost) and self._sees_events():
+            # A model's first answer, priced here for those who see the event;
+            # otherwise it stays pending until a query reads the cost.
+            data = {**data, "cost": _priced(later, data.get("model"))}
             event = TelemetryEvent(name, data, event.time)
         if name.startswith("lm.request."):
             self._on_lm(name, data)
@@ -280,6 +289,9 @@ class Telemetry(Actor):
                 subscriber(event)
         if self._logger is not None:
             self._logger.info(name, **redact(_loggable(data)))
+
+    def _sees_events(self) -> bool:
+        return bool(self._subscribers) or self._logger is not None or _otel._tracing is not None
 
     def _model(self, model: str) -> _ModelStats:
         stats = self._models.get(model)
@@ -340,7 +352,11 @@ class Telemetry(Actor):
         stats.cache_hits += call.cache_hit
         stats.prompt_tokens += prompt
         stats.completion_tokens += completion
-        stats.add_cost(call.cost)
+        response = call.response
+        if isinstance(response, PricedLater) and not response.priced:
+            stats.add_cost(LaterCost(response))  # priced when metrics() reads it
+        else:
+            stats.add_cost(call.cost)
         stats.latencies.append(call.duration_ms)
         if call.keep:
             self._history.append(call)
@@ -364,6 +380,7 @@ class Telemetry(Actor):
         self._drain_all()
         models: dict[str, Any] = {}
         for model, s in sorted(self._models.items()):
+            s.settle(model)
             ok = s.requests - sum(s.errors.values())
             models[model] = {
                 "requests": s.requests,
@@ -414,6 +431,9 @@ class Telemetry(Actor):
 
 def _entry(item: HistoryEntry | LMCall) -> HistoryEntry:
     if isinstance(item, HistoryEntry):
+        later: Any = item.cost
+        if isinstance(later, LaterCost):  # left pending by _handle: priced when read
+            return dataclasses.replace(item, cost=_priced(later, item.model))
         return item
     prompt, completion = item.usage
     return HistoryEntry(
@@ -429,6 +449,14 @@ def _entry(item: HistoryEntry | LMCall) -> HistoryEntry:
         response=item.response,
         uuid=item.uuid,
     )
+
+
+def _priced(later: LaterCost, model: Any) -> float | None:
+    try:
+        return later()
+    except Exception:  # a broken price table must not stop telemetry: unknown
+        logger.warning("could not price %s's answer", model, exc_info=True)
+        return None
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:
