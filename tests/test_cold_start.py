@@ -162,7 +162,7 @@ def test_an_unpriced_answer_is_priced_once_when_its_cost_is_read() -> None:
     ],
 )
 def test_settings_built_section_by_section_equal_full_validation(data: dict[str, object]) -> None:
-    from dspex.config._settings import Settings, build_settings
+    from dspex.config._values import Settings, build_settings
 
     fast, full = build_settings(data), Settings(**data)
     assert fast == full
@@ -173,7 +173,7 @@ def test_settings_built_section_by_section_equal_full_validation(data: dict[str,
 
 
 def test_a_bad_section_value_names_its_full_key() -> None:
-    from dspex.config._settings import Settings, build_settings
+    from dspex.config._values import Settings, build_settings
     from dspex.errors import ConfigError
 
     with pytest.raises(ConfigError) as fast:

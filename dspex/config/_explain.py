@@ -18,13 +18,11 @@ from dataclasses import dataclass, field
 from types import UnionType
 from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
 
-from pydantic import BaseModel
-
 from dspex.config._secrets import REDACTED, redact_value
 from dspex.errors import ConfigError
 
 if TYPE_CHECKING:
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
     from pydantic_core import ErrorDetails
 
 __all__ = [
@@ -234,6 +232,8 @@ def _schema_at(root: type[BaseModel], path: tuple[str, ...]) -> type[BaseModel] 
 
 def _submodel(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
     """The settings model inside an annotation, and whether it sits in a dict."""
+    from pydantic import BaseModel  # only an error being explained gets here
+
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation, False
     origin, args = get_origin(annotation), get_args(annotation)

@@ -43,7 +43,7 @@ def check_model_id(model: Any, *, where: str = "LM") -> tuple[str, str]:
     would accept any string and fail at the first call; dspex knows its
     providers, so it refuses at construction.
     """
-    from dspex.config import model_id_problem
+    from dspex.config._model_id import model_id_problem  # no pydantic: LM() stays cheap
 
     problem = model_id_problem(model) if isinstance(model, str) else "must be a string"
     if problem is None:
