@@ -353,7 +353,7 @@ class Runtime(ProgramRuns):
         self.telemetry.flush()
         snapshot: dict[str, Any] = call(self.whereis("telemetry"), "metrics", timeout=timeout)
         stats = self.cache_store.stats()
-        snapshot["cache"] = {**dataclasses.asdict(stats), "hit_rate": round(stats.hit_rate, 4)}
+        snapshot["cache"] = {**stats._asdict(), "hit_rate": round(stats.hit_rate, 4)}
         snapshot["lm_clients"] = self.clients.snapshot()
         snapshot["budget"] = self.budget.snapshot()
         snapshot["uptime_s"] = round(time.time() - self.started_at, 3) if self.started_at else 0.0

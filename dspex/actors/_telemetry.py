@@ -107,21 +107,37 @@ class HistoryEntry:
     cost: float | None = None
 
 
-@dataclass
 class _ModelStats:
-    requests: int = 0
-    errors: collections.Counter[str] = field(default_factory=collections.Counter)
-    cache_hits: int = 0
-    retries: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    unpriced: int = 0  # answered calls whose cost is unknown
-    fallbacks: int = 0  # calls this model passed on to a fallback
-    latencies: collections.deque[float] = field(default_factory=collections.deque)
-    # Costs not priced yet: a model's first price loads genai-prices (tens of ms
-    # of GIL time), so it waits until a query reads the cost, off the first call.
-    pending: list[LaterCost] = field(default_factory=list)
+    # A plain class, as the other records of the first call's path: a dataclass
+    # costs ~0.5 ms to define on a slow machine.
+    __slots__ = (
+        "cache_hits",
+        "completion_tokens",
+        "cost_usd",
+        "errors",
+        "fallbacks",
+        "latencies",
+        "pending",
+        "prompt_tokens",
+        "requests",
+        "retries",
+        "unpriced",
+    )
+
+    def __init__(self, latencies: collections.deque[float]) -> None:
+        self.requests = 0
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.cache_hits = 0
+        self.retries = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cost_usd = 0.0
+        self.unpriced = 0  # answered calls whose cost is unknown
+        self.fallbacks = 0  # calls this model passed on to a fallback
+        self.latencies = latencies
+        # Costs not priced yet: a model's first price loads genai-prices (tens of ms
+        # of GIL time), so it waits until a query reads the cost, off the first call.
+        self.pending: list[LaterCost] = []
 
     def add_cost(self, cost: Any) -> None:
         if isinstance(cost, LaterCost):
@@ -138,13 +154,15 @@ class _ModelStats:
             self.add_cost(_priced(later, model))
 
 
-@dataclass
 class _RunStats:
-    started: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    errors: collections.Counter[str] = field(default_factory=collections.Counter)
-    latencies: collections.deque[float] = field(default_factory=collections.deque)
+    __slots__ = ("errors", "failed", "latencies", "started", "succeeded")
+
+    def __init__(self, latencies: collections.deque[float]) -> None:
+        self.started = 0
+        self.succeeded = 0
+        self.failed = 0
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.latencies = latencies
 
 
 class Telemetry(Actor):

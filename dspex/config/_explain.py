@@ -14,7 +14,6 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from types import UnionType
 from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
 
@@ -41,12 +40,18 @@ ENV_PREFIX = "DSPEX_"
 KWARGS = "keyword argument"
 
 
-@dataclass(frozen=True)
 class Provenance:
     """Which source set each setting path (the last one wins), and the file's name."""
 
-    labels: dict[tuple[str, ...], str] = field(default_factory=dict)
-    config_file: str | None = None
+    __slots__ = ("config_file", "labels")
+
+    def __init__(
+        self,
+        labels: dict[tuple[str, ...], str] | None = None,
+        config_file: str | None = None,
+    ) -> None:
+        self.labels: dict[tuple[str, ...], str] = {} if labels is None else labels
+        self.config_file = config_file
 
     def source_of(self, path: tuple[str, ...]) -> str:
         for end in range(len(path), 0, -1):

@@ -19,7 +19,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from dspex.config._explain import dotted, kwarg_form
 from dspex.config._model_id import model_id_problem
@@ -364,7 +364,7 @@ class LMClientSettings(_Section):
     breaker_reset_timeout: float
     max_in_flight: int
     api_base: str | None
-    transport: str
+    transport: Literal["auto", "h11", "httpx"]
     max_response_bytes: int
 
     @classmethod
@@ -463,8 +463,8 @@ class TelemetrySettings(_Section):
         "latency_window": _int(1),
         "otel": _bool,
     }
-    format: str
-    level: str
+    format: Literal["json", "console", "off"]
+    level: Literal["debug", "info", "warning", "error", "critical"]
     history_size: int
     latency_window: int
     otel: bool
@@ -528,7 +528,7 @@ class RuntimeSettings(_Section):
     max_seconds: float
     warm_runs: int
     spare_threads: int
-    backend: str
+    backend: Literal["local", "ray"]
     ray: RaySettings
 
 
@@ -566,7 +566,7 @@ class Settings(_Section):
         "budget": _section(lambda: BudgetSettings),
     }
     lm: str | None
-    adapter: str | None
+    adapter: Literal["chat", "json", "xml"] | None
     temperature: float | None
     max_tokens: int | None
     track_usage: bool
