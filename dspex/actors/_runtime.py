@@ -383,7 +383,7 @@ class Runtime(ProgramRuns):
 
         self.whereis("cache").ask(Flush(), timeout=timeout)
         self.telemetry.flush()
-        call(self.whereis("telemetry"), "metrics", timeout=timeout)
+        call(self.whereis("telemetry"), "drain", timeout=timeout)  # prices nothing
 
     def reconfigure_cache(self) -> None:
         """Rebuild the cache store from the current settings (``configure_cache``)."""

@@ -435,6 +435,11 @@ class Telemetry(Actor):
             "events": self._events,
         }
 
+    def drain(self) -> int:
+        """Handle every queued event (none is priced yet); the count of events handled."""
+        self._drain_all()
+        return self._events
+
     def history(self, n: int = 1) -> list[HistoryEntry]:
         """The last ``n`` LM calls, oldest first."""
         self._drain_all()
