@@ -55,11 +55,9 @@ from dspex.supervision import (
     Registry,
     Strategy,
     Supervisor,
-    TreeNode,
     await_started,
     call,
     shutdown,
-    tree,
 )
 
 if TYPE_CHECKING:
@@ -67,6 +65,7 @@ if TYPE_CHECKING:
     from dspex.actors._program_server import ServerDirectory, ServerHandle
     from dspex.actors._server_requests import ServerFuture
     from dspex.config import Settings
+    from dspex.supervision import TreeNode
 
 __all__ = ["Runtime"]
 
@@ -337,6 +336,8 @@ class Runtime(ProgramRuns):
         root = self._root
         if root is None:
             raise ActorStoppedError("the dspex runtime is not running")
+        from dspex.supervision import tree  # only a tree query loads the walker
+
         local = tree(root, timeout=timeout)
         remote = [
             branch
