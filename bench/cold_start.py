@@ -159,10 +159,11 @@ def main() -> None:
     print("   a floor's import is `import asyncio`)")
     split = [statistics.median(r[i] * 1000 for r in samples["dspex"]) for i in (1, 3, 4, 5, 6)]
     names = ("import", "LM()", "configure", "Predict()", "call")
-    print("  dspex split (medians): " + ", ".join(f"{n} {v:.1f}" for n, v in zip(names, split)))
-    for name in medians:
+    shown = ", ".join(f"{n} {v:.1f}" for n, v in zip(names, split, strict=True))
+    print("  dspex split (medians): " + shown)
+    for name, median in medians.items():
         if name.startswith("floor"):
-            print(f"  dspex / {name}: {medians['dspex'] / medians[name]:.2f}x")
+            print(f"  dspex / {name}: {medians['dspex'] / median:.2f}x")
     if "DSPy" not in samples:
         print(f"  DSPy: skipped ({DSPY_PYTHON} not found or --no-dspy)")
 
