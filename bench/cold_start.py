@@ -65,13 +65,16 @@ head = (f"POST {{url.path}}/chat/completions HTTP/1.1\\r\\nHost: {{url.netloc}}\
         "Content-Type: application/json\\r\\nAuthorization: Bearer sk-bench-key\\r\\n"
         f"Content-Length: {{len(body)}}\\r\\n\\r\\n").encode()
 """
-FLOOR_HTTP_CLIENT = """
+FLOOR_HTTP_CLIENT = (
+    """
 import sys, time
 start, cpu = time.perf_counter(), time.process_time()
 import asyncio
 imported = time.perf_counter()
 import http.client, json, urllib.parse, uuid
-""" + _POST + """
+"""
+    + _POST
+    + """
 conn = http.client.HTTPConnection(url.hostname, url.port)
 conn.request("POST", url.path + "/chat/completions", body,
              {{"Content-Type": "application/json", "Authorization": "Bearer sk-bench-key"}})
@@ -79,13 +82,17 @@ answer = json.loads(conn.getresponse().read())["choices"][0]["message"]["content
 end = time.perf_counter()
 print(end - start, imported - start, time.process_time() - cpu)
 """
-FLOOR_STREAM = """
+)
+FLOOR_STREAM = (
+    """
 import sys, time
 start, cpu = time.perf_counter(), time.process_time()
 import asyncio
 imported = time.perf_counter()
 import json, urllib.parse, uuid
-""" + _POST + """
+"""
+    + _POST
+    + """
 async def post():
     reader, writer = await asyncio.open_connection(url.hostname, url.port)
     writer.write(head + body)
@@ -98,6 +105,7 @@ answer = asyncio.run(post())
 end = time.perf_counter()
 print(end - start, imported - start, time.process_time() - cpu)
 """
+)
 
 
 def run_child(python: str, module: str, url: str, env: dict[str, str]) -> tuple[float, ...]:
