@@ -5,7 +5,7 @@
 A ``FakeOpenAI`` and a client in the same process (as in the tests) send
 ``--requests`` POSTs at once; the fake holds each for ``--latency`` seconds.
 Two clients, interleaved: ``httpx.AsyncClient`` (what the tests use) and
-dspex's own ``H11Transport`` (the LM client's default transport), so the fake's share
+dspex's own ``HttptoolsTransport`` (the LM client's default transport), so the fake's share
 can be told from the client's. Prints each round's wall time against the
 ideal (one latency: every request held at the same time), the medians, and
 the most requests the server held at once; a serial server would take
@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from dspex.actors._lm._transport_h11 import H11Transport
+from dspex.actors._lm._transport_httptools import HttptoolsTransport
 from dspex.testing import FakeOpenAI
 
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello there"}]}
@@ -41,7 +41,7 @@ async def burst_httpx(url: str, n: int) -> list[int]:
 
 
 async def burst_pool(url: str, n: int) -> list[int]:
-    pool = H11Transport()
+    pool = HttptoolsTransport()
     body = json.dumps(CHAT).encode()
     headers = {"content-type": "application/json", **AUTH}
     try:
@@ -55,7 +55,7 @@ async def burst_pool(url: str, n: int) -> list[int]:
 
 CLIENTS: dict[str, Callable[[str, int], Awaitable[list[int]]]] = {
     "httpx.AsyncClient": burst_httpx,
-    "dspex H11Transport": burst_pool,
+    "dspex HttptoolsTransport": burst_pool,
 }
 
 

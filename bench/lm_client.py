@@ -4,13 +4,14 @@
 
 The fake server runs in a child process so it does not compete with the
 client for the GIL. Prints, per call: a raw ``httpx.Client`` POST, a raw
-``httpx.AsyncClient`` POST on a private loop, the client's two transports
-(``H11Transport``, ``HttpxTransport``) on a private loop (the floor: same
-HTTP, no handoff, no pipeline), and ``LMHandle.generate`` through the
-LMClient actor with each transport; then the overhead of the handle over each
-raw call, 256 identical in-flight calls (upstream requests made), 1000 calls
-from 128 threads and 2000 from 500 threads at 100 ms server latency (wall
-time, client CPU per call, peak requests in flight at the server).
+``httpx.AsyncClient`` POST on a private loop, the client's three transports
+(``HttptoolsTransport``, the default; ``H11Transport``; ``HttpxTransport``)
+on a private loop (the floor: same HTTP, no handoff, no pipeline), and
+``LMHandle.generate`` through the LMClient actor with each transport; then
+the overhead of the handle over each raw call, 256 identical in-flight
+calls (upstream requests made), 1000 calls from 128 threads and 2000 from
+500 threads at 100 ms server latency (wall time, client CPU per call, peak
+requests in flight at the server).
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ import httpx
 from dspex.actors._lm._client import LMClient
 from dspex.actors._lm._handle import LMHandle
 from dspex.actors._lm._resilience import LMClientConfig
+from dspex.actors._lm._transport import Transport
 from dspex.actors._lm._transport_h11 import H11Transport
+from dspex.actors._lm._transport_httptools import HttptoolsTransport
 from dspex.actors._lm._transport_httpx import HttpxTransport
 
 
@@ -103,13 +106,13 @@ def bench_overhead(calls: int) -> None:
         r = await aclient.post(f"{url}/chat/completions", json=body(i), headers=headers)
         return r.json()["choices"][0]["message"]["content"]
 
-    async def make() -> tuple[H11Transport, HttpxTransport]:
-        return H11Transport(), HttpxTransport()
+    async def make() -> tuple[HttptoolsTransport, H11Transport, HttpxTransport]:
+        return HttptoolsTransport(), H11Transport(), HttpxTransport()
 
-    h11_transport, httpx_transport = loop.run_until_complete(make())
+    httptools_transport, h11_transport, httpx_transport = loop.run_until_complete(make())
     pool_headers = {"content-type": "application/json", **headers}
 
-    def transported(transport: H11Transport | HttpxTransport) -> Callable[[int], object]:
+    def transported(transport: Transport) -> Callable[[int], object]:
         async def send(i: int) -> object:
             reply = await transport.request(
                 "POST", f"{url}/chat/completions", pool_headers, json.dumps(body(i)).encode()
@@ -119,7 +122,7 @@ def bench_overhead(calls: int) -> None:
         return lambda i: loop.run_until_complete(send(i))
 
     refs, handles = [], {}
-    for name in ("h11", "httpx"):
+    for name in ("httptools", "h11", "httpx"):
         config = LMClientConfig(transport=name)
         ref = LMClient.start_link("openai/bench", api_base=url, api_key="sk-bench", config=config)
         refs.append(ref)
@@ -133,8 +136,10 @@ def bench_overhead(calls: int) -> None:
         {
             "raw httpx.Client": raw_sync,
             "raw httpx.AsyncClient": lambda i: loop.run_until_complete(one(i)),
+            "raw HttptoolsTransport": transported(httptools_transport),
             "raw H11Transport": transported(h11_transport),
             "raw HttpxTransport": transported(httpx_transport),
+            "LMHandle.generate (httptools)": via_handle("httptools"),
             "LMHandle.generate (h11)": via_handle("h11"),
             "LMHandle.generate (httpx)": via_handle("httpx"),
         },
@@ -144,13 +149,19 @@ def bench_overhead(calls: int) -> None:
         ref.stop()
     client.close()
     loop.run_until_complete(aclient.aclose())
+    loop.run_until_complete(httptools_transport.aclose())
     loop.run_until_complete(h11_transport.aclose())
     loop.run_until_complete(httpx_transport.aclose())
     loop.close()
     server.stop()
     for name, (us, cpu_us) in results.items():
         print(f"{name:28s}{us:8.1f} µs/call  (client CPU {cpu_us:6.1f} µs/call)")
-    for name, raw in (("h11", "raw H11Transport"), ("httpx", "raw HttpxTransport")):
+    pairs = (
+        ("httptools", "raw HttptoolsTransport"),
+        ("h11", "raw H11Transport"),
+        ("httpx", "raw HttpxTransport"),
+    )
+    for name, raw in pairs:
         handle_us = results[f"LMHandle.generate ({name})"][0]
         print(f"  handle ({name}) overhead vs {raw[4:]:18s}{handle_us - results[raw][0]:8.1f} µs")
 

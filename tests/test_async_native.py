@@ -329,3 +329,53 @@ def test_an_lm_called_directly_can_be_awaited(
     assert grown == 0
     with pytest.raises(dspex.errors.UsageError, match="exactly one of prompt= or messages="):
         asyncio.run(lm.acall())
+
+
+def test_answers_wake_the_callers_loop_once_per_burst() -> None:
+    """A burst of answers from the client's thread costs one wake-up of the caller's loop."""
+    loop = asyncio.new_event_loop()
+    wakes: list[object] = []
+    threadsafe = loop.call_soon_threadsafe
+
+    def counting(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        wakes.append(callback)
+        return threadsafe(callback, *args, **kwargs)
+
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+
+    async def main() -> list[Any]:
+        attempts = [AsyncAttempt(asyncio.get_running_loop()) for _ in range(50)]
+
+        def answer_all() -> None:  # as the client's loop thread would
+            for i, attempt in enumerate(attempts):
+                attempt.resolve(LMResponse((), model=f"m{i}"), CallInfo())
+
+        other = threading.Thread(target=answer_all)
+        other.start()
+        other.join(10)  # the caller's loop is blocked meanwhile: every answer is pending
+        await asyncio.wait_for(asyncio.gather(*(a.future for a in attempts)), 10)
+        return [a.value.model for a in attempts if isinstance(a.value, LMResponse)]
+
+    try:
+        assert loop.run_until_complete(main()) == [f"m{i}" for i in range(50)]
+    finally:
+        loop.close()
+    assert len(wakes) == 1
+
+
+def test_the_call_timer_and_a_late_answer_settle_once() -> None:
+    async def main() -> list[tuple[bool, bool, bool]]:
+        loop = asyncio.get_running_loop()
+        answered_first = AsyncAttempt(loop)
+        answered_first.resolve(LMResponse(()), CallInfo())
+        answered_first.expire()  # the timer fires after the answer got in: ignored
+        expired_first = AsyncAttempt(loop)
+        expired_first.expire()
+        expired_first.resolve(LMResponse(()), CallInfo())  # too late: dropped
+        await asyncio.sleep(0)
+        return [
+            (a.future.done(), a.expired, a.value is not None)
+            for a in (answered_first, expired_first)
+        ]
+
+    assert asyncio.run(main()) == [(True, False, True), (True, True, False)]

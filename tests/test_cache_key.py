@@ -83,6 +83,44 @@ def test_keys_of_existing_requests_are_unchanged() -> None:
     assert request_key(LMRequest("openai/gpt-4o-mini", MESSAGES, params), SCOPE) == PINNED["plain"]
 
 
+# Plain chat messages (what every adapter sends) take a fast path through the
+# scrubbing; these keys were computed by the code before that path existed.
+PLAIN_CASES = [
+    (
+        ({"role": "system", "content": "Be brief. é"}, {"role": "user", "content": "Q?"}),
+        "6c330c5868664920629d27bd658f23b4fb5649a66da49aa42ee8fdff2f2bcaed",
+    ),
+    # A None value and a secret-named key are dropped, as before: the same key.
+    (
+        ({"role": "user", "content": "x", "name": None},),
+        "af86ad32bc364b3200f3ad8f0fa76a471a3724a4ab437ece7839199abca9119c",
+    ),
+    (
+        ({"role": "user", "content": "x", "api_key": KEY},),
+        "af86ad32bc364b3200f3ad8f0fa76a471a3724a4ab437ece7839199abca9119c",
+    ),
+    (
+        ({"role": "user", "content": "x", 1: "y"},),
+        "1e9038834a096ba7b637753c764d6ef0c818c018c9ff11dfd9bba6ea7e3192b0",
+    ),
+    (
+        (
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]},
+            {"role": "tool", "content": "r", "tool_call_id": "1"},
+        ),
+        "f6e854d3df158cf99ba1cc03832c3392b6951b7839047d644ecd27c70dcddf4a",
+    ),
+]
+
+
+@pytest.mark.parametrize(("messages", "pinned"), PLAIN_CASES)
+def test_keys_of_plain_chat_messages_are_unchanged(
+    messages: tuple[dict[Any, Any], ...], pinned: str
+) -> None:
+    request = LMRequest("openai/m", messages, {"temperature": 0.0, "max_tokens": 10})
+    assert request_key(request, "http://x") == pinned
+
+
 def test_a_handle_builds_the_pinned_key_from_a_call() -> None:
     from dspex.actors._lm._handle import LMHandle
     from dspex.actors._lm._slot import ClientSlot
@@ -156,3 +194,66 @@ def test_an_lm_loaded_from_a_dspy_file_sends_no_dspy_state_fields(
     assert sent.json["max_completion_tokens"] == 4000 and sent.json["temperature"] == 0.0
     for name in ("launch_kwargs", "train_kwargs", "finetuning_model", "num_retries", "cache"):
         assert name not in sent.json, name
+
+
+def _reference_key(request: LMRequest, api_base: str | None) -> str:
+    """The key as first written: json.dumps of the scrubbed payload (must stay equal)."""
+    import hashlib
+    import json
+
+    from dspex.actors._lm._cache_key import _jsonable, _scrubbed
+
+    payload = {
+        "model": request.model,
+        "api_base": api_base,
+        "messages": [_scrubbed(m) for m in request.messages],
+        "params": _scrubbed(request_params(request.params)),
+    }
+    text = json.dumps(
+        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_jsonable
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_the_piecewise_key_equals_the_reference_for_many_requests() -> None:
+    import random
+
+    rng = random.Random(7)
+    texts = ["", "plain", 'quote " and \\ backslash', "é ü 日本 \u2028", "a\nb\tc", "{}[]"]
+    values: list[Any] = [None, 0, 1, True, False, 0.0, -0.0, 1.5, float("inf"), "x", [1, "a"]]
+
+    def message() -> Any:
+        kind = rng.randrange(6)
+        if kind == 0:
+            return {"role": rng.choice(["user", "system"]), "content": rng.choice(texts)}
+        if kind == 1:
+            return {"content": rng.choice(texts), "role": "assistant"}  # other key order
+        if kind == 2:
+            return {"role": "user", "content": [{"type": "text", "text": rng.choice(texts)}]}
+        if kind == 3:
+            return {"role": "user", "content": rng.choice(values), "name": rng.choice(values)}
+        if kind == 4:
+            return {"role": "user", "content": "x", "api_key": KEY}
+        return {"role": rng.choice(texts), "content": rng.choice(texts), "tool_call_id": "1"}
+
+    for _ in range(300):
+        msgs = tuple(message() for _ in range(rng.randrange(0, 5)))
+        params = {rng.choice(["temperature", "n", "stop", "seed"]): rng.choice(values)}
+        model = rng.choice(["openai/m", "é/m"])
+        scope = rng.choice([None, SCOPE, 'http://"odd"'])
+        request = LMRequest(model, msgs, params)
+        # Twice: the second time the earlier messages' JSON comes from the memo.
+        assert request_key(request, scope) == _reference_key(request, scope)
+        assert request_key(request, scope) == _reference_key(request, scope)
+
+
+def test_the_message_memo_stays_bounded() -> None:
+    from dspex.actors._lm import _cache_key
+
+    big = "x" * 300_000
+    for i in range(40):  # 40 distinct large system messages: 24 M characters of JSON + content
+        request = LMRequest("m", ({"role": "system", "content": f"{i}{big}"}, MESSAGES[0]), {})
+        request_key(request, None)
+    kept = sum(len(v) + len(k[1]) for k, v in _cache_key._MESSAGE_JSON.items())
+    assert kept <= _cache_key._MESSAGE_JSON_CHARS
+    assert len(_cache_key._MESSAGE_JSON) <= _cache_key._MESSAGE_JSON_KEPT

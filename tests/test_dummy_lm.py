@@ -174,3 +174,18 @@ def test_a_subclass_overriding_call_is_called_as_dspys_adapters_call_it() -> Non
     with dspex.context(lm=lm):
         assert dspex.Predict("question -> answer")(question="2+2?").answer == "4"
     assert len(seen) == 1 and seen[0]["messages"][-1]["role"] == "user"
+
+
+def test_history_follows_dspy_settings_and_calls_counts_every_answer() -> None:
+    lm = DummyLM([{"answer": str(i)} for i in range(6)])
+    with dspex.context(lm=lm, max_history_size=2):
+        for i in range(3):
+            dspex.Predict("question -> answer")(question=f"q{i}")
+    assert len(lm.history) == 2
+    assert "q2" in str(lm.history[-1]["messages"]) and "q1" in str(lm.history[0]["messages"])
+    with dspex.context(lm=lm, disable_history=True):
+        dspex.Predict("question -> answer")(question="q3")
+    assert len(lm.history) == 2 and "q1" in str(lm.history[0]["messages"])
+    assert lm.calls == 4
+    lm.reset()
+    assert lm.calls == 0 and lm.history == []

@@ -274,3 +274,38 @@ def test_no_running_runtime_means_no_recording(monkeypatch: pytest.MonkeyPatch) 
     assert dspex.inspect_history(3) == ""
     shared.telemetry.flush()
     assert all(entry.messages != tuple(marker) for entry in shared.history(500))
+
+
+def test_a_cache_hit_reports_the_events_and_history_of_before(
+    start_runtime: StartRuntime, fake: FakeOpenAI
+) -> None:
+    # A hit is queued as one record; the actor still shows it as start + stop.
+    rt = start_runtime()
+    seen, outcome = _collect(rt, {"openai/test-model"})
+    real = make_lm(fake)
+    qa = dspex.Predict("question -> answer")
+    assert qa(question="twice", lm=real).answer == "twice"
+    assert outcome.wait(5)
+    outcome.clear()
+    assert qa(question="twice", lm=real).answer == "twice"
+    assert outcome.wait(5)
+    assert fake.request_count == 1
+    _, miss_stop, hit_start, hit_stop = seen
+    assert [e.name for e in seen] == ["lm.request.start", "lm.request.stop"] * 2
+    assert hit_start.data == {"model": "openai/test-model"}
+    assert set(hit_stop.data) == set(miss_stop.data) == STOP_KEYS
+    assert hit_stop.data["cache_hit"] is True and hit_stop.data["cost"] == 0.0
+    assert (hit_stop.data["retries"], hit_stop.data["shared"]) == (0, False)
+    assert hit_stop.data["messages"] == miss_stop.data["messages"]
+    assert hit_stop.data["outputs"] == miss_stop.data["outputs"] == [chat_answer("twice")]
+    assert hit_stop.data["kwargs"] == miss_stop.data["kwargs"]
+    assert hit_start.time <= hit_stop.time and miss_stop.time <= hit_start.time
+    entries = rt.history(2)
+    assert [e.cache_hit for e in entries] == [False, True]
+    assert entries[1].messages == entries[0].messages and entries[1].cost == 0.0
+    stats = rt.metrics()["models"]["openai/test-model"]
+    assert (stats["requests"], stats["cache_hits"]) == (2, 1)
+    with dspex.context(disable_history=True):
+        qa(question="twice", lm=real)  # counted, not kept
+    assert rt.metrics()["models"]["openai/test-model"]["cache_hits"] == 2
+    assert [e.cache_hit for e in rt.history(3)] == [False, True]

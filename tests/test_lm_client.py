@@ -347,9 +347,9 @@ def test_the_transport_setting_picks_the_http_client(
     for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}/unused")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # bypassed: auto stays on h11
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # bypassed: auto stays on httptools
     used = {}
-    for setting in ("auto", "h11", "httpx"):
+    for setting in ("auto", "httptools", "h11", "httpx"):
         config = LMClientConfig(transport=setting)
         ref = LMClient.start_link(MODEL, api_base=fake.url, api_key=KEY, config=config)
         try:
@@ -359,7 +359,12 @@ def test_the_transport_setting_picks_the_http_client(
             used[setting] = handle.slot.endpoint.transports
         finally:
             ref.stop(timeout=10)
-    assert used == {"auto": ("h11",), "h11": ("h11",), "httpx": ("httpx",)}
+    assert used == {
+        "auto": ("httptools",),
+        "httptools": ("httptools",),
+        "h11": ("h11",),
+        "httpx": ("httpx",),
+    }
 
 
 # -- bounded, decoded response bodies ---------------------------------------------------

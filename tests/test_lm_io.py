@@ -394,17 +394,19 @@ def test_body_reader_bounds_a_body_without_a_length() -> None:
 
 def test_choose_transport() -> None:
     proxies = {"http": "http://proxy:3128"}
-    assert choose_transport("auto", "http://api.example/v1", {}) == "h11"
+    assert choose_transport("auto", "http://api.example/v1", {}) == "httptools"
     assert choose_transport("auto", "http://api.example/v1", proxies) == "httpx"
-    assert choose_transport("auto", "https://api.example/v1", proxies) == "h11"
+    assert choose_transport("auto", "https://api.example/v1", proxies) == "httptools"
     assert choose_transport("h11", "http://api.example/v1", proxies) == "h11"
+    assert choose_transport("httptools", "http://api.example/v1", proxies) == "httptools"
     assert choose_transport("httpx", "https://api.example/v1", {}) == "httpx"
     everything = {"all": "socks5://proxy:1080"}
     assert choose_transport("auto", "https://api.example/v1", everything) == "httpx"
 
 
-def test_h11_transport_runs_on_uvloop() -> None:
-    """Under uvloop's loop policy (Ray workers, uvicorn) the h11 transport still connects.
+@pytest.mark.parametrize("name", ["httptools", "h11"])
+def test_native_transports_run_on_uvloop(name: TransportName) -> None:
+    """Under uvloop's loop policy (Ray workers, uvicorn) the native transports still connect.
 
     uvloop's transports are not ``asyncio.Transport`` subclasses; an
     ``isinstance`` check in ``connection_made`` failed every request there.
@@ -415,7 +417,7 @@ def test_h11_transport_runs_on_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     try:
         with FakeOpenAI() as fake:
-            wire = Wire("h11")
+            wire = Wire(name)
             try:
                 reply = wire.request("GET", f"{fake.url}/models", timeout=5)
                 assert "uvloop" in type(wire.io.loop).__module__

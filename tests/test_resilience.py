@@ -492,7 +492,9 @@ def test_config_reads_the_settings_group_and_validates() -> None:
     assert config.replace(tpm=1000).tpm == 1000
     with pytest.raises(ConfigError, match=r"lm_client\.max_in_flight=0"):
         LMClientConfig(max_in_flight=0)
-    with pytest.raises(ConfigError, match=r"lm_client\.transport='curl'.*'auto', 'h11' or 'httpx'"):
+    with pytest.raises(
+        ConfigError, match=r"lm_client\.transport='curl'.*'auto', 'httptools', 'h11' or 'httpx'"
+    ):
         LMClientConfig(transport="curl")
     with pytest.raises(ConfigError, match=r"lm_client\.max_response_bytes=0"):
         LMClientConfig(max_response_bytes=0)

@@ -472,6 +472,50 @@ def test_run_events_reach_telemetry_in_order(start_runtime: StartRuntime) -> Non
     assert (runs["started"], runs["succeeded"], runs["failed"]) == (2, 1, 1)
 
 
+def test_run_events_keep_their_data_and_count_without_listeners(
+    start_runtime: StartRuntime,
+) -> None:
+    # Runs are queued as compact notes; the actor counts them directly when
+    # nobody listens and builds the events (same data as before) when someone does.
+    rt = start_runtime()
+
+    def fails() -> None:
+        raise KeyError("no")
+
+    assert rt.run(lambda: 1, label="quiet") == 1
+    with pytest.raises(KeyError):
+        rt.run(fails, label="quiet")
+    runs = rt.metrics()["runs"]
+    assert (runs["started"], runs["succeeded"], runs["failed"]) == (2, 1, 1)
+    assert runs["errors"] == {"KeyError": 1} and runs["p50_ms"] is not None
+    events_before = rt.metrics()["events"]
+
+    seen: list[Any] = []
+    done = threading.Event()
+
+    def subscriber(event: Any) -> None:  # the Telemetry actor's thread
+        if event.name.startswith("program.run."):
+            seen.append(event)
+            if len(seen) == 4:
+                done.set()
+
+    rt.whereis("telemetry").proxy().subscribe(subscriber).get(timeout=5)
+    assert rt.run(lambda: 1, label="heard") == 1
+    with pytest.raises(KeyError):
+        rt.run(fails, label="heard")
+    assert done.wait(5)
+    start, stop, _, failed = seen
+    assert start.data == {"run_id": start.data["run_id"], "label": "heard"}
+    assert set(stop.data) == {"run_id", "label", "duration_ms"}
+    assert stop.data["run_id"] == start.data["run_id"] and stop.data["duration_ms"] >= 0
+    assert set(failed.data) == {"run_id", "label", "duration_ms", "error"}
+    assert failed.data["error"] == "KeyError"
+    assert start.time <= stop.time <= failed.time
+    after = rt.metrics()
+    assert after["runs"]["started"] == 4 and after["runs"]["errors"] == {"KeyError": 2}
+    assert after["events"] >= events_before + 4
+
+
 def test_a_long_runs_start_event_is_not_held_back(start_runtime: StartRuntime) -> None:
     rt = start_runtime()
     started = threading.Event()

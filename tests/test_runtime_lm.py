@@ -212,7 +212,9 @@ def test_transport_and_response_limit_come_from_settings_or_the_lm(
     endpoint = direct.handle(rt).slot.endpoint
     assert endpoint is not None and endpoint.transports == ("h11",)
     assert endpoint.config.max_response_bytes == 1 << 20
-    with pytest.raises(UsageError, match=r"transport='curl'.*'auto', 'h11' or 'httpx'"):
+    with pytest.raises(
+        UsageError, match=r"transport='curl'.*'auto', 'httptools', 'h11' or 'httpx'"
+    ):
         dspex.LM("openai/m", transport="curl")
 
 

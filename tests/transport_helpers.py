@@ -1,4 +1,4 @@
-"""Drive an LM transport (h11 or httpx) on its own IOLoop from a test's thread."""
+"""Drive an LM transport (httptools, h11 or httpx) on its own IOLoop from a test's thread."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from dspex.actors._lm._transport import (
     TransportName,
 )
 from dspex.actors._lm._transport_h11 import H11Transport
+from dspex.actors._lm._transport_httptools import HttptoolsTransport
 from dspex.actors._lm._transport_httpx import HttpxTransport
 from dspex.actors._lm._types import LMResponse
 
-TRANSPORTS: tuple[TransportName, ...] = ("h11", "httpx")
-"""Every transport; fixtures parametrized over it run each test over both."""
+TRANSPORTS: tuple[TransportName, ...] = ("httptools", "h11", "httpx")
+"""Every transport; fixtures parametrized over it run each test over each."""
 
 
 class Wire:
@@ -30,8 +31,12 @@ class Wire:
         self.io.start()
 
         async def make() -> Transport:
-            kind = H11Transport if name == "h11" else HttpxTransport
-            return kind(**options)
+            kinds: dict[str, type[Transport]] = {
+                "httptools": HttptoolsTransport,
+                "h11": H11Transport,
+                "httpx": HttpxTransport,
+            }
+            return kinds[name](**options)
 
         self.transport = self.io.run(make(), 5)
 

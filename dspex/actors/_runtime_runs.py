@@ -115,7 +115,7 @@ class ProgramRuns:
             ref = self._take_spare() or self._start_run(programs, run)
             # No wake-up of Telemetry for this: the stop event carries it along
             # (and a long run's _await_run flushes it).
-            self.telemetry.emit_later("program.run.start", run_id=run.run_id, label=label)
+            self.telemetry.run_event("program.run.start", run.run_id, label, nudge=False)
             started = time.perf_counter()
             # The run starts the spare that replaces it, in its own thread.
             before = self._refill if self.settings.runtime.warm_runs else None
@@ -155,7 +155,7 @@ class ProgramRuns:
             process = LightProcess(ProgramRun, run.cancelled.set)
             adopt_child(programs, process, ChildSpec(f"run-{run.run_id}", _adopted, _TEMPORARY))
             # Nudged: no waiting caller flushes a long run's start event later.
-            self.telemetry.emit("program.run.start", run_id=run.run_id, label=run.label)
+            self.telemetry.run_event("program.run.start", run.run_id, run.label)
             started = time.perf_counter()
             reason: ExitReason = NORMAL
             try:
@@ -212,7 +212,7 @@ class ProgramRuns:
 
         process = LightProcess(ProgramRun, stop)
         adopt_child(programs, process, ChildSpec(f"run-{run.run_id}", _adopted, _TEMPORARY))
-        self.telemetry.emit("program.run.start", run_id=run.run_id, label=run.label)
+        self.telemetry.run_event("program.run.start", run.run_id, run.label)
         started = time.perf_counter()
         reason: ExitReason = NORMAL
         token = enter_run(run)
@@ -264,7 +264,7 @@ class ProgramRuns:
             run = RunContext(deadline=deadline, label=label, runtime=self)
             reply: Future[Any] = Future()
             ref = self._take_spare() or self._start_run(programs, run)
-            self.telemetry.emit_later("program.run.start", run_id=run.run_id, label=label)
+            self.telemetry.run_event("program.run.start", run.run_id, label, nudge=False)
             started = time.perf_counter()
             before = self._refill if self.settings.runtime.warm_runs else None
             ref.tell(RunJob(fn, contextvars.copy_context(), run, reply, before))
@@ -387,17 +387,15 @@ class ProgramRuns:
     def record_run(self, run: RunContext, duration_ms: float, error: BaseException | None) -> None:
         """Report a finished run to telemetry (also for runs executed inline, e.g. by Evaluate)."""
         if error is None:
-            self.telemetry.emit(
-                "program.run.stop", run_id=run.run_id, label=run.label, duration_ms=duration_ms
-            )
+            self.telemetry.run_event("program.run.stop", run.run_id, run.label, duration_ms)
         else:
             original = getattr(error, "original", None) or error
-            self.telemetry.emit(
+            self.telemetry.run_event(
                 "program.run.exception",
-                run_id=run.run_id,
-                label=run.label,
-                duration_ms=duration_ms,
-                error=type(original).__name__,
+                run.run_id,
+                run.label,
+                duration_ms,
+                type(original).__name__,
             )
 
 

@@ -27,6 +27,7 @@ from dspex.actors._lm._prices import LaterCost, PricedLater
 from dspex.actors._telemetry_emitter import (
     LINGER,
     LMCall,
+    RunNote,
     TelemetryEmitter,
     TelemetryEvent,
     _Drain,
@@ -261,6 +262,8 @@ class Telemetry(Actor):
                 break
             if isinstance(event, LMCall):
                 self._on_lm_call(event)
+            elif isinstance(event, RunNote):
+                self._on_run_note(event)
             elif isinstance(event, Event):
                 self._handle(TelemetryEvent(event.name, event.data, event.time))
             else:
@@ -378,6 +381,23 @@ class Telemetry(Actor):
         stats.latencies.append(call.duration_ms)
         if call.keep:
             self._history.append(call)
+
+    def _on_run_note(self, note: RunNote) -> None:
+        """Count a run's event as :meth:`_handle` would (building it only if it is seen)."""
+        if self._subscribers or self._logger is not None or _otel._tracing is not None:
+            self._handle(note.event())
+            return
+        self._events += 1
+        runs = self._runs
+        if note.name == "program.run.start":
+            runs.started += 1
+        elif note.name == "program.run.stop":
+            runs.succeeded += 1
+            if note.duration_ms is not None:
+                runs.latencies.append(note.duration_ms)
+        elif note.name == "program.run.exception":
+            runs.failed += 1
+            runs.errors[note.error or "Exception"] += 1
 
     def _on_run(self, name: str, data: Mapping[str, Any]) -> None:
         runs = self._runs

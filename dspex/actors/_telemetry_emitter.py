@@ -36,6 +36,7 @@ from dspex.supervision import Event
 __all__ = [
     "LINGER",
     "LMCall",
+    "RunNote",
     "TelemetryEmitter",
     "TelemetryEvent",
     "begin_lm_report",
@@ -213,6 +214,32 @@ class LMCall(NamedTuple):
         return start, TelemetryEvent(_STOP, data, self.time)
 
 
+class RunNote(NamedTuple):
+    """A program run's start, stop or exception, as queued by the caller.
+
+    Cheaper to build than a :class:`TelemetryEvent` (every top-level call makes
+    two); the Telemetry actor counts it directly and builds the event with
+    :meth:`event` only for a subscriber, the log or OpenTelemetry.
+    ``error`` is the exception's class name (``program.run.exception``).
+    """
+
+    name: str
+    run_id: int
+    label: str
+    duration_ms: float | None
+    error: str | None
+    time: float
+
+    def event(self) -> TelemetryEvent:
+        """The event :meth:`TelemetryEmitter.emit` would have queued."""
+        data: dict[str, Any] = {"run_id": self.run_id, "label": self.label}
+        if self.duration_ms is not None:
+            data["duration_ms"] = self.duration_ms
+        if self.error is not None:
+            data["error"] = self.error
+        return TelemetryEvent(self.name, data, self.time)
+
+
 @dataclass(frozen=True, slots=True)
 class _Drain:
     """Nudge from an emitter: handle the events queued in ``source``, then keep polling it."""
@@ -281,7 +308,9 @@ class TelemetryEmitter:
     def __init__(self, target: Callable[[], pykka.ActorRef[Any] | None]) -> None:
         self._target = target
         self._ref: pykka.ActorRef[Any] | None = None  # last incarnation resolved
-        self._pending: collections.deque[TelemetryEvent | Event | LMCall] = collections.deque()
+        self._pending: collections.deque[TelemetryEvent | Event | LMCall | RunNote] = (
+            collections.deque()
+        )
         # The incarnation that will look at the queue without a nudge: one
         # polling it, or one a nudge was sent to. The actor resets it.
         self._watcher: pykka.ActorRef[Any] | None = None
@@ -299,6 +328,19 @@ class TelemetryEmitter:
         one is sure to follow soon (e.g. a run's start, whose stop follows).
         """
         self._push(TelemetryEvent(name, data), nudge=False)
+
+    def run_event(
+        self,
+        name: str,
+        run_id: int,
+        label: str,
+        duration_ms: float | None = None,
+        error: str | None = None,
+        *,
+        nudge: bool = True,
+    ) -> None:
+        """Queue a ``program.run.*`` event as a :class:`RunNote` (caller's thread)."""
+        self._push(RunNote(name, run_id, label, duration_ms, error, time.time()), nudge=nudge)
 
     def flush(self) -> None:
         """Make sure queued events will be handled (a query made afterwards sees them)."""
@@ -323,18 +365,21 @@ class TelemetryEmitter:
         error: BaseException | None = None,
         *,
         params: Mapping[str, Any] | None = None,
+        keep: bool = True,
     ) -> None:
         """Report a finished call of an LM that does not report itself (caller's thread).
 
         Queues one :class:`LMCall`, which the actor expands into the events
         ``LMHandle`` sends. Only messages and completions are kept, never
-        request parameters whose names start with ``api_`` (where keys live).
+        request parameters whose names start with ``api_`` (where keys live);
+        ``keep=False`` keeps neither (an embeddings call, which is no history
+        entry). ``LMHandle`` reports its cache hits this way too.
         """
         marks = _reporting.get()
         if marks is not None:
             marks.append(True)
         gate = _history_off
-        keep = error is None and not (gate is not None and gate())
+        keep = keep and error is None and not (gate is not None and gate())
         failure = None if error is None else (type(error).__name__, getattr(error, "status", None))
         kept = history_params(params) if keep and params else {}
         call = LMCall(
@@ -362,7 +407,7 @@ class TelemetryEmitter:
                 return None
         return ref
 
-    def _push(self, event: TelemetryEvent | Event | LMCall, *, nudge: bool) -> None:
+    def _push(self, event: TelemetryEvent | Event | LMCall | RunNote, *, nudge: bool) -> None:
         ref = self._resolve()
         if ref is None:
             self.dropped += 1

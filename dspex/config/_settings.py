@@ -166,9 +166,11 @@ class LMClientSettings(_Section):
     api_base: Url | None = Field(
         default=None, description="base URL for every model; None = provider's"
     )
-    transport: Annotated[Literal["auto", "h11", "httpx"], BeforeValidator(_lower)] = Field(
-        default="auto",
-        description="HTTP client: auto = h11, httpx for URLs the environment proxies",
+    transport: Annotated[Literal["auto", "httptools", "h11", "httpx"], BeforeValidator(_lower)] = (
+        Field(
+            default="auto",
+            description="HTTP client: auto = httptools, httpx for URLs the environment proxies",
+        )
     )
     max_response_bytes: PositiveInt = Field(
         default=32 * 1024 * 1024,

@@ -217,7 +217,7 @@ def fan_out(
             lease=current_lease(),
         )
         if runtime is not None:
-            runtime.telemetry.emit("program.run.start", run_id=run.run_id, label=run.label)
+            runtime.telemetry.run_event("program.run.start", run.run_id, run.label)
         started = time.perf_counter()
         try:
             result = context.copy().run(_run_inline, run, body, value)

@@ -18,7 +18,7 @@ from dspex.actors import _otel
 from dspex.actors._callbacks import active_callbacks, ainvoke, check_callbacks, invoke
 from dspex.actors._program_run import current_run
 from dspex.errors import UsageError
-from dspex.programs._module_history import calling
+from dspex.programs._module_history import calling, enter_calling, leave_calling
 from dspex.programs._runtime_access import current_runtime
 from dspex.programs._settings import settings
 from dspex.programs._signature import Signature
@@ -299,12 +299,17 @@ class Module(BaseModule, metaclass=ProgramMeta):
             with otel.span(f"{role} {name}", attributes):
                 return self._forward_observed(args, kwargs)
         # Inline, not a call of _forward_observed: a traceback keeps the frames it had.
-        with calling(self):  # LM calls made under this module go to its history
+        # LM calls made under this module go to its history (calling(), without
+        # the generator a context manager costs on every call).
+        token = enter_calling(self)
+        try:
             callbacks = active_callbacks(self)
             if not callbacks:
                 return self.forward(*args, **kwargs)
             inputs = {"args": args, "kwargs": kwargs}
             return invoke(callbacks, "module", self, inputs, self.forward, *args, **kwargs)
+        finally:
+            leave_calling(token)
 
     def _forward_observed(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with calling(self):  # LM calls made under this module go to its history

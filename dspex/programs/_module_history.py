@@ -12,13 +12,13 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from dspex.actors._telemetry_emitter import new_uuid
 from dspex.programs._settings import current_settings
 
-__all__ = ["calling", "record_lm_call"]
+__all__ = ["calling", "enter_calling", "leave_calling", "record_lm_call"]
 
 _callers: ContextVar[tuple[Any, ...]] = ContextVar("dspex_caller_modules", default=())
 
@@ -33,6 +33,16 @@ def calling(module: Any) -> Iterator[None]:
         _callers.reset(token)
 
 
+def enter_calling(module: Any) -> Token[tuple[Any, ...]]:
+    """:func:`calling`'s entry, for a hot path that cannot afford a generator."""
+    return _callers.set((*_callers.get(), module))
+
+
+def leave_calling(token: Token[tuple[Any, ...]]) -> None:
+    """:func:`calling`'s exit: the modules running before :func:`enter_calling`."""
+    _callers.reset(token)
+
+
 def record_lm_call(
     lm: Any, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any], response: Any
 ) -> None:
@@ -42,13 +52,15 @@ def record_lm_call(
         return
     settings = current_settings()
     limit = settings.get("max_history_size", 10_000)
-    if settings.get("disable_history") or not limit:
+    if not limit or settings.get("disable_history"):
         return
     usage = getattr(response, "usage", None)
     entry = {
         "prompt": None,
         "messages": list(messages),
-        "kwargs": {k: v for k, v in params.items() if not str(k).startswith("api_")},
+        "kwargs": {k: v for k, v in params.items() if not str(k).startswith("api_")}
+        if params
+        else {},
         "response": response,
         "outputs": [c.text for c in getattr(response, "completions", ())],
         "usage": {
@@ -56,18 +68,30 @@ def record_lm_call(
             "completion_tokens": getattr(usage, "completion_tokens", 0),
         },
         "cost": None,
-        "timestamp": datetime.datetime.now().isoformat(),
+        "timestamp": _now().isoformat(),
         "uuid": new_uuid(),
         "model": getattr(lm, "model", None),
         "response_model": getattr(response, "model", None),
         "model_type": getattr(lm, "model_type", "chat"),
     }
+    if len(callers) == 1:  # the common case: one module (a Predict called at top level)
+        _append(callers[0], entry, limit)
+        return
     seen: set[int] = set()
     for module in callers:
         if id(module) in seen:  # a module calling itself recursively: one entry
             continue
         seen.add(id(module))
+        _append(module, entry, limit)
+
+
+_now = datetime.datetime.now
+
+
+def _append(module: Any, entry: dict[str, Any], limit: int) -> None:
+    history = module.__dict__.get("history")
+    if history is None:
         history = module.__dict__.setdefault("history", [])
-        while len(history) >= limit:
-            del history[0]
-        history.append(entry)
+    while len(history) >= limit:
+        del history[0]
+    history.append(entry)

@@ -39,9 +39,18 @@ class Prediction(Example):
             if isinstance(list_or_dict, Completions)
             else Completions(list_or_dict, signature=signature)
         )
-        obj = cls()
-        object.__setattr__(obj, "_completions", completions)
-        object.__setattr__(obj, "_store", {k: v[0] for k, v in completions._data.items()})
+        store = {k: v[0] for k, v in completions._data.items()}
+        if cls is not Prediction:  # a subclass's __init__ may set more
+            obj = cls()
+            object.__setattr__(obj, "_completions", completions)
+            object.__setattr__(obj, "_store", store)
+            return obj
+        # What cls() then the two assignments above leave, set at once (every Predict
+        # call builds one).
+        obj = object.__new__(cls)
+        obj.__dict__.update(
+            _demos=[], _input_keys=None, _store=store, _completions=completions, _lm_usage=None
+        )
         return obj
 
     @property

@@ -8,6 +8,7 @@ the first call runs, even on a default runtime the actors layer starts lazily.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, overload
 
 from dspex.programs._settings import install_caller_hooks
@@ -27,9 +28,23 @@ def current_runtime(start: bool = True) -> Runtime | None:
 
     ``start=False``: None when none runs, instead of starting the default one.
     """
+    lookup = _lookup
+    if lookup is None:
+        lookup = _first_lookup()
+    return lookup(start)
+
+
+def _first_lookup() -> Callable[[bool], Runtime | None]:
+    # The actors layer's lookup, imported on first use (the Runtime and all it
+    # starts load then, which keeps `import dspex` cheap), with the caller hooks
+    # installed before; later calls skip both (an import statement costs a
+    # microsecond even when the module is loaded).
+    global _lookup
     install_caller_hooks()
-    # Imported here: the Runtime and all it starts load on first use, which
-    # keeps `import dspex` cheap.
     from dspex.actors._current import current_runtime as runtime_for_call
 
-    return runtime_for_call(start)
+    _lookup = runtime_for_call
+    return runtime_for_call
+
+
+_lookup: Callable[[bool], Runtime | None] | None = None

@@ -18,7 +18,6 @@ Settings that no call could use (``num_threads=-1``) are refused when set.
 from __future__ import annotations
 
 import threading
-from collections import ChainMap
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -77,7 +76,25 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
     }
 )
 
-_overrides: ContextVar[Mapping[str, Any] | None] = ContextVar("dspex_settings", default=None)
+
+class _Overlay:
+    """The ``context()`` overrides in effect, with their merge over a global layer.
+
+    ``merged`` is ``(global layer, overrides over it)``, built on the first read
+    and again once ``configure`` replaces the global layer: the settings in
+    effect become one read-only dict, read at dict speed (a ChainMap's lookups
+    cost a few microseconds per Predict call). Any thread may rebuild it; the
+    tuple is replaced whole.
+    """
+
+    __slots__ = ("layered", "merged")
+
+    def __init__(self, layered: Mapping[str, Any]) -> None:
+        self.layered = layered
+        self.merged: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None
+
+
+_overrides: ContextVar[_Overlay | None] = ContextVar("dspex_settings", default=None)
 
 
 class Settings:
@@ -94,10 +111,14 @@ class Settings:
 
     def current(self) -> Mapping[str, Any]:
         """The settings in effect here: context overrides over the global layer."""
-        layered = _overrides.get()
-        if layered is None:
+        overlay = _overrides.get()
+        if overlay is None:
             return self._global
-        return ChainMap(layered, self._global)  # type: ignore[arg-type]
+        base = self._global
+        merged = overlay.merged
+        if merged is None or merged[0] is not base:
+            merged = overlay.merged = (base, MappingProxyType({**base, **overlay.layered}))
+        return merged[1]
 
     def configure(self, **kwargs: Any) -> None:
         """Set global settings (visible to every thread not overriding them)."""
@@ -126,9 +147,9 @@ class Settings:
             check_callbacks(kwargs["callbacks"], "dspex.context")
             scoped = scope_callbacks(kwargs["callbacks"])
         outer = _overrides.get()
-        layered = dict(outer) if outer is not None else {}
+        layered = dict(outer.layered) if outer is not None else {}
         layered.update(kwargs)
-        token = _overrides.set(MappingProxyType(layered))
+        token = _overrides.set(_Overlay(MappingProxyType(layered)))
         try:
             yield
         finally:
@@ -241,11 +262,11 @@ def history_disabled() -> bool:
     """DSPy's ``disable_history`` in effect here (runs once per LM call).
 
     Reads the context layer, then the global one, directly: building
-    ``settings.current()``'s ChainMap would cost about a microsecond a call.
+    ``settings.current()``'s merged view would cost more than these two lookups.
     """
-    layered = _overrides.get()
-    if layered is not None and "disable_history" in layered:
-        return bool(layered["disable_history"])
+    overlay = _overrides.get()
+    if overlay is not None and "disable_history" in overlay.layered:
+        return bool(overlay.layered["disable_history"])
     return bool(settings._global.get("disable_history"))
 
 

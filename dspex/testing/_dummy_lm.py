@@ -110,7 +110,9 @@ class DummyLM:
     ``messages``, ``kwargs``, ``response``, ``outputs``, ``usage``, ``cost``,
     ``timestamp``, ``uuid``, ``model``, ``response_model``, ``model_type``):
     ``kwargs`` are the call's own parameters, ``params`` those merged over
-    this LM's ``kwargs``.
+    this LM's ``kwargs``. As DSPy's LMs do, it keeps the newest
+    ``max_history_size`` calls and records nothing under ``disable_history``;
+    ``calls`` counts every answered request regardless.
     """
 
     model: str
@@ -145,6 +147,7 @@ class DummyLM:
             json_answers = "json" in type(adapter).__name__.lower()
         self.json_answers = json_answers
         self.history: list[dict[str, Any]] = []
+        self._calls = 0
         self._answers = answers if answers is not None else []
         self._next = 0
         self._lock = threading.Lock()
@@ -192,23 +195,28 @@ class DummyLM:
                 usage=usage,
                 model=self.model,
             )
-            self.history.append(
-                {
-                    "prompt": prompt,
-                    "messages": list(messages),
-                    "kwargs": dict(params),  # the call's own, as DSPy records them
-                    "params": merged,
-                    "response": response,
-                    "outputs": texts,
-                    "usage": usage,
-                    "cost": None,
-                    "timestamp": datetime.now().isoformat(),
-                    "uuid": new_uuid(),
-                    "model": self.model,
-                    "response_model": self.model,
-                    "model_type": self.model_type,
-                }
-            )
+            self._calls += 1
+            limit, recorded = _history_policy()
+            if recorded:
+                self.history.append(
+                    {
+                        "prompt": prompt,
+                        "messages": list(messages),
+                        "kwargs": dict(params),  # the call's own, as DSPy records them
+                        "params": merged,
+                        "response": response,
+                        "outputs": texts,
+                        "usage": usage,
+                        "cost": None,
+                        "timestamp": datetime.now().isoformat(),
+                        "uuid": new_uuid(),
+                        "model": self.model,
+                        "response_model": self.model,
+                        "model_type": self.model_type,
+                    }
+                )
+                if len(self.history) > limit:
+                    del self.history[: len(self.history) - limit]
         sink = STREAM_TO.get()
         if sink is not None and texts and texts[0]:
             # Inside dspex.streamify: the first answer streams word by word, as a provider would.
@@ -273,13 +281,14 @@ class DummyLM:
 
     @property
     def calls(self) -> int:
-        """How many requests this LM has answered."""
-        return len(self.history)
+        """How many requests this LM has answered (history may hold fewer: see ``history``)."""
+        return self._calls
 
     def reset(self) -> None:
         """Rewind the answer list and forget the history."""
         with self._lock:
             self._next = 0
+            self._calls = 0
             self.history.clear()
 
     def dump_state(self) -> dict[str, Any]:
@@ -290,7 +299,7 @@ class DummyLM:
         return self  # a service shared by program copies, like a real LM client
 
     def __repr__(self) -> str:
-        return f"DummyLM(calls={len(self.history)}, follow_examples={self.follow_examples})"
+        return f"DummyLM(calls={self._calls}, follow_examples={self.follow_examples})"
 
 
 def _register() -> None:
@@ -338,3 +347,12 @@ class DummyVectorizer:
         vectors -= vectors.mean(axis=1, keepdims=True)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-10
         return vectors
+
+
+def _history_policy() -> tuple[int, bool]:
+    """(bound, record?) for ``history`` from the settings where the call is made."""
+    from dspex.programs import current_settings
+
+    settings = current_settings()
+    limit = int(settings.get("max_history_size", 10_000) or 0)
+    return limit, bool(limit) and not settings.get("disable_history")

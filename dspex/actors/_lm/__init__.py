@@ -14,7 +14,8 @@ Read it top down, in the order a call takes:
 - ``_loop``: :class:`IOLoop`, the client's event loop thread.
 - ``_transport``: the HTTP seam: the ``Transport`` protocol, the shared body
   reader (decoding, size bound), transport errors, and which transport a URL
-  takes; ``_transport_h11`` (default, direct) and ``_transport_httpx``
+  takes; ``_transport_httptools`` (default, direct), ``_transport_h11``
+  (direct, on request; both on ``_transport_pool``) and ``_transport_httpx``
   (proxies, or on request) implement it.
 - ``_providers/``: wire formats (OpenAI-compatible chat and embeddings,
   OpenAI's Responses API, Anthropic, Gemini).

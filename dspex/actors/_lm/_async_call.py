@@ -13,10 +13,12 @@ the awaiting task leaves the request (the last waiter to leave cancels it).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -44,8 +46,9 @@ class AsyncAttempt:
 
     __slots__ = (
         "_claim",
-        "_loop",
+        "_waker",
         "cancelled",
+        "expired",
         "future",
         "info",
         "memo",
@@ -56,12 +59,13 @@ class AsyncAttempt:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sink: ChunkSink | None = None) -> None:
         self._claim = threading.Lock()
-        self._loop = loop
+        self._waker = _waker_for(loop)
         self.future: asyncio.Future[None] = loop.create_future()
         self.value: LMResponse | BaseException | None = None
         self.info = CallInfo()
         self.orphaned = False
         self.cancelled = False
+        self.expired = False
         self.sink = sink  # a streaming call's chunk sink, run on the client's loop
         self.memo: Memo | None = None  # see Attempt.memo
 
@@ -92,15 +96,75 @@ class AsyncAttempt:
         """Claim the attempt for a caller that gave up; False if an answer got in first."""
         return self._claim.acquire(blocking=False)
 
+    def expire(self) -> None:
+        """The call timeout passed (on the caller's loop): give up unless an answer got in."""
+        if self._claim.acquire(blocking=False):
+            self.expired = True
+            if not self.future.done():
+                self.future.set_result(None)
+
     def _wake(self) -> None:
-        # A closed loop raises RuntimeError: its caller is gone, nobody waits any more.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(_set_done, self.future)
+        self._waker.wake(self.future)
 
 
-def _set_done(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+class _LoopWaker:
+    """Completes futures of one event loop from other threads, a batch per wake-up.
+
+    A burst of answers (hundreds of awaited calls finishing together) costs
+    one ``call_soon_threadsafe`` (on asyncio's loop, a self-pipe write and a
+    GIL hand-off) per batch instead of one per answer. Same pattern as the
+    engine's inbox: append, then read the flag; the loop clears the flag
+    before it empties the queue, so nothing strands.
+    """
+
+    __slots__ = ("_loop", "_pending", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Weak: the waker is the value of a weak-keyed table whose key is this loop.
+        self._loop = weakref.ref(loop)
+        self._pending: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._scheduled = False
+
+    def wake(self, future: asyncio.Future[None]) -> None:
+        """Complete ``future`` (result None) on its loop soon; any thread."""
+        self._pending.append(future)
+        if not self._scheduled:
+            self._scheduled = True
+            loop = self._loop()
+            try:
+                if loop is not None:
+                    loop.call_soon_threadsafe(self._run)
+            except RuntimeError:  # the loop is closed: its callers are gone, nobody waits
+                self._scheduled = False
+
+    def _run(self) -> None:
+        self._scheduled = False
+        pending = self._pending
+        while pending:
+            future = pending.popleft()
+            if not future.done():
+                future.set_result(None)
+
+
+def _expire(attempt: AsyncAttempt) -> None:
+    attempt.expire()
+
+
+_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaker] = (
+    weakref.WeakKeyDictionary()
+)
+_wakers_lock = threading.Lock()
+
+
+def _waker_for(loop: asyncio.AbstractEventLoop) -> _LoopWaker:
+    """The loop's waker (made on first use; it goes with the loop)."""
+    waker = _wakers.get(loop)
+    if waker is None:
+        with _wakers_lock:
+            waker = _wakers.get(loop)
+            if waker is None:
+                waker = _wakers[loop] = _LoopWaker(loop)
+    return waker
 
 
 async def agenerate(
@@ -202,31 +266,33 @@ async def _call(
         wake = attempt.cancel
         if cancel is not None:
             cancel.add_waker(wake)
+        # A timer rather than asyncio.wait(timeout=): no waiter future, set or
+        # done callbacks per call. It claims the attempt itself, so a late
+        # answer finds it claimed and is dropped.
+        timer = loop.call_later(max(0.0, deadline - time.monotonic()), _expire, attempt)
         try:
-            # asyncio.wait never cancels the future, so a late answer can still land.
-            await asyncio.wait((attempt.future,), timeout=max(0.0, deadline - time.monotonic()))
+            await attempt.future
         except asyncio.CancelledError:
             endpoint.cancel(attempt)  # the awaiting task was cancelled: leave the request
             attempt.abandon()
             raise
         finally:
+            timer.cancel()
             if cancel is not None:
                 cancel.discard_waker(wake)
         if attempt.cancelled:
             endpoint.cancel(attempt)
             assert run is not None
             return _cancelled_error(run), CallInfo()
-        if not attempt.future.done():
+        if attempt.expired:
             endpoint.cancel(attempt)
-            if attempt.abandon():
-                timed_out = LMTimeoutError(
-                    f"model {handle.model!r}: no answer within the call timeout of "
-                    f"{budget:g}s (retries included); raise timeout/num_retries or "
-                    "check the provider",
-                    model=handle.model,
-                )
-                return timed_out, CallInfo()
-            await attempt.future  # an answer won the race: its wake-up is scheduled
+            timed_out = LMTimeoutError(
+                f"model {handle.model!r}: no answer within the call timeout of "
+                f"{budget:g}s (retries included); raise timeout/num_retries or "
+                "check the provider",
+                model=handle.model,
+            )
+            return timed_out, CallInfo()
         if attempt.orphaned:
             if tap is not None and tap.sent:
                 return _replay_refused(handle.model), CallInfo()

@@ -118,17 +118,64 @@ def request_key(request: LMRequest, api_base: str | None = None) -> str:
     for an ephemeral local server), so two endpoints serving the same model
     name never collide. Never holds an API key (see the module docstring).
     """
-    params = request_params(request.params)
-    payload = {
-        "model": request.model,
-        "api_base": api_base,
-        "messages": [_scrubbed(m) for m in request.messages],
-        "params": _scrubbed(params),
-    }
-    text = json.dumps(
-        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_jsonable
+    # Canonical JSON of {"model", "api_base", "messages", "params"} with sorted keys,
+    # written out piece by piece (the same bytes json.dumps gives for the dict):
+    # every message but the last is one a call repeats (the system message, demos,
+    # earlier turns), so its JSON is remembered rather than escaped again.
+    messages = request.messages
+    parts = [_message_json(m) for m in messages[:-1]]
+    if messages:
+        parts.append(_encode(_scrubbed_message(messages[-1])))
+    text = (
+        f'{{"api_base":{_encode(api_base)},"messages":[{",".join(parts)}],'
+        f'"model":{_encode(request.model)},"params":{_encode(_scrubbed(request_params(request.params)))}}}'
     )
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+_MESSAGE_JSON: dict[tuple[str, str], str] = {}  # (role, content) -> the message's JSON
+# Bounds: entries, and characters (the key keeps its content alive too); past
+# either the memo starts afresh. Approximate under threads, which is enough.
+_MESSAGE_JSON_KEPT = 1024
+_MESSAGE_JSON_CHARS = 4_000_000
+_memo_chars = [0]
+
+
+def _message_json(message: Any) -> str:
+    """The canonical JSON of one message, remembered for a plain ``{role, content}``."""
+    if type(message) is dict and len(message) == 2:
+        role, content = message.get("role"), message.get("content")
+        if type(role) is str and type(content) is str:
+            key = (role, content)
+            found = _MESSAGE_JSON.get(key)
+            if found is None:
+                found = _encode(message)  # a plain message is its own scrubbed form
+                size = len(found) + len(content)
+                if (
+                    len(_MESSAGE_JSON) >= _MESSAGE_JSON_KEPT
+                    or _memo_chars[0] + size > _MESSAGE_JSON_CHARS
+                ):
+                    _MESSAGE_JSON.clear()
+                    _memo_chars[0] = 0
+                _MESSAGE_JSON[key] = found
+                _memo_chars[0] += size
+            return found
+    return _encode(_scrubbed_message(message))
+
+
+# Message keys that are not secret-named: a message of only these, with string
+# values, is its own scrubbed form (the common case, checked without recursion).
+_PLAIN_MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_call_id"})
+
+
+def _scrubbed_message(message: Any) -> Any:
+    """``_scrubbed(message)``, skipping the copy for a plain ``{role, content}`` dict."""
+    if type(message) is dict:
+        for k, v in message.items():
+            if type(v) is not str or k not in _PLAIN_MESSAGE_KEYS:
+                return _scrubbed(message)
+        return message
+    return _scrubbed(message)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -166,3 +213,10 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, set | frozenset):
         return sorted(repr(v) for v in value)
     return repr(value)
+
+
+# What json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+# default=_jsonable) does, built once: the same bytes without a new encoder per call.
+_encode = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_jsonable
+).encode

@@ -7,7 +7,7 @@ Three pieces share the work:
   never waits on HTTP.
 - :class:`_Engine`, the incarnation's I/O: an :class:`IOLoop` thread running
   the resilience :class:`Pipeline` and the HTTP transports it sends through
-  (h11, or httpx for proxied URLs or when ``transport = "httpx"``; see
+  (httptools, or httpx for proxied URLs or when ``transport = "httpx"``; see
   ``_transport``). Callers submit straight onto its loop (no actor round trip
   per call).
 - :class:`~dspex.actors.ClientSlot` (in ``_slot``), which outlives
@@ -384,6 +384,12 @@ def _make_transport(name: TransportName, *, max_connections: int, trust_env: boo
     Imported here, on first use: httpx costs about 100 ms to import, and a
     client that never needs it should not pay that.
     """
+    if name == "httptools":
+        from dspex.actors._lm._transport_httptools import HttptoolsTransport
+
+        return HttptoolsTransport(
+            max_connections=max_connections, keepalive_expiry=30.0, trust_env=trust_env
+        )
     if name == "h11":
         from dspex.actors._lm._transport_h11 import H11Transport
 

@@ -32,6 +32,7 @@ from dspex.actors._lm._slot import Attempt, ClientSlot, Endpoint, Memo, Waiter
 from dspex.actors._lm._streaming import STREAM_TO, ChunkSink
 from dspex.actors._lm._types import LMRequest, LMResponse, Message
 from dspex.actors._program_run import CancelEvent, RunContext, current_run
+from dspex.actors._telemetry_emitter import TelemetryEmitter
 from dspex.errors import ActorStoppedError, LMError, LMTimeoutError, ProgramError, UsageError
 from dspex.supervision import current_lease
 
@@ -176,17 +177,30 @@ class LMHandle:
         started = time.perf_counter()
         hit = self._cache_get(key) if use_cache and self._cache_get is not None else None
         emit = self.telemetry
-        if emit is not None:
-            emit("lm.request.start", {"model": self.label})
         sink = STREAM_TO.get()
         if hit is not None:
             # A hit costs nothing; it is tagged with the model whose cache answered.
-            hit = dataclasses.replace(hit, cache_hit=True, cost=0.0, answered_by=self.label)
+            hit = _as_hit(hit, self.label)
             if sink is not None and hit.texts and hit.texts[0]:
                 sink(hit.texts[0])  # a cached reply streams at once, whole
-            if emit is not None:
+            if isinstance(emit, TelemetryEmitter):
+                # One queued record the Telemetry actor reads as the start and stop
+                # events below (it builds them only for a subscriber or the log).
+                keep = request.params.get("model_type") != "embeddings"
+                emit.report_lm_call(
+                    self.label,
+                    request.messages,
+                    (time.perf_counter() - started) * 1000.0,
+                    hit,
+                    params=params,
+                    keep=keep,
+                )
+            elif emit is not None:
+                emit("lm.request.start", {"model": self.label})
                 self._emit_stop(emit, request, hit, CallInfo(), started, params=params)
             return hit
+        if emit is not None:
+            emit("lm.request.start", {"model": self.label})
         budgets = self._budgets(emit, started)
         value, info = self._call(key, request, options, sink, span, use_cache=use_cache)
         if span is not None and (info.retries or info.shared):
@@ -245,7 +259,7 @@ class LMHandle:
             value = dataclasses.replace(value, answered_by=label)
             return PricedLater.of(value, lambda: prices.cost(label, usage))
         cost = prices.cost(label, usage) if prices is not None else None
-        value = dataclasses.replace(value, cost=cost, answered_by=label)
+        value = _tagged(value, value.cache_hit, cost, label)
         for budget in budgets:
             budget.charge(cost, value.usage.total_tokens)
         return value
@@ -386,6 +400,26 @@ class LMHandle:
         return (
             f"LMHandle({self.model!r}, api_base={self.api_base!r}, kwargs={redact(self.kwargs)!r})"
         )
+
+
+def _as_hit(response: LMResponse, label: str) -> LMResponse:
+    """``response`` as a cache hit answered by ``label``: it costs nothing."""
+    return _tagged(response, True, 0.0, label)
+
+
+def _tagged(response: LMResponse, cache_hit: bool, cost: float | None, label: str) -> LMResponse:
+    """``dataclasses.replace(response, cache_hit=..., cost=..., answered_by=label)``."""
+    if type(response) is LMResponse:  # built directly: replace() costs 2 µs a call
+        return LMResponse(
+            response.completions,
+            response.usage,
+            response.model,
+            cache_hit,
+            cost,
+            label,
+            response.embeddings,
+        )
+    return dataclasses.replace(response, cache_hit=cache_hit, cost=cost, answered_by=label)
 
 
 class _Tap:

@@ -8,7 +8,8 @@ a daemon, so its owner must call :meth:`IOLoop.stop`; that cancels what is
 still running, lets an async ``cleanup`` close resources, and joins.
 
 The HTTP that runs on it is a :class:`~dspex.actors._lm._transport.Transport`
-(``_transport``, ``_transport_h11``, ``_transport_httpx``).
+(``_transport``, ``_transport_httptools``, ``_transport_h11``,
+``_transport_httpx``).
 
 The loop is uvloop's when uvloop is installed (the ``serve`` extra brings
 it), else asyncio's: every LM call crosses this loop twice (the hand-over

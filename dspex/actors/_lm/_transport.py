@@ -1,15 +1,17 @@
 """The seam between the LM client and HTTP: the :class:`Transport` protocol.
 
 A transport sends one request on the running event loop and returns the
-whole response as an :class:`HTTPReply`, its body already decoded. Two
-implement it: :class:`~dspex.actors._lm._transport_h11.H11Transport` (lean
-HTTP/1.1 on h11, direct connections only) and
+whole response as an :class:`HTTPReply`, its body already decoded. Three
+implement it: :class:`~dspex.actors._lm._transport_httptools.HttptoolsTransport`
+(the default: lean HTTP/1.1 parsed by httptools, direct connections only),
+:class:`~dspex.actors._lm._transport_h11.H11Transport` (the same pool parsing
+with h11, pure Python) and
 :class:`~dspex.actors._lm._transport_httpx.HttpxTransport` (httpx, which also
 speaks to proxies). :func:`choose_transport` picks one per URL from the
 ``lm_client.transport`` setting; the engine (``_client``) makes it. This
-module imports neither implementation: they import it.
+module imports no implementation: they import it.
 
-Both transports share what must behave the same whichever is used:
+All transports share what must behave the same whichever is used:
 
 - failures raise the :class:`TransportError` kinds below, which the provider
   layer (``_providers.send``) turns into ``dspex.errors``;
@@ -35,6 +37,7 @@ __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "TRANSPORTS",
     "BadEncoding",
+    "BadHeader",
     "BadURL",
     "BodyReader",
     "BodyTooLarge",
@@ -51,8 +54,8 @@ __all__ = [
     "header_dict",
 ]
 
-TransportName = Literal["h11", "httpx"]
-TRANSPORTS: tuple[str, ...] = ("auto", "h11", "httpx")
+TransportName = Literal["httptools", "h11", "httpx"]
+TRANSPORTS: tuple[str, ...] = ("auto", "httptools", "h11", "httpx")
 """Values of ``lm_client.transport``; ``auto`` picks per URL (:func:`choose_transport`)."""
 
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
@@ -179,6 +182,10 @@ class ConnectionDropped(TransportError):
 
 class BadURL(TransportError):
     """The URL is not ``http(s)://host[:port]/path``."""
+
+
+class BadHeader(TransportError):
+    """A request header cannot be sent: its name or value holds a line break or NUL."""
 
 
 class BodyTooLarge(TransportError):
@@ -380,18 +387,21 @@ def env_proxies() -> dict[str, str]:
 def choose_transport(setting: str, url: str, proxies: Mapping[str, str]) -> TransportName:
     """Which transport sends to ``url`` under ``lm_client.transport = setting``.
 
-    ``"h11"`` and ``"httpx"`` are taken as given (h11 always connects
-    directly, ignoring proxy variables). ``"auto"`` uses h11, the faster one,
+    ``"httptools"``, ``"h11"`` and ``"httpx"`` are taken as given (the
+    first two always connect directly, ignoring proxy variables). ``"auto"``
+    uses httptools, the fastest,
     unless the environment's ``proxies`` apply to ``url`` (as httpx reads
     them, ``NO_PROXY`` included); only httpx speaks to a proxy.
     """
     if setting == "h11":
         return "h11"
+    if setting == "httptools":
+        return "httptools"
     if setting == "httpx":
         return "httpx"
     if proxies and _proxied(url, proxies):
         return "httpx"
-    return "h11"
+    return "httptools"
 
 
 def _proxied(url: str, proxies: Mapping[str, str]) -> bool:

@@ -6,7 +6,7 @@ is on. ``choose_transport`` routes proxied URLs here under
 ``lm_client.transport = "auto"``; ``"httpx"`` routes everything here.
 
 The body is streamed raw (``aiter_raw``) through the same
-:class:`~dspex.actors._lm._transport.BodyReader` as the h11 transport, so
+:class:`~dspex.actors._lm._transport.BodyReader` as the native transports, so
 decoding, the size bound and their errors are identical; httpx's own decoders
 would inflate a whole network chunk before any bound could apply. httpx's
 exceptions become :class:`~dspex.actors._lm._transport.TransportError` kinds
@@ -44,7 +44,7 @@ __all__ = ["HttpxTransport"]
 
 
 class HttpxTransport:
-    """HTTP through ``httpx.AsyncClient`` (proxies, HTTP/1.1), bounded and decoded like h11's."""
+    """HTTP through ``httpx.AsyncClient`` (proxies, HTTP/1.1), bounded and decoded as the others."""
 
     name = "httpx"
 
@@ -79,7 +79,7 @@ class HttpxTransport:
         """Send one request and read the whole response within ``timeout``."""
         try:
             # httpx's timeout bounds each step; the outer one the whole
-            # exchange, as the h11 transport does.
+            # exchange, as the native transports do.
             async with (
                 asyncio.timeout(timeout),
                 self._client.stream(

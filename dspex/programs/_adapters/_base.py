@@ -18,6 +18,7 @@ Callbacks: ``format`` and ``parse`` (the base's and any subclass's own) fire
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import inspect
 import json
@@ -30,6 +31,7 @@ from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Union, get_arg
 
 from dspex.actors._callbacks import check_callbacks
 from dspex.errors import AdapterParseError
+from dspex.programs._adapters._demos import DEMO_SETS_KEPT, demos_key, note_pure_formatters
 from dspex.programs._adapters._native import complete_native, parse_native, plan_native_tools
 from dspex.programs._adapters._parse import Parser, parser_for
 from dspex.programs._adapters._schema import prompt_schema
@@ -85,6 +87,10 @@ class SignaturePlan:
     system: str
     requirements: str | None
     lm_params: Mapping[str, Any]
+    # Formatted demo messages, by what they were formatted from (see _demos.demos_key).
+    demo_messages: dict[tuple[Any, ...], tuple[tuple[str, str], ...]] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 class Adapter:
@@ -103,6 +109,8 @@ class Adapter:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._plans = {}  # one cache per adapter class: each words prompts its own way
+        if cls.__module__.startswith(__package__ + "."):
+            note_pure_formatters(cls)
         # A subclass's own format/parse fire the hooks too (DSPy wraps them the same way).
         for name, kind in (("format", "adapter_format"), ("parse", "adapter_parse")):
             method = cls.__dict__.get(name)
@@ -370,8 +378,26 @@ class Adapter:
 
         A demo is complete when every field is present and not None. An
         incomplete demo is kept only if it has some input and some output.
+        The messages are cached per signature by the demos' values (plain
+        values only, and only with dspex's own formatting methods), so an
+        unchanged demo set is not formatted again on every call.
         """
         plan = self.plan(signature)
+        key = demos_key(type(self), plan.field_names, demos)
+        if key is not None:
+            cached = plan.demo_messages.get(key)
+            if cached is not None:
+                return [{"role": role, "content": content} for role, content in cached]
+        messages = self._format_demos(signature, plan, demos)
+        if key is not None and all(type(m["content"]) is str for m in messages):
+            if len(plan.demo_messages) >= DEMO_SETS_KEPT:
+                plan.demo_messages.clear()  # an optimizer trying many demo sets
+            plan.demo_messages[key] = tuple((m["role"], m["content"]) for m in messages)
+        return messages
+
+    def _format_demos(
+        self, signature: Any, plan: SignaturePlan, demos: Sequence[Any]
+    ) -> list[dict[str, Any]]:
         names = plan.field_names
         complete, incomplete = [], []
         for demo in demos:
@@ -598,3 +624,6 @@ def field_placeholders(fields: Mapping[str, Any], is_input: bool) -> str:
         f"[[ ## {name} ## ]]\n{field_placeholder(name, info.annotation, is_input)}"
         for name, info in fields.items()
     ).strip()
+
+
+note_pure_formatters(Adapter)

@@ -84,6 +84,8 @@ def plan_native_tools(
             )
         if annotation in native_types:
             signature = adapt(signature, name, lm, params)
+    if signature is original:  # the common case: no field was taken out
+        return NativePlan(signature, params, calls_field, ())
     native = tuple(
         name
         for name in original.output_fields

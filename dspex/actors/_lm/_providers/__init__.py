@@ -2,7 +2,7 @@
 
 Pure code with no I/O of its own: the LM client's engine builds an
 :class:`HTTPCall`, sends it with :func:`send` over one of its transports
-(``_transport``: h11 or httpx), and gets an ``LMResponse`` or an error from
+(``_transport``: httptools, h11 or httpx), and gets an ``LMResponse`` or an error from
 the ``LMError`` tree.
 
 Names load on first use, so a process that speaks only OpenAI's format

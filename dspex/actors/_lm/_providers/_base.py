@@ -7,7 +7,7 @@ A :class:`Provider` is pure: ``build`` turns an :class:`LMRequest` into an
 :meth:`Provider.error_for_exception` (a transport's failures: no connection,
 timeout, dropped connection, a body too large or not decodable); dialects only
 say where their error body keeps its message. :func:`send` makes a call over
-any :class:`~dspex.actors._lm._transport.Transport` (h11 or httpx); it is
+any :class:`~dspex.actors._lm._transport.Transport` (httptools, h11 or httpx); it is
 what the LM client's engine (and the tests) use.
 """
 
@@ -26,6 +26,7 @@ from dspex.actors._lm._cache_key import wire_params
 from dspex.actors._lm._transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
     BadEncoding,
+    BadHeader,
     BadURL,
     BodyTooLarge,
     Transport,
@@ -53,6 +54,7 @@ __all__ = [
     "split_data_url",
     "split_n",
     "text_parts",
+    "wire_json",
 ]
 
 _REDACTED = "<redacted>"
@@ -294,6 +296,13 @@ class Provider(ABC):
                 model=model,
                 retryable=False,
             )
+        if isinstance(exc, BadHeader):
+            return LMError(
+                f"model {model!r}: cannot send the request ({detail}); remove line breaks "
+                "and NUL bytes from extra_headers and the API key",
+                model=model,
+                retryable=False,
+            )
         if isinstance(exc, BodyTooLarge):
             return ProviderError(
                 f"model {model!r}: {reply} is larger than "
@@ -411,7 +420,7 @@ async def send(
     the decoded body.
     """
     key = _key_of(call)
-    body = json.dumps(call.json, ensure_ascii=False, separators=(",", ":")).encode()
+    body = wire_json(call.json)
     try:
         reply = await transport.request(
             call.method,
@@ -482,6 +491,18 @@ def split_data_url(url: str) -> tuple[str, str] | None:
     if not sep or encoding != "base64":
         return None
     return media_type or "application/octet-stream", data
+
+
+_WIRE_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def wire_json(data: Mapping[str, Any]) -> bytes:
+    """A request body as sent: compact UTF-8 JSON.
+
+    One encoder made once: ``json.dumps`` with options builds a new encoder
+    per call.
+    """
+    return _WIRE_ENCODER.encode(data).encode()
 
 
 def _key_of(call: HTTPCall) -> str | None:

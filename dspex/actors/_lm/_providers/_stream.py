@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from dspex.actors._lm._providers._base import HTTPCall, Provider, _key_of
+from dspex.actors._lm._providers._base import HTTPCall, Provider, _key_of, wire_json
 from dspex.actors._lm._transport import DEFAULT_MAX_RESPONSE_BYTES, Transport, TransportError
 from dspex.actors._lm._types import LMResponse
 from dspex.errors import LMError
@@ -272,7 +272,7 @@ async def send_stream(
     """Make ``call`` as a stream; ``on_chunk`` gets each text delta; returns the whole reply."""
     key = _key_of(call)
     call = stream_call(provider, call)
-    payload = json.dumps(call.json, ensure_ascii=False, separators=(",", ":")).encode()
+    payload = wire_json(call.json)
     fold = _FOLDS[provider.name]()
     decoder = SSEDecoder()
     sent = False

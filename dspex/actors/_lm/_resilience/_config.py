@@ -39,7 +39,7 @@ class LMClientConfig:
     breaker_reset_timeout: float = 30.0
     max_in_flight: int = 512
     transport: str = "auto"
-    """``auto`` (h11, httpx for proxied URLs), ``h11`` or ``httpx``."""
+    """``auto`` (httptools, httpx for proxied URLs), ``httptools``, ``h11`` or ``httpx``."""
     max_response_bytes: int = 32 * 1024 * 1024
     """Largest decoded response body; more is a non-retried ``ProviderError``."""
 
@@ -92,7 +92,7 @@ def setting_fix(name: str, value: Any) -> str | None:
         ok = value is None or (_is_int(value) and value >= 1)
         return None if ok else "an int >= 1, or None for no limit"
     if name == "transport":
-        return None if value in TRANSPORTS else "'auto', 'h11' or 'httpx'"
+        return None if value in TRANSPORTS else "'auto', 'httptools', 'h11' or 'httpx'"
     return None
 
 
