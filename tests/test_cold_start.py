@@ -54,7 +54,7 @@ print(json.dumps({
 
 # Never needed by a first Predict call (optional extras and other features).
 NOT_ON_FIRST_CALL = (
-    # Plain settings skip the pydantic schema (docs/architecture.md, departure 31);
+    # Plain settings skip the pydantic schema (docs/architecture.md, departure 30);
     # the price table loads when a cost is read (cost_read below reads it after).
     "pydantic",
     "pydantic_core",
