@@ -13,8 +13,7 @@ import contextlib
 import contextvars
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pykka
 
@@ -29,17 +28,17 @@ log = logging.getLogger("dspex.cache")
 FLUSH_BATCH = 256
 
 
-@dataclass(frozen=True, slots=True)
-class Persist:
+class Persist(NamedTuple):
     """Write one entry to the disk tier."""
 
     key: str
     response: LMResponse
 
 
-@dataclass(frozen=True, slots=True)
 class Flush:
     """Write everything pending now; the reply is the number of rows written."""
+
+    __slots__ = ()
 
 
 class Cache(Actor):

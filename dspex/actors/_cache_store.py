@@ -21,9 +21,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cachetools import LRUCache
 
@@ -76,8 +75,7 @@ def decode_response(blob: bytes) -> LMResponse:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class CacheStats:
+class CacheStats(NamedTuple):
     """A snapshot of cache counters."""
 
     hits: int

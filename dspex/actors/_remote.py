@@ -17,10 +17,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dspex.errors import UsageError
-from dspex.supervision import TreeNode
+
+if TYPE_CHECKING:
+    from dspex.supervision import TreeNode
 
 __all__ = [
     "RemoteServers",
@@ -59,7 +61,7 @@ class RemoteServers(Protocol):
 BackendFactory = Callable[[Any], RemoteServers]
 """``factory(runtime)``: the runtime's directory of servers on that backend."""
 
-TreeSource = Callable[[float], TreeNode | None]
+TreeSource = Callable[[float], "TreeNode | None"]
 """``source(timeout)``: a branch of remote actors for ``rt.tree()``, or None when idle."""
 
 _lock = threading.Lock()

@@ -55,11 +55,9 @@ from dspex.supervision import (
     Registry,
     Strategy,
     Supervisor,
-    TreeNode,
     await_started,
     call,
     shutdown,
-    tree,
 )
 
 if TYPE_CHECKING:
@@ -67,6 +65,7 @@ if TYPE_CHECKING:
     from dspex.actors._program_server import ServerDirectory, ServerHandle
     from dspex.actors._server_requests import ServerFuture
     from dspex.config import Settings
+    from dspex.supervision import TreeNode
 
 __all__ = ["Runtime"]
 
@@ -337,6 +336,8 @@ class Runtime(ProgramRuns):
         root = self._root
         if root is None:
             raise ActorStoppedError("the dspex runtime is not running")
+        from dspex.supervision import tree  # only a tree query loads the walker
+
         local = tree(root, timeout=timeout)
         remote = [
             branch
@@ -353,7 +354,7 @@ class Runtime(ProgramRuns):
         self.telemetry.flush()
         snapshot: dict[str, Any] = call(self.whereis("telemetry"), "metrics", timeout=timeout)
         stats = self.cache_store.stats()
-        snapshot["cache"] = {**dataclasses.asdict(stats), "hit_rate": round(stats.hit_rate, 4)}
+        snapshot["cache"] = {**stats._asdict(), "hit_rate": round(stats.hit_rate, 4)}
         snapshot["lm_clients"] = self.clients.snapshot()
         snapshot["budget"] = self.budget.snapshot()
         snapshot["uptime_s"] = round(time.time() - self.started_at, 3) if self.started_at else 0.0
@@ -383,7 +384,7 @@ class Runtime(ProgramRuns):
 
         self.whereis("cache").ask(Flush(), timeout=timeout)
         self.telemetry.flush()
-        call(self.whereis("telemetry"), "metrics", timeout=timeout)
+        call(self.whereis("telemetry"), "drain", timeout=timeout)  # prices nothing
 
     def reconfigure_cache(self) -> None:
         """Rebuild the cache store from the current settings (``configure_cache``)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import datetime
 import logging
 import math
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
 from dspex.actors import _otel
-from dspex.actors._lm._prices import LaterCost
+from dspex.actors._lm._prices import LaterCost, PricedLater
 from dspex.actors._telemetry_emitter import (
     LINGER,
     LMCall,
@@ -107,33 +108,62 @@ class HistoryEntry:
     cost: float | None = None
 
 
-@dataclass
 class _ModelStats:
-    requests: int = 0
-    errors: collections.Counter[str] = field(default_factory=collections.Counter)
-    cache_hits: int = 0
-    retries: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    unpriced: int = 0  # answered calls whose cost is unknown
-    fallbacks: int = 0  # calls this model passed on to a fallback
-    latencies: collections.deque[float] = field(default_factory=collections.deque)
+    # A plain class, as the other records of the first call's path: a dataclass
+    # costs ~0.5 ms to define on a slow machine.
+    __slots__ = (
+        "cache_hits",
+        "completion_tokens",
+        "cost_usd",
+        "errors",
+        "fallbacks",
+        "latencies",
+        "pending",
+        "prompt_tokens",
+        "requests",
+        "retries",
+        "unpriced",
+    )
+
+    def __init__(self, latencies: collections.deque[float]) -> None:
+        self.requests = 0
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.cache_hits = 0
+        self.retries = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cost_usd = 0.0
+        self.unpriced = 0  # answered calls whose cost is unknown
+        self.fallbacks = 0  # calls this model passed on to a fallback
+        self.latencies = latencies
+        # Costs not priced yet: a model's first price loads genai-prices (tens of ms
+        # of GIL time), so it waits until a query reads the cost, off the first call.
+        self.pending: list[LaterCost] = []
 
     def add_cost(self, cost: Any) -> None:
-        if cost is None:
+        if isinstance(cost, LaterCost):
+            self.pending.append(cost)
+        elif cost is None:
             self.unpriced += 1
         else:
             self.cost_usd += float(cost)
 
+    def settle(self, model: str) -> None:
+        """Price the pending costs (actor thread, when a query reads them)."""
+        pending, self.pending = self.pending, []
+        for later in pending:
+            self.add_cost(_priced(later, model))
 
-@dataclass
+
 class _RunStats:
-    started: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    errors: collections.Counter[str] = field(default_factory=collections.Counter)
-    latencies: collections.deque[float] = field(default_factory=collections.deque)
+    __slots__ = ("errors", "failed", "latencies", "started", "succeeded")
+
+    def __init__(self, latencies: collections.deque[float]) -> None:
+        self.started = 0
+        self.succeeded = 0
+        self.failed = 0
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.latencies = latencies
 
 
 class Telemetry(Actor):
@@ -255,13 +285,10 @@ class Telemetry(Actor):
         self._events += 1
         name, data = event.name, event.data
         later = data.get("cost")
-        if isinstance(later, LaterCost):  # a model's first answer, priced here
-            try:
-                cost = later()
-            except Exception:  # a broken price table must not stop telemetry: unknown
-                logger.warning("could not price %s's answer", data.get("model"), exc_info=True)
-                cost = None
-            data = {**data, "cost": cost}
+        if isinstance(later, LaterCost) and self._sees_events():
+            # A model's first answer, priced here for those who see the event;
+            # otherwise it stays pending until a query reads the cost.
+            data = {**data, "cost": _priced(later, data.get("model"))}
             event = TelemetryEvent(name, data, event.time)
         if name.startswith("lm.request."):
             self._on_lm(name, data)
@@ -283,6 +310,9 @@ class Telemetry(Actor):
                 subscriber(event)
         if self._logger is not None:
             self._logger.info(name, **redact(_loggable(data)))
+
+    def _sees_events(self) -> bool:
+        return bool(self._subscribers) or self._logger is not None or _otel._tracing is not None
 
     def _model(self, model: str) -> _ModelStats:
         stats = self._models.get(model)
@@ -343,7 +373,11 @@ class Telemetry(Actor):
         stats.cache_hits += call.cache_hit
         stats.prompt_tokens += prompt
         stats.completion_tokens += completion
-        stats.add_cost(call.cost)
+        response = call.response
+        if isinstance(response, PricedLater) and not response.priced:
+            stats.add_cost(LaterCost(response))  # priced when metrics() reads it
+        else:
+            stats.add_cost(call.cost)
         stats.latencies.append(call.duration_ms)
         if call.keep:
             self._history.append(call)
@@ -384,6 +418,7 @@ class Telemetry(Actor):
         self._drain_all()
         models: dict[str, Any] = {}
         for model, s in sorted(self._models.items()):
+            s.settle(model)
             ok = s.requests - sum(s.errors.values())
             models[model] = {
                 "requests": s.requests,
@@ -420,6 +455,11 @@ class Telemetry(Actor):
             "events": self._events,
         }
 
+    def drain(self) -> int:
+        """Handle every queued event (none is priced yet); the count of events handled."""
+        self._drain_all()
+        return self._events
+
     def history(self, n: int = 1) -> list[HistoryEntry]:
         """The last ``n`` LM calls, oldest first."""
         self._drain_all()
@@ -434,6 +474,9 @@ class Telemetry(Actor):
 
 def _entry(item: HistoryEntry | LMCall) -> HistoryEntry:
     if isinstance(item, HistoryEntry):
+        later: Any = item.cost
+        if isinstance(later, LaterCost):  # left pending by _handle: priced when read
+            return dataclasses.replace(item, cost=_priced(later, item.model))
         return item
     prompt, completion = item.usage
     return HistoryEntry(
@@ -449,6 +492,14 @@ def _entry(item: HistoryEntry | LMCall) -> HistoryEntry:
         response=item.response,
         uuid=item.uuid,
     )
+
+
+def _priced(later: LaterCost, model: Any) -> float | None:
+    try:
+        return later()
+    except Exception:  # a broken price table must not stop telemetry: unknown
+        logger.warning("could not price %s's answer", model, exc_info=True)
+        return None
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:

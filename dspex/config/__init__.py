@@ -4,8 +4,9 @@ Precedence, highest first: keyword arguments > environment > TOML file >
 defaults (see ``docs/config.md``). Every bad key or value raises
 :class:`~dspex.errors.ConfigError`.
 
-Names load on first use, so ``import dspex.config`` does not import pydantic;
-``from dspex.config import load_settings`` does.
+Names load on first use. Settings are plain objects checked without pydantic
+when every value is plainly valid; anything else (and ``split_model_id``)
+goes through the pydantic schema in ``_settings``, imported then.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from dspex._lazy import lazy_face
 
 if TYPE_CHECKING:
     from dspex.config._loading import CONFIG_ENV_VAR, ENV_PREFIX, load_settings
+    from dspex.config._model_id import PROVIDERS, model_id_problem
     from dspex.config._secrets import REDACTED, is_secret_key, redact
-    from dspex.config._settings import (
-        PROVIDERS,
+    from dspex.config._settings import split_model_id
+    from dspex.config._values import (
         CacheSettings,
         LMClientSettings,
         ModelSettings,
@@ -26,8 +28,6 @@ if TYPE_CHECKING:
         RuntimeSettings,
         Settings,
         TelemetrySettings,
-        model_id_problem,
-        split_model_id,
     )
 
 # public name -> private module defining it (imported on first attribute access)
@@ -38,15 +38,15 @@ _LAZY: dict[str, str] = {
     "REDACTED": "_secrets",
     "is_secret_key": "_secrets",
     "redact": "_secrets",
-    "PROVIDERS": "_settings",
-    "CacheSettings": "_settings",
-    "LMClientSettings": "_settings",
-    "ModelSettings": "_settings",
-    "RaySettings": "_settings",
-    "RuntimeSettings": "_settings",
-    "Settings": "_settings",
-    "TelemetrySettings": "_settings",
-    "model_id_problem": "_settings",
+    "PROVIDERS": "_model_id",
+    "CacheSettings": "_values",
+    "LMClientSettings": "_values",
+    "ModelSettings": "_values",
+    "RaySettings": "_values",
+    "RuntimeSettings": "_values",
+    "Settings": "_values",
+    "TelemetrySettings": "_values",
+    "model_id_problem": "_model_id",
     "split_model_id": "_settings",
 }
 

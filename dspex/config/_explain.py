@@ -14,17 +14,14 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from types import UnionType
 from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
-
-from pydantic import BaseModel
 
 from dspex.config._secrets import REDACTED, redact_value
 from dspex.errors import ConfigError
 
 if TYPE_CHECKING:
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
     from pydantic_core import ErrorDetails
 
 __all__ = [
@@ -43,12 +40,18 @@ ENV_PREFIX = "DSPEX_"
 KWARGS = "keyword argument"
 
 
-@dataclass(frozen=True)
 class Provenance:
     """Which source set each setting path (the last one wins), and the file's name."""
 
-    labels: dict[tuple[str, ...], str] = field(default_factory=dict)
-    config_file: str | None = None
+    __slots__ = ("config_file", "labels")
+
+    def __init__(
+        self,
+        labels: dict[tuple[str, ...], str] | None = None,
+        config_file: str | None = None,
+    ) -> None:
+        self.labels: dict[tuple[str, ...], str] = {} if labels is None else labels
+        self.config_file = config_file
 
     def source_of(self, path: tuple[str, ...]) -> str:
         for end in range(len(path), 0, -1):
@@ -234,6 +237,8 @@ def _schema_at(root: type[BaseModel], path: tuple[str, ...]) -> type[BaseModel] 
 
 def _submodel(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
     """The settings model inside an annotation, and whether it sits in a dict."""
+    from pydantic import BaseModel  # only an error being explained gets here
+
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation, False
     origin, args = get_origin(annotation), get_args(annotation)

@@ -17,7 +17,7 @@ from typing import Any
 
 from dspex.config._explain import ENV_PREFIX, KWARGS, Provenance, sourced_from
 from dspex.config._secrets import REDACTED, is_secret_path
-from dspex.config._settings import Settings, build_settings, deep_merge
+from dspex.config._values import Settings, build_settings, deep_merge
 from dspex.errors import ConfigError
 
 __all__ = ["CONFIG_ENV_VAR", "ENV_PREFIX", "load_settings"]

@@ -1,14 +1,15 @@
-"""The settings schema: every knob the runtime reads, with its default and its checks.
+"""The pydantic settings schema: every knob's type, bounds, description and coercion.
 
-``Settings`` is frozen and rejects unknown keys. Every way of building one
-(``Settings(...)``, :func:`~dspex.config.load_settings`, :meth:`Settings.merged`)
-goes through :meth:`_Section.__init__`, which turns pydantic's
-``ValidationError`` into a :class:`~dspex.errors.ConfigError`.
+The settings values users hold are the plain classes of ``_values`` (same
+names, same fields), checked there when plainly valid. Everything else comes
+here: these models coerce it or fail, and :meth:`_Section.__init__` turns
+pydantic's ``ValidationError`` into the one :class:`~dspex.errors.ConfigError`.
+Their ``model_fields`` also serve docs and error hints (``Settings.model_fields``
+on a plain class reads them). tests/test_config.py checks both sides agree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -27,7 +28,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from dspex.config._explain import config_error, dotted, kwarg_form
-from dspex.config._secrets import is_secret_key, redact, redact_value
+from dspex.config._model_id import PROVIDERS, model_id_problem
+from dspex.config._secrets import is_secret_key, redact_value
 from dspex.errors import ConfigError
 
 __all__ = [
@@ -39,75 +41,15 @@ __all__ = [
     "RuntimeSettings",
     "Settings",
     "TelemetrySettings",
-    "deep_merge",
     "model_id_problem",
     "split_model_id",
 ]
-
-PROVIDERS: tuple[str, ...] = ("anthropic", "gemini", "local", "openai")
-"""Providers a model id may name: ``"<provider>/<model name>"``."""
-
-# litellm provider prefixes DSPy users write for servers that speak OpenAI's wire format.
-_OPENAI_COMPATIBLE = frozenset(
-    {
-        "ollama",
-        "ollama_chat",
-        "vllm",
-        "hosted_vllm",
-        "openrouter",
-        "together_ai",
-        "lm_studio",
-        "llamacpp",
-        "groq",
-        "deepseek",
-    }
-)
-_PROVIDER_ALIASES = {"google": "gemini", "vertex_ai": "gemini", "claude": "anthropic"}
-_NAME_HINTS: tuple[tuple[str, str], ...] = (
-    ("gpt", "openai"),
-    ("o1", "openai"),
-    ("o3", "openai"),
-    ("o4", "openai"),
-    ("claude", "anthropic"),
-    ("gemini", "gemini"),
-)
 
 
 def _bad(message: str, requirement: str) -> PydanticCustomError:
     # Braces in user text must not be taken for template placeholders.
     safe = message.replace("{", "(").replace("}", ")")
     return PydanticCustomError("dspex_value", safe, {"requirement": requirement})
-
-
-def _model_id_hint(provider: str, name: str, has_slash: bool) -> str:
-    if not has_slash:
-        for prefix, likely in _NAME_HINTS:
-            if provider.lower().startswith(prefix):
-                return f"; did you mean '{likely}/{provider}'?"
-        return ""
-    if provider in _OPENAI_COMPATIBLE:
-        return (
-            f"; '{provider}' serves OpenAI's wire format: use 'openai/{name}' "
-            "and set api_base to the server's URL"
-        )
-    import difflib  # only a refused value needs a guess
-
-    close = difflib.get_close_matches(provider.lower(), PROVIDERS, n=1, cutoff=0.6)
-    guess = _PROVIDER_ALIASES.get(provider) or (close[0] if close else None)
-    return f"; did you mean '{guess}/{name}'?" if guess else ""
-
-
-def model_id_problem(model: str) -> str | None:
-    """What is wrong with ``model`` as a ``"provider/name"`` id (with a guess), or None."""
-    provider, slash, name = model.partition("/")
-    spaced = any(c.isspace() for c in model)
-    if slash and provider in PROVIDERS:
-        if name and not spaced:
-            return None
-        hint = f"; no model name follows '{provider}/'" if not name else "; remove the whitespace"
-    else:
-        hint = _model_id_hint(provider, name, bool(slash))
-    return f"must look like 'provider/name' with provider one of {', '.join(PROVIDERS)}{hint}"
 
 
 def split_model_id(model: str) -> tuple[str, str]:
@@ -195,11 +137,6 @@ class _Section(BaseModel):
             key=dotted(path),
             value=redact_value(path, value),
         )
-
-    def public_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of these settings for logs: every secret is redacted."""
-        result: dict[str, Any] = redact(self.model_dump(mode="json"))
-        return result
 
 
 class LMClientSettings(_Section):
@@ -400,8 +337,7 @@ class RuntimeSettings(_Section):
 class Settings(_Section):
     """Everything the runtime needs; frozen, so a snapshot can cross threads.
 
-    Build it with :func:`~dspex.config.load_settings` (TOML file, ``DSPEX_*``
-    environment, keyword arguments) and derive variants with :meth:`merged`.
+    The schema of :class:`dspex.config.Settings` (see ``_values``).
     """
 
     lm: ModelId | None = Field(
@@ -425,87 +361,3 @@ class Settings(_Section):
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
-
-    def merged(self, **overrides: Any) -> Settings:
-        """A new Settings with ``overrides`` deep-merged over these, re-validated.
-
-        Overrides are nested dicts or sub-models (only a sub-model's explicitly
-        set fields count). Unchanged groups are reused, not re-validated.
-        """
-        if not overrides:
-            return self
-        return Settings(**deep_merge(_fields(self), overrides))
-
-    def lm_client_for(self, model: str) -> LMClientSettings:
-        """``lm_client`` with the per-model overrides of ``models[model]`` applied."""
-        entry = self.models.get(model)
-        if entry is None:
-            return self.lm_client
-        shared = ("api_base", "num_retries", "timeout", "rpm", "tpm")
-        updates = {name: getattr(entry, name) for name in shared}
-        updates = {name: value for name, value in updates.items() if value is not None}
-        return self.lm_client.model_copy(update=updates) if updates else self.lm_client
-
-
-def _fields(model: BaseModel) -> dict[str, Any]:
-    return {name: getattr(model, name) for name in type(model).model_fields}
-
-
-def _as_override(value: Any) -> Any:
-    """A sub-model given as an override contributes only the fields it set."""
-    if isinstance(value, BaseModel):
-        return {name: getattr(value, name) for name in value.model_fields_set}
-    return value
-
-
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``override`` merged into ``base``, recursing where both sides are tables.
-
-    Values of ``base`` may be settings models (expanded only where an override
-    reaches into them); scalars and lists in ``override`` replace.
-    """
-    out = dict(base)
-    for key, raw in override.items():
-        new = _as_override(raw)
-        if not isinstance(new, Mapping):
-            out[key] = new
-            continue
-        old = out.get(key)
-        if isinstance(old, BaseModel):
-            out[key] = deep_merge(_fields(old), new)
-        elif isinstance(old, Mapping):
-            out[key] = deep_merge(old, new)
-        else:
-            out[key] = deep_merge({}, new)
-    return out
-
-
-def build_settings(data: Mapping[str, Any]) -> Settings:
-    """``Settings(**data)``; when ``data`` only sets sections, only those are validated.
-
-    The rest keep their defaults, built as validation builds them (pydantic
-    validates a default only when its field says ``validate_default``), so
-    pydantic never builds the whole schema for, say, ``DSPEX_CACHE__DIR``
-    alone: a first runtime starts tens of ms sooner.
-    """
-    sections = _sections()
-    if not all(key in sections and isinstance(value, Mapping) for key, value in data.items()):
-        return Settings(**data)
-    values: dict[str, Any] = {key: sections[key](**value) for key, value in data.items()}
-    for key, section in sections.items():
-        if key not in values:
-            # A default marked validate_default (cache.dir: ~ expanded) is validated.
-            checked = any(f.validate_default for f in section.model_fields.values())
-            values[key] = section() if checked else section.model_construct()
-    return Settings.model_construct(_fields_set=set(data), **values)
-
-
-def _sections() -> dict[str, type[_Section]]:
-    """Settings' section fields and their models (``lm_client``, ``cache``, ...)."""
-    return {
-        "lm_client": LMClientSettings,
-        "cache": CacheSettings,
-        "telemetry": TelemetrySettings,
-        "runtime": RuntimeSettings,
-        "budget": BudgetSettings,
-    }

@@ -25,9 +25,8 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, NamedTuple, Self
 
 import pykka
 
@@ -79,8 +78,9 @@ class ActorAbortError(SupervisionError):
     """
 
 
-@dataclass(frozen=True, slots=True)
-class Down:
+# Messages and handles are NamedTuples, not frozen dataclasses: a dataclass
+# costs ~0.5 ms to create at import on a slow machine, a first call's budget.
+class Down(NamedTuple):
     """Delivered to a watcher when the actor (or light process) it monitors has died."""
 
     monitor: MonitorRef
@@ -98,8 +98,7 @@ it must be quick and must not block.
 _ids = itertools.count(1)
 
 
-@dataclass(frozen=True, slots=True)
-class MonitorRef:
+class MonitorRef(NamedTuple):
     """Handle of one monitor; pass it to :func:`demonitor`."""
 
     id: int
@@ -136,16 +135,22 @@ class _Latch:
         return self._flag
 
 
-@dataclass(slots=True)
 class _Life:
     """Book-keeping for one live actor incarnation, shared across threads."""
 
-    started: threading.Event = field(default_factory=threading.Event)
-    dead: threading.Event | _Latch = field(default_factory=threading.Event)
-    start_error: BaseException | None = None
-    reason: ExitReason | None = None
-    stop_reason: str = NORMAL
-    watchers: dict[int, tuple[MonitorRef, Watcher]] = field(default_factory=dict)
+    __slots__ = ("dead", "reason", "start_error", "started", "stop_reason", "watchers")
+
+    def __init__(
+        self,
+        started: threading.Event | None = None,
+        dead: threading.Event | _Latch | None = None,
+    ) -> None:
+        self.started = threading.Event() if started is None else started
+        self.dead: threading.Event | _Latch = threading.Event() if dead is None else dead
+        self.start_error: BaseException | None = None
+        self.reason: ExitReason | None = None
+        self.stop_reason: str = NORMAL
+        self.watchers: dict[int, tuple[MonitorRef, Watcher]] = {}
 
 
 _lock = threading.Lock()

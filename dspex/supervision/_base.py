@@ -11,9 +11,8 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, NamedTuple, NoReturn
 
 import pykka
 
@@ -51,8 +50,7 @@ __all__ = ["SupervisorBase", "SupervisorStats"]
 log = logging.getLogger("dspex.supervision")
 
 
-@dataclass(frozen=True, slots=True)
-class SupervisorStats:
+class SupervisorStats(NamedTuple):
     """``statistics()`` of one supervisor incarnation.
 
     ``restarts`` counts restarts charged to the intensity budget over the whole

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 import pykka
@@ -74,8 +73,7 @@ class ChildCounts(NamedTuple):
     workers: int
 
 
-@dataclass(frozen=True, slots=True)
-class ChildSnapshot:
+class ChildSnapshot(NamedTuple):
     """A child as its supervisor sees it at one instant (for :func:`tree`)."""
 
     id: str
@@ -87,8 +85,7 @@ class ChildSnapshot:
     restarts: int
 
 
-@dataclass(frozen=True, slots=True)
-class SupervisorSnapshot:
+class SupervisorSnapshot(NamedTuple):
     """What ``describe()`` returns: a supervisor's name, strategy and children."""
 
     name: str
@@ -97,24 +94,50 @@ class SupervisorSnapshot:
     children: tuple[ChildSnapshot, ...]
 
 
-@dataclass(eq=False, slots=True)
 class Child:
     """Mutable book-keeping for one child; owned by its supervisor.
 
     A static supervisor touches it only in its own thread; a dynamic one also
     from callers' threads, always under its lock once the child is published.
+    A plain class (not a dataclass): cheaper to define at import.
     """
 
-    spec: ChildSpec
-    key: int = 0
-    ref: ProcessRef | None = None
-    mref: MonitorRef | None = None
-    last_ref: pykka.ActorRef[Any] | None = None
-    kind: str = WORKER
-    actor_class: str = "?"
-    status: str = DEAD
-    restarts: int = 0
-    failed_attempts: int = 0
+    __slots__ = (
+        "actor_class",
+        "failed_attempts",
+        "key",
+        "kind",
+        "last_ref",
+        "mref",
+        "ref",
+        "restarts",
+        "spec",
+        "status",
+    )
+
+    def __init__(
+        self,
+        spec: ChildSpec,
+        key: int = 0,
+        ref: ProcessRef | None = None,
+        *,
+        kind: str = WORKER,
+        actor_class: str = "?",
+        status: str = DEAD,
+    ) -> None:
+        self.spec = spec
+        self.key = key
+        self.ref = ref
+        self.mref: MonitorRef | None = None
+        self.last_ref: pykka.ActorRef[Any] | None = None
+        self.kind = kind
+        self.actor_class = actor_class
+        self.status = status
+        self.restarts = 0
+        self.failed_attempts = 0
+
+    def __repr__(self) -> str:
+        return f"Child(id={self.spec.id!r}, key={self.key}, status={self.status!r})"
 
     def info(self) -> ChildInfo:
         return ChildInfo(self.spec.id, self.ref, self.spec.restart, self.kind)

@@ -19,8 +19,7 @@ import itertools
 import weakref
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pykka
 
@@ -52,16 +51,14 @@ from dspex.supervision._spec import ChildSpec, Restart
 __all__ = ["DynamicSupervisor", "dynamic_of"]
 
 
-@dataclass(frozen=True, slots=True)
-class _ChildDown:
+class _ChildDown(NamedTuple):
     """A child's death, forwarded into the supervisor's mailbox by its monitor."""
 
     child: Child
     down: Down
 
 
-@dataclass(frozen=True, slots=True)
-class _RetryRestart:
+class _RetryRestart(NamedTuple):
     """Self-message: try again to start a child whose restart failed."""
 
     child: Child

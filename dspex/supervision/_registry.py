@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from threading import Condition
 from typing import Any
 
@@ -26,10 +25,12 @@ from dspex.supervision._ask import ask as ask_once
 __all__ = ["NamedRef", "Registry", "default_registry"]
 
 
-@dataclass(slots=True)
 class _Entry:
-    ref: pykka.ActorRef[Any]
-    mref: MonitorRef | None = None
+    __slots__ = ("mref", "ref")
+
+    def __init__(self, ref: pykka.ActorRef[Any], mref: MonitorRef | None = None) -> None:
+        self.ref = ref
+        self.mref = mref
 
 
 def _same(a: ProcessRef | None, b: ProcessRef | None) -> bool:

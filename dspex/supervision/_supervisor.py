@@ -20,8 +20,7 @@ import enum
 import functools
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Self, TypeVar
+from typing import Any, NamedTuple, Self, TypeVar
 
 import pykka
 
@@ -101,8 +100,7 @@ def check_spec(spec: Any, taken: set[str], auto_shutdown: AutoShutdown, owner: s
     return spec
 
 
-@dataclass(frozen=True, slots=True)
-class _RetryRestart:
+class _RetryRestart(NamedTuple):
     """Self-message: try again to start children left in ``restarting``."""
 
     child_id: str

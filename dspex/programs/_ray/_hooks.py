@@ -7,9 +7,10 @@ itself) only when first called, so starting a runtime stays cheap.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dspex.supervision import TreeNode
+if TYPE_CHECKING:
+    from dspex.supervision import TreeNode
 
 __all__ = ["POOL_BRANCH", "pool_branch", "ray_servers"]
 
