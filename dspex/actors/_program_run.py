@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from dspex.errors import ProgramError
 from dspex.supervision import Actor
@@ -185,8 +185,7 @@ def leave_run(token: contextvars.Token[RunContext | None]) -> None:
     _current.reset(token)
 
 
-@dataclass(frozen=True, slots=True)
-class RunJob:
+class RunJob(NamedTuple):  # not a frozen dataclass: cheaper to define on a cold start
     """Execute ``fn`` inside ``context`` (the caller's copied contextvars) and reply.
 
     ``before`` runs first, in the run's thread, while the caller waits anyway

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ast
 import keyword
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from dspex.errors import SignatureError
 
@@ -94,8 +94,8 @@ def field_name_problem(name: str) -> tuple[str, str] | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedField:
+# NamedTuples, not frozen dataclasses: a dataclass costs ~0.5 ms to define on a cold start.
+class ParsedField(NamedTuple):
     """One field of a signature string, before its type names are resolved."""
 
     name: str
@@ -106,8 +106,7 @@ class ParsedField:
     type_position: int  # of type_text in the signature text
 
 
-@dataclass(frozen=True, slots=True)
-class _Scan:
+class _Scan(NamedTuple):
     arrows: list[int]
     commas: list[int]
 
