@@ -10,7 +10,6 @@ is announced so listeners can flush what they hold back.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import threading
 from collections.abc import Callable, Iterator
@@ -109,7 +108,7 @@ def _cancelled_with(stream_cancel: CancelEvent | None) -> Iterator[None]:
     if isinstance(parent, CancelEvent):
         parent.add_waker(linked.set)
     try:
-        with scoped_run(dataclasses.replace(run, cancelled=linked)):
+        with scoped_run(run.replace(cancelled=linked)):
             yield
     finally:
         stream_cancel.discard_waker(linked.set)
