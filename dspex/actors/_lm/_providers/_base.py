@@ -18,7 +18,6 @@ import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, NamedTuple
 
@@ -67,8 +66,7 @@ _ANYWHERE_LENGTH = 12
 _KEY_PATTERN = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,})")
 
 
-@dataclass(frozen=True, slots=True, repr=False)
-class HTTPCall:
+class HTTPCall(NamedTuple):  # not a frozen dataclass: cheaper to define and to build
     """One HTTP request to make. The API key, if any, is only in ``headers``."""
 
     method: str

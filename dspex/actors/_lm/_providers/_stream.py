@@ -15,7 +15,6 @@ already gone to the caller and must never be replayed.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -256,7 +255,7 @@ def stream_call(provider: Provider, call: HTTPCall) -> HTTPCall:
         body["stream"] = True
         if provider.name == "openai":
             body["stream_options"] = {"include_usage": True}
-    return dataclasses.replace(call, url=url, headers=headers, json=body)
+    return call._replace(url=url, headers=headers, json=body)
 
 
 async def send_stream(
