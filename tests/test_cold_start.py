@@ -82,6 +82,8 @@ NOT_ON_FIRST_CALL = (
     "dspex.programs._stream_serve",
     "dspex.supervision._pool",
     "dspex.actors._lm._transport_httpx",
+    # Client stats load when first read (LMHandle.stats(), Runtime.stats()).
+    "dspex.actors._lm._resilience._stats",
 )
 
 

@@ -38,7 +38,6 @@ from dspex.actors._lm._resilience import (
     CircuitBreaker,
     Emit,
     LMClientConfig,
-    LMClientStats,
     Pipeline,
     RetryPolicy,
     Sleeper,
@@ -54,6 +53,7 @@ from dspex.supervision import Actor, ChildSpec, Clock, Restart, SystemClock, mon
 
 if TYPE_CHECKING:
     from dspex.actors._lm._providers import HTTPCall, Provider
+    from dspex.actors._lm._resilience._stats import LMClientStats
 
 
 # ClientSlot is re-exported: the slot is what callers pass to LMClient.child_spec.

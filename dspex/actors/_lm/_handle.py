@@ -14,7 +14,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
@@ -26,7 +26,6 @@ from dspex.actors._lm._resilience import (
     CallInfo,
     CallOptions,
     Emit,
-    LMClientStats,
 )
 from dspex.actors._lm._slot import Attempt, ClientSlot, Endpoint, Memo, Waiter
 from dspex.actors._lm._streaming import STREAM_TO, ChunkSink
@@ -35,6 +34,9 @@ from dspex.actors._program_run import CancelEvent, RunContext, current_run
 from dspex.actors._telemetry_emitter import TelemetryEmitter
 from dspex.errors import ActorStoppedError, LMError, LMTimeoutError, ProgramError, UsageError
 from dspex.supervision import current_lease
+
+if TYPE_CHECKING:
+    from dspex.actors._lm._resilience._stats import LMClientStats
 
 __all__ = [
     "CacheGet",

@@ -1,6 +1,8 @@
 """Resilience primitives of the LM client: retry policy, breaker, rate limiter,
 single-flight, usage accounting, and the pipeline that composes them."""
 
+from typing import TYPE_CHECKING, Any
+
 from dspex.actors._lm._resilience._backoff import RetryPolicy, Sleeper, VirtualSleeper, sleeper_for
 from dspex.actors._lm._resilience._breaker import (
     BreakerState,
@@ -25,7 +27,20 @@ from dspex.actors._lm._resilience._shared import (
     make_limiter,
 )
 from dspex.actors._lm._resilience._singleflight import SingleFlight
-from dspex.actors._lm._resilience._usage import LMClientStats, UsageMeter
+from dspex.actors._lm._resilience._usage import UsageMeter
+
+if TYPE_CHECKING:
+    from dspex.actors._lm._resilience._stats import LMClientStats
+
+
+def __getattr__(name: str) -> Any:
+    # LMClientStats loads when first asked for: a fresh process's first call never reads it.
+    if name == "LMClientStats":
+        from dspex.actors._lm._resilience._stats import LMClientStats
+
+        return LMClientStats
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BreakerState",

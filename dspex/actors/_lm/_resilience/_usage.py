@@ -9,45 +9,14 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dspex.actors._lm._types import Usage
 
-__all__ = ["LMClientStats", "UsageMeter"]
+if TYPE_CHECKING:
+    from dspex.actors._lm._resilience._stats import LMClientStats
 
-
-@dataclass(frozen=True, slots=True)
-class LMClientStats:
-    """A snapshot of one model's client counters.
-
-    ``calls`` counts requests handed to the client (including those that
-    shared a flight), ``upstream_requests`` the HTTP attempts actually made.
-    """
-
-    model: str
-    calls: int = 0
-    shared: int = 0
-    upstream_requests: int = 0
-    successes: int = 0
-    failures: int = 0
-    retries: int = 0
-    throttled: int = 0
-    circuit_rejections: int = 0
-    usage: Usage = field(default_factory=Usage)
-    errors: Mapping[str, int] = field(default_factory=dict)
-
-    @property
-    def prompt_tokens(self) -> int:
-        return self.usage.prompt_tokens
-
-    @property
-    def completion_tokens(self) -> int:
-        return self.usage.completion_tokens
-
-    @property
-    def total_tokens(self) -> int:
-        return self.usage.total_tokens
+__all__ = ["UsageMeter"]
 
 
 class UsageMeter:
@@ -78,6 +47,9 @@ class UsageMeter:
             self._errors[type(error).__name__] += 1
 
     def snapshot(self) -> LMClientStats:
+        # Imported here: a stats snapshot is rare, and its dataclass costs a cold start ~1 ms.
+        from dspex.actors._lm._resilience._stats import LMClientStats
+
         with self._lock:
             c = self._counts
             return LMClientStats(
