@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from dspex.actors._program_run import (
+    CancelEvent,
     ProgramRun,
     RunContext,
     RunJob,
@@ -114,6 +115,23 @@ def test_deadline_and_cancel_checks() -> None:
     run.cancelled.set()
     with pytest.raises(ProgramError, match="cancelled"):
         run.check_deadline()
+
+
+def test_run_context_behaves_as_the_dataclass_it_was() -> None:
+    # A slotted class now (cheaper to define on a cold start and to make per run):
+    # the same defaults, equality without runtime/lease, repr, and a replace().
+    first, second = RunContext(label="a"), RunContext(label="a")
+    assert first.run_id != second.run_id and first.trace == [] and first.deadline is None
+    assert isinstance(first.cancelled, CancelEvent) and first.runtime is None
+    twin = first.replace(runtime=object(), lease=object())
+    assert twin == first and twin is not first and twin.trace is first.trace
+    linked = threading.Event()
+    moved = first.replace(cancelled=linked)
+    assert moved.cancelled is linked and moved.run_id == first.run_id and moved != first
+    assert repr(first).startswith(f"RunContext(run_id={first.run_id}, deadline=None, trace=[]")
+    assert "runtime" not in repr(twin)
+    with pytest.raises(TypeError):
+        hash(first)
 
 
 def test_before_hook_runs_in_the_run_thread_before_the_job() -> None:

@@ -141,3 +141,13 @@ def test_subscribers_see_events(telemetry: Any) -> None:
     )
     TelemetryEmitter(lambda: telemetry).emit("cache.flush", rows=3)
     assert seen.wait(5)
+
+
+def test_a_telemetry_event_keeps_its_dataclass_behaviour() -> None:
+    # A slotted class now (cheaper to define and to make): defaults, equality, repr.
+    bare = TelemetryEvent("run.start")
+    assert bare.data == {} and isinstance(bare.time, float) and bare.time > 0
+    event = TelemetryEvent("lm.request.stop", {"model": "m"}, 1.5)
+    assert event == TelemetryEvent("lm.request.stop", {"model": "m"}, time=1.5)
+    assert event != TelemetryEvent("lm.request.stop", {"model": "n"}, 1.5)
+    assert repr(event) == "TelemetryEvent(name='lm.request.stop', data={'model': 'm'}, time=1.5)"
