@@ -21,6 +21,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from dspex.actors._lm._resilience._backoff import RetryPolicy, Sleeper
 from dspex.actors._lm._resilience._breaker import CircuitBreaker
+from dspex.actors._lm._gate import Gate
 from dspex.actors._lm._resilience._ratelimit import RateLimiter, estimate_tokens
 from dspex.actors._lm._resilience._shared import SharedRateLimiter
 from dspex.actors._lm._resilience._singleflight import SingleFlight
@@ -127,7 +128,7 @@ class Pipeline(Generic[W]):
         self.emit = emit
         self._park = park
         self._resume = resume
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._slots = Gate(max_in_flight)
         self._flights: SingleFlight[_Outcome, W] = SingleFlight(self._notify)
 
     @property
@@ -198,9 +199,14 @@ class Pipeline(Generic[W]):
                     wait = await limiter.acquire(estimate)
                 if wait > 0:
                     await self.sleeper(wait)
-                async with self._slots:
+                slots = self._slots
+                if not slots.try_take():
+                    await slots.take()
+                try:
                     self.meter.count("upstream_requests")
                     response = await self._send(request, timeout)
+                finally:
+                    slots.give()
             except LMError as exc:
                 error = exc
             except BaseException:  # cancelled, or a bug: no verdict on the provider
