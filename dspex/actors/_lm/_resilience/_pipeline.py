@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
+from dspex.actors._lm._gate import Gate
 from dspex.actors._lm._resilience._backoff import RetryPolicy, Sleeper
 from dspex.actors._lm._resilience._breaker import CircuitBreaker
-from dspex.actors._lm._gate import Gate
 from dspex.actors._lm._resilience._ratelimit import RateLimiter, estimate_tokens
 from dspex.actors._lm._resilience._shared import SharedRateLimiter
 from dspex.actors._lm._resilience._singleflight import SingleFlight
@@ -76,6 +76,9 @@ class CallInfo:
 
     retries: int = 0
     shared: bool = False
+
+
+_FIRST_TRY = (CallInfo(0, False), CallInfo(0, True))  # indexed by ``shared``
 
 
 class _Outcome(NamedTuple):
@@ -165,8 +168,10 @@ class Pipeline(Generic[W]):
         if error is not None:  # a bug below us, not an LM failure: pass it on as is
             self._deliver(waiter, error, CallInfo(0, shared))
             return
-        outcome = task.result()
-        self._deliver(waiter, outcome.value, CallInfo(outcome.retries, shared))
+        value, retries = task.result()
+        # The common case (no retry) takes a prebuilt frozen instance: no allocation.
+        info = _FIRST_TRY[shared] if retries == 0 else CallInfo(retries, shared)
+        self._deliver(waiter, value, info)
 
     async def _run(
         self,
