@@ -27,7 +27,6 @@ from dspex.actors._lm._transport import (
     ConnectionDropped,
     HTTPReply,
     TransportError,
-    header_dict,
 )
 from dspex.actors._lm._transport_pool import Origin, PooledTransport
 
@@ -205,7 +204,7 @@ class _Conn(asyncio.Protocol):
             return
         if not self._busy:
             raise ConnectionDropped(f"{self.host}: sent a response nobody asked for")
-        headers = header_dict(self._raw)
+        headers = _header_dict(self._raw)
         self._status, self._headers = status, headers
         self._keep_alive = self._parser.should_keep_alive()
         self._until_eof = (
@@ -280,6 +279,16 @@ class _Conn(asyncio.Protocol):
         reply, self._reply = self._reply, None
         if reply is not None and not reply.done():
             reply.set_exception(error)
+
+
+def _header_dict(pairs: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """:func:`header_dict` for the parser's ``bytes`` pairs, without its type checks."""
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        out[key] = f"{out[key]}, {text}" if key in out else text
+    return out
 
 
 def _request_bytes(

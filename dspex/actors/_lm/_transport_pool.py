@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import urlsplit
 
+from dspex.actors._lm._gate import Gate
 from dspex.actors._lm._transport import (
     ACCEPT_ENCODING,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -112,7 +113,7 @@ class PooledTransport:
         ssl_context: ssl.SSLContext | None = None,
         trust_env: bool = True,
     ) -> None:
-        self._slots = asyncio.Semaphore(max_connections)
+        self._slots = Gate(max_connections)
         self._keepalive = keepalive_expiry
         self._idle: dict[Origin, list[Connection]] = {}
         self._ssl = ssl_context
@@ -153,7 +154,7 @@ class PooledTransport:
             conn.finish_cycle()
             self._checkin(conn)
         finally:
-            self._slots.release()
+            self._slots.give()
         return reply
 
     async def stream(
@@ -178,7 +179,7 @@ class PooledTransport:
         except BaseException as exc:
             if conn is not None:
                 conn.abort()
-            self._slots.release()
+            self._slots.give()
             if isinstance(exc, TimeoutError):
                 raise TransportTimeout(f"no response from {host} in time") from exc
             raise
@@ -214,7 +215,7 @@ class PooledTransport:
                 else:
                     held.abort()  # unfinished (cancelled, failed): the connection is unusable
             finally:
-                self._slots.release()
+                self._slots.give()
 
         return HTTPStream(conn.status, conn.headers, body_chunks(), close)
 
@@ -236,14 +237,13 @@ class PooledTransport:
         return origin, target, host, wire
 
     async def _acquire(self, host: str, timeout: float | None) -> None:
-        if self._slots.locked():
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._slots.acquire()
-            except TimeoutError as exc:
-                raise TransportTimeout(f"no free connection to {host} in time") from exc
-        else:
-            await self._slots.acquire()
+        if self._slots.try_take():
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._slots.take()
+        except TimeoutError as exc:
+            raise TransportTimeout(f"no free connection to {host} in time") from exc
 
     def _checkout(self, origin: Origin) -> Connection | None:
         conns = self._idle.get(origin)

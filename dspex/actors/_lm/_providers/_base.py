@@ -155,6 +155,8 @@ class Provider(ABC):
         if not request.messages:
             raise UsageError(f"model {request.model!r}: messages is empty; pass at least one")
         for i, message in enumerate(request.messages):
+            if type(message) is dict and type(message.get("role")) is str:
+                continue  # the common case, without the ABC check of isinstance(Mapping)
             if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
                 raise UsageError(
                     f"messages[{i}]={message!r} is not a chat message; use "

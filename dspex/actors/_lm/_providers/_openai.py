@@ -67,7 +67,8 @@ class OpenAIProvider(Provider):
 
     def build(self, request: LMRequest, *, api_base: str | None, api_key: str | None) -> HTTPCall:
         key = self._key_or_fail(request, api_base, api_key)
-        messages = [dict(m) for m in self._checked_messages(request)]
+        # A copy only where the body needs a dict: it is encoded, never mutated.
+        messages = [m if type(m) is dict else dict(m) for m in self._checked_messages(request)]
         params = self._params(request)
         if "response_format" in params:
             params["response_format"] = self._response_format(params["response_format"])

@@ -40,6 +40,10 @@ class Permit(NamedTuple):  # not a frozen dataclass: cheaper to define and to bu
     generation: int
 
 
+_FREE = Permit(False, 0)
+"""The permit of every attempt made while the circuit is closed."""
+
+
 def counts_as_failure(error: BaseException) -> bool:
     """Whether ``error`` says the provider is unhealthy (and so feeds the breaker).
 
@@ -101,6 +105,10 @@ class CircuitBreaker:
 
     def acquire(self) -> Permit:
         """Leave for one attempt, or :class:`CircuitOpenError` when failing fast."""
+        if self._state is BreakerState.CLOSED:
+            # The common case, without the lock or the clock: only OPEN moves
+            # with time, and a non-probe permit's generation is never compared.
+            return _FREE
         with self._lock:
             state = self._current(self._clock.monotonic())
             if state is BreakerState.CLOSED:
@@ -120,6 +128,8 @@ class CircuitBreaker:
 
     def record_success(self, permit: Permit) -> None:
         """The attempt got an answer: a probe closes the circuit, failures reset."""
+        if not permit.probe and self._failures == 0:
+            return  # nothing to reset (a failure racing in counts as after this success)
         with self._lock:
             if permit.probe:
                 if permit.generation == self._generation:

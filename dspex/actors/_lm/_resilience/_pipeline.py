@@ -18,6 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, NamedTuple, TypeVar
 
+from dspex.actors._lm._gate import Gate
 from dspex.actors._lm._resilience._backoff import RetryPolicy, Sleeper
 from dspex.actors._lm._resilience._breaker import CircuitBreaker
 from dspex.actors._lm._resilience._ratelimit import RateLimiter, estimate_tokens
@@ -84,6 +85,9 @@ class CallInfo(NamedTuple):
     shared: bool = False
 
 
+_FIRST_TRY = (CallInfo(0, False), CallInfo(0, True))  # indexed by ``shared``
+
+
 class _Outcome(NamedTuple):
     value: LMResponse | BaseException
     retries: int
@@ -134,7 +138,7 @@ class Pipeline(Generic[W]):
         self.emit = emit
         self._park = park
         self._resume = resume
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._slots = Gate(max_in_flight)
         self._flights: SingleFlight[_Outcome, W] = SingleFlight(self._notify)
 
     @property
@@ -171,8 +175,10 @@ class Pipeline(Generic[W]):
         if error is not None:  # a bug below us, not an LM failure: pass it on as is
             self._deliver(waiter, error, CallInfo(0, shared))
             return
-        outcome = task.result()
-        self._deliver(waiter, outcome.value, CallInfo(outcome.retries, shared))
+        value, retries = task.result()
+        # The common case (no retry) takes a prebuilt frozen instance: no allocation.
+        info = _FIRST_TRY[shared] if retries == 0 else CallInfo(retries, shared)
+        self._deliver(waiter, value, info)
 
     async def _run(
         self,
@@ -205,9 +211,14 @@ class Pipeline(Generic[W]):
                     wait = await limiter.acquire(estimate)
                 if wait > 0:
                     await self.sleeper(wait)
-                async with self._slots:
+                slots = self._slots
+                if not slots.try_take():
+                    await slots.take()
+                try:
                     self.meter.count("upstream_requests")
                     response = await self._send(request, timeout)
+                finally:
+                    slots.give()
             except LMError as exc:
                 error = exc
             except BaseException:  # cancelled, or a bug: no verdict on the provider
