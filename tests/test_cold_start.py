@@ -84,6 +84,8 @@ NOT_ON_FIRST_CALL = (
     "dspex.actors._lm._transport_httpx",
     # Client stats load when first read (LMHandle.stats(), Runtime.stats()).
     "dspex.actors._lm._resilience._stats",
+    # The body reader loads zlib for the first compressed body only.
+    "zlib",
 )
 
 
