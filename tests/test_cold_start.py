@@ -86,6 +86,8 @@ NOT_ON_FIRST_CALL = (
     "dspex.actors._lm._resilience._stats",
     # The body reader loads zlib for the first compressed body only.
     "zlib",
+    # configure registers the Ray backend by name; its modules load when used.
+    "dspex.programs._ray",
 )
 
 
