@@ -88,6 +88,8 @@ NOT_ON_FIRST_CALL = (
     "zlib",
     # configure registers the Ray backend by name; its modules load when used.
     "dspex.programs._ray",
+    # Module.save/load load the state-file module when called.
+    "dspex.programs._state_files",
 )
 
 
