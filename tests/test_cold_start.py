@@ -90,6 +90,8 @@ NOT_ON_FIRST_CALL = (
     "dspex.programs._ray",
     # Module.save/load load the state-file module when called.
     "dspex.programs._state_files",
+    # JSON schemas (JSONAdapter, typed output fields) load when first built.
+    "dspex.programs._adapters._schema",
 )
 
 
