@@ -319,8 +319,17 @@ def test_workers_below_one_exits_2_naming_the_option() -> None:
 
 def test_a_negative_gc_threshold_exits_2_naming_the_option() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "dspex.cli", "serve", f"{APP}:qa", "--port", "0"]
-        + ["--gc-threshold", "-5"],
+        [
+            sys.executable,
+            "-m",
+            "dspex.cli",
+            "serve",
+            f"{APP}:qa",
+            "--port",
+            "0",
+            "--gc-threshold",
+            "-5",
+        ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
