@@ -1,7 +1,9 @@
 """``dspex serve``: a runtime, its program servers and uvicorn, shut down in order.
 
-The main thread owns the signals (``rt.run_forever``); uvicorn runs its event
-loop on one thread of its own and installs no handlers there. On SIGTERM or
+The main thread owns the signals (``rt.run_forever``); uvicorn runs on one
+event loop thread (``dspex-serve-http``), which the LM clients' engines share
+(``host_engines``: a request crosses no thread between the sockets), and
+installs no signal handlers there. On SIGTERM or
 SIGINT: the app starts refusing program calls (503) and ``/readyz`` goes
 not-ready, uvicorn closes its listening socket and waits for the requests it
 holds, the program servers drain what they admitted (up to the deadline),
@@ -11,7 +13,11 @@ exits 0.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import gc
+import logging
 import os
 import signal
 import socket
@@ -20,11 +26,14 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from dspex.actors import IOLoop, Runtime, host_engines
 from dspex.errors import UsageError
 
 __all__ = ["ServeOptions", "serve_command"]
 
 _STARTUP_WAIT = 30.0  # seconds for uvicorn to start listening
+
+log = logging.getLogger("dspex.serve")
 
 
 @dataclass(frozen=True)
@@ -124,7 +133,18 @@ def serve_command(options: ServeOptions) -> int:
     from dspex.serve._target import load_programs
 
     sock = _listen(options.host, options.port, reuse_port=options.reuse_port)
-    runtime = start(lm=options.lm, config=options.config)
+    # One event loop thread carries the HTTP server and the LM clients' I/O:
+    # a request then crosses no thread between its socket and the provider's.
+    io = IOLoop("dspex-serve-http")
+    io.start()
+    host_engines(io)
+    try:
+        runtime = start(lm=options.lm, config=options.config)
+    except BaseException:
+        host_engines(None)
+        io.stop()
+        sock.close()
+        raise
     try:
         # Imported after start(), so a module that calls dspex.configure(...)
         # configures this runtime instead of starting a default one.
@@ -146,27 +166,25 @@ def serve_command(options: ServeOptions) -> int:
         _tune_gc(gen0)
     except BaseException:
         sock.close()
-        runtime.stop()
+        _stop(runtime, io)
         raise
 
     http_ended = threading.Event()  # uvicorn returned: after a signal, or on its own
 
-    def run_http() -> None:
-        try:
-            server.run(sockets=[sock])
-        finally:
-            http_ended.set()
-            type(server).listening.set()  # wake the main thread if startup failed
+    def ended(_: object) -> None:
+        http_ended.set()
+        type(server).listening.set()  # wake the main thread if startup failed
 
-    http = threading.Thread(target=run_http, name="dspex-serve-http", daemon=True)
-    http.start()
+    http = asyncio.run_coroutine_threadsafe(server.serve(sockets=[sock]), io.loop)
+    http.add_done_callback(ended)
     type(server).listening.wait(_STARTUP_WAIT)
     if not server.started:
         print("dspex serve: the HTTP server did not start", file=sys.stderr, flush=True)
         server.should_exit = True
-        http.join(5.0)
+        with contextlib.suppress(Exception):
+            http.result(5.0)
         sock.close()
-        runtime.stop()
+        _stop(runtime, io)
         return 1
     host, port = sock.getsockname()[:2]
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
@@ -189,18 +207,31 @@ def serve_command(options: ServeOptions) -> int:
         application.state.dspex.start_draining()
         server.should_exit = True  # close the listener; uvicorn waits for requests in flight
 
-    code = runtime.run_forever(
-        drain_timeout=options.drain_timeout,
-        on_ready=ready,
-        on_signal=stop_intake,
-        stop_event=http_ended,  # no HTTP server, no point serving: shut down (exit 1)
-    )
+    try:
+        code = runtime.run_forever(
+            drain_timeout=options.drain_timeout,
+            on_ready=ready,
+            on_signal=stop_intake,
+            stop_event=http_ended,  # no HTTP server, no point serving: shut down (exit 1)
+        )
+    except BaseException:
+        server.should_exit = True
+        host_engines(None)
+        io.stop(5.0)  # the loop thread is not a daemon: never leave it behind
+        raise
     if crashed:  # uvicorn ended by itself, not because we asked
         code = 1
-    http.join(options.drain_timeout + 10.0)
-    if http.is_alive():
+    try:
+        http.result(options.drain_timeout + 10.0)
+    except concurrent.futures.TimeoutError:
         print("dspex serve: the HTTP server did not finish in time", file=sys.stderr, flush=True)
         code = code or 1
+    except BaseException as exc:  # uvicorn failed: its exit was already counted as a crash
+        log.debug("the HTTP server ended with %r", exc)
+    finally:
+        host_engines(None)
+        if not io.stop(5.0):
+            code = code or 1
     print(f"dspex serve: stopped (exit code {code})", flush=True)
     return int(code)
 
@@ -221,3 +252,12 @@ def _tune_gc(gen0: int) -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(gen0, gen1, gen2)
+
+
+def _stop(runtime: Runtime, io: IOLoop) -> None:
+    """Stop the runtime (its LM clients leave the loop), then the loop itself."""
+    try:
+        runtime.stop()
+    finally:
+        host_engines(None)
+        io.stop(5.0)
