@@ -317,6 +317,24 @@ def test_workers_below_one_exits_2_naming_the_option() -> None:
     assert "--workers 0: must be an int >= 1" in out.stderr
 
 
+@pytest.mark.parametrize(("flags", "kept"), [([], [0, 0]), (["--keep-history"], [1, 2])])
+def test_served_modules_keep_no_lm_history_unless_asked(
+    fake: FakeOpenAI, flags: list[str], kept: list[int]
+) -> None:
+    served = serve(fake, f"{APP}:remembering", "--name", "qa", *flags)
+    try:
+        with httpx.Client(base_url=served.url, timeout=WAIT) as client:
+            counts = []
+            for question in ("first?", "second?"):
+                reply = client.post("/v1/programs/qa", json={"question": question})
+                assert reply.status_code == 200, reply.text
+                assert reply.json()["answer"] == "Paris"
+                counts.append(reply.json()["kept"])
+        assert counts == kept
+    finally:
+        served.stop()
+
+
 def test_a_negative_gc_threshold_exits_2_naming_the_option() -> None:
     out = subprocess.run(
         [

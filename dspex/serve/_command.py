@@ -55,6 +55,7 @@ class ServeOptions:
     log_level: str = "warning"
     workers: int = 1
     gc_threshold: int = 50_000
+    keep_history: bool = False
     reuse_port: bool = False  # set by a multi-worker parent on its workers
 
 
@@ -128,7 +129,7 @@ def serve_command(options: ServeOptions) -> int:
         from dspex.serve._workers import serve_workers
 
         return serve_workers(options, _listen)
-    from dspex.programs import start
+    from dspex.programs import configure, start
     from dspex.serve._app import app
     from dspex.serve._target import load_programs
 
@@ -146,6 +147,11 @@ def serve_command(options: ServeOptions) -> int:
         sock.close()
         raise
     try:
+        if not options.keep_history:
+            # Nothing reads a served module's LM history in this process, and it
+            # would hold the prompts of the last max_history_size requests: a
+            # served program's calls go unrecorded (see --keep-history).
+            configure(disable_history=True)
         # Imported after start(), so a module that calls dspex.configure(...)
         # configures this runtime instead of starting a default one.
         programs = load_programs(
