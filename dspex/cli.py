@@ -46,6 +46,23 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=1,
         help="worker processes sharing the port (SO_REUSEPORT); limits and metrics are per worker",
     )
+    serve.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=50_000,
+        help=(
+            "the garbage collector's youngest-generation threshold while serving "
+            "(Python's default is 700; 0 keeps Python's settings). See docs/serve.md"
+        ),
+    )
+    serve.add_argument(
+        "--keep-history",
+        action="store_true",
+        help=(
+            "record LM calls in the served modules' history and inspect_history's ring "
+            "(off by default: nothing reads them in the server, and they hold past prompts)"
+        ),
+    )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -75,6 +92,8 @@ def _serve(args: argparse.Namespace) -> int:
         drain_timeout=args.drain_timeout,
         log_level=args.log_level,
         workers=args.workers,
+        gc_threshold=args.gc_threshold,
+        keep_history=args.keep_history,
         reuse_port=args.reuse_port,
     )
     try:

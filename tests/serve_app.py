@@ -56,3 +56,24 @@ def programs() -> dict[str, dspex.Predict]:
 def bare_qa() -> dspex.Predict:
     """A factory: a program using the runtime's default LM (``--lm`` and ``--config``)."""
     return dspex.Predict(QA)
+
+
+class Remembering(dspex.Module):
+    """A QA that also answers how many LM calls its Predict's history holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.predict = _predict(QA)
+
+    def forward(self, question: str) -> dspex.Prediction:
+        answer = self.predict(question=question).answer
+        return dspex.Prediction(answer=answer, kept=len(getattr(self.predict, "history", [])))
+
+    async def aforward(self, question: str) -> dspex.Prediction:
+        answer = (await self.predict.acall(question=question)).answer
+        return dspex.Prediction(answer=answer, kept=len(getattr(self.predict, "history", [])))
+
+
+def remembering() -> Remembering:
+    """A factory: :class:`Remembering`."""
+    return Remembering()

@@ -352,3 +352,25 @@ def test_200_awaited_calls_complete_with_the_right_answers(
     else:
         assert all(r.answer == "word" for r in results)
     assert len(fake.requests) >= 1 + CALLS * per_call * (2 if kind == "ReAct" else 1)
+
+
+def test_awaited_lm_calls_go_to_the_running_modules_history() -> None:
+    # As in DSPy: every module whose (a)forward is running gets the call's entry.
+    class Outer(dspex.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = dspex.Predict("question -> answer")
+
+        async def aforward(self, question: str) -> Any:
+            return await self.inner.acall(question=question)
+
+    dspex.configure(lm=DummyLM([{"answer": "a"}] * 3))
+    outer = Outer()
+    asyncio.run(outer.acall(question="q1"))
+    assert [len(outer.history), len(outer.inner.history)] == [1, 1]
+    assert outer.history[0] is outer.inner.history[0]  # one entry, shared
+    asyncio.run(outer.inner.acall(question="q2"))
+    assert [len(outer.history), len(outer.inner.history)] == [1, 2]
+    dspex.configure(disable_history=True)
+    asyncio.run(outer.acall(question="q3"))
+    assert [len(outer.history), len(outer.inner.history)] == [1, 2]

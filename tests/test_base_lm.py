@@ -8,6 +8,7 @@ class marker, and ``isinstance`` for dspex's own LMs.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -267,3 +268,26 @@ def test_a_custom_lm_class_loads_only_with_the_opt_in() -> None:
         dspex.Predict("q -> a").load_state(state)
     loaded = dspex.Predict("q -> a").load_state(state, allow_unsafe_lm_state=True)
     assert isinstance(loaded.lm, Deployed) and loaded.lm.deployment == "prod"
+
+
+def test_an_awaited_sync_forward_runs_in_dspexs_bounded_pool_not_the_default_executor() -> None:
+    threads: list[str] = []
+
+    class ThreadLM(EchoLM):
+        def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
+            threads.append(threading.current_thread().name)
+            return super().forward(prompt, messages, **kwargs)
+
+    lm = ThreadLM()
+    dspex.configure(lm=lm, async_max_workers=3)
+    predict = dspex.Predict("question -> answer")
+
+    async def main() -> list[str]:
+        replies = await asyncio.gather(*(predict.acall(question=f"q{i}") for i in range(6)))
+        return [r.answer for r in replies]
+
+    assert asyncio.run(main()) == ["Paris"] * 6
+    assert len(threads) == 6
+    assert all(name.startswith("dspex-async-") for name in threads), threads
+    assert asyncio.run(lm.aforward(messages=[{"role": "user", "content": "hi"}])) is not None
+    assert threads[-1].startswith("dspex-async-")

@@ -8,6 +8,7 @@ rather than for time to pass.
 
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import re
@@ -314,6 +315,64 @@ def test_workers_below_one_exits_2_naming_the_option() -> None:
     )
     assert out.returncode == 2
     assert "--workers 0: must be an int >= 1" in out.stderr
+
+
+@pytest.mark.parametrize(("flags", "kept"), [([], [0, 0]), (["--keep-history"], [1, 2])])
+def test_served_modules_keep_no_lm_history_unless_asked(
+    fake: FakeOpenAI, flags: list[str], kept: list[int]
+) -> None:
+    served = serve(fake, f"{APP}:remembering", "--name", "qa", *flags)
+    try:
+        with httpx.Client(base_url=served.url, timeout=WAIT) as client:
+            counts = []
+            for question in ("first?", "second?"):
+                reply = client.post("/v1/programs/qa", json={"question": question})
+                assert reply.status_code == 200, reply.text
+                assert reply.json()["answer"] == "Paris"
+                counts.append(reply.json()["kept"])
+        assert counts == kept
+    finally:
+        served.stop()
+
+
+def test_a_negative_gc_threshold_exits_2_naming_the_option() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dspex.cli",
+            "serve",
+            f"{APP}:qa",
+            "--port",
+            "0",
+            "--gc-threshold",
+            "-5",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "--gc-threshold -5: must be an int >= 0" in out.stderr
+
+
+def test_serving_freezes_the_startup_heap_and_raises_the_young_threshold() -> None:
+    from dspex.serve._command import _tune_gc
+
+    before = gc.get_threshold()
+    try:
+        _tune_gc(0)  # 0: Python's own settings stay
+        assert gc.get_threshold() == before
+        assert gc.get_freeze_count() == 0
+        _tune_gc(12_345)
+        assert gc.get_threshold() == (12_345, before[1], before[2])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 @pytest.mark.local_model

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from dspex.actors._lm._client import ClientSlot, LMClient
     from dspex.actors._lm._embedder import Embedder
     from dspex.actors._lm._handle import LMHandle, request_key
+    from dspex.actors._lm._loop import IOLoop, host_engines
     from dspex.actors._lm._model import LM
     from dspex.actors._lm._resilience import (
         CircuitBreaker,
@@ -60,6 +61,7 @@ _LAZY: dict[str, str] = {
     "ConfigServer": "_config_server",
     "DrainReport": "_program_server",
     "Embedder": "_lm",
+    "IOLoop": "_lm",
     "LM": "_lm",
     "LMClient": "_lm",
     "LMClientConfig": "_lm",
@@ -84,6 +86,7 @@ _LAZY: dict[str, str] = {
     "current_runtime": "_current",
     "instrument_otel": "_otel",
     "default_runtime": "_current",
+    "host_engines": "_lm",
     "request_key": "_lm",
     "run_forever": "_daemon",
     "stop_default_runtime": "_current",
@@ -101,6 +104,7 @@ __all__ = [
     "ConfigServer",
     "DrainReport",
     "Embedder",
+    "IOLoop",
     "LMClient",
     "LMClientConfig",
     "LMClientStats",
@@ -128,6 +132,7 @@ __all__ = [
     "current_run",
     "current_runtime",
     "default_runtime",
+    "host_engines",
     "instrument_otel",
     "request_key",
     "run_forever",

@@ -337,11 +337,19 @@ class Module(BaseModule, metaclass=ProgramMeta):
     async def _acall(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         aforward = getattr(self, "aforward", None)
         if aforward is not None:
-            callbacks = active_callbacks(self)
-            if callbacks:
-                inputs = {"args": args, "kwargs": kwargs}
-                return await ainvoke(callbacks, "module", self, inputs, aforward, *args, **kwargs)
-            return await aforward(*args, **kwargs)
+            # LM calls awaited under this module go to its history, as in __call__
+            # (the context variable is the awaiting task's own).
+            token = enter_calling(self)
+            try:
+                callbacks = active_callbacks(self)
+                if callbacks:
+                    inputs = {"args": args, "kwargs": kwargs}
+                    return await ainvoke(
+                        callbacks, "module", self, inputs, aforward, *args, **kwargs
+                    )
+                return await aforward(*args, **kwargs)
+            finally:
+                leave_calling(token)
         from dspex.programs._async_pool import in_thread
 
         return await in_thread(self.__call__, *args, **kwargs)

@@ -24,6 +24,7 @@ from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any
 
+from dspex.actors._async_pool import set_worker_limit
 from dspex.actors._callbacks import (
     check_callbacks,
     reset_scoped_callbacks,
@@ -270,9 +271,24 @@ def history_disabled() -> bool:
     return bool(settings._global.get("disable_history"))
 
 
+def worker_limit() -> int:
+    """``async_max_workers`` in effect here; a UsageError naming it when it is not an int >= 1.
+
+    Read in the caller's thread for each call handed to dspex's async worker threads.
+    """
+    limit = current_settings().get("async_max_workers")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise UsageError(
+            f"async_max_workers={limit!r}: must be an int >= 1 (threads for async calls), "
+            "e.g. dspex.configure(async_max_workers=8)"
+        )
+    return limit
+
+
 def install_caller_hooks() -> None:
-    """Install :func:`scoped_request_params`, :func:`history_disabled` and the
-    served-program stream opener in the actors layer (idempotent, any thread).
+    """Install :func:`scoped_request_params`, :func:`history_disabled`, the
+    served-program stream opener and :func:`worker_limit` in the actors layer
+    (idempotent, any thread).
     They stay for the process's life."""
     global _hooks_installed
     with _hooks_lock:
@@ -281,6 +297,7 @@ def install_caller_hooks() -> None:
         set_scoped_params(scoped_request_params)
         set_history_gate(history_disabled)
         set_stream_opener(_stream_served)
+        set_worker_limit(worker_limit)
         _hooks_installed = True
 
 

@@ -1,7 +1,9 @@
 """``dspex serve``: a runtime, its program servers and uvicorn, shut down in order.
 
-The main thread owns the signals (``rt.run_forever``); uvicorn runs its event
-loop on one thread of its own and installs no handlers there. On SIGTERM or
+The main thread owns the signals (``rt.run_forever``); uvicorn runs on one
+event loop thread (``dspex-serve-http``), which the LM clients' engines share
+(``host_engines``: a request crosses no thread between the sockets), and
+installs no signal handlers there. On SIGTERM or
 SIGINT: the app starts refusing program calls (503) and ``/readyz`` goes
 not-ready, uvicorn closes its listening socket and waits for the requests it
 holds, the program servers drain what they admitted (up to the deadline),
@@ -11,6 +13,11 @@ exits 0.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
+import gc
+import logging
 import os
 import signal
 import socket
@@ -19,11 +26,14 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from dspex.actors import IOLoop, Runtime, host_engines
 from dspex.errors import UsageError
 
 __all__ = ["ServeOptions", "serve_command"]
 
 _STARTUP_WAIT = 30.0  # seconds for uvicorn to start listening
+
+log = logging.getLogger("dspex.serve")
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,8 @@ class ServeOptions:
     drain_timeout: float = 30.0
     log_level: str = "warning"
     workers: int = 1
+    gc_threshold: int = 50_000
+    keep_history: bool = False
     reuse_port: bool = False  # set by a multi-worker parent on its workers
 
 
@@ -107,17 +119,39 @@ def serve_command(options: ServeOptions) -> int:
             f"dspex serve --workers {options.workers!r}: must be an int >= 1 (1 = one process; "
             "2 or more = that many processes sharing the port)"
         )
+    gen0 = options.gc_threshold
+    if isinstance(gen0, bool) or not isinstance(gen0, int) or gen0 < 0:
+        raise UsageError(
+            f"dspex serve --gc-threshold {gen0!r}: must be an int >= 0 (the collector's "
+            "youngest-generation threshold; 0 keeps Python's own settings)"
+        )
     if options.workers > 1:
         from dspex.serve._workers import serve_workers
 
         return serve_workers(options, _listen)
-    from dspex.programs import start
+    from dspex.programs import configure, start
     from dspex.serve._app import app
     from dspex.serve._target import load_programs
 
     sock = _listen(options.host, options.port, reuse_port=options.reuse_port)
-    runtime = start(lm=options.lm, config=options.config)
+    # One event loop thread carries the HTTP server and the LM clients' I/O:
+    # a request then crosses no thread between its socket and the provider's.
+    io = IOLoop("dspex-serve-http")
+    io.start()
+    host_engines(io)
     try:
+        runtime = start(lm=options.lm, config=options.config)
+    except BaseException:
+        host_engines(None)
+        io.stop()
+        sock.close()
+        raise
+    try:
+        if not options.keep_history:
+            # Nothing reads a served module's LM history in this process, and it
+            # would hold the prompts of the last max_history_size requests: a
+            # served program's calls go unrecorded (see --keep-history).
+            configure(disable_history=True)
         # Imported after start(), so a module that calls dspex.configure(...)
         # configures this runtime instead of starting a default one.
         programs = load_programs(
@@ -135,29 +169,28 @@ def serve_command(options: ServeOptions) -> int:
             )
         application = app(runtime, allow_reload=options.allow_reload)
         server = _http_server(application, options)
+        _tune_gc(gen0)
     except BaseException:
         sock.close()
-        runtime.stop()
+        _stop(runtime, io)
         raise
 
     http_ended = threading.Event()  # uvicorn returned: after a signal, or on its own
 
-    def run_http() -> None:
-        try:
-            server.run(sockets=[sock])
-        finally:
-            http_ended.set()
-            type(server).listening.set()  # wake the main thread if startup failed
+    def ended(_: object) -> None:
+        http_ended.set()
+        type(server).listening.set()  # wake the main thread if startup failed
 
-    http = threading.Thread(target=run_http, name="dspex-serve-http", daemon=True)
-    http.start()
+    http = asyncio.run_coroutine_threadsafe(server.serve(sockets=[sock]), io.loop)
+    http.add_done_callback(ended)
     type(server).listening.wait(_STARTUP_WAIT)
     if not server.started:
         print("dspex serve: the HTTP server did not start", file=sys.stderr, flush=True)
         server.should_exit = True
-        http.join(5.0)
+        with contextlib.suppress(Exception):
+            http.result(5.0)
         sock.close()
-        runtime.stop()
+        _stop(runtime, io)
         return 1
     host, port = sock.getsockname()[:2]
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
@@ -180,17 +213,57 @@ def serve_command(options: ServeOptions) -> int:
         application.state.dspex.start_draining()
         server.should_exit = True  # close the listener; uvicorn waits for requests in flight
 
-    code = runtime.run_forever(
-        drain_timeout=options.drain_timeout,
-        on_ready=ready,
-        on_signal=stop_intake,
-        stop_event=http_ended,  # no HTTP server, no point serving: shut down (exit 1)
-    )
+    try:
+        code = runtime.run_forever(
+            drain_timeout=options.drain_timeout,
+            on_ready=ready,
+            on_signal=stop_intake,
+            stop_event=http_ended,  # no HTTP server, no point serving: shut down (exit 1)
+        )
+    except BaseException:
+        server.should_exit = True
+        host_engines(None)
+        io.stop(5.0)  # the loop thread is not a daemon: never leave it behind
+        raise
     if crashed:  # uvicorn ended by itself, not because we asked
         code = 1
-    http.join(options.drain_timeout + 10.0)
-    if http.is_alive():
+    try:
+        http.result(options.drain_timeout + 10.0)
+    except concurrent.futures.TimeoutError:
         print("dspex serve: the HTTP server did not finish in time", file=sys.stderr, flush=True)
         code = code or 1
+    except BaseException as exc:  # uvicorn failed: its exit was already counted as a crash
+        log.debug("the HTTP server ended with %r", exc)
+    finally:
+        host_engines(None)
+        if not io.stop(5.0):
+            code = code or 1
     print(f"dspex serve: stopped (exit code {code})", flush=True)
     return int(code)
+
+
+def _tune_gc(gen0: int) -> None:
+    """Freeze the start-up heap and collect the young generation less often.
+
+    A request allocates a few hundred tracked objects and frees nearly all of
+    them by reference counting, yet at Python's threshold (700) a busy worker
+    ran a collection every few requests, each walking everything in flight:
+    about a third of its CPU, for almost no garbage (docs/architecture.md,
+    departure 32). Frozen objects (modules, the runtime, the programs) are
+    never walked again. ``gen0 == 0`` leaves the collector as it was.
+    """
+    if gen0 == 0:
+        return
+    gc.collect()  # what start-up left as garbage goes now, not into the frozen heap
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(gen0, gen1, gen2)
+
+
+def _stop(runtime: Runtime, io: IOLoop) -> None:
+    """Stop the runtime (its LM clients leave the loop), then the loop itself."""
+    try:
+        runtime.stop()
+    finally:
+        host_engines(None)
+        io.stop(5.0)

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from dspex.actors._lm._client import ClientSlot, LMClient
     from dspex.actors._lm._embedder import Embedder
     from dspex.actors._lm._handle import LMHandle
+    from dspex.actors._lm._loop import IOLoop, host_engines
     from dspex.actors._lm._model import LM
     from dspex.actors._lm._resilience import (
         CircuitBreaker,
@@ -62,6 +63,7 @@ _LAZY: dict[str, str] = {
     "CircuitBreaker": "_resilience",
     "ClientSlot": "_client",
     "Embedder": "_embedder",
+    "IOLoop": "_loop",
     "LM": "_model",
     "LMClient": "_client",
     "LMClientConfig": "_resilience",
@@ -70,6 +72,7 @@ _LAZY: dict[str, str] = {
     "RateLimiter": "_resilience",
     "RetryPolicy": "_resilience",
     "VirtualSleeper": "_resilience",
+    "host_engines": "_loop",
     "request_key": "_cache_key",
 }
 
@@ -79,6 +82,7 @@ __all__ = [
     "ClientSlot",
     "Completion",
     "Embedder",
+    "IOLoop",
     "LMClient",
     "LMClientConfig",
     "LMClientStats",
@@ -91,6 +95,7 @@ __all__ = [
     "RetryPolicy",
     "Usage",
     "VirtualSleeper",
+    "host_engines",
     "request_key",
 ]
 

@@ -127,6 +127,11 @@ class _LoopWaker:
 
     def wake(self, future: asyncio.Future[None]) -> None:
         """Complete ``future`` (result None) on its loop soon; any thread."""
+        if asyncio._get_running_loop() is self._loop():
+            # The client shares the caller's loop (``dspex serve``): no hop at all.
+            if not future.done():
+                future.set_result(None)
+            return
         self._pending.append(future)
         if not self._scheduled:
             self._scheduled = True

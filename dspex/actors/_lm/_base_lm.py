@@ -17,12 +17,12 @@ DSPy-shaped entries.
 from __future__ import annotations
 
 import abc
-import asyncio
 import datetime
 import importlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dspex.actors._async_pool import in_thread
 from dspex.actors._callbacks import active_callbacks, check_callbacks, invoke
 from dspex.actors._lm._model import BUILTIN_LM_CLASS_PATH, LM_CLASS_STATE_KEY
 from dspex.actors._lm._openai_shape import (
@@ -118,7 +118,7 @@ class BaseLM(abc.ABC):  # noqa: B024  (no abstract method: forward() has DSPy's 
         self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
     ) -> Any:
         """Async ``forward``; by default ``forward`` in a worker thread."""
-        return await asyncio.to_thread(self.forward, prompt, messages, **kwargs)
+        return await in_thread(self.forward, prompt, messages, **kwargs)
 
     # -- the LM protocol (how programs call it) ---------------------------------------
 

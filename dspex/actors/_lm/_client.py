@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from dspex.actors._lm._loop import IOLoop
+from dspex.actors._lm._loop import engine_loop
 from dspex.actors._lm._resilience import (
     CallInfo,
     CallOptions,
@@ -108,7 +108,7 @@ class _Engine:
         self._lock = threading.Lock()
         self._accepted: dict[Waiter, str] = {}
         self._closed = False
-        self._io = IOLoop(f"dspex-lm-{slot.model}#{self.epoch}")
+        self._io = engine_loop(f"dspex-lm-{slot.model}#{self.epoch}")
         # Made on first use, on the loop thread; the route memo maps a URL to
         # its transport under the current ``transport`` setting.
         self._transports: dict[str, Transport] = {}
@@ -124,9 +124,13 @@ class _Engine:
 
     def start(self, timeout: float) -> None:
         self._io.start(timeout)
-        self._io.run(self._setup(), timeout)
+        # Built here, not on the loop: a loop shared with callers (``dspex
+        # serve``) may be the very thread waiting for this start. Nothing in
+        # the pipeline binds to a loop when made, and the loop first sees it
+        # through call_soon, which publishes it to that thread.
+        self._setup()
 
-    async def _setup(self) -> None:
+    def _setup(self) -> None:
         cfg = self.config
         self._pipeline = Pipeline(
             self._send,

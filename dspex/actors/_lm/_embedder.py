@@ -11,7 +11,6 @@ callable (``SentenceTransformer.encode``, a function) is called per batch.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import json
@@ -24,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from cachetools import LRUCache
 
+from dspex.actors._async_pool import in_thread
 from dspex.actors._lm._providers._registry import check_model_id
 from dspex.actors._lm._resilience._config import LMClientConfig, setting_fix
 from dspex.errors import ProviderError, UsageError
@@ -121,7 +121,7 @@ class Embedder:
         **kwargs: Any,
     ) -> Vectors:
         """:meth:`__call__` without blocking the event loop (batches run in a worker thread)."""
-        return await asyncio.to_thread(self.__call__, inputs, batch_size, caching, **kwargs)
+        return await in_thread(self.__call__, inputs, batch_size, caching, **kwargs)
 
     # -- internals -----------------------------------------------------------------
 

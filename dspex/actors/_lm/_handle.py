@@ -258,8 +258,7 @@ class LMHandle:
         if prices is not None and not budgets and not prices.known(label):
             # The first answer of a model: price it when the cost is first read, so
             # the caller does not wait for the price table to load (``_prices``).
-            value = dataclasses.replace(value, answered_by=label)
-            return PricedLater.of(value, lambda: prices.cost(label, usage))
+            return PricedLater.of(value, lambda: prices.cost(label, usage), answered_by=label)
         cost = prices.cost(label, usage) if prices is not None else None
         value = _tagged(value, value.cache_hit, cost, label)
         for budget in budgets:

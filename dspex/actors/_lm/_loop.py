@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from dspex.errors import ActorStoppedError, CallTimeoutError
 
-__all__ = ["IOLoop", "new_loop"]
+__all__ = ["HostedLoop", "IOLoop", "engine_loop", "host_engines", "new_loop"]
 
 log = logging.getLogger("dspex.lm")
 
@@ -72,6 +72,10 @@ class IOLoop:
         loop = self._loop
         if loop is None or self._stopping:
             raise ActorStoppedError(f"{self.name} is not running")
+        if asyncio._get_running_loop() is loop:
+            # A caller on the loop's own thread (one sharing it): no wake-up write.
+            loop.call_soon(fn, *args)
+            return
         try:
             loop.call_soon_threadsafe(fn, *args)
         except RuntimeError as exc:  # closed between the check and the call
@@ -153,6 +157,100 @@ class IOLoop:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"IOLoop({self.name!r}, {state})"
+
+
+class HostedLoop:
+    """An LM client engine's share of another owner's :class:`IOLoop` (same interface).
+
+    ``dspex serve`` runs its HTTP server and the LM clients' I/O on one loop,
+    so no call crosses a thread (docs/architecture.md, departure 33).
+    ``start`` only checks that the host runs; ``stop`` runs the engine's
+    ``cleanup`` there (which cancels its work and closes its connections)
+    and leaves the loop running for its owner.
+    """
+
+    def __init__(self, host: IOLoop, name: str) -> None:
+        self.name = name
+        self._host = host
+        self._stopping = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._host.loop
+
+    @property
+    def running(self) -> bool:
+        return self._host.running and not self._stopping
+
+    def in_loop_thread(self) -> bool:
+        return self._host.in_loop_thread()
+
+    def start(self, timeout: float = 5.0) -> None:
+        """Check the host runs (there is no thread of its own to start)."""
+        if not self._host.running:
+            raise ActorStoppedError(f"{self.name}: its host loop {self._host.name} is not running")
+
+    def call_soon(self, fn: Callable[..., object], *args: Any) -> None:
+        if self._stopping:
+            raise ActorStoppedError(f"{self.name} is not running")
+        self._host.call_soon(fn, *args)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        if self._stopping:
+            coro.close()
+            raise ActorStoppedError(f"{self.name} is not running")
+        return self._host.run(coro, timeout)
+
+    def stop(
+        self,
+        timeout: float = 5.0,
+        *,
+        cleanup: Callable[[], Awaitable[None]] | None = None,
+    ) -> bool:
+        """Run ``cleanup`` on the host's loop and wait for it (bounded); idempotent."""
+        if self._stopping:
+            return True
+        self._stopping = True
+        if not self._host.running:
+            return True  # the host has stopped, and cancelled the engine's work with its own
+        try:
+            self._host.run(self._cleanup(cleanup), timeout)
+        except (ActorStoppedError, CallTimeoutError):
+            log.error("%s did not stop within %ss on %s", self.name, timeout, self._host.name)
+            return False
+        return True
+
+    async def _cleanup(self, cleanup: Callable[[], Awaitable[None]] | None) -> None:
+        try:
+            if cleanup is not None:
+                await cleanup()
+        except Exception:
+            log.exception("%s: cleanup failed", self.name)
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"HostedLoop({self.name!r} on {self._host.name!r}, {state})"
+
+
+_host: IOLoop | None = None
+
+
+def host_engines(io: IOLoop | None) -> None:
+    """Let LM client engines started from now on share ``io`` (None: own threads again).
+
+    For an owner that runs its own work on ``io`` and wants the LM I/O there
+    too (``dspex serve``). Engines already running keep their loops.
+    """
+    global _host
+    _host = io
+
+
+def engine_loop(name: str) -> IOLoop | HostedLoop:
+    """The loop of a new LM client engine: a share of the host's, or a thread of its own."""
+    host = _host
+    if host is not None and host.running:
+        return HostedLoop(host, name)
+    return IOLoop(name)
 
 
 def new_loop() -> asyncio.AbstractEventLoop:

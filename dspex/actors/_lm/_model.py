@@ -386,9 +386,9 @@ class LM:
         """:meth:`forward` awaited on the running loop (no thread per call). A subclass
         that answers requests itself runs its ``forward`` in a worker thread."""
         if not self.awaits_natively:
-            import asyncio
+            from dspex.actors._async_pool import in_thread
 
-            return await asyncio.to_thread(self.forward, prompt, messages, **kwargs)
+            return await in_thread(self.forward, prompt, messages, **kwargs)
         return await self.agenerate(_messages_of(prompt, messages), kwargs)
 
     # -- DSPy compatibility ----------------------------------------------------------

@@ -134,6 +134,9 @@ def settings_prices(settings: Any) -> dict[str, Price]:
 
 _UNPRICED: Any = object()
 _COST_SLOT: Any = LMResponse.__dict__["cost"]  # the dataclass slot behind ``cost``
+# Read once: dataclasses.fields() rebuilds its list on every call, and ``of``
+# runs on every answer of a model whose price nobody has read yet.
+_FIELDS = tuple(f.name for f in dataclasses.fields(LMResponse))
 
 
 class PricedLater(LMResponse):
@@ -146,9 +149,13 @@ class PricedLater(LMResponse):
     _pricing: Callable[[], float | None]
 
     @classmethod
-    def of(cls, response: LMResponse, pricing: Callable[[], float | None]) -> LMResponse:
-        """``response`` with its cost left to ``pricing()``, called once on first read."""
-        values = {f.name: getattr(response, f.name) for f in dataclasses.fields(response)}
+    def of(
+        cls, response: LMResponse, pricing: Callable[[], float | None], **changes: Any
+    ) -> LMResponse:
+        """``response`` (with ``changes``) whose cost is left to ``pricing()``, called once
+        on first read."""
+        values = {name: getattr(response, name) for name in _FIELDS}
+        values.update(changes)
         values["cost"] = _UNPRICED
         later = cls(**values)
         object.__setattr__(later, "_pricing", pricing)
