@@ -84,6 +84,14 @@ NOT_ON_FIRST_CALL = (
     "dspex.actors._lm._transport_httpx",
     # Client stats load when first read (LMHandle.stats(), Runtime.stats()).
     "dspex.actors._lm._resilience._stats",
+    # The body reader loads zlib for the first compressed body only.
+    "zlib",
+    # configure registers the Ray backend by name; its modules load when used.
+    "dspex.programs._ray",
+    # Module.save/load load the state-file module when called.
+    "dspex.programs._state_files",
+    # JSON schemas (JSONAdapter, typed output fields) load when first built.
+    "dspex.programs._adapters._schema",
 )
 
 

@@ -23,7 +23,6 @@ from dspex.programs._runtime_access import current_runtime
 from dspex.programs._settings import settings
 from dspex.programs._signature import Signature
 from dspex.programs._state import apply_module_state
-from dspex.programs._state_files import load_module_state, save_module
 from dspex.programs._usage import call_tracked, current_usage_tracker
 
 if TYPE_CHECKING:
@@ -213,6 +212,8 @@ class BaseModule:
         ``save_program=True`` pickles the whole program into the directory
         ``path`` instead; only load a pickle from a trusted source.
         """
+        from dspex.programs._state_files import save_module  # files load when used
+
         save_module(
             self, path, save_program=save_program, modules_to_serialize=modules_to_serialize
         )
@@ -228,6 +229,8 @@ class BaseModule:
         A ``.pkl`` state is unpickled (which runs code from the file) only with
         ``allow_pickle=True``, as in DSPy.
         """
+        from dspex.programs._state_files import load_module_state
+
         load_module_state(
             self, path, allow_pickle=allow_pickle, allow_unsafe_lm_state=allow_unsafe_lm_state
         )

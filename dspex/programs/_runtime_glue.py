@@ -28,6 +28,7 @@ from dspex.programs._settings import (
 
 if TYPE_CHECKING:
     from dspex.actors import Runtime
+    from dspex.supervision import TreeNode
 
 __all__ = ["configure", "configure_cache", "inspect_history", "start"]
 
@@ -40,13 +41,30 @@ _RUNTIME_KEYS = frozenset(
 def install_backends() -> None:
     """Register the programs layer's serve backends and tree sources (idempotent).
 
-    ``ray`` only names a factory here: ray itself loads when a server is served on it.
+    ``ray`` only names a factory here: the Ray modules (and ray itself) load when
+    a server is served on it or the pool's branch is first asked for.
     """
     from dspex.actors._remote import register_serve_backend, register_tree_source
-    from dspex.programs._ray._hooks import POOL_BRANCH, pool_branch, ray_servers
 
-    register_serve_backend("ray", ray_servers)
-    register_tree_source(POOL_BRANCH, pool_branch)  # the Ray pool's workers, while running
+    register_serve_backend("ray", _ray_servers)
+    register_tree_source(RAY_POOL_BRANCH, _ray_pool_branch)  # the pool's workers, while running
+
+
+RAY_POOL_BRANCH = "ray-pool"
+
+
+def _ray_servers(runtime: Any) -> Any:
+    """The ``"ray"`` serve backend's factory: the runtime's ``RayServers``."""
+    from dspex.programs._ray._serve import ray_servers
+
+    return ray_servers(runtime)
+
+
+def _ray_pool_branch(timeout: float) -> TreeNode | None:
+    """The Ray pool's workers for ``rt.tree()``; None while no crew runs."""
+    from dspex.programs._ray._tree import pool_branch
+
+    return pool_branch(timeout)
 
 
 def _as_lm(value: Any) -> Any:

@@ -24,12 +24,14 @@ All transports share what must behave the same whichever is used:
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 from dspex.errors import DSPexError
+
+if TYPE_CHECKING:
+    import zlib
 
 __all__ = [
     "ACCEPT_ENCODING",
@@ -204,7 +206,9 @@ class BadEncoding(TransportError):
 
 # -- the body: decoded as it arrives, bounded --------------------------------------------
 
-_GZIP = 16 + zlib.MAX_WBITS
+# wbits for gzip framing: 16 + zlib.MAX_WBITS (15). zlib itself loads with the
+# first compressed body: most servers answer uncompressed.
+_GZIP = 16 + 15
 _GZIP_MAGIC = b"\x1f\x8b"
 _INFLATE_STEP = 256 * 1024
 
@@ -252,6 +256,8 @@ class BodyReader:
             if declared is not None and declared > limit:
                 raise self._too_large(f"it declares Content-Length {declared}")
         elif coding in ("gzip", "x-gzip"):
+            import zlib
+
             self._inflater = zlib.decompressobj(_GZIP)
         elif coding == "deflate":
             self._deflate_head = b""
@@ -280,6 +286,8 @@ class BodyReader:
             # "deflate" is meant to be zlib-wrapped, but some servers send raw
             # deflate; the two-byte zlib header tells which one this is.
             wrapped = head[0] & 0x0F == 8 and int.from_bytes(head[:2], "big") % 31 == 0
+            import zlib
+
             self._inflater = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
             data = head
         if self._inflater is None:
@@ -303,6 +311,8 @@ class BodyReader:
     # -- internals ---------------------------------------------------------
 
     def _inflate(self, data: bytes) -> None:
+        import zlib  # loaded already: an inflater exists
+
         inflater = self._inflater
         assert inflater is not None
         self._fed = True

@@ -32,7 +32,6 @@ from dspex.errors import AdapterParseError
 from dspex.programs._adapters._demos import DEMO_SETS_KEPT, demos_key, note_pure_formatters
 from dspex.programs._adapters._native import complete_native, parse_native, plan_native_tools
 from dspex.programs._adapters._parse import Parser, parser_for
-from dspex.programs._adapters._schema import prompt_schema
 from dspex.programs._adapters._values import annotation_name
 from dspex.programs._callbacks import call_lm, hooked
 from dspex.programs._history_format import format_with_history, history_turns
@@ -619,6 +618,8 @@ def _type_note(annotation: Any) -> str:
         return "must exactly match (no extra characters) one of: " + "; ".join(
             str(a) for a in annotation.__args__
         )
+    from dspex.programs._adapters._schema import prompt_schema  # pydantic's, for typed fields
+
     try:
         schema = json.dumps(prompt_schema(annotation), ensure_ascii=False)
     except Exception:  # pydantic cannot describe this class

@@ -21,7 +21,6 @@ from dspex.programs._adapters._base import (
     type_info,
 )
 from dspex.programs._adapters._decode import decode_data, strip_fences
-from dspex.programs._adapters._schema import JSON_OBJECT, response_format
 from dspex.programs._adapters._values import to_jsonable
 from dspex.programs._callbacks import call_lm
 
@@ -31,13 +30,23 @@ __all__ = ["JSONFormat", "find_json_object"]
 _SCHEMA_REJECTED = frozenset({400, 422})
 
 
+def _json_mode() -> dict[str, str]:
+    """A fresh ``response_format`` asking for JSON mode. The schema module loads
+    with JSONAdapter's first call, not with ChatAdapter, which imports this one."""
+    from dspex.programs._adapters._schema import JSON_OBJECT
+
+    return dict(JSON_OBJECT)
+
+
 class JSONFormat(Adapter):
     """JSONAdapter's wire format: the prompt's structure, LM parameters and parsing."""
 
     def _default_lm_params(self, signature: Any) -> dict[str, Any]:
         fields = {name: info.annotation for name, info in signature.output_fields.items()}
         if any(getattr(a, "__dspex_tool_calls__", False) for a in fields.values()):
-            return {"response_format": dict(JSON_OBJECT)}  # DSPy asks no schema for tool calls
+            return {"response_format": _json_mode()}  # DSPy asks no schema for tool calls
+        from dspex.programs._adapters._schema import response_format
+
         return {"response_format": response_format(fields)}
 
     def _fit_lm_params(self, defaults: Mapping[str, Any], lm: Any) -> Mapping[str, Any]:
@@ -49,7 +58,7 @@ class JSONFormat(Adapter):
         if params is not None and "response_format" not in params:
             return {k: v for k, v in defaults.items() if k != "response_format"}
         if getattr(lm, "supports_response_schema", True) is False:
-            return {**defaults, "response_format": dict(JSON_OBJECT)}
+            return {**defaults, "response_format": _json_mode()}
         return defaults
 
     def _generate(self, lm: Any, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
@@ -63,7 +72,7 @@ class JSONFormat(Adapter):
                 and exc.status in _SCHEMA_REJECTED
             ):
                 raise
-        return call_lm(lm, messages, {**params, "response_format": dict(JSON_OBJECT)})
+        return call_lm(lm, messages, {**params, "response_format": _json_mode()})
 
     async def _agenerate(
         self, lm: Any, messages: list[dict[str, Any]], params: dict[str, Any]
@@ -83,7 +92,7 @@ class JSONFormat(Adapter):
                 and exc.status in _SCHEMA_REJECTED
             ):
                 raise
-        return await acall_lm(lm, messages, {**params, "response_format": dict(JSON_OBJECT)})
+        return await acall_lm(lm, messages, {**params, "response_format": _json_mode()})
 
     _native_generate = _generate
 
