@@ -263,6 +263,8 @@ def test_256_identical_concurrent_calls_make_one_upstream_request(
 
     fake.reply = held
     _, handle = start()
+    store: dict[str, LMResponse] = {}  # only cached calls share a flight
+    handle.attach_cache(store.get, store.__setitem__)
     with ThreadPoolExecutor(256) as pool:
         futures = [pool.submit(handle.complete, "same question") for _ in range(256)]
         wait_until(lambda: handle.stats().calls == 256)

@@ -8,6 +8,8 @@ working through the runtime's wiring.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import logging
 import threading
@@ -229,7 +231,9 @@ def test_256_identical_in_flight_predicts_make_one_upstream_request(
         return chat_answer("shared")
 
     fake.reply = held
-    lm = make_lm(fake, cache=False)  # so only in-flight sharing can explain one request
+    # Cached (the default): nothing is in the cache until the one request is
+    # released, so only in-flight sharing can explain one request.
+    lm = make_lm(fake)
     handle = lm.handle(rt)
     dspex.configure(lm=lm)
     qa = dspex.Predict("question -> answer")
@@ -253,6 +257,47 @@ def test_256_identical_in_flight_predicts_make_one_upstream_request(
     assert fake.request_count == 1
     stats = handle.stats()
     assert stats.upstream_requests == 1 and stats.shared == 255
+
+
+@pytest.mark.parametrize("switch", ["lm", "call", "acall"])
+def test_uncached_identical_calls_in_flight_each_go_upstream(
+    start_runtime: StartRuntime, fake: FakeOpenAI, switch: str
+) -> None:
+    """cache=False means a fresh answer per call (as in DSPy): no in-flight sharing."""
+    rt = start_runtime()
+    numbers = itertools.count()
+
+    def numbered(body: dict[str, Any]) -> str:
+        return chat_answer(f"sample {next(numbers)}")  # the fake's loop thread: no lock needed
+
+    # Every request is held a second upstream, so the eight (released together)
+    # overlap there: shared flights would show as fewer requests and one answer.
+    fake.configure(reply=numbered, latency=1.0)
+    lm = make_lm(fake) if switch == "call" else make_lm(fake, cache=False)
+    handle = lm.handle(rt)
+    dspex.configure(lm=lm)
+    qa = dspex.Predict("question -> answer")
+    config = {"cache": False} if switch == "call" else {}
+    if switch == "acall":
+
+        async def ask_all() -> list[str]:
+            calls = [qa.acall(question="the same question") for _ in range(8)]
+            return [p.answer for p in await asyncio.gather(*calls)]
+
+        answers = sorted(asyncio.run(asyncio.wait_for(ask_all(), 60)))
+    else:
+        barrier = threading.Barrier(8)
+
+        def ask(_: int) -> str:
+            barrier.wait(30)
+            answer: str = qa(question="the same question", config=config).answer
+            return answer
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = sorted(pool.map(ask, range(8), timeout=60))
+    assert answers == sorted(f"sample {n}" for n in range(8))
+    stats = handle.stats()
+    assert stats.upstream_requests == 8 and stats.shared == 0
 
 
 @pytest.mark.parametrize("kill", ["stop", "crash"])

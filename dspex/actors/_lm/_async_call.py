@@ -194,7 +194,7 @@ async def _agenerate(
     handle: LMHandle, messages: Sequence[Message], params: Mapping[str, Any]
 ) -> LMResponse:
     request, options, use_cache = handle.build(messages, params)
-    key = handle.request_key(request)
+    key = handle.flight_key(request, use_cache)
     emit = handle.telemetry
     started = time.perf_counter()
     if emit is not None:

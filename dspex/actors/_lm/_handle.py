@@ -11,6 +11,7 @@ the next incarnation, so a restart loses no call and answers none twice.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -47,6 +48,9 @@ __all__ = [
     "Waiter",
     "request_key",
 ]
+
+# Per-call keys of uncached calls (``flight_key``); next() on a count is atomic.
+_SOLO = itertools.count()
 
 CacheGet = Callable[[str], LMResponse | None]
 CachePut = Callable[[str, LMResponse], None]
@@ -134,6 +138,19 @@ class LMHandle:
         """The stable cache and single-flight key of ``request`` (see :func:`request_key`)."""
         return request_key(request, self.cache_scope)
 
+    def flight_key(self, request: LMRequest, use_cache: bool) -> str:
+        """The key a call looks up, stores and flies under.
+
+        A cached call's is :meth:`request_key`, so identical calls in flight
+        share one upstream request. An uncached call (``cache=False`` on the
+        LM or the call, or the runtime's cache off) gets a key of its own: as
+        in DSPy it always goes upstream, so concurrent identical calls sampled
+        at a temperature get their own answers.
+        """
+        if use_cache and self._cache_get is not None:
+            return request_key(request, self.cache_scope)
+        return f"solo-{next(_SOLO)}"
+
     def stats(self) -> LMClientStats:
         """Counters and token usage of this model's client (survive restarts)."""
         return self.slot.meter.snapshot()
@@ -175,7 +192,7 @@ class LMHandle:
         self, messages: Sequence[Message], params: Mapping[str, Any], span: Any
     ) -> LMResponse:
         request, options, use_cache = self.build(messages, params)
-        key = request_key(request, self.cache_scope)
+        key = self.flight_key(request, use_cache)
         started = time.perf_counter()
         hit = self._cache_get(key) if use_cache and self._cache_get is not None else None
         emit = self.telemetry
