@@ -34,6 +34,7 @@ __all__ = ["LM", "set_scoped_params"]
 # nor keyed, so one given per call is ignored rather than sent).
 _CLIENT_KWARGS = tuple(f.name for f in dataclasses.fields(LMClientConfig))
 _STATE_SKIP = {"api_key"}
+_ENDPOINT_KEYS = ("api_base", "base_url")  # in kwargs (as DSPy keeps them), never request params
 _MODEL_TYPES = ("chat", "responses")
 
 LM_CLASS_STATE_KEY = "_dspy_lm_class"
@@ -134,7 +135,9 @@ class LM:
         kwargs.pop(LM_CLASS_STATE_KEY, None)  # a saved state's class marker
         self.model = model
         self.model_type = model_type
-        self.api_base = api_base or kwargs.pop("base_url", None)
+        _check_endpoint(model, api_base, kwargs)
+        if api_base:
+            kwargs["api_base"] = api_base  # kept among kwargs, as DSPy keeps it (see api_base)
         self._api_key = api_key
         self.cache = cache
         check_callbacks(callbacks, "LM")
@@ -177,6 +180,16 @@ class LM:
         self.kwargs: dict[str, Any] = defaults
         self._handles: weakref.WeakKeyDictionary[Runtime, LMHandle] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+
+    @property
+    def api_base(self) -> str | None:
+        """The endpoint: ``kwargs["api_base"]`` (or DSPy's other name, ``base_url``).
+
+        DSPy keeps it among the LM's kwargs, so code reading ``lm.kwargs`` finds it
+        there; the handle takes it as the client's endpoint, never as a parameter.
+        """
+        found = self.kwargs.get("api_base") or self.kwargs.get("base_url")
+        return str(found) if found else None
 
     @property
     def provider(self) -> str:
@@ -223,7 +236,8 @@ class LM:
             with self._lock:
                 handle = self._handles.get(runtime)
                 if handle is None or handle.slot.closed:
-                    client, defaults = self.client_settings, self.kwargs
+                    client = self.client_settings
+                    defaults = {k: v for k, v in self.kwargs.items() if k not in _ENDPOINT_KEYS}
                     if self.model_type != "chat":
                         # Its own client (another wire format) and its own cache keys.
                         client = {**client, "provider_options": (("api", self.model_type),)}
@@ -406,7 +420,7 @@ class LM:
             state.setdefault("fallback_on_timeout", self.fallback_on_timeout)
         return LM(
             state.pop("model"),
-            state.pop("api_base", self.api_base),
+            state.pop("api_base", None),
             state.pop("api_key", self._api_key),
             **state,
         )
@@ -426,8 +440,6 @@ class LM:
             **self.client_settings,
             **self.kwargs,
         }
-        if self.api_base:
-            state["api_base"] = self.api_base
         if self.fallbacks:
             state["fallbacks"] = [getattr(lm, "model", str(lm)) for lm in self.fallbacks]
         if is_openai_reasoning_model(self.model) and "max_completion_tokens" in state:
@@ -497,6 +509,9 @@ class LM:
         self.__dict__.setdefault("callbacks", [])
         self.__dict__.setdefault("fallbacks", [])
         self.__dict__.setdefault("fallback_on_timeout", None)
+        legacy = self.__dict__.pop("api_base", None)  # pickled before it moved into kwargs
+        if legacy and not self.api_base:
+            self.kwargs["api_base"] = legacy
         self._settings_chain = ((), [])
         self._handles = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
@@ -515,6 +530,20 @@ def _messages_of(prompt: str | None, messages: Sequence[Message] | None) -> list
     if prompt is not None and not isinstance(prompt, str):
         raise UsageError(f"prompt={prompt!r} must be a string; use messages=[...] for chat")
     return [{"role": "user", "content": prompt}] if prompt is not None else list(messages or [])
+
+
+def _check_endpoint(model: str, api_base: Any, kwargs: dict[str, Any]) -> None:
+    """Refuse two different endpoints (``api_base`` and ``base_url``); drop an empty one."""
+    if kwargs.get("base_url") is None:
+        kwargs.pop("base_url", None)
+    base_url = kwargs.get("base_url")
+    if api_base and base_url and base_url != api_base:
+        raise UsageError(
+            f"LM({model!r}, api_base={api_base!r}, base_url={base_url!r}): these name the same "
+            "endpoint; pass one of them"
+        )
+    if api_base and base_url:
+        del kwargs["base_url"]
 
 
 def _check_reasoning_defaults(model: str, temperature: Any, max_tokens: Any) -> None:
