@@ -12,6 +12,7 @@ import pydantic
 import pytest
 
 import dspex.programs._state as state_mod
+import dspex.programs._state_files as files_mod
 from dspex.errors import StateKeyError, UsageError
 from dspex.programs import (
     ChainOfThought,
@@ -370,6 +371,30 @@ def test_metadata_records_installed_versions_only(tmp_path: Path) -> None:
     except PackageNotFoundError:
         own = "unknown"
     assert metadata["dspex_version"] == own
+
+
+def test_loading_warns_once_per_dependency_whose_version_differs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    here = {"python": "3.11", "dspy": "3.4.1", "cloudpickle": "3.1"}
+    monkeypatch.setattr(files_mod, "dependency_versions", lambda: dict(here))
+    path = tmp_path / "s.json"
+    Predict("question -> answer").save(path)
+    saved = json.loads(path.read_text())
+    saved["metadata"]["dependency_versions"] = {
+        "python": "3.9",
+        "dspy": "2.4.0",
+        "cloudpickle": "3.1",  # the same: no warning
+        "numpy": "1.0",  # not installed here: nothing to compare
+    }
+    path.write_text(json.dumps(saved))
+    with caplog.at_level(logging.WARNING, logger="dspex.programs"):
+        Predict("question -> answer").load(path)
+    warned = [r.getMessage() for r in caplog.records if "There is a mismatch of" in r.getMessage()]
+    assert len(warned) == 2
+    assert "`python==3.9`, but now you have `python==3.11`" in warned[0]
+    assert "`dspy==2.4.0`, but now you have `dspy==3.4.1`" in warned[1]
+    assert all(str(path) in message for message in warned)
 
 
 def test_unserializable_demo_values_give_a_clear_error(tmp_path: Path) -> None:

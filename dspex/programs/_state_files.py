@@ -255,13 +255,23 @@ def _warn_version_mismatch(metadata: Any, where: str) -> None:
     saved = metadata.get("dependency_versions")
     if not isinstance(saved, Mapping):
         return
-    here = dependency_versions()["python"]
-    if saved.get("python") not in (None, here):
+    here = dependency_versions()
+    for name, version in saved.items():
+        current = here.get(name)
+        if current is None or str(version) == current:
+            continue  # the same, or not installed here (DSPy in a file DSPy wrote): nothing to say
+        # DSPy's wording, one warning per dependency, so log filters written for DSPy match.
         logger.warning(
-            "%s was saved with Python %s but this is Python %s; loaded state may differ.",
+            "There is a mismatch of %s version between saved model and current environment "
+            "(%s). You saved with `%s==%s`, but now you have `%s==%s`. This might cause errors "
+            "or performance downgrade on the loaded model, please consider loading the model "
+            "in the same environment as the saving environment.",
+            name,
             where,
-            saved.get("python"),
-            here,
+            name,
+            version,
+            name,
+            current,
         )
 
 
