@@ -12,12 +12,14 @@ import copy
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from types import FunctionType
 from typing import TYPE_CHECKING, Any, cast
 
 from dspex.actors import _otel
 from dspex.actors._callbacks import active_callbacks, ainvoke, check_callbacks, invoke
 from dspex.actors._program_run import current_run
 from dspex.errors import UsageError
+from dspex.programs._forward_guard import ForwardGuard
 from dspex.programs._module_history import calling, enter_calling, leave_calling
 from dspex.programs._runtime_access import current_runtime
 from dspex.programs._settings import settings
@@ -68,7 +70,14 @@ class Predictor(Parameter):
 
 class ProgramMeta(type):
     """Metaclass that initialises Module bookkeeping even when a subclass's
-    ``__init__`` forgets ``super().__init__()`` (common in user programs)."""
+    ``__init__`` forgets ``super().__init__()`` (common in user programs), and
+    guards each class's own ``forward`` (a direct call warns, as in DSPy)."""
+
+    def __init__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> None:
+        super().__init__(name, bases, namespace)
+        forward = namespace.get("forward")
+        if isinstance(forward, FunctionType):
+            cls.forward = ForwardGuard(forward)
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         obj: Any = cast(Any, cls).__new__(cls)

@@ -18,7 +18,7 @@ from typing import Any
 from dspex.actors._telemetry_emitter import new_uuid
 from dspex.programs._settings import current_settings
 
-__all__ = ["calling", "enter_calling", "leave_calling", "record_lm_call"]
+__all__ = ["calling", "enter_calling", "innermost_calling", "leave_calling", "record_lm_call"]
 
 _callers: ContextVar[tuple[Any, ...]] = ContextVar("dspex_caller_modules", default=())
 
@@ -41,6 +41,12 @@ def enter_calling(module: Any) -> Token[tuple[Any, ...]]:
 def leave_calling(token: Token[tuple[Any, ...]]) -> None:
     """:func:`calling`'s exit: the modules running before :func:`enter_calling`."""
     _callers.reset(token)
+
+
+def innermost_calling() -> Any:
+    """The module whose ``forward`` the current context runs innermost, or None."""
+    callers = _callers.get()
+    return callers[-1] if callers else None
 
 
 def record_lm_call(
