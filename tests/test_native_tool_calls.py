@@ -3,6 +3,8 @@ back in the ``ToolCalls`` output (DSPy 3.4.1's rule), and the OpenAI wire format
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -209,3 +211,63 @@ def test_native_tool_calls_and_native_reasoning_together() -> None:
     assert "tools" in lm.calls[0][1] and lm.calls[0][1]["reasoning_effort"] == "low"
     assert values["next_thought"] == "search first"
     assert values["tool_calls"].tool_calls[0].name == "search"
+
+
+# -- the awaited path and DSPy's pre/postprocess hooks ----------------------------------
+
+
+def test_acall_sends_tools_natively_and_reads_the_calls_back(start_runtime: StartRuntime) -> None:
+    # Regression: Adapter.acall formatted the tools into the prompt and failed on the
+    # tool-call-only reply (an "empty reply" parse error) instead of using the tools param.
+    start_runtime()
+
+    def reply(body: dict[str, Any]) -> dict[str, Any]:
+        message = {"role": "assistant", "content": None, "tool_calls": [_CALL]}
+        choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+        return {"body": {"choices": [choice], "model": body["model"], "usage": {}}}
+
+    async def ask(program: Any) -> Any:
+        return await program.acall(question="cats?", tools=[Tool(search)])
+
+    with FakeOpenAI(api_key=SECRET, reply=reply) as fake:
+        lm = dspex.LM("openai/gpt-4o-mini", api_base=fake.url, api_key=SECRET, cache=False)
+        with dspex.context(lm=lm, adapter=ChatAdapter(use_native_function_calling=True)):
+            pred = asyncio.run(ask(dspex.Predict(Native)))
+        [sent] = fake.requests
+    assert sent.json["tools"] == [Tool(search).format_as_litellm_function_call()]
+    assert "search, whose description is" not in json.dumps(sent.json["messages"])
+    [call] = pred.tool_calls.tool_calls
+    assert (call.id, call.args) == ("call_1", {"query": "cats", "k": 2})
+
+
+def test_call_postprocess_takes_dspys_output_shapes() -> None:
+    class Answered(Native):
+        answer: str = OutputField()
+        next_thought: dspex.Reasoning = OutputField()
+
+    adapter = ChatAdapter(use_native_function_calling=True)
+    params = {"temperature": 0.1, "tools": [{"stale": True}]}
+    processed = adapter._call_preprocess(
+        ReasoningLM(Completion("")), params, Answered, {"question": "Q", "tools": [Tool(search)]}
+    )
+    assert set(processed.output_fields) == {"answer"}
+    assert params["tools"] == [Tool(search).format_as_litellm_function_call()]
+    responses_call = {  # the Responses API's id key, and argument JSON to repair
+        "call_id": "call_r",
+        "type": "function",
+        "function": {"name": "search", "arguments": '{"query": "cats",}'},
+    }
+    outputs = [
+        {"text": None, "tool_calls": [responses_call], "reasoning_content": "think"},
+        {"text": "[[ ## answer ## ]]\nsure\n\n[[ ## completed ## ]]", "tool_calls": [_CALL]},
+        {"text": "I will search now.", "tool_calls": [_CALL], "logprobs": {"content": []}},
+    ]
+    first, second, third = adapter._call_postprocess(processed, Answered, outputs, None, params)
+    [call] = first["tool_calls"].tool_calls
+    assert (call.id, call.args) == ("call_r", {"query": "cats"})
+    assert first["answer"] is None and first["next_thought"] == "think"
+    assert second["answer"] == "sure" and second["tool_calls"].tool_calls[0].id == "call_1"
+    assert third["answer"] is None and third["logprobs"] == {"content": []}
+    qa = Signature("question -> answer")
+    plain = adapter._call_postprocess(qa, qa, ["[[ ## answer ## ]]\nx"], None, {})
+    assert plain == [{"answer": "x"}]

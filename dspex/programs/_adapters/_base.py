@@ -30,7 +30,13 @@ from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Union, get_arg
 from dspex.actors._callbacks import check_callbacks
 from dspex.errors import AdapterParseError
 from dspex.programs._adapters._demos import DEMO_SETS_KEPT, demos_key, note_pure_formatters
-from dspex.programs._adapters._native import complete_native, parse_native, plan_native_tools
+from dspex.programs._adapters._native import (
+    as_completion,
+    complete_native,
+    parse_native,
+    plan_native_tools,
+    recovered_plan,
+)
 from dspex.programs._adapters._parse import Parser, parser_for
 from dspex.programs._adapters._values import annotation_name
 from dspex.programs._callbacks import call_lm, hooked
@@ -160,24 +166,63 @@ class Adapter:
         signature; LM errors propagate unchanged.
         """
         original = _resolve(signature)
-        native = plan_native_tools(self, lm, lm_kwargs, original, inputs)
-        signature = native.signature
-        messages = self.format(signature, demos, inputs)
-        params = self.lm_params(signature, native.lm_kwargs, lm)
+        params = dict(lm_kwargs)
+        processed = self._call_preprocess(lm, params, original, inputs)
+        messages = self.format(processed, demos, inputs)
+        params = self.lm_params(processed, params, lm)
         response = self._generate(lm, messages, params)
-        if signature is original:
-            return self._parse_completions(signature, response)
-        return [
-            complete_native(
-                self,
-                native,
-                original,
-                completion,
-                parse_native(self, native, original, completion)
-                or self._parse_completions(signature, _OneCompletion((completion,)))[0],
-            )
-            for completion in response.completions
-        ]
+        return self._call_postprocess(processed, original, response.completions, lm, params)
+
+    def _call_preprocess(
+        self, lm: Any, lm_kwargs: dict[str, Any], signature: Any, inputs: Mapping[str, Any]
+    ) -> Any:
+        """DSPy's step before the call: the signature the prompt is written for, with the
+        fields native LM features carry (tools, reasoning) taken out; ``lm_kwargs`` is
+        updated in place (tools added, or tool parameters dropped)."""
+        plan = plan_native_tools(self, lm, lm_kwargs, signature, inputs)
+        lm_kwargs.clear()
+        lm_kwargs.update(plan.lm_kwargs)
+        return plan.signature
+
+    def _call_postprocess(
+        self,
+        processed_signature: Any,
+        original_signature: Any,
+        outputs: Sequence[Any],
+        lm: Any,
+        lm_kwargs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        """DSPy's step after the call: one dict of ``original_signature``'s outputs per
+        completion. ``outputs`` are completions, or DSPy's shapes of them (a string, or
+        a dict with ``text``, ``tool_calls``, ``reasoning_content``, ``logprobs``).
+
+        The text is parsed for ``processed_signature``'s outputs; native tool calls
+        and reasoning fill the fields ``_call_preprocess`` took out. A reply with
+        tool calls but no parseable text leaves the other outputs unset (None or
+        their default), as in DSPy; an empty reply without any is an ``AdapterParseError``.
+        """
+        completions = [as_completion(output) for output in outputs]
+        if processed_signature is original_signature:  # nothing native: parse the text
+            values = self._parse_completions(processed_signature, _OneCompletion(completions))
+        else:
+            plan = recovered_plan(processed_signature, original_signature)
+            values = [
+                complete_native(
+                    self,
+                    plan,
+                    original_signature,
+                    completion,
+                    parse_native(self, plan, original_signature, completion)
+                    or self._parse_completions(processed_signature, _OneCompletion((completion,)))[
+                        0
+                    ],
+                )
+                for completion in completions
+            ]
+        for value, output in zip(values, outputs, strict=True):
+            if isinstance(output, Mapping) and output.get("logprobs"):
+                value["logprobs"] = output["logprobs"]  # DSPy passes them through
+        return values
 
     async def acall(
         self,
@@ -206,11 +251,13 @@ class Adapter:
         inputs: Mapping[str, Any],
     ) -> list[dict[str, Any]]:
         """``__call__``'s steps with the LM call awaited (format and parse run here)."""
-        signature = _resolve(signature)
-        messages = self.format(signature, demos, inputs)
-        params = self.lm_params(signature, lm_kwargs, lm)
+        original = _resolve(signature)
+        params = dict(lm_kwargs)
+        processed = self._call_preprocess(lm, params, original, inputs)
+        messages = self.format(processed, demos, inputs)
+        params = self.lm_params(processed, params, lm)
         response = await self._agenerate(lm, messages, params)
-        return self._parse_completions(signature, response)
+        return self._call_postprocess(processed, original, response.completions, lm, params)
 
     async def _agenerate(
         self, lm: Any, messages: list[dict[str, Any]], params: dict[str, Any]
@@ -518,9 +565,9 @@ class Adapter:
 
 
 class _OneCompletion(NamedTuple):
-    """One completion of a response, to parse on its own."""
+    """Completions to parse, in the shape ``_parse_completions`` reads (a response's)."""
 
-    completions: tuple[Any, ...]
+    completions: Sequence[Any]
 
 
 def _resolve(signature: Any) -> Any:

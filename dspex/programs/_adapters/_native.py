@@ -14,13 +14,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple, get_args, get_origin
 
+from dspex.actors._lm._types import Completion
 from dspex.errors import AdapterParseError, UsageError
 
 __all__ = [
     "NativePlan",
+    "as_completion",
     "complete_native",
     "parse_native",
     "plan_native_tools",
+    "recovered_plan",
     "tool_calls_output",
 ]
 
@@ -149,6 +152,42 @@ def parse_native(
             values = {}
     values[plan.tool_calls_field] = ToolCalls.from_dict_list([dict(c) for c in calls])
     return values
+
+
+def recovered_plan(processed: Any, original: Any) -> NativePlan:
+    """The plan of a call, from the signature its prompt was written for and the caller's:
+    an output ``processed`` lacks was taken out for a native feature (DSPy's
+    ``_call_postprocess`` receives only these two)."""
+    calls_field = tool_calls_output(original)
+    if calls_field is not None and calls_field in processed.output_fields:
+        calls_field = None  # described in the prompt: parsed from the text
+    native = tuple(
+        name
+        for name in original.output_fields
+        if name not in processed.output_fields and name != calls_field
+    )
+    return NativePlan(processed, {}, calls_field, native)
+
+
+def as_completion(output: Any) -> Any:
+    """A completion from what an adapter may be given: a completion (anything with a
+    ``text``) as is, or DSPy's shapes: a string, None, or a dict with ``text``,
+    ``tool_calls``, ``reasoning_content`` and ``finish_reason``."""
+    if isinstance(output, str) or output is None:
+        return Completion(output or "")
+    if isinstance(output, Mapping):
+        return Completion(
+            output.get("text") or "",
+            output.get("finish_reason"),
+            tuple(output.get("tool_calls") or ()),
+            output.get("reasoning_content"),
+        )
+    if not hasattr(output, "text"):
+        raise UsageError(
+            f"an LM output must be a completion, a string or a dict with 'text', got "
+            f"{type(output).__name__} ({output!r:.80})"
+        )
+    return output
 
 
 def complete_native(
