@@ -300,8 +300,9 @@ def _record_step(trajectory: dict[str, Any], idx: int, pred: Any) -> tuple[Any, 
 def _still_too_long(last: ContextWindowError | None) -> ContextWindowError:
     assert last is not None
     error = ContextWindowError(
-        f"the ReAct prompt still exceeds the LM's context window after {MAX_TRUNCATIONS} "
-        "tries, each with the oldest trajectory step dropped; shorten the inputs or the "
+        # DSPy's sentence first: code written for DSPy matches on it.
+        f"The context window was exceeded even after {MAX_TRUNCATIONS} attempts to truncate "
+        "the trajectory (the oldest step dropped after each); shorten the inputs or the "
         f"tool observations, or use a model with a larger context window ({last})",
         model=last.model,
         status=last.status,
