@@ -20,6 +20,7 @@ from dspex.actors._lm._providers import AnthropicProvider, GeminiProvider
 from dspex.actors._lm._types import LMRequest
 from dspex.adapters.types import Audio, Code, File, Image, Reasoning, ToolCallResults, ToolCalls
 from dspex.errors import UsageError
+from dspex.experimental import Document
 from dspex.testing import DummyLM, FakeAnthropic, FakeGemini, FakeOpenAI
 
 GOLDEN = json.loads(
@@ -347,3 +348,73 @@ def test_an_image_input_reaches_each_provider_as_a_content_part(
     sent = json.dumps(seen.json)
     assert base64.b64encode(PNG).decode() in sent
     assert "CUSTOM-TYPE" not in sent
+
+
+# -- Document: a document content part, native for Anthropic, text for the others ---------
+
+
+class Read(dspex.Signature):
+    """Answer from the document."""
+
+    document: Document = dspex.InputField()
+    answer: str = dspex.OutputField()
+
+
+DOC_BLOCK = {
+    "type": "document",
+    "source": {"type": "text", "media_type": "text/plain", "data": "Alpha beta"},
+    "citations": {"enabled": True},
+    "title": "Doc",
+}
+DOC_TEXT = json.dumps({"title": "Doc", "data": "Alpha beta"})
+
+
+def test_a_document_input_is_a_document_part_of_the_prompt_as_in_dspy() -> None:
+    messages = dspex.ChatAdapter().format(
+        Read, [], {"document": Document(data="Alpha beta", title="Doc")}
+    )
+    assert messages[-1]["content"][:2] == [
+        {"type": "text", "text": "[[ ## document ## ]]\n"},
+        DOC_BLOCK,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fake_class", "model"),
+    [
+        (FakeOpenAI, "openai/gpt-4o-mini"),
+        (FakeAnthropic, "anthropic/claude-3-5-haiku"),
+        (FakeGemini, "gemini/gemini-2.0-flash"),
+    ],
+)
+def test_a_document_reaches_each_provider_in_a_form_it_takes(
+    start_runtime: Any, fake_class: Any, model: str
+) -> None:
+    start_runtime()
+    with fake_class(
+        api_key=SECRET, reply=lambda body: {"text": "[[ ## answer ## ]]\nbeta"}
+    ) as fake:
+        lm = dspex.LM(model, api_base=fake.url, api_key=SECRET, cache=False)
+        with dspex.context(lm=lm):
+            result = dspex.Predict(Read)(document=Document(data="Alpha beta", title="Doc"))
+        [seen] = fake.requests
+    assert result.answer == "beta"
+    if fake_class is FakeAnthropic:  # Anthropic's own block, citations enabled
+        assert DOC_BLOCK in seen.json["messages"][-1]["content"]
+        return
+    sent = json.dumps(seen.json)
+    assert '"document"' not in sent.replace('"[[ ## document ## ]]', "")  # no document part
+    if fake_class is FakeOpenAI:
+        assert {"type": "text", "text": DOC_TEXT} in seen.json["messages"][-1]["content"]
+    else:
+        assert {"text": DOC_TEXT} in seen.json["contents"][-1]["parts"]
+
+
+def test_the_responses_api_gets_a_document_as_input_text() -> None:
+    from dspex.actors._lm._providers._responses import _input_content
+
+    parts = _input_content("user", [{"type": "text", "text": "see"}, DOC_BLOCK], 0)
+    assert parts[1] == {"type": "input_text", "text": DOC_TEXT}
+    pdf = {**DOC_BLOCK, "source": {"type": "base64", "data": "JVBERg=="}}
+    with pytest.raises(UsageError, match=r"messages\[0\].*needs a text source"):
+        _input_content("user", [pdf], 0)

@@ -30,7 +30,7 @@ def test_citations_from_a_list_and_documents_as_blocks() -> None:
     assert citations == Citations.from_dict_list([item])
     assert citations.format() == [{"type": "char_location", **item}]
     assert isinstance(citations[0], Citations.Citation) and len(citations) == 1
-    block = Document(data="The sky is blue", title="Sky").format()
+    [block] = Document(data="The sky is blue", title="Sky").format()
     assert block["source"]["data"] == "The sky is blue" and block["title"] == "Sky"
 
 

@@ -1,15 +1,15 @@
 """``Document`` and ``Citations``: DSPy's experimental source-and-citation types.
 
-Both are pydantic models, so a signature may use them as any typed field:
-a ``Document`` input is formatted as its JSON, and a ``Citations`` output is
-parsed from a JSON list of citation objects (or ``{"citations": [...]}``).
-dspex does not use a provider's native citation API (Anthropic's): the LM
-writes the citations as the prompt asks.
+Both are custom types a signature may use as any typed field: a ``Document``
+input is a ``document`` content part of the prompt (see :class:`Document`), and
+a ``Citations`` output is parsed from a JSON list of citation objects (or
+``{"citations": [...]}``). dspex does not read a provider's native citations
+(Anthropic's) back: the LM writes the citations as the prompt asks.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import pydantic
 
@@ -18,12 +18,13 @@ from dspex.programs._types._base import Type
 __all__ = ["Citation", "Citations", "Document"]
 
 
-class Document(pydantic.BaseModel):
-    """A source document for the LM to read and cite: its text plus an optional title."""
+class Document(Type):
+    """A source document for the LM to read and cite: its text plus an optional title.
 
-    # A custom type for the adapters (its description() goes under the field), written
-    # into prompts as its JSON: dspex has no native document content part.
-    __dspex_custom_type__: ClassVar[bool] = True
+    In a prompt it is a ``document`` content part, as in DSPy: ``anthropic/`` models
+    get Anthropic's document block (citations enabled); providers without one
+    (OpenAI, Gemini) get the document's title, context and text as JSON text.
+    """
 
     data: str
     title: str | None = None
@@ -38,8 +39,8 @@ class Document(pydantic.BaseModel):
             "Include the full text content and optionally a title for proper referencing."
         )
 
-    def format(self) -> dict[str, Any]:
-        """The document as Anthropic's document content block (``type: document``)."""
+    def format(self) -> list[dict[str, Any]]:
+        """The document as one content part: Anthropic's document block (``type: document``)."""
         block: dict[str, Any] = {
             "type": "document",
             "source": {"type": "text", "media_type": self.media_type, "data": self.data},
@@ -49,7 +50,7 @@ class Document(pydantic.BaseModel):
             block["title"] = self.title
         if self.context:
             block["context"] = self.context
-        return block
+        return [block]
 
 
 class Citation(pydantic.BaseModel):

@@ -132,9 +132,12 @@ def _content(content: Any, where: str) -> str | list[dict[str, Any]]:
     if isinstance(content, str):
         return content
     blocks: list[dict[str, Any]] = []
-    for kind, value in text_parts(content, where):
+    for kind, value in text_parts(content, where, native_documents=True):
         if kind == "text":
             blocks.append({"type": "text", "text": value})
+            continue
+        if kind == "document":  # Anthropic's own block (DSPy's Document): sent as it is
+            blocks.append(_native_document(json.loads(value)))
             continue
         if kind != "image":
             blocks.append(_document(kind, value, where))
@@ -147,6 +150,12 @@ def _content(content: Any, where: str) -> str | list[dict[str, Any]]:
         )
         blocks.append({"type": "image", "source": source})
     return blocks
+
+
+def _native_document(part: dict[str, Any]) -> dict[str, Any]:
+    """A ``document`` part as Anthropic's block: only the keys its API takes."""
+    keys = ("type", "source", "title", "context", "citations", "cache_control")
+    return {k: part[k] for k in keys if part.get(k) is not None}
 
 
 def _document(kind: str, value: str, where: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, NamedTuple
 
 from dspex.actors._lm._cache_key import wire_params
+from dspex.actors._lm._providers._documents import document_text
 from dspex.actors._lm._transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
     BadEncoding,
@@ -435,11 +436,15 @@ async def send(
     return provider.parse(reply.status, reply.headers, reply.body, model=model, api_key=key)
 
 
-def text_parts(content: Any, where: str) -> list[tuple[str, str]]:
+def text_parts(
+    content: Any, where: str, *, native_documents: bool = False
+) -> list[tuple[str, str]]:
     """A message content as ``[(kind, value)]``, from a string or OpenAI content parts.
 
     Kinds: ``("text", str)``, ``("image", url)``, ``("audio", data URL)``,
     ``("file", data URL)`` and ``("file_id", id)``; anything else raises naming ``where``.
+    A ``document`` part (DSPy's ``Document``, Anthropic's block) is its text, or with
+    ``native_documents`` ``("document", the block as JSON)``.
     """
     if isinstance(content, str):
         return [("text", content)]
@@ -456,10 +461,15 @@ def text_parts(content: Any, where: str) -> list[tuple[str, str]]:
             parts.append(("image", str(url)))
         elif kind in ("input_audio", "file"):
             parts.append(_media_part(part, kind, f"{where}.content[{i}]"))
+        elif kind == "document":
+            if native_documents:
+                parts.append(("document", json.dumps(part)))
+            else:
+                parts.append(("text", document_text(part, f"{where}.content[{i}]")))
         else:
             raise UsageError(
                 f"{where}.content[{i}] has type {kind!r}; this provider takes 'text', "
-                "'image_url', 'input_audio' and 'file' parts"
+                "'image_url', 'input_audio', 'file' and 'document' parts"
             )
     return parts
 

@@ -20,7 +20,13 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from dspex.actors._lm._providers._base import ContextOverflow, HTTPCall, Provider, _int_or_none
+from dspex.actors._lm._providers._base import (
+    ContextOverflow,
+    HTTPCall,
+    Provider,
+    _int_or_none,
+)
+from dspex.actors._lm._providers._documents import text_documents
 from dspex.actors._lm._types import Completion, LMRequest, LMResponse, Usage
 from dspex.errors import UsageError
 
@@ -68,7 +74,9 @@ class OpenAIProvider(Provider):
     def build(self, request: LMRequest, *, api_base: str | None, api_key: str | None) -> HTTPCall:
         key = self._key_or_fail(request, api_base, api_key)
         # A copy only where the body needs a dict: it is encoded, never mutated.
-        messages = [m if type(m) is dict else dict(m) for m in self._checked_messages(request)]
+        messages = text_documents(
+            [m if type(m) is dict else dict(m) for m in self._checked_messages(request)]
+        )
         params = self._params(request)
         if "response_format" in params:
             params["response_format"] = self._response_format(params["response_format"])

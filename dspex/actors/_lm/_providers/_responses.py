@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dspex.actors._lm._providers._base import HTTPCall, text_parts
+from dspex.actors._lm._providers._documents import document_text
 from dspex.actors._lm._providers._openai import OpenAIProvider, as_openai_format
 from dspex.actors._lm._types import Completion, LMRequest, LMResponse, Usage
 from dspex.errors import UsageError
@@ -127,6 +128,8 @@ def _input_content(role: str, content: Any, index: int) -> list[dict[str, Any]]:
             if isinstance(image, Mapping) and image.get("detail") is not None:
                 item["detail"] = image["detail"]
             parts.append(item)
+        elif kind == "document":  # no document part in OpenAI's APIs: its text
+            parts.append({"type": text_type, "text": document_text(part, f"messages[{index}]")})
         elif kind == "file":
             spec = part.get("file") or {}
             item = {"type": "input_file"}
