@@ -20,7 +20,7 @@ from dspex.actors._lm._providers import AnthropicProvider, GeminiProvider
 from dspex.actors._lm._types import LMRequest
 from dspex.adapters.types import Audio, Code, File, Image, Reasoning, ToolCallResults, ToolCalls
 from dspex.errors import UsageError
-from dspex.experimental import Document
+from dspex.experimental import Citations, Document
 from dspex.testing import DummyLM, FakeAnthropic, FakeGemini, FakeOpenAI
 
 GOLDEN = json.loads(
@@ -418,3 +418,68 @@ def test_the_responses_api_gets_a_document_as_input_text() -> None:
     pdf = {**DOC_BLOCK, "source": {"type": "base64", "data": "JVBERg=="}}
     with pytest.raises(UsageError, match=r"messages\[0\].*needs a text source"):
         _input_content("user", [pdf], 0)
+
+
+class Cite(dspex.Signature):
+    """Answer from the document, citing it."""
+
+    document: Document = dspex.InputField()
+    question: str = dspex.InputField()
+    answer: str = dspex.OutputField()
+    citations: Citations = dspex.OutputField()
+
+
+SPAN = {
+    "type": "char_location",
+    "cited_text": "Alpha",
+    "document_index": 0,
+    "document_title": "Doc",
+    "start_char_index": 0,
+    "end_char_index": 5,
+}
+
+
+def test_anthropic_cites_natively_and_the_citations_survive_the_cache(
+    start_runtime: Any,
+) -> None:
+    start_runtime()
+
+    def reply(body: dict[str, Any]) -> dict[str, Any]:
+        content = [
+            {"type": "text", "text": "[[ ## answer ## ]]\n"},
+            {"type": "text", "text": "It is Alpha.", "citations": [SPAN]},
+            {"type": "text", "text": "\n\n[[ ## completed ## ]]"},
+        ]
+        return {
+            "body": {
+                "type": "message",
+                "content": content,
+                "stop_reason": "end_turn",
+                "model": body["model"],
+                "usage": {"input_tokens": 1, "output_tokens": 1},
+            }
+        }
+
+    with FakeAnthropic(api_key=SECRET, reply=reply) as fake:
+        lm = dspex.LM("anthropic/claude-3-5-haiku", api_base=fake.url, api_key=SECRET)
+        doc = Document(data="Alpha beta", title="Doc")
+        with dspex.context(lm=lm):
+            first = dspex.Predict(Cite)(document=doc, question="Which?")
+            again = dspex.Predict(Cite)(document=doc, question="Which?")  # a cache hit
+        [seen] = fake.requests
+    system = seen.json["system"]
+    assert "`answer`" in system and "[[ ## citations ## ]]" not in system  # left the prompt
+    assert DOC_BLOCK in seen.json["messages"][-1]["content"]
+    for pred in (first, again):
+        assert pred.answer == "It is Alpha."
+        [citation] = pred.citations.citations
+        assert (citation.cited_text, citation.document_title) == ("Alpha", "Doc")
+        assert citation.supported_text == "It is Alpha."
+
+
+def test_other_providers_write_citations_in_the_reply() -> None:
+    lm = DummyLM([{"answer": "Alpha", "citations": json.dumps([SPAN])}])
+    with dspex.context(lm=lm):
+        pred = dspex.Predict(Cite)(document=Document(data="Alpha beta"), question="Which?")
+    assert pred.citations.citations[0].cited_text == "Alpha"
+    assert "[[ ## citations ## ]]" in lm.history[-1]["messages"][0]["content"]

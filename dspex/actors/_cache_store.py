@@ -52,9 +52,13 @@ def encode_response(response: LMResponse) -> bytes:
         "u": [response.usage.prompt_tokens, response.usage.completion_tokens],
         "m": response.model,
     }
-    if any(c.tool_calls or c.reasoning_content for c in response.completions):
-        # native tool calls and reasoning, only when present (older entries lack them)
-        payload["x"] = [[list(c.tool_calls), c.reasoning_content] for c in response.completions]
+    if any(c.tool_calls or c.reasoning_content or c.citations for c in response.completions):
+        # native tool calls, reasoning and citations, only when present (older entries
+        # lack them; citations, the third, only when some completion has them)
+        payload["x"] = [
+            [list(c.tool_calls), c.reasoning_content, *([list(c.citations)] if c.citations else [])]
+            for c in response.completions
+        ]
     if response.embeddings:  # only when present: chat entries keep their old bytes
         payload["e"] = [list(v) for v in response.embeddings]
     return json.dumps(payload, separators=(",", ":")).encode()
@@ -65,8 +69,8 @@ def decode_response(blob: bytes) -> LMResponse:
     extra = payload.get("x") or [[[], None]] * len(payload["c"])
     return LMResponse(
         completions=tuple(
-            Completion(text, reason, tuple(calls), reasoning)
-            for (text, reason), (calls, reasoning) in zip(payload["c"], extra, strict=True)
+            Completion(text, reason, tuple(more[0]), more[1], tuple(more[2] if more[2:] else ()))
+            for (text, reason), more in zip(payload["c"], extra, strict=True)
         ),
         usage=Usage(*payload["u"]),
         model=payload["m"],

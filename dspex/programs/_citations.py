@@ -2,9 +2,9 @@
 
 Both are custom types a signature may use as any typed field: a ``Document``
 input is a ``document`` content part of the prompt (see :class:`Document`), and
-a ``Citations`` output is parsed from a JSON list of citation objects (or
-``{"citations": [...]}``). dspex does not read a provider's native citations
-(Anthropic's) back: the LM writes the citations as the prompt asks.
+a ``Citations`` output is filled from Anthropic's native citations for an
+``anthropic/`` model (the field leaves the prompt), else parsed from the JSON
+list of citation objects the LM writes (or ``{"citations": [...]}``).
 """
 
 from __future__ import annotations
@@ -98,6 +98,33 @@ class Citations(Type):
 
     def format(self) -> list[dict[str, Any]]:
         return [citation.format() for citation in self.citations]
+
+    @classmethod
+    def adapt_to_native_lm_feature(
+        cls, signature: Any, field_name: str, lm: Any, lm_kwargs: dict[str, Any]
+    ) -> Any:
+        """DSPy's rule: an ``anthropic/`` model cites natively (documents sent with
+        citations enabled), so the field leaves the prompt."""
+        if str(getattr(lm, "model", "")).startswith("anthropic/"):
+            return signature.delete(field_name)
+        return signature
+
+    @classmethod
+    def parse_lm_response(cls, response: Any) -> Citations | None:
+        """The native citations a completion carries (``citations``), or None.
+
+        Only character spans of text documents (``char_location``) fit a
+        ``Citation``; other kinds (PDF pages) are left out.
+        """
+        found = (
+            response.get("citations")
+            if isinstance(response, dict)
+            else getattr(response, "citations", None)
+        )
+        if not isinstance(found, list | tuple) or not found:
+            return None
+        spans = [dict(c) for c in found if dict(c).get("type", "char_location") == "char_location"]
+        return cls.from_dict_list(spans) if spans else None
 
     @pydantic.model_validator(mode="before")
     @classmethod

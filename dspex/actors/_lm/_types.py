@@ -55,13 +55,16 @@ class Completion:
     ``tool_calls`` holds the provider's native tool calls, each in OpenAI's
     shape (``{"id", "type": "function", "function": {"name", "arguments"}}``);
     ``reasoning_content`` a reasoning model's separate reasoning text (or the
-    Responses API's reasoning summary).
+    Responses API's reasoning summary); ``citations`` the provider's native
+    citations of the documents sent (Anthropic's, each a dict such as
+    ``{"type": "char_location", "cited_text", "document_index", ...}``).
     """
 
     text: str
     finish_reason: str | None = None
     tool_calls: tuple[Mapping[str, Any], ...] = ()
     reasoning_content: str | None = None
+    citations: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

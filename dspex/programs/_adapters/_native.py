@@ -172,7 +172,7 @@ def recovered_plan(processed: Any, original: Any) -> NativePlan:
 def as_completion(output: Any) -> Any:
     """A completion from what an adapter may be given: a completion (anything with a
     ``text``) as is, or DSPy's shapes: a string, None, or a dict with ``text``,
-    ``tool_calls``, ``reasoning_content`` and ``finish_reason``."""
+    ``tool_calls``, ``reasoning_content``, ``citations`` and ``finish_reason``."""
     if isinstance(output, str) or output is None:
         return Completion(output or "")
     if isinstance(output, Mapping):
@@ -181,6 +181,7 @@ def as_completion(output: Any) -> Any:
             output.get("finish_reason"),
             tuple(output.get("tool_calls") or ()),
             output.get("reasoning_content"),
+            tuple(output.get("citations") or ()),
         )
     if not hasattr(output, "text"):
         raise UsageError(

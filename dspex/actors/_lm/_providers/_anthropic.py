@@ -114,7 +114,17 @@ class AnthropicProvider(Provider):
     def _parse_body(self, data: Any, *, model: str) -> LMResponse:
         if data.get("type") == "error":
             raise self.error_for_status(500, {}, json.dumps(data).encode(), model=model)
-        text = "".join(b["text"] for b in data["content"] if b.get("type") == "text")
+        texts = [b for b in data["content"] if b.get("type") == "text"]
+        text = "".join(b["text"] for b in texts)
+        # Native citations of the documents sent (a document block with citations
+        # enabled): each text block lists the spans it rests on, and the block's text is
+        # kept as the citation's supported_text (a field of DSPy's Citation).
+        citations = tuple(
+            {**c, "supported_text": b["text"]}
+            for b in texts
+            for c in (b.get("citations") or ())
+            if isinstance(c, dict)
+        )
         reason = data.get("stop_reason")
         usage = data.get("usage") or {}
         prompt = sum(
@@ -122,7 +132,7 @@ class AnthropicProvider(Provider):
             for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
         )
         return LMResponse(
-            (Completion(text, _FINISH.get(reason, reason)),),
+            (Completion(text, _FINISH.get(reason, reason), citations=citations),),
             Usage(prompt, int(usage.get("output_tokens") or 0)),
             model,
         )
