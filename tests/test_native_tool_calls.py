@@ -268,6 +268,9 @@ def test_call_postprocess_takes_dspys_output_shapes() -> None:
     assert first["answer"] is None and first["next_thought"] == "think"
     assert second["answer"] == "sure" and second["tool_calls"].tool_calls[0].id == "call_1"
     assert third["answer"] is None and third["logprobs"] == {"content": []}
+    # Calls in a reply fill the ToolCalls output even when the prompt asked for it too
+    [only] = adapter._call_postprocess(Native, Native, [{"tool_calls": [_CALL]}], None, {})
+    assert only["tool_calls"].tool_calls[0].id == "call_1"
     qa = Signature("question -> answer")
     plain = adapter._call_postprocess(qa, qa, ["[[ ## answer ## ]]\nx"], None, {})
     assert plain == [{"answer": "x"}]

@@ -36,6 +36,7 @@ from dspex.programs._adapters._native import (
     parse_native,
     plan_native_tools,
     recovered_plan,
+    tool_calls_output,
 )
 from dspex.programs._adapters._parse import Parser, parser_for
 from dspex.programs._adapters._values import annotation_name
@@ -197,12 +198,17 @@ class Adapter:
         a dict with ``text``, ``tool_calls``, ``reasoning_content``, ``logprobs``).
 
         The text is parsed for ``processed_signature``'s outputs; native tool calls
-        and reasoning fill the fields ``_call_preprocess`` took out. A reply with
-        tool calls but no parseable text leaves the other outputs unset (None or
-        their default), as in DSPy; an empty reply without any is an ``AdapterParseError``.
+        and reasoning fill the fields ``_call_preprocess`` took out (native tool calls
+        fill the ``ToolCalls`` output even when the prompt asked for it too: the
+        provider's calls are authoritative, as in DSPy). A reply with tool calls but
+        no parseable text leaves the other outputs unset (None or their default);
+        an empty reply without any is an ``AdapterParseError``.
         """
         completions = [as_completion(output) for output in outputs]
-        if processed_signature is original_signature:  # nothing native: parse the text
+        if processed_signature is original_signature and not (
+            any(getattr(c, "tool_calls", None) for c in completions)
+            and tool_calls_output(original_signature)
+        ):  # nothing native: parse the text
             values = self._parse_completions(processed_signature, _OneCompletion(completions))
         else:
             plan = recovered_plan(processed_signature, original_signature)

@@ -158,9 +158,9 @@ def recovered_plan(processed: Any, original: Any) -> NativePlan:
     """The plan of a call, from the signature its prompt was written for and the caller's:
     an output ``processed`` lacks was taken out for a native feature (DSPy's
     ``_call_postprocess`` receives only these two)."""
+    # Native tool calls in a reply fill the ToolCalls output even when the field was
+    # also asked for in the prompt (DSPy: the provider's calls are authoritative).
     calls_field = tool_calls_output(original)
-    if calls_field is not None and calls_field in processed.output_fields:
-        calls_field = None  # described in the prompt: parsed from the text
     native = tuple(
         name
         for name in original.output_fields
