@@ -12,8 +12,9 @@ parameters, so the tools are only ever described in the prompt text.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple, get_args, get_origin
+from typing import Any, get_args, get_origin
 
+from dspex._record import Record
 from dspex.errors import AdapterParseError, UsageError
 
 __all__ = [
@@ -27,7 +28,7 @@ __all__ = [
 _TOOL_PARAMS = ("tools", "tool_choice", "parallel_tool_calls")
 
 
-class NativePlan(NamedTuple):
+class NativePlan(Record):
     """What one adapter call sends and expects after planning native features."""
 
     signature: Any  # the signature the prompt is written and parsed for
