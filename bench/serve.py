@@ -133,6 +133,7 @@ class Served:
                 "--queue-limit",
                 str(queue_limit),
                 *(["--workers", str(workers)] if workers != 1 else []),
+                *os.environ.get("BENCH_SERVE_ARGS", "").split(),  # e.g. "--gc-threshold 0"
             ],
             env=env,
             stdout=subprocess.PIPE,
