@@ -287,7 +287,11 @@ def bench_cache_hit(calls: int, n_rounds: int, profile: bool) -> dict[str, float
 
 
 def _identical_calls(use_predict: bool, latency: float) -> int:
-    """Upstream requests made for 256 identical calls started together, cache off."""
+    """Upstream requests made for 256 identical calls started together.
+
+    The cache is on (a fresh directory, so every call misses it): only cached
+    calls share a flight; with ``cache=False`` each call goes upstream, as in DSPy.
+    """
     import dspex
 
     server = Server(latency)
@@ -295,7 +299,7 @@ def _identical_calls(use_predict: bool, latency: float) -> int:
         cache={"dir": tempfile.mkdtemp(prefix="dspex-bench-")}, telemetry={"format": "off"}
     )
     try:
-        lm = dspex.LM(MODEL, api_base=server.url, api_key=KEY, cache=False)
+        lm = dspex.LM(MODEL, api_base=server.url, api_key=KEY)
         qa = dspex.Predict(SIGNATURE)
         qa.lm = lm
         barrier = threading.Barrier(256)
@@ -319,7 +323,7 @@ def bench_single_flight(latency: float) -> dict[str, int]:
     for label in ("Predict()", "lm()"):
         found[label] = _identical_calls(label == "Predict()", latency)
         print(
-            f"  256 identical {label:10s} calls, cache off, {latency * 1000:.0f} ms latency: "
+            f"  256 identical {label:10s} calls, cold cache, {latency * 1000:.0f} ms latency: "
             f"{found[label]} upstream request(s)"
         )
     return found

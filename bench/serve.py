@@ -17,7 +17,8 @@ request of the server (all its
 processes), the fake and the load generator, read from /proc: on a 2-core box
 these three share the cores, so their sum bounds the requests/s
 (2 s / sum) and, by Little's law, the latency at a given concurrency.
-Prints figures and asserts nothing.
+Prints figures and asserts nothing. ``BENCH_SERVE_ARGS`` adds options to every
+``dspex serve`` it starts (for example ``BENCH_SERVE_ARGS="--gc-threshold 0"``).
 
 (0) The serve layers alone: the same, on a program that calls no LM.
 (a) Throughput: 64 keep-alive clients, fake at 0 ms. Target >= 1,500 req/s.
@@ -133,6 +134,7 @@ class Served:
                 "--queue-limit",
                 str(queue_limit),
                 *(["--workers", str(workers)] if workers != 1 else []),
+                *os.environ.get("BENCH_SERVE_ARGS", "").split(),  # e.g. "--gc-threshold 0"
             ],
             env=env,
             stdout=subprocess.PIPE,

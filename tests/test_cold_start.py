@@ -43,7 +43,21 @@ answer = dspy.Predict("question -> answer")(question="cold?").answer
 dspy.current_runtime().flush()  # telemetry has handled the call's events (prices none)
 after_call = sorted(sys.modules)
 cost = dspy.current_runtime().history(1)[0].cost  # read: the price loads now at the latest
+
+import typing
+costly = []  # record classes whose definition compiled every annotation (see test below)
+for name, module in list(sys.modules.items()):
+    if name.startswith("dspex") and name in after_call:
+        for value in list(vars(module).values()):
+            if not isinstance(value, type) or value.__module__ != name:
+                continue
+            notes = getattr(value, "__annotations__", {})
+            if issubclass(value, tuple) and any(
+                isinstance(a, typing.ForwardRef) for a in notes.values()
+            ):
+                costly.append(f"{name}.{value.__qualname__}")
 print(json.dumps({
+    "costly": sorted(costly),
     "answer": answer,
     "after_import": after_import,
     "after_call": after_call,
@@ -134,6 +148,13 @@ def test_import_dspex_loads_no_programs_runtime_or_config(first_call: dict[str, 
     assert isinstance(loaded, list)
     heavy = ("pydantic", "asyncio", "genai_prices", "dspex.programs._predict", "dspex.config")
     assert [m for m in heavy if m in loaded] == []
+
+
+def test_the_first_call_defines_no_typing_namedtuple(first_call: dict[str, object]) -> None:
+    # typing.NamedTuple compiles each string annotation into a ForwardRef (~0.1 ms a
+    # class on a cold start); the records the first call defines are dspex._record
+    # Records, built by collections.namedtuple (tests/test_records.py).
+    assert first_call["costly"] == []
 
 
 def test_the_caller_never_waits_for_the_price_table(first_call: dict[str, object]) -> None:

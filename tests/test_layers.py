@@ -25,7 +25,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dspex"
 LAYERS = ["config", "supervision", "actors", "programs"]
-SHARED_LEAVES = {"dspex.errors", "dspex._lazy"}
+SHARED_LEAVES = {"dspex.errors", "dspex._lazy", "dspex._record"}
 
 
 def _layer_of(module: str) -> str | None:
@@ -100,7 +100,7 @@ def test_checker_catches_a_violation(tmp_path: Path) -> None:
 
 
 def test_shared_leaves_import_nothing_from_dspex() -> None:
-    for leaf in ("errors.py", "_lazy.py"):
+    for leaf in ("errors.py", "_lazy.py", "_record.py"):
         targets = [t for _, t in _imports(PACKAGE / leaf)]
         assert not [t for t in targets if t.startswith("dspex")], leaf
 

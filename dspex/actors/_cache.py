@@ -13,10 +13,11 @@ import contextlib
 import contextvars
 import logging
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import pykka
 
+from dspex._record import Record
 from dspex.actors._cache_store import CacheStats, CacheStore
 from dspex.actors._lm._types import LMResponse
 from dspex.supervision import Actor
@@ -28,7 +29,7 @@ log = logging.getLogger("dspex.cache")
 FLUSH_BATCH = 256
 
 
-class Persist(NamedTuple):
+class Persist(Record):
     """Write one entry to the disk tier."""
 
     key: str

@@ -22,10 +22,11 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from cachetools import LRUCache
 
+from dspex._record import Record
 from dspex.actors._lm._prices import replace_response
 from dspex.actors._lm._types import Completion, LMResponse, Usage
 
@@ -79,7 +80,7 @@ def decode_response(blob: bytes) -> LMResponse:
     )
 
 
-class CacheStats(NamedTuple):
+class CacheStats(Record):
     """A snapshot of cache counters."""
 
     hits: int

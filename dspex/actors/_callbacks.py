@@ -108,12 +108,12 @@ class BaseCallback:
         """``parse`` returned ``outputs`` (a dict of output values) or raised."""
 
     def on_tool_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        """A tool is called (reserved: dspex has no Tool yet)."""
+        """A ``Tool`` is called (directly, or by ReAct); ``inputs`` holds its arguments."""
 
     def on_tool_end(
         self, call_id: str, outputs: Any | None, exception: BaseException | None = None
     ) -> None:
-        """A tool call returned or raised (reserved: dspex has no Tool yet)."""
+        """A ``Tool`` call returned ``outputs`` (its result) or raised."""
 
     def on_evaluate_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         """An ``Evaluate`` is called; ``inputs`` holds ``program``, ``metric``, ``devset``..."""

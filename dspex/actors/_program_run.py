@@ -21,8 +21,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import Any, NamedTuple
+from typing import Any
 
+from dspex._record import Record
 from dspex.errors import ProgramError
 from dspex.supervision import Actor
 
@@ -219,7 +220,7 @@ def leave_run(token: contextvars.Token[RunContext | None]) -> None:
     _current.reset(token)
 
 
-class RunJob(NamedTuple):  # not a frozen dataclass: cheaper to define on a cold start
+class RunJob(Record):  # not a frozen dataclass: cheaper to define on a cold start
     """Execute ``fn`` inside ``context`` (the caller's copied contextvars) and reply.
 
     ``before`` runs first, in the run's thread, while the caller waits anyway

@@ -26,10 +26,11 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
-from typing import Any, NamedTuple
+from typing import Any
 
 import pykka
 
+from dspex._record import Record
 from dspex.supervision import Event
 
 __all__ = [
@@ -151,7 +152,7 @@ _UUID_FREE = ~((0xF000 << 64) | (0xC000 << 48))  # all but the version and varia
 _UUID_V4 = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
 
 
-class LMCall(NamedTuple):
+class LMCall(Record):
     """A finished call of an LM that does not report itself, as queued by the caller.
 
     Cheap to queue; the Telemetry actor reads it directly, and expands it with
@@ -232,7 +233,7 @@ class LMCall(NamedTuple):
         return start, TelemetryEvent(_STOP, data, self.time)
 
 
-class RunNote(NamedTuple):
+class RunNote(Record):
     """A program run's start, stop or exception, as queued by the caller.
 
     Cheaper to build than a :class:`TelemetryEvent` (every top-level call makes
@@ -258,8 +259,8 @@ class RunNote(NamedTuple):
         return TelemetryEvent(self.name, data, self.time)
 
 
-# NamedTuples, not frozen dataclasses: cheaper to define on a cold start.
-class _Drain(NamedTuple):
+# Records (NamedTuples), not frozen dataclasses: cheaper to define on a cold start.
+class _Drain(Record):
     """Nudge from an emitter: handle the events queued in ``source``, then keep polling it."""
 
     source: TelemetryEmitter
@@ -269,7 +270,7 @@ class _PollDue:
     """Handed to the actor by its inbox when it is time to poll the emitters' queues."""
 
 
-class _Envelope(NamedTuple):
+class _Envelope(Record):
     """Looks like pykka's envelope to its actor loop: a message, no reply."""
 
     message: object

@@ -17,8 +17,9 @@ import inspect
 import logging
 import numbers
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
+from dspex._record import Record
 from dspex.actors._program_run import current_run
 from dspex.errors import UsageError
 from dspex.programs._module import Module
@@ -81,7 +82,7 @@ class _Reward:
         return value
 
 
-class _Best(NamedTuple):
+class _Best(Record):
     prediction: Any
     trace: list[Any]
     score: float

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
+from dspex._record import Record
 from dspex.actors._lm._budget import budget_error
 from dspex.errors import UsageError
 from dspex.programs._fanout import fan_out, fan_out_runtime, open_pool, spare_threads
@@ -32,7 +33,7 @@ __all__ = [
 logger = logging.getLogger("dspex.programs")
 
 
-class Outcome(NamedTuple):
+class Outcome(Record):
     """What one example produced: prediction, raw score, score as float, error."""
 
     prediction: Any

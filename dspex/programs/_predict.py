@@ -11,8 +11,9 @@ import contextlib
 import logging
 import random
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
+from dspex._record import Record
 from dspex.actors._program_run import current_run
 from dspex.errors import UsageError
 from dspex.programs._module import Module, Predictor
@@ -59,7 +60,7 @@ def _adapter_default() -> Any:
     return _default_adapter
 
 
-class _Call(NamedTuple):
+class _Call(Record):
     """One Predict call, prepared: what the adapter is called with."""
 
     adapter: Any

@@ -11,8 +11,8 @@ from __future__ import annotations
 import ast
 import keyword
 from functools import lru_cache
-from typing import NamedTuple
 
+from dspex._record import Record
 from dspex.errors import SignatureError
 
 from ._fields import FieldKind
@@ -95,7 +95,7 @@ def field_name_problem(name: str) -> tuple[str, str] | None:
 
 
 # NamedTuples, not frozen dataclasses: a dataclass costs ~0.5 ms to define on a cold start.
-class ParsedField(NamedTuple):
+class ParsedField(Record):
     """One field of a signature string, before its type names are resolved."""
 
     name: str
@@ -106,7 +106,7 @@ class ParsedField(NamedTuple):
     type_position: int  # of type_text in the signature text
 
 
-class _Scan(NamedTuple):
+class _Scan(Record):
     arrows: list[int]
     commas: list[int]
 

@@ -26,10 +26,11 @@ import queue
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Final, NamedTuple, Self
+from typing import Any, Final, Self
 
 import pykka
 
+from dspex._record import Record
 from dspex.errors import ActorStoppedError, StartError, SupervisionError
 
 __all__ = [
@@ -80,7 +81,7 @@ class ActorAbortError(SupervisionError):
 
 # Messages and handles are NamedTuples, not frozen dataclasses: a dataclass
 # costs ~0.5 ms to create at import on a slow machine, a first call's budget.
-class Down(NamedTuple):
+class Down(Record):
     """Delivered to a watcher when the actor (or light process) it monitors has died."""
 
     monitor: MonitorRef
@@ -98,7 +99,7 @@ it must be quick and must not block.
 _ids = itertools.count(1)
 
 
-class MonitorRef(NamedTuple):
+class MonitorRef(Record):
     """Handle of one monitor; pass it to :func:`demonitor`."""
 
     id: int

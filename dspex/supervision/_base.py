@@ -12,10 +12,11 @@ import threading
 import time
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, ClassVar, NamedTuple, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import pykka
 
+from dspex._record import Record
 from dspex.errors import RegistryError, StartError, SupervisionError, UsageError
 from dspex.supervision._actor import (
     SHUTDOWN,
@@ -50,7 +51,7 @@ __all__ = ["SupervisorBase", "SupervisorStats"]
 log = logging.getLogger("dspex.supervision")
 
 
-class SupervisorStats(NamedTuple):
+class SupervisorStats(Record):
     """``statistics()`` of one supervisor incarnation.
 
     ``restarts`` counts restarts charged to the intensity budget over the whole

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import pykka
 
+from dspex._record import Record
 from dspex.supervision._actor import NORMAL, SHUTDOWN, ExitReason, MonitorRef, ProcessRef
 from dspex.supervision._spec import ChildSpec, Restart
 
@@ -55,7 +56,7 @@ def wants_restart(restart: Restart, reason: ExitReason) -> bool:
     return False
 
 
-class ChildInfo(NamedTuple):
+class ChildInfo(Record):
     """One row of ``which_children()``: ``ref`` is None while the child is not running."""
 
     id: str
@@ -64,7 +65,7 @@ class ChildInfo(NamedTuple):
     kind: str
 
 
-class ChildCounts(NamedTuple):
+class ChildCounts(Record):
     """``count_children()``: child specs, running children, and specs by kind."""
 
     specs: int
@@ -73,7 +74,7 @@ class ChildCounts(NamedTuple):
     workers: int
 
 
-class ChildSnapshot(NamedTuple):
+class ChildSnapshot(Record):
     """A child as its supervisor sees it at one instant (for :func:`tree`)."""
 
     id: str
@@ -85,7 +86,7 @@ class ChildSnapshot(NamedTuple):
     restarts: int
 
 
-class SupervisorSnapshot(NamedTuple):
+class SupervisorSnapshot(Record):
     """What ``describe()`` returns: a supervisor's name, strategy and children."""
 
     name: str

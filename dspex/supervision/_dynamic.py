@@ -19,10 +19,11 @@ import itertools
 import weakref
 from collections.abc import Callable
 from contextlib import suppress
-from typing import Any, NamedTuple
+from typing import Any
 
 import pykka
 
+from dspex._record import Record
 from dspex.errors import ActorStoppedError, MaxChildrenError, StartError, UsageError
 from dspex.supervision._actor import (
     Down,
@@ -51,14 +52,14 @@ from dspex.supervision._spec import ChildSpec, Restart
 __all__ = ["DynamicSupervisor", "dynamic_of"]
 
 
-class _ChildDown(NamedTuple):
+class _ChildDown(Record):
     """A child's death, forwarded into the supervisor's mailbox by its monitor."""
 
     child: Child
     down: Down
 
 
-class _RetryRestart(NamedTuple):
+class _RetryRestart(Record):
     """Self-message: try again to start a child whose restart failed."""
 
     child: Child

@@ -8,7 +8,9 @@ and the worker (which runs it) both build on it without importing each other.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, Protocol
+
+from dspex._record import Record
 
 __all__ = ["DOWN", "ERR", "LOST", "OK", "PARK", "RESUME", "UNPARK", "Live", "Task"]
 
@@ -25,7 +27,7 @@ class Live(Protocol):
     def get(self, key: int, /) -> Any: ...
 
 
-class Task(NamedTuple):
+class Task(Record):
     """One attempt at running ``fn(*args)``; a retry is a new tuple with ``attempt + 1``."""
 
     seq: int

@@ -20,10 +20,11 @@ import enum
 import functools
 import logging
 from collections.abc import Iterable
-from typing import Any, NamedTuple, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import pykka
 
+from dspex._record import Record
 from dspex.errors import ActorStoppedError, StartError, UsageError
 from dspex.supervision._actor import Down, ExitReason, MonitorRef, ProcessRef, shutdown
 from dspex.supervision._base import SupervisorBase
@@ -100,7 +101,7 @@ def check_spec(spec: Any, taken: set[str], auto_shutdown: AutoShutdown, owner: s
     return spec
 
 
-class _RetryRestart(NamedTuple):
+class _RetryRestart(Record):
     """Self-message: try again to start children left in ``restarting``."""
 
     child_id: str

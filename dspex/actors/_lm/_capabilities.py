@@ -12,7 +12,8 @@ so they always take it.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+
+from dspex._record import Record
 
 __all__ = ["Capabilities", "capabilities", "is_openai_reasoning_model"]
 
@@ -39,7 +40,7 @@ _GEMINI_SCHEMA = r"^gemini-(?:2\.5|[3-9])"
 _BASE_PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stream"})
 
 
-class Capabilities(NamedTuple):
+class Capabilities(Record):
     """``response_schema``: strict JSON schemas work; ``params``: OpenAI-style names it takes."""
 
     response_schema: bool

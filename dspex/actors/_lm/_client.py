@@ -29,8 +29,9 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
+from dspex._record import Record
 from dspex.actors._lm._loop import engine_loop
 from dspex.actors._lm._resilience import (
     CallInfo,
@@ -423,7 +424,7 @@ class GetStats:
     __slots__ = ()
 
 
-class Reconfigure(NamedTuple):
+class Reconfigure(Record):
     """Replace the client's settings; in-flight calls finish under the old ones."""
 
     config: LMClientConfig

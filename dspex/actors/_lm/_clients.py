@@ -24,10 +24,11 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pykka
 
+from dspex._record import Record
 from dspex.errors import ActorStoppedError, UsageError
 from dspex.supervision import ChildSpec, Clock, start_child
 
@@ -50,14 +51,14 @@ class LMSupervisorRef(Protocol):
 
 
 # NamedTuples, not frozen dataclasses: a dataclass costs ~0.5 ms to define, on every cold start.
-class _ClientKey(NamedTuple):
+class _ClientKey(Record):
     model: str
     api_base: str | None
     key_digest: str | None
     client: tuple[tuple[str, Any], ...]
 
 
-class _ClientRecord(NamedTuple):
+class _ClientRecord(Record):
     """How a client was built, to rebuild its config when the settings change."""
 
     child_id: str
@@ -66,7 +67,7 @@ class _ClientRecord(NamedTuple):
     local: Mapping[str, Any]
 
 
-class _Wanted(NamedTuple):
+class _Wanted(Record):
     """One child the LMSupervisor should run: its spec and, for a client, its key."""
 
     spec: ChildSpec

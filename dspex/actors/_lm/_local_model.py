@@ -18,10 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import Any, Final, NamedTuple, Self
+from typing import Any, Final, Self
 
 import pykka
 
+from dspex._record import Record
 from dspex.actors._lm._local_process import LOOPBACK, LocalProcess, free_loopback_port, port_is_free
 from dspex.errors import LocalModelError, UsageError
 from dspex.supervision import Actor, ChildSpec, Restart
@@ -292,7 +293,7 @@ class ProcessExited:
     returncode: int
 
 
-class LocalModelInfo(NamedTuple):
+class LocalModelInfo(Record):
     """What a running :class:`LocalModelServer` reports about itself."""
 
     api_base: str

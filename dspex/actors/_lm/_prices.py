@@ -20,8 +20,9 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
+from dspex._record import Record
 from dspex.actors._lm._types import LMResponse, Usage
 
 __all__ = [
@@ -39,7 +40,7 @@ _PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "google"}
 _PROBE_TOKENS = 1000  # short enough to stay below long-context price tiers
 
 
-class Price(NamedTuple):
+class Price(Record):
     """USD per million input (prompt) and output (completion) tokens."""
 
     input_per_mtok: float

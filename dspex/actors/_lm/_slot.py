@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
+from dspex._record import Record
 from dspex.actors._lm._resilience import CallInfo, CallOptions, LMClientConfig, UsageMeter
 from dspex.actors._lm._streaming import ChunkSink
 from dspex.actors._lm._types import LMRequest, LMResponse
@@ -177,7 +178,7 @@ class ClientSlot:
         return f"ClientSlot({self.model!r}, running={running}, incarnations={self.incarnations})"
 
 
-class Memo(NamedTuple):
+class Memo(Record):
     """The cache as the client's loop sees it: read before a flight starts, and the
     answer written to memory before the flight ends (so a request arriving meanwhile
     finds one or the other, never neither)."""

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 from urllib.parse import urlsplit
 
+from dspex._record import Record
 from dspex.errors import DSPexError
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ ACCEPT_ENCODING = "gzip, deflate"
 USER_AGENT = "dspex"
 
 
-class HTTPReply(NamedTuple):  # not a frozen dataclass: cheaper to define and to build
+class HTTPReply(Record):  # not a frozen dataclass: cheaper to define and to build
     """A complete HTTP response: status, headers (lower-case names), decoded body."""
 
     status: int

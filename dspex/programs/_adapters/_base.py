@@ -25,8 +25,9 @@ import textwrap
 import types
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
+from dspex._record import Record
 from dspex.actors._callbacks import check_callbacks
 from dspex.errors import AdapterParseError
 from dspex.programs._adapters._demos import DEMO_SETS_KEPT, demos_key, note_pure_formatters
@@ -66,7 +67,7 @@ MISSING_IN_COMPLETE_DEMO = "Not supplied for this conversation history message. 
 
 # A NamedTuple and a slotted class, not frozen dataclasses: a dataclass costs ~0.5 ms
 # to define, and adapters load on a fresh process's first call.
-class FieldPlan(NamedTuple):
+class FieldPlan(Record):
     """One field, pre-digested: its name, type, type name and reply parser.
 
     ``fallback`` gives the value of an output the reply may leave out (DSPy's
@@ -570,7 +571,7 @@ class Adapter:
         )
 
 
-class _OneCompletion(NamedTuple):
+class _OneCompletion(Record):
     """Completions to parse, in the shape ``_parse_completions`` reads (a response's)."""
 
     completions: Sequence[Any]

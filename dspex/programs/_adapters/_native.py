@@ -12,9 +12,9 @@ parameters, so the tools are only ever described in the prompt text.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple, get_args, get_origin
+from typing import Any, get_args, get_origin
 
-from dspex.actors._lm._types import Completion
+from dspex._record import Record
 from dspex.errors import AdapterParseError, UsageError
 
 __all__ = [
@@ -30,7 +30,7 @@ __all__ = [
 _TOOL_PARAMS = ("tools", "tool_choice", "parallel_tool_calls")
 
 
-class NativePlan(NamedTuple):
+class NativePlan(Record):
     """What one adapter call sends and expects after planning native features."""
 
     signature: Any  # the signature the prompt is written and parsed for
@@ -173,6 +173,10 @@ def as_completion(output: Any) -> Any:
     """A completion from what an adapter may be given: a completion (anything with a
     ``text``) as is, or DSPy's shapes: a string, None, or a dict with ``text``,
     ``tool_calls``, ``reasoning_content``, ``citations`` and ``finish_reason``."""
+    if hasattr(output, "text") and not isinstance(output, Mapping | str):
+        return output  # a completion: the common case, nothing to convert
+    from dspex.actors._lm._types import Completion  # only for DSPy's output shapes
+
     if isinstance(output, str) or output is None:
         return Completion(output or "")
     if isinstance(output, Mapping):
@@ -183,12 +187,10 @@ def as_completion(output: Any) -> Any:
             output.get("reasoning_content"),
             tuple(output.get("citations") or ()),
         )
-    if not hasattr(output, "text"):
-        raise UsageError(
-            f"an LM output must be a completion, a string or a dict with 'text', got "
-            f"{type(output).__name__} ({output!r:.80})"
-        )
-    return output
+    raise UsageError(
+        f"an LM output must be a completion, a string or a dict with 'text', got "
+        f"{type(output).__name__} ({output!r:.80})"
+    )
 
 
 def complete_native(

@@ -18,8 +18,9 @@ import hashlib
 import queue
 import random
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
+from dspex._record import Record
 from dspex.actors._program_run import current_run
 from dspex.programs._example import Example
 from dspex.programs._settings import context
@@ -27,7 +28,7 @@ from dspex.programs._settings import context
 __all__ = ["Attempt", "TeacherRuns", "rollout_lm"]
 
 
-class Attempt(NamedTuple):
+class Attempt(Record):
     """One teacher run: accepted (``demos`` set), rejected by the metric, or failed."""
 
     round: int
@@ -36,7 +37,7 @@ class Attempt(NamedTuple):
     error: BaseException | None
 
 
-class _Copy(NamedTuple):
+class _Copy(Record):
     """A private copy of the teacher and what its trace entries map to."""
 
     program: Any

@@ -13,8 +13,9 @@ import logging
 import math
 import random
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
+from dspex._record import Record
 from dspex.errors import UsageError
 from dspex.programs._teleprompt._base import check_count, check_trainset
 
@@ -57,7 +58,7 @@ def num_trials_for(num_predictors: int, zeroshot: bool, num_candidates: int) -> 
     return int(max(2 * variables * math.log2(num_candidates), 1.5 * num_candidates))
 
 
-class Plan(NamedTuple):
+class Plan(Record):
     """The budget of one compile, after the ``auto`` preset (if any) is applied."""
 
     num_trials: int

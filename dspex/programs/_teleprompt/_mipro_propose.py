@@ -29,8 +29,9 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from functools import cache
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
+from dspex._record import Record
 from dspex.programs._fields import InputField, OutputField
 from dspex.programs._predict import Predict
 from dspex.programs._settings import context
@@ -139,7 +140,7 @@ def instruction_signature(
     return make_signature(fields, _PROPOSE_TASK, "GenerateSingleModuleInstruction")
 
 
-class _Proposal(NamedTuple):
+class _Proposal(Record):
     """One proposal to make: for predictor ``predictor``, candidate number ``slot``."""
 
     predictor: int

@@ -23,8 +23,9 @@ import math
 import os
 import random
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
+from dspex._record import Record
 from dspex.errors import UsageError
 from dspex.programs._teleprompt._checkpoint import Journal, digest, fingerprint_program
 from dspex.programs._teleprompt._progress import CompileBar
@@ -132,7 +133,7 @@ def adjusted_num_trials(num_trials: int, minibatch: bool, full_eval_steps: int) 
     return num_trials + num_trials // full_eval_steps + 1 + extra_at_end
 
 
-class SearchOutcome(NamedTuple):
+class SearchOutcome(Record):
     """What the search found, and its records (DSPy's names)."""
 
     best_program: Any
@@ -143,7 +144,7 @@ class SearchOutcome(NamedTuple):
     total_eval_calls: int
 
 
-class _Combo(NamedTuple):
+class _Combo(Record):
     """The evaluations of one combination of choices (for the minibatch averages)."""
 
     scores: list[float]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
+from dspex._record import Record
 from dspex.errors import UsageError
 from dspex.programs._prediction import Prediction
 from dspex.programs._settings import context
@@ -33,7 +34,7 @@ logger = logging.getLogger("dspex.programs")
 # -- GEPA -------------------------------------------------------------------------------
 
 
-class Rollout(NamedTuple):
+class Rollout(Record):
     """One (candidate, example) run: what the pool returns for it."""
 
     group: int

@@ -19,8 +19,9 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
+from dspex._record import Record
 from dspex.actors._lm._cache_key import wire_params
 from dspex.actors._lm._providers._documents import document_text
 from dspex.actors._lm._transport import (
@@ -67,7 +68,7 @@ _ANYWHERE_LENGTH = 12
 _KEY_PATTERN = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,})")
 
 
-class HTTPCall(NamedTuple):  # not a frozen dataclass: cheaper to define and to build
+class HTTPCall(Record):  # not a frozen dataclass: cheaper to define and to build
     """One HTTP request to make. The API key, if any, is only in ``headers``."""
 
     method: str
@@ -81,7 +82,7 @@ class HTTPCall(NamedTuple):  # not a frozen dataclass: cheaper to define and to 
         return f"HTTPCall({self.method} {self.url}, headers={shown}, json={self.json!r})"
 
 
-class ContextOverflow(NamedTuple):
+class ContextOverflow(Record):
     """A provider's "prompt too long" answer, with the token counts it stated (if any)."""
 
     prompt_tokens: int | None = None

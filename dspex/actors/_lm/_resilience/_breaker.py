@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import enum
 import threading
-from typing import NamedTuple
 
+from dspex._record import Record
 from dspex.errors import (
     AuthenticationError,
     CircuitOpenError,
@@ -33,7 +33,7 @@ class BreakerState(enum.StrEnum):
     HALF_OPEN = "half_open"  # one probe call decides
 
 
-class Permit(NamedTuple):  # not a frozen dataclass: cheaper to define and to build
+class Permit(Record):  # not a frozen dataclass: cheaper to define and to build
     """Leave to make one upstream attempt; hand it back with the outcome."""
 
     probe: bool

@@ -16,8 +16,9 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, TypeVar
 
+from dspex._record import Record
 from dspex.actors._lm._gate import Gate
 from dspex.actors._lm._resilience._backoff import RetryPolicy, Sleeper
 from dspex.actors._lm._resilience._breaker import CircuitBreaker
@@ -78,7 +79,7 @@ class CallOptions:
         return hash((self.timeout, self.num_retries))
 
 
-class CallInfo(NamedTuple):
+class CallInfo(Record):
     """How an outcome came about: retries made, and whether the flight was shared."""
 
     retries: int = 0
@@ -88,7 +89,7 @@ class CallInfo(NamedTuple):
 _FIRST_TRY = (CallInfo(0, False), CallInfo(0, True))  # indexed by ``shared``
 
 
-class _Outcome(NamedTuple):
+class _Outcome(Record):
     value: LMResponse | BaseException
     retries: int
 
