@@ -182,8 +182,9 @@ class Adapter:
         fields native LM features carry (tools, reasoning) taken out; ``lm_kwargs`` is
         updated in place (tools added, or tool parameters dropped)."""
         plan = plan_native_tools(self, lm, lm_kwargs, signature, inputs)
-        lm_kwargs.clear()
-        lm_kwargs.update(plan.lm_kwargs)
+        if plan.lm_kwargs != lm_kwargs:
+            lm_kwargs.clear()
+            lm_kwargs.update(plan.lm_kwargs)
         return plan.signature
 
     def _call_postprocess(
@@ -205,10 +206,15 @@ class Adapter:
         no parseable text leaves the other outputs unset (None or their default);
         an empty reply without any is an ``AdapterParseError``.
         """
-        completions = [as_completion(output) for output in outputs]
+        completions = []
+        shapes = calls = False  # DSPy's shapes were given; a completion has native tool calls
+        for output in outputs:
+            completion = as_completion(output)
+            shapes = shapes or completion is not output
+            calls = calls or bool(getattr(completion, "tool_calls", None))
+            completions.append(completion)
         if processed_signature is original_signature and not (
-            any(getattr(c, "tool_calls", None) for c in completions)
-            and tool_calls_output(original_signature)
+            calls and tool_calls_output(original_signature)
         ):  # nothing native: parse the text
             values = self._parse_completions(processed_signature, _OneCompletion(completions))
         else:
@@ -226,9 +232,10 @@ class Adapter:
                 )
                 for completion in completions
             ]
-        for value, output in zip(values, outputs, strict=True):
-            if isinstance(output, Mapping) and output.get("logprobs"):
-                value["logprobs"] = output["logprobs"]  # DSPy passes them through
+        if shapes:
+            for value, output in zip(values, outputs, strict=True):
+                if isinstance(output, Mapping) and output.get("logprobs"):
+                    value["logprobs"] = output["logprobs"]  # DSPy passes them through
         return values
 
     async def acall(

@@ -69,8 +69,9 @@ def plan_native_tools(
     original = signature
     calls_field = None
     if not getattr(adapter, "use_native_function_calling", False):
-        for key in _TOOL_PARAMS:
-            params.pop(key, None)
+        if not params.keys().isdisjoint(_TOOL_PARAMS):
+            for key in _TOOL_PARAMS:
+                params.pop(key, None)
     else:
         signature, calls_field = _plan_tools(adapter, lm, params, signature, inputs)
     # Output types with a native LM feature (Reasoning: the model's own reasoning)
@@ -173,7 +174,7 @@ def as_completion(output: Any) -> Any:
     """A completion from what an adapter may be given: a completion (anything with a
     ``text``) as is, or DSPy's shapes: a string, None, or a dict with ``text``,
     ``tool_calls``, ``reasoning_content``, ``citations`` and ``finish_reason``."""
-    if hasattr(output, "text") and not isinstance(output, Mapping | str):
+    if hasattr(output, "text") and not isinstance(output, (str, Mapping)):
         return output  # a completion: the common case, nothing to convert
     from dspex.actors._lm._types import Completion  # only for DSPy's output shapes
 
