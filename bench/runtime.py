@@ -195,6 +195,7 @@ def bench_overhead(calls: int, n_rounds: int, profile: bool) -> dict[str, float]
     try:
         lm = dspex.LM(MODEL, api_base=server.url, api_key=KEY)
         qa = dspex.Predict(SIGNATURE)
+        bare_forward = type(qa).forward
         dspex.configure(lm=lm)
         qa(question="warm up")
         template = rt.history(1)[0].messages  # exactly what Predict sends
@@ -213,7 +214,9 @@ def bench_overhead(calls: int, n_rounds: int, profile: bool) -> dict[str, float]
         variants: dict[str, Callable[[int], object]] = {
             "raw httpx.Client POST": raw,
             "lm.generate (no cache)": lambda i: lm.generate(body(i)["messages"], {}),
-            "Predict.forward (no run)": lambda i: qa.forward(question=f"q{i}"),
+            # forward read from the class: the bare path, without the warning that
+            # reading module.forward for a direct call logs (as DSPy does)
+            "Predict.forward (no run)": lambda i: bare_forward(qa, question=f"q{i}"),
             "Predict() (run + forward)": lambda i: qa(question=f"q{i}"),
         }
         results = rounds(variants, calls, n_rounds)
@@ -246,6 +249,7 @@ def bench_cache_hit(calls: int, n_rounds: int, profile: bool) -> dict[str, float
     try:
         lm = dspex.LM(MODEL, api_base=server.url, api_key=KEY)
         qa = dspex.Predict(SIGNATURE)
+        bare_forward = type(qa).forward
         dspex.configure(lm=lm)
         qa(question="cached question")  # fills the cache
         messages = rt.history(1)[0].messages
@@ -257,7 +261,7 @@ def bench_cache_hit(calls: int, n_rounds: int, profile: bool) -> dict[str, float
             "raw cache lookup (CacheClient.get)": lambda _: rt.cache.get(key),
             "request key (canonical JSON + SHA-256)": lambda _: handle.request_key(request),
             "lm.generate, cache hit": lambda _: lm.generate(messages, {}),
-            "Predict.forward, cache hit": lambda _: qa.forward(question="cached question"),
+            "Predict.forward, cache hit": lambda _: bare_forward(qa, question="cached question"),
             "Predict(), cache hit (top level)": lambda _: qa(question="cached question"),
         }
         results = rounds(variants, calls, n_rounds)
