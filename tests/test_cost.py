@@ -346,3 +346,30 @@ def test_every_optimizer_stops_cleanly_on_its_compile_budget(
     # most 16, the widest fan-out here) go past it.
     assert report["tokens"] >= 6 * 1500
     assert fake.request_count <= 6 + 16
+
+
+def test_unread_costs_do_not_keep_every_answer_alive(
+    start_runtime: StartRuntime, fake: FakeOpenAI
+) -> None:
+    # A server between metric scrapes (or a long run) never reads a cost: the
+    # telemetry actor must price its pending answers itself rather than keep them all.
+    import gc
+
+    from dspex.actors._lm._prices import LaterCost, PricedLater
+    from dspex.actors._telemetry import SETTLE_AT
+
+    rt = start_runtime()
+    lm = _lm(fake, cache=False)
+    calls = SETTLE_AT + 100
+    with dspex.context(disable_history=True):
+        for i in range(calls):
+            lm(f"question {i}")
+    rt.flush()  # the actor has handled every call's record
+    gc.collect()
+    alive = sum(isinstance(o, LaterCost) for o in gc.get_objects())
+    assert alive < SETTLE_AT
+    # Priced once the actor settled them: later answers come priced at once.
+    assert not isinstance(lm.generate([{"role": "user", "content": "last"}], {}), PricedLater)
+    models = rt.metrics()["models"]
+    assert models[KNOWN]["requests"] == calls + 1
+    assert models[KNOWN]["cost_usd"] == pytest.approx((calls + 1) * _expected(KNOWN, 1000, 500))

@@ -375,6 +375,25 @@ def test_serving_freezes_the_startup_heap_and_raises_the_young_threshold() -> No
         gc.set_threshold(*before)
 
 
+def test_serving_looks_up_every_served_models_price_before_it_listens(
+    start_runtime: Any,
+) -> None:
+    # Left to the first cost read, a server would load the price table mid-traffic
+    # and keep its answers alive until then (tests/test_cost.py).
+    from dspex.serve._command import _look_up_prices
+
+    rt = start_runtime()
+    own = dspex.Predict("question -> answer")
+    own.lm = dspex.LM("openai/gpt-4o-mini", api_base="http://127.0.0.1:9/v1", api_key="sk-x")
+    default = dspex.LM("openai/default-model", api_base="http://127.0.0.1:9/v1", api_key="sk-x")
+    dspex.configure(lm=default)
+    uses_default = dspex.ChainOfThought("question -> answer")
+    assert not rt.prices.known("openai/gpt-4o-mini")
+    _look_up_prices(rt, [own, uses_default])
+    assert rt.prices.known("openai/gpt-4o-mini") and rt.prices.known("openai/default-model")
+    assert rt.prices.price("openai/gpt-4o-mini") is not None
+
+
 @pytest.mark.local_model
 @pytest.mark.timeout(300)
 def test_the_demo_serve_command_serves_the_classifier_on_the_real_model(tmp_path: Path) -> None:

@@ -49,6 +49,11 @@ __all__ = [
 
 logger = logging.getLogger("dspex.telemetry")
 
+# Unpriced costs a model may hold (each keeps its answer alive) before the actor
+# prices them itself. A process that makes fewer calls and never reads a cost
+# never loads the price table; a server or a long run loads it once, here.
+SETTLE_AT = 256
+
 _SECRET_MARKERS = ("api_key", "apikey", "authorization", "token", "secret", "password")
 
 
@@ -140,9 +145,15 @@ class _ModelStats:
         # of GIL time), so it waits until a query reads the cost, off the first call.
         self.pending: list[LaterCost] = []
 
-    def add_cost(self, cost: Any) -> None:
+    def add_cost(self, cost: Any, model: str = "?") -> None:
         if isinstance(cost, LaterCost):
             self.pending.append(cost)
+            if len(self.pending) >= SETTLE_AT:
+                # Nobody has read the costs (a server between scrapes, a long
+                # evaluation): price them here, once the price table is worth
+                # loading, rather than keep every answer alive. The model is then
+                # known, and its later answers come priced.
+                self.settle(model)
         elif cost is None:
             self.unpriced += 1
         else:
@@ -330,7 +341,7 @@ class Telemetry(Actor):
             stats.retries += int(data.get("retries", 0))
             stats.prompt_tokens += int(data.get("prompt_tokens", 0))
             stats.completion_tokens += int(data.get("completion_tokens", 0))
-            stats.add_cost(data.get("cost"))
+            stats.add_cost(data.get("cost"), str(data.get("model", "?")))
             if "duration_ms" in data:
                 stats.latencies.append(float(data["duration_ms"]))
             if "messages" in data:
@@ -375,7 +386,7 @@ class Telemetry(Actor):
         stats.completion_tokens += completion
         response = call.response
         if isinstance(response, PricedLater) and not response.priced:
-            stats.add_cost(LaterCost(response))  # priced when metrics() reads it
+            stats.add_cost(LaterCost(response), call.model)  # priced when read (or SETTLE_AT)
         else:
             stats.add_cost(call.cost)
         stats.latencies.append(call.duration_ms)

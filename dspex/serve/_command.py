@@ -169,6 +169,7 @@ def serve_command(options: ServeOptions) -> int:
             )
         application = app(runtime, allow_reload=options.allow_reload)
         server = _http_server(application, options)
+        _look_up_prices(runtime, programs.values())
         _tune_gc(gen0)
     except BaseException:
         sock.close()
@@ -240,6 +241,32 @@ def serve_command(options: ServeOptions) -> int:
             code = code or 1
     print(f"dspex serve: stopped (exit code {code})", flush=True)
     return int(code)
+
+
+def _look_up_prices(runtime: Runtime, programs: Any) -> None:
+    """Look up the price of every model the programs call, before serving.
+
+    A library process leaves a model's first price until a cost is read (the
+    table takes tens of ms to load); a server would then load it mid-traffic
+    and, meanwhile, keep its answers alive for pricing. Here it loads once,
+    before the heap is frozen, and every answer is priced as it arrives.
+    """
+    from dspex.programs import settings
+
+    models: set[str] = set()
+    for program in programs:
+        named = getattr(program, "named_predictors", None)
+        for _, predictor in named() if callable(named) else ():
+            lm = getattr(predictor, "lm", None) or settings.lm
+            for one in (lm, *getattr(lm, "fallbacks", ())):
+                model = getattr(one, "model", None)
+                if isinstance(model, str):
+                    models.add(model)
+    for model in sorted(models):
+        try:
+            runtime.prices.price(model)
+        except Exception:  # a broken price table must not stop the server: priced later
+            log.warning("could not look up the price of %s", model, exc_info=True)
 
 
 def _tune_gc(gen0: int) -> None:
